@@ -1,0 +1,86 @@
+/// @file models/denoiser.h
+/// @brief The one model object solvers see: (x, t) ↦ (x̂_0, ε̂), whatever the network predicts.
+///
+/// Conversions at time t with x = α x_0 + σ ε (DESIGN.md §1):
+///  - "eps":   x̂_0 = (x − σ ε̂)/α
+///  - "x0":    ε̂ = (x − α x̂_0)/σ
+///  - "v":     v = α ε − σ x_0 (Salimans & Ho 2022) ⇒ x̂_0 = (α x − σ v)/(α²+σ²), ε̂ = (σ x + α v)/(α²+σ²)
+///  - "score": ε̂ = −σ s
+///  - "flow":  u = α̇ x_0 + σ̇ ε (flow matching velocity) ⇒ solve the 2×2 system with x.
+/// The network's time input is the continuous t, the discrete index (t·N − 1), σ or λ,
+/// multiplied by `time_scale`, as a tensor of shape [batch] with x's dtype and device.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "fewstep/schedules/schedule.h"
+
+namespace fewstep {
+
+class GaussianMixture;
+
+enum class Prediction { Eps, X0, V, Score, Flow };
+enum class TimeInput { T, Index, Sigma, Lambda };
+
+/// "eps", "x0", "v", "score", "flow" (ValueError otherwise).
+Prediction parse_prediction(const std::string& name);
+std::string to_string(Prediction prediction);
+/// "t", "index", "sigma", "lambda" (ValueError otherwise).
+TimeInput parse_time_input(const std::string& name);
+std::string to_string(TimeInput time_input);
+
+/// What a denoiser returns: the data prediction and the noise prediction, same shape as x.
+struct DenoiserOutput {
+  at::Tensor x0;
+  at::Tensor eps;
+};
+
+class Denoiser {
+ public:
+  /// A network: (x, t_input[batch]) ↦ native prediction, same shape as x.
+  using Network = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& t)>;
+  /// A model that already gives both predictions at a host time t (exact models, wrappers).
+  using Direct = std::function<DenoiserOutput(const at::Tensor& x, double t)>;
+
+  /// Wraps a network predicting `prediction`, fed time as `time_input` × `time_scale`.
+  Denoiser(Network network, SchedulePtr schedule, Prediction prediction, TimeInput time_input = TimeInput::T,
+           double time_scale = 1.0);
+
+  /// Loads a TorchScript module (torch::jit::load) whose forward(x, t) returns the prediction.
+  /// ValueError naming the path if it cannot be read.
+  static Denoiser torchscript(const std::string& path, SchedulePtr schedule, Prediction prediction,
+                              TimeInput time_input = TimeInput::T, double time_scale = 1.0);
+  /// The exact denoiser of a Gaussian mixture under `schedule` (any family).
+  static Denoiser exact(std::shared_ptr<const GaussianMixture> mixture, SchedulePtr schedule);
+  /// A model that directly returns (x̂_0, ε̂); `description` shows up in messages and repr.
+  static Denoiser direct(Direct fn, SchedulePtr schedule, std::string description);
+
+  /// Evaluates the model at host time t (in the schedule's range).
+  DenoiserOutput operator()(const at::Tensor& x, double t) const;
+
+  const SchedulePtr& schedule() const { return schedule_; }
+  const NoiseSchedule& schedule_ref() const { return *schedule_; }
+  const std::string& description() const { return description_; }
+
+ private:
+  Denoiser(Direct fn, SchedulePtr schedule, std::string description);
+  Direct fn_;
+  SchedulePtr schedule_;
+  std::string description_;
+};
+
+/// Converts a native network output to (x̂_0, ε̂) at time t (exposed for tests and trainers).
+DenoiserOutput convert_prediction(const at::Tensor& x, const at::Tensor& out, Prediction prediction,
+                                  const NoiseSchedule& schedule, double t);
+/// The inverse: the native target a network predicting `prediction` should output.
+at::Tensor native_from_x0_eps(const at::Tensor& x0, const at::Tensor& eps, Prediction prediction,
+                              const NoiseSchedule& schedule, double t);
+/// The network's time input for host time t.
+double network_time(const NoiseSchedule& schedule, double t, TimeInput time_input, double time_scale);
+
+}  // namespace fewstep

@@ -1,0 +1,21 @@
+/// @file solvers/heun.h
+/// @brief Heun's method (explicit trapezoid) on the probability-flow ODE in t.
+///
+/// d_s = v(x_s, s); x̃ = x_s + (t − s) d_s; d_t = v(x̃, t); x_t = x_s + (t − s)(d_s + d_t)/2,
+/// with v the PF-ODE velocity of solvers/euler.h. Second order, two evaluations per step
+/// (Karras et al. 2022, Algorithm 1, on VE/EDM; the same update in t for other schedules).
+#pragma once
+
+#include "fewstep/solvers/stepper.h"
+
+namespace fewstep {
+
+class HeunStepper final : public Stepper {
+ public:
+  explicit HeunStepper(const Options& options = {});
+  const StepperTraits& traits() const override;
+  StepResult step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
+                  const StepContext& ctx) const override;
+};
+
+}  // namespace fewstep

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs everything fewstep needs to build and test, and prints how long it took.
+#  - Debian packages (GoogleTest, Google Benchmark, CLI11, nlohmann-json, Eigen, ccache),
+#    through apt-get when running as root and a package is missing;
+#  - a virtual environment .venv/ at the repository root with the pinned PyTorch (its
+#    LibTorch is what the C++ library links) and the Python test tools;
+#  - a .pth file so that .venv's Python imports fewstep from python/ in this checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+start=$(date +%s)
+
+apt_packages=(cmake g++ make libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libeigen3-dev ccache)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    echo "[deps] apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "[deps] missing Debian packages: ${missing[*]}" >&2
+    echo "[deps] install them with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+python=${FEWSTEP_BOOTSTRAP_PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[deps] creating .venv with $($python --version 2>&1)"
+  "$python" -m venv .venv
+fi
+if ! .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt; then
+  echo "[deps] pip install -r requirements.txt failed (see above)" >&2
+  exit 1
+fi
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$root/python" > "$site/fewstep-dev.pth"
+echo "[deps] done in $(( $(date +%s) - start )) s; torch $(.venv/bin/python -c 'import torch; print(torch.__version__)')"
