@@ -52,6 +52,7 @@ class Denoiser {
            double time_scale = 1.0);
 
   /// Loads a TorchScript module (torch::jit::load) whose forward(x, t) returns the prediction.
+  /// The module stays on the device it was saved from; pass x on that device.
   /// ValueError naming the path if it cannot be read.
   static Denoiser torchscript(const std::string& path, SchedulePtr schedule, Prediction prediction,
                               TimeInput time_input = TimeInput::T, double time_scale = 1.0);

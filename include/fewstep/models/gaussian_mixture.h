@@ -25,7 +25,7 @@ class GaussianMixture {
   /// [K, D, D] (symmetric positive definite). ValueError naming the argument otherwise.
   GaussianMixture(const at::Tensor& weights, const at::Tensor& means, const at::Tensor& covariances);
 
-  /// A reproducible random mixture: means ~ N(0, spread²/D·I)·…, covariances with random
+  /// A reproducible random mixture: means ~ N(0, spread²) per coordinate, covariances with random
   /// orientation and eigenvalues in [min_var, max_var]; `diagonal` restricts to axis-aligned.
   static std::shared_ptr<GaussianMixture> random(int64_t dim, int64_t components, uint64_t seed,
                                                  bool diagonal = false, double spread = 1.0,
@@ -39,7 +39,7 @@ class GaussianMixture {
   /// Full covariances [K, D, D] (built from the diagonal if diagonal).
   at::Tensor covariances() const;
 
-  /// n data samples [n, D] (float64, CPU unless `options` says otherwise).
+  /// n data samples [n, D], float64, on the generator's device (CPU without a generator).
   at::Tensor sample(int64_t n, std::optional<at::Generator> generator = std::nullopt) const;
   /// Same, also returning each sample's component index.
   std::pair<at::Tensor, at::Tensor> sample_with_labels(int64_t n,

@@ -46,7 +46,10 @@ struct SampleOptions {
   /// Run under c10::InferenceMode (no autograd). Off when gradients must flow (trainers).
   bool inference_mode = true;
   StepCallback callback;
+  /// Noise for stochastic steppers: one generator for the batch ...
   std::optional<at::Generator> generator;
+  /// ... or one seed per sample (takes precedence), making each sample batch-independent.
+  std::vector<uint64_t> seeds;
 };
 
 struct StepStats {

@@ -32,7 +32,7 @@ class NoiseSchedule {
 
   /// Short name ("vp_linear", "vp_cosine", "vp_discrete", "ve", "flow").
   virtual std::string name() const = 0;
-  /// Full description with parameters, e.g. "VPLinear(beta_min=0.1, beta_max=20, t=[0.001, 1])".
+  /// Full description with parameters, e.g. "VPLinear(beta_min=0.1, beta_max=20, t_min=0.001, t_max=1)".
   virtual std::string repr() const = 0;
   virtual ScheduleFamily family() const = 0;
 

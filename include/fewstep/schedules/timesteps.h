@@ -9,7 +9,7 @@
 ///  - "leading":   discrete schedules only; evaluation indices (steps−1−i)·⌊N/steps⌋ + 1
 ///                 (diffusers "leading" with steps_offset = 1, Stable Diffusion's setting),
 ///                 then the end point.
-///  - "trailing":  discrete schedules only; indices round(N − i·N/steps) − 1 (diffusers
+///  - "trailing":  discrete schedules only; indices round_half_even(N − i·N/steps) − 1 (diffusers
 ///                 "trailing"), then the end point.
 /// Discrete index n maps to t = (n+1)/N. The end point of leading/trailing is t_end
 /// (default t_min = index 0); t_start cannot be set for them.

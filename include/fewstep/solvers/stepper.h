@@ -18,6 +18,7 @@
 
 #include "fewstep/core/options.h"
 #include "fewstep/models/denoiser.h"
+#include "fewstep/solvers/noise.h"
 
 namespace fewstep {
 
@@ -69,7 +70,7 @@ struct StepContext {
   int64_t index = 0;
   int64_t num_steps = -1;
   const std::vector<double>* grid = nullptr;
-  std::optional<at::Generator> generator;
+  NoiseSampler* noise = nullptr;  ///< set by the driver; stochastic steppers draw from it
   bool is_last() const { return num_steps >= 0 && index == num_steps - 1; }
 };
 

@@ -1,0 +1,196 @@
+// Bindings of sample/sample.h: the sampling driver and its Solution.
+//
+// The driver loop runs with the GIL released; the per-step callback (and any Python network
+// inside the Denoiser) retakes it for the duration of each call.
+#include <torch/python.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fewstep/core/check.h"
+#include "fewstep/core/options.h"
+#include "fewstep/models/denoiser.h"
+#include "fewstep/sample/reference.h"
+#include "fewstep/sample/sample.h"
+#include "fewstep/solvers/registry.h"
+
+namespace py = pybind11;
+
+namespace {
+
+std::string type_name(const py::handle& obj) {
+  return std::string(py::str(py::type::handle_of(obj).attr("__name__")));
+}
+
+/// Python keyword options → fewstep::Options: bool → bool, int → int64, float → double,
+/// str → string; anything else is a TypeError naming the key.
+fewstep::Options options_from_dict(const py::dict& dict) {
+  fewstep::Options options;
+  for (const auto& item : dict) {
+    const std::string key = py::str(item.first);
+    const py::handle value = item.second;
+    if (py::isinstance<py::bool_>(value)) {
+      options.set(key, value.cast<bool>());
+    } else if (py::isinstance<py::int_>(value)) {
+      options.set(key, value.cast<int64_t>());
+    } else if (py::isinstance<py::float_>(value)) {
+      options.set(key, value.cast<double>());
+    } else if (py::isinstance<py::str>(value)) {
+      options.set(key, value.cast<std::string>());
+    } else {
+      FEWSTEP_CHECK_TYPE(false, "solver option '", key, "' should be a bool, int, float or str, got ",
+                         type_name(value));
+    }
+  }
+  return options;
+}
+
+std::vector<double> grid_from_object(const py::object& obj) {
+  at::Tensor t;
+  if (THPVariable_Check(obj.ptr())) {
+    t = THPVariable_Unpack(obj.ptr());
+  } else {
+    py::object torch = py::module_::import("torch");
+    try {
+      t = THPVariable_Unpack(torch.attr("as_tensor")(obj, py::arg("dtype") = torch.attr("float64")).ptr());
+    } catch (py::error_already_set&) {
+      FEWSTEP_CHECK_TYPE(false, "timesteps should be a tensor or a sequence of floats, got ", type_name(obj));
+    }
+  }
+  FEWSTEP_CHECK_TYPE(!t.is_complex(), "timesteps should be real, got ", t.scalar_type());
+  t = t.detach().to(at::kCPU, at::kDouble).contiguous();
+  FEWSTEP_CHECK_VALUE(t.dim() == 1, "timesteps should be one-dimensional, got shape ", t.sizes());
+  const double* p = t.data_ptr<double>();
+  return std::vector<double>(p, p + t.numel());
+}
+
+/// Holds a Python callable from code that may run without the GIL.
+std::shared_ptr<py::object> hold(py::object obj) {
+  return std::shared_ptr<py::object>(new py::object(std::move(obj)), [](py::object* p) {
+    if (!Py_IsInitialized()) {
+      p->release();
+      delete p;
+      return;
+    }
+    py::gil_scoped_acquire gil;
+    delete p;
+  });
+}
+
+fewstep::StepCallback python_callback(py::object callback) {
+  FEWSTEP_CHECK_TYPE(PyCallable_Check(callback.ptr()), "callback should be callable, got ", type_name(callback));
+  auto fn = hold(std::move(callback));
+  return [fn](const fewstep::StepInfo& info) {
+    py::gil_scoped_acquire gil;
+    py::dict d;
+    d["index"] = info.index;
+    d["num_steps"] = info.num_steps;
+    d["t"] = info.t;
+    d["t_next"] = info.t_next;
+    d["x"] = info.x;
+    d["x0"] = info.x0;
+    d["nfe"] = info.nfe;
+    (*fn)(d);
+  };
+}
+
+at::Tensor double_tensor(const std::vector<double>& v) {
+  return at::tensor(at::ArrayRef<double>(v), at::TensorOptions().dtype(at::kDouble));
+}
+
+}  // namespace
+
+void bind_sample(py::module_& m) {
+  py::class_<fewstep::Solution, std::shared_ptr<fewstep::Solution>>(m, "Solution",
+                                                                     "Result of fewstep.sample.")
+      .def_readonly("x", &fewstep::Solution::x, "The final sample.")
+      .def_readonly("nfe", &fewstep::Solution::nfe, "Exact number of model evaluations.")
+      .def_readonly("steps", &fewstep::Solution::steps, "Number of steps taken.")
+      .def_property_readonly(
+          "timesteps", [](const fewstep::Solution& s) { return double_tensor(s.timesteps); },
+          "The grid used (float64 tensor).")
+      .def_readonly("trajectory", &fewstep::Solution::trajectory,
+                    "x at every grid point (only with keep_trajectory=True).")
+      .def_property_readonly(
+          "stats",
+          [](const fewstep::Solution& s) {
+            py::list out;
+            for (const auto& st : s.stats) {
+              py::dict d;
+              d["index"] = st.index;
+              d["t"] = st.t;
+              d["t_next"] = st.t_next;
+              d["nfe"] = st.nfe;
+              out.append(d);
+            }
+            return out;
+          },
+          "Per-step statistics: dicts {index, t, t_next, nfe (evaluations of that step)}.")
+      .def("__repr__", [](const fewstep::Solution& s) {
+        return "Solution(x=" + std::string(py::str(py::cast(s.x.sizes().vec()))) + ", nfe=" + std::to_string(s.nfe) +
+               ", steps=" + std::to_string(s.steps) + ")";
+      });
+
+  m.def(
+      "_sample",
+      [](const std::shared_ptr<fewstep::Denoiser>& model, const at::Tensor& x_T, const std::string& solver,
+         const py::object& timesteps, const py::dict& solver_options, bool denoise_to_zero, bool check_finite,
+         bool keep_trajectory, const py::object& callback, std::optional<at::Generator> generator) {
+        FEWSTEP_CHECK_TYPE(model != nullptr, "model should be a fewstep.Denoiser, got None");
+        fewstep::Options options = options_from_dict(solver_options);
+        std::vector<double> grid = grid_from_object(timesteps);
+        fewstep::SampleOptions sample_options;
+        sample_options.denoise_to_zero = denoise_to_zero;
+        sample_options.check_finite = check_finite;
+        sample_options.keep_trajectory = keep_trajectory;
+        sample_options.generator = std::move(generator);
+        if (!callback.is_none()) sample_options.callback = python_callback(callback);
+        auto stepper = fewstep::solver(solver, options);
+        auto solution = std::make_shared<fewstep::Solution>();
+        {
+          py::gil_scoped_release release;
+          *solution = fewstep::sample(*model, x_T, *stepper, grid, sample_options);
+        }
+        return solution;
+      },
+      py::arg("model"), py::arg("x_T"), py::arg("solver"), py::arg("timesteps"), py::arg("solver_options"),
+      py::arg("denoise_to_zero"), py::arg("check_finite"), py::arg("keep_trajectory"), py::arg("callback"),
+      py::arg("generator"),
+      "Low-level driver: runs `solver` over an explicit grid. Use fewstep.sample instead.");
+
+  py::class_<fewstep::ReferenceResult, std::shared_ptr<fewstep::ReferenceResult>>(
+      m, "ReferenceResult", "Result of fewstep.reference_solve.")
+      .def_readonly("x", &fewstep::ReferenceResult::x, "Solution at t_end (float64).")
+      .def_readonly("nfe", &fewstep::ReferenceResult::nfe, "Model evaluations.")
+      .def_readonly("accepted", &fewstep::ReferenceResult::accepted, "Accepted steps.")
+      .def_readonly("rejected", &fewstep::ReferenceResult::rejected, "Rejected steps.")
+      .def("__repr__", [](const fewstep::ReferenceResult& r) {
+        return "ReferenceResult(nfe=" + std::to_string(r.nfe) + ", accepted=" + std::to_string(r.accepted) +
+               ", rejected=" + std::to_string(r.rejected) + ")";
+      });
+
+  m.def(
+      "reference_solve",
+      [](const std::shared_ptr<fewstep::Denoiser>& model, const at::Tensor& x_T, double t_start, double t_end,
+         double rtol, double atol, int64_t max_steps, double first_step) {
+        FEWSTEP_CHECK_TYPE(model != nullptr, "model should be a fewstep.Denoiser, got None");
+        fewstep::ReferenceOptions options;
+        options.rtol = rtol;
+        options.atol = atol;
+        options.max_steps = max_steps;
+        options.first_step = first_step;
+        auto result = std::make_shared<fewstep::ReferenceResult>();
+        {
+          py::gil_scoped_release release;
+          *result = fewstep::reference_solve(*model, x_T, t_start, t_end, options);
+        }
+        return result;
+      },
+      py::arg("model"), py::arg("x_T"), py::arg("t_start"), py::arg("t_end"), py::kw_only(),
+      py::arg("rtol") = 1e-10, py::arg("atol") = 1e-10, py::arg("max_steps") = 100000, py::arg("first_step") = 0.0,
+      "Float64 adaptive Dormand-Prince 5(4) solve of the probability-flow ODE from t_start to t_end.");
+}

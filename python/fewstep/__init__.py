@@ -1,0 +1,106 @@
+"""fewstep: few-step diffusion sampling over LibTorch.
+
+The heavy lifting is done by the C++ extension ``fewstep._fewstep``; this package adds
+the Python niceties (keyword arguments, progress bars, callback objects) on top of it.
+
+Example::
+
+    import torch, fewstep as fs
+    sched = fs.VPLinear(beta_min=0.1, beta_max=20.0)
+    model = fs.Denoiser(net, schedule=sched, prediction="eps")   # net(x, t) -> tensor
+    out = fs.sample(model, torch.randn(64, 16), solver="dpmpp_2m", steps=10)
+    out.x, out.nfe
+"""
+
+from __future__ import annotations
+
+import warnings
+
+# torch must be imported first: it loads the LibTorch libraries the extension links against
+# and registers the Python types (torch.Tensor, torch.Generator) its casters use.
+import torch
+
+from . import _fewstep
+from ._fewstep import (
+    Denoiser,
+    GaussianMixture,
+    NoiseSchedule,
+    ReferenceResult,
+    ScheduleFamily,
+    Solution,
+    VE,
+    VPCosine,
+    VPDiscrete,
+    VPLinear,
+    FlowMatching,
+    convert_prediction,
+    native_from_x0_eps,
+    network_time,
+    solver_info,
+    solver_names,
+    solvers,
+    spacings,
+)
+from ._sampling import StepInfo, reference_solve, sample, timesteps, validate_grid
+
+#: EDM (Karras et al. 2022) is the VE schedule: alpha = 1, sigma = t.
+EDM = VE
+
+__version__: str = _fewstep.version()
+
+
+def torch_version() -> str:
+    """Return the LibTorch version fewstep was compiled against.
+
+    At import, fewstep warns if it differs from the ``torch`` imported at run time (the
+    extension's ABI is only guaranteed for the version it was built with).
+    """
+    return _fewstep.torch_version()
+
+
+def _release(version: str) -> str:
+    """``"2.8.0+cu128"`` -> ``"2.8.0"``."""
+    return version.split("+", 1)[0]
+
+
+def _check_torch_version() -> None:
+    built = torch_version()
+    if _release(built) != _release(torch.__version__):
+        warnings.warn(
+            f"fewstep was compiled against torch {built} but torch {torch.__version__} is imported; "
+            "rebuild fewstep against this torch (pip install --no-build-isolation .) if anything fails.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+_check_torch_version()
+
+__all__ = [
+    "Denoiser",
+    "EDM",
+    "FlowMatching",
+    "GaussianMixture",
+    "NoiseSchedule",
+    "ReferenceResult",
+    "ScheduleFamily",
+    "Solution",
+    "StepInfo",
+    "VE",
+    "VPCosine",
+    "VPDiscrete",
+    "VPLinear",
+    "__version__",
+    "convert_prediction",
+    "native_from_x0_eps",
+    "network_time",
+    "reference_solve",
+    "sample",
+    "solver_info",
+    "solver_names",
+    "solvers",
+    "spacings",
+    "timesteps",
+    "torch_version",
+    "validate_grid",
+]

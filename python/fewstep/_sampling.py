@@ -1,0 +1,197 @@
+"""Python layer over the C++ sampling driver: grids, progress bars and callbacks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+
+from . import _fewstep
+
+TimeGrid = Union[torch.Tensor, Sequence[float]]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What the per-step callback receives after step ``index`` moved ``x`` from ``t`` to ``t_next``.
+
+    Fields are readable as attributes (``info.t``) or as keys (``info["t"]``). ``x`` and ``x0``
+    are the driver's tensors (no copies): clone them if you keep them beyond the callback.
+    """
+
+    index: int
+    num_steps: int
+    t: float
+    t_next: float
+    x: torch.Tensor
+    x0: torch.Tensor
+    nfe: int
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def keys(self) -> list[str]:
+        """Field names, so that ``dict(info)`` works."""
+        return list(self.__dataclass_fields__)
+
+
+def timesteps(
+    schedule: _fewstep.NoiseSchedule,
+    steps: int,
+    spacing: str = "logsnr",
+    t_start: Optional[float] = None,
+    t_end: Optional[float] = None,
+    rho: float = 7.0,
+) -> torch.Tensor:
+    """Return a grid of ``steps + 1`` strictly decreasing times (float64 tensor).
+
+    Args:
+        schedule: the noise schedule whose range and log-SNR define the grid.
+        steps: number of solver steps (> 0).
+        spacing: ``"time"`` (uniform t), ``"logsnr"`` (uniform lambda), ``"quadratic"``,
+            ``"karras"`` (rho-spacing of sigma/alpha), or, for discrete schedules,
+            ``"leading"`` / ``"trailing"`` (diffusers' definitions).
+        t_start: first time (default ``schedule.t_max``).
+        t_end: last time (default ``schedule.t_min``).
+        rho: exponent of the ``"karras"`` spacing.
+    """
+    return _fewstep.timesteps(schedule, steps, spacing, t_start, t_end, rho)
+
+
+def validate_grid(schedule: _fewstep.NoiseSchedule, timesteps: TimeGrid) -> torch.Tensor:
+    """Check an explicit grid (>= 2 finite, strictly decreasing times in the schedule's range).
+
+    Returns it as a float64 tensor; raises ValueError naming the first offending entry.
+    """
+    return _fewstep.validate_grid(schedule, timesteps)
+
+
+def _check_type(value: Any, expected: type, name: str, what: str) -> None:
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise TypeError(f"{name} should be {what}, got {type(value).__name__}")
+
+
+def _progress_bar(total: int, solver: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"fewstep {solver}", unit="step", dynamic_ncols=True)
+
+
+def sample(
+    model: _fewstep.Denoiser,
+    x_T: torch.Tensor,
+    solver: str = "dpmpp_2m",
+    steps: Optional[int] = None,
+    spacing: str = "logsnr",
+    timesteps: Optional[TimeGrid] = None,
+    t_start: Optional[float] = None,
+    t_end: Optional[float] = None,
+    lower_order_final: Optional[bool] = None,
+    denoise_to_zero: bool = False,
+    check_finite: bool = False,
+    keep_trajectory: bool = False,
+    progress: bool = False,
+    callback: Optional[Callable[[StepInfo], None]] = None,
+    generator: Optional[torch.Generator] = None,
+    **solver_options: Union[bool, int, float, str],
+) -> _fewstep.Solution:
+    """Sample from ``model`` starting at ``x_T``, with a registered solver, in C++.
+
+    Give either ``steps`` (with ``spacing``, ``t_start``, ``t_end``; see :func:`timesteps`) or
+    an explicit ``timesteps`` grid. The loop runs in C++ with the GIL released; Python networks
+    and the callback retake it per call, and exceptions they raise reach the caller unchanged.
+
+    Args:
+        model: a :class:`Denoiser`.
+        x_T: the starting state at ``t_start``; its dtype and device are kept throughout.
+        solver: a name from :func:`solvers` (ValueError listing them otherwise).
+        steps: number of steps of a generated grid.
+        spacing: grid spacing for ``steps`` (``"logsnr"``, ``"time"``, ``"karras"``, ...).
+        timesteps: explicit decreasing grid (tensor or sequence of floats).
+        t_start: start time for ``steps`` (default ``schedule.t_max``).
+        t_end: end time for ``steps`` (default ``schedule.t_min``).
+        lower_order_final: solver option of multistep solvers (passed only if not None).
+        denoise_to_zero: after the last step, return the model's x0 prediction (one more call).
+        check_finite: raise at the first step producing NaN/Inf (costs a sync per step).
+        keep_trajectory: keep ``x`` at every grid point in ``Solution.trajectory``.
+        progress: show a tqdm progress bar (postfix: current ``t`` and ``nfe``).
+        callback: called after every step with a :class:`StepInfo`.
+        generator: random generator for stochastic solvers.
+        **solver_options: further solver options (bool, int, float or str).
+
+    Returns:
+        A ``Solution`` with ``.x``, ``.nfe`` (exact number of model calls), ``.steps``,
+        ``.timesteps`` (float64 tensor), ``.trajectory`` (if kept) and ``.stats``.
+    """
+    _check_type(model, _fewstep.Denoiser, "model", "a fewstep.Denoiser")
+    _check_type(x_T, torch.Tensor, "x_T", "a torch.Tensor")
+    _check_type(solver, str, "solver", "a str")
+    if steps is not None and timesteps is not None:
+        raise ValueError("pass either steps= or timesteps=, not both")
+    if steps is None and timesteps is None:
+        raise ValueError("pass steps= (with spacing=) or an explicit timesteps= grid")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback should be callable, got {type(callback).__name__}")
+    if generator is not None:
+        _check_type(generator, torch.Generator, "generator", "a torch.Generator")
+
+    if steps is not None:
+        _check_type(steps, int, "steps", "an int")
+        grid = _fewstep.timesteps(model.schedule, steps, spacing, t_start, t_end, 7.0)
+    else:
+        if t_start is not None or t_end is not None:
+            raise ValueError("t_start/t_end apply to steps=; an explicit timesteps= grid already fixes them")
+        grid = timesteps
+
+    options = dict(solver_options)
+    if lower_order_final is not None:
+        options["lower_order_final"] = lower_order_final
+
+    bar = _progress_bar(len(grid) - 1, solver) if progress else None
+
+    def on_step(raw: dict) -> None:
+        info = StepInfo(**raw)
+        if bar is not None:
+            bar.set_postfix(t=f"{info.t_next:.4g}", nfe=info.nfe, refresh=False)
+            bar.update(1)
+        if callback is not None:
+            callback(info)
+
+    hook = on_step if (bar is not None or callback is not None) else None
+    try:
+        return _fewstep._sample(
+            model, x_T, solver, grid, options, bool(denoise_to_zero), bool(check_finite),
+            bool(keep_trajectory), hook, generator,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def reference_solve(
+    model: _fewstep.Denoiser,
+    x_T: torch.Tensor,
+    t_start: Optional[float] = None,
+    t_end: Optional[float] = None,
+    rtol: float = 1e-10,
+    atol: float = 1e-10,
+    max_steps: int = 100000,
+    first_step: float = 0.0,
+) -> _fewstep.ReferenceResult:
+    """Float64 adaptive Dormand-Prince 5(4) solve of the probability-flow ODE.
+
+    Integrates in log-SNR from ``t_start`` (default ``schedule.t_max``) to ``t_end`` (default
+    ``schedule.t_min``). Returns a ``ReferenceResult`` with ``.x`` (float64), ``.nfe``,
+    ``.accepted`` and ``.rejected``.
+    """
+    _check_type(model, _fewstep.Denoiser, "model", "a fewstep.Denoiser")
+    _check_type(x_T, torch.Tensor, "x_T", "a torch.Tensor")
+    schedule = model.schedule
+    t0 = schedule.t_max if t_start is None else t_start
+    t1 = schedule.t_min if t_end is None else t_end
+    return _fewstep.reference_solve(
+        model, x_T, t0, t1, rtol=rtol, atol=atol, max_steps=max_steps, first_step=first_step
+    )

@@ -1,0 +1,51 @@
+#include "fewstep/solvers/dpmpp_2m.h"
+
+#include "fewstep/core/check.h"
+#include "fewstep/solvers/ddim.h"
+
+namespace fewstep {
+
+DpmSolverPP2MStepper::DpmSolverPP2MStepper(const Options& options) {
+  options.check_known(traits().options, "solver 'dpmpp_2m'");
+  lower_order_final_ = options.get_bool("lower_order_final", true);
+  lower_order_final_steps_ = options.get_int("lower_order_final_steps", 10);
+  FEWSTEP_CHECK_VALUE(lower_order_final_steps_ >= 0, "solver 'dpmpp_2m': lower_order_final_steps must be >= 0, got ",
+                      lower_order_final_steps_);
+}
+
+const StepperTraits& DpmSolverPP2MStepper::traits() const {
+  static const StepperTraits traits{"dpmpp_2m",
+                                    2,
+                                    1,
+                                    false,
+                                    false,
+                                    true,
+                                    "DPM-Solver++(2M), data prediction, multistep (Lu et al. 2022, Alg. 2)",
+                                    {"lower_order_final", "lower_order_final_steps"}};
+  return traits;
+}
+
+StepResult DpmSolverPP2MStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t,
+                                      SolverState state, const StepContext& ctx) const {
+  const auto& schedule = model.schedule();
+  auto out = model(x, s);
+  const bool final_lower = lower_order_final_ && ctx.is_last() && ctx.num_steps < lower_order_final_steps_;
+  at::Tensor x_next;
+  if (state.history.empty() || final_lower) {
+    x_next = ddim_update(schedule, x, out.x0, s, t);
+  } else {
+    const HistoryEntry& prev = state.history.back();
+    const double lambda_s = schedule.lambda(s);
+    const double h = schedule.lambda(t) - lambda_s;
+    const double r = (lambda_s - schedule.lambda(prev.t)) / h;
+    // D = x̂_s + (x̂_s − x̂_prev)/(2r): second-order extrapolation of x̂_0 over the step.
+    auto d = out.x0 + (out.x0 - prev.x0) * (0.5 / r);
+    x_next = ddim_update(schedule, x, d, s, t);
+  }
+  state.history.clear();
+  state.history.push_back(HistoryEntry{s, out.x0, out.eps});
+  state.steps_taken += 1;
+  return StepResult{x_next, out.x0, std::nullopt, std::move(state)};
+}
+
+}  // namespace fewstep

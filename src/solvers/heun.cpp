@@ -1,0 +1,29 @@
+#include "fewstep/solvers/heun.h"
+
+#include "fewstep/solvers/euler.h"
+
+namespace fewstep {
+
+HeunStepper::HeunStepper(const Options& options) { options.check_known(traits().options, "solver 'heun'"); }
+
+const StepperTraits& HeunStepper::traits() const {
+  static const StepperTraits traits{
+      "heun", 2, 2, false, false, false,
+      "Heun's 2nd-order method on the probability-flow ODE in t (Karras et al. 2022, Alg. 1)", {}};
+  return traits;
+}
+
+StepResult HeunStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
+                             const StepContext& /*ctx*/) const {
+  const auto& schedule = model.schedule();
+  const double dt = t - s;
+  auto out_s = model(x, s);
+  auto d_s = probability_flow_velocity(schedule, x, out_s.eps, s);
+  auto x_euler = x + d_s * dt;
+  auto out_t = model(x_euler, t);
+  auto d_t = probability_flow_velocity(schedule, x_euler, out_t.eps, t);
+  state.steps_taken += 1;
+  return StepResult{x + (d_s + d_t) * (0.5 * dt), out_t.x0, std::nullopt, std::move(state)};
+}
+
+}  // namespace fewstep

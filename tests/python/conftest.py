@@ -1,0 +1,80 @@
+"""Shared fixtures and closed-form helpers for the fewstep Python tests."""
+
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import pytest
+import torch
+
+import fewstep as fs
+
+# A single Gaussian with diagonal covariance: the probability-flow ODE has a closed-form
+# solution, x_t = a_t mu + sqrt(a_t^2 s^2 + s_t^2) / sqrt(a_T^2 s^2 + s_T^2) (x_T - a_T mu).
+MU = (0.5, -1.0, 2.0)
+STD = (0.3, 1.0, 0.1)
+BETA_MIN, BETA_MAX = 0.1, 20.0
+
+
+def vp_linear_log_alpha(t: Union[float, torch.Tensor]) -> Union[float, torch.Tensor]:
+    """log alpha_t of the VP linear-beta schedule, written independently of fewstep."""
+    return -0.25 * (BETA_MAX - BETA_MIN) * t * t - 0.5 * BETA_MIN * t
+
+
+def vp_linear_alpha_sigma(t: float) -> tuple[float, float]:
+    log_a = vp_linear_log_alpha(t)
+    return math.exp(log_a), math.sqrt(-math.expm1(2.0 * log_a))
+
+
+def gaussian_ode_solution(x_T: torch.Tensor, t_start: float, t_end: float) -> torch.Tensor:
+    """Exact probability-flow ODE solution of the single Gaussian N(MU, diag(STD^2)), VP linear."""
+    mu = torch.tensor(MU, dtype=torch.float64)
+    var = torch.tensor(STD, dtype=torch.float64) ** 2
+    a_T, s_T = vp_linear_alpha_sigma(t_start)
+    a_t, s_t = vp_linear_alpha_sigma(t_end)
+    scale = torch.sqrt(a_t**2 * var + s_t**2) / torch.sqrt(a_T**2 * var + s_T**2)
+    return a_t * mu + scale * (x_T.double() - a_T * mu)
+
+
+class GaussianEps(torch.nn.Module):
+    """Exact noise prediction of N(MU, diag(STD^2)) under VP linear, in plain torch.
+
+    eps(x, t) = sigma_t (x - alpha_t mu) / (alpha_t^2 s^2 + sigma_t^2).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mu", torch.tensor(MU, dtype=torch.float64))
+        self.register_buffer("var", torch.tensor(STD, dtype=torch.float64) ** 2)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        log_a = vp_linear_log_alpha(t.double())[:, None]
+        alpha = torch.exp(log_a)
+        sigma = torch.sqrt(-torch.expm1(2.0 * log_a))
+        eps = sigma * (x.double() - alpha * self.mu) / (alpha**2 * self.var + sigma**2)
+        return eps.to(x.dtype)
+
+
+@pytest.fixture
+def vp() -> fs.VPLinear:
+    return fs.VPLinear(beta_min=BETA_MIN, beta_max=BETA_MAX)
+
+
+@pytest.fixture
+def gaussian() -> fs.GaussianMixture:
+    mu = torch.tensor(MU, dtype=torch.float64)
+    var = torch.tensor(STD, dtype=torch.float64) ** 2
+    return fs.GaussianMixture(weights=torch.ones(1, dtype=torch.float64), means=mu[None], covariances=var[None])
+
+
+@pytest.fixture
+def exact_gaussian(gaussian: fs.GaussianMixture, vp: fs.VPLinear) -> fs.Denoiser:
+    return fs.Denoiser.exact(gaussian, vp)
+
+
+@pytest.fixture
+def x_T() -> torch.Tensor:
+    return torch.randn(32, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1234))
