@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything fewstep needs to build and test, and prints how long it took.
-#  - Debian packages (GoogleTest, Google Benchmark, CLI11, nlohmann-json, Eigen, ccache),
+#  - Debian packages (GoogleTest, Google Benchmark, CLI11, nlohmann-json, ccache, zlib,
+#    Fashion-MNIST),
 #    through apt-get when running as root and a package is missing;
 #  - a virtual environment .venv/ at the repository root with the pinned PyTorch (its
 #    LibTorch is what the C++ library links) and the Python test tools;
@@ -10,7 +11,8 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 start=$(date +%s)
 
-apt_packages=(cmake g++ make libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libeigen3-dev ccache)
+apt_packages=(cmake g++ make libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev ccache
+              zlib1g-dev dataset-fashion-mnist)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

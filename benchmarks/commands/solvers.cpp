@@ -104,19 +104,25 @@ std::vector<const StepperEntry*> select_solvers(const Config& c, std::vector<std
 Cell run_cell(const StepperEntry& entry, const Denoiser& model, const at::Tensor& x_T, const at::Tensor& x_ref,
               int64_t target, Spacing spacing, const Config& c) {
   Cell cell;
-  const int64_t per_step = entry.traits.nfe_per_step;
-  if (per_step <= 0 || target % per_step != 0 || target / per_step < 1) {
+  auto stepper = entry.make(Options{});
+  // The step count whose cost is exactly the target (a stepper may read `steps` as its budget,
+  // as dpm_solver_fast does; nfe_for_steps says what `sample(name, steps)` spends).
+  for (int64_t s = 1; s <= target; ++s) {
+    if (stepper->nfe_for_steps(s) == target) {
+      cell.steps = s;
+      break;
+    }
+  }
+  if (cell.steps == 0) {
     cell.status = "skipped";
-    cell.reason = "NFE " + std::to_string(target) + " is not a positive multiple of " + std::to_string(per_step) +
-                  " evaluations per step";
+    cell.reason = "NFE " + std::to_string(target) + " is not reachable with " +
+                  std::to_string(entry.traits.nfe_per_step) + " evaluations per step";
     return cell;
   }
-  cell.steps = target / per_step;
   try {
-    auto stepper = entry.make(Options{});
-    auto grid = timesteps(model.schedule_ref(), cell.steps, spacing, c.t_start, c.t_end);
     const auto start = Clock::now();
-    Solution sol = sample(model, x_T, *stepper, grid);
+    Solution sol = sample(model, x_T, entry.traits.name, cell.steps, spacing, Options{}, SampleOptions{}, c.t_start,
+                          c.t_end);
     cell.wall_ms = 1e3 * seconds_since(start);
     cell.nfe = sol.nfe;
     cell.stats = error_stats(per_sample_error(sol.x, x_ref));

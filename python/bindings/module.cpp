@@ -15,6 +15,7 @@ void bind_schedules(py::module_& m);
 void bind_models(py::module_& m);
 void bind_solvers(py::module_& m);
 void bind_sample(py::module_& m);
+void bind_control(py::module_& m);
 
 namespace {
 
@@ -50,5 +51,6 @@ PYBIND11_MODULE(_fewstep, m) {
   bind_schedules(m);
   bind_models(m);
   bind_solvers(m);
+  bind_control(m);
   bind_sample(m);
 }

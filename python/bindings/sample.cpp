@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "fewstep/core/check.h"
@@ -16,6 +17,7 @@
 #include "fewstep/models/denoiser.h"
 #include "fewstep/sample/reference.h"
 #include "fewstep/sample/sample.h"
+#include "fewstep/solvers/noise.h"
 #include "fewstep/solvers/registry.h"
 
 namespace py = pybind11;
@@ -110,6 +112,8 @@ void bind_sample(py::module_& m) {
       .def_readonly("x", &fewstep::Solution::x, "The final sample.")
       .def_readonly("nfe", &fewstep::Solution::nfe, "Exact number of model evaluations.")
       .def_readonly("steps", &fewstep::Solution::steps, "Number of steps taken.")
+      .def_readonly("accepted", &fewstep::Solution::accepted, "Accepted steps (adaptive sampling; 0 on a fixed grid).")
+      .def_readonly("rejected", &fewstep::Solution::rejected, "Rejected step attempts (adaptive sampling).")
       .def_property_readonly(
           "timesteps", [](const fewstep::Solution& s) { return double_tensor(s.timesteps); },
           "The grid used (float64 tensor).")
@@ -125,21 +129,42 @@ void bind_sample(py::module_& m) {
               d["t"] = st.t;
               d["t_next"] = st.t_next;
               d["nfe"] = st.nfe;
+              d["rejected"] = st.rejected;
               out.append(d);
             }
             return out;
           },
-          "Per-step statistics: dicts {index, t, t_next, nfe (evaluations of that step)}.")
+          "Per-step statistics: dicts {index, t, t_next, nfe (evaluations of that step, with its rejected "
+          "attempts), rejected (attempts rejected before it; adaptive sampling)}.")
       .def("__repr__", [](const fewstep::Solution& s) {
         return "Solution(x=" + std::string(py::str(py::cast(s.x.sizes().vec()))) + ", nfe=" + std::to_string(s.nfe) +
                ", steps=" + std::to_string(s.steps) + ")";
       });
 
   m.def(
+      "_plan",
+      [](const std::shared_ptr<fewstep::Denoiser>& model, const std::string& solver, const py::dict& solver_options,
+         int64_t steps, const std::string& spacing, std::optional<double> t_start,
+         std::optional<double> t_end) -> py::object {
+        FEWSTEP_CHECK_TYPE(model != nullptr, "model should be a fewstep.Denoiser, got None");
+        auto stepper = fewstep::solver(solver, options_from_dict(solver_options));
+        auto plan = stepper->plan(model->schedule_ref(), steps, fewstep::parse_spacing(spacing), t_start, t_end);
+        if (!plan) return py::none();
+        py::dict options;
+        for (const auto& [key, value] : plan->options.values())
+          std::visit([&options, &key = key](const auto& v) { options[py::str(key)] = py::cast(v); }, value);
+        return py::make_tuple(double_tensor(plan->grid), options);
+      },
+      py::arg("model"), py::arg("solver"), py::arg("solver_options"), py::arg("steps"), py::arg("spacing"),
+      py::arg("t_start"), py::arg("t_end"),
+      "The grid and options a solver plans for `steps` (Stepper::plan), or None for a plain timesteps grid.");
+
+  m.def(
       "_sample",
       [](const std::shared_ptr<fewstep::Denoiser>& model, const at::Tensor& x_T, const std::string& solver,
          const py::object& timesteps, const py::dict& solver_options, bool denoise_to_zero, bool check_finite,
-         bool keep_trajectory, const py::object& callback, std::optional<at::Generator> generator) {
+         bool keep_trajectory, const py::object& callback, std::optional<at::Generator> generator,
+         const std::vector<uint64_t>& seeds) {
         FEWSTEP_CHECK_TYPE(model != nullptr, "model should be a fewstep.Denoiser, got None");
         fewstep::Options options = options_from_dict(solver_options);
         std::vector<double> grid = grid_from_object(timesteps);
@@ -148,6 +173,7 @@ void bind_sample(py::module_& m) {
         sample_options.check_finite = check_finite;
         sample_options.keep_trajectory = keep_trajectory;
         sample_options.generator = std::move(generator);
+        sample_options.seeds = seeds;
         if (!callback.is_none()) sample_options.callback = python_callback(callback);
         auto stepper = fewstep::solver(solver, options);
         auto solution = std::make_shared<fewstep::Solution>();
@@ -159,8 +185,48 @@ void bind_sample(py::module_& m) {
       },
       py::arg("model"), py::arg("x_T"), py::arg("solver"), py::arg("timesteps"), py::arg("solver_options"),
       py::arg("denoise_to_zero"), py::arg("check_finite"), py::arg("keep_trajectory"), py::arg("callback"),
-      py::arg("generator"),
+      py::arg("generator"), py::arg("seeds") = std::vector<uint64_t>{},
       "Low-level driver: runs `solver` over an explicit grid. Use fewstep.sample instead.");
+
+  m.def(
+      "_randn_per_sample",
+      [](const std::vector<int64_t>& sample_shape, const std::vector<uint64_t>& seeds) {
+        return fewstep::randn_per_sample(sample_shape, seeds, at::TensorOptions().dtype(at::kDouble));
+      },
+      py::arg("sample_shape"), py::arg("seeds"),
+      "Float64 CPU noise of shape [len(seeds), *sample_shape] whose row i depends only on seeds[i]. "
+      "Use fewstep.randn instead.");
+
+  m.def(
+      "_sample_adaptive",
+      [](const std::shared_ptr<fewstep::Denoiser>& model, const at::Tensor& x_T, const std::string& solver,
+         const std::shared_ptr<fewstep::StepController>& controller, const py::dict& solver_options,
+         std::optional<double> t_start, std::optional<double> t_end, bool denoise_to_zero, bool check_finite,
+         bool keep_trajectory, const py::object& callback, std::optional<at::Generator> generator,
+         const std::vector<uint64_t>& seeds) {
+        FEWSTEP_CHECK_TYPE(model != nullptr, "model should be a fewstep.Denoiser, got None");
+        FEWSTEP_CHECK_TYPE(controller != nullptr, "controller should be a fewstep.StepController, got None");
+        fewstep::Options options = options_from_dict(solver_options);
+        fewstep::SampleOptions sample_options;
+        sample_options.denoise_to_zero = denoise_to_zero;
+        sample_options.check_finite = check_finite;
+        sample_options.keep_trajectory = keep_trajectory;
+        sample_options.generator = std::move(generator);
+        sample_options.seeds = seeds;
+        if (!callback.is_none()) sample_options.callback = python_callback(callback);
+        auto solution = std::make_shared<fewstep::Solution>();
+        {
+          py::gil_scoped_release release;
+          *solution = fewstep::sample_adaptive(*model, x_T, solver, *controller, options, sample_options, t_start,
+                                               t_end);
+        }
+        return solution;
+      },
+      py::arg("model"), py::arg("x_T"), py::arg("solver"), py::arg("controller"), py::arg("solver_options"),
+      py::arg("t_start"), py::arg("t_end"), py::arg("denoise_to_zero"), py::arg("check_finite"),
+      py::arg("keep_trajectory"), py::arg("callback"), py::arg("generator"),
+      py::arg("seeds") = std::vector<uint64_t>{},
+      "Low-level adaptive driver: `solver` stepped by `controller` from t_start to t_end. Use fewstep.sample.");
 
   py::class_<fewstep::ReferenceResult, std::shared_ptr<fewstep::ReferenceResult>>(
       m, "ReferenceResult", "Result of fewstep.reference_solve.")

@@ -25,9 +25,11 @@ from ._fewstep import (
     Denoiser,
     GaussianMixture,
     NoiseSchedule,
+    PIDController,
     ReferenceResult,
     ScheduleFamily,
     Solution,
+    StepController,
     VE,
     VPCosine,
     VPDiscrete,
@@ -36,12 +38,13 @@ from ._fewstep import (
     convert_prediction,
     native_from_x0_eps,
     network_time,
+    scaled_error_norm,
     solver_info,
     solver_names,
     solvers,
     spacings,
 )
-from ._sampling import StepInfo, reference_solve, sample, timesteps, validate_grid
+from ._sampling import StepInfo, randn, reference_solve, sample, timesteps, validate_grid
 
 #: EDM (Karras et al. 2022) is the VE schedule: alpha = 1, sigma = t.
 EDM = VE
@@ -82,9 +85,11 @@ __all__ = [
     "FlowMatching",
     "GaussianMixture",
     "NoiseSchedule",
+    "PIDController",
     "ReferenceResult",
     "ScheduleFamily",
     "Solution",
+    "StepController",
     "StepInfo",
     "VE",
     "VPCosine",
@@ -94,8 +99,10 @@ __all__ = [
     "convert_prediction",
     "native_from_x0_eps",
     "network_time",
+    "randn",
     "reference_solve",
     "sample",
+    "scaled_error_norm",
     "solver_info",
     "solver_names",
     "solvers",

@@ -80,6 +80,46 @@ def _progress_bar(total: int, solver: str) -> Any:
     return tqdm(total=total, desc=f"fewstep {solver}", unit="step", dynamic_ncols=True)
 
 
+def _check_seeds(seeds: Any) -> list[int]:
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise TypeError(f"seeds should be a sequence of ints, got {type(seeds).__name__}")
+    out = []
+    for i, seed in enumerate(seeds):
+        if isinstance(seed, torch.Tensor) and seed.dim() == 0 and not seed.is_floating_point():
+            seed = int(seed)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seeds[{i}] should be an int, got {type(seed).__name__}")
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seeds[{i}] should be in [0, 2**64), got {seed}")
+        out.append(seed)
+    if not out:
+        raise ValueError("seeds should not be empty")
+    return out
+
+
+def randn(
+    shape: Union[int, Sequence[int], torch.Size],
+    seeds: Sequence[int],
+    dtype: Optional[torch.dtype] = None,
+    device: Union[str, torch.device, None] = None,
+) -> torch.Tensor:
+    """Standard normal noise whose row ``i`` depends only on ``seeds[i]`` (per-sample initial noise).
+
+    ``shape`` is the full shape, batch first, like :func:`torch.randn`; ``shape[0]`` must equal
+    ``len(seeds)``. Rows are drawn in float64 on the CPU from one generator per seed, then cast to
+    ``dtype`` (default ``torch.get_default_dtype()``) and moved to ``device``, so a sample's noise is the
+    same whatever batch it is in, and on every device. Use with ``fewstep.sample(..., seeds=seeds)``.
+    """
+    seed_list = _check_seeds(seeds)
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
+        raise ValueError(f"shape should be a non-empty sequence of non-negative ints, got {shape!r}")
+    if dims[0] != len(seed_list):
+        raise ValueError(f"shape[0] should equal len(seeds): got shape {dims} and {len(seed_list)} seeds")
+    out = _fewstep._randn_per_sample(list(dims[1:]), seed_list)
+    return out.to(dtype=dtype if dtype is not None else torch.get_default_dtype(), device=device)
+
+
 def sample(
     model: _fewstep.Denoiser,
     x_T: torch.Tensor,
@@ -96,6 +136,10 @@ def sample(
     progress: bool = False,
     callback: Optional[Callable[[StepInfo], None]] = None,
     generator: Optional[torch.Generator] = None,
+    seeds: Optional[Sequence[int]] = None,
+    rtol: Optional[float] = None,
+    atol: Optional[float] = None,
+    controller: Optional[_fewstep.StepController] = None,
     **solver_options: Union[bool, int, float, str],
 ) -> _fewstep.Solution:
     """Sample from ``model`` starting at ``x_T``, with a registered solver, in C++.
@@ -119,11 +163,22 @@ def sample(
         keep_trajectory: keep ``x`` at every grid point in ``Solution.trajectory``.
         progress: show a tqdm progress bar (postfix: current ``t`` and ``nfe``).
         callback: called after every step with a :class:`StepInfo`.
-        generator: random generator for stochastic solvers.
+        generator: random generator for stochastic solvers (on ``x_T``'s device).
+        seeds: one integer seed per sample (``len(seeds) == x_T.shape[0]``), instead of ``generator``:
+            sample ``i`` draws its noise from its own generator seeded with ``seeds[i]``, so it does not
+            depend on the batch it is in or its position (pair with :func:`randn` for ``x_T``).
+        rtol, atol: adaptive step size instead of a grid, for solvers with an error estimate
+            (``dpm_adaptive``, ``dpm_solver_12``, ``dpm_solver_23``, ``heun_euler``): a
+            :class:`PIDController` with these tolerances. Either defaults to DPM-Solver's value
+            (rtol 0.05, atol 0.0078) when only the other is given, and both do for
+            ``solver="dpm_adaptive"`` without steps/timesteps.
+        controller: a :class:`StepController` (e.g. ``PIDController(rtol=..., atol=..., pcoeff=0.4,
+            icoeff=0.3)``) for adaptive step size, instead of rtol/atol.
         **solver_options: further solver options (bool, int, float or str).
 
     Returns:
-        A ``Solution`` with ``.x``, ``.nfe`` (exact number of model calls), ``.steps``,
+        A ``Solution`` with ``.x``, ``.nfe`` (exact number of model calls, rejected attempts
+        included), ``.steps``, ``.accepted``/``.rejected`` (adaptive),
         ``.timesteps`` (float64 tensor), ``.trajectory`` (if kept) and ``.stats``.
     """
     _check_type(model, _fewstep.Denoiser, "model", "a fewstep.Denoiser")
@@ -131,12 +186,23 @@ def sample(
     _check_type(solver, str, "solver", "a str")
     if steps is not None and timesteps is not None:
         raise ValueError("pass either steps= or timesteps=, not both")
-    if steps is None and timesteps is None:
-        raise ValueError("pass steps= (with spacing=) or an explicit timesteps= grid")
+    adaptive = _adaptive_controller(solver, steps, timesteps, rtol, atol, controller)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback should be callable, got {type(callback).__name__}")
     if generator is not None:
         _check_type(generator, torch.Generator, "generator", "a torch.Generator")
+    seed_list = _check_seeds(seeds) if seeds is not None else []
+    if seeds is not None:
+        if generator is not None:
+            raise ValueError("pass either generator= or seeds=, not both")
+        if x_T.dim() < 1 or len(seed_list) != x_T.shape[0]:
+            raise ValueError(f"seeds should give one seed per sample: got {len(seed_list)} seeds for x_T of shape "
+                             f"{tuple(x_T.shape)}")
+
+    if adaptive is not None:
+        return _sample_adaptive(model, x_T, solver, adaptive, t_start, t_end, lower_order_final, solver_options,
+                                denoise_to_zero, check_finite, keep_trajectory, progress, callback, generator,
+                                seed_list)
 
     if steps is not None:
         _check_type(steps, int, "steps", "an int")
@@ -149,6 +215,11 @@ def sample(
     options = dict(solver_options)
     if lower_order_final is not None:
         options["lower_order_final"] = lower_order_final
+    if steps is not None:
+        # A solver may plan its own grid for `steps` (dpm_solver_fast: steps is the evaluation budget).
+        planned = _fewstep._plan(model, solver, options, steps, spacing, t_start, t_end)
+        if planned is not None:
+            grid, options = planned
 
     bar = _progress_bar(len(grid) - 1, solver) if progress else None
 
@@ -164,7 +235,83 @@ def sample(
     try:
         return _fewstep._sample(
             model, x_T, solver, grid, options, bool(denoise_to_zero), bool(check_finite),
-            bool(keep_trajectory), hook, generator,
+            bool(keep_trajectory), hook, generator, seeds=seed_list,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+# DPM-Solver's adaptive defaults (Lu et al. 2022, official code): atol 0.0078 ~ 1/128 for data in [-1, 1].
+DPM_SOLVER_RTOL = 0.05
+DPM_SOLVER_ATOL = 0.0078
+
+
+def _adaptive_controller(
+    solver: str,
+    steps: Optional[int],
+    timesteps: Optional[TimeGrid],
+    rtol: Optional[float],
+    atol: Optional[float],
+    controller: Optional[_fewstep.StepController],
+) -> Optional[_fewstep.StepController]:
+    """The controller of an adaptive run, or None for a fixed grid (ValueError if neither is asked for)."""
+    tolerances = rtol is not None or atol is not None
+    gridded = steps is not None or timesteps is not None
+    if controller is not None and tolerances:
+        raise ValueError("pass either rtol=/atol= or controller=, not both (set the tolerances on the controller)")
+    if gridded and (controller is not None or tolerances):
+        raise ValueError("steps=/timesteps= fix the grid while rtol=/atol=/controller= choose the steps adaptively; "
+                         "pass one or the other")
+    if gridded:
+        return None
+    if controller is not None:
+        _check_type(controller, _fewstep.StepController, "controller", "a fewstep.StepController (e.g. PIDController)")
+        return controller
+    if not tolerances and solver != "dpm_adaptive":
+        hint = ""
+        if solver in _fewstep.solver_names() and _fewstep.solver_info(solver)["has_error_estimate"]:
+            hint = f"; solver '{solver}' gives an error estimate, so rtol=/atol= or controller= also work"
+        raise ValueError("pass steps= (with spacing=) or an explicit timesteps= grid" + hint)
+    return _fewstep.PIDController(rtol=DPM_SOLVER_RTOL if rtol is None else float(rtol),
+                                  atol=DPM_SOLVER_ATOL if atol is None else float(atol))
+
+
+def _sample_adaptive(
+    model: _fewstep.Denoiser,
+    x_T: torch.Tensor,
+    solver: str,
+    controller: _fewstep.StepController,
+    t_start: Optional[float],
+    t_end: Optional[float],
+    lower_order_final: Optional[bool],
+    solver_options: dict,
+    denoise_to_zero: bool,
+    check_finite: bool,
+    keep_trajectory: bool,
+    progress: bool,
+    callback: Optional[Callable[[StepInfo], None]],
+    generator: Optional[torch.Generator],
+    seed_list: list[int],
+) -> _fewstep.Solution:
+    options = dict(solver_options)
+    if lower_order_final is not None:
+        options["lower_order_final"] = lower_order_final
+    bar = _progress_bar(None, solver) if progress else None  # the number of steps is not known in advance
+
+    def on_step(raw: dict) -> None:
+        info = StepInfo(**raw)
+        if bar is not None:
+            bar.set_postfix(t=f"{info.t_next:.4g}", nfe=info.nfe, refresh=False)
+            bar.update(1)
+        if callback is not None:
+            callback(info)
+
+    hook = on_step if (bar is not None or callback is not None) else None
+    try:
+        return _fewstep._sample_adaptive(
+            model, x_T, solver, controller, options, t_start, t_end, bool(denoise_to_zero), bool(check_finite),
+            bool(keep_trajectory), hook, generator, seeds=seed_list,
         )
     finally:
         if bar is not None:

@@ -1,5 +1,6 @@
 #include "fewstep/core/options.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "fewstep/core/check.h"

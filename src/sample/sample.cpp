@@ -59,6 +59,7 @@ Solution run(const Denoiser& model, const at::Tensor& x_T, const Stepper& steppe
   solution.x = x;
   solution.nfe = evaluator.nfe();
   solution.steps = num_steps;
+  solution.accepted = num_steps;  // every step of a fixed grid is taken
   return solution;
 }
 
@@ -79,6 +80,9 @@ Solution sample(const Denoiser& model, const at::Tensor& x_T, const std::string&
                 Spacing spacing, const Options& solver_options, const SampleOptions& options,
                 std::optional<double> t_start, std::optional<double> t_end) {
   auto stepper = solver(solver_name, solver_options);
+  // A stepper may read `steps` as something else than grid steps (DPM-Solver-fast: a budget).
+  if (auto plan = stepper->plan(model.schedule_ref(), steps, spacing, t_start, t_end))
+    return sample(model, x_T, *solver(solver_name, plan->options), plan->grid, options);
   auto grid = timesteps(model.schedule_ref(), steps, spacing, t_start, t_end);
   return sample(model, x_T, *stepper, grid, options);
 }

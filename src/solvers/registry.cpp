@@ -2,9 +2,24 @@
 
 #include "fewstep/core/check.h"
 #include "fewstep/solvers/ddim.h"
+#include "fewstep/solvers/dpm_solver_2s.h"
+#include "fewstep/solvers/dpm_solver_3s.h"
+#include "fewstep/solvers/dpm_solver_fast.h"
+#include "fewstep/solvers/deis.h"
+#include "fewstep/solvers/ddpm.h"
 #include "fewstep/solvers/dpmpp_2m.h"
+#include "fewstep/solvers/dpmpp_2s.h"
+#include "fewstep/solvers/dpmpp_3m.h"
+#include "fewstep/solvers/dpmpp_2m_sde.h"
+#include "fewstep/solvers/edm_churn.h"
 #include "fewstep/solvers/euler.h"
+#include "fewstep/solvers/euler_maruyama.h"
 #include "fewstep/solvers/heun.h"
+#include "fewstep/solvers/unipc.h"
+#include "fewstep/solvers/heun_euler.h"
+#include "fewstep/solvers/dpm_solver_12.h"
+#include "fewstep/solvers/dpm_solver_23.h"
+#include "fewstep/solvers/dpm_adaptive.h"
 
 namespace fewstep {
 
@@ -24,6 +39,22 @@ std::vector<StepperEntry> build_registry() {
       entry<HeunStepper>(),
       entry<DdimStepper>(),
       entry<DpmSolverPP2MStepper>(),
+      entry<DpmSolver2SStepper>(),
+      entry<DpmSolver3SStepper>(),
+      entry<DpmSolverFastStepper>(),
+      entry<DpmSolverPP2SStepper>(),
+      entry<DpmSolverPP3MStepper>(),
+      entry<UniPCStepper>(),
+      entry<DeisStepper>(),
+      entry<DdpmStepper>(),
+      entry<EulerMaruyamaStepper>(),
+      entry<DpmSolverPP2MSdeStepper>(),
+      entry<EulerChurnStepper>(),
+      entry<HeunChurnStepper>(),
+      entry<HeunEulerStepper>(),
+      entry<DpmSolver12Stepper>(),
+      entry<DpmSolver23Stepper>(),
+      entry<DpmAdaptiveStepper>(),
   };
 }
 

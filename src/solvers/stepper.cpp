@@ -4,4 +4,11 @@ namespace fewstep {
 
 SolverState Stepper::init(const at::Tensor& /*x*/) const { return SolverState{}; }
 
+std::optional<StepPlan> Stepper::plan(const NoiseSchedule& /*schedule*/, int64_t /*steps*/, Spacing /*spacing*/,
+                                      std::optional<double> /*t_start*/, std::optional<double> /*t_end*/) const {
+  return std::nullopt;
+}
+
+int64_t Stepper::nfe_for_steps(int64_t steps) const { return steps * traits().nfe_per_step; }
+
 }  // namespace fewstep

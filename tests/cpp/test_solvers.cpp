@@ -80,17 +80,20 @@ TEST_P(StepperContract, ShapeDtypeNfeDeterminism) {
     auto x_T = at::randn({5, 4}, generator(3)).to(dtype);
     auto x_copy = x_T.clone();
     const int64_t steps = 6;
-    auto grid = fs::timesteps(model.schedule_ref(), steps, fs::Spacing::LogSNR);
+    // The grid the convenience driver runs: timesteps(...) unless the stepper plans its own.
+    auto plan = stepper->plan(model.schedule_ref(), steps, fs::Spacing::LogSNR, std::nullopt, std::nullopt);
+    auto grid = plan ? plan->grid : fs::timesteps(model.schedule_ref(), steps, fs::Spacing::LogSNR);
+    auto run = plan ? fs::solver(GetParam(), plan->options) : stepper;
     fs::SampleOptions opts;
     opts.generator = generator(11);
-    auto a = fs::sample(model, x_T, *stepper, grid, opts);
+    auto a = fs::sample(model, x_T, *run, grid, opts);
     opts.generator = generator(11);
-    auto b = fs::sample(model, x_T, *stepper, grid, opts);
+    auto b = fs::sample(model, x_T, *run, grid, opts);
     EXPECT_EQ(a.x.sizes(), x_T.sizes());
     EXPECT_EQ(a.x.scalar_type(), dtype);
     EXPECT_EQ(a.x.device(), x_T.device());
-    EXPECT_EQ(a.nfe, steps * traits.nfe_per_step) << "declared nfe_per_step=" << traits.nfe_per_step;
-    EXPECT_EQ(a.steps, steps);
+    EXPECT_EQ(a.nfe, stepper->nfe_for_steps(steps)) << "declared nfe_per_step=" << traits.nfe_per_step;
+    EXPECT_EQ(a.steps, static_cast<int64_t>(grid.size()) - 1);
     EXPECT_TRUE(at::equal(a.x, b.x)) << "same inputs and generator must give identical results";
     EXPECT_TRUE(at::equal(x_T, x_copy)) << "x_T must not be modified";
     EXPECT_TRUE(at::isfinite(a.x).all().item<bool>());
@@ -125,8 +128,9 @@ class ConvergenceOrder : public ::testing::TestWithParam<std::string> {
     auto stepper = fs::solver(GetParam(), GetParam() == "dpmpp_2m" ? fs::Options{{"lower_order_final", false}}
                                                                  : fs::Options{});
     const int order = stepper->traits().order;
-    // Start where the asymptotic regime begins; higher orders reach round-off sooner.
-    const int64_t n0 = order == 1 ? 64 : 16;
+    // Start where the asymptotic regime begins; higher orders reach round-off sooner. Third-order
+    // multistep methods (unipc, deis) leave the pre-asymptotic regime on the mixture near 128 steps.
+    const int64_t n0 = order == 1 ? 64 : order == 2 ? 16 : 128;
     std::vector<double> ns, errs;
     for (int k = 0; k < 5; ++k) {
       const int64_t n = n0 << k;

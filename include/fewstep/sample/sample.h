@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "fewstep/control/controller.h"
 #include "fewstep/core/options.h"
 #include "fewstep/models/denoiser.h"
 #include "fewstep/schedules/timesteps.h"
@@ -56,7 +57,8 @@ struct StepStats {
   int64_t index;
   double t;
   double t_next;
-  int64_t nfe;  ///< evaluations spent by this step
+  int64_t nfe;  ///< evaluations spent by this step (adaptive: with its rejected attempts)
+  int64_t rejected = 0;  ///< adaptive driver: rejected attempts before this step was accepted
 };
 
 struct Solution {
@@ -66,6 +68,8 @@ struct Solution {
   std::vector<double> timesteps;      ///< the grid used
   std::vector<at::Tensor> trajectory; ///< only with keep_trajectory
   std::vector<StepStats> stats;
+  int64_t accepted = 0;                ///< accepted steps (= steps on a fixed grid)
+  int64_t rejected = 0;                ///< rejected attempts (adaptive driver only)
 };
 
 /// Runs `stepper` on an explicit grid (validated against the model's schedule).
@@ -77,5 +81,30 @@ Solution sample(const Denoiser& model, const at::Tensor& x_T, const std::string&
                 Spacing spacing = Spacing::LogSNR, const Options& solver_options = {},
                 const SampleOptions& options = {}, std::optional<double> t_start = std::nullopt,
                 std::optional<double> t_end = std::nullopt);
+
+/// Adaptive driver: runs `stepper` from t_start down to t_end with the step sequence chosen by
+/// `controller` (control/controller.h). After every attempt s → t the controller accepts or
+/// rejects it and proposes the next time; rejected attempts are discarded (x and the stepper's
+/// state stay) and retried. The last step is clipped to land exactly on t_end.
+///  - NFE is exact: evaluations of rejected attempts are included (Solution::nfe, and each
+///    accepted step's StepStats::nfe includes the attempts rejected before it).
+///  - Solution::timesteps are the accepted times (t_start … t_end), steps = accepted,
+///    plus accepted/rejected counters; trajectory, callback (num_steps = −1), check_finite,
+///    denoise_to_zero, generator/seeds behave as in the fixed-grid driver.
+///  - A controller that reads the error (PIDController) synchronises with the device once per
+///    attempt to read its norm; the fixed-grid driver has no such sync.
+/// ValueError if the controller needs an error estimate and the stepper has none (naming it),
+/// or for times outside the schedule's range; RuntimeError naming max_steps when the
+/// controller's attempt budget runs out, or when a controller stops making progress.
+Solution sample_adaptive(const Denoiser& model, const at::Tensor& x_T, const Stepper& stepper,
+                         const StepController& controller, double t_start, double t_end,
+                         const SampleOptions& options = {});
+
+/// Convenience: solver by name (e.g. "dpm_adaptive", "heun_euler") with options; t_start/t_end
+/// default to the schedule's range.
+Solution sample_adaptive(const Denoiser& model, const at::Tensor& x_T, const std::string& solver_name,
+                         const StepController& controller, const Options& solver_options = {},
+                         const SampleOptions& options = {}, std::optional<double> t_start = std::nullopt,
+                         std::optional<double> t_end = std::nullopt);
 
 }  // namespace fewstep

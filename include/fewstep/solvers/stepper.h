@@ -18,6 +18,7 @@
 
 #include "fewstep/core/options.h"
 #include "fewstep/models/denoiser.h"
+#include "fewstep/schedules/timesteps.h"
 #include "fewstep/solvers/noise.h"
 
 namespace fewstep {
@@ -62,6 +63,11 @@ struct HistoryEntry {
 struct SolverState {
   std::vector<HistoryEntry> history;  ///< most recent last; the stepper trims it
   int64_t steps_taken = 0;
+  /// Stepper-specific tensors carried to the next step, e.g. UniPC's start point x_{i−1} of
+  /// the previous step, from which its corrector re-integrates once ε̂ at x_i is known.
+  std::vector<at::Tensor> carry;
+  /// Order the previous step used (0 before the first step); UniPC's corrector matches it.
+  int64_t last_order = 0;
 };
 
 /// Where a step sits in the run. For a fixed grid, `index` is the step number and `grid`
@@ -81,6 +87,13 @@ struct StepResult {
   SolverState state;
 };
 
+/// A stepper's own plan for the convenience driver's `steps` argument: the grid to run and
+/// the options to build the stepper with for it (see `Stepper::plan`).
+struct StepPlan {
+  std::vector<double> grid;
+  Options options;
+};
+
 class Stepper {
  public:
   virtual ~Stepper() = default;
@@ -90,6 +103,18 @@ class Stepper {
   /// Advance x from s to t (t < s).
   virtual StepResult step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
                           const StepContext& ctx) const = 0;
+
+  /// Planning hook of `sample(model, x, name, steps, spacing, ...)`. Most steppers read `steps`
+  /// as the number of grid steps and return nullopt, and the driver runs `timesteps(...)`. A
+  /// stepper that reads `steps` differently returns its grid and the options to rebuild it
+  /// with; the driver then runs `solver(name, plan.options)` on `plan.grid`. DPM-Solver-fast
+  /// reads `steps` as the evaluation budget N and plans ⌊N/3⌋ + 1 steps with options
+  /// {nfe: N}, which fix its per-step orders (the plan is then plain data: Python does the same).
+  virtual std::optional<StepPlan> plan(const NoiseSchedule& schedule, int64_t steps, Spacing spacing,
+                                       std::optional<double> t_start, std::optional<double> t_end) const;
+  /// Model evaluations `sample(model, x, name, steps)` spends (after `plan`), for tests and
+  /// benchmarks that compare at equal cost. Default steps · nfe_per_step.
+  virtual int64_t nfe_for_steps(int64_t steps) const;
 };
 
 }  // namespace fewstep

@@ -1,0 +1,88 @@
+// fewstep subcommands: each lives in one file under commands/ and registers itself here.
+//
+// A subcommand is a `Command`: `configure` declares its flags on its CLI11 sub-app, `run` does the
+// work after parsing and returns the exit code. Registration is a namespace-scope
+// `register_command(...)` in the command's own source, so adding one touches no other file.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace fewstep::cli {
+
+/// Flags shared by every subcommand (accepted before or after the subcommand's name).
+struct GlobalOptions {
+  int threads = 0;  ///< LibTorch intra-op threads; 0 keeps LibTorch's default
+};
+
+/// A user error the message of which already names the bad flag or file; main() prints
+/// "fewstep <subcommand>: <message>" and exits with status 2 (as for a parse error).
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Command {
+ public:
+  virtual ~Command() = default;
+  /// Declares the subcommand's flags on `app` (already named and described).
+  virtual void configure(CLI::App& app) = 0;
+  /// Runs after parsing; returns the process exit code.
+  virtual int run(const GlobalOptions& global) = 0;
+};
+
+struct CommandInfo {
+  std::string name;
+  std::string description;
+  std::string footer;  ///< examples and notes printed after the flags by --help
+  std::function<std::unique_ptr<Command>()> make;
+};
+
+/// Adds a subcommand; returns true so it can initialise a namespace-scope constant.
+bool register_command(CommandInfo info);
+/// All registered subcommands, sorted by name.
+std::vector<CommandInfo> registered_commands();
+
+/// The registered solvers, one per line with order and evaluations per step (commands/solvers.cpp).
+std::string solver_list();
+
+/// Check of a numeric flag: value >= lo (or > lo when `strict`). CLI11 prefixes the flag's name; its own
+/// PositiveNumber prints DBL_MAX as the upper bound, which confuses more than it helps.
+inline CLI::Validator at_least(double lo, bool strict = false) {
+  std::ostringstream bound;
+  bound << lo;
+  const std::string text = (strict ? "> " : ">= ") + bound.str();
+  return CLI::Validator(
+      [lo, strict, text](std::string& value) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(value.c_str(), &end);
+        if (value.empty() || *end != '\0') return "'" + value + "' is not a number";
+        if (strict ? !(v > lo) : !(v >= lo)) return "must be " + text + ", got " + value;
+        return "";
+      },
+      text);
+}
+inline CLI::Validator positive() { return at_least(0.0, true); }
+inline CLI::Validator non_negative() { return at_least(0.0); }
+
+/// A seed for another purpose derived from `seed` (splitmix64 finaliser), so streams never coincide.
+inline uint64_t derive_seed(uint64_t seed, uint64_t purpose) {
+  uint64_t z = seed + purpose * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/// The command line as typed (shell-quoted where needed), for model cards.
+std::string command_line();
+void set_command_line(int argc, char** argv);
+
+}  // namespace fewstep::cli

@@ -1,0 +1,496 @@
+// `fewstep train`: trains a denoiser (Fashion-MNIST UNet or Gaussian-mixture MLP) with the C++
+// DenoiserTrainer, checkpoints it atomically, resumes it exactly, and exports the EMA network as
+// TorchScript with a JSON sidecar and a Markdown card.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/script.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <numeric>
+#include <tuple>
+
+#include "../command.h"
+#include "../model_card.h"
+#include "../schedule_spec.h"
+#include "fewstep/data/fashion_mnist.h"
+#include "fewstep/data/mixture_data.h"
+#include "fewstep/data/shuffled_batches.h"
+#include "fewstep/models/denoiser.h"
+#include "fewstep/models/gaussian_mixture.h"
+#include "fewstep/nets/mlp.h"
+#include "fewstep/nets/unet.h"
+#include "fewstep/train/denoiser_trainer.h"
+#include "fewstep/train/dsm_loss.h"
+#include "fewstep/train/progress_bar.h"
+#include "fewstep/version.h"
+
+namespace fewstep::cli {
+namespace {
+
+namespace fsys = std::filesystem;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kLossWindow = 100;  // steps averaged for the reported loss
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+  std::signal(sig, SIG_DFL);  // a second Ctrl-C kills at once
+}
+
+struct Config {
+  std::string data, net = "auto", prediction = "eps", schedule = "vp_linear", weighting = "uniform";
+  std::string time_input = "t", out, name = "model", fmnist_dir;
+  double time_scale = 1.0, beta_min = 0.1, beta_max = 20.0;
+  int64_t steps = 0, stop_at = 0, batch = 0, warmup = -1, checkpoint_every = 500, log_every = 100;
+  double lr = 0.0, min_lr = 0.0, weight_decay = 0.0, grad_clip = 1.0, ema = 0.999, min_snr_gamma = 5.0;
+  uint64_t seed = 0;
+  bool resume = false;
+  // UNet
+  int64_t base_channels = 32, res_blocks = 1;
+  std::vector<int64_t> channel_mult = {1, 2, 2};
+  bool no_attention = false;
+  // MLP
+  int64_t hidden = 128, blocks = 3;
+  // Gaussian mixtures
+  int64_t gmm_components = 8;
+  uint64_t gmm_seed = 0;
+};
+
+std::string machine_text() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, cpu = "unknown CPU";
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  return cpu + ", " + std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " cores";
+}
+
+std::string clock_text(double seconds) {
+  if (!std::isfinite(seconds)) return "?";
+  const auto s = static_cast<long long>(seconds);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", s / 3600, (s % 3600) / 60, s % 60);
+  return buf;
+}
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  json j;
+  try {
+    in >> j;
+  } catch (const json::exception& e) {
+    throw UsageError("'" + path + "' is not valid JSON: " + e.what());
+  }
+  return j;
+}
+
+class TrainCommand final : public Command {
+ public:
+  void configure(CLI::App& app) override {
+    Config& c = config_;
+    app.add_option("--data", c.data,
+                   "Training data: 'fmnist' (Fashion-MNIST train split, 60000 28x28 images in [-1, 1]; Debian "
+                   "package dataset-fashion-mnist), 'gmm2d' / 'gmm16d' (a fixed random 8-component Gaussian "
+                   "mixture in 2 / 16 dimensions, as in fewstep-bench)")
+        ->required()
+        ->check(CLI::IsMember({"fmnist", "gmm2d", "gmm16d"}));
+    app.add_option("--net", c.net, "Network: 'unet' (28x28 images), 'mlp' (vectors), 'auto' = unet for fmnist, mlp "
+                                   "for the mixtures")
+        ->check(CLI::IsMember({"auto", "unet", "mlp"}))
+        ->capture_default_str();
+    app.add_option("--prediction", c.prediction, "What the network predicts: eps (noise), x0 (clean data), v "
+                                                 "(alpha*eps - sigma*x0), score or flow")
+        ->check(CLI::IsMember({"eps", "x0", "v", "score", "flow"}))
+        ->capture_default_str();
+    app.add_option("--schedule", c.schedule, "Noise schedule: vp_linear (beta 0.1..20, t in [1e-3, 1]), vp_cosine, "
+                                             "vp_discrete (DDPM's 1000 linear betas), ve (sigma 0.002..80), flow")
+        ->check(CLI::IsMember(schedule_names()))
+        ->capture_default_str();
+    app.add_option("--beta-min", c.beta_min, "vp_linear: beta(0)")->capture_default_str();
+    app.add_option("--beta-max", c.beta_max, "vp_linear: beta(1)")->capture_default_str();
+    app.add_option("--time-input", c.time_input, "What the network receives as time: t (continuous time, suits the "
+                                                 "nets' embedding for t in [0, 1]), index, sigma or lambda")
+        ->check(CLI::IsMember({"t", "index", "sigma", "lambda"}))
+        ->capture_default_str();
+    app.add_option("--time-scale", c.time_scale, "Multiplier of the time input")->capture_default_str();
+    app.add_option("--steps", c.steps, "Total optimisation steps of the run (also the length of the cosine "
+                                       "learning-rate decay)")
+        ->required()
+        ->check(positive());
+    app.add_option("--stop-at", c.stop_at, "Stop after this step (checkpoint + export) to split a run into "
+                                           "sessions; continue later with --resume (default: --steps)")
+        ->check(positive());
+    app.add_option("--batch", c.batch, "Batch size (default 128 for fmnist, 512 for the mixtures)")
+        ->check(positive());
+    app.add_option("--lr", c.lr, "Peak learning rate of AdamW (default 5e-4 for unet, 1e-3 for mlp)")
+        ->check(positive());
+    app.add_option("--min-lr", c.min_lr, "Learning rate at the end of the cosine decay")->capture_default_str();
+    app.add_option("--warmup", c.warmup, "Linear warmup steps (default min(500, steps/10))")
+        ->check(non_negative());
+    app.add_option("--weight-decay", c.weight_decay, "AdamW weight decay")->capture_default_str();
+    app.add_option("--grad-clip", c.grad_clip, "Clip the global gradient norm to this (<= 0: no clipping)")
+        ->capture_default_str();
+    app.add_option("--ema", c.ema, "Decay of the exponential moving average of the weights; the EMA network is "
+                                   "the one exported")
+        ->check(CLI::Range(0.0, 1.0))
+        ->capture_default_str();
+    app.add_option("--weighting", c.weighting, "Loss weighting: uniform (plain MSE of the prediction), trunc_snr "
+                                               "(max(SNR, 1)), min_snr (min(SNR, gamma))")
+        ->check(CLI::IsMember({"uniform", "trunc_snr", "truncated_snr", "min_snr"}))
+        ->capture_default_str();
+    app.add_option("--min-snr-gamma", c.min_snr_gamma, "gamma of --weighting min_snr")->capture_default_str();
+    app.add_option("--seed", c.seed, "Seed of the network's initialisation, the data order and the training noise")
+        ->capture_default_str();
+    app.add_option("--out", c.out, "Run directory: checkpoint.pt, run.json and the exported <name>.pt, <name>.json "
+                                   "(sidecar) and <name>.md (card); created if missing")
+        ->required();
+    app.add_option("--name", c.name, "File name (without extension) of the exported model, its sidecar and card")
+        ->capture_default_str();
+    app.add_flag("--resume", c.resume, "Continue the run in --out from its checkpoint (same flags required; the "
+                                       "result is bit-identical to an uninterrupted run with the same --threads)");
+    app.add_option("--checkpoint-every", c.checkpoint_every, "Write a checkpoint (and re-export the model) every K "
+                                                             "steps; 0 = only at the end")
+        ->check(non_negative())
+        ->capture_default_str();
+    app.add_option("--log-every", c.log_every, "Print a log line every K steps when stderr is not a terminal "
+                                               "(no progress bar then)")
+        ->check(positive())
+        ->capture_default_str();
+    app.add_option("--base-channels", c.base_channels, "unet: channels at full resolution")->capture_default_str();
+    app.add_option("--channel-mult", c.channel_mult, "unet: channel multiplier per level, e.g. 1,2,2")
+        ->delimiter(',')
+        ->capture_default_str();
+    app.add_option("--res-blocks", c.res_blocks, "unet: residual blocks per level")->capture_default_str();
+    app.add_flag("--no-attention", c.no_attention, "unet: no self-attention at the lowest resolution");
+    app.add_option("--hidden", c.hidden, "mlp: hidden width")->capture_default_str();
+    app.add_option("--blocks", c.blocks, "mlp: residual blocks")->capture_default_str();
+    app.add_option("--gmm-components", c.gmm_components, "gmm2d/gmm16d: mixture components")->capture_default_str();
+    app.add_option("--gmm-seed", c.gmm_seed, "gmm2d/gmm16d: seed of GaussianMixture::random")->capture_default_str();
+    app.add_option("--fmnist-dir", c.fmnist_dir, "fmnist: directory of the IDX .gz files (default "
+                                                 "$FEWSTEP_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)");
+  }
+
+  int run(const GlobalOptions& global) override {
+    resolve_defaults();
+    const fsys::path dir(config_.out);
+    const std::string checkpoint = (dir / "checkpoint.pt").string();
+    const std::string run_file = (dir / "run.json").string();
+    const std::string state_file = (dir / "state.json").string();
+    const json identity = run_identity();
+
+    std::error_code ec;
+    fsys::create_directories(dir, ec);
+    if (ec || !fsys::is_directory(dir)) throw UsageError("--out '" + config_.out + "' cannot be created: " + ec.message());
+    const bool has_checkpoint = fsys::exists(checkpoint);
+    if (has_checkpoint && !config_.resume)
+      throw UsageError("--out '" + config_.out + "' already holds a run (checkpoint.pt); pass --resume to continue "
+                       "it or choose another --out");
+    if (has_checkpoint) check_same_run(run_file, identity);
+    if (config_.resume && !has_checkpoint)
+      std::cerr << "fewstep train: --resume: no checkpoint in '" << config_.out << "' yet; starting at step 0\n";
+    if (!has_checkpoint) {
+      json run = {{"format", "fewstep.train_run.v1"}, {"flags", identity}, {"command", command_line()}};
+      write_text_file(run_file, run.dump(2) + "\n");
+    }
+
+    // Everything below is a function of the flags, so a resumed process rebuilds the same objects.
+    const SchedulePtr schedule = make_schedule(schedule_spec_, "--schedule");
+    auto [data, data_json, sample_shape] = make_data();
+    auto [net, net_json] = make_network(sample_shape);
+    DenoiserTrainerOptions opt;
+    opt.loss.prediction = parse_prediction(config_.prediction);
+    opt.loss.time_input = parse_time_input(config_.time_input);
+    opt.loss.time_scale = config_.time_scale;
+    opt.loss.weighting = parse_loss_weighting(config_.weighting);
+    opt.loss.min_snr_gamma = config_.min_snr_gamma;
+    opt.optimizer.schedule = {config_.lr, config_.warmup, config_.steps, config_.min_lr};
+    opt.optimizer.weight_decay = config_.weight_decay;
+    opt.optimizer.grad_clip = config_.grad_clip;
+    opt.ema_decay = config_.ema;
+    opt.seed = config_.seed;
+    opt.progress = false;  // this command draws its own bar and log lines
+    DenoiserTrainer trainer(net, schedule, data, opt);
+
+    double seconds_before = 0.0;
+    std::deque<double> recent;
+    if (has_checkpoint) {
+      trainer.load_checkpoint(checkpoint);
+      if (fsys::exists(state_file)) {
+        const json st = read_json(state_file);
+        seconds_before = st.value("seconds", 0.0);
+        for (double l : st.value("recent_losses", std::vector<double>{})) recent.push_back(l);
+        const int before = st.value("threads", 0);
+        if (before > 0 && before != at::get_num_threads()) {
+          std::cerr << "fewstep train: warning: the run so far used " << before << " threads, this session "
+                    << at::get_num_threads() << " (--threads); the weights will not be bit-identical to an "
+                    << "uninterrupted run\n";
+        }
+      }
+      std::cerr << "fewstep train: resumed '" << config_.out << "' at step " << trainer.step_count() << "\n";
+    }
+
+    const int64_t start = trainer.step_count();
+    const int64_t target = config_.stop_at > 0 ? std::min(config_.stop_at, config_.steps) : config_.steps;
+    const int threads = at::get_num_threads();
+    std::cerr << "fewstep train: " << net_json["kind"].get<std::string>() << " with "
+              << parameter_count(*net) << " parameters, " << data->describe() << ", " << schedule->repr()
+              << ", prediction " << config_.prediction << ", steps " << start << " -> " << target << " of "
+              << config_.steps << ", " << threads << " threads\n";
+
+    meta_ = {{"format", kSidecarFormat},
+             {"name", config_.name},
+             {"model", config_.name + ".pt"},
+             {"schedule", schedule_spec_},
+             {"prediction", config_.prediction},
+             {"time_input", config_.time_input},
+             {"time_scale", config_.time_scale},
+             {"sample_shape", sample_shape},
+             {"parameters", parameter_count(*net)},
+             {"network", net_json},
+             {"data", data_json},
+             {"fewstep_version", fewstep::version()},
+             {"torch_version", fewstep::torch_version()}};
+    meta_["schedule"]["repr"] = schedule->repr();
+
+    g_stop_signal = 0;
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
+    const auto t0 = Clock::now();
+    auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+    auto save = [&] {
+      trainer.save_checkpoint(checkpoint);
+      const json st = {{"step", trainer.step_count()},
+                       {"seconds", seconds_before + elapsed()},
+                       {"threads", threads},
+                       {"recent_losses", std::vector<double>(recent.begin(), recent.end())}};
+      write_text_file(state_file, st.dump() + "\n");
+      export_model(trainer, seconds_before + elapsed(), recent, threads);
+    };
+
+    ProgressBar bar(target - start, "train", true);
+    bool saved = start >= target;  // nothing to train: just (re-)export below
+    double smoothed = recent.empty() ? NAN : recent.back();
+    for (int64_t step = start; step < target && g_stop_signal == 0; ++step) {
+      const TrainStepStats st = trainer.step();
+      recent.push_back(st.loss);
+      if (static_cast<int64_t>(recent.size()) > kLossWindow) recent.pop_front();
+      smoothed = std::isnan(smoothed) ? st.loss : 0.95 * smoothed + 0.05 * st.loss;
+      bar.update(st.step - start, {{"loss", smoothed}, {"lr", st.lr}});
+      if (!bar.active() && (st.step % config_.log_every == 0 || st.step == target)) {
+        const double secs = elapsed(), rate = static_cast<double>(st.step - start) / secs;
+        std::printf("step %lld/%lld  loss %.5g (mean of last %zu)  lr %.3g  grad %.3g  %.2f it/s  elapsed %s  "
+                    "eta %s\n",
+                    static_cast<long long>(st.step), static_cast<long long>(config_.steps),
+                    std::accumulate(recent.begin(), recent.end(), 0.0) / static_cast<double>(recent.size()),
+                    recent.size(), st.lr, st.grad_norm, rate, clock_text(secs).c_str(),
+                    clock_text(static_cast<double>(target - st.step) / rate).c_str());
+        std::fflush(stdout);
+      }
+      saved = false;
+      if (config_.checkpoint_every > 0 && st.step % config_.checkpoint_every == 0) {
+        save();
+        saved = true;
+      }
+    }
+    bar.close();
+    if (!saved) save();
+    else if (start >= target) export_model(trainer, seconds_before, recent, threads);
+
+    const std::string model = (dir / (config_.name + ".pt")).string();
+    if (g_stop_signal != 0) {
+      std::cerr << "fewstep train: interrupted at step " << trainer.step_count() << "; checkpoint in '" << checkpoint
+                << "'; continue with the same command and --resume\n";
+      return 128 + static_cast<int>(g_stop_signal);
+    }
+    std::cerr << "fewstep train: step " << trainer.step_count() << "/" << config_.steps << " in "
+              << clock_text(elapsed()) << "; wrote " << model << ", " << sidecar_path(model) << ", "
+              << card_path(model) << "\n";
+    if (trainer.step_count() < config_.steps)
+      std::cerr << "fewstep train: continue with the same command and --resume\n";
+    return 0;
+  }
+
+ private:
+  void resolve_defaults() {
+    Config& c = config_;
+    const bool images = c.data == "fmnist";
+    if (c.net == "auto") c.net = images ? "unet" : "mlp";
+    if (images && c.net != "unet") throw UsageError("--net mlp cannot take --data fmnist images; use --net unet");
+    if (!images && c.net != "mlp") throw UsageError("--net unet needs --data fmnist (28x28 images); use --net mlp");
+    if (c.batch == 0) c.batch = images ? 128 : 512;
+    if (c.lr == 0.0) c.lr = c.net == "unet" ? 5e-4 : 1e-3;
+    if (c.warmup < 0) c.warmup = std::min<int64_t>(500, c.steps / 10);
+    if (c.weighting == "trunc_snr") c.weighting = "truncated_snr";
+    if (c.stop_at > c.steps)
+      throw UsageError("--stop-at " + std::to_string(c.stop_at) + " is beyond --steps " + std::to_string(c.steps));
+    if (c.name.empty() || c.name.find('/') != std::string::npos)
+      throw UsageError("--name '" + c.name + "' must be a plain file name without '/'");
+    schedule_spec_ = default_schedule_spec(c.schedule);
+    if (c.schedule == "vp_linear") {
+      schedule_spec_["beta_min"] = c.beta_min;
+      schedule_spec_["beta_max"] = c.beta_max;
+    }
+  }
+
+  // The flags that decide the numbers a run produces; --resume requires them unchanged.
+  json run_identity() const {
+    const Config& c = config_;
+    json j = {{"--data", c.data},        {"--net", c.net},
+              {"--prediction", c.prediction}, {"--schedule", schedule_spec_},
+              {"--time-input", c.time_input}, {"--time-scale", c.time_scale},
+              {"--steps", c.steps},      {"--batch", c.batch},
+              {"--lr", c.lr},            {"--min-lr", c.min_lr},
+              {"--warmup", c.warmup},    {"--weight-decay", c.weight_decay},
+              {"--grad-clip", c.grad_clip}, {"--ema", c.ema},
+              {"--weighting", c.weighting}, {"--seed", c.seed}};
+    if (c.weighting == "min_snr") j["--min-snr-gamma"] = c.min_snr_gamma;
+    if (c.net == "unet") {
+      j["--base-channels"] = c.base_channels;
+      j["--channel-mult"] = c.channel_mult;
+      j["--res-blocks"] = c.res_blocks;
+      j["--no-attention"] = c.no_attention;
+    } else {
+      j["--hidden"] = c.hidden;
+      j["--blocks"] = c.blocks;
+      j["--gmm-components"] = c.gmm_components;
+      j["--gmm-seed"] = c.gmm_seed;
+    }
+    return j;
+  }
+
+  void check_same_run(const std::string& run_file, const json& identity) const {
+    if (!fsys::exists(run_file))
+      throw UsageError("--resume: '" + run_file + "' is missing, so the run's flags cannot be checked");
+    const json stored = read_json(run_file);
+    const json& flags = stored.at("flags");
+    for (const auto& [flag, value] : identity.items()) {
+      const json theirs = flags.contains(flag) ? flags.at(flag) : json();
+      if (theirs != value) {
+        const auto shown = [](const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); };
+        throw UsageError(flag + " " + shown(value) + " differs from the run in --out '" + config_.out + "' (" +
+                         shown(theirs) + "); a resumed run must use the flags it started with (see " + run_file + ")");
+      }
+    }
+  }
+
+  std::tuple<std::shared_ptr<BatchSource>, json, std::vector<int64_t>> make_data() const {
+    const Config& c = config_;
+    const uint64_t data_seed = derive_seed(c.seed, 1);
+    if (c.data == "fmnist") {
+      FashionMnist d;
+      try {
+        d = load_fashion_mnist("train", c.fmnist_dir);
+      } catch (const c10::Error& e) {
+        throw UsageError("--data fmnist: " + std::string(e.what_without_backtrace()));
+      }
+      auto source = std::make_shared<ShuffledBatches>(d.images, d.labels, c.batch, data_seed);
+      const json j = {{"name", "fmnist"},
+                      {"split", "train"},
+                      {"images", d.images.size(0)},
+                      {"description", "Fashion-MNIST train split (" + std::to_string(d.images.size(0)) +
+                                          " images, pixels scaled to [-1, 1])"}};
+      return {source, j, {1, 28, 28}};
+    }
+    const int64_t dim = c.data == "gmm2d" ? 2 : 16;
+    if (c.gmm_components < 1) throw UsageError("--gmm-components must be >= 1");
+    std::shared_ptr<const GaussianMixture> mixture = GaussianMixture::random(dim, c.gmm_components, c.gmm_seed);
+    auto source = std::make_shared<MixtureData>(mixture, c.batch, data_seed);
+    const json j = {{"name", c.data},
+                    {"dim", dim},
+                    {"components", c.gmm_components},
+                    {"gmm_seed", c.gmm_seed},
+                    {"description", "GaussianMixture::random(dim=" + std::to_string(dim) +
+                                        ", components=" + std::to_string(c.gmm_components) +
+                                        ", seed=" + std::to_string(c.gmm_seed) + "), fresh samples every step"}};
+    return {source, j, {dim}};
+  }
+
+  std::pair<ScriptNet, json> make_network(const std::vector<int64_t>& shape) const {
+    const Config& c = config_;
+    try {
+      if (c.net == "unet") {
+        UNetConfig u;
+        u.base_channels = c.base_channels;
+        u.channel_mult = c.channel_mult;
+        u.res_blocks = c.res_blocks;
+        u.attention = !c.no_attention;
+        json cfg = {{"base_channels", u.base_channels}, {"channel_mult", u.channel_mult},
+                    {"res_blocks", u.res_blocks},       {"attention", u.attention},
+                    {"groups", u.groups},               {"time_multiplier", u.time_multiplier}};
+        return {make_unet(u, c.seed), {{"kind", "UNet"}, {"config", cfg}}};
+      }
+      MlpConfig m;
+      m.dim = shape[0];
+      m.hidden = c.hidden;
+      m.blocks = c.blocks;
+      json cfg = {{"dim", m.dim}, {"hidden", m.hidden}, {"blocks", m.blocks}, {"time_multiplier", m.time_multiplier}};
+      return {make_mlp(m, c.seed), {{"kind", "MLP"}, {"config", cfg}}};
+    } catch (const c10::Error& e) {
+      throw UsageError("bad --" + c.net + " settings: " + e.what_without_backtrace());
+    }
+  }
+
+  void export_model(const DenoiserTrainer& trainer, double seconds, const std::deque<double>& recent, int threads) {
+    const fsys::path dir(config_.out);
+    const std::string model = (dir / (config_.name + ".pt")).string();
+    torch::jit::Module ema = trainer.ema_net()->clone();
+    ema.eval();
+    save_network(ema, model);
+    json m = meta_;
+    const double final_loss = recent.empty() ? NAN
+                                             : std::accumulate(recent.begin(), recent.end(), 0.0) /
+                                                   static_cast<double>(recent.size());
+    m["training"] = {{"command", command_line()},
+                     {"seed", config_.seed},
+                     {"steps", config_.steps},
+                     {"steps_done", trainer.step_count()},
+                     {"seconds", seconds},
+                     {"threads", threads},
+                     {"machine", machine_text()},
+                     {"final_loss", final_loss},
+                     {"final_loss_window", recent.size()},
+                     {"weighting", config_.weighting},
+                     {"batch", config_.batch},
+                     {"lr", config_.lr},
+                     {"min_lr", config_.min_lr},
+                     {"warmup", config_.warmup},
+                     {"weight_decay", config_.weight_decay},
+                     {"grad_clip", config_.grad_clip},
+                     {"ema", config_.ema}};
+    write_text_file(sidecar_path(model), m.dump(2) + "\n");
+    write_text_file(card_path(model), render_card(m, model));
+  }
+
+  Config config_;
+  json schedule_spec_;
+  json meta_;
+};
+
+const bool registered = register_command(
+    {"train", "Train a denoiser with denoising score matching; export it as TorchScript with a card",
+     "Examples:\n"
+     "  fewstep train --data gmm2d --steps 2000 --out runs/gmm2d\n"
+     "  fewstep train --data fmnist --net unet --prediction eps --schedule vp_linear --steps 20000 \\\n"
+     "      --batch 128 --lr 5e-4 --ema 0.999 --seed 0 --checkpoint-every 500 --out runs/fmnist --threads 2\n"
+     "  (interrupted? rerun the same command with --resume)\n\n"
+     "--out receives checkpoint.pt (weights, EMA, AdamW state, RNG states, data position), run.json (the\n"
+     "flags, checked on --resume), and the exported EMA network <name>.pt with its sidecar <name>.json\n"
+     "(schedule, prediction, time input: what 'fewstep sample --model <name>.pt' reads) and card <name>.md.\n"
+     "Ctrl-C saves a checkpoint before exiting.",
+     [] { return std::make_unique<TrainCommand>(); }});
+
+}  // namespace
+}  // namespace fewstep::cli

@@ -1,0 +1,75 @@
+// fewstep: train denoisers and sample them from the command line. `fewstep --help` lists the
+// subcommands; `fewstep <subcommand> --help` describes each flag with an example.
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <cstring>
+#include <iostream>
+#include <utility>
+
+#include "command.h"
+#include "fewstep/version.h"
+
+int main(int argc, char** argv) {
+  using namespace fewstep::cli;
+  set_command_line(argc, argv);
+  CLI::App app{"fewstep " + fewstep::version() +
+               ": few-step diffusion sampling and distillation over LibTorch.\n"
+               "Run 'fewstep <subcommand> --help' for the flags of one subcommand."};
+  app.require_subcommand(1, 1);
+  app.fallthrough();  // global flags may also follow the subcommand's name
+  app.set_version_flag("--version", "fewstep " + fewstep::version() + " (LibTorch " + fewstep::torch_version() + ")");
+  GlobalOptions global;
+  app.add_option("--threads", global.threads,
+                 "LibTorch intra-op threads (0 = LibTorch's default, usually one per core). Training resumes "
+                 "bit-exactly only with the same thread count.")
+      ->check(non_negative());
+
+  std::vector<std::pair<CLI::App*, std::unique_ptr<Command>>> commands;
+  for (const auto& info : registered_commands()) {
+    CLI::App* sub = app.add_subcommand(info.name, info.description);
+    if (!info.footer.empty()) sub->footer(info.footer);
+    auto command = info.make();
+    command->configure(*sub);
+    commands.emplace_back(sub, std::move(command));
+  }
+
+  // Name the subcommand in parse errors, and point at its --help.
+  std::string prefix = "fewstep";
+  for (int i = 1; i < argc; ++i) {
+    for (auto& [sub, command] : commands) {
+      if (sub->get_name() == argv[i]) prefix = "fewstep " + sub->get_name();
+    }
+    if (prefix != "fewstep") break;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << prefix << ": " << e.what() << "\nRun '" << prefix << " --help' for the flags and an example.\n";
+    return 2;
+  }
+
+  if (global.threads > 0) at::set_num_threads(global.threads);
+  for (auto& [sub, command] : commands) {
+    if (!sub->parsed()) continue;
+    const std::string name = "fewstep " + sub->get_name();
+    try {
+      return command->run(global);
+    } catch (const UsageError& e) {
+      std::cerr << name << ": " << e.what() << "\n";
+      return 2;
+    } catch (const c10::Error& e) {
+      std::cerr << name << ": error: " << e.what_without_backtrace() << "\n";
+    } catch (const std::exception& e) {
+      std::cerr << name << ": error: " << e.what() << "\n";
+    }
+    return 1;
+  }
+  return 1;
+}

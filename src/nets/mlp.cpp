@@ -1,0 +1,71 @@
+#include "fewstep/nets/mlp.h"
+
+#include <torch/script.h>
+
+#include <sstream>
+
+#include "fewstep/core/check.h"
+#include "script_builder.h"
+
+namespace fewstep {
+
+namespace {
+
+void check_config(const MlpConfig& c) {
+  FEWSTEP_CHECK_VALUE(c.dim >= 1, "MlpConfig.dim must be >= 1, got ", c.dim);
+  FEWSTEP_CHECK_VALUE(c.hidden >= 1, "MlpConfig.hidden must be >= 1, got ", c.hidden);
+  FEWSTEP_CHECK_VALUE(c.blocks >= 0, "MlpConfig.blocks must be >= 0, got ", c.blocks);
+}
+
+// h + Linear(SiLU(Linear(SiLU(h)) + Linear(SiLU(e)))): the time embedding enters every block.
+torch::jit::Module block(nets_detail::ScriptBuilder& b, int64_t hidden, int64_t embed) {
+  torch::jit::Module m = b.module("MlpBlock");
+  b.linear(m, "fc1", hidden, hidden);
+  b.linear(m, "time", embed, hidden);
+  b.linear(m, "fc2", hidden, hidden);
+  m.define(R"(
+def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+    a = torch.linear(torch.silu(h), self.fc1_weight, self.fc1_bias)
+    a = a + torch.linear(torch.silu(emb), self.time_weight, self.time_bias)
+    return h + torch.linear(torch.silu(a), self.fc2_weight, self.fc2_bias)
+)");
+  return m;
+}
+
+}  // namespace
+
+ScriptNet make_mlp(const MlpConfig& c, uint64_t seed) {
+  check_config(c);
+  nets_detail::ScriptBuilder b(seed);
+  auto net = std::make_shared<torch::jit::Module>(b.module("TimeMLP"));
+  net->register_module("time_embed", nets_detail::time_embedding(b, c.time_frequencies, c.time_embed_dim,
+                                                                 c.time_multiplier, c.num_classes));
+  b.linear(*net, "fc_in", c.dim, c.hidden);
+  for (int64_t i = 0; i < c.blocks; ++i)
+    net->register_module("block" + std::to_string(i), block(b, c.hidden, c.time_embed_dim));
+  b.linear(*net, "fc_out", c.hidden, c.dim);
+
+  std::ostringstream src;
+  if (c.num_classes > 0) {
+    src << "def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:\n"
+        << "    emb = self.time_embed.forward(t, x, y)\n";
+  } else {
+    src << "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
+        << "    emb = self.time_embed.forward(t, x, None)\n";
+  }
+  src << "    h = torch.linear(x, self.fc_in_weight, self.fc_in_bias)\n";
+  for (int64_t i = 0; i < c.blocks; ++i) src << "    h = self.block" << i << ".forward(h, emb)\n";
+  src << "    return torch.linear(torch.silu(h), self.fc_out_weight, self.fc_out_bias)\n";
+  net->define(src.str());
+  return net;
+}
+
+int64_t mlp_parameter_count(const MlpConfig& c) {
+  check_config(c);
+  const int64_t f = c.time_frequencies, e = c.time_embed_dim, h = c.hidden, d = c.dim;
+  const int64_t time = (f * e + e) + (e * e + e) + (c.num_classes > 0 ? (c.num_classes + 1) * e : 0);
+  const int64_t per_block = 2 * (h * h + h) + (e * h + h);
+  return time + (d * h + h) + c.blocks * per_block + (h * d + d);
+}
+
+}  // namespace fewstep

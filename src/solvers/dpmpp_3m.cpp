@@ -1,0 +1,78 @@
+#include "fewstep/solvers/dpmpp_3m.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "fewstep/core/check.h"
+#include "fewstep/solvers/ddim.h"
+
+namespace fewstep {
+
+DpmSolverPP3MStepper::DpmSolverPP3MStepper(const Options& options) {
+  options.check_known(traits().options, "solver 'dpmpp_3m'");
+  lower_order_final_ = options.get_bool("lower_order_final", true);
+  lower_order_final_steps_ = options.get_int("lower_order_final_steps", 10);
+  const std::string variant = options.get_string("variant", "taylor");
+  FEWSTEP_CHECK_VALUE(variant == "taylor" || variant == "official", "solver 'dpmpp_3m': variant must be 'taylor' or ",
+                      "'official', got '", variant, "'");
+  // The official code's multistep update weights D_2 = h² x̂''/2 by −α_t φ_3 where the Taylor
+  // expansion needs −α_t φ_3 h² x̂'' (see the header): half the second-derivative term.
+  d2_weight_ = variant == "taylor" ? 2.0 : 1.0;
+  FEWSTEP_CHECK_VALUE(lower_order_final_steps_ >= 0, "solver 'dpmpp_3m': lower_order_final_steps must be >= 0, got ",
+                      lower_order_final_steps_);
+}
+
+const StepperTraits& DpmSolverPP3MStepper::traits() const {
+  static const StepperTraits traits{"dpmpp_3m",
+                                    3,
+                                    1,
+                                    false,
+                                    false,
+                                    true,
+                                    "DPM-Solver++(3M), data prediction, multistep (Lu et al. 2022, arXiv 2211.01095)",
+                                    {"lower_order_final", "lower_order_final_steps", "variant"}};
+  return traits;
+}
+
+StepResult DpmSolverPP3MStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t,
+                                      SolverState state, const StepContext& ctx) const {
+  const auto& sc = model.schedule();
+  auto out = model(x, s);
+  // Order: limited by the history (warm-up) and, on short grids, by the steps left.
+  int64_t order = std::min<int64_t>(3, static_cast<int64_t>(state.history.size()) + 1);
+  if (lower_order_final_ && ctx.num_steps >= 0 && ctx.num_steps < lower_order_final_steps_)
+    order = std::min(order, ctx.num_steps - ctx.index);
+  at::Tensor x_next;
+  if (order <= 1) {
+    x_next = ddim_update(sc, x, out.x0, s, t);
+  } else {
+    const double lambda_s = sc.lambda(s);
+    const double h = sc.lambda(t) - lambda_s;
+    const HistoryEntry& p1 = state.history.back();
+    const double lambda_1 = sc.lambda(p1.t);
+    const double r0 = (lambda_s - lambda_1) / h;
+    auto delta_0 = (out.x0 - p1.x0) * (1.0 / r0);
+    if (order == 2) {
+      // DPM-Solver++(2M): D = m_0 + δ_0/2.
+      x_next = ddim_update(sc, x, out.x0 + delta_0 * 0.5, s, t);
+    } else {
+      const HistoryEntry& p2 = state.history[state.history.size() - 2];
+      const double r1 = (lambda_1 - sc.lambda(p2.t)) / h;
+      auto delta_1 = (p1.x0 - p2.x0) * (1.0 / r1);
+      auto d1 = delta_0 + (delta_0 - delta_1) * (r0 / (r0 + r1));
+      auto d2 = (delta_0 - delta_1) * (1.0 / (r0 + r1));
+      const double alpha_t = sc.alpha(t);
+      const double phi_1 = std::expm1(-h);
+      const double phi_2 = phi_1 / h + 1.0;
+      const double phi_3 = phi_2 / h - 0.5;
+      x_next = x * std::exp(sc.log_sigma(t) - sc.log_sigma(s)) - out.x0 * (alpha_t * phi_1) + d1 * (alpha_t * phi_2) -
+               d2 * (alpha_t * phi_3 * d2_weight_);
+    }
+  }
+  state.history.push_back(HistoryEntry{s, out.x0, out.eps});
+  if (state.history.size() > 2) state.history.erase(state.history.begin());
+  state.steps_taken += 1;
+  return StepResult{x_next, out.x0, std::nullopt, std::move(state)};
+}
+
+}  // namespace fewstep
