@@ -13,8 +13,7 @@ const StepperTraits& HeunStepper::traits() const {
   return traits;
 }
 
-StepResult HeunStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
-                             const StepContext& /*ctx*/) const {
+StepResult heun_step_with_error(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state) {
   const auto& schedule = model.schedule();
   const double dt = t - s;
   auto out_s = model(x, s);
@@ -22,8 +21,16 @@ StepResult HeunStepper::step(ModelEvaluator& model, const at::Tensor& x, double 
   auto x_euler = x + d_s * dt;
   auto out_t = model(x_euler, t);
   auto d_t = probability_flow_velocity(schedule, x_euler, out_t.eps, t);
+  auto error = (d_t - d_s) * (0.5 * dt);  // x_heun − x_euler
   state.steps_taken += 1;
-  return StepResult{x + (d_s + d_t) * (0.5 * dt), out_t.x0, std::nullopt, std::move(state)};
+  return StepResult{x_euler + error, out_t.x0, error, std::move(state)};
+}
+
+StepResult HeunStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
+                             const StepContext& /*ctx*/) const {
+  StepResult result = heun_step_with_error(model, x, s, t, std::move(state));
+  result.error.reset();  // plain Heun declares no error estimate
+  return result;
 }
 
 }  // namespace fewstep

@@ -10,6 +10,10 @@
 
 namespace fewstep {
 
+/// One Heun step from s to t with its embedded Euler error estimate x_Heun − x_Euler
+/// (shared by `heun` and the `heun_euler` pair; the step itself does not depend on the flag).
+StepResult heun_step_with_error(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state);
+
 class HeunStepper final : public Stepper {
  public:
   explicit HeunStepper(const Options& options = {});
