@@ -21,9 +21,12 @@ StepResult heun_step_with_error(ModelEvaluator& model, const at::Tensor& x, doub
   auto x_euler = x + d_s * dt;
   auto out_t = model(x_euler, t);
   auto d_t = probability_flow_velocity(schedule, x_euler, out_t.eps, t);
+  // The trapezoid sum is formed as written (not as x_euler + error) so that heun_churn with
+  // s_churn = 0 stays bit-identical to heun.
+  auto x_heun = x + (d_s + d_t) * (0.5 * dt);
   auto error = (d_t - d_s) * (0.5 * dt);  // x_heun − x_euler
   state.steps_taken += 1;
-  return StepResult{x_euler + error, out_t.x0, error, std::move(state)};
+  return StepResult{x_heun, out_t.x0, error, std::move(state)};
 }
 
 StepResult HeunStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
