@@ -120,6 +120,22 @@ def randn(
     return out.to(dtype=dtype if dtype is not None else torch.get_default_dtype(), device=device)
 
 
+def _step_hook(bar: Any, callback: Optional[Callable[["StepInfo"], None]]) -> Optional[Callable[[dict], None]]:
+    """The per-step function handed to C++: advances the progress bar and calls the user's callback."""
+    if bar is None and callback is None:
+        return None
+
+    def on_step(raw: dict) -> None:
+        info = StepInfo(**raw)
+        if bar is not None:
+            bar.set_postfix(t=f"{info.t_next:.4g}", nfe=info.nfe, refresh=False)
+            bar.update(1)
+        if callback is not None:
+            callback(info)
+
+    return on_step
+
+
 def sample(
     model: _fewstep.Denoiser,
     x_T: torch.Tensor,
@@ -223,15 +239,7 @@ def sample(
 
     bar = _progress_bar(len(grid) - 1, solver) if progress else None
 
-    def on_step(raw: dict) -> None:
-        info = StepInfo(**raw)
-        if bar is not None:
-            bar.set_postfix(t=f"{info.t_next:.4g}", nfe=info.nfe, refresh=False)
-            bar.update(1)
-        if callback is not None:
-            callback(info)
-
-    hook = on_step if (bar is not None or callback is not None) else None
+    hook = _step_hook(bar, callback)
     try:
         return _fewstep._sample(
             model, x_T, solver, grid, options, bool(denoise_to_zero), bool(check_finite),
@@ -299,15 +307,7 @@ def _sample_adaptive(
         options["lower_order_final"] = lower_order_final
     bar = _progress_bar(None, solver) if progress else None  # the number of steps is not known in advance
 
-    def on_step(raw: dict) -> None:
-        info = StepInfo(**raw)
-        if bar is not None:
-            bar.set_postfix(t=f"{info.t_next:.4g}", nfe=info.nfe, refresh=False)
-            bar.update(1)
-        if callback is not None:
-            callback(info)
-
-    hook = on_step if (bar is not None or callback is not None) else None
+    hook = _step_hook(bar, callback)
     try:
         return _fewstep._sample_adaptive(
             model, x_T, solver, controller, options, t_start, t_end, bool(denoise_to_zero), bool(check_finite),
