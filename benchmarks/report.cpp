@@ -60,6 +60,19 @@ void Table::print(std::ostream& out, const std::string& title) const {
   for (const auto& r : rows_) line(r);
 }
 
+void Table::print_markdown(std::ostream& out) const {
+  auto line = [&](const std::vector<std::string>& row) {
+    out << "|";
+    for (size_t i = 0; i < header_.size(); ++i) out << " " << (i < row.size() ? row[i] : "") << " |";
+    out << "\n";
+  };
+  line(header_);
+  out << "|";
+  for (size_t i = 0; i < header_.size(); ++i) out << (i == 0 ? " --- |" : " ---: |");
+  out << "\n";
+  for (const auto& r : rows_) line(r);
+}
+
 std::string sci(double value, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.*e", digits, value);

@@ -27,6 +27,8 @@ class Table {
   explicit Table(std::vector<std::string> header) : header_(std::move(header)) {}
   void add_row(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
   void print(std::ostream& out, const std::string& title) const;
+  /// The same rows as a Markdown table (for READMEs), without a title.
+  void print_markdown(std::ostream& out) const;
 
  private:
   std::vector<std::string> header_;

@@ -113,8 +113,10 @@ std::string render_card(const nlohmann::json& m, const std::string& model_file) 
   const std::string file = std::filesystem::path(model_file).filename().string();
   o << "## Use\n\n```sh\nfewstep sample --model " << file
     << " --solver dpmpp_2m --steps 10 --n 16 --seed 0 --out grid.png\n```\n\n"
-    << "From C++: `fewstep::Denoiser::torchscript(\"" << file << "\", schedule, fewstep::parse_prediction(\""
-    << m.at("prediction").get<std::string>() << "\"))` with the schedule above.\n";
+    << "From C++: `fewstep::load_model_file(\"" << file
+    << "\")` reads the model with this sidecar and gives a ready `Denoiser`, its schedule and sample shape "
+    << "(`include/fewstep/models/model_file.h`); from Python: `torch.jit.load` and `fs.Denoiser(net, schedule=..., "
+    << "prediction=\"" << m.at("prediction").get<std::string>() << "\")` with the schedule above.\n";
   return o.str();
 }
 

@@ -38,6 +38,7 @@ if ! .venv/bin/python -m pip install -q --disable-pip-version-check -r requireme
   echo "[deps] pip install -r requirements.txt failed (see above)" >&2
   exit 1
 fi
+.venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null  # notebook tests' kernel: this .venv
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$root/python" > "$site/fewstep-dev.pth"
 echo "[deps] done in $(( $(date +%s) - start )) s; torch $(.venv/bin/python -c 'import torch; print(torch.__version__)')"

@@ -107,12 +107,7 @@ Cell run_cell(const StepperEntry& entry, const Denoiser& model, const at::Tensor
   auto stepper = entry.make(Options{});
   // The step count whose cost is exactly the target (a stepper may read `steps` as its budget,
   // as dpm_solver_fast does; nfe_for_steps says what `sample(name, steps)` spends).
-  for (int64_t s = 1; s <= target; ++s) {
-    if (stepper->nfe_for_steps(s) == target) {
-      cell.steps = s;
-      break;
-    }
-  }
+  cell.steps = steps_for_nfe(*stepper, target);
   if (cell.steps == 0) {
     cell.status = "skipped";
     cell.reason = "NFE " + std::to_string(target) + " is not reachable with " +

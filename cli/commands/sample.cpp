@@ -11,15 +11,8 @@
 #include <iostream>
 
 #include "../command.h"
-#include "../model_card.h"
-#include "../schedule_spec.h"
-#include "fewstep/control/pid.h"
+#include "../model_loader.h"
 #include "fewstep/io/png.h"
-#include "fewstep/models/denoiser.h"
-#include "fewstep/sample/sample.h"
-#include "fewstep/schedules/timesteps.h"
-#include "fewstep/solvers/noise.h"
-#include "fewstep/solvers/registry.h"
 #include "fewstep/train/progress_bar.h"
 
 namespace fewstep::cli {
@@ -29,30 +22,14 @@ namespace fsys = std::filesystem;
 using json = nlohmann::json;
 
 struct Config {
-  std::string model, solver = "dpmpp_2m", spacing = "logsnr", out = "grid.png";
-  std::string schedule, prediction, time_input;
-  double time_scale = NAN;
-  std::vector<int64_t> shape;
+  ModelFlags model;
+  std::string solver = "dpmpp_2m", spacing = "logsnr", out = "grid.png";
   int64_t steps = 10, n = 16, nrow = 0, padding = 2, size = 512;
   uint64_t seed = 0;
   double rtol = NAN, atol = NAN;
   bool denoise_to_zero = false, quiet = false;
   std::vector<std::string> options;
 };
-
-// "key=value": true/false → bool, integers → int, numbers → double, anything else → string.
-std::pair<std::string, OptionValue> parse_option(const std::string& text) {
-  const size_t eq = text.find('=');
-  if (eq == std::string::npos || eq == 0) throw UsageError("--option '" + text + "' must look like key=value");
-  const std::string key = text.substr(0, eq), value = text.substr(eq + 1);
-  if (value == "true" || value == "false") return {key, value == "true"};
-  char* end = nullptr;
-  const long long i = std::strtoll(value.c_str(), &end, 10);
-  if (!value.empty() && *end == '\0') return {key, static_cast<int64_t>(i)};
-  const double d = std::strtod(value.c_str(), &end);
-  if (!value.empty() && *end == '\0') return {key, d};
-  return {key, value};
-}
 
 // Vectors as a scatter plot of their first two coordinates, on a square canvas spanning the
 // samples' largest absolute coordinate (with a margin), axes through 0 in light grey.
@@ -84,10 +61,7 @@ class SampleCommand final : public Command {
  public:
   void configure(CLI::App& app) override {
     Config& c = config_;
-    app.add_option("--model", c.model, "TorchScript model whose forward(x, t) returns its prediction, e.g. "
-                                       "models/fmnist-unet-eps.pt; its sidecar (same name, .json) gives the "
-                                       "schedule, prediction, time input and sample shape")
-        ->required();
+    add_model_flags(app, c.model);
     app.add_option("--solver", c.solver, "Solver name (see the list below, or 'fewstep solvers')")
         ->capture_default_str();
     app.footer(app.get_footer() + "\n" + solver_list());
@@ -121,96 +95,28 @@ class SampleCommand final : public Command {
                                      "PID step-size controller (solvers with an error estimate, e.g. dpm_adaptive)");
     app.add_option("--atol", c.atol, "Adaptive sampling: absolute tolerance");
     app.add_flag("--denoise-to-zero", c.denoise_to_zero, "Finish with the model's x0 prediction at t_min (+1 NFE)");
-    app.add_option("--schedule", c.schedule, "Override the sidecar's schedule (with its default parameters)")
-        ->check(CLI::IsMember(schedule_names()));
-    app.add_option("--prediction", c.prediction, "Override the sidecar's prediction: eps, x0, v, score, flow")
-        ->check(CLI::IsMember({"eps", "x0", "v", "score", "flow"}));
-    app.add_option("--time-input", c.time_input, "Override the sidecar's time input: t, index, sigma, lambda")
-        ->check(CLI::IsMember({"t", "index", "sigma", "lambda"}));
-    app.add_option("--time-scale", c.time_scale, "Override the sidecar's time-input multiplier");
-    app.add_option("--shape", c.shape, "Shape of one sample without the batch, e.g. 1,28,28 (default: sidecar)")
-        ->delimiter(',');
     app.add_flag("--quiet", c.quiet, "No progress bar or summary line");
   }
 
   int run(const GlobalOptions& global) override {
     Config& c = config_;
-    if (!fsys::exists(c.model)) throw UsageError("--model '" + c.model + "' does not exist");
-    if (fsys::is_directory(c.model)) throw UsageError("--model '" + c.model + "' is a directory, not a model file");
-    const auto names = stepper_names();
-    if (std::find(names.begin(), names.end(), c.solver) == names.end()) {
-      std::string known;
-      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
-      throw UsageError("--solver '" + c.solver + "' is not a solver (expected one of: " + known + ")");
-    }
+    if (!fsys::exists(c.model.model)) throw UsageError("--model '" + c.model.model + "' does not exist");
+    const std::shared_ptr<const Stepper> stepper = make_stepper(c.solver, c.options);
     if (std::isnan(c.rtol) != std::isnan(c.atol)) throw UsageError("--rtol and --atol must be given together");
     const std::string out_dir = fsys::path(c.out).parent_path().string();
     if (!out_dir.empty() && !fsys::is_directory(out_dir))
       throw UsageError("--out '" + c.out + "': directory '" + out_dir + "' does not exist");
+    const LoadedModel model = load_model(c.model);
+    const std::vector<int64_t>& shape = model.shape;
 
-    // Sidecar first, flags override; without either the model cannot be interpreted.
-    const std::optional<json> side = read_sidecar(c.model);
-    const std::string side_name = sidecar_path(c.model);
-    auto need = [&](const char* flag, const char* key) -> json {
-      if (side && side->contains(key)) return side->at(key);
-      throw UsageError(std::string("--model '") + c.model + "' has no sidecar '" + side_name + "' with \"" + key +
-                       "\"; pass " + flag);
-    };
-    const json schedule_spec = !c.schedule.empty() ? default_schedule_spec(c.schedule) : need("--schedule", "schedule");
-    const SchedulePtr schedule = make_schedule(schedule_spec, c.schedule.empty() ? side_name : "--schedule");
-    const std::string prediction = !c.prediction.empty() ? c.prediction : need("--prediction", "prediction").get<std::string>();
-    const std::string time_input =
-        !c.time_input.empty() ? c.time_input : (side ? side->value("time_input", std::string("t")) : "t");
-    const double time_scale = !std::isnan(c.time_scale) ? c.time_scale : (side ? side->value("time_scale", 1.0) : 1.0);
-    const std::vector<int64_t> shape =
-        !c.shape.empty() ? c.shape : need("--shape", "sample_shape").get<std::vector<int64_t>>();
-    for (int64_t d : shape) {
-      if (d <= 0) throw UsageError("--shape entries must be positive");
-    }
-
-    Denoiser model = [&] {
-      try {
-        return Denoiser::torchscript(c.model, schedule, parse_prediction(prediction), parse_time_input(time_input),
-                                     time_scale);
-      } catch (const c10::Error& e) {
-        throw UsageError("--model '" + c.model + "' cannot be loaded as TorchScript: " + e.what_without_backtrace());
-      }
-    }();
-
-    Options solver_options;
-    for (const auto& text : c.options) {
-      auto [key, value] = parse_option(text);
-      solver_options.set(key, value);
-    }
-    std::shared_ptr<const Stepper> stepper;
-    try {
-      stepper = solver(c.solver, solver_options);
-    } catch (const c10::Error& e) {
-      throw UsageError("--option: " + std::string(e.what_without_backtrace()));
-    }
-
-    std::vector<uint64_t> seeds(static_cast<size_t>(c.n));
-    for (int64_t i = 0; i < c.n; ++i) seeds[static_cast<size_t>(i)] = c.seed + static_cast<uint64_t>(i);
-    const at::Tensor x_T = randn_per_sample(shape, seeds, at::TensorOptions().dtype(at::kFloat));
-
-    const bool adaptive = !std::isnan(c.rtol);
-    SampleOptions so;
-    so.denoise_to_zero = c.denoise_to_zero;
-    // Stochastic solvers: per-sample noise streams distinct from the x_T seeds (else step noise would
-    // repeat x_T's draws), still depending only on the sample's own seed.
-    for (uint64_t s : seeds) so.seeds.push_back(derive_seed(s, 1));
-    ProgressBar bar(adaptive ? 0 : c.steps, "sample " + c.solver, !c.quiet);
-    so.callback = [&](const StepInfo& info) { bar.update(info.index + 1, {{"nfe", double(info.nfe)}}); };
-
+    const std::vector<uint64_t> seeds = sample_seeds(c.seed, c.n);
+    const at::Tensor x_T = initial_noise(shape, seeds);
+    const GridSpec grid{c.steps, c.spacing, c.rtol, c.atol, c.denoise_to_zero};
+    ProgressBar bar(grid.adaptive() ? 0 : c.steps, "sample " + c.solver, !c.quiet);
     const auto t0 = std::chrono::steady_clock::now();
-    Solution sol;
-    if (adaptive) {
-      PIDController controller(c.rtol, c.atol);
-      sol = sample_adaptive(model, x_T, *stepper, controller, schedule->t_max(), schedule->t_min(), so);
-    } else {
-      const std::vector<double> grid = timesteps(*schedule, c.steps, c.spacing);
-      sol = sample(model, x_T, *stepper, grid, so);
-    }
+    const Solution sol = run_sampler(model, x_T, *stepper, seeds, grid, [&](const StepInfo& info) {
+      bar.update(info.index + 1, {{"nfe", double(info.nfe)}});
+    });
     bar.close();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 

@@ -14,6 +14,7 @@
 
 #include "fewstep/core/check.h"
 #include "fewstep/models/denoiser.h"
+#include "fewstep/models/model_file.h"
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/models/guidance.h"
 #include "fewstep/schedules/schedule.h"
@@ -228,4 +229,22 @@ void bind_models(py::module_& m) {
       },
       py::arg("schedule"), py::arg("t"), py::arg("time_input") = "t", py::arg("time_scale") = 1.0,
       "The network's time input for host time t.");
+
+  m.def(
+      "load_model_file",
+      [](const std::string& path) {
+        fewstep::ModelFile file = fewstep::load_model_file(path);
+        py::dict out;
+        out["denoiser"] = std::make_shared<Denoiser>(std::move(file.denoiser));
+        out["schedule"] = std::const_pointer_cast<NoiseSchedule>(file.schedule);
+        out["prediction"] = fewstep::to_string(file.prediction);
+        out["sample_shape"] = file.sample_shape;
+        out["name"] = file.name;
+        out["path"] = file.path;
+        out["sidecar_json"] = file.sidecar_json;
+        return out;
+      },
+      py::arg("path"),
+      "Loads a model written by `fewstep train` (TorchScript + sidecar .json) into a dict: denoiser, schedule, "
+      "prediction, sample_shape, name, path, sidecar_json. ValueError naming the file when either is missing.");
 }

@@ -16,6 +16,8 @@ void bind_models(py::module_& m);
 void bind_solvers(py::module_& m);
 void bind_sample(py::module_& m);
 void bind_control(py::module_& m);
+void bind_metrics(py::module_& m);
+void bind_train(py::module_& m);
 
 namespace {
 
@@ -53,4 +55,6 @@ PYBIND11_MODULE(_fewstep, m) {
   bind_solvers(m);
   bind_control(m);
   bind_sample(m);
+  bind_metrics(m);
+  bind_train(m);
 }

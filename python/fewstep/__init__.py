@@ -22,8 +22,12 @@ import torch
 
 from . import _fewstep
 from ._fewstep import (
+    CoupledError,
     Denoiser,
+    FmnistEvaluator,
+    FmnistReport,
     GaussianMixture,
+    GaussianStats,
     NoiseSchedule,
     PIDController,
     ReferenceResult,
@@ -35,8 +39,14 @@ from ._fewstep import (
     VPDiscrete,
     VPLinear,
     FlowMatching,
+    class_histogram,
+    class_histogram_kl,
     convert_prediction,
+    coupled_error,
+    frechet_distance,
+    gaussian_stats,
     native_from_x0_eps,
+    load_model_file,
     network_time,
     scaled_error_norm,
     solver_info,
@@ -45,6 +55,8 @@ from ._fewstep import (
     spacings,
 )
 from ._sampling import StepInfo, randn, reference_solve, sample, timesteps, validate_grid
+from . import train
+from .train import DSMInputs, DSMLoss, TrainResult, TrainStep, native_error_scale, train_denoiser, x0_loss_weight
 
 #: EDM (Karras et al. 2022) is the VE schedule: alpha = 1, sigma = t.
 EDM = VE
@@ -80,10 +92,16 @@ def _check_torch_version() -> None:
 _check_torch_version()
 
 __all__ = [
+    "CoupledError",
+    "DSMInputs",
+    "DSMLoss",
     "Denoiser",
     "EDM",
     "FlowMatching",
+    "FmnistEvaluator",
+    "FmnistReport",
     "GaussianMixture",
+    "GaussianStats",
     "NoiseSchedule",
     "PIDController",
     "ReferenceResult",
@@ -91,12 +109,20 @@ __all__ = [
     "Solution",
     "StepController",
     "StepInfo",
+    "TrainResult",
+    "TrainStep",
     "VE",
     "VPCosine",
     "VPDiscrete",
     "VPLinear",
     "__version__",
+    "class_histogram",
+    "class_histogram_kl",
     "convert_prediction",
+    "coupled_error",
+    "frechet_distance",
+    "gaussian_stats",
+    "native_error_scale",
     "native_from_x0_eps",
     "network_time",
     "randn",
@@ -109,5 +135,8 @@ __all__ = [
     "spacings",
     "timesteps",
     "torch_version",
+    "train",
+    "train_denoiser",
     "validate_grid",
+    "x0_loss_weight",
 ]

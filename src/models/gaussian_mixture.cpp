@@ -165,7 +165,10 @@ at::Tensor GaussianMixture::sample(int64_t n, std::optional<at::Generator> gener
 
 namespace {
 
-void check_input(const at::Tensor& x, int64_t d, double alpha, double sigma, const char* where) {
+// σ = 0 (the data distribution itself) is fine for densities and responsibilities, whose component
+// variances α²λ + σ² stay positive; the denoiser divides by σ and needs σ > 0.
+void check_input(const at::Tensor& x, int64_t d, double alpha, double sigma, const char* where,
+                 bool allow_zero_sigma = false) {
   FEWSTEP_CHECK_VALUE(x.defined(), "GaussianMixture.", where, ": x must be a defined tensor");
   FEWSTEP_CHECK_TYPE(x.is_floating_point(), "GaussianMixture.", where, ": x must be floating point, got ",
                      x.scalar_type());
@@ -173,8 +176,9 @@ void check_input(const at::Tensor& x, int64_t d, double alpha, double sigma, con
                       "], got ", x.sizes());
   FEWSTEP_CHECK_VALUE(std::isfinite(alpha) && alpha > 0.0, "GaussianMixture.", where,
                       ": alpha must be finite and positive, got ", alpha);
-  FEWSTEP_CHECK_VALUE(std::isfinite(sigma) && sigma > 0.0, "GaussianMixture.", where,
-                      ": sigma must be finite and positive, got ", sigma);
+  FEWSTEP_CHECK_VALUE(std::isfinite(sigma) && (sigma > 0.0 || (allow_zero_sigma && sigma == 0.0)),
+                      "GaussianMixture.", where, ": sigma must be finite and ", allow_zero_sigma ? ">= 0" : "> 0",
+                      ", got ", sigma);
 }
 
 Noised noised(const at::Tensor& x, double alpha, double sigma, const at::Tensor& weights, const at::Tensor& means,
@@ -227,13 +231,13 @@ DenoiserOutput GaussianMixture::denoise(const at::Tensor& x, double alpha, doubl
 }
 
 at::Tensor GaussianMixture::log_prob(const at::Tensor& x, double alpha, double sigma) const {
-  check_input(x, dim(), alpha, sigma, "log_prob");
+  check_input(x, dim(), alpha, sigma, "log_prob", /*allow_zero_sigma=*/true);
   const Noised n = noised(x, alpha, sigma, weights_, means_, eigvals_, eigvecs_);
   return at::logsumexp(n.log_joint, -1).to(x.scalar_type()).reshape(batch_shape(x));
 }
 
 at::Tensor GaussianMixture::responsibilities(const at::Tensor& x, double alpha, double sigma) const {
-  check_input(x, dim(), alpha, sigma, "responsibilities");
+  check_input(x, dim(), alpha, sigma, "responsibilities", /*allow_zero_sigma=*/true);
   const Noised n = noised(x, alpha, sigma, weights_, means_, eigvals_, eigvecs_);
   auto shape = batch_shape(x);
   shape.push_back(components());

@@ -88,3 +88,14 @@ std::shared_ptr<const Stepper> solver(const std::string& name, const Options& op
 }
 
 }  // namespace fewstep
+
+namespace fewstep {
+
+int64_t steps_for_nfe(const Stepper& stepper, int64_t nfe) {
+  for (int64_t s = 1; s <= nfe; ++s) {
+    if (stepper.nfe_for_steps(s) == nfe) return s;
+  }
+  return 0;
+}
+
+}  // namespace fewstep

@@ -74,3 +74,15 @@ def test_bad_mixtures() -> None:
                            covariances=torch.ones(2, 3))
     with pytest.raises(ValueError, match="covariances"):
         fs.GaussianMixture(weights=torch.ones(2), means=torch.zeros(2, 3), covariances=torch.ones(2, 4))
+
+
+def test_log_prob_of_the_data_distribution_matches_torch_distributions():
+    # sigma = 0 is the clean data density: a mixture of N(mu_k, C_k) (no noise added).
+    gmm = fs.GaussianMixture.random(dim=3, components=4, seed=2)
+    x = gmm.sample(64, torch.Generator().manual_seed(0))
+    mix = torch.distributions.Categorical(probs=gmm.weights)
+    comp = torch.distributions.MultivariateNormal(gmm.means, covariance_matrix=gmm.covariances)
+    expected = torch.distributions.MixtureSameFamily(mix, comp).log_prob(x)
+    torch.testing.assert_close(gmm.log_prob(x, alpha=1.0, sigma=0.0), expected, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
+        gmm.log_prob(x, alpha=1.0, sigma=-1.0)

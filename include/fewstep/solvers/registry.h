@@ -32,4 +32,8 @@ const StepperTraits& stepper_traits(const std::string& name);
 /// Builds the named stepper with its options checked.
 std::shared_ptr<const Stepper> solver(const std::string& name, const Options& options = {});
 
+/// The step count whose cost (Stepper::nfe_for_steps) is exactly `nfe`, or 0 when no step count
+/// gives it (e.g. an odd budget for a 2-evaluation stepper). Comparisons at equal NFE use this.
+int64_t steps_for_nfe(const Stepper& stepper, int64_t nfe);
+
 }  // namespace fewstep

@@ -1,0 +1,145 @@
+#include "model_loader.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+
+#include "command.h"
+#include "model_card.h"
+#include "schedule_spec.h"
+#include "fewstep/control/pid.h"
+#include "fewstep/schedules/timesteps.h"
+#include "fewstep/solvers/noise.h"
+#include "fewstep/solvers/registry.h"
+
+namespace fewstep::cli {
+
+namespace fsys = std::filesystem;
+using json = nlohmann::json;
+
+void add_model_flags(CLI::App& app, ModelFlags& f) {
+  app.add_option("--model", f.model, "TorchScript model whose forward(x, t) returns its prediction, e.g. "
+                                     "models/fmnist-unet-eps.pt; its sidecar (same name, .json) gives the "
+                                     "schedule, prediction, time input and sample shape")
+      ->required();
+  app.add_option("--schedule", f.schedule, "Override the sidecar's schedule (with its default parameters)")
+      ->check(CLI::IsMember(schedule_names()));
+  app.add_option("--prediction", f.prediction, "Override the sidecar's prediction: eps, x0, v, score, flow")
+      ->check(CLI::IsMember({"eps", "x0", "v", "score", "flow"}));
+  app.add_option("--time-input", f.time_input, "Override the sidecar's time input: t, index, sigma, lambda")
+      ->check(CLI::IsMember({"t", "index", "sigma", "lambda"}));
+  app.add_option("--time-scale", f.time_scale, "Override the sidecar's time-input multiplier");
+  app.add_option("--shape", f.shape, "Shape of one sample without the batch, e.g. 1,28,28 (default: sidecar)")
+      ->delimiter(',');
+}
+
+json LoadedModel::identity() const {
+  std::error_code ec;
+  const auto size = fsys::file_size(path, ec);
+  const auto mtime = fsys::last_write_time(path, ec);
+  return {{"model", fsys::absolute(path).lexically_normal().string()},
+          {"bytes", ec ? 0 : static_cast<int64_t>(size)},
+          {"mtime", ec ? 0 : static_cast<int64_t>(mtime.time_since_epoch().count())},
+          {"schedule", schedule_spec},
+          {"prediction", prediction},
+          {"time_input", time_input},
+          {"time_scale", time_scale},
+          {"shape", shape}};
+}
+
+LoadedModel load_model(const ModelFlags& c) {
+  if (!fsys::exists(c.model)) throw UsageError("--model '" + c.model + "' does not exist");
+  if (fsys::is_directory(c.model)) throw UsageError("--model '" + c.model + "' is a directory, not a model file");
+  // Sidecar first, flags override; without either the model cannot be interpreted.
+  const std::optional<json> side = read_sidecar(c.model);
+  const std::string side_name = sidecar_path(c.model);
+  auto need = [&](const char* flag, const char* key) -> json {
+    if (side && side->contains(key)) return side->at(key);
+    throw UsageError(std::string("--model '") + c.model + "' has no sidecar '" + side_name + "' with \"" + key +
+                     "\"; pass " + flag);
+  };
+  LoadedModel m;
+  m.path = c.model;
+  m.schedule_spec = !c.schedule.empty() ? default_schedule_spec(c.schedule) : need("--schedule", "schedule");
+  m.schedule_spec.erase("repr");
+  m.schedule = make_schedule(m.schedule_spec, c.schedule.empty() ? side_name : "--schedule");
+  m.prediction = !c.prediction.empty() ? c.prediction : need("--prediction", "prediction").get<std::string>();
+  m.time_input = !c.time_input.empty() ? c.time_input : (side ? side->value("time_input", std::string("t")) : "t");
+  m.time_scale = !std::isnan(c.time_scale) ? c.time_scale : (side ? side->value("time_scale", 1.0) : 1.0);
+  m.shape = !c.shape.empty() ? c.shape : need("--shape", "sample_shape").get<std::vector<int64_t>>();
+  for (int64_t d : m.shape) {
+    if (d <= 0) throw UsageError("--shape entries must be positive");
+  }
+  try {
+    m.denoiser = std::make_shared<const Denoiser>(Denoiser::torchscript(
+        c.model, m.schedule, parse_prediction(m.prediction), parse_time_input(m.time_input), m.time_scale));
+  } catch (const c10::Error& e) {
+    throw UsageError("--model '" + c.model + "' cannot be loaded as TorchScript: " + e.what_without_backtrace());
+  }
+  return m;
+}
+
+std::pair<std::string, OptionValue> parse_option(const std::string& text) {
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) throw UsageError("--option '" + text + "' must look like key=value");
+  const std::string key = text.substr(0, eq), value = text.substr(eq + 1);
+  if (value == "true" || value == "false") return {key, value == "true"};
+  char* end = nullptr;
+  const long long i = std::strtoll(value.c_str(), &end, 10);
+  if (!value.empty() && *end == '\0') return {key, static_cast<int64_t>(i)};
+  const double d = std::strtod(value.c_str(), &end);
+  if (!value.empty() && *end == '\0') return {key, d};
+  return {key, value};
+}
+
+std::shared_ptr<const Stepper> make_stepper(const std::string& name, const std::vector<std::string>& option_texts,
+                                            const std::string& flag) {
+  const auto names = stepper_names();
+  if (std::find(names.begin(), names.end(), name) == names.end()) {
+    std::string known;
+    for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+    throw UsageError(flag + " '" + name + "' is not a solver (expected one of: " + known + ")");
+  }
+  Options options;
+  for (const auto& text : option_texts) {
+    auto [key, value] = parse_option(text);
+    options.set(key, value);
+  }
+  try {
+    return solver(name, options);
+  } catch (const c10::Error& e) {
+    throw UsageError("--option: " + std::string(e.what_without_backtrace()));
+  }
+}
+
+std::vector<uint64_t> sample_seeds(uint64_t seed, int64_t n) {
+  std::vector<uint64_t> seeds(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) seeds[static_cast<size_t>(i)] = seed + static_cast<uint64_t>(i);
+  return seeds;
+}
+
+at::Tensor initial_noise(const std::vector<int64_t>& shape, const std::vector<uint64_t>& seeds) {
+  return randn_per_sample(shape, seeds, at::TensorOptions().dtype(at::kFloat));
+}
+
+Solution run_sampler(const LoadedModel& model, const at::Tensor& x_T, const Stepper& stepper,
+                     const std::vector<uint64_t>& seeds, const GridSpec& grid, const StepCallback& on_step) {
+  SampleOptions so;
+  so.denoise_to_zero = grid.denoise_to_zero;
+  // Stochastic solvers: per-sample noise streams distinct from the x_T seeds (else step noise would
+  // repeat x_T's draws), still depending only on the sample's own seed.
+  for (uint64_t s : seeds) so.seeds.push_back(derive_seed(s, 1));
+  so.callback = on_step;
+  if (grid.adaptive()) {
+    PIDController controller(grid.rtol, grid.atol);
+    return sample_adaptive(*model.denoiser, x_T, stepper, controller, model.schedule->t_max(),
+                           model.schedule->t_min(), so);
+  }
+  return sample(*model.denoiser, x_T, stepper, timesteps(*model.schedule, grid.steps, grid.spacing), so);
+}
+
+}  // namespace fewstep::cli

@@ -1,0 +1,81 @@
+// Shared by the subcommands that sample a model (`fewstep sample`, `fewstep eval`): the model flags,
+// loading a TorchScript denoiser through its sidecar (flags override it), solver construction from
+// --solver/--option, per-sample seeded initial noise, and one sampling run on a fixed or adaptive grid.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fewstep/core/options.h"
+#include "fewstep/models/denoiser.h"
+#include "fewstep/sample/sample.h"
+#include "fewstep/schedules/schedule.h"
+#include "fewstep/solvers/stepper.h"
+
+namespace fewstep::cli {
+
+/// --model and the flags that override its sidecar.
+struct ModelFlags {
+  std::string model, schedule, prediction, time_input;
+  double time_scale = NAN;
+  std::vector<int64_t> shape;
+};
+
+/// Declares --model (required), --schedule, --prediction, --time-input, --time-scale and --shape.
+void add_model_flags(CLI::App& app, ModelFlags& flags);
+
+/// A model ready to sample, with the settings it was read with (for messages, JSON and cache keys).
+struct LoadedModel {
+  std::string path;  ///< the TorchScript file
+  std::shared_ptr<const Denoiser> denoiser;
+  SchedulePtr schedule;
+  nlohmann::json schedule_spec;
+  std::string prediction, time_input;
+  double time_scale = 1.0;
+  std::vector<int64_t> shape;  ///< one sample, without the batch
+  /// Everything above plus the model file's path, size and modification time, as JSON.
+  nlohmann::json identity() const;
+};
+
+/// Loads `flags.model` with its sidecar; flags win over the sidecar. UsageError naming the flag or
+/// file when the model is missing, unreadable, or neither the sidecar nor a flag gives a setting.
+LoadedModel load_model(const ModelFlags& flags);
+
+/// "key=value" of --option: true/false → bool, integers → int, numbers → double, else string.
+std::pair<std::string, OptionValue> parse_option(const std::string& text);
+
+/// The registered stepper `name` configured by --option texts. UsageError naming `flag` for an
+/// unknown solver (listing the known ones) or naming --option for a bad option.
+std::shared_ptr<const Stepper> make_stepper(const std::string& name, const std::vector<std::string>& options,
+                                            const std::string& flag = "--solver");
+
+/// seed, seed + 1, ..., seed + n − 1: sample i starts from noise seeded with seed + i.
+std::vector<uint64_t> sample_seeds(uint64_t seed, int64_t n);
+/// x_T [n, *shape] (float32) where row i depends only on seeds[i].
+at::Tensor initial_noise(const std::vector<int64_t>& shape, const std::vector<uint64_t>& seeds);
+
+/// How to walk from t_max to t_min: a fixed grid of `steps` with `spacing`, or (rtol, atol given)
+/// adaptive steps chosen by a PID controller.
+struct GridSpec {
+  int64_t steps = 10;
+  std::string spacing = "logsnr";
+  double rtol = NAN, atol = NAN;
+  bool denoise_to_zero = false;
+  bool adaptive() const { return !std::isnan(rtol); }
+};
+
+/// Samples `model` from x_T with `stepper`; stochastic steppers draw per-sample noise from streams
+/// derived from `seeds` (distinct from the x_T draws). `on_step` (may be empty) sees each step.
+Solution run_sampler(const LoadedModel& model, const at::Tensor& x_T, const Stepper& stepper,
+                     const std::vector<uint64_t>& seeds, const GridSpec& grid, const StepCallback& on_step = {});
+
+}  // namespace fewstep::cli

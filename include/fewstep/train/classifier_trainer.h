@@ -1,0 +1,89 @@
+/// @file train/classifier_trainer.h
+/// @brief Training of an image classifier (nets/classifier.h) by cross-entropy, with exact resume.
+///
+/// One step: a labelled batch (x [B, C, H, W], labels [B]) from the BatchSource; with `flip`, each
+/// image is mirrored left–right with probability ½ (a draw of the run's "augment" generator;
+/// Fashion-MNIST's classes are symmetric under this flip); logits = net.forward(x); loss = mean
+/// cross-entropy; backward; train/optimizer.h (AdamW, warmup + cosine lr, gradient clipping).
+/// The network is trained in place through its parameters(); it has no EMA copy.
+///
+/// Checkpoints (train/checkpoint.h, atomic) hold the step counter, the weights, the AdamW state,
+/// the generator states and the data source's position: a run resumed from one gives the same
+/// weights as a run that never stopped (same thread count; the graph executor runs unoptimised
+/// during training, as in DenoiserTrainer).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "fewstep/nets/network.h"
+#include "fewstep/train/batch_source.h"
+#include "fewstep/train/denoiser_trainer.h"
+#include "fewstep/train/optimizer.h"
+
+namespace fewstep {
+
+struct ClassifierTrainerOptions {
+  OptimizerOptions optimizer;
+  bool flip = true;  // random horizontal flips (p = ½ per image)
+  uint64_t seed = 0;
+  /// Written every `checkpoint_every` steps (0: only at the end of train()) when non-empty.
+  std::string checkpoint_path;
+  int64_t checkpoint_every = 0;
+  bool progress = true;  // progress bar on stderr (only when it is a terminal)
+};
+
+struct ClassifierStepStats {
+  int64_t step;     // steps completed after this one
+  double loss;      // mean cross-entropy of the batch
+  double accuracy;  // fraction of the batch classified correctly (before the update)
+  double lr;
+  double grad_norm;
+};
+
+/// Accuracy and mean cross-entropy of a classifier on a labelled set.
+struct ClassifierScore {
+  int64_t n = 0;
+  double accuracy = 0.0;
+  double loss = 0.0;
+};
+
+/// Evaluates `net.forward(x) -> logits` on `images` [N, ...] with `labels` [N] (int64), `batch`
+/// images at a time, under inference mode. ValueError naming the argument for mismatched shapes.
+ClassifierScore score_classifier(const torch::jit::Module& net, const at::Tensor& images, const at::Tensor& labels,
+                                 int64_t batch = 500);
+
+class ClassifierTrainer {
+ public:
+  /// ValueError naming the argument for a null network/data, a network without a forward method
+  /// or trainable parameters, or bad options.
+  ClassifierTrainer(ScriptNet net, std::shared_ptr<BatchSource> data, ClassifierTrainerOptions options = {});
+  ~ClassifierTrainer();
+  ClassifierTrainer(const ClassifierTrainer&) = delete;
+  ClassifierTrainer& operator=(const ClassifierTrainer&) = delete;
+
+  /// One optimisation step. ValueError if the data source gives no labels.
+  ClassifierStepStats step();
+  /// `steps` more steps with a progress bar and periodic checkpoints (see options).
+  TrainSummary train(int64_t steps);
+
+  void save_checkpoint(const std::string& path) const;
+  /// Restores everything saved; ValueError if the checkpoint is missing, from another kind of
+  /// trainer, or from another network.
+  void load_checkpoint(const std::string& path);
+  /// load_checkpoint if `path` exists; returns whether it did.
+  bool resume(const std::string& path);
+
+  int64_t step_count() const;
+  const ScriptNet& net() const;
+  const ClassifierTrainerOptions& options() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fewstep
