@@ -60,5 +60,6 @@
 #include "fewstep/train/lr_schedule.h"
 #include "fewstep/train/optimizer.h"
 #include "fewstep/train/progress_bar.h"
+#include "fewstep/train/progressive_trainer.h"
 #include "fewstep/train/rng_bundle.h"
 #include "fewstep/version.h"

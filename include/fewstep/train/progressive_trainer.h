@@ -1,0 +1,112 @@
+/// @file train/progressive_trainer.h
+/// @brief Progressive distillation (Salimans & Ho 2022, Algorithm 2) with exact resume.
+///
+/// Rounds. Round r (0-based) trains a student with N_r = initial_steps / 2^r steps against a
+/// teacher that runs 2 N_r DDIM steps (train/progressive_target.h); the last round has
+/// N = final_steps. Round 0's teacher is the given network; the student starts as a deep copy
+/// of it (`Module::clone()`). After `iterations_per_round` steps of a round that is not the last,
+/// the student's current weights are copied into the teacher (which from then on is read with the
+/// student's prediction type), N halves, the AdamW state is dropped (a fresh optimiser) and the EMA
+/// restarts from the student. The given teacher module is never modified (the trainer keeps its own copy).
+///
+/// One step: x_0 from the BatchSource; i ~ U{1..N} and ε ~ N(0, I) from the run's "noise" generator
+/// (CPU draws); t = τ(i) on the student grid, z_t = α_t x_0 + σ_t ε; x̃ from two teacher DDIM steps;
+/// the student's native output at (z_t, t) converted to x̂_0; loss
+///   mean_b w(t_b) · mean_j (x̂_0,student − x̃)²_{b,j},
+///   w = max(SNR, 1) ("truncated_snr") or SNR + 1 ("snr_plus_one"), SNR = α²/σ²;
+/// backward, AdamW (train/optimizer.h) and the EMA update.
+///
+/// Learning rate within a round: the optimiser's LrSchedule is used with its step counter reset
+/// at each round and `total_steps` set to iterations_per_round, i.e. optional warmup then cosine
+/// decay from lr to min_lr over the round (the paper decays linearly to 0; min_lr = 0 gives a
+/// cosine decay to 0).
+///
+/// Student parameterisation: "x0" or "v" (the paper's choices). "eps" is refused when the last
+/// round has final_steps <= 2: at 1-2 steps the student works at t near t_max, where α ≈ 0 and
+/// x̂_0 = (z − σ ε̂)/α amplifies any error in ε̂ without bound.
+///
+/// Checkpoints hold step, round, N, student, teacher, EMA, AdamW state, RNG states and the data
+/// position; loading into an equally built trainer and running on is bit-identical to a run
+/// that never stopped (fixed thread count; TorchScript executor unoptimised, as in
+/// train/denoiser_trainer.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "fewstep/models/denoiser.h"
+#include "fewstep/nets/network.h"
+#include "fewstep/schedules/schedule.h"
+#include "fewstep/train/batch_source.h"
+#include "fewstep/train/denoiser_trainer.h"
+#include "fewstep/train/optimizer.h"
+#include "fewstep/train/progressive_target.h"
+
+namespace fewstep {
+
+enum class ProgressiveWeighting { TruncatedSNR, SNRPlusOne };
+/// "truncated_snr", "snr_plus_one" (ValueError otherwise).
+ProgressiveWeighting parse_progressive_weighting(const std::string& name);
+std::string to_string(ProgressiveWeighting weighting);
+
+struct ProgressiveTrainerOptions {
+  int64_t initial_steps = 1024;  ///< student steps N of round 0 (the teacher runs 2N)
+  int64_t final_steps = 1;       ///< student steps of the last round; initial_steps / final_steps a power of 2
+  int64_t iterations_per_round = 1000;
+  Prediction teacher_prediction = Prediction::Eps;  ///< what the given teacher network predicts
+  Prediction student_prediction = Prediction::V;    ///< x0 or v (eps refused at <= 2 steps)
+  TimeInput time_input = TimeInput::T;              ///< teacher's and student's time input
+  double time_scale = 1.0;
+  ProgressiveWeighting weighting = ProgressiveWeighting::TruncatedSNR;
+  /// Grid range; defaults to the schedule's [t_min, t_max].
+  std::optional<double> t_min, t_max;
+  OptimizerOptions optimizer;  ///< schedule.total_steps is replaced by iterations_per_round
+  double ema_decay = 0.999;
+  uint64_t seed = 0;
+  /// ValueError naming the field.
+  void validate() const;
+};
+
+class ProgressiveDistillationTrainer {
+ public:
+  /// ValueError naming the argument for null inputs, a teacher without forward or parameters,
+  /// or bad options.
+  ProgressiveDistillationTrainer(ScriptNet teacher, SchedulePtr schedule, std::shared_ptr<BatchSource> data,
+                                 ProgressiveTrainerOptions options = {});
+  ~ProgressiveDistillationTrainer();
+  ProgressiveDistillationTrainer(const ProgressiveDistillationTrainer&) = delete;
+  ProgressiveDistillationTrainer& operator=(const ProgressiveDistillationTrainer&) = delete;
+
+  /// One optimisation step (then the round change, if this step ended a round that is not the last).
+  /// ValueError once every round is done (see finished()).
+  TrainStepStats step();
+  /// `steps` more steps (no progress bar yet).
+  TrainSummary train(int64_t steps);
+
+  void save_checkpoint(const std::string& path) const;
+  /// ValueError for a missing file, another kind of checkpoint, other settings or another network.
+  void load_checkpoint(const std::string& path);
+  /// load_checkpoint if `path` exists; returns whether it did.
+  bool resume(const std::string& path);
+
+  int64_t step_count() const;
+  int64_t round() const;          ///< 0-based
+  int64_t current_steps() const;  ///< the current student's N
+  int64_t num_rounds() const;
+  bool finished() const;  ///< all rounds' iterations done
+  const ScriptNet& student() const;
+  const ScriptNet& teacher() const;
+  const ScriptNet& ema_student() const;
+  /// The current teacher as a Denoiser (its prediction type changes after round 0).
+  const Denoiser& teacher_denoiser() const;
+  const Optimizer& optimizer() const;
+  const ProgressiveTrainerOptions& options() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fewstep

@@ -1,0 +1,343 @@
+#include "fewstep/train/progressive_trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
+#include <torch/script.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <vector>
+
+#include "fewstep/core/check.h"
+#include "fewstep/train/checkpoint.h"
+#include "fewstep/train/ema.h"
+#include "fewstep/train/progressive_target.h"
+#include "fewstep/train/rng_bundle.h"
+
+namespace fewstep {
+
+namespace {
+
+constexpr const char* kFormat = "fewstep.progressive_trainer.v1";
+
+// As in denoiser_trainer.cpp: every call runs the same eager kernels, so resumed runs repeat exactly.
+struct UnoptimizedExecutor {
+  bool previous = torch::jit::getGraphExecutorOptimize();
+  UnoptimizedExecutor() { torch::jit::setGraphExecutorOptimize(false); }
+  ~UnoptimizedExecutor() { torch::jit::setGraphExecutorOptimize(previous); }
+};
+
+std::vector<at::Tensor> trainable(const torch::jit::Module& m) {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& p : m.parameters(/*recurse=*/true)) {
+    if (p.requires_grad()) out.push_back(p);
+  }
+  return out;
+}
+
+bool is_power_of_two(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
+
+Denoiser wrap(const ScriptNet& net, const SchedulePtr& schedule, Prediction prediction, TimeInput time_input,
+              double time_scale) {
+  Denoiser::Network fn = [net](const at::Tensor& x, const at::Tensor& t) {
+    UnoptimizedExecutor guard;
+    at::NoGradGuard no_grad;
+    const c10::IValue out = net->forward({x, t});
+    FEWSTEP_CHECK_TYPE(out.isTensor(), "ProgressiveDistillationTrainer: teacher.forward(x, t) returned ",
+                       out.tagKind(), ", expected a Tensor");
+    return out.toTensor();
+  };
+  return Denoiser(std::move(fn), schedule, prediction, time_input, time_scale);
+}
+
+}  // namespace
+
+ProgressiveWeighting parse_progressive_weighting(const std::string& name) {
+  if (name == "truncated_snr") return ProgressiveWeighting::TruncatedSNR;
+  if (name == "snr_plus_one") return ProgressiveWeighting::SNRPlusOne;
+  FEWSTEP_CHECK_VALUE(false, "progressive weighting: unknown name '", name,
+                      "'; expected 'truncated_snr' (max(SNR, 1)) or 'snr_plus_one' (SNR + 1)");
+  return ProgressiveWeighting::TruncatedSNR;
+}
+
+std::string to_string(ProgressiveWeighting weighting) {
+  return weighting == ProgressiveWeighting::TruncatedSNR ? "truncated_snr" : "snr_plus_one";
+}
+
+void ProgressiveTrainerOptions::validate() const {
+  FEWSTEP_CHECK_VALUE(initial_steps >= 1, "ProgressiveTrainerOptions.initial_steps must be >= 1, got ",
+                      initial_steps);
+  FEWSTEP_CHECK_VALUE(final_steps >= 1 && final_steps <= initial_steps,
+                      "ProgressiveTrainerOptions.final_steps must be in [1, initial_steps = ", initial_steps,
+                      "], got ", final_steps);
+  FEWSTEP_CHECK_VALUE(initial_steps % final_steps == 0 && is_power_of_two(initial_steps / final_steps),
+                      "ProgressiveTrainerOptions: initial_steps / final_steps must be a power of 2 (each round "
+                      "halves the steps), got initial_steps = ",
+                      initial_steps, ", final_steps = ", final_steps);
+  FEWSTEP_CHECK_VALUE(iterations_per_round >= 1, "ProgressiveTrainerOptions.iterations_per_round must be >= 1, got ",
+                      iterations_per_round);
+  for (const auto& [field, p] : {std::pair<const char*, Prediction>{"teacher_prediction", teacher_prediction},
+                                 {"student_prediction", student_prediction}}) {
+    FEWSTEP_CHECK_VALUE(p == Prediction::Eps || p == Prediction::X0 || p == Prediction::V,
+                        "ProgressiveTrainerOptions.", field, " must be 'eps', 'x0' or 'v', got '", to_string(p), "'");
+  }
+  FEWSTEP_CHECK_VALUE(!(student_prediction == Prediction::Eps && final_steps <= 2),
+                      "ProgressiveTrainerOptions.student_prediction 'eps' is refused for final_steps = ", final_steps,
+                      " (<= 2): a 1-2 step student evaluates near t_max where alpha ~ 0, and x0 = (z - sigma eps)/alpha "
+                      "amplifies its errors without bound (Salimans & Ho 2022); use 'v' or 'x0'");
+  FEWSTEP_CHECK_VALUE(std::isfinite(time_scale) && time_scale > 0.0,
+                      "ProgressiveTrainerOptions.time_scale must be positive, got ", time_scale);
+  FEWSTEP_CHECK_VALUE(std::isfinite(ema_decay) && ema_decay >= 0.0 && ema_decay <= 1.0,
+                      "ProgressiveTrainerOptions.ema_decay must be in [0, 1], got ", ema_decay);
+  optimizer.schedule.validate();
+}
+
+struct ProgressiveDistillationTrainer::Impl {
+  ScriptNet teacher_net;  // the trainer's own copy
+  ScriptNet student;
+  SchedulePtr schedule;
+  std::shared_ptr<BatchSource> data;
+  ProgressiveTrainerOptions options;
+  double t_lo = 0.0, t_hi = 0.0;
+  int64_t num_rounds = 1;
+  int64_t round = 0;
+  int64_t steps_n = 0;  // current student N
+  int64_t step = 0;
+  std::unique_ptr<Optimizer> optimizer;
+  std::unique_ptr<Ema> ema;
+  std::unique_ptr<Denoiser> teacher;
+  RngBundle rng;
+
+  Impl(SchedulePtr s, std::shared_ptr<BatchSource> d, ProgressiveTrainerOptions o)
+      : schedule(std::move(s)), data(std::move(d)), options(std::move(o)), rng(options.seed) {}
+
+  OptimizerOptions round_optimizer_options() const {
+    OptimizerOptions o = options.optimizer;
+    o.schedule.total_steps = options.iterations_per_round;
+    return o;
+  }
+  void fresh_optimizer() { optimizer = std::make_unique<Optimizer>(trainable(*student), round_optimizer_options()); }
+  void set_round(int64_t r) {
+    round = r;
+    steps_n = options.initial_steps >> r;
+    const Prediction p = r == 0 ? options.teacher_prediction : options.student_prediction;
+    teacher = std::make_unique<Denoiser>(wrap(teacher_net, schedule, p, options.time_input, options.time_scale));
+  }
+  void end_round() {
+    {
+      at::NoGradGuard no_grad;
+      const auto src = student->parameters(true);
+      auto dst = teacher_net->parameters(true);
+      auto it = src.begin();
+      for (auto jt = dst.begin(); jt != dst.end(); ++jt, ++it) at::Tensor(*jt).copy_(*it);
+      const auto bsrc = student->buffers(true);
+      auto bdst = teacher_net->buffers(true);
+      auto bit = bsrc.begin();
+      for (auto jt = bdst.begin(); jt != bdst.end(); ++jt, ++bit) at::Tensor(*jt).copy_(*bit);
+    }
+    set_round(round + 1);
+    fresh_optimizer();
+    ema->reset(*student);
+  }
+};
+
+ProgressiveDistillationTrainer::ProgressiveDistillationTrainer(ScriptNet teacher, SchedulePtr schedule,
+                                                               std::shared_ptr<BatchSource> data,
+                                                               ProgressiveTrainerOptions options) {
+  FEWSTEP_CHECK_VALUE(teacher != nullptr, "ProgressiveDistillationTrainer: teacher must not be null");
+  FEWSTEP_CHECK_VALUE(schedule != nullptr, "ProgressiveDistillationTrainer: schedule must not be null");
+  FEWSTEP_CHECK_VALUE(data != nullptr, "ProgressiveDistillationTrainer: data must not be null");
+  FEWSTEP_CHECK_VALUE(teacher->find_method("forward").has_value(),
+                      "ProgressiveDistillationTrainer: teacher has no forward method; expected forward(x, t) -> Tensor");
+  options.validate();
+  impl_ = std::make_unique<Impl>(std::move(schedule), std::move(data), std::move(options));
+  Impl& s = *impl_;
+  s.t_lo = s.options.t_min.value_or(s.schedule->t_min());
+  s.t_hi = s.options.t_max.value_or(s.schedule->t_max());
+  s.schedule->check_time(s.t_lo, "ProgressiveTrainerOptions.t_min");
+  s.schedule->check_time(s.t_hi, "ProgressiveTrainerOptions.t_max");
+  FEWSTEP_CHECK_VALUE(s.t_lo < s.t_hi, "ProgressiveTrainerOptions: need t_min < t_max, got t_min = ", s.t_lo,
+                      ", t_max = ", s.t_hi);
+  int64_t rounds = 1;
+  for (int64_t n = s.options.initial_steps; n > s.options.final_steps; n /= 2) ++rounds;
+  s.num_rounds = rounds;
+  {
+    at::NoGradGuard no_grad;
+    s.teacher_net = std::make_shared<torch::jit::Module>(teacher->clone());
+    s.student = std::make_shared<torch::jit::Module>(teacher->clone());
+    for (const at::Tensor& p : s.teacher_net->parameters(true)) at::Tensor(p).requires_grad_(false);
+    for (const at::Tensor& p : s.student->parameters(true)) at::Tensor(p).requires_grad_(true);
+  }
+  FEWSTEP_CHECK_VALUE(!trainable(*s.student).empty(), "ProgressiveDistillationTrainer: teacher has no parameters");
+  s.teacher_net->eval();
+  s.student->train();
+  s.set_round(0);
+  s.fresh_optimizer();
+  s.ema = std::make_unique<Ema>(*s.student, s.options.ema_decay);
+}
+
+ProgressiveDistillationTrainer::~ProgressiveDistillationTrainer() = default;
+
+TrainStepStats ProgressiveDistillationTrainer::step() {
+  Impl& s = *impl_;
+  FEWSTEP_CHECK_VALUE(!finished(), "ProgressiveDistillationTrainer.step: all ", s.num_rounds, " rounds (",
+                      s.num_rounds * s.options.iterations_per_round,
+                      " steps) are done; the student has final_steps = ", s.options.final_steps);
+  const at::Tensor& first = s.optimizer->parameters().front();
+  Batch batch = s.data->next();
+  FEWSTEP_CHECK_VALUE(batch.x.defined() && batch.x.dim() >= 2, "ProgressiveDistillationTrainer: data source ",
+                      s.data->describe(), " returned a batch that is not a [B, ...] tensor");
+  const at::Tensor x0 = batch.x.to(first.device(), first.scalar_type());
+  const int64_t n = x0.size(0);
+
+  at::Generator& gen = s.rng.get("noise");
+  const at::Tensor index = at::randint(1, s.steps_n + 1, {n}, gen, at::kLong);
+  const at::Tensor eps = at::randn(x0.sizes(), gen, at::TensorOptions().dtype(x0.scalar_type())).to(x0.device());
+
+  // Per-sample schedule values on the host in float64, then cast.
+  std::vector<double> alpha(n), sigma(n), weight(n), t_in(n);
+  const int64_t* ip = index.data_ptr<int64_t>();
+  for (int64_t b = 0; b < n; ++b) {
+    const double t = progressive_grid_time(static_cast<double>(ip[b]), s.steps_n, s.t_lo, s.t_hi);
+    alpha[b] = s.schedule->alpha(t);
+    sigma[b] = s.schedule->sigma(t);
+    const double snr = std::exp(2.0 * s.schedule->lambda(t));
+    weight[b] = s.options.weighting == ProgressiveWeighting::TruncatedSNR ? std::max(snr, 1.0) : snr + 1.0;
+    t_in[b] = network_time(*s.schedule, t, s.options.time_input, s.options.time_scale);
+  }
+  std::vector<int64_t> bshape(static_cast<size_t>(x0.dim()), 1);
+  bshape[0] = n;
+  const auto opts = x0.options();
+  const at::Tensor a = at::tensor(alpha, at::kDouble).to(opts).view(bshape);
+  const at::Tensor sg = at::tensor(sigma, at::kDouble).to(opts).view(bshape);
+  const at::Tensor w = at::tensor(weight, at::kDouble).to(opts);
+  const at::Tensor t_input = at::tensor(t_in, at::kDouble).to(opts);
+  const at::Tensor z_t = x0 * a + eps * sg;
+
+  const ProgressiveTarget tgt = progressive_target(*s.teacher, z_t, index, s.steps_n, s.t_lo, s.t_hi);
+
+  at::Tensor loss;
+  {
+    UnoptimizedExecutor guard;
+    const c10::IValue out = s.student->forward({z_t, t_input});
+    FEWSTEP_CHECK_TYPE(out.isTensor(), "ProgressiveDistillationTrainer: student.forward(x, t) returned ",
+                       out.tagKind(), ", expected a Tensor");
+    const at::Tensor o = out.toTensor();
+    at::Tensor x0_hat;
+    switch (s.options.student_prediction) {
+      case Prediction::X0: x0_hat = o; break;
+      case Prediction::Eps: x0_hat = (z_t - sg * o) / a; break;
+      default: x0_hat = (a * z_t - sg * o) / (a * a + sg * sg); break;  // v
+    }
+    loss = (w * (x0_hat - tgt.target.detach()).pow(2).flatten(1).mean(1)).mean();
+    loss.backward();
+  }
+  const double loss_value = loss.item<double>();
+  FEWSTEP_CHECK(std::isfinite(loss_value), "ProgressiveDistillationTrainer: loss is ", loss_value, " at step ", s.step,
+                " (round ", s.round, ", N = ", s.steps_n, "); lower the learning rate (",
+                s.options.optimizer.schedule.lr, ")");
+  const int64_t in_round = s.step - s.round * s.options.iterations_per_round;
+  const Optimizer::Stats os = s.optimizer->step(in_round);
+  s.ema->update(*s.student);
+  ++s.step;
+  if (s.step % s.options.iterations_per_round == 0 && s.round + 1 < s.num_rounds) s.end_round();
+  return {s.step, loss_value, os.lr, os.grad_norm};
+}
+
+TrainSummary ProgressiveDistillationTrainer::train(int64_t steps) {
+  FEWSTEP_CHECK_VALUE(steps >= 0, "ProgressiveDistillationTrainer.train: steps must be >= 0, got ", steps);
+  TrainSummary summary;
+  summary.first_step = impl_->step;
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < steps; ++i) summary.losses.push_back(step().loss);
+  summary.last_step = impl_->step;
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return summary;
+}
+
+void ProgressiveDistillationTrainer::save_checkpoint(const std::string& path) const {
+  const Impl& s = *impl_;
+  Checkpoint c;
+  c.set_string("format", kFormat);
+  c.set_int("step", s.step);
+  c.set_int("round", s.round);
+  c.set_int("steps", s.steps_n);
+  c.set_int("config/initial_steps", s.options.initial_steps);
+  c.set_int("config/final_steps", s.options.final_steps);
+  c.set_int("config/iterations_per_round", s.options.iterations_per_round);
+  c.set_string("config/teacher_prediction", to_string(s.options.teacher_prediction));
+  c.set_string("config/student_prediction", to_string(s.options.student_prediction));
+  c.set_string("config/weighting", to_string(s.options.weighting));
+  c.set_string("config/data", s.data->describe());
+  save_module_state(c, "student", *s.student);
+  save_module_state(c, "teacher", *s.teacher_net);
+  s.ema->save(c, "ema");
+  s.optimizer->save(c, "optimizer");
+  s.rng.save(c, "rng");
+  for (const auto& [key, value] : s.data->state()) c.set_tensor("data/" + key, value);
+  c.save(path);
+}
+
+void ProgressiveDistillationTrainer::load_checkpoint(const std::string& path) {
+  Impl& s = *impl_;
+  const Checkpoint c = Checkpoint::load(path);
+  FEWSTEP_CHECK_VALUE(c.contains("format") && c.string("format") == kFormat,
+                      "ProgressiveDistillationTrainer.load_checkpoint: path '", path,
+                      "' is not a progressive-distillation checkpoint (format '",
+                      c.contains("format") ? c.string("format") : std::string("none"), "', expected '", kFormat, "')");
+  for (const auto& [key, mine] : {std::pair<std::string, int64_t>{"initial_steps", s.options.initial_steps},
+                                  {"final_steps", s.options.final_steps},
+                                  {"iterations_per_round", s.options.iterations_per_round}}) {
+    const int64_t theirs = c.integer("config/" + key);
+    FEWSTEP_CHECK_VALUE(theirs == mine, "ProgressiveDistillationTrainer.load_checkpoint: path '", path,
+                        "' was trained with ", key, " = ", theirs, ", this trainer uses ", mine);
+  }
+  for (const auto& [key, mine] :
+       {std::pair<std::string, std::string>{"teacher_prediction", to_string(s.options.teacher_prediction)},
+        {"student_prediction", to_string(s.options.student_prediction)},
+        {"weighting", to_string(s.options.weighting)}}) {
+    const std::string& theirs = c.string("config/" + key);
+    FEWSTEP_CHECK_VALUE(theirs == mine, "ProgressiveDistillationTrainer.load_checkpoint: path '", path,
+                        "' was trained with ", key, " '", theirs, "', this trainer uses '", mine, "'");
+  }
+  const int64_t step = c.integer("step"), round = c.integer("round");
+  FEWSTEP_CHECK_VALUE(step >= 0 && round >= 0 && round < s.num_rounds &&
+                          c.integer("steps") == (s.options.initial_steps >> round),
+                      "ProgressiveDistillationTrainer.load_checkpoint: path '", path, "' has inconsistent step ", step,
+                      ", round ", round, ", steps ", c.integer("steps"));
+  load_module_state(c, "student", *s.student);
+  load_module_state(c, "teacher", *s.teacher_net);
+  s.set_round(round);
+  s.fresh_optimizer();
+  s.optimizer->load(c, "optimizer");
+  s.ema->load(c, "ema");
+  s.rng.load(c, "rng");
+  BatchSource::State data;
+  for (const std::string& key : c.tensor_keys("data/")) data[key.substr(5)] = c.tensor(key);
+  s.data->load_state(data);
+  s.step = step;
+}
+
+bool ProgressiveDistillationTrainer::resume(const std::string& path) {
+  if (!std::ifstream(path).good()) return false;
+  load_checkpoint(path);
+  return true;
+}
+
+int64_t ProgressiveDistillationTrainer::step_count() const { return impl_->step; }
+int64_t ProgressiveDistillationTrainer::round() const { return impl_->round; }
+int64_t ProgressiveDistillationTrainer::current_steps() const { return impl_->steps_n; }
+int64_t ProgressiveDistillationTrainer::num_rounds() const { return impl_->num_rounds; }
+bool ProgressiveDistillationTrainer::finished() const {
+  return impl_->step >= impl_->num_rounds * impl_->options.iterations_per_round;
+}
+const ScriptNet& ProgressiveDistillationTrainer::student() const { return impl_->student; }
+const ScriptNet& ProgressiveDistillationTrainer::teacher() const { return impl_->teacher_net; }
+const ScriptNet& ProgressiveDistillationTrainer::ema_student() const { return impl_->ema->module(); }
+const Denoiser& ProgressiveDistillationTrainer::teacher_denoiser() const { return *impl_->teacher; }
+const Optimizer& ProgressiveDistillationTrainer::optimizer() const { return *impl_->optimizer; }
+const ProgressiveTrainerOptions& ProgressiveDistillationTrainer::options() const { return impl_->options; }
+
+}  // namespace fewstep

@@ -1,0 +1,329 @@
+// Tests of progressive distillation (Salimans & Ho 2022, Algorithm 2): the two-step target, its
+// definedness with an exact teacher, the round structure, learning, exact resume and the
+// refusal of ε-students at 1-2 steps.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+#include <torch/script.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "fewstep/core/check.h"
+#include "fewstep/data/mixture_data.h"
+#include "fewstep/models/denoiser.h"
+#include "fewstep/models/gaussian_mixture.h"
+#include "fewstep/nets/mlp.h"
+#include "fewstep/schedules/schedule.h"
+#include "fewstep/solvers/ddim.h"
+#include "fewstep/solvers/registry.h"
+#include "fewstep/train/checkpoint.h"
+#include "fewstep/train/progressive_target.h"
+#include "fewstep/train/progressive_trainer.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using fewstep::Prediction;
+using fewstep::ProgressiveDistillationTrainer;
+using fewstep::ProgressiveTrainerOptions;
+
+std::string temp_dir(const std::string& name) {
+  const char* env = std::getenv("FEWSTEP_TEST_TMP");
+  fs::path dir = env && *env ? env : "/tmp";
+  dir /= "fewstep_test_progressive_" + std::to_string(::getpid()) + "_" + name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+at::Generator gen(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
+
+fewstep::MlpConfig tiny_mlp() {
+  fewstep::MlpConfig c;
+  c.hidden = 32;
+  c.blocks = 1;
+  c.time_frequencies = 16;
+  c.time_embed_dim = 32;
+  return c;
+}
+
+std::shared_ptr<fewstep::GaussianMixture> mixture() {
+  static auto gmm = fewstep::GaussianMixture::random(2, 4, /*seed=*/11, /*diagonal=*/false, /*spread=*/1.0);
+  return gmm;
+}
+
+// A float64 MLP teacher predicting ε, as a Denoiser.
+fewstep::Denoiser mlp_teacher(const fewstep::SchedulePtr& schedule, uint64_t seed) {
+  fewstep::ScriptNet net = fewstep::make_mlp(tiny_mlp(), seed);
+  net->to(at::kDouble);
+  net->eval();
+  return fewstep::Denoiser(
+      [net](const at::Tensor& x, const at::Tensor& t) {
+        at::NoGradGuard no_grad;
+        return net->forward({x, t}).toTensor();
+      },
+      schedule, Prediction::Eps);
+}
+
+// Every index 1..N, twice, in a shuffled order.
+at::Tensor all_indices(int64_t steps) {
+  at::Tensor idx = at::arange(1, steps + 1, at::kLong).repeat({2});
+  return idx.index_select(0, at::randperm(idx.size(0), gen(3), at::kLong));
+}
+
+template <class F>
+std::string value_error_message(F f) {
+  try {
+    f();
+  } catch (const c10::ValueError& e) {
+    return e.what_without_backtrace();
+  }
+  ADD_FAILURE() << "no c10::ValueError thrown";
+  return "";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The target
+
+// The defining property: one student DDIM step t → t'' with x̂_0 = x̃ lands on the teacher's z_{t''}
+// after two DDIM steps, computed here independently (per sample, two calls of the `ddim` stepper).
+// At the last step (σ_{t''} = 0) the student's step gives x̃ itself, which must be the teacher's x̂.
+TEST(ProgressiveTarget, OneStudentStepEqualsTwoTeacherSteps) {
+  auto schedule = std::make_shared<fewstep::VPLinear>();
+  const fewstep::Denoiser teacher = mlp_teacher(schedule, 21);
+  const int64_t steps = 8;
+  const double lo = schedule->t_min(), hi = schedule->t_max();
+  const at::Tensor index = all_indices(steps);
+  const int64_t n = index.size(0);
+  const at::Tensor z = at::randn({n, 2}, gen(4), at::kDouble) * 1.5;
+  const fewstep::ProgressiveTarget tgt = fewstep::progressive_target(teacher, z, index, steps, lo, hi);
+  ASSERT_EQ(tgt.target.sizes(), z.sizes());
+
+  const auto ddim = fewstep::solver("ddim");
+  double worst = 0.0;
+  for (int64_t b = 0; b < n; ++b) {
+    const int64_t i = index[b].item<int64_t>();
+    const double t = fewstep::progressive_grid_time(i, steps, lo, hi);
+    const double t_mid = fewstep::progressive_grid_time(i - 0.5, steps, lo, hi);
+    const double t_end = fewstep::progressive_grid_time(i - 1, steps, lo, hi);
+    EXPECT_DOUBLE_EQ(tgt.t[b].item<double>(), t);
+    const at::Tensor zb = z.slice(0, b, b + 1);
+    fewstep::ModelEvaluator model(teacher);
+    fewstep::StepContext ctx;
+    auto r1 = ddim->step(model, zb, t, t_mid, ddim->init(zb), ctx);
+    auto r2 = ddim->step(model, r1.x, t_mid, t_end, r1.state, ctx);
+    const at::Tensor xt = tgt.target.slice(0, b, b + 1);
+    // Teacher rows were evaluated in a batch of their index group here one by one: round-off only.
+    EXPECT_TRUE(at::allclose(tgt.z_mid.slice(0, b, b + 1), r1.x, 1e-10, 1e-12)) << "i = " << i;
+    worst = std::max(worst, (i == 1 ? (xt - r2.x0) : (fewstep::ddim_update(*schedule, zb, xt, t, t_end) - r2.x))
+                                .abs().max().item<double>());
+    if (i == 1) {
+      EXPECT_TRUE(at::allclose(xt, r2.x0, 1e-10, 1e-12)) << "last step: target must be the teacher's x̂";
+    } else {
+      const at::Tensor student = fewstep::ddim_update(*schedule, zb, xt, t, t_end);
+      EXPECT_TRUE(at::allclose(student, r2.x, 1e-10, 1e-12))
+          << "i = " << i << ": student " << student << " teacher " << r2.x;
+    }
+  }
+  std::cerr << "[ info ] max |student one step - teacher two steps| = " << worst << "\n";
+  EXPECT_DOUBLE_EQ(fewstep::progressive_grid_time(steps, steps, lo, hi), hi);
+  EXPECT_DOUBLE_EQ(fewstep::progressive_grid_time(0, steps, lo, hi), lo);
+}
+
+TEST(ProgressiveTarget, FiniteEverywhereWithTheExactMixtureTeacher) {
+  auto schedule = std::make_shared<fewstep::VPLinear>();
+  const fewstep::Denoiser exact = fewstep::Denoiser::exact(mixture(), schedule);
+  for (int64_t steps : {1, 2, 64}) {
+    const at::Tensor index = all_indices(steps);
+    const int64_t n = index.size(0);
+    const at::Tensor x0 = mixture()->sample(n, gen(5)).to(at::kDouble);
+    const at::Tensor eps = at::randn({n, 2}, gen(6), at::kDouble);
+    std::vector<double> a(n), s(n);
+    for (int64_t b = 0; b < n; ++b) {
+      const double t = fewstep::progressive_grid_time(index[b].item<int64_t>(), steps, schedule->t_min(),
+                                                      schedule->t_max());
+      a[b] = schedule->alpha(t), s[b] = schedule->sigma(t);
+    }
+    const at::Tensor z = x0 * at::tensor(a, at::kDouble).view({n, 1}) + eps * at::tensor(s, at::kDouble).view({n, 1});
+    const auto tgt = fewstep::progressive_target(exact, z, index, steps, schedule->t_min(), schedule->t_max());
+    EXPECT_TRUE(at::isfinite(tgt.target).all().item<bool>()) << "steps = " << steps;
+    // x̃ is a data prediction: it stays on the scale of the data (means ~ N(0, 1) here).
+    EXPECT_LT(tgt.target.abs().max().item<double>(), 50.0) << "steps = " << steps;
+    // The defining property with the exact teacher too (batched over the grid's indices).
+    for (int64_t b = 0; b < n; ++b) {
+      const int64_t i = index[b].item<int64_t>();
+      if (i == 1) continue;  // σ_{t''} = 0 there: checked with the MLP teacher
+      const double t = tgt.t[b].item<double>();
+      const double t_end = fewstep::progressive_grid_time(i - 1, steps, schedule->t_min(), schedule->t_max());
+      const at::Tensor student =
+          fewstep::ddim_update(*schedule, z.slice(0, b, b + 1), tgt.target.slice(0, b, b + 1), t, t_end);
+      EXPECT_TRUE(at::allclose(student, tgt.z_end.slice(0, b, b + 1), 1e-10, 1e-12)) << "steps " << steps << ", i " << i;
+    }
+  }
+}
+
+TEST(ProgressiveTarget, BadIndicesAreNamed) {
+  auto schedule = std::make_shared<fewstep::VPLinear>();
+  const fewstep::Denoiser exact = fewstep::Denoiser::exact(mixture(), schedule);
+  const at::Tensor z = at::zeros({2, 2}, at::kDouble);
+  const std::string msg = value_error_message([&] {
+    fewstep::progressive_target(exact, z, at::tensor({1, 5}, at::kLong), 4, schedule->t_min(), schedule->t_max());
+  });
+  EXPECT_NE(msg.find("index[1] = 5"), std::string::npos) << msg;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The trainer
+
+ProgressiveTrainerOptions quick_options(int64_t initial, int64_t final_steps, int64_t per_round) {
+  ProgressiveTrainerOptions o;
+  o.initial_steps = initial;
+  o.final_steps = final_steps;
+  o.iterations_per_round = per_round;
+  o.teacher_prediction = Prediction::X0;  // an untrained x0-teacher gives bounded targets
+  o.student_prediction = Prediction::V;
+  o.optimizer.schedule = {2e-3, 0, 0, 0.0};
+  o.ema_decay = 0.99;
+  o.seed = 123;
+  return o;
+}
+
+std::unique_ptr<ProgressiveDistillationTrainer> make_trainer(const ProgressiveTrainerOptions& o,
+                                                             uint64_t teacher_seed = 5) {
+  return std::make_unique<ProgressiveDistillationTrainer>(
+      fewstep::make_mlp(tiny_mlp(), teacher_seed), std::make_shared<fewstep::VPLinear>(),
+      std::make_shared<fewstep::MixtureData>(mixture(), 64, uint64_t{9}), o);
+}
+
+bool same_weights(const torch::jit::Module& a, const torch::jit::Module& b) {
+  const auto pa = a.parameters(true), pb = b.parameters(true);
+  auto ib = pb.begin();
+  for (auto ia = pa.begin(); ia != pa.end(); ++ia, ++ib) {
+    if (!at::equal(*ia, *ib)) return false;
+  }
+  return true;
+}
+
+size_t optimizer_state_tensors(const fewstep::Optimizer& opt) {
+  fewstep::Checkpoint c;
+  opt.save(c, "opt");
+  return c.tensor_keys("opt/").size();
+}
+
+TEST(ProgressiveTrainer, RoundsHalveStepsReplaceTheTeacherAndResetTheOptimiser) {
+  at::set_num_threads(1);
+  fewstep::ScriptNet given = fewstep::make_mlp(tiny_mlp(), 5);
+  const fewstep::ScriptNet given_copy = std::make_shared<torch::jit::Module>(given->deepcopy());
+  ProgressiveDistillationTrainer tr(given, std::make_shared<fewstep::VPLinear>(),
+                                    std::make_shared<fewstep::MixtureData>(mixture(), 64, uint64_t{9}),
+                                    quick_options(8, 2, 5));
+  EXPECT_EQ(tr.num_rounds(), 3);
+  EXPECT_EQ(tr.current_steps(), 8);
+  EXPECT_TRUE(same_weights(*tr.student(), *tr.teacher()));  // student initialised from the teacher
+  // ... as a deep copy: no storage shared with the teacher.
+  const auto first_param = [](const torch::jit::Module& m) { return (*m.parameters(true).begin()).data_ptr(); };
+  EXPECT_NE(first_param(*tr.student()), first_param(*tr.teacher()));
+  EXPECT_NE(first_param(*tr.student()), first_param(*given));
+  EXPECT_NE(first_param(*tr.teacher()), first_param(*given));
+  for (int64_t k = 1; k <= 2; ++k) {
+    for (int i = 0; i < 4; ++i) tr.step();
+    EXPECT_EQ(tr.round(), k - 1);
+    EXPECT_FALSE(same_weights(*tr.student(), *tr.teacher()));
+    EXPECT_GT(optimizer_state_tensors(tr.optimizer()), 0u);
+    tr.step();  // the round's last iteration
+    EXPECT_EQ(tr.round(), k);
+    EXPECT_EQ(tr.current_steps(), 8 >> k);
+    EXPECT_TRUE(same_weights(*tr.student(), *tr.teacher())) << "round " << k;
+    EXPECT_TRUE(same_weights(*tr.student(), *tr.ema_student())) << "round " << k;
+    EXPECT_EQ(optimizer_state_tensors(tr.optimizer()), 0u) << "round " << k;
+    // The new teacher is the student's function: read with the student's prediction type (v), its
+    // x̂_0 equals the student's.
+    const at::Tensor x = at::randn({8, 2}, gen(8));
+    const double t = 0.6;
+    at::Tensor v;
+    {
+      at::NoGradGuard no_grad;
+      v = tr.student()->forward({x, at::full({8}, t)}).toTensor();
+    }
+    const auto mine = fewstep::convert_prediction(x, v, Prediction::V, *tr.teacher_denoiser().schedule(), t);
+    EXPECT_TRUE(at::allclose(tr.teacher_denoiser()(x, t).x0, mine.x0, 1e-5, 1e-6)) << "round " << k;
+  }
+  for (int i = 0; i < 5; ++i) tr.step();
+  EXPECT_EQ(tr.round(), 2);
+  EXPECT_EQ(tr.current_steps(), 2);
+  EXPECT_TRUE(tr.finished());
+  const std::string msg = value_error_message([&] { tr.step(); });
+  EXPECT_NE(msg.find("rounds"), std::string::npos) << msg;
+  EXPECT_TRUE(same_weights(*given, *given_copy)) << "the given teacher module must not be modified";
+}
+
+TEST(ProgressiveTrainer, LossDecreasesOnAMixture) {
+  at::set_num_threads(1);
+  auto tr = make_trainer(quick_options(16, 16, 300));
+  const fewstep::TrainSummary s = tr->train(300);
+  ASSERT_EQ(s.losses.size(), 300u);
+  const double first = std::accumulate(s.losses.begin(), s.losses.begin() + 50, 0.0) / 50;
+  const double last = std::accumulate(s.losses.end() - 50, s.losses.end(), 0.0) / 50;
+  // The v-student starts from x0-teacher weights read as v (a large mismatch); matching the teacher's
+  // two DDIM steps is learnable whatever the teacher's quality.
+  EXPECT_LT(last, 0.5 * first) << "first 50: " << first << ", last 50: " << last;
+  std::cerr << "[ info ] progressive loss: first 50 steps " << first << ", last 50 " << last << ", "
+            << 300 / s.seconds << " it/s\n";
+}
+
+TEST(ProgressiveTrainer, ExactResume) {
+  at::set_num_threads(1);
+  const std::string dir = temp_dir("resume");
+  const auto o = quick_options(8, 2, 4);
+  const int64_t total = 11;
+  auto full = make_trainer(o);
+  full->train(total);
+  for (int64_t k : {4, 6}) {  // at a round boundary (fresh optimiser) and inside a round
+    auto first = make_trainer(o);
+    first->train(k);
+    const std::string path = dir + "/ckpt_" + std::to_string(k) + ".pt";
+    first->save_checkpoint(path);
+    // Another teacher: everything must come from the checkpoint.
+    auto resumed = make_trainer(o, /*teacher_seed=*/77);
+    EXPECT_FALSE(resumed->resume(dir + "/missing.pt"));
+    ASSERT_TRUE(resumed->resume(path));
+    EXPECT_EQ(resumed->step_count(), k);
+    EXPECT_EQ(resumed->round(), first->round());
+    EXPECT_EQ(resumed->current_steps(), first->current_steps());
+    resumed->train(total - k);
+    EXPECT_EQ(resumed->round(), full->round());
+    EXPECT_TRUE(same_weights(*full->student(), *resumed->student())) << "k = " << k;
+    EXPECT_TRUE(same_weights(*full->teacher(), *resumed->teacher())) << "k = " << k;
+    EXPECT_TRUE(same_weights(*full->ema_student(), *resumed->ema_student())) << "k = " << k;
+  }
+  // A checkpoint from other settings is refused, naming the setting.
+  auto other = make_trainer(quick_options(16, 2, 4));
+  const std::string msg = value_error_message([&] { other->load_checkpoint(dir + "/ckpt_4.pt"); });
+  EXPECT_NE(msg.find("initial_steps"), std::string::npos) << msg;
+  fs::remove_all(dir);
+}
+
+TEST(ProgressiveTrainer, EpsStudentRefusedAtTwoOrFewerSteps) {
+  for (int64_t final_steps : {1, 2}) {
+    auto o = quick_options(8, final_steps, 4);
+    o.student_prediction = Prediction::Eps;
+    const std::string msg = value_error_message([&] { make_trainer(o); });
+    EXPECT_NE(msg.find("student_prediction"), std::string::npos) << msg;
+  }
+  auto o = quick_options(8, 4, 4);
+  o.student_prediction = Prediction::Eps;
+  EXPECT_NO_THROW(make_trainer(o));
+  auto bad = quick_options(8, 3, 4);
+  const std::string msg = value_error_message([&] { make_trainer(bad); });
+  EXPECT_NE(msg.find("power of 2"), std::string::npos) << msg;
+}
+
+}  // namespace
