@@ -11,6 +11,7 @@
 #include "command.h"
 #include "model_card.h"
 #include "schedule_spec.h"
+#include "fewstep/models/model_file.h"
 #include "fewstep/control/pid.h"
 #include "fewstep/schedules/timesteps.h"
 #include "fewstep/solvers/noise.h"
@@ -35,6 +36,11 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_option("--time-scale", f.time_scale, "Override the sidecar's time-input multiplier");
   app.add_option("--shape", f.shape, "Shape of one sample without the batch, e.g. 1,28,28 (default: sidecar)")
       ->delimiter(',');
+  app.add_option("--class", f.label, "Class-conditional model: the class to sample (default: no class)")
+      ->check(non_negative());
+  app.add_option("--guidance", f.guidance, "Class-conditional model: guidance scale s (1 = conditional model; "
+                                           "classifier-free guidance costs two calls per evaluation unless the model "
+                                           "takes s as input)");
 }
 
 json LoadedModel::identity() const {
@@ -48,7 +54,9 @@ json LoadedModel::identity() const {
           {"prediction", prediction},
           {"time_input", time_input},
           {"time_scale", time_scale},
-          {"shape", shape}};
+          {"shape", shape},
+          {"class", label},
+          {"guidance", std::isnan(guidance) ? json() : json(guidance)}};
 }
 
 LoadedModel load_model(const ModelFlags& c) {
@@ -64,6 +72,36 @@ LoadedModel load_model(const ModelFlags& c) {
   };
   LoadedModel m;
   m.path = c.model;
+  m.label = c.label;
+  m.guidance = c.guidance;
+  const bool overrides = !c.schedule.empty() || !c.prediction.empty() || !c.time_input.empty() ||
+                         !std::isnan(c.time_scale);
+  if (side && !overrides) {
+    ModelConditioning cond;
+    if (c.label >= 0) cond.labels = at::full({1}, c.label, at::kLong);
+    if (!std::isnan(c.guidance)) cond.guidance = c.guidance;
+    std::optional<ModelFile> loaded;
+    try {
+      loaded.emplace(load_model_file(c.model, cond));
+    } catch (const c10::Error& e) {
+      throw UsageError("--model '" + c.model + "': " + e.what_without_backtrace());
+    }
+    ModelFile& f = *loaded;
+    m.schedule_spec = side->at("schedule");
+    m.schedule_spec.erase("repr");
+    m.schedule = f.schedule;
+    m.prediction = to_string(f.prediction);
+    m.time_input = side->value("time_input", std::string("t"));
+    m.time_scale = side->value("time_scale", 1.0);
+    m.shape = !c.shape.empty() ? c.shape : f.sample_shape;
+    m.denoiser = std::make_shared<const Denoiser>(std::move(f.denoiser));
+    m.solver = f.solver;
+    m.timesteps = f.timesteps;
+    return m;
+  }
+  if (c.label >= 0 || !std::isnan(c.guidance))
+    throw UsageError("--class/--guidance need the model's sidecar and no --schedule/--prediction/--time-input/"
+                     "--time-scale overrides");
   m.schedule_spec = !c.schedule.empty() ? default_schedule_spec(c.schedule) : need("--schedule", "schedule");
   m.schedule_spec.erase("repr");
   m.schedule = make_schedule(m.schedule_spec, c.schedule.empty() ? side_name : "--schedule");
@@ -139,7 +177,9 @@ Solution run_sampler(const LoadedModel& model, const at::Tensor& x_T, const Step
     return sample_adaptive(*model.denoiser, x_T, stepper, controller, model.schedule->t_max(),
                            model.schedule->t_min(), so);
   }
-  return sample(*model.denoiser, x_T, stepper, timesteps(*model.schedule, grid.steps, grid.spacing), so);
+  return sample(*model.denoiser, x_T, stepper,
+                grid.explicit_grid.empty() ? timesteps(*model.schedule, grid.steps, grid.spacing) : grid.explicit_grid,
+                so);
 }
 
 }  // namespace fewstep::cli

@@ -28,9 +28,12 @@ struct ModelFlags {
   std::string model, schedule, prediction, time_input;
   double time_scale = NAN;
   std::vector<int64_t> shape;
+  int64_t label = -1;        ///< --class: class of a conditional model (-1: none)
+  double guidance = NAN;     ///< --guidance: guidance scale of a conditional model
 };
 
-/// Declares --model (required), --schedule, --prediction, --time-input, --time-scale and --shape.
+/// Declares --model (required), --schedule, --prediction, --time-input, --time-scale, --shape,
+/// --class and --guidance.
 void add_model_flags(CLI::App& app, ModelFlags& flags);
 
 /// A model ready to sample, with the settings it was read with (for messages, JSON and cache keys).
@@ -42,11 +45,16 @@ struct LoadedModel {
   std::string prediction, time_input;
   double time_scale = 1.0;
   std::vector<int64_t> shape;  ///< one sample, without the batch
+  int64_t label = -1;
+  double guidance = NAN;
+  std::string solver;             ///< a distilled student's own sampler ("" if none)
+  std::vector<double> timesteps;  ///< ... and its grid
   /// Everything above plus the model file's path, size and modification time, as JSON.
   nlohmann::json identity() const;
 };
 
-/// Loads `flags.model` with its sidecar; flags win over the sidecar. UsageError naming the flag or
+/// Loads `flags.model` with its sidecar (models/model_file.h, which also handles conditional
+/// models and students' grids); the override flags replace the sidecar's settings. UsageError naming the flag or
 /// file when the model is missing, unreadable, or neither the sidecar nor a flag gives a setting.
 LoadedModel load_model(const ModelFlags& flags);
 
@@ -70,6 +78,7 @@ struct GridSpec {
   std::string spacing = "logsnr";
   double rtol = NAN, atol = NAN;
   bool denoise_to_zero = false;
+  std::vector<double> explicit_grid;  ///< used instead of steps/spacing when non-empty
   bool adaptive() const { return !std::isnan(rtol); }
 };
 

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "../batched_runs.h"
 #include "../command.h"
 #include "../machine.h"
 #include "../report.h"
@@ -52,35 +53,12 @@ struct Config {
   bool quiet = false;
 };
 
-// A solver run over all samples in batches, timed.
-struct Run {
-  at::Tensor x;
-  int64_t nfe = 0;
-  int64_t steps = 0;
-  double seconds = 0;
-};
-
 Run run_solver(const ModelFile& model, const at::Tensor& x_T, const std::string& name, int64_t steps,
                const Config& c) {
   const Spacing spacing = parse_spacing(c.spacing);
-  std::vector<at::Tensor> parts;
-  Run run;
-  run.steps = steps;
-  const int64_t n = x_T.size(0);
-  ProgressBar bar(n, name + " (" + std::to_string(steps) + " steps)", !c.quiet);
-  const auto start = Clock::now();
-  for (int64_t i = 0; i < n; i += c.batch) {
-    const at::Tensor chunk = x_T.slice(0, i, std::min(n, i + c.batch));
-    // By name, so that a stepper with its own plan (dpm_solver_fast) reads `steps` as its budget.
-    Solution sol = sample(model.denoiser, chunk, name, steps, spacing);
-    parts.push_back(sol.x);
-    run.nfe = sol.nfe;
-    bar.update(std::min(n, i + c.batch));
-  }
-  bar.close();
-  run.seconds = seconds_since(start);
-  run.x = at::cat(parts);
-  return run;
+  // By name, so that a stepper with its own plan (dpm_solver_fast) reads `steps` as its budget.
+  return run_batched(x_T, c.batch, name + " (" + std::to_string(steps) + " steps)", !c.quiet,
+                     [&](const at::Tensor& chunk) { return sample(model.denoiser, chunk, name, steps, spacing); });
 }
 
 // The reference is by far the costliest run; it is cached under --out, keyed by everything that
@@ -90,24 +68,8 @@ at::Tensor reference_sample(const ModelFile& model, const at::Tensor& x_T, const
   key << "model=" << fsys::absolute(model.path).string() << " size=" << fsys::file_size(model.path)
       << " mtime=" << fsys::last_write_time(model.path).time_since_epoch().count() << " solver=" << c.reference_solver
       << " steps=" << c.reference_steps << " spacing=" << c.spacing << " n=" << c.n << " seed=" << c.seed;
-  const std::string path = (fsys::path(c.out) / "reference.pt").string();
-  if (fsys::exists(path)) {
-    Checkpoint cached = Checkpoint::load(path);
-    if (cached.contains("key") && cached.string("key") == key.str()) {
-      std::cerr << "reference: reusing " << path << " (" << c.reference_solver << ", " << c.reference_steps
-                << " steps)\n";
-      *seconds = static_cast<double>(cached.integer("milliseconds")) / 1e3;
-      return cached.tensor("x");
-    }
-  }
-  Run ref = run_solver(model, x_T, c.reference_solver, c.reference_steps, c);
-  Checkpoint out;
-  out.set_string("key", key.str());
-  out.set_tensor("x", ref.x);
-  out.set_int("milliseconds", static_cast<int64_t>(ref.seconds * 1e3));
-  out.save(path);
-  *seconds = ref.seconds;
-  return ref.x;
+  return cached_run((fsys::path(c.out) / "reference.pt").string(), key.str(),
+                    [&] { return run_solver(model, x_T, c.reference_solver, c.reference_steps, c); }, seconds);
 }
 
 void write_grid(const at::Tensor& x, const Config& c, const std::string& file) {

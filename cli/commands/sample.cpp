@@ -62,10 +62,10 @@ class SampleCommand final : public Command {
   void configure(CLI::App& app) override {
     Config& c = config_;
     add_model_flags(app, c.model);
-    app.add_option("--solver", c.solver, "Solver name (see the list below, or 'fewstep solvers')")
+    solver_flag_ = app.add_option("--solver", c.solver, "Solver name (see the list below, or 'fewstep solvers')")
         ->capture_default_str();
     app.footer(app.get_footer() + "\n" + solver_list());
-    app.add_option("--steps", c.steps, "Solver steps on the time grid (NFE = steps x the solver's evaluations per "
+    steps_flag_ = app.add_option("--steps", c.steps, "Solver steps on the time grid (NFE = steps x the solver's evaluations per "
                                        "step for single-step solvers; multistep solvers use one per step)")
         ->check(positive())
         ->capture_default_str();
@@ -101,18 +101,25 @@ class SampleCommand final : public Command {
   int run(const GlobalOptions& global) override {
     Config& c = config_;
     if (!fsys::exists(c.model.model)) throw UsageError("--model '" + c.model.model + "' does not exist");
-    const std::shared_ptr<const Stepper> stepper = make_stepper(c.solver, c.options);
     if (std::isnan(c.rtol) != std::isnan(c.atol)) throw UsageError("--rtol and --atol must be given together");
     const std::string out_dir = fsys::path(c.out).parent_path().string();
     if (!out_dir.empty() && !fsys::is_directory(out_dir))
       throw UsageError("--out '" + c.out + "': directory '" + out_dir + "' does not exist");
+    if (solver_flag_->count() > 0) make_stepper(c.solver, c.options);  // a bad --solver fails before loading
     const LoadedModel model = load_model(c.model);
     const std::vector<int64_t>& shape = model.shape;
+    GridSpec grid{c.steps, c.spacing, c.rtol, c.atol, c.denoise_to_zero};
+    // A distilled student samples on its own grid unless the flags choose another.
+    if (!model.timesteps.empty() && solver_flag_->count() == 0 && steps_flag_->count() == 0 && !grid.adaptive()) {
+      c.solver = model.solver;
+      grid.explicit_grid = model.timesteps;
+      grid.steps = static_cast<int64_t>(model.timesteps.size()) - 1;
+    }
+    const std::shared_ptr<const Stepper> stepper = make_stepper(c.solver, c.options);
 
     const std::vector<uint64_t> seeds = sample_seeds(c.seed, c.n);
     const at::Tensor x_T = initial_noise(shape, seeds);
-    const GridSpec grid{c.steps, c.spacing, c.rtol, c.atol, c.denoise_to_zero};
-    ProgressBar bar(grid.adaptive() ? 0 : c.steps, "sample " + c.solver, !c.quiet);
+    ProgressBar bar(grid.adaptive() ? 0 : grid.steps, "sample " + c.solver, !c.quiet);
     const auto t0 = std::chrono::steady_clock::now();
     const Solution sol = run_sampler(model, x_T, *stepper, seeds, grid, [&](const StepInfo& info) {
       bar.update(info.index + 1, {{"nfe", double(info.nfe)}});
@@ -141,6 +148,8 @@ class SampleCommand final : public Command {
 
  private:
   Config config_;
+  CLI::Option* solver_flag_ = nullptr;
+  CLI::Option* steps_flag_ = nullptr;
 };
 
 const bool registered = register_command(

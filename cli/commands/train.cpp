@@ -20,12 +20,14 @@
 #include "../command.h"
 #include "../model_card.h"
 #include "../schedule_spec.h"
+#include "../training_run.h"
 #include "fewstep/data/fashion_mnist.h"
 #include "fewstep/data/mixture_data.h"
 #include "fewstep/data/shuffled_batches.h"
 #include "fewstep/models/denoiser.h"
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/nets/mlp.h"
+#include "fewstep/nets/network_spec.h"
 #include "fewstep/nets/unet.h"
 #include "fewstep/train/denoiser_trainer.h"
 #include "fewstep/train/dsm_loss.h"
@@ -39,17 +41,9 @@ namespace fsys = std::filesystem;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-constexpr int64_t kLossWindow = 100;  // steps averaged for the reported loss
-
-volatile std::sig_atomic_t g_stop_signal = 0;
-extern "C" void on_stop_signal(int sig) {
-  g_stop_signal = sig;
-  std::signal(sig, SIG_DFL);  // a second Ctrl-C kills at once
-}
-
 struct Config {
   std::string data, net = "auto", prediction = "eps", schedule = "vp_linear", weighting = "uniform";
-  std::string time_input = "t", out, name = "model", fmnist_dir;
+  std::string time_input = "t", out, name = "model", fmnist_dir, init_from;
   double time_scale = 1.0, beta_min = 0.1, beta_max = 20.0;
   int64_t steps = 0, stop_at = 0, batch = 0, warmup = -1, checkpoint_every = 500, log_every = 100;
   double lr = 0.0, min_lr = 0.0, weight_decay = 0.0, grad_clip = 1.0, ema = 0.999, min_snr_gamma = 5.0;
@@ -61,41 +55,13 @@ struct Config {
   bool no_attention = false;
   // MLP
   int64_t hidden = 128, blocks = 3;
+  // Class conditioning (classifier-free guidance)
+  int64_t num_classes = 0;
+  double label_dropout = 0.1;
   // Gaussian mixtures
   int64_t gmm_components = 8;
   uint64_t gmm_seed = 0;
 };
-
-std::string machine_text() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line, cpu = "unknown CPU";
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      cpu = line.substr(line.find(':') + 2);
-      break;
-    }
-  }
-  return cpu + ", " + std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " cores";
-}
-
-std::string clock_text(double seconds) {
-  if (!std::isfinite(seconds)) return "?";
-  const auto s = static_cast<long long>(seconds);
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", s / 3600, (s % 3600) / 60, s % 60);
-  return buf;
-}
-
-json read_json(const std::string& path) {
-  std::ifstream in(path);
-  json j;
-  try {
-    in >> j;
-  } catch (const json::exception& e) {
-    throw UsageError("'" + path + "' is not valid JSON: " + e.what());
-  }
-  return j;
-}
 
 class TrainCommand final : public Command {
  public:
@@ -175,6 +141,19 @@ class TrainCommand final : public Command {
         ->capture_default_str();
     app.add_option("--res-blocks", c.res_blocks, "unet: residual blocks per level")->capture_default_str();
     app.add_flag("--no-attention", c.no_attention, "unet: no self-attention at the lowest resolution");
+    app.add_option("--num-classes", c.num_classes, "Class-conditional network: feed the data's labels (fmnist: 10 "
+                                                   "classes) as forward(x, t, y); 0 = unconditional")
+        ->check(non_negative())
+        ->capture_default_str();
+    app.add_option("--label-dropout", c.label_dropout, "With --num-classes: probability of replacing a label by the "
+                                                       "null class, so the network also learns the unconditional "
+                                                       "model (classifier-free guidance)")
+        ->check(CLI::Range(0.0, 1.0))
+        ->capture_default_str();
+    app.add_option("--init-from", c.init_from, "Start from the weights of this TorchScript model (same architecture; "
+                                               "the new network may have more tensors, e.g. a label embedding, "
+                                               "which keep their initialisation)")
+        ->check(CLI::ExistingFile);
     app.add_option("--hidden", c.hidden, "mlp: hidden width")->capture_default_str();
     app.add_option("--blocks", c.blocks, "mlp: residual blocks")->capture_default_str();
     app.add_option("--gmm-components", c.gmm_components, "gmm2d/gmm16d: mixture components")->capture_default_str();
@@ -185,26 +164,7 @@ class TrainCommand final : public Command {
 
   int run(const GlobalOptions& global) override {
     resolve_defaults();
-    const fsys::path dir(config_.out);
-    const std::string checkpoint = (dir / "checkpoint.pt").string();
-    const std::string run_file = (dir / "run.json").string();
-    const std::string state_file = (dir / "state.json").string();
-    const json identity = run_identity();
-
-    std::error_code ec;
-    fsys::create_directories(dir, ec);
-    if (ec || !fsys::is_directory(dir)) throw UsageError("--out '" + config_.out + "' cannot be created: " + ec.message());
-    const bool has_checkpoint = fsys::exists(checkpoint);
-    if (has_checkpoint && !config_.resume)
-      throw UsageError("--out '" + config_.out + "' already holds a run (checkpoint.pt); pass --resume to continue "
-                       "it or choose another --out");
-    if (has_checkpoint) check_same_run(run_file, identity);
-    if (config_.resume && !has_checkpoint)
-      std::cerr << "fewstep train: --resume: no checkpoint in '" << config_.out << "' yet; starting at step 0\n";
-    if (!has_checkpoint) {
-      json run = {{"format", "fewstep.train_run.v1"}, {"flags", identity}, {"command", command_line()}};
-      write_text_file(run_file, run.dump(2) + "\n");
-    }
+    TrainingRun run("train", config_.out, config_.resume, run_identity());
 
     // Everything below is a function of the flags, so a resumed process rebuilds the same objects.
     const SchedulePtr schedule = make_schedule(schedule_spec_, "--schedule");
@@ -221,34 +181,17 @@ class TrainCommand final : public Command {
     opt.optimizer.grad_clip = config_.grad_clip;
     opt.ema_decay = config_.ema;
     opt.seed = config_.seed;
-    opt.progress = false;  // this command draws its own bar and log lines
+    opt.conditioning.num_classes = config_.num_classes;
+    opt.conditioning.label_dropout = config_.num_classes > 0 ? config_.label_dropout : 0.0;
     DenoiserTrainer trainer(net, schedule, data, opt);
-
-    double seconds_before = 0.0;
-    std::deque<double> recent;
-    if (has_checkpoint) {
-      trainer.load_checkpoint(checkpoint);
-      if (fsys::exists(state_file)) {
-        const json st = read_json(state_file);
-        seconds_before = st.value("seconds", 0.0);
-        for (double l : st.value("recent_losses", std::vector<double>{})) recent.push_back(l);
-        const int before = st.value("threads", 0);
-        if (before > 0 && before != at::get_num_threads()) {
-          std::cerr << "fewstep train: warning: the run so far used " << before << " threads, this session "
-                    << at::get_num_threads() << " (--threads); the weights will not be bit-identical to an "
-                    << "uninterrupted run\n";
-        }
-      }
-      std::cerr << "fewstep train: resumed '" << config_.out << "' at step " << trainer.step_count() << "\n";
-    }
+    run.restore(trainer);
 
     const int64_t start = trainer.step_count();
     const int64_t target = config_.stop_at > 0 ? std::min(config_.stop_at, config_.steps) : config_.steps;
-    const int threads = at::get_num_threads();
     std::cerr << "fewstep train: " << net_json["kind"].get<std::string>() << " with "
               << parameter_count(*net) << " parameters, " << data->describe() << ", " << schedule->repr()
               << ", prediction " << config_.prediction << ", steps " << start << " -> " << target << " of "
-              << config_.steps << ", " << threads << " threads\n";
+              << config_.steps << ", " << run.threads() << " threads\n";
 
     meta_ = {{"format", kSidecarFormat},
              {"name", config_.name},
@@ -260,63 +203,24 @@ class TrainCommand final : public Command {
              {"sample_shape", sample_shape},
              {"parameters", parameter_count(*net)},
              {"network", net_json},
+             {"num_classes", config_.num_classes},
              {"data", data_json},
              {"fewstep_version", fewstep::version()},
              {"torch_version", fewstep::torch_version()}};
     meta_["schedule"]["repr"] = schedule->repr();
 
-    g_stop_signal = 0;
-    std::signal(SIGINT, on_stop_signal);
-    std::signal(SIGTERM, on_stop_signal);
-    const auto t0 = Clock::now();
-    auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
-    auto save = [&] {
-      trainer.save_checkpoint(checkpoint);
-      const json st = {{"step", trainer.step_count()},
-                       {"seconds", seconds_before + elapsed()},
-                       {"threads", threads},
-                       {"recent_losses", std::vector<double>(recent.begin(), recent.end())}};
-      write_text_file(state_file, st.dump() + "\n");
-      export_model(trainer, seconds_before + elapsed(), recent, threads);
-    };
+    TrainingRun::Loop loop;
+    loop.target = target;
+    loop.total = config_.steps;
+    loop.checkpoint_every = config_.checkpoint_every;
+    loop.log_every = config_.log_every;
+    loop.on_save = [&] { export_model(trainer, run); };
+    const int code = run.run(trainer, loop);
+    if (code != 0) return code;
 
-    ProgressBar bar(target - start, "train", true);
-    bool saved = start >= target;  // nothing to train: just (re-)export below
-    double smoothed = recent.empty() ? NAN : recent.back();
-    for (int64_t step = start; step < target && g_stop_signal == 0; ++step) {
-      const TrainStepStats st = trainer.step();
-      recent.push_back(st.loss);
-      if (static_cast<int64_t>(recent.size()) > kLossWindow) recent.pop_front();
-      smoothed = std::isnan(smoothed) ? st.loss : 0.95 * smoothed + 0.05 * st.loss;
-      bar.update(st.step - start, {{"loss", smoothed}, {"lr", st.lr}});
-      if (!bar.active() && (st.step % config_.log_every == 0 || st.step == target)) {
-        const double secs = elapsed(), rate = static_cast<double>(st.step - start) / secs;
-        std::printf("step %lld/%lld  loss %.5g (mean of last %zu)  lr %.3g  grad %.3g  %.2f it/s  elapsed %s  "
-                    "eta %s\n",
-                    static_cast<long long>(st.step), static_cast<long long>(config_.steps),
-                    std::accumulate(recent.begin(), recent.end(), 0.0) / static_cast<double>(recent.size()),
-                    recent.size(), st.lr, st.grad_norm, rate, clock_text(secs).c_str(),
-                    clock_text(static_cast<double>(target - st.step) / rate).c_str());
-        std::fflush(stdout);
-      }
-      saved = false;
-      if (config_.checkpoint_every > 0 && st.step % config_.checkpoint_every == 0) {
-        save();
-        saved = true;
-      }
-    }
-    bar.close();
-    if (!saved) save();
-    else if (start >= target) export_model(trainer, seconds_before, recent, threads);
-
-    const std::string model = (dir / (config_.name + ".pt")).string();
-    if (g_stop_signal != 0) {
-      std::cerr << "fewstep train: interrupted at step " << trainer.step_count() << "; checkpoint in '" << checkpoint
-                << "'; continue with the same command and --resume\n";
-      return 128 + static_cast<int>(g_stop_signal);
-    }
+    const std::string model = (fsys::path(config_.out) / (config_.name + ".pt")).string();
     std::cerr << "fewstep train: step " << trainer.step_count() << "/" << config_.steps << " in "
-              << clock_text(elapsed()) << "; wrote " << model << ", " << sidecar_path(model) << ", "
+              << clock_text(run.seconds()) << "; wrote " << model << ", " << sidecar_path(model) << ", "
               << card_path(model) << "\n";
     if (trainer.step_count() < config_.steps)
       std::cerr << "fewstep train: continue with the same command and --resume\n";
@@ -357,6 +261,11 @@ class TrainCommand final : public Command {
               {"--grad-clip", c.grad_clip}, {"--ema", c.ema},
               {"--weighting", c.weighting}, {"--seed", c.seed}};
     if (c.weighting == "min_snr") j["--min-snr-gamma"] = c.min_snr_gamma;
+    if (!c.init_from.empty()) j["--init-from"] = c.init_from;
+    if (c.num_classes > 0) {
+      j["--num-classes"] = c.num_classes;
+      j["--label-dropout"] = c.label_dropout;
+    }
     if (c.net == "unet") {
       j["--base-channels"] = c.base_channels;
       j["--channel-mult"] = c.channel_mult;
@@ -369,21 +278,6 @@ class TrainCommand final : public Command {
       j["--gmm-seed"] = c.gmm_seed;
     }
     return j;
-  }
-
-  void check_same_run(const std::string& run_file, const json& identity) const {
-    if (!fsys::exists(run_file))
-      throw UsageError("--resume: '" + run_file + "' is missing, so the run's flags cannot be checked");
-    const json stored = read_json(run_file);
-    const json& flags = stored.at("flags");
-    for (const auto& [flag, value] : identity.items()) {
-      const json theirs = flags.contains(flag) ? flags.at(flag) : json();
-      if (theirs != value) {
-        const auto shown = [](const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); };
-        throw UsageError(flag + " " + shown(value) + " differs from the run in --out '" + config_.out + "' (" +
-                         shown(theirs) + "); a resumed run must use the flags it started with (see " + run_file + ")");
-      }
-    }
   }
 
   std::tuple<std::shared_ptr<BatchSource>, json, std::vector<int64_t>> make_data() const {
@@ -427,49 +321,49 @@ class TrainCommand final : public Command {
         u.channel_mult = c.channel_mult;
         u.res_blocks = c.res_blocks;
         u.attention = !c.no_attention;
-        json cfg = {{"base_channels", u.base_channels}, {"channel_mult", u.channel_mult},
-                    {"res_blocks", u.res_blocks},       {"attention", u.attention},
-                    {"groups", u.groups},               {"time_multiplier", u.time_multiplier}};
-        return {make_unet(u, c.seed), {{"kind", "UNet"}, {"config", cfg}}};
+        u.num_classes = c.num_classes;
+        return {initialised(make_unet(u, c.seed)), json::parse(network_spec(u))};
       }
       MlpConfig m;
       m.dim = shape[0];
       m.hidden = c.hidden;
       m.blocks = c.blocks;
-      json cfg = {{"dim", m.dim}, {"hidden", m.hidden}, {"blocks", m.blocks}, {"time_multiplier", m.time_multiplier}};
-      return {make_mlp(m, c.seed), {{"kind", "MLP"}, {"config", cfg}}};
+      m.num_classes = c.num_classes;
+      return {initialised(make_mlp(m, c.seed)), json::parse(network_spec(m))};
     } catch (const c10::Error& e) {
       throw UsageError("bad --" + c.net + " settings: " + e.what_without_backtrace());
     }
   }
 
-  void export_model(const DenoiserTrainer& trainer, double seconds, const std::deque<double>& recent, int threads) {
-    const fsys::path dir(config_.out);
-    const std::string model = (dir / (config_.name + ".pt")).string();
+  // --init-from: the pretrained weights copied over the fresh initialisation.
+  ScriptNet initialised(ScriptNet net) const {
+    if (config_.init_from.empty()) return net;
+    try {
+      copy_weights(torch::jit::load(config_.init_from), *net);
+    } catch (const c10::Error& e) {
+      throw UsageError("--init-from '" + config_.init_from + "': " + e.what_without_backtrace());
+    }
+    return net;
+  }
+
+  void export_model(const DenoiserTrainer& trainer, const TrainingRun& run) {
+    const std::string model = (fsys::path(config_.out) / (config_.name + ".pt")).string();
     torch::jit::Module ema = trainer.ema_net()->clone();
     ema.eval();
     save_network(ema, model);
     json m = meta_;
-    const double final_loss = recent.empty() ? NAN
-                                             : std::accumulate(recent.begin(), recent.end(), 0.0) /
-                                                   static_cast<double>(recent.size());
-    m["training"] = {{"command", command_line()},
-                     {"seed", config_.seed},
-                     {"steps", config_.steps},
-                     {"steps_done", trainer.step_count()},
-                     {"seconds", seconds},
-                     {"threads", threads},
-                     {"machine", machine_text()},
-                     {"final_loss", final_loss},
-                     {"final_loss_window", recent.size()},
-                     {"weighting", config_.weighting},
-                     {"batch", config_.batch},
-                     {"lr", config_.lr},
-                     {"min_lr", config_.min_lr},
-                     {"warmup", config_.warmup},
-                     {"weight_decay", config_.weight_decay},
-                     {"grad_clip", config_.grad_clip},
-                     {"ema", config_.ema}};
+    m["training"] = run.training_json();
+    m["training"].update({{"seed", config_.seed},
+                          {"steps", config_.steps},
+                          {"steps_done", trainer.step_count()},
+                          {"weighting", config_.weighting},
+                          {"batch", config_.batch},
+                          {"lr", config_.lr},
+                          {"min_lr", config_.min_lr},
+                          {"warmup", config_.warmup},
+                          {"weight_decay", config_.weight_decay},
+                          {"grad_clip", config_.grad_clip},
+                          {"ema", config_.ema}});
     write_text_file(sidecar_path(model), m.dump(2) + "\n");
     write_text_file(card_path(model), render_card(m, model));
   }

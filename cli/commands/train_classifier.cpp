@@ -18,6 +18,7 @@
 
 #include "../command.h"
 #include "../model_card.h"
+#include "../training_run.h"
 #include "fewstep/data/fashion_mnist.h"
 #include "fewstep/data/shuffled_batches.h"
 #include "fewstep/nets/classifier.h"
@@ -50,18 +51,6 @@ struct Config {
   std::vector<int64_t> channels = {32, 64, 64};
   int64_t feature_dim = 128;
 };
-
-std::string machine() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line, cpu = "unknown CPU";
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      cpu = line.substr(line.find(':') + 2);
-      break;
-    }
-  }
-  return cpu + ", " + std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " cores";
-}
 
 std::string minutes(double seconds) {
   char buf[48];
@@ -177,7 +166,6 @@ class TrainClassifierCommand final : public Command {
     opt.optimizer.grad_clip = c.grad_clip;
     opt.flip = !c.no_flip;
     opt.seed = c.seed;
-    opt.progress = false;
     ClassifierTrainer trainer(net, data, opt);
 
     const json identity = {{"--epochs", c.epochs},   {"--seed", c.seed},         {"--batch", c.batch},
@@ -234,11 +222,12 @@ class TrainClassifierCommand final : public Command {
     ProgressBar bar(steps - start, "train-classifier", true);
     double loss = NAN, acc = NAN;
     for (int64_t step = start; step < steps && g_stop == 0; ++step) {
-      const ClassifierStepStats st = trainer.step();
+      const TrainStepStats st = trainer.step();
+      const double batch_accuracy = st.extra.front().second;
       recent.push_back(st.loss);
       if (static_cast<int64_t>(recent.size()) > kLossWindow) recent.pop_front();
       loss = std::isnan(loss) ? st.loss : 0.98 * loss + 0.02 * st.loss;
-      acc = std::isnan(acc) ? st.accuracy : 0.98 * acc + 0.02 * st.accuracy;
+      acc = std::isnan(acc) ? batch_accuracy : 0.98 * acc + 0.02 * batch_accuracy;
       bar.update(st.step - start, {{"loss", loss}, {"acc", acc}, {"lr", st.lr}});
       if (!bar.active() && (st.step % c.log_every == 0 || st.step == steps)) {
         std::printf("step %lld/%lld  epoch %.2f  loss %.4f  acc %.4f  lr %.3g  %.1f s\n",
@@ -284,7 +273,7 @@ class TrainClassifierCommand final : public Command {
         {"test", {{"accuracy", score.accuracy}, {"loss", score.loss}, {"images", score.n}}},
         {"train_eval", {{"accuracy", train_score.accuracy}, {"loss", train_score.loss}, {"images", train_score.n}}},
         {"training", {{"command", command_line()}, {"seed", c.seed}, {"epochs", c.epochs}, {"steps", steps},
-                      {"seconds", seconds}, {"threads", threads}, {"machine", machine()},
+                      {"seconds", seconds}, {"threads", threads}, {"machine", machine_text()},
                       {"final_loss", final_loss}, {"final_loss_window", recent.size()}, {"batch", c.batch},
                       {"lr", c.lr}, {"min_lr", c.min_lr}, {"warmup", opt.optimizer.schedule.warmup_steps},
                       {"weight_decay", c.weight_decay}, {"grad_clip", c.grad_clip}, {"flip", !c.no_flip},

@@ -2,11 +2,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
 
+#include <torch/script.h>
+
 #include "fewstep/core/check.h"
+#include "fewstep/models/guidance.h"
+#include "fewstep/nets/network.h"
 #include "fewstep/schedules/schedule_spec.h"
 
 namespace fewstep {
@@ -15,7 +20,54 @@ std::string model_sidecar_path(const std::string& model_path) {
   return std::filesystem::path(model_path).replace_extension(".json").string();
 }
 
-ModelFile load_model_file(const std::string& model_path) {
+namespace {
+
+// The network of a conditional model file as a Denoiser for `c` (see the header).
+Denoiser conditional_denoiser(const std::string& path, const SchedulePtr& schedule, Prediction prediction,
+                              TimeInput time_input, double time_scale, int64_t num_classes, bool guidance_input,
+                              std::optional<double> default_guidance, const ModelConditioning& c) {
+  auto module = std::make_shared<torch::jit::Module>(torch::jit::load(path));
+  module->eval();
+  at::Tensor labels = c.labels;
+  if (labels.defined()) {
+    FEWSTEP_CHECK_VALUE(labels.dim() == 1 && labels.numel() >= 1, "conditioning.labels must be a 1-D tensor, got shape ",
+                        labels.sizes());
+    labels = labels.to(at::kLong);
+    const int64_t lo = labels.min().item<int64_t>(), hi = labels.max().item<int64_t>();
+    FEWSTEP_CHECK_VALUE(lo >= 0 && hi < num_classes, "conditioning.labels must lie in [0, ", num_classes,
+                        ") for model '", path, "', got range [", lo, ", ", hi, "]");
+  }
+  if (guidance_input) {
+    const std::optional<double> s = c.guidance ? c.guidance : default_guidance;
+    FEWSTEP_CHECK_VALUE(s.has_value(), "model '", path, "' takes a guidance weight as input; pass conditioning.guidance");
+    FEWSTEP_CHECK_VALUE(std::isfinite(*s), "conditioning.guidance must be finite, got ", *s);
+    const at::Tensor y = labels.defined() ? labels : at::full({1}, num_classes, at::kLong);
+    const at::Tensor w = at::full({1}, *s, at::kDouble);
+    Denoiser::Network fn = [module, y, w, path](const at::Tensor& x, const at::Tensor& t) {
+      return forward_network(*module, x, t, y.to(x.device()), w.to(x.device(), x.scalar_type()), path.c_str());
+    };
+    return Denoiser(std::move(fn), schedule, prediction, time_input, time_scale);
+  }
+  const double s = c.guidance.value_or(1.0);
+  if (s != 1.0) {
+    FEWSTEP_CHECK_VALUE(labels.defined(), "conditioning.guidance = ", s, " needs conditioning.labels (guidance "
+                        "pushes samples towards a class)");
+    ConditionalNetwork net = [module, path](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+      return forward_network(*module, x, t, y, {}, path.c_str());
+    };
+    return classifier_free_guidance(std::move(net), schedule, prediction, labels,
+                                    at::full({1}, num_classes, at::kLong), s, time_input, time_scale);
+  }
+  const at::Tensor y = labels.defined() ? labels : at::full({1}, num_classes, at::kLong);
+  Denoiser::Network fn = [module, y, path](const at::Tensor& x, const at::Tensor& t) {
+    return forward_network(*module, x, t, y.to(x.device()), {}, path.c_str());
+  };
+  return Denoiser(std::move(fn), schedule, prediction, time_input, time_scale);
+}
+
+}  // namespace
+
+ModelFile load_model_file(const std::string& model_path, const ModelConditioning& conditioning) {
   namespace fsys = std::filesystem;
   using json = nlohmann::json;
   FEWSTEP_CHECK_VALUE(fsys::is_regular_file(model_path), "model_path '", model_path, "' is not a file");
@@ -43,9 +95,32 @@ ModelFile load_model_file(const std::string& model_path) {
     for (int64_t d : shape)
       FEWSTEP_CHECK_VALUE(d > 0, "sidecar '", side, "': sample_shape entries must be positive, got ",
                           meta["sample_shape"].dump());
-    Denoiser denoiser = Denoiser::torchscript(model_path, schedule, prediction, time_input, time_scale);
-    return ModelFile{std::move(denoiser),   std::move(schedule), prediction, std::move(shape),
-                     meta.value("name", fsys::path(model_path).stem().string()), model_path, meta.dump()};
+    const json config = meta.contains("network") ? meta["network"].value("config", json::object()) : json::object();
+    const int64_t num_classes = config.value("num_classes", int64_t{0});
+    const bool guidance_input = config.value("guidance_input", false);
+    FEWSTEP_CHECK_VALUE(num_classes > 0 || (!conditioning.labels.defined() && !conditioning.guidance),
+                        "model '", model_path, "' is not class-conditional; conditioning.labels and "
+                        "conditioning.guidance must be unset");
+    std::optional<double> default_guidance;
+    if (meta.contains("default_guidance")) default_guidance = meta["default_guidance"].get<double>();
+    Denoiser denoiser =
+        num_classes > 0 ? conditional_denoiser(model_path, schedule, prediction, time_input, time_scale, num_classes,
+                                               guidance_input, default_guidance, conditioning)
+                        : Denoiser::torchscript(model_path, schedule, prediction, time_input, time_scale);
+    ModelFile file{std::move(denoiser),   std::move(schedule), prediction, std::move(shape),
+                   meta.value("name", fsys::path(model_path).stem().string()), model_path, meta.dump()};
+    file.num_classes = num_classes;
+    file.guidance_input = guidance_input;
+    if (meta.contains("sampler")) {
+      const json& sm = meta["sampler"];
+      file.solver = sm.value("solver", std::string("ddim"));
+      file.timesteps = sm.at("timesteps").get<std::vector<double>>();
+      FEWSTEP_CHECK_VALUE(file.timesteps.size() >= 2, "sidecar '", side, "': sampler.timesteps needs >= 2 times");
+      for (size_t i = 1; i < file.timesteps.size(); ++i)
+        FEWSTEP_CHECK_VALUE(file.timesteps[i] < file.timesteps[i - 1], "sidecar '", side,
+                            "': sampler.timesteps must decrease, got ", sm.at("timesteps").dump());
+    }
+    return file;
   } catch (const json::exception& e) {
     FEWSTEP_CHECK_VALUE(false, "sidecar '", side, "': ", e.what());
   }

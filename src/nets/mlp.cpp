@@ -39,20 +39,15 @@ ScriptNet make_mlp(const MlpConfig& c, uint64_t seed) {
   nets_detail::ScriptBuilder b(seed);
   auto net = std::make_shared<torch::jit::Module>(b.module("TimeMLP"));
   net->register_module("time_embed", nets_detail::time_embedding(b, c.time_frequencies, c.time_embed_dim,
-                                                                 c.time_multiplier, c.num_classes));
+                                                                 c.time_multiplier, c.num_classes,
+                                                                 c.guidance_input));
   b.linear(*net, "fc_in", c.dim, c.hidden);
   for (int64_t i = 0; i < c.blocks; ++i)
     net->register_module("block" + std::to_string(i), block(b, c.hidden, c.time_embed_dim));
   b.linear(*net, "fc_out", c.hidden, c.dim);
 
   std::ostringstream src;
-  if (c.num_classes > 0) {
-    src << "def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:\n"
-        << "    emb = self.time_embed.forward(t, x, y)\n";
-  } else {
-    src << "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
-        << "    emb = self.time_embed.forward(t, x, None)\n";
-  }
+  src << nets_detail::forward_signature(c.num_classes, c.guidance_input);
   src << "    h = torch.linear(x, self.fc_in_weight, self.fc_in_bias)\n";
   for (int64_t i = 0; i < c.blocks; ++i) src << "    h = self.block" << i << ".forward(h, emb)\n";
   src << "    return torch.linear(torch.silu(h), self.fc_out_weight, self.fc_out_bias)\n";
@@ -63,7 +58,8 @@ ScriptNet make_mlp(const MlpConfig& c, uint64_t seed) {
 int64_t mlp_parameter_count(const MlpConfig& c) {
   check_config(c);
   const int64_t f = c.time_frequencies, e = c.time_embed_dim, h = c.hidden, d = c.dim;
-  const int64_t time = (f * e + e) + (e * e + e) + (c.num_classes > 0 ? (c.num_classes + 1) * e : 0);
+  const int64_t time = (f * e + e) + (e * e + e) + (c.num_classes > 0 ? (c.num_classes + 1) * e : 0) +
+                       (c.guidance_input ? (f * e + e) + (e * e + e) : 0);
   const int64_t per_block = 2 * (h * h + h) + (e * h + h);
   return time + (d * h + h) + c.blocks * per_block + (h * d + d);
 }

@@ -1,6 +1,10 @@
 #include "fewstep/nets/network.h"
 
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/script.h>
+
+#include <map>
 
 #include "fewstep/core/check.h"
 #include "fewstep/train/atomic_file.h"
@@ -13,5 +17,46 @@ int64_t parameter_count(const torch::jit::Module& module) { return nets_detail::
 void save_network(const torch::jit::Module& module, const std::string& path) {
   atomic_write(path, [&module](const std::string& temp_path) { module.save(temp_path); });
 }
+
+std::vector<at::Tensor> trainable_parameters(const torch::jit::Module& module) {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& p : module.parameters(/*recurse=*/true)) {
+    if (p.requires_grad()) out.push_back(p);
+  }
+  return out;
+}
+
+void copy_weights(const torch::jit::Module& source, torch::jit::Module& target) {
+  std::map<std::string, at::Tensor> dst;
+  for (const auto& p : target.named_parameters(/*recurse=*/true)) dst[p.name] = p.value;
+  for (const auto& b : target.named_buffers(/*recurse=*/true)) dst[b.name] = b.value;
+  at::NoGradGuard no_grad;
+  auto copy_one = [&dst](const std::string& name, const at::Tensor& value) {
+    const auto it = dst.find(name);
+    FEWSTEP_CHECK_VALUE(it != dst.end(), "copy_weights: the target network has no tensor '", name,
+                        "' (different architecture)");
+    FEWSTEP_CHECK_VALUE(it->second.sizes() == value.sizes(), "copy_weights: tensor '", name, "' has shape ",
+                        value.sizes(), " in the source and ", it->second.sizes(), " in the target");
+    at::Tensor(it->second).copy_(value);
+  };
+  for (const auto& p : source.named_parameters(/*recurse=*/true)) copy_one(p.name, p.value);
+  for (const auto& b : source.named_buffers(/*recurse=*/true)) copy_one(b.name, b.value);
+}
+
+at::Tensor forward_network(const torch::jit::Module& module, const at::Tensor& x, const at::Tensor& t,
+                           const at::Tensor& y, const at::Tensor& w, const char* who) {
+  std::vector<c10::IValue> args = {x, t};
+  if (y.defined() || w.defined()) args.emplace_back(y.defined() ? c10::IValue(y) : c10::IValue());
+  if (w.defined()) args.emplace_back(w);
+  const c10::IValue out = module.get_method("forward")(std::move(args));
+  FEWSTEP_CHECK_TYPE(out.isTensor(), who, ": forward(x, t", y.defined() || w.defined() ? ", y" : "",
+                     w.defined() ? ", w" : "", ") returned ", out.tagKind(), ", expected a Tensor");
+  return out.toTensor();
+}
+
+ScopedUnoptimizedExecutor::ScopedUnoptimizedExecutor() : previous_(torch::jit::getGraphExecutorOptimize()) {
+  torch::jit::setGraphExecutorOptimize(false);
+}
+ScopedUnoptimizedExecutor::~ScopedUnoptimizedExecutor() { torch::jit::setGraphExecutorOptimize(previous_); }
 
 }  // namespace fewstep

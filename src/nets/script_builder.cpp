@@ -52,7 +52,7 @@ std::string float_literal(double v) {
 }
 
 torch::jit::Module time_embedding(ScriptBuilder& b, int64_t frequencies, int64_t dim, double time_multiplier,
-                                  int64_t num_classes) {
+                                  int64_t num_classes, bool guidance_input) {
   FEWSTEP_CHECK_VALUE(frequencies >= 2 && frequencies % 2 == 0, "time_frequencies must be an even number >= 2, got ",
                       frequencies);
   FEWSTEP_CHECK_VALUE(dim >= 1, "time_embed_dim must be >= 1, got ", dim);
@@ -65,9 +65,19 @@ torch::jit::Module time_embedding(ScriptBuilder& b, int64_t frequencies, int64_t
   b.linear(m, "fc1", frequencies, dim);
   b.linear(m, "fc2", dim, dim);
   if (num_classes > 0) b.embedding(m, "label", num_classes + 1, dim);
+  if (guidance_input) {
+    b.linear(m, "guidance_fc1", frequencies, dim);
+    b.linear(m, "guidance_fc2", dim, dim);
+    // Zero output layer: a student whose other weights are copied from its teacher starts as the
+    // teacher for every w (guidance distillation initialises the student this way).
+    for (const char* name : {"guidance_fc2_weight", "guidance_fc2_bias"}) {
+      at::NoGradGuard no_grad;
+      m.attr(name).toTensor().zero_();
+    }
+  }
 
   std::ostringstream src;
-  src << "def forward(self, t: Tensor, x: Tensor, y: Optional[Tensor]) -> Tensor:\n"
+  src << "def forward(self, t: Tensor, x: Tensor, y: Optional[Tensor], w: Optional[Tensor]) -> Tensor:\n"
       << "    n = x.size(0)\n"
       << "    t = t.to(x.device, x.dtype).reshape([-1]).expand([n])\n"
       << "    args = (t * " << float_literal(time_multiplier)
@@ -82,9 +92,28 @@ torch::jit::Module time_embedding(ScriptBuilder& b, int64_t frequencies, int64_t
         << "        labels = y.to(x.device).long().reshape([-1]).expand([n])\n"
         << "    emb = emb + torch.embedding(self.label_weight, labels)\n";
   }
+  if (guidance_input) {
+    src << "    if w is not None:\n"
+        << "        ws = w.to(x.device, x.dtype).reshape([-1]).expand([n])\n"
+        << "        wargs = (ws * " << float_literal(kGuidanceMultiplier)
+        << ").unsqueeze(1) * self.freqs.to(x.dtype).unsqueeze(0)\n"
+        << "        g = torch.cat([torch.sin(wargs), torch.cos(wargs)], 1)\n"
+        << "        g = torch.linear(g, self.guidance_fc1_weight, self.guidance_fc1_bias)\n"
+        << "        emb = emb + torch.linear(torch.silu(g), self.guidance_fc2_weight, self.guidance_fc2_bias)\n";
+  }
   src << "    return emb\n";
   m.define(src.str());
   return m;
+}
+
+std::string forward_signature(int64_t num_classes, bool guidance_input) {
+  std::string sig = "def forward(self, x: Tensor, t: Tensor";
+  if (num_classes > 0) sig += ", y: Optional[Tensor] = None";
+  if (guidance_input) sig += ", w: Optional[Tensor] = None";
+  sig += ") -> Tensor:\n    emb = self.time_embed.forward(t, x, ";
+  sig += num_classes > 0 ? "y, " : "None, ";
+  sig += guidance_input ? "w)\n" : "None)\n";
+  return sig;
 }
 
 int64_t count_parameters(const torch::jit::Module& m) {

@@ -36,8 +36,17 @@ class ScriptBuilder {
 /// forward(t, x, y) with t a scalar or [B] tensor broadcast to x's batch, in x's dtype; when
 /// num_classes > 0 a label embedding (row num_classes = the "null" class, used for y = None) is
 /// added. Frequencies exp(−log(10⁴) i/half), i < half = frequencies/2, applied to t·time_multiplier.
+/// With guidance_input, forward(t, x, y, w) also adds Linear(SiLU(Linear(sinusoidal(w·kGuidanceMultiplier))))
+/// for a guidance weight w (scalar or [B]; nothing is added for w = None); its output layer starts at zero.
 torch::jit::Module time_embedding(ScriptBuilder& b, int64_t frequencies, int64_t dim, double time_multiplier,
-                                  int64_t num_classes);
+                                  int64_t num_classes, bool guidance_input);
+
+/// w ∈ [0, ~10] spans the sinusoids' periods like t·1000 does for t ∈ [0, 1].
+constexpr double kGuidanceMultiplier = 100.0;
+
+/// The first lines of a network's forward: the signature (x, t[, y][, w]) and
+/// `emb = self.time_embed.forward(t, x, y, w)` (None for the inputs the network does not take).
+std::string forward_signature(int64_t num_classes, bool guidance_input);
 
 /// A C++ double as a TorchScript float literal that round-trips exactly.
 std::string float_literal(double v);

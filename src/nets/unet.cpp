@@ -92,17 +92,12 @@ ScriptNet make_unet(const UNetConfig& c, uint64_t seed) {
   auto ch = [&c](int64_t l) { return c.base_channels * c.channel_mult[static_cast<size_t>(l)]; };
   auto add = [&net](const std::string& name, const torch::jit::Module& m) { net->register_module(name, m); };
 
-  add("time_embed", nets_detail::time_embedding(b, c.time_frequencies, embed, c.time_multiplier, c.num_classes));
+  add("time_embed", nets_detail::time_embedding(b, c.time_frequencies, embed, c.time_multiplier, c.num_classes,
+                                                                 c.guidance_input));
   b.conv(*net, "conv_in", c.in_channels, ch(0), 3);
 
   std::ostringstream src;
-  if (c.num_classes > 0) {
-    src << "def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:\n"
-        << "    emb = self.time_embed.forward(t, x, y)\n";
-  } else {
-    src << "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
-        << "    emb = self.time_embed.forward(t, x, None)\n";
-  }
+  src << nets_detail::forward_signature(c.num_classes, c.guidance_input);
   src << "    h = torch.conv2d(x, self.conv_in_weight, self.conv_in_bias, [1, 1], [1, 1])\n";
 
   // Down path. Registration order is the parameter order (optimiser state, checkpoints).

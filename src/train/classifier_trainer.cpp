@@ -1,31 +1,17 @@
 #include "fewstep/train/classifier_trainer.h"
 
 #include <c10/core/InferenceMode.h>
-#include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/script.h>
 
-#include <chrono>
 #include <cmath>
-#include <fstream>
 
 #include "fewstep/core/check.h"
 #include "fewstep/train/checkpoint.h"
-#include "fewstep/train/progress_bar.h"
 #include "fewstep/train/rng_bundle.h"
 
 namespace fewstep {
 
 namespace {
-
-constexpr const char* kFormat = "fewstep.classifier_trainer.v1";
-
-// As in DenoiserTrainer: unoptimised, every call runs the same kernels, so a resumed process
-// computes step k exactly as an uninterrupted one.
-struct UnoptimizedExecutor {
-  bool previous = torch::jit::getGraphExecutorOptimize();
-  UnoptimizedExecutor() { torch::jit::setGraphExecutorOptimize(false); }
-  ~UnoptimizedExecutor() { torch::jit::setGraphExecutorOptimize(previous); }
-};
 
 at::Tensor logits_of(const torch::jit::Module& net, const at::Tensor& x) {
   const c10::IValue out = net.get_method("forward")({x});
@@ -74,6 +60,8 @@ struct ClassifierTrainer::Impl {
 
   Impl(ScriptNet n, std::shared_ptr<BatchSource> d, ClassifierTrainerOptions o)
       : net(std::move(n)), data(std::move(d)), options(std::move(o)), rng(options.seed) {}
+  // What the checkpoint stores besides the settings (train/trainer.h).
+  TrainingParts parts() const { return {"model", net.get(), nullptr, optimizer.get(), const_cast<RngBundle*>(&rng), data.get()}; }
 };
 
 ClassifierTrainer::ClassifierTrainer(ScriptNet net, std::shared_ptr<BatchSource> data,
@@ -82,12 +70,7 @@ ClassifierTrainer::ClassifierTrainer(ScriptNet net, std::shared_ptr<BatchSource>
   FEWSTEP_CHECK_VALUE(data != nullptr, "ClassifierTrainer: data must not be null");
   FEWSTEP_CHECK_VALUE(net->find_method("forward").has_value(),
                       "ClassifierTrainer: net has no forward method; expected forward(x) -> logits");
-  FEWSTEP_CHECK_VALUE(options.checkpoint_every >= 0, "ClassifierTrainerOptions.checkpoint_every must be >= 0, got ",
-                      options.checkpoint_every);
-  std::vector<at::Tensor> params;
-  for (const at::Tensor& p : net->parameters(/*recurse=*/true)) {
-    if (p.requires_grad()) params.push_back(p);
-  }
+  std::vector<at::Tensor> params = trainable_parameters(*net);
   FEWSTEP_CHECK_VALUE(!params.empty(), "ClassifierTrainer: net has no parameters that require grad");
   impl_ = std::make_unique<Impl>(std::move(net), std::move(data), std::move(options));
   impl_->optimizer = std::make_unique<Optimizer>(std::move(params), impl_->options.optimizer);
@@ -96,7 +79,7 @@ ClassifierTrainer::ClassifierTrainer(ScriptNet net, std::shared_ptr<BatchSource>
 
 ClassifierTrainer::~ClassifierTrainer() = default;
 
-ClassifierStepStats ClassifierTrainer::step() {
+TrainStepStats ClassifierTrainer::step() {
   Impl& s = *impl_;
   const at::Tensor& first = s.optimizer->parameters().front();
   const Batch batch = s.data->next();
@@ -115,7 +98,7 @@ ClassifierStepStats ClassifierTrainer::step() {
   at::Tensor loss;
   double accuracy = 0.0;
   {
-    UnoptimizedExecutor guard;
+    ScopedUnoptimizedExecutor guard;
     const at::Tensor logits = logits_of(*s.net, x);
     loss = at::nll_loss(at::log_softmax(logits, 1), y);
     loss.backward();
@@ -126,78 +109,24 @@ ClassifierStepStats ClassifierTrainer::step() {
                 "; lower the learning rate (", s.options.optimizer.schedule.lr, ") or check the data");
   const Optimizer::Stats o = s.optimizer->step(s.step);
   ++s.step;
-  return {s.step, loss_value, accuracy, o.lr, o.grad_norm};
+  return {s.step, loss_value, o.lr, o.grad_norm, {{"accuracy", accuracy}}};
 }
 
-TrainSummary ClassifierTrainer::train(int64_t steps) {
-  FEWSTEP_CHECK_VALUE(steps >= 0, "ClassifierTrainer.train: steps must be >= 0, got ", steps);
-  Impl& s = *impl_;
-  TrainSummary summary;
-  summary.first_step = s.step;
-  summary.losses.reserve(static_cast<size_t>(steps));
-  const auto start = std::chrono::steady_clock::now();
-  ProgressBar bar(steps, "train", s.options.progress);
-  double loss = NAN, acc = NAN;
-  bool saved_last = false;
-  for (int64_t i = 0; i < steps; ++i) {
-    const ClassifierStepStats st = step();
-    summary.losses.push_back(st.loss);
-    loss = std::isnan(loss) ? st.loss : 0.98 * loss + 0.02 * st.loss;
-    acc = std::isnan(acc) ? st.accuracy : 0.98 * acc + 0.02 * st.accuracy;
-    bar.update(i + 1, {{"loss", loss}, {"acc", acc}, {"lr", st.lr}});
-    saved_last = false;
-    if (!s.options.checkpoint_path.empty() && s.options.checkpoint_every > 0 &&
-        st.step % s.options.checkpoint_every == 0) {
-      save_checkpoint(s.options.checkpoint_path);
-      saved_last = true;
-    }
-  }
-  bar.close();
-  if (!s.options.checkpoint_path.empty() && !saved_last && steps > 0) save_checkpoint(s.options.checkpoint_path);
-  summary.last_step = s.step;
-  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return summary;
-}
-
-void ClassifierTrainer::save_checkpoint(const std::string& path) const {
+Checkpoint ClassifierTrainer::state() const {
   const Impl& s = *impl_;
   Checkpoint c;
-  c.set_string("format", kFormat);
-  c.set_int("step", s.step);
   c.set_int("config/flip", s.options.flip ? 1 : 0);
   c.set_string("config/data", s.data->describe());
-  save_module_state(c, "model", *s.net);
-  s.optimizer->save(c, "optimizer");
-  s.rng.save(c, "rng");
-  for (const auto& [key, value] : s.data->state()) c.set_tensor("data/" + key, value);
-  c.save(path);
+  save_training_parts(c, s.step, s.parts());
+  return c;
 }
 
-void ClassifierTrainer::load_checkpoint(const std::string& path) {
+void ClassifierTrainer::load_state(const Checkpoint& c) {
   Impl& s = *impl_;
-  const Checkpoint c = Checkpoint::load(path);
-  FEWSTEP_CHECK_VALUE(c.contains("format") && c.string("format") == kFormat,
-                      "ClassifierTrainer.load_checkpoint: path '", path,
-                      "' is not a classifier-trainer checkpoint (format '",
-                      c.contains("format") ? c.string("format") : std::string("none"), "', expected '", kFormat,
-                      "')");
-  const int64_t step = c.integer("step");
-  FEWSTEP_CHECK_VALUE(step >= 0, "ClassifierTrainer.load_checkpoint: path '", path, "' has step ", step);
-  load_module_state(c, "model", *s.net);
-  s.optimizer->load(c, "optimizer");
-  s.rng.load(c, "rng");
-  BatchSource::State data;
-  for (const std::string& key : c.tensor_keys("data/")) data[key.substr(5)] = c.tensor(key);
-  s.data->load_state(data);
-  s.step = step;
+  s.step = load_training_parts(c, s.parts(), "ClassifierTrainer.load_checkpoint");
 }
 
-bool ClassifierTrainer::resume(const std::string& path) {
-  if (!std::ifstream(path).good()) return false;
-  load_checkpoint(path);
-  return true;
-}
-
+int64_t ClassifierTrainer::planned_steps() const { return impl_->options.optimizer.schedule.total_steps; }
 int64_t ClassifierTrainer::step_count() const { return impl_->step; }
 const ScriptNet& ClassifierTrainer::net() const { return impl_->net; }
 const ClassifierTrainerOptions& ClassifierTrainer::options() const { return impl_->options; }

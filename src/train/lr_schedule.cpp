@@ -21,6 +21,7 @@ double LrSchedule::at(int64_t step) const {
   if (total_steps <= warmup_steps) return lr;
   const double progress =
       std::min(1.0, static_cast<double>(step - warmup_steps) / static_cast<double>(total_steps - warmup_steps));
+  if (decay == LrDecay::Linear) return min_lr + (lr - min_lr) * (1.0 - progress);
   return min_lr + (lr - min_lr) * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 

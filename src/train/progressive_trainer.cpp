@@ -2,12 +2,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
-#include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/script.h>
 
-#include <chrono>
 #include <cmath>
-#include <fstream>
 #include <vector>
 
 #include "fewstep/core/check.h"
@@ -20,34 +17,15 @@ namespace fewstep {
 
 namespace {
 
-constexpr const char* kFormat = "fewstep.progressive_trainer.v1";
-
-// As in denoiser_trainer.cpp: every call runs the same eager kernels, so resumed runs repeat exactly.
-struct UnoptimizedExecutor {
-  bool previous = torch::jit::getGraphExecutorOptimize();
-  UnoptimizedExecutor() { torch::jit::setGraphExecutorOptimize(false); }
-  ~UnoptimizedExecutor() { torch::jit::setGraphExecutorOptimize(previous); }
-};
-
-std::vector<at::Tensor> trainable(const torch::jit::Module& m) {
-  std::vector<at::Tensor> out;
-  for (const at::Tensor& p : m.parameters(/*recurse=*/true)) {
-    if (p.requires_grad()) out.push_back(p);
-  }
-  return out;
-}
-
 bool is_power_of_two(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
 
+// The teacher as a Denoiser for this batch's labels y and guidance weights w (either may be undefined).
 Denoiser wrap(const ScriptNet& net, const SchedulePtr& schedule, Prediction prediction, TimeInput time_input,
-              double time_scale) {
-  Denoiser::Network fn = [net](const at::Tensor& x, const at::Tensor& t) {
-    UnoptimizedExecutor guard;
+              double time_scale, const at::Tensor& y, const at::Tensor& w) {
+  Denoiser::Network fn = [net, y, w](const at::Tensor& x, const at::Tensor& t) {
+    ScopedUnoptimizedExecutor guard;
     at::NoGradGuard no_grad;
-    const c10::IValue out = net->forward({x, t});
-    FEWSTEP_CHECK_TYPE(out.isTensor(), "ProgressiveDistillationTrainer: teacher.forward(x, t) returned ",
-                       out.tagKind(), ", expected a Tensor");
-    return out.toTensor();
+    return forward_network(*net, x, t, y, w, "ProgressiveDistillationTrainer teacher");
   };
   return Denoiser(std::move(fn), schedule, prediction, time_input, time_scale);
 }
@@ -91,6 +69,13 @@ void ProgressiveTrainerOptions::validate() const {
                       "ProgressiveTrainerOptions.time_scale must be positive, got ", time_scale);
   FEWSTEP_CHECK_VALUE(std::isfinite(ema_decay) && ema_decay >= 0.0 && ema_decay <= 1.0,
                       "ProgressiveTrainerOptions.ema_decay must be in [0, 1], got ", ema_decay);
+  conditioning.validate();
+  if (guidance_range) {
+    const auto [lo, hi] = *guidance_range;
+    FEWSTEP_CHECK_VALUE(std::isfinite(lo) && std::isfinite(hi) && lo <= hi,
+                        "ProgressiveTrainerOptions.guidance_range must be a finite [lo, hi] with lo <= hi, got [", lo,
+                        ", ", hi, "]");
+  }
   optimizer.schedule.validate();
 }
 
@@ -107,7 +92,7 @@ struct ProgressiveDistillationTrainer::Impl {
   int64_t step = 0;
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<Ema> ema;
-  std::unique_ptr<Denoiser> teacher;
+  Prediction teacher_prediction = Prediction::Eps;  // of teacher_net in the current round
   RngBundle rng;
 
   Impl(SchedulePtr s, std::shared_ptr<BatchSource> d, ProgressiveTrainerOptions o)
@@ -118,25 +103,21 @@ struct ProgressiveDistillationTrainer::Impl {
     o.schedule.total_steps = options.iterations_per_round;
     return o;
   }
-  void fresh_optimizer() { optimizer = std::make_unique<Optimizer>(trainable(*student), round_optimizer_options()); }
+  void fresh_optimizer() {
+    optimizer = std::make_unique<Optimizer>(trainable_parameters(*student), round_optimizer_options());
+  }
   void set_round(int64_t r) {
     round = r;
     steps_n = options.initial_steps >> r;
-    const Prediction p = r == 0 ? options.teacher_prediction : options.student_prediction;
-    teacher = std::make_unique<Denoiser>(wrap(teacher_net, schedule, p, options.time_input, options.time_scale));
+    teacher_prediction = r == 0 ? options.teacher_prediction : options.student_prediction;
   }
+  Denoiser teacher(const at::Tensor& y, const at::Tensor& w) const {
+    return wrap(teacher_net, schedule, teacher_prediction, options.time_input, options.time_scale, y, w);
+  }
+  // The round's EMA student becomes the next teacher and the next student's start.
   void end_round() {
-    {
-      at::NoGradGuard no_grad;
-      const auto src = student->parameters(true);
-      auto dst = teacher_net->parameters(true);
-      auto it = src.begin();
-      for (auto jt = dst.begin(); jt != dst.end(); ++jt, ++it) at::Tensor(*jt).copy_(*it);
-      const auto bsrc = student->buffers(true);
-      auto bdst = teacher_net->buffers(true);
-      auto bit = bsrc.begin();
-      for (auto jt = bdst.begin(); jt != bdst.end(); ++jt, ++bit) at::Tensor(*jt).copy_(*bit);
-    }
+    copy_weights(*ema->module(), *teacher_net);
+    copy_weights(*ema->module(), *student);
     set_round(round + 1);
     fresh_optimizer();
     ema->reset(*student);
@@ -145,13 +126,14 @@ struct ProgressiveDistillationTrainer::Impl {
 
 ProgressiveDistillationTrainer::ProgressiveDistillationTrainer(ScriptNet teacher, SchedulePtr schedule,
                                                                std::shared_ptr<BatchSource> data,
-                                                               ProgressiveTrainerOptions options) {
+                                                               ProgressiveTrainerOptions options, ScriptNet student) {
   FEWSTEP_CHECK_VALUE(teacher != nullptr, "ProgressiveDistillationTrainer: teacher must not be null");
   FEWSTEP_CHECK_VALUE(schedule != nullptr, "ProgressiveDistillationTrainer: schedule must not be null");
   FEWSTEP_CHECK_VALUE(data != nullptr, "ProgressiveDistillationTrainer: data must not be null");
   FEWSTEP_CHECK_VALUE(teacher->find_method("forward").has_value(),
                       "ProgressiveDistillationTrainer: teacher has no forward method; expected forward(x, t) -> Tensor");
   options.validate();
+
   impl_ = std::make_unique<Impl>(std::move(schedule), std::move(data), std::move(options));
   Impl& s = *impl_;
   s.t_lo = s.options.t_min.value_or(s.schedule->t_min());
@@ -166,11 +148,12 @@ ProgressiveDistillationTrainer::ProgressiveDistillationTrainer(ScriptNet teacher
   {
     at::NoGradGuard no_grad;
     s.teacher_net = std::make_shared<torch::jit::Module>(teacher->clone());
-    s.student = std::make_shared<torch::jit::Module>(teacher->clone());
+    s.student = std::make_shared<torch::jit::Module>(student != nullptr ? student->clone() : teacher->clone());
     for (const at::Tensor& p : s.teacher_net->parameters(true)) at::Tensor(p).requires_grad_(false);
     for (const at::Tensor& p : s.student->parameters(true)) at::Tensor(p).requires_grad_(true);
   }
-  FEWSTEP_CHECK_VALUE(!trainable(*s.student).empty(), "ProgressiveDistillationTrainer: teacher has no parameters");
+  FEWSTEP_CHECK_VALUE(!trainable_parameters(*s.student).empty(),
+                      "ProgressiveDistillationTrainer: the student has no parameters");
   s.teacher_net->eval();
   s.student->train();
   s.set_round(0);
@@ -195,6 +178,13 @@ TrainStepStats ProgressiveDistillationTrainer::step() {
   at::Generator& gen = s.rng.get("noise");
   const at::Tensor index = at::randint(1, s.steps_n + 1, {n}, gen, at::kLong);
   const at::Tensor eps = at::randn(x0.sizes(), gen, at::TensorOptions().dtype(x0.scalar_type())).to(x0.device());
+  const at::Tensor y =
+      draw_labels(batch, s.options.conditioning, s.rng.get("labels"), x0.device(), "ProgressiveDistillationTrainer");
+  at::Tensor w;
+  if (s.options.guidance_range) {
+    const auto [lo, hi] = *s.options.guidance_range;
+    w = (lo + (hi - lo) * at::rand({n}, s.rng.get("guidance"), at::kDouble)).to(x0.options());
+  }
 
   // Per-sample schedule values on the host in float64, then cast.
   std::vector<double> alpha(n), sigma(n), weight(n), t_in(n);
@@ -212,26 +202,41 @@ TrainStepStats ProgressiveDistillationTrainer::step() {
   const auto opts = x0.options();
   const at::Tensor a = at::tensor(alpha, at::kDouble).to(opts).view(bshape);
   const at::Tensor sg = at::tensor(sigma, at::kDouble).to(opts).view(bshape);
-  const at::Tensor w = at::tensor(weight, at::kDouble).to(opts);
+  const at::Tensor loss_weight = at::tensor(weight, at::kDouble).to(opts);
   const at::Tensor t_input = at::tensor(t_in, at::kDouble).to(opts);
   const at::Tensor z_t = x0 * a + eps * sg;
 
-  const ProgressiveTarget tgt = progressive_target(*s.teacher, z_t, index, s.steps_n, s.t_lo, s.t_hi);
+  // progressive_target calls the teacher once per distinct index on those rows; per-row labels and
+  // guidance weights are bound to each group's teacher here.
+  at::Tensor target;
+  if (!y.defined() && !w.defined()) {
+    target = progressive_target(s.teacher({}, {}), z_t, index, s.steps_n, s.t_lo, s.t_hi).target;
+  } else {
+    target = at::empty_like(z_t);
+    for (int64_t v = 1; v <= s.steps_n; ++v) {
+      const at::Tensor rows = (index == v).nonzero().squeeze(1);
+      if (rows.numel() == 0) continue;
+      const at::Tensor rows_dev = rows.to(z_t.device());
+      const Denoiser teacher = s.teacher(y.defined() ? y.index_select(0, rows_dev) : at::Tensor(),
+                                         w.defined() ? w.index_select(0, rows_dev) : at::Tensor());
+      target.index_copy_(0, rows_dev,
+                         progressive_target(teacher, z_t.index_select(0, rows_dev), index.index_select(0, rows),
+                                            s.steps_n, s.t_lo, s.t_hi)
+                             .target);
+    }
+  }
 
   at::Tensor loss;
   {
-    UnoptimizedExecutor guard;
-    const c10::IValue out = s.student->forward({z_t, t_input});
-    FEWSTEP_CHECK_TYPE(out.isTensor(), "ProgressiveDistillationTrainer: student.forward(x, t) returned ",
-                       out.tagKind(), ", expected a Tensor");
-    const at::Tensor o = out.toTensor();
+    ScopedUnoptimizedExecutor guard;
+    const at::Tensor o = forward_network(*s.student, z_t, t_input, y, w, "ProgressiveDistillationTrainer student");
     at::Tensor x0_hat;
     switch (s.options.student_prediction) {
       case Prediction::X0: x0_hat = o; break;
       case Prediction::Eps: x0_hat = (z_t - sg * o) / a; break;
       default: x0_hat = (a * z_t - sg * o) / (a * a + sg * sg); break;  // v
     }
-    loss = (w * (x0_hat - tgt.target.detach()).pow(2).flatten(1).mean(1)).mean();
+    loss = (loss_weight * (x0_hat - target.detach()).pow(2).flatten(1).mean(1)).mean();
     loss.backward();
   }
   const double loss_value = loss.item<double>();
@@ -242,25 +247,14 @@ TrainStepStats ProgressiveDistillationTrainer::step() {
   const Optimizer::Stats os = s.optimizer->step(in_round);
   s.ema->update(*s.student);
   ++s.step;
+  const double round_steps = static_cast<double>(s.steps_n);
   if (s.step % s.options.iterations_per_round == 0 && s.round + 1 < s.num_rounds) s.end_round();
-  return {s.step, loss_value, os.lr, os.grad_norm};
+  return {s.step, loss_value, os.lr, os.grad_norm, {{"N", round_steps}}};
 }
 
-TrainSummary ProgressiveDistillationTrainer::train(int64_t steps) {
-  FEWSTEP_CHECK_VALUE(steps >= 0, "ProgressiveDistillationTrainer.train: steps must be >= 0, got ", steps);
-  TrainSummary summary;
-  summary.first_step = impl_->step;
-  const auto start = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < steps; ++i) summary.losses.push_back(step().loss);
-  summary.last_step = impl_->step;
-  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return summary;
-}
-
-void ProgressiveDistillationTrainer::save_checkpoint(const std::string& path) const {
+Checkpoint ProgressiveDistillationTrainer::state() const {
   const Impl& s = *impl_;
   Checkpoint c;
-  c.set_string("format", kFormat);
   c.set_int("step", s.step);
   c.set_int("round", s.round);
   c.set_int("steps", s.steps_n);
@@ -271,42 +265,33 @@ void ProgressiveDistillationTrainer::save_checkpoint(const std::string& path) co
   c.set_string("config/student_prediction", to_string(s.options.student_prediction));
   c.set_string("config/weighting", to_string(s.options.weighting));
   c.set_string("config/data", s.data->describe());
+  c.set_int("config/num_classes", s.options.conditioning.num_classes);
+  c.set_int("config/guided", s.options.guidance_range ? 1 : 0);
   save_module_state(c, "student", *s.student);
   save_module_state(c, "teacher", *s.teacher_net);
   s.ema->save(c, "ema");
   s.optimizer->save(c, "optimizer");
   s.rng.save(c, "rng");
-  for (const auto& [key, value] : s.data->state()) c.set_tensor("data/" + key, value);
-  c.save(path);
+  save_data_position(c, *s.data);
+  return c;
 }
 
-void ProgressiveDistillationTrainer::load_checkpoint(const std::string& path) {
+void ProgressiveDistillationTrainer::load_state(const Checkpoint& c) {
   Impl& s = *impl_;
-  const Checkpoint c = Checkpoint::load(path);
-  FEWSTEP_CHECK_VALUE(c.contains("format") && c.string("format") == kFormat,
-                      "ProgressiveDistillationTrainer.load_checkpoint: path '", path,
-                      "' is not a progressive-distillation checkpoint (format '",
-                      c.contains("format") ? c.string("format") : std::string("none"), "', expected '", kFormat, "')");
-  for (const auto& [key, mine] : {std::pair<std::string, int64_t>{"initial_steps", s.options.initial_steps},
-                                  {"final_steps", s.options.final_steps},
-                                  {"iterations_per_round", s.options.iterations_per_round}}) {
-    const int64_t theirs = c.integer("config/" + key);
-    FEWSTEP_CHECK_VALUE(theirs == mine, "ProgressiveDistillationTrainer.load_checkpoint: path '", path,
-                        "' was trained with ", key, " = ", theirs, ", this trainer uses ", mine);
-  }
-  for (const auto& [key, mine] :
-       {std::pair<std::string, std::string>{"teacher_prediction", to_string(s.options.teacher_prediction)},
-        {"student_prediction", to_string(s.options.student_prediction)},
-        {"weighting", to_string(s.options.weighting)}}) {
-    const std::string& theirs = c.string("config/" + key);
-    FEWSTEP_CHECK_VALUE(theirs == mine, "ProgressiveDistillationTrainer.load_checkpoint: path '", path,
-                        "' was trained with ", key, " '", theirs, "', this trainer uses '", mine, "'");
-  }
+  constexpr const char* who = "ProgressiveDistillationTrainer.load_checkpoint";
+  check_setting(c, "initial_steps", s.options.initial_steps, who);
+  check_setting(c, "final_steps", s.options.final_steps, who);
+  check_setting(c, "iterations_per_round", s.options.iterations_per_round, who);
+  check_setting(c, "teacher_prediction", to_string(s.options.teacher_prediction), who);
+  check_setting(c, "student_prediction", to_string(s.options.student_prediction), who);
+  check_setting(c, "weighting", to_string(s.options.weighting), who);
+  check_setting(c, "num_classes", s.options.conditioning.num_classes, who);
+  check_setting(c, "guided", s.options.guidance_range ? 1 : 0, who);
   const int64_t step = c.integer("step"), round = c.integer("round");
   FEWSTEP_CHECK_VALUE(step >= 0 && round >= 0 && round < s.num_rounds &&
                           c.integer("steps") == (s.options.initial_steps >> round),
-                      "ProgressiveDistillationTrainer.load_checkpoint: path '", path, "' has inconsistent step ", step,
-                      ", round ", round, ", steps ", c.integer("steps"));
+                      who, ": checkpoint '", c.source(), "' has inconsistent step ", step, ", round ", round,
+                      ", steps ", c.integer("steps"));
   load_module_state(c, "student", *s.student);
   load_module_state(c, "teacher", *s.teacher_net);
   s.set_round(round);
@@ -314,18 +299,13 @@ void ProgressiveDistillationTrainer::load_checkpoint(const std::string& path) {
   s.optimizer->load(c, "optimizer");
   s.ema->load(c, "ema");
   s.rng.load(c, "rng");
-  BatchSource::State data;
-  for (const std::string& key : c.tensor_keys("data/")) data[key.substr(5)] = c.tensor(key);
-  s.data->load_state(data);
+  load_data_position(c, *s.data);
   s.step = step;
 }
 
-bool ProgressiveDistillationTrainer::resume(const std::string& path) {
-  if (!std::ifstream(path).good()) return false;
-  load_checkpoint(path);
-  return true;
+int64_t ProgressiveDistillationTrainer::planned_steps() const {
+  return impl_->num_rounds * impl_->options.iterations_per_round;
 }
-
 int64_t ProgressiveDistillationTrainer::step_count() const { return impl_->step; }
 int64_t ProgressiveDistillationTrainer::round() const { return impl_->round; }
 int64_t ProgressiveDistillationTrainer::current_steps() const { return impl_->steps_n; }
@@ -336,7 +316,9 @@ bool ProgressiveDistillationTrainer::finished() const {
 const ScriptNet& ProgressiveDistillationTrainer::student() const { return impl_->student; }
 const ScriptNet& ProgressiveDistillationTrainer::teacher() const { return impl_->teacher_net; }
 const ScriptNet& ProgressiveDistillationTrainer::ema_student() const { return impl_->ema->module(); }
-const Denoiser& ProgressiveDistillationTrainer::teacher_denoiser() const { return *impl_->teacher; }
+Denoiser ProgressiveDistillationTrainer::teacher_denoiser(const at::Tensor& y, const at::Tensor& w) const {
+  return impl_->teacher(y, w);
+}
 const Optimizer& ProgressiveDistillationTrainer::optimizer() const { return *impl_->optimizer; }
 const ProgressiveTrainerOptions& ProgressiveDistillationTrainer::options() const { return impl_->options; }
 

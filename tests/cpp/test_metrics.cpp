@@ -304,7 +304,6 @@ fewstep::ClassifierTrainerOptions toy_options() {
   o.optimizer.schedule.lr = 3e-3;
   o.optimizer.schedule.total_steps = 12;
   o.flip = false;  // the toy classes are mirror images of each other
-  o.progress = false;
   o.seed = 3;
   return o;
 }

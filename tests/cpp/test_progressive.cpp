@@ -27,6 +27,7 @@
 #include "fewstep/train/checkpoint.h"
 #include "fewstep/train/progressive_target.h"
 #include "fewstep/train/progressive_trainer.h"
+#include "test_util.h"
 
 namespace {
 
@@ -35,14 +36,7 @@ using fewstep::Prediction;
 using fewstep::ProgressiveDistillationTrainer;
 using fewstep::ProgressiveTrainerOptions;
 
-std::string temp_dir(const std::string& name) {
-  const char* env = std::getenv("FEWSTEP_TEST_TMP");
-  fs::path dir = env && *env ? env : "/tmp";
-  dir /= "fewstep_test_progressive_" + std::to_string(::getpid()) + "_" + name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
+std::string temp_dir(const std::string& name) { return fewstep::testing::scratch_dir("progressive", name); }
 
 at::Generator gen(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
@@ -79,16 +73,7 @@ at::Tensor all_indices(int64_t steps) {
   return idx.index_select(0, at::randperm(idx.size(0), gen(3), at::kLong));
 }
 
-template <class F>
-std::string value_error_message(F f) {
-  try {
-    f();
-  } catch (const c10::ValueError& e) {
-    return e.what_without_backtrace();
-  }
-  ADD_FAILURE() << "no c10::ValueError thrown";
-  return "";
-}
+using fewstep::testing::value_error_message;
 
 // ---------------------------------------------------------------------------------------------
 // The target

@@ -239,16 +239,21 @@ fewstep::MlpConfig small_mlp() {
   return c;
 }
 
-DenoiserTrainerOptions quick_options(const std::string& checkpoint = "", int64_t every = 0) {
+DenoiserTrainerOptions quick_options() {
   DenoiserTrainerOptions o;
   o.optimizer.schedule = {2e-3, 20, 400, 1e-4};
   o.optimizer.weight_decay = 1e-4;
   o.ema_decay = 0.99;
   o.seed = 123;
-  o.checkpoint_path = checkpoint;
-  o.checkpoint_every = every;
-  o.progress = false;
   return o;
+}
+
+fewstep::TrainLoopOptions checkpointing(const std::string& path, int64_t every) {
+  fewstep::TrainLoopOptions loop;
+  loop.checkpoint_path = path;
+  loop.checkpoint_every = every;
+  loop.progress = false;
+  return loop;
 }
 
 std::unique_ptr<DenoiserTrainer> mixture_trainer(const DenoiserTrainerOptions& o, uint64_t net_seed = 5) {
@@ -289,8 +294,8 @@ TEST(DenoiserTrainer, ExactResumeInProcess) {
   auto full = mixture_trainer(quick_options());
   full->train(n);
 
-  auto first = mixture_trainer(quick_options(dir + "/ckpt.pt", 6));
-  first->train(k);
+  auto first = mixture_trainer(quick_options());
+  first->train(k, checkpointing(dir + "/ckpt.pt", 6));
   // A trainer whose network starts from other weights: everything must come from the checkpoint.
   auto resumed = mixture_trainer(quick_options(), /*net_seed=*/77);
   ASSERT_TRUE(resumed->resume(dir + "/ckpt.pt"));
@@ -413,8 +418,8 @@ TEST(ChildProcess, TrainsUntilKilled) {
   const char* dir = std::getenv(kChildEnv);
   if (dir == nullptr) GTEST_SKIP() << "helper of DenoiserTrainer.ExactResumeAfterSigkill";
   at::set_num_threads(1);
-  auto trainer = mixture_trainer(quick_options(std::string(dir) + "/ckpt.pt", 5));
-  trainer->train(1000000);
+  auto trainer = mixture_trainer(quick_options());
+  trainer->train(1000000, checkpointing(std::string(dir) + "/ckpt.pt", 5));
 }
 
 TEST(ChildProcess, WritesCheckpointsUntilKilled) {

@@ -4,14 +4,43 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <c10/util/Exception.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/schedules/schedule.h"
 
 namespace fewstep::testing {
+
+/// A fresh empty directory for one test ($FEWSTEP_TEST_TMP or /tmp), unique per process.
+inline std::string scratch_dir(const std::string& suite, const std::string& name) {
+  const char* env = std::getenv("FEWSTEP_TEST_TMP");
+  std::filesystem::path dir = env && *env ? env : "/tmp";
+  dir /= "fewstep_test_" + suite + "_" + std::to_string(::getpid()) + "_" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+/// The message of the c10::ValueError that f() throws (a test failure if it throws none).
+template <class F>
+std::string value_error_message(F f) {
+  try {
+    f();
+  } catch (const c10::ValueError& e) {
+    return e.what_without_backtrace();
+  }
+  ADD_FAILURE() << "no c10::ValueError thrown";
+  return "";
+}
 
 inline at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 

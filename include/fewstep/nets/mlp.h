@@ -27,6 +27,11 @@ struct MlpConfig {
   /// > 0: forward(x, t, y: Optional[Tensor] = None) with a label embedding; label C is "no class"
   /// (classifier-free guidance's null label), used when y is None.
   int64_t num_classes = 0;
+  /// true: forward(..., w: Optional[Tensor] = None) also takes a guidance weight w (scalar or [B]),
+  /// embedded sinusoidally and added to the time embedding through a zero-initialised layer, so a
+  /// network whose other weights are copied from a teacher starts equal to it (guidance distillation,
+  /// Meng et al. 2023). w = None adds nothing.
+  bool guidance_input = false;
 };
 
 /// Builds the network with parameters drawn from a CPU generator seeded with `seed`.

@@ -17,6 +17,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
 
 namespace torch::jit {
 struct Module;
@@ -33,5 +36,34 @@ int64_t parameter_count(const torch::jit::Module& module);
 /// Writes `module` as a TorchScript archive, atomically (temporary file in the same directory,
 /// fsync, rename): a reader never sees a half-written model.
 void save_network(const torch::jit::Module& module, const std::string& path);
+
+/// The parameters of `module` (recursive) that require grad, in registration order: what a trainer
+/// hands its optimiser.
+std::vector<at::Tensor> trainable_parameters(const torch::jit::Module& module);
+
+/// Copies every parameter and buffer of `source` into the tensor of the same dotted name in `target`
+/// (in place, no grad). `target` may have more tensors (they keep their values: e.g. a student with
+/// an extra guidance input); ValueError naming the tensor if `source` has one `target` lacks or of
+/// another shape.
+void copy_weights(const torch::jit::Module& source, torch::jit::Module& target);
+
+/// module.forward(x, t[, y][, w]) → Tensor: y (class labels) and w (guidance weight) are passed only
+/// when defined (y as None if only w is given). TypeError naming `who` if the result is not a tensor.
+at::Tensor forward_network(const torch::jit::Module& module, const at::Tensor& x, const at::Tensor& t,
+                           const at::Tensor& y, const at::Tensor& w, const char* who);
+
+/// While alive, TorchScript's graph executor runs unoptimised. The profiling executor re-plans a
+/// method after warm-up runs; unoptimised, every call runs the same eager kernels, so training step k
+/// is the same computation in a fresh (resumed) process. Every trainer's forward/backward runs under one.
+class ScopedUnoptimizedExecutor {
+ public:
+  ScopedUnoptimizedExecutor();
+  ~ScopedUnoptimizedExecutor();
+  ScopedUnoptimizedExecutor(const ScopedUnoptimizedExecutor&) = delete;
+  ScopedUnoptimizedExecutor& operator=(const ScopedUnoptimizedExecutor&) = delete;
+
+ private:
+  bool previous_;
+};
 
 }  // namespace fewstep

@@ -37,6 +37,11 @@ struct UNetConfig {
   double time_multiplier = 1000.0;
   /// > 0: forward(x, t, y: Optional[Tensor] = None) with a label embedding and a null class (see MlpConfig).
   int64_t num_classes = 0;
+  /// true: forward(..., w: Optional[Tensor] = None) also takes a guidance weight w (scalar or [B]),
+  /// embedded sinusoidally and added to the time embedding through a zero-initialised layer, so a
+  /// network whose other weights are copied from a teacher starts equal to it (guidance distillation,
+  /// Meng et al. 2023). w = None adds nothing.
+  bool guidance_input = false;
 };
 
 /// Builds the network with parameters drawn from a CPU generator seeded with `seed`.

@@ -5,7 +5,8 @@
 /// image is mirrored left–right with probability ½ (a draw of the run's "augment" generator;
 /// Fashion-MNIST's classes are symmetric under this flip); logits = net.forward(x); loss = mean
 /// cross-entropy; backward; train/optimizer.h (AdamW, warmup + cosine lr, gradient clipping).
-/// The network is trained in place through its parameters(); it has no EMA copy.
+/// The network is trained in place through its parameters(); it has no EMA copy. The loop,
+/// checkpoint files and resume are the Trainer base's (train/trainer.h).
 ///
 /// Checkpoints (train/checkpoint.h, atomic) hold the step counter, the weights, the AdamW state,
 /// the generator states and the data source's position: a run resumed from one gives the same
@@ -21,8 +22,8 @@
 
 #include "fewstep/nets/network.h"
 #include "fewstep/train/batch_source.h"
-#include "fewstep/train/denoiser_trainer.h"
 #include "fewstep/train/optimizer.h"
+#include "fewstep/train/trainer.h"
 
 namespace fewstep {
 
@@ -30,18 +31,6 @@ struct ClassifierTrainerOptions {
   OptimizerOptions optimizer;
   bool flip = true;  // random horizontal flips (p = ½ per image)
   uint64_t seed = 0;
-  /// Written every `checkpoint_every` steps (0: only at the end of train()) when non-empty.
-  std::string checkpoint_path;
-  int64_t checkpoint_every = 0;
-  bool progress = true;  // progress bar on stderr (only when it is a terminal)
-};
-
-struct ClassifierStepStats {
-  int64_t step;     // steps completed after this one
-  double loss;      // mean cross-entropy of the batch
-  double accuracy;  // fraction of the batch classified correctly (before the update)
-  double lr;
-  double grad_norm;
 };
 
 /// Accuracy and mean cross-entropy of a classifier on a labelled set.
@@ -56,28 +45,23 @@ struct ClassifierScore {
 ClassifierScore score_classifier(const torch::jit::Module& net, const at::Tensor& images, const at::Tensor& labels,
                                  int64_t batch = 500);
 
-class ClassifierTrainer {
+class ClassifierTrainer final : public Trainer {
  public:
   /// ValueError naming the argument for a null network/data, a network without a forward method
   /// or trainable parameters, or bad options.
   ClassifierTrainer(ScriptNet net, std::shared_ptr<BatchSource> data, ClassifierTrainerOptions options = {});
-  ~ClassifierTrainer();
-  ClassifierTrainer(const ClassifierTrainer&) = delete;
-  ClassifierTrainer& operator=(const ClassifierTrainer&) = delete;
+  ~ClassifierTrainer() override;
 
-  /// One optimisation step. ValueError if the data source gives no labels.
-  ClassifierStepStats step();
-  /// `steps` more steps with a progress bar and periodic checkpoints (see options).
-  TrainSummary train(int64_t steps);
+  std::string kind() const override { return "classifier"; }
+  /// One optimisation step; loss = mean cross-entropy, extra {"accuracy": fraction of the batch
+  /// classified correctly before the update}. ValueError if the data source gives no labels.
+  TrainStepStats step() override;
+  Checkpoint state() const override;
+  void load_state(const Checkpoint& checkpoint) override;
+  int64_t step_count() const override;
+  int64_t planned_steps() const override;
+  const ScriptNet& export_net() const override { return net(); }
 
-  void save_checkpoint(const std::string& path) const;
-  /// Restores everything saved; ValueError if the checkpoint is missing, from another kind of
-  /// trainer, or from another network.
-  void load_checkpoint(const std::string& path);
-  /// load_checkpoint if `path` exists; returns whether it did.
-  bool resume(const std::string& path);
-
-  int64_t step_count() const;
   const ScriptNet& net() const;
   const ClassifierTrainerOptions& options() const;
 

@@ -5,8 +5,8 @@
 /// teacher that runs 2 N_r DDIM steps (train/progressive_target.h); the last round has
 /// N = final_steps. Round 0's teacher is the given network; the student starts as a deep copy
 /// of it (`Module::clone()`). After `iterations_per_round` steps of a round that is not the last,
-/// the student's current weights are copied into the teacher (which from then on is read with the
-/// student's prediction type), N halves, the AdamW state is dropped (a fresh optimiser) and the EMA
+/// the student's EMA weights are copied into the teacher (which from then on is read with the
+/// student's prediction type) and into the student, N halves, the AdamW state is dropped (a fresh optimiser) and the EMA
 /// restarts from the student. The given teacher module is never modified (the trainer keeps its own copy).
 ///
 /// One step: x_0 from the BatchSource; i ~ U{1..N} and ε ~ N(0, I) from the run's "noise" generator
@@ -17,9 +17,19 @@
 /// backward, AdamW (train/optimizer.h) and the EMA update.
 ///
 /// Learning rate within a round: the optimiser's LrSchedule is used with its step counter reset
-/// at each round and `total_steps` set to iterations_per_round, i.e. optional warmup then cosine
-/// decay from lr to min_lr over the round (the paper decays linearly to 0; min_lr = 0 gives a
-/// cosine decay to 0).
+/// at each round and `total_steps` set to iterations_per_round: optional warmup, then the decay
+/// from lr to min_lr over the round (linear by default, as in the paper; LrDecay::Cosine allowed).
+///
+/// Seed-002 view (local semigroup matching): the teacher's flow map Φ_{t→s} obeys the semigroup
+/// law Φ_{t→s} = Φ_{u→s} ∘ Φ_{t→u}; a round fits the student's one-step map Ψ_{t→t−1/N} to the
+/// composition of two teacher half steps on the same grid, so after the round Ψ is a one-step
+/// approximation of the teacher's two-step map, locally in t, and the next round composes Ψ again.
+/// The error of the final N-step student is the sum of each round's local matching errors.
+///
+/// Conditioning: with conditioning.num_classes > 0 the batch's labels go to both networks as y;
+/// with guidance_range = [lo, hi], a guidance weight w ~ U[lo, hi] per example (the run's
+/// "guidance" generator) goes to both as w — the second stage of guidance distillation (Meng et
+/// al. 2023), whose teacher is a w-conditioned network (train/guidance_trainer.h).
 ///
 /// Student parameterisation: "x0" or "v" (the paper's choices). "eps" is refused when the last
 /// round has final_steps <= 2: at 1-2 steps the student works at t near t_max, where α ≈ 0 and
@@ -35,14 +45,16 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "fewstep/models/denoiser.h"
 #include "fewstep/nets/network.h"
 #include "fewstep/schedules/schedule.h"
 #include "fewstep/train/batch_source.h"
-#include "fewstep/train/denoiser_trainer.h"
+#include "fewstep/train/conditioning.h"
 #include "fewstep/train/optimizer.h"
 #include "fewstep/train/progressive_target.h"
+#include "fewstep/train/trainer.h"
 
 namespace fewstep {
 
@@ -50,6 +62,13 @@ enum class ProgressiveWeighting { TruncatedSNR, SNRPlusOne };
 /// "truncated_snr", "snr_plus_one" (ValueError otherwise).
 ProgressiveWeighting parse_progressive_weighting(const std::string& name);
 std::string to_string(ProgressiveWeighting weighting);
+
+/// AdamW options whose learning rate decays linearly (Salimans & Ho 2022).
+inline OptimizerOptions linear_decay_optimizer() {
+  OptimizerOptions o;
+  o.schedule.decay = LrDecay::Linear;
+  return o;
+}
 
 struct ProgressiveTrainerOptions {
   int64_t initial_steps = 1024;  ///< student steps N of round 0 (the teacher runs 2N)
@@ -62,36 +81,36 @@ struct ProgressiveTrainerOptions {
   ProgressiveWeighting weighting = ProgressiveWeighting::TruncatedSNR;
   /// Grid range; defaults to the schedule's [t_min, t_max].
   std::optional<double> t_min, t_max;
-  OptimizerOptions optimizer;  ///< schedule.total_steps is replaced by iterations_per_round
+  ConditioningOptions conditioning;                        ///< labels for conditional networks
+  std::optional<std::pair<double, double>> guidance_range;  ///< w ~ U[lo, hi] for w-conditioned networks
+  OptimizerOptions optimizer = linear_decay_optimizer();  ///< schedule.total_steps := iterations_per_round
   double ema_decay = 0.999;
   uint64_t seed = 0;
   /// ValueError naming the field.
   void validate() const;
 };
 
-class ProgressiveDistillationTrainer {
+class ProgressiveDistillationTrainer final : public Trainer {
  public:
+  /// `student` (optional) gives the student's architecture and initial weights (e.g. the teacher's
+  /// weights plus a zero-initialised guidance input); by default the student is a copy of the teacher.
   /// ValueError naming the argument for null inputs, a teacher without forward or parameters,
   /// or bad options.
   ProgressiveDistillationTrainer(ScriptNet teacher, SchedulePtr schedule, std::shared_ptr<BatchSource> data,
-                                 ProgressiveTrainerOptions options = {});
-  ~ProgressiveDistillationTrainer();
-  ProgressiveDistillationTrainer(const ProgressiveDistillationTrainer&) = delete;
-  ProgressiveDistillationTrainer& operator=(const ProgressiveDistillationTrainer&) = delete;
+                                 ProgressiveTrainerOptions options = {}, ScriptNet student = nullptr);
+  ~ProgressiveDistillationTrainer() override;
 
-  /// One optimisation step (then the round change, if this step ended a round that is not the last).
-  /// ValueError once every round is done (see finished()).
-  TrainStepStats step();
-  /// `steps` more steps (no progress bar yet).
-  TrainSummary train(int64_t steps);
+  std::string kind() const override { return "progressive"; }
+  /// One optimisation step (then the round change, if this step ended a round that is not the last);
+  /// extra {"N": the student steps this step trained}. ValueError once every round is done.
+  TrainStepStats step() override;
+  Checkpoint state() const override;
+  /// ValueError for other settings or another network.
+  void load_state(const Checkpoint& checkpoint) override;
+  int64_t step_count() const override;
+  int64_t planned_steps() const override;
+  const ScriptNet& export_net() const override { return ema_student(); }
 
-  void save_checkpoint(const std::string& path) const;
-  /// ValueError for a missing file, another kind of checkpoint, other settings or another network.
-  void load_checkpoint(const std::string& path);
-  /// load_checkpoint if `path` exists; returns whether it did.
-  bool resume(const std::string& path);
-
-  int64_t step_count() const;
   int64_t round() const;          ///< 0-based
   int64_t current_steps() const;  ///< the current student's N
   int64_t num_rounds() const;
@@ -99,8 +118,9 @@ class ProgressiveDistillationTrainer {
   const ScriptNet& student() const;
   const ScriptNet& teacher() const;
   const ScriptNet& ema_student() const;
-  /// The current teacher as a Denoiser (its prediction type changes after round 0).
-  const Denoiser& teacher_denoiser() const;
+  /// The current teacher as a Denoiser (its prediction type changes after round 0), for labels y
+  /// and guidance weights w (undefined for networks without them).
+  Denoiser teacher_denoiser(const at::Tensor& y = {}, const at::Tensor& w = {}) const;
   const Optimizer& optimizer() const;
   const ProgressiveTrainerOptions& options() const;
 

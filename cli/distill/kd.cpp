@@ -1,0 +1,151 @@
+// `fewstep distill kd`: knowledge distillation (train/kd_trainer.h) onto cached teacher rollouts
+// (train/rollout_cache.h).
+#include <ATen/ATen.h>
+#include <torch/script.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+
+#include "../model_loader.h"
+#include "../training_run.h"
+#include "method.h"
+#include "teacher.h"
+#include "fewstep/schedules/timesteps.h"
+#include "fewstep/train/kd_trainer.h"
+
+namespace fewstep::cli {
+namespace {
+
+using json = nlohmann::json;
+namespace fsys = std::filesystem;
+
+std::string default_cache_dir() {
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x) return std::string(x) + "/fewstep/kd";
+  if (const char* h = std::getenv("HOME"); h != nullptr && *h) return std::string(h) + "/.cache/fewstep/kd";
+  return ".fewstep-cache/kd";
+}
+
+class KdMethod final : public Command {
+ public:
+  void configure(CLI::App& app) override {
+    flags_.add_to(app);
+    app.add_option("--steps", steps_, "Student steps (ddim on a fixed grid)")->check(positive())->capture_default_str();
+    app.add_option("--spacing", spacing_, "Spacing of the student's grid (time, logsnr, ...)")->capture_default_str();
+    app.add_option("--iterations", iterations_, "Optimisation steps")->check(positive())->capture_default_str();
+    app.add_option("--student-prediction", student_prediction_, "Student parameterisation: x0 or v")
+        ->check(CLI::IsMember({"x0", "v", "eps"}))
+        ->capture_default_str();
+    app.add_option("--pairs", pairs_, "Teacher rollouts (x_T, x_0) to regress onto")->check(positive())->capture_default_str();
+    app.add_option("--teacher-solver", teacher_solver_, "Solver of the teacher rollouts")->capture_default_str();
+    app.add_option("--teacher-steps", teacher_steps_, "Steps of the teacher rollouts")->check(positive())->capture_default_str();
+    app.add_option("--pairs-seed", pairs_seed_, "x_T of pair i is drawn with seed pairs_seed + i")->capture_default_str();
+    app.add_option("--cache-dir", cache_dir_, "Where rollouts are cached (default $XDG_CACHE_HOME/fewstep/kd or "
+                                              "~/.cache/fewstep/kd); reused when the settings match");
+  }
+
+  int run(const GlobalOptions&) override {
+    json identity = flags_.identity();
+    identity.update({{"--steps", steps_}, {"--spacing", spacing_}, {"--iterations", iterations_},
+                     {"--student-prediction", student_prediction_}, {"--pairs", pairs_},
+                     {"--teacher-solver", teacher_solver_}, {"--teacher-steps", teacher_steps_},
+                     {"--pairs-seed", pairs_seed_}});
+    TrainingRun run("distill kd", flags_.out, flags_.resume, identity);
+    teacher_ = load_teacher(flags_.teacher);
+    if (teacher_.sidecar.value("network", json::object()).value("config", json::object()).value("guidance_input", false))
+      throw UsageError("--teacher '" + flags_.teacher + "' takes a guidance weight; kd distils plain teachers");
+
+    // The rollouts: cached under a name derived from their settings.
+    const std::vector<double> teacher_grid = timesteps(*teacher_.schedule, teacher_steps_, "logsnr");
+    const json settings = {{"teacher", fsys::absolute(flags_.teacher).string()},
+                           {"teacher_bytes", fsys::file_size(flags_.teacher)},
+                           {"solver", teacher_solver_},
+                           {"steps", teacher_steps_},
+                           {"spacing", "logsnr"},
+                           {"n", pairs_},
+                           {"seed", pairs_seed_},
+                           {"shape", teacher_.sample_shape},
+                           {"num_classes", teacher_.num_classes}};
+    const std::string text = settings.dump();
+    const std::string cache = (fsys::path(cache_dir_.empty() ? default_cache_dir() : cache_dir_) /
+                               ("rollouts-" + std::to_string(std::hash<std::string>{}(text)) + ".pt"))
+                                  .string();
+    RolloutSpec spec;
+    spec.sample_shape = teacher_.sample_shape;
+    spec.n = pairs_;
+    spec.seed = pairs_seed_;
+    spec.grid = teacher_grid;
+    spec.num_classes = teacher_.num_classes;
+    const auto stepper = make_stepper(teacher_solver_, {}, "--teacher-solver");
+    const ScriptNet net = teacher_.net;
+    net->eval();
+    auto make_teacher = [&](const at::Tensor& y) {
+      Denoiser::Network fn = [net, y](const at::Tensor& x, const at::Tensor& t) {
+        return forward_network(*net, x, t, y, {}, "kd teacher");
+      };
+      return Denoiser(std::move(fn), teacher_.schedule, teacher_.prediction, teacher_.time_input, teacher_.time_scale);
+    };
+    std::cerr << "fewstep distill kd: teacher rollouts (" << pairs_ << " x " << teacher_solver_ << "-" << teacher_steps_
+              << ") from " << cache << " if cached\n";
+    RolloutPairs pairs = teacher_rollouts(make_teacher, *stepper, spec, text, cache);
+    std::cerr << "fewstep distill kd: " << (pairs.from_cache ? "loaded" : "made and cached") << " " << pairs_
+              << " pairs\n";
+
+    KdTrainerOptions o;
+    o.timesteps = timesteps(*teacher_.schedule, steps_, spacing_);
+    o.student_prediction = parse_prediction(student_prediction_);
+    o.time_input = teacher_.time_input;
+    o.time_scale = teacher_.time_scale;
+    o.batch = flags_.batch;
+    o.optimizer = flags_.optimizer(iterations_, /*linear_decay=*/false);
+    o.ema_decay = flags_.ema;
+    o.seed = flags_.seed;
+    // The student starts as the teacher (re-read as its own prediction type it is a different
+    // function unless the types agree; the optimisation takes it from there).
+    ScriptNet student = std::make_shared<torch::jit::Module>(teacher_.net->clone());
+    for (const at::Tensor& p : student->parameters(true)) at::Tensor(p).requires_grad_(true);
+    KnowledgeDistillationTrainer trainer(student, teacher_.schedule, std::move(pairs), o);
+    run.restore(trainer);
+
+    TrainingRun::Loop loop;
+    loop.total = loop.target = iterations_;
+    loop.checkpoint_every = flags_.checkpoint_every;
+    loop.log_every = flags_.log_every;
+    loop.on_save = [&] {
+      StudentInfo info;
+      info.name = flags_.name + "-" + std::to_string(steps_) + "step";
+      info.method = "kd";
+      info.prediction = o.student_prediction;
+      info.network = teacher_.sidecar.at("network");
+      info.timesteps = o.timesteps;
+      info.distillation = {{"steps", steps_},          {"pairs", pairs_},
+                           {"teacher_solver", teacher_solver_}, {"teacher_steps", teacher_steps_},
+                           {"batch", flags_.batch},    {"lr", flags_.lr},
+                           {"ema", flags_.ema},        {"iterations", iterations_}};
+      info.training = run.training_json();
+      info.training["steps_done"] = trainer.step_count();
+      const std::string path = export_student(*trainer.ema_student(), teacher_, info, flags_.out);
+      if (trainer.step_count() >= iterations_) std::cerr << "fewstep distill kd: wrote " << path << "\n";
+    };
+    return run.run(trainer, loop);
+  }
+
+ private:
+  DistillFlags flags_;
+  int64_t steps_ = 1, iterations_ = 2000, pairs_ = 4000, teacher_steps_ = 25;
+  uint64_t pairs_seed_ = 1000000;
+  std::string spacing_ = "time", student_prediction_ = "x0", teacher_solver_ = "unipc", cache_dir_;
+  Teacher teacher_;
+};
+
+const bool registered = register_distill_method(
+    {"kd", "Knowledge distillation (Luhman & Luhman 2021): regress a few-step student onto teacher rollouts",
+     "Example:\n"
+     "  fewstep distill kd --teacher models/fmnist-unet-eps.pt --steps 1 --pairs 4000 --iterations 2000 \\\n"
+     "      --out runs/kd --threads 1\n"
+     "The (x_T, x_0) pairs are cached with their settings and reused by later runs.",
+     [] { return std::make_unique<KdMethod>(); }});
+
+}  // namespace
+}  // namespace fewstep::cli

@@ -1,0 +1,161 @@
+// `fewstep distill progressive`: Salimans & Ho's progressive distillation (train/progressive_trainer.h)
+// of a teacher model file; every round's student is exported with its own grid.
+#include <ATen/ATen.h>
+#include <torch/script.h>
+
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include "../training_run.h"
+#include "method.h"
+#include "teacher.h"
+#include "fewstep/nets/network_spec.h"
+#include "fewstep/train/progressive_trainer.h"
+
+namespace fewstep::cli {
+namespace {
+
+using json = nlohmann::json;
+
+class ProgressiveMethod final : public Command {
+ public:
+  void configure(CLI::App& app) override {
+    flags_.add_to(app);
+    app.add_option("--initial-steps", initial_steps_, "Student steps of the first round (its teacher runs twice as "
+                                                      "many DDIM steps)")
+        ->check(positive())
+        ->capture_default_str();
+    app.add_option("--final-steps", final_steps_, "Student steps of the last round")
+        ->check(positive())
+        ->capture_default_str();
+    app.add_option("--iterations", iterations_, "Optimisation steps per round")->check(positive())->capture_default_str();
+    app.add_option("--student-prediction", student_prediction_, "Student parameterisation: v or x0 (eps only above 2 "
+                                                                "steps)")
+        ->check(CLI::IsMember({"v", "x0", "eps"}))
+        ->capture_default_str();
+    app.add_option("--weighting", weighting_, "Loss weight: truncated_snr (max(SNR, 1)) or snr_plus_one")
+        ->check(CLI::IsMember({"truncated_snr", "snr_plus_one"}))
+        ->capture_default_str();
+    app.add_option("--guidance-range", guidance_range_, "For a teacher with a guidance input (from `fewstep distill "
+                                                        "guidance`): draw w ~ U[lo, hi] per example, e.g. 1,4")
+        ->delimiter(',')
+        ->expected(2);
+    app.add_option("--export-from", export_from_, "Export the students of rounds with at most this many steps "
+                                                  "(0 = every round)")
+        ->check(non_negative())
+        ->capture_default_str();
+  }
+
+  int run(const GlobalOptions&) override {
+    json identity = flags_.identity();
+    identity.update({{"--initial-steps", initial_steps_},
+                     {"--final-steps", final_steps_},
+                     {"--iterations", iterations_},
+                     {"--student-prediction", student_prediction_},
+                     {"--weighting", weighting_},
+                     {"--guidance-range", guidance_range_}});
+    TrainingRun run("distill progressive", flags_.out, flags_.resume, identity);
+    teacher_ = load_teacher(flags_.teacher);
+    const bool guided = !guidance_range_.empty();
+    const bool teacher_guided = teacher_.sidecar.value("network", json::object())
+                                    .value("config", json::object())
+                                    .value("guidance_input", false);
+    if (guided != teacher_guided)
+      throw UsageError(guided ? "--guidance-range needs a teacher with a guidance input (from `fewstep distill "
+                                "guidance`); '" + flags_.teacher + "' has none"
+                              : "--teacher '" + flags_.teacher + "' takes a guidance weight; give --guidance-range");
+
+    ProgressiveTrainerOptions o;
+    o.initial_steps = initial_steps_;
+    o.final_steps = final_steps_;
+    o.iterations_per_round = iterations_;
+    o.teacher_prediction = teacher_.prediction;
+    o.student_prediction = parse_prediction(student_prediction_);
+    o.time_input = teacher_.time_input;
+    o.time_scale = teacher_.time_scale;
+    o.weighting = parse_progressive_weighting(weighting_);
+    o.conditioning.num_classes = teacher_.num_classes;
+    if (guided) o.guidance_range = std::make_pair(guidance_range_[0], guidance_range_[1]);
+    o.optimizer = flags_.optimizer(iterations_, /*linear_decay=*/true);
+    o.ema_decay = flags_.ema;
+    o.seed = flags_.seed;
+    std::unique_ptr<ProgressiveDistillationTrainer> trainer;
+    try {
+      trainer = std::make_unique<ProgressiveDistillationTrainer>(
+          teacher_.net, teacher_.schedule, teacher_data(teacher_, flags_.batch, derive_seed(flags_.seed, 1),
+                                                        flags_.fmnist_dir),
+          o);
+    } catch (const c10::Error& e) {
+      throw UsageError(e.what_without_backtrace());
+    }
+    run.restore(*trainer);
+    std::cerr << "fewstep distill progressive: " << flags_.teacher << " -> students of " << initial_steps_ << " ... "
+              << final_steps_ << " steps, " << trainer->num_rounds() << " rounds of " << iterations_
+              << " steps, now step " << trainer->step_count() << " (round " << trainer->round() << ", N = "
+              << trainer->current_steps() << "), " << run.threads() << " threads\n";
+
+    TrainingRun::Loop loop;
+    loop.total = loop.target = trainer->planned_steps();
+    loop.checkpoint_every = flags_.checkpoint_every;
+    loop.log_every = flags_.log_every;
+    // A finished round's EMA student is the next round's teacher: export it from there.
+    loop.on_step = [&](const TrainStepStats& st) {
+      const int64_t n = static_cast<int64_t>(st.extra.front().second);
+      if (trainer->current_steps() != n && wanted(n)) export_round(*trainer->teacher(), n, *trainer, run);
+    };
+    loop.on_save = [&] {
+      if (trainer->finished()) export_round(*trainer->ema_student(), trainer->current_steps(), *trainer, run);
+    };
+    return run.run(*trainer, loop);
+  }
+
+ private:
+  bool wanted(int64_t n) const { return export_from_ == 0 || n <= export_from_; }
+
+  void export_round(const torch::jit::Module& net, int64_t n, const ProgressiveDistillationTrainer& trainer,
+                    const TrainingRun& run) {
+    const auto& o = trainer.options();
+    const double lo = teacher_.schedule->t_min(), hi = teacher_.schedule->t_max();
+    StudentInfo info;
+    info.name = flags_.name + "-" + std::to_string(n) + "step";
+    info.method = "progressive";
+    info.prediction = o.student_prediction;
+    info.network = teacher_.sidecar.at("network");
+    for (int64_t i = n; i >= 0; --i) info.timesteps.push_back(progressive_grid_time(static_cast<double>(i), n, lo, hi));
+    info.distillation = {{"steps", n},
+                         {"initial_steps", o.initial_steps},
+                         {"iterations_per_round", o.iterations_per_round},
+                         {"weighting", to_string(o.weighting)},
+                         {"student_prediction", to_string(o.student_prediction)},
+                         {"batch", flags_.batch},
+                         {"lr", flags_.lr},
+                         {"ema", flags_.ema}};
+    if (o.guidance_range) {
+      info.distillation["guidance_range"] = {o.guidance_range->first, o.guidance_range->second};
+      info.default_guidance = teacher_.sidecar.value("default_guidance", 0.0);
+    }
+    info.training = run.training_json();
+    info.training["steps_done"] = trainer.step_count();
+    const std::string path = export_student(net, teacher_, info, flags_.out);
+    std::cerr << "fewstep distill progressive: wrote " << path << " (" << n << " steps)\n";
+  }
+
+  DistillFlags flags_;
+  int64_t initial_steps_ = 64, final_steps_ = 1, iterations_ = 1000, export_from_ = 8;
+  std::string student_prediction_ = "v", weighting_ = "truncated_snr";
+  std::vector<double> guidance_range_;
+  Teacher teacher_;
+};
+
+const bool registered = register_distill_method(
+    {"progressive", "Progressive distillation (Salimans & Ho 2022): rounds halve the steps",
+     "Example:\n"
+     "  fewstep distill progressive --teacher models/fmnist-unet-eps.pt --initial-steps 64 --final-steps 1 \\\n"
+     "      --iterations 800 --out runs/pd --threads 1\n"
+     "Writes <name>-<N>step.pt (+ .json sidecar with its grid, + .md card) for each finished round with\n"
+     "N <= --export-from; `fewstep sample --model runs/pd/student-4step.pt` samples it in 4 calls.",
+     [] { return std::make_unique<ProgressiveMethod>(); }});
+
+}  // namespace
+}  // namespace fewstep::cli

@@ -1,0 +1,184 @@
+#include "teacher.h"
+
+#include <torch/script.h>
+
+#include <filesystem>
+#include <sstream>
+
+#include "../command.h"
+#include "../model_card.h"
+#include "fewstep/data/fashion_mnist.h"
+#include "fewstep/data/mixture_data.h"
+#include "fewstep/data/shuffled_batches.h"
+#include "fewstep/models/gaussian_mixture.h"
+#include "fewstep/schedules/schedule_spec.h"
+#include "fewstep/version.h"
+
+namespace fewstep::cli {
+
+namespace {
+using json = nlohmann::json;
+namespace fsys = std::filesystem;
+}  // namespace
+
+Teacher load_teacher(const std::string& path) {
+  Teacher t;
+  t.path = path;
+  if (!fsys::is_regular_file(path)) throw UsageError("--teacher '" + path + "' is not a file");
+  const auto side = read_sidecar(path);
+  if (!side) throw UsageError("--teacher '" + path + "' has no sidecar '" + sidecar_path(path) +
+                              "' (written by `fewstep train`; it names the schedule, prediction and data)");
+  t.sidecar = *side;
+  try {
+    t.schedule = schedule_from_spec(t.sidecar.at("schedule").dump(), "sidecar '" + sidecar_path(path) + "'");
+    t.prediction = parse_prediction(t.sidecar.at("prediction").get<std::string>());
+    t.time_input = parse_time_input(t.sidecar.value("time_input", std::string("t")));
+    t.time_scale = t.sidecar.value("time_scale", 1.0);
+    t.sample_shape = t.sidecar.at("sample_shape").get<std::vector<int64_t>>();
+    t.num_classes = t.sidecar.contains("network")
+                        ? t.sidecar["network"].value("config", json::object()).value("num_classes", int64_t{0})
+                        : 0;
+    t.net = std::make_shared<torch::jit::Module>(torch::jit::load(path));
+  } catch (const json::exception& e) {
+    throw UsageError("--teacher sidecar '" + sidecar_path(path) + "': " + e.what());
+  } catch (const c10::Error& e) {
+    throw UsageError("--teacher '" + path + "': " + e.what_without_backtrace());
+  }
+  return t;
+}
+
+void DistillFlags::add_to(CLI::App& app) {
+  app.add_option("--teacher", teacher, "Teacher model file (TorchScript .pt with its .json sidecar, as written by "
+                                       "`fewstep train`)")
+      ->required();
+  app.add_option("--out", out, "Run directory: checkpoint.pt, run.json, state.json and the exported students; "
+                               "created if missing")
+      ->required();
+  app.add_option("--name", name, "File stem of the exported student(s)")->capture_default_str();
+  app.add_option("--batch", batch, "Batch size")->check(positive())->capture_default_str();
+  app.add_option("--lr", lr, "Peak AdamW learning rate")->check(positive())->capture_default_str();
+  app.add_option("--min-lr", min_lr, "Learning rate at the end of the decay")->capture_default_str();
+  app.add_option("--warmup", warmup, "Linear warmup steps")->check(non_negative())->capture_default_str();
+  app.add_option("--weight-decay", weight_decay, "AdamW weight decay")->capture_default_str();
+  app.add_option("--grad-clip", grad_clip, "Clip the global gradient norm (<= 0: off)")->capture_default_str();
+  app.add_option("--ema", ema, "EMA decay of the student weights (the EMA is exported)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--seed", seed, "Seed of the data order and every training draw")->capture_default_str();
+  app.add_flag("--resume", resume, "Continue the run in --out (same flags; bit-identical to an uninterrupted run "
+                                   "with the same --threads)");
+  app.add_option("--checkpoint-every", checkpoint_every, "Checkpoint (and export) every K steps; 0 = only at the end")
+      ->check(non_negative())
+      ->capture_default_str();
+  app.add_option("--log-every", log_every, "Log line every K steps when stderr is not a terminal")
+      ->check(positive())
+      ->capture_default_str();
+  app.add_option("--fmnist-dir", fmnist_dir, "Fashion-MNIST directory (default $FEWSTEP_FASHION_MNIST_DIR or "
+                                             "/usr/share/datasets/fashion-mnist)");
+}
+
+json DistillFlags::identity() const {
+  return {{"--teacher", teacher}, {"--batch", batch},         {"--lr", lr},
+          {"--min-lr", min_lr},   {"--warmup", warmup},       {"--weight-decay", weight_decay},
+          {"--grad-clip", grad_clip}, {"--ema", ema},         {"--seed", seed}};
+}
+
+OptimizerOptions DistillFlags::optimizer(int64_t total_steps, bool linear_decay) const {
+  if (min_lr > lr) throw UsageError("--min-lr " + std::to_string(min_lr) + " exceeds --lr " + std::to_string(lr));
+  OptimizerOptions o;
+  o.schedule.lr = lr;
+  o.schedule.min_lr = min_lr;
+  o.schedule.warmup_steps = warmup;
+  o.schedule.total_steps = total_steps;
+  o.schedule.decay = linear_decay ? LrDecay::Linear : LrDecay::Cosine;
+  o.weight_decay = weight_decay;
+  o.grad_clip = grad_clip;
+  return o;
+}
+
+std::shared_ptr<BatchSource> teacher_data(const Teacher& teacher, int64_t batch, uint64_t seed,
+                                          const std::string& fmnist_dir) {
+  if (!teacher.sidecar.contains("data"))
+    throw UsageError("--teacher sidecar has no \"data\"; the distillation data cannot be rebuilt");
+  const json& d = teacher.sidecar["data"];
+  const std::string name = d.value("name", std::string());
+  if (name == "fmnist") {
+    FashionMnist f;
+    try {
+      f = load_fashion_mnist("train", fmnist_dir);
+    } catch (const c10::Error& e) {
+      throw UsageError("Fashion-MNIST: " + std::string(e.what_without_backtrace()));
+    }
+    return std::make_shared<ShuffledBatches>(f.images, f.labels, batch, seed);
+  }
+  if (name == "gmm2d" || name == "gmm16d") {
+    auto mixture = GaussianMixture::random(d.at("dim").get<int64_t>(), d.at("components").get<int64_t>(),
+                                           d.at("gmm_seed").get<uint64_t>());
+    return std::make_shared<MixtureData>(mixture, batch, seed);
+  }
+  throw UsageError("--teacher data '" + name + "' is not one fewstep distill can rebuild (fmnist, gmm2d, gmm16d)");
+}
+
+namespace {
+
+std::string render_student_card(const json& m, const std::string& file) {
+  std::ostringstream o;
+  const json& tr = m.at("training");
+  o << "# " << m.at("name").get<std::string>() << "\n\n"
+    << "A student distilled by `fewstep distill " << m.at("distillation").at("method").get<std::string>()
+    << "` from `" << m.at("distillation").at("teacher").get<std::string>() << "`. `forward` returns the "
+    << m.at("prediction").get<std::string>() << " prediction.";
+  if (m.contains("sampler"))
+    o << " It samples in " << m["sampler"]["timesteps"].size() - 1 << " " << m["sampler"]["solver"].get<std::string>()
+      << " step(s) on the grid in the sidecar's \"sampler\".";
+  o << "\n\n| | |\n|---|---|\n";
+  o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f min", tr.at("seconds").get<double>() / 60.0);
+  o << "| training time | " << buf << " (" << tr.at("threads").dump() << " threads, "
+    << tr.at("machine").get<std::string>() << ") |\n";
+  std::snprintf(buf, sizeof buf, "%.5g", tr.at("final_loss").get<double>());
+  o << "| final loss | " << buf << " (mean of the last " << tr.at("final_loss_window").dump() << " steps) |\n";
+  for (const auto& [k, v] : m.at("distillation").items())
+    o << "| " << k << " | " << (v.is_string() ? v.get<std::string>() : v.dump()) << " |\n";
+  o << "| parameters | " << m.at("parameters").dump() << " |\n";
+  o << "| schedule | " << m.at("schedule").value("repr", m.at("schedule").dump()) << " |\n";
+  o << "| versions | fewstep " << m.at("fewstep_version").get<std::string>() << ", LibTorch "
+    << m.at("torch_version").get<std::string>() << " |\n\n";
+  o << "## Use\n\n```sh\nfewstep sample --model " << file << " --n 16 --seed 0 --out grid.png\n```\n\n"
+    << "The sidecar's grid is used unless --solver/--steps are given. From Python: `fs.sample(\"" << file
+    << "\", x_T)`; from C++: `fewstep::load_model_file`.\n";
+  return o.str();
+}
+
+}  // namespace
+
+std::string export_student(const torch::jit::Module& net, const Teacher& teacher, const StudentInfo& info,
+                           const std::string& dir) {
+  const std::string model = (fsys::path(dir) / (info.name + ".pt")).string();
+  torch::jit::Module copy = net.clone();
+  copy.eval();
+  save_network(copy, model);
+  json m = teacher.sidecar;
+  m.erase("training");
+  m.erase("default_guidance");
+  m.erase("sampler");
+  m["name"] = info.name;
+  m["model"] = info.name + ".pt";
+  m["prediction"] = to_string(info.prediction);
+  m["network"] = info.network;
+  m["parameters"] = parameter_count(copy);
+  if (!info.timesteps.empty()) m["sampler"] = {{"solver", "ddim"}, {"timesteps", info.timesteps}};
+  if (info.default_guidance > 0.0) m["default_guidance"] = info.default_guidance;
+  m["distillation"] = info.distillation;
+  m["distillation"]["method"] = info.method;
+  m["distillation"]["teacher"] = teacher.path;
+  m["training"] = info.training;
+  m["fewstep_version"] = fewstep::version();
+  m["torch_version"] = fewstep::torch_version();
+  write_text_file(sidecar_path(model), m.dump(2) + "\n");
+  write_text_file(card_path(model), render_student_card(m, fsys::path(model).filename().string()));
+  return model;
+}
+
+}  // namespace fewstep::cli

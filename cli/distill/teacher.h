@@ -1,0 +1,71 @@
+// What every `fewstep distill` method needs from its teacher model file: the network, its sidecar,
+// the training data it was trained on (rebuilt from the sidecar's "data"), and the student export
+// (TorchScript + sidecar with the student's own grid + card).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fewstep/models/denoiser.h"
+#include "fewstep/nets/network.h"
+#include "fewstep/schedules/schedule.h"
+#include "fewstep/train/batch_source.h"
+#include "fewstep/train/optimizer.h"
+
+namespace fewstep::cli {
+
+struct Teacher {
+  std::string path;
+  nlohmann::json sidecar;
+  ScriptNet net;  // loaded TorchScript module
+  SchedulePtr schedule;
+  Prediction prediction = Prediction::Eps;
+  TimeInput time_input = TimeInput::T;
+  double time_scale = 1.0;
+  std::vector<int64_t> sample_shape;
+  int64_t num_classes = 0;
+};
+
+/// UsageError naming --teacher when the file or its sidecar is missing or invalid.
+Teacher load_teacher(const std::string& path);
+
+/// The teacher's training data (sidecar "data": fmnist or a GaussianMixture::random mixture),
+/// batches of `batch` drawn with `seed`. `fmnist_dir` overrides the dataset location.
+std::shared_ptr<BatchSource> teacher_data(const Teacher& teacher, int64_t batch, uint64_t seed,
+                                          const std::string& fmnist_dir);
+
+/// The flags every distillation method shares.
+struct DistillFlags {
+  std::string teacher, out, name = "student", fmnist_dir;
+  int64_t batch = 64, warmup = 0, checkpoint_every = 500, log_every = 100;
+  double lr = 2e-4, min_lr = 0.0, weight_decay = 0.0, grad_clip = 1.0, ema = 0.995;
+  uint64_t seed = 0;
+  bool resume = false;
+
+  void add_to(CLI::App& app);
+  /// The flags that decide the numbers (checked on --resume).
+  nlohmann::json identity() const;
+  /// AdamW options for a run of `total_steps` (linear or cosine decay).
+  OptimizerOptions optimizer(int64_t total_steps, bool linear_decay) const;
+};
+
+struct StudentInfo {
+  std::string name;            // file stem
+  std::string method;          // "progressive", "kd", "guidance"
+  Prediction prediction;       // the student's output
+  nlohmann::json network;      // the student's architecture spec
+  std::vector<double> timesteps;  // its sampling grid (empty: any grid, e.g. a guidance-distilled model)
+  nlohmann::json distillation;    // method settings for the card and sidecar
+  nlohmann::json training;        // TrainingRun::training_json() plus settings
+  double default_guidance = 0.0;  // > 0: written as the sidecar's default_guidance
+};
+
+/// Writes dir/<name>.pt (eval-mode copy of `net`), its sidecar and a card. Returns the model path.
+std::string export_student(const torch::jit::Module& net, const Teacher& teacher, const StudentInfo& info,
+                           const std::string& dir);
+
+}  // namespace fewstep::cli
