@@ -232,8 +232,23 @@ void bind_models(py::module_& m) {
 
   m.def(
       "load_model_file",
-      [](const std::string& path) {
-        fewstep::ModelFile file = fewstep::load_model_file(path);
+      [](const std::string& path, const py::object& label, std::optional<double> guidance) {
+        fewstep::ModelConditioning conditioning;
+        if (!label.is_none()) {
+          if (py::isinstance<py::int_>(label) && !py::isinstance<py::bool_>(label)) {
+            conditioning.labels = at::full({1}, label.cast<int64_t>(), at::kLong);
+          } else {
+            conditioning.labels = as_tensor(label, "label");
+            FEWSTEP_CHECK_TYPE(!at::isFloatingType(conditioning.labels.scalar_type()),
+                               "label should be an int or an integer tensor of class indices, got ",
+                               conditioning.labels.scalar_type());
+          }
+        }
+        conditioning.guidance = guidance;
+        fewstep::ModelFile file = [&] {
+          py::gil_scoped_release release;
+          return fewstep::load_model_file(path, conditioning);
+        }();
         py::dict out;
         out["denoiser"] = std::make_shared<Denoiser>(std::move(file.denoiser));
         out["schedule"] = std::const_pointer_cast<NoiseSchedule>(file.schedule);
@@ -242,9 +257,18 @@ void bind_models(py::module_& m) {
         out["name"] = file.name;
         out["path"] = file.path;
         out["sidecar_json"] = file.sidecar_json;
+        out["num_classes"] = file.num_classes;
+        out["guidance_input"] = file.guidance_input;
+        out["solver"] = file.solver.empty() ? py::object(py::none()) : py::object(py::str(file.solver));
+        out["timesteps"] = file.timesteps.empty()
+                               ? py::object(py::none())
+                               : py::cast(at::tensor(file.timesteps, at::TensorOptions().dtype(at::kDouble)));
         return out;
       },
-      py::arg("path"),
-      "Loads a model written by `fewstep train` (TorchScript + sidecar .json) into a dict: denoiser, schedule, "
-      "prediction, sample_shape, name, path, sidecar_json. ValueError naming the file when either is missing.");
+      py::arg("path"), py::arg("label") = py::none(), py::arg("guidance") = py::none(),
+      "Loads a model written by `fewstep train` or `fewstep distill` (TorchScript + sidecar .json) into a dict: "
+      "denoiser, schedule, prediction, sample_shape, name, path, sidecar_json, num_classes, guidance_input, "
+      "solver and timesteps (a distilled student's own grid; None otherwise). label (int or [batch] integer "
+      "tensor; None = no class) and guidance (scale s) condition a class-conditional model. ValueError naming "
+      "the file when either file is missing, or naming label/guidance when the network cannot take them.");
 }

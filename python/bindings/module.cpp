@@ -18,6 +18,7 @@ void bind_sample(py::module_& m);
 void bind_control(py::module_& m);
 void bind_metrics(py::module_& m);
 void bind_train(py::module_& m);
+void bind_distill(py::module_& m);
 
 namespace {
 
@@ -57,4 +58,5 @@ PYBIND11_MODULE(_fewstep, m) {
   bind_sample(m);
   bind_metrics(m);
   bind_train(m);
+  bind_distill(m);
 }

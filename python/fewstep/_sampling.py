@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -137,9 +138,9 @@ def _step_hook(bar: Any, callback: Optional[Callable[["StepInfo"], None]]) -> Op
 
 
 def sample(
-    model: _fewstep.Denoiser,
+    model: Union[_fewstep.Denoiser, str, "os.PathLike[str]"],
     x_T: torch.Tensor,
-    solver: str = "dpmpp_2m",
+    solver: Optional[str] = None,
     steps: Optional[int] = None,
     spacing: str = "logsnr",
     timesteps: Optional[TimeGrid] = None,
@@ -156,18 +157,26 @@ def sample(
     rtol: Optional[float] = None,
     atol: Optional[float] = None,
     controller: Optional[_fewstep.StepController] = None,
+    label: Union[int, torch.Tensor, None] = None,
+    guidance: Optional[float] = None,
     **solver_options: Union[bool, int, float, str],
 ) -> _fewstep.Solution:
     """Sample from ``model`` starting at ``x_T``, with a registered solver, in C++.
+
+    ``model`` may also be a model file (``.pt`` with its ``.json`` sidecar, as ``fewstep train`` and
+    ``fewstep distill`` write them): a distilled student then samples on its own grid with its own
+    solver unless ``solver``, ``steps`` or ``timesteps`` say otherwise (``fs.sample("student-4step.pt",
+    x_T)`` makes 4 network calls). ``label`` and ``guidance`` condition a class-conditional model file.
 
     Give either ``steps`` (with ``spacing``, ``t_start``, ``t_end``; see :func:`timesteps`) or
     an explicit ``timesteps`` grid. The loop runs in C++ with the GIL released; Python networks
     and the callback retake it per call, and exceptions they raise reach the caller unchanged.
 
     Args:
-        model: a :class:`Denoiser`.
+        model: a :class:`Denoiser`, or the path of a model file.
         x_T: the starting state at ``t_start``; its dtype and device are kept throughout.
-        solver: a name from :func:`solvers` (ValueError listing them otherwise).
+        solver: a name from :func:`solvers` (ValueError listing them otherwise); default ``"dpmpp_2m"``, or a
+            student model file's own solver.
         steps: number of steps of a generated grid.
         spacing: grid spacing for ``steps`` (``"logsnr"``, ``"time"``, ``"karras"``, ...).
         timesteps: explicit decreasing grid (tensor or sequence of floats).
@@ -190,6 +199,9 @@ def sample(
             ``solver="dpm_adaptive"`` without steps/timesteps.
         controller: a :class:`StepController` (e.g. ``PIDController(rtol=..., atol=..., pcoeff=0.4,
             icoeff=0.3)``) for adaptive step size, instead of rtol/atol.
+        label: class label (int, or a ``[batch]`` integer tensor) for a class-conditional model file.
+        guidance: guidance scale for a class-conditional model file (classifier-free guidance, or the
+            guidance input of a guidance-distilled student).
         **solver_options: further solver options (bool, int, float or str).
 
     Returns:
@@ -197,8 +209,19 @@ def sample(
         included), ``.steps``, ``.accepted``/``.rejected`` (adaptive),
         ``.timesteps`` (float64 tensor), ``.trajectory`` (if kept) and ``.stats``.
     """
-    _check_type(model, _fewstep.Denoiser, "model", "a fewstep.Denoiser")
+    if isinstance(model, (str, os.PathLike)):
+        file = _fewstep.load_model_file(os.fspath(model), label, guidance)
+        model = file["denoiser"]
+        if (file["timesteps"] is not None and solver is None and steps is None and timesteps is None
+                and rtol is None and atol is None and controller is None):
+            solver, timesteps = file["solver"], file["timesteps"]
+    elif label is not None or guidance is not None:
+        raise ValueError("label/guidance apply to a model file path; for a Denoiser, build it with them "
+                         "(fs.Denoiser.guided or fs.load_model_file(path, label, guidance))")
+    _check_type(model, _fewstep.Denoiser, "model", "a fewstep.Denoiser or a model file path")
     _check_type(x_T, torch.Tensor, "x_T", "a torch.Tensor")
+    if solver is None:
+        solver = "dpmpp_2m"
     _check_type(solver, str, "solver", "a str")
     if steps is not None and timesteps is not None:
         raise ValueError("pass either steps= or timesteps=, not both")

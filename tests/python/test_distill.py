@@ -1,0 +1,449 @@
+"""Python distillation: loss objects against the library's own DDIM steps, the ready loops (rounds, loss
+decrease, exact resume), DDP over gloo, and students exported as model files that fs.sample runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import torch
+
+import fewstep as fs
+from conftest import MU, STD, GaussianEps, gaussian_ode_solution
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = REPO / "models"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class TinyMLP(torch.nn.Module):
+    """net(x, t) for low-dimensional points."""
+
+    def __init__(self, dim: int = 2, hidden: int = 32, dtype: torch.dtype = torch.float64) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Linear(dim + 2, hidden, dtype=dtype), torch.nn.SiLU(),
+            torch.nn.Linear(hidden, hidden, dtype=dtype), torch.nn.SiLU(),
+            torch.nn.Linear(hidden, dim, dtype=dtype))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t[:, None].to(x.dtype)
+        return self.body(torch.cat([x, t, torch.cos(0.5 * math.pi * t)], dim=1))
+
+
+class AffineX0(torch.nn.Module):
+    """x0 = A x + b: represents the exact one-step flow map of a single Gaussian."""
+
+    def __init__(self, dim: int = 3) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(dim, dim, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+def mixture_teacher(vp: fs.VPLinear) -> fs.Denoiser:
+    return fs.Denoiser.exact(fs.GaussianMixture.random(dim=2, components=3, seed=4), vp)
+
+
+# ----------------------------------------------------------------------------------------------
+# Progressive distillation: the target is the teacher's two DDIM steps.
+
+
+def test_pd_target_makes_one_student_step_land_on_two_teacher_steps(vp: fs.VPLinear) -> None:
+    teacher = mixture_teacher(vp)
+    steps = 4
+    pd = fs.ProgressiveDistillationLoss(teacher, steps, student_prediction="v")
+    x0 = fs.GaussianMixture.random(dim=2, components=3, seed=4).sample(8, torch.Generator().manual_seed(0))
+    index = torch.tensor([1, 2, 3, 4, 4, 3, 2, 1])
+    inp = pd.inputs(x0.double(), torch.Generator().manual_seed(1), index=index)
+    grid = pd.timesteps()
+    assert grid.tolist() == pytest.approx([vp.t_max - k * (vp.t_max - vp.t_min) / steps for k in range(steps + 1)],
+                                          abs=1e-15)
+    for b, i in enumerate(index.tolist()):
+        t, t_mid, t_end = (fs.progressive_grid_time(i - k / 2, steps, vp.t_min, vp.t_max) for k in range(3))
+        assert inp.t[b].item() == t
+        z = inp.z_t[b:b + 1]
+        teacher_two = fs.sample(teacher, z, solver="ddim", timesteps=[t, t_mid, t_end])
+        if i == 1:  # last step of the grid: the target is the teacher's x0 prediction at t_mid
+            z_mid = fs.sample(teacher, z, solver="ddim", timesteps=[t, t_mid]).x
+            torch.testing.assert_close(inp.target[b:b + 1], teacher(z_mid, t_mid)[0], rtol=0, atol=1e-14)
+        else:  # one student DDIM step with x0 = target lands on the teacher's two-step result
+            student_step = fs.ddim_update(vp, z, inp.target[b:b + 1], t, t_end)
+            torch.testing.assert_close(student_step, teacher_two.x, rtol=0, atol=1e-12)
+    snr = (vp.alpha(inp.t) / vp.sigma(inp.t)) ** 2
+    torch.testing.assert_close(inp.weight, snr.clamp(min=1.0))
+
+
+@pytest.mark.parametrize("prediction", ["v", "x0", "eps"])
+def test_pd_loss_is_zero_for_the_student_that_predicts_the_target(vp: fs.VPLinear, prediction: str) -> None:
+    teacher = mixture_teacher(vp)
+    pd = fs.ProgressiveDistillationLoss(teacher, 8, student_prediction=prediction, weighting="snr_plus_one")
+    x0 = torch.randn(6, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    inp = pd.inputs(x0, torch.Generator().manual_seed(3))
+    eps_of_target = (inp.z_t - inp.alpha * inp.target) / inp.sigma
+    native = {"x0": inp.target, "eps": eps_of_target,
+              "v": inp.alpha * eps_of_target - inp.sigma * inp.target}[prediction]
+    assert pd.loss(native, inp).item() < 1e-20
+    off = native + 0.1
+    x0_hat = fs.convert_prediction  # the library's conversion, row by row, as an independent check
+    expected = torch.stack([
+        (1 + (vp.alpha(float(t)) / vp.sigma(float(t))) ** 2)
+        * (x0_hat(inp.z_t[b:b + 1], off[b:b + 1], prediction, vp, float(t))[0] - inp.target[b:b + 1]).pow(2).mean()
+        for b, t in enumerate(inp.t)]).mean()
+    torch.testing.assert_close(pd.loss(off, inp), expected, rtol=1e-12, atol=0)
+
+
+def test_pd_refuses_bad_settings(vp: fs.VPLinear) -> None:
+    teacher = mixture_teacher(vp)
+    with pytest.raises(ValueError, match="student_prediction 'eps' cannot be distilled to steps = 2"):
+        fs.ProgressiveDistillationLoss(teacher, 2, student_prediction="eps")
+    with pytest.raises(ValueError, match="weighting should be one of"):
+        fs.ProgressiveDistillationLoss(teacher, 2, weighting="snr")
+    pd = fs.ProgressiveDistillationLoss(teacher, 2)
+    with pytest.raises(ValueError, match="index should be in 1..2, got 3"):
+        pd.inputs(torch.zeros(2, 2, dtype=torch.float64), index=torch.tensor([1, 3]))
+    with pytest.raises(TypeError, match="teacher should be a fewstep.Denoiser"):
+        fs.ProgressiveDistillationLoss(TinyMLP(), 2)
+    with pytest.raises(ValueError, match="initial_steps / final_steps should be a power of two, got 6 / 1"):
+        fs.distill_progressive(TinyMLP(), torch.zeros(8, 2, dtype=torch.float64), vp, initial_steps=6)
+
+
+# ----------------------------------------------------------------------------------------------
+# The progressive ready loop: rounds, loss decrease, exact resume.
+
+
+def gmm_data(n: int, g: torch.Generator) -> torch.Tensor:
+    return fs.GaussianMixture.random(dim=2, components=3, seed=4).sample(n, g).double()
+
+
+def pd_run(tmp: Optional[Path], callback=None, resume: bool = True, **kw) -> fs.DistillResult:
+    torch.manual_seed(0)
+    teacher = TinyMLP()
+    args = dict(initial_steps=4, final_steps=1, iterations=4, batch_size=16, lr=1e-3, ema=0.9, seed=7,
+                checkpoint=None if tmp is None else tmp / "pd.ckpt", checkpoint_every=4, callback=callback,
+                resume=resume)
+    args.update(kw)
+    return fs.distill_progressive(teacher, gmm_data, fs.VPLinear(), **args)
+
+
+def test_pd_rounds_halve_the_steps_and_keep_the_teacher(vp: fs.VPLinear) -> None:
+    torch.manual_seed(0)
+    teacher = TinyMLP()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    seen = []
+    out = fs.distill_progressive(teacher, gmm_data, vp, initial_steps=8, final_steps=2, iterations=3,
+                                 batch_size=8, callback=seen.append)
+    assert [s.steps for s in seen] == [8] * 3 + [4] * 3 + [2] * 3
+    assert [s.step for s in seen] == list(range(1, 10))
+    assert sorted(out.students) == [2, 4, 8] and len(out.losses) == 9
+    for n, grid in out.timesteps.items():
+        assert len(grid) == n + 1 and grid[0] == vp.t_max and grid[-1] == vp.t_min
+    # The learning rate decays linearly within each round and restarts with the next.
+    assert [round(s.lr / 2e-4, 12) for s in seen[:3]] == [1.0, round(2 / 3, 12), round(1 / 3, 12)]
+    assert seen[3].lr == seen[0].lr
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the given teacher is never modified
+    for p in out.student.parameters():
+        assert not p.requires_grad
+
+
+class ExactMixtureEps(torch.nn.Module):
+    """The exact eps of gmm_data's mixture as an nn.Module teacher (no parameters)."""
+
+    def __init__(self, vp: fs.VPLinear) -> None:
+        super().__init__()
+        self.vp = vp
+        self.exact = fs.Denoiser.exact(fs.GaussianMixture.random(dim=2, components=3, seed=4), vp)
+
+    def __deepcopy__(self, memo: dict) -> "ExactMixtureEps":  # the C++ Denoiser is immutable: rebuild it
+        return ExactMixtureEps(self.vp)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(x)
+        for value in t.unique().tolist():
+            rows = t == value
+            out[rows] = self.exact(x[rows], value)[1].to(x.dtype)
+        return out
+
+
+def test_pd_loss_decreases(vp: fs.VPLinear) -> None:
+    teacher = ExactMixtureEps(vp)
+    pd = fs.ProgressiveDistillationLoss(fs.Denoiser(teacher, schedule=vp, prediction="eps"), 2,
+                                        student_prediction="x0")
+    held_out = gmm_data(512, torch.Generator().manual_seed(99))
+
+    def held_out_loss(student: torch.nn.Module) -> float:
+        with torch.no_grad():
+            return pd(student, held_out, torch.Generator().manual_seed(5)).item()
+
+    torch.manual_seed(1)
+    start = held_out_loss(TinyMLP(hidden=64))
+    torch.manual_seed(1)
+    out = fs.distill_progressive(teacher, gmm_data, vp, initial_steps=2, final_steps=2, iterations=300,
+                                 batch_size=64, lr=3e-3, ema=0.0, student=TinyMLP(hidden=64),
+                                 student_prediction="x0")
+    assert held_out_loss(out.student) < 0.1 * start
+
+
+def test_pd_resume_is_bit_exact(tmp_path: Path) -> None:
+    full = pd_run(tmp_path / "a")
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_6(info: fs.DistillStep) -> None:
+        if info.step == 6:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pd_run(tmp_path / "b", callback=stop_at_6)
+    resumed = pd_run(tmp_path / "b")  # continues from the checkpoint of step 4, just after a round change
+    assert resumed.losses == full.losses and len(full.losses) == 12
+    for (k, a), b in zip(full.student.state_dict().items(), resumed.student.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert sorted(resumed.students) == [1, 2, 4]
+
+    with pytest.raises(ValueError, match="was written with iterations=4, this run has iterations=5"):
+        pd_run(tmp_path / "b", iterations=5)
+    fresh = pd_run(tmp_path / "b", resume=False)
+    assert fresh.losses == full.losses
+
+
+# ----------------------------------------------------------------------------------------------
+# Knowledge distillation.
+
+
+def test_kd_rollout_is_the_library_ddim_sampler(vp: fs.VPLinear) -> None:
+    torch.manual_seed(0)
+    student = TinyMLP()
+    grid = fs.timesteps(vp, 3, "logsnr")
+    kd = fs.KnowledgeDistillationLoss(vp, grid, student_prediction="v")
+    x_T = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        ours = kd.rollout(student, x_T)
+    lib = fs.sample(fs.Denoiser(student, schedule=vp, prediction="v"), x_T, solver="ddim", timesteps=grid)
+    torch.testing.assert_close(ours, lib.x, rtol=0, atol=1e-13)
+    x_T.requires_grad_(False)
+    loss = kd(student, x_T, torch.zeros_like(x_T))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+def test_teacher_rollouts_are_cached_with_their_settings(vp: fs.VPLinear, tmp_path: Path) -> None:
+    net = GaussianEps()
+    teacher = fs.Denoiser(net, schedule=vp, prediction="eps")
+    cache = tmp_path / "pairs.pt"
+    x_T, x_0 = fs.teacher_rollouts(teacher, [3], 40, solver="dpmpp_3m", steps=40, seed=3, batch=16, cache=cache)
+    calls = net.calls
+    assert calls == 3 * 40 and cache.exists()
+    # Sample i starts from seed + i, whatever the batching.
+    torch.testing.assert_close(x_T[5:6].double(), fs.randn((1, 3), [8], dtype=torch.float64), rtol=0, atol=1e-6)
+    # The pairs solve the teacher's ODE (closed form for a single Gaussian, 40 dpmpp_3m steps ~1e-4).
+    exact = gaussian_ode_solution(x_T, vp.t_max, vp.t_min)
+    assert (x_0.double() - exact).abs().max() < 2e-3
+    again_T, again_0 = fs.teacher_rollouts(teacher, [3], 40, solver="dpmpp_3m", steps=40, seed=3, batch=16,
+                                           cache=cache)
+    assert net.calls == calls and torch.equal(again_0, x_0) and torch.equal(again_T, x_T)
+    fs.teacher_rollouts(teacher, [3], 40, solver="dpmpp_3m", steps=20, seed=3, batch=16, cache=cache)
+    assert net.calls == calls + 3 * 20  # other settings: solved again
+
+
+def test_kd_one_step_student_learns_the_gaussian_flow_map(vp: fs.VPLinear, tmp_path: Path) -> None:
+    # For N(mu, diag(s^2)) the flow map x_T -> x_0 is affine; a one-step x0-student x0 = A x + b holds it exactly.
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(512, 3, generator=g, dtype=torch.float64)
+    grid = fs.timesteps(vp, 1)
+    x_0 = gaussian_ode_solution(x_T, vp.t_max, vp.t_min)
+    torch.manual_seed(0)
+    student = AffineX0()
+    kd = fs.KnowledgeDistillationLoss(vp, grid)
+    start = kd(student, x_T, x_0).item()
+    out = fs.distill_knowledge(student, x_T, x_0, vp, grid, iterations=400, batch_size=64, lr=2e-2, ema=0.0,
+                               checkpoint=tmp_path / "kd.ckpt")
+    end = kd(out.student, x_T, x_0).item()
+    # The data scale is ~1; the affine optimum has zero loss, so the fit must come close to it.
+    assert end < 1e-3 * start and end < 1e-3
+    # The one-step DDIM from t_max to t_min with x0 = A x + b reproduces the exact map's mean.
+    mean = kd.rollout(out.student, torch.zeros(1, 3, dtype=torch.float64)).squeeze(0)
+    torch.testing.assert_close(mean, gaussian_ode_solution(torch.zeros(1, 3), vp.t_max, vp.t_min).squeeze(0),
+                               rtol=0, atol=0.05)
+    assert out.timesteps[1].tolist() == grid.tolist()
+
+
+# ----------------------------------------------------------------------------------------------
+# Guidance distillation.
+
+
+class ClassLinearEps(torch.nn.Module):
+    """A conditional eps-net: class y (num_classes = null) shifts a linear map."""
+
+    def __init__(self, num_classes: int = 3, dim: int = 2) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.shift = torch.nn.Parameter(torch.randn(num_classes + 1, dim, generator=g, dtype=torch.float64))
+        self.scale = torch.nn.Parameter(torch.randn(dim, generator=g, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + t[:, None] * self.shift[y]
+
+
+class GuidedStudent(torch.nn.Module):
+    """student(x, t, y, w) = (1 - w) * net(x, t, null) + w * net(x, t, y): exactly the guided teacher."""
+
+    def __init__(self, net: ClassLinearEps, use_w: bool = True) -> None:
+        super().__init__()
+        self.net, self.use_w = net, use_w
+
+    def forward(self, x, t, y, w):
+        w = w[:, None] if self.use_w else torch.ones_like(w)[:, None]
+        null = torch.full_like(y, self.net.shift.shape[0] - 1)
+        return (1 - w) * self.net(x, t, null) + w * self.net(x, t, y)
+
+
+def test_guidance_loss_is_zero_for_the_guided_teacher(vp: fs.VPLinear) -> None:
+    teacher = ClassLinearEps()
+    gd = fs.GuidanceDistillationLoss(teacher, vp, num_classes=3, guidance_min=1.0, guidance_max=5.0)
+    x0 = torch.randn(32, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    labels = torch.arange(32) % 3
+    exact = gd(GuidedStudent(teacher), x0, labels, torch.Generator().manual_seed(1)).item()
+    assert exact < 1e-25
+    assert gd(GuidedStudent(teacher, use_w=False), x0, labels, torch.Generator().manual_seed(1)).item() > 1e-3
+    with pytest.raises(ValueError, match=r"labels should be in \[0, 3\)"):
+        gd(GuidedStudent(teacher), x0, labels + 1)
+    # The ready loop fits a w-ignoring start towards the guided teacher.
+    student = GuidedStudent(ClassLinearEps())
+    with torch.no_grad():
+        student.net.shift.add_(0.5)
+    start = gd(student, x0, labels, torch.Generator().manual_seed(1)).item()
+    out = fs.distill_guidance(teacher, student, x0, labels, vp, 3, guidance_max=5.0, iterations=300, batch_size=16,
+                              lr=2e-2, ema=0.0)
+    assert gd(out.student, x0, labels, torch.Generator().manual_seed(1)).item() < 0.1 * start
+
+
+# ----------------------------------------------------------------------------------------------
+# Exported students and model files.
+
+
+def test_exported_student_samples_on_its_own_grid(vp: fs.VPLinear, tmp_path: Path) -> None:
+    teacher_file = MODELS / "gmm2d-mlp-eps.pt"
+    torch.manual_seed(0)
+    student = TinyMLP(dtype=torch.float32)
+    grid = fs.progressive_timesteps(vp, 2)
+    path = fs.export_student(student, tmp_path / "student-2step.pt", teacher=teacher_file, prediction="v",
+                             timesteps=grid, settings={"steps": 2})
+    side = json.loads((tmp_path / "student-2step.json").read_text())
+    assert side["sampler"] == {"solver": "ddim", "timesteps": grid.tolist()}
+    assert side["prediction"] == "v" and side["distillation"]["method"] == "progressive"
+    info = fs.load_model_file(path)
+    assert info["solver"] == "ddim" and info["timesteps"].tolist() == grid.tolist()
+    assert info["num_classes"] == 0 and info["guidance_input"] is False
+    x_T = torch.randn(6, 2, generator=torch.Generator().manual_seed(3))
+    out = fs.sample(path, x_T)
+    assert out.nfe == 2 and out.timesteps.tolist() == grid.tolist()
+    ref = fs.sample(fs.Denoiser(student, schedule=info["schedule"], prediction="v"), x_T, solver="ddim",
+                    timesteps=grid)
+    torch.testing.assert_close(out.x, ref.x, rtol=1e-5, atol=1e-6)
+    # Flags win over the sidecar's grid.
+    assert fs.sample(path, x_T, solver="euler", steps=3).nfe == 3
+    with pytest.raises(ValueError, match="label/guidance apply to a model file path"):
+        fs.sample(info["denoiser"], x_T, steps=2, label=1)
+    with pytest.raises(ValueError, match="has no sidecar"):
+        fs.export_student(student, tmp_path / "s.pt", teacher=tmp_path / "nope.pt", prediction="v")
+
+
+@pytest.mark.skipif(not (MODELS / "distilled" / "fmnist-pd-2step.pt").exists(), reason="shipped students absent")
+def test_shipped_students_load_with_their_conditioning() -> None:
+    pd = fs.load_model_file(str(MODELS / "distilled" / "fmnist-pd-2step.pt"))
+    assert pd["solver"] == "ddim" and len(pd["timesteps"]) == 3 and pd["prediction"] == "v"
+    out = fs.sample(str(MODELS / "distilled" / "fmnist-pd-2step.pt"), torch.randn(2, 1, 28, 28))
+    assert out.nfe == 2 and torch.isfinite(out.x).all()
+    guided = fs.load_model_file(str(MODELS / "distilled" / "fmnist-guided.pt"), label=3, guidance=2.0)
+    assert guided["num_classes"] == 10 and guided["guidance_input"] is True
+    with pytest.raises(ValueError, match="label"):
+        fs.load_model_file(str(MODELS / "distilled" / "fmnist-guided.pt"), label=10)
+    with pytest.raises(ValueError, match="label|class"):
+        fs.load_model_file(str(MODELS / "distilled" / "fmnist-pd-2step.pt"), label=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# DistributedDataParallel over gloo: the progressive loss in an ordinary DDP loop.
+
+DDP_STEPS, DDP_BATCH = 3, 16
+
+
+def ddp_batches() -> list:
+    g = torch.Generator().manual_seed(21)
+    return [(torch.randn(DDP_BATCH, 2, generator=g, dtype=torch.float64),
+             torch.randint(1, 5, (DDP_BATCH,), generator=g),
+             torch.randn(DDP_BATCH, 2, generator=g, dtype=torch.float64)) for _ in range(DDP_STEPS)]
+
+
+def ddp_train(net: torch.nn.Module, rank: Optional[int], world: int) -> None:
+    vp = fs.VPLinear()
+    pd = fs.ProgressiveDistillationLoss(mixture_teacher(vp), 4, student_prediction="v")
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    for x0, index, eps in ddp_batches():
+        if rank is not None:
+            shard = slice(rank * DDP_BATCH // world, (rank + 1) * DDP_BATCH // world)
+            x0, index, eps = x0[shard], index[shard], eps[shard]
+        loss = pd(net, x0, index=index, eps=eps)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def ddp_net() -> TinyMLP:
+    torch.manual_seed(0)
+    return TinyMLP(hidden=16)
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        net = ddp_net()
+        ddp_train(torch.nn.parallel.DistributedDataParallel(net), rank, world)
+        torch.save(net.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="torch.distributed with gloo is not available in this torch build")
+def test_pd_loss_under_ddp_matches_one_process(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    world = 2
+    mp.spawn(_ddp_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
+    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
+    single = ddp_net()
+    ddp_train(single, None, world)
+    initial = ddp_net().state_dict()
+    for key, ref in single.state_dict().items():
+        assert torch.equal(states[0][key], states[1][key]), key
+        # DDP averages two half-batch means of per-sample weighted errors; one process averages the whole
+        # batch: equal up to float64 summation order (~1e-16 relative), carried through 3 SGD steps.
+        torch.testing.assert_close(states[0][key], ref, rtol=0, atol=1e-12)
+        assert not torch.equal(ref, initial[key])
