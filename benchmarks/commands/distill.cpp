@@ -47,6 +47,9 @@ struct Config {
   std::string mixture_teacher = "models/gmm16d-mlp-eps.pt";
   std::string mixture_pd = "models/distilled/gmm16d-pd-{N}step.pt";
   std::string mixture_kd = "models/distilled/gmm16d-kd-{N}step.pt";
+  // Consistency students ({M} = cd, ct, ict): 1- and 2-step `consistency` samplers.
+  std::string cm = "models/distilled/fmnist-{M}-{N}step.pt";
+  std::string mixture_cm = "models/distilled/gmm16d-{M}-{N}step.pt";
   std::string classifier = "models/fmnist-classifier.pt";
   std::string fmnist_dir;
   std::string out = "out/distill";
@@ -64,6 +67,14 @@ std::string with_steps(const std::string& pattern, int64_t n) {
   std::string s = pattern;
   const auto at = s.find("{N}");
   if (at != std::string::npos) s.replace(at, 3, std::to_string(n));
+  return s;
+}
+
+/// pattern with "{M}" replaced by a consistency method name.
+std::string with_method(const std::string& pattern, const std::string& method) {
+  std::string s = pattern;
+  const auto at = s.find("{M}");
+  if (at != std::string::npos) s.replace(at, 3, method);
   return s;
 }
 
@@ -138,6 +149,8 @@ class DistillBench : public Command {
     app.add_option("--guided-pd", c_.guided_pd, "Its progressive-distillation students")->capture_default_str();
     app.add_option("--mixture-teacher", c_.mixture_teacher, "16-D mixture teacher")->capture_default_str();
     app.add_option("--mixture-pd", c_.mixture_pd, "Its progressive-distillation students")->capture_default_str();
+    app.add_option("--cm", c_.cm, "Consistency students ({M} = cd, ct, ict; {N} = steps)")->capture_default_str();
+    app.add_option("--mixture-cm", c_.mixture_cm, "16-D mixture consistency students")->capture_default_str();
     app.add_option("--mixture-kd", c_.mixture_kd, "Its knowledge-distillation students")->capture_default_str();
     app.add_option("--classifier", c_.classifier, "Classifier of FD-FMNIST")->capture_default_str();
     app.add_option("--fmnist-dir", c_.fmnist_dir, "Fashion-MNIST directory");
@@ -185,8 +198,13 @@ class DistillBench : public Command {
   }
   Run solve_student(const ModelFile& m, const at::Tensor& x_T, const std::string& label) {
     const auto ddim = solver(m.solver.empty() ? "ddim" : m.solver);
-    return run_batched(x_T, c_.batch, label, !c_.quiet,
-                       [&](const at::Tensor& chunk) { return sample(m.denoiser, chunk, *ddim, m.timesteps); });
+    int64_t offset = 0;  // per-sample noise seeds (consistency sampling re-noises): batch-independent
+    return run_batched(x_T, c_.batch, label, !c_.quiet, [&](const at::Tensor& chunk) {
+      SampleOptions so;
+      for (int64_t i = 0; i < chunk.size(0); ++i) so.seeds.push_back(c_.seed + 1000003 + offset + i);
+      offset += chunk.size(0);
+      return sample(m.denoiser, chunk, *ddim, m.timesteps, so);
+    });
   }
 
   // Teacher rows at `steps` NFE-matched steps: DDIM and the best training-free solver (least coupled error).
@@ -229,7 +247,10 @@ class DistillBench : public Command {
     for (int64_t n : c_.steps) {
       teacher_rows(s, teacher.denoiser, x_T, n, 1, "teacher");
       for (const auto& [label, pattern] : {std::pair<std::string, std::string>{"progressive student", c_.pd},
-                                           {"KD student", c_.kd}}) {
+                                           {"KD student", c_.kd},
+                                           {"consistency student (CD)", with_method(c_.cm, "cd")},
+                                           {"consistency student (CT)", with_method(c_.cm, "ct")},
+                                           {"consistency student (iCT)", with_method(c_.cm, "ict")}}) {
         const std::string path = with_steps(pattern, n);
         if (!fsys::exists(path)) continue;
         const ModelFile m = load_model_file(path);
@@ -307,7 +328,10 @@ class DistillBench : public Command {
     for (int64_t n : c_.steps) {
       teacher_rows(s, teacher.denoiser, x_T, n, 1, "teacher");
       for (const auto& [label, pattern] : {std::pair<std::string, std::string>{"progressive student", c_.mixture_pd},
-                                           {"KD student", c_.mixture_kd}}) {
+                                           {"KD student", c_.mixture_kd},
+                                           {"consistency student (CD)", with_method(c_.mixture_cm, "cd")},
+                                           {"consistency student (CT)", with_method(c_.mixture_cm, "ct")},
+                                           {"consistency student (iCT)", with_method(c_.mixture_cm, "ict")}}) {
         const std::string path = with_steps(pattern, n);
         if (!fsys::exists(path)) continue;
         const ModelFile m = load_model_file(path);

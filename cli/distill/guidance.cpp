@@ -79,10 +79,7 @@ class GuidanceMethod final : public Command {
                            {"lr", flags_.lr},
                            {"ema", flags_.ema},
                            {"iterations", iterations_}};
-      info.training = run.training_json();
-      info.training["steps_done"] = trainer.step_count();
-      const std::string path = export_student(*trainer.ema_student(), teacher_, info, flags_.out);
-      if (trainer.step_count() >= iterations_) std::cerr << "fewstep distill guidance: wrote " << path << "\n";
+      export_checkpoint_student(trainer, run, info, teacher_, flags_.out, iterations_, "distill guidance");
     };
     return run.run(trainer, loop);
   }

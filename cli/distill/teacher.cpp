@@ -1,5 +1,6 @@
 #include "teacher.h"
 
+#include <iostream>
 #include <torch/script.h>
 
 #include <filesystem>
@@ -163,12 +164,14 @@ std::string export_student(const torch::jit::Module& net, const Teacher& teacher
   m.erase("training");
   m.erase("default_guidance");
   m.erase("sampler");
+  m.erase("consistency");
   m["name"] = info.name;
   m["model"] = info.name + ".pt";
   m["prediction"] = to_string(info.prediction);
   m["network"] = info.network;
   m["parameters"] = parameter_count(copy);
-  if (!info.timesteps.empty()) m["sampler"] = {{"solver", "ddim"}, {"timesteps", info.timesteps}};
+  if (!info.timesteps.empty()) m["sampler"] = {{"solver", info.solver}, {"timesteps", info.timesteps}};
+  for (const auto& [key, value] : info.sidecar_extra.items()) m[key] = value;
   if (info.default_guidance > 0.0) m["default_guidance"] = info.default_guidance;
   m["distillation"] = info.distillation;
   m["distillation"]["method"] = info.method;
@@ -179,6 +182,16 @@ std::string export_student(const torch::jit::Module& net, const Teacher& teacher
   write_text_file(sidecar_path(model), m.dump(2) + "\n");
   write_text_file(card_path(model), render_student_card(m, fsys::path(model).filename().string()));
   return model;
+}
+
+std::string export_checkpoint_student(const Trainer& trainer, const TrainingRun& run, StudentInfo info,
+                                      const Teacher& teacher, const std::string& dir, int64_t final_step,
+                                      const std::string& who) {
+  info.training = run.training_json();
+  info.training["steps_done"] = trainer.step_count();
+  const std::string path = export_student(*trainer.export_net(), teacher, info, dir);
+  if (trainer.step_count() >= final_step) std::cerr << "fewstep " << who << ": wrote " << path << "\n";
+  return path;
 }
 
 }  // namespace fewstep::cli

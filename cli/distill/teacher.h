@@ -15,6 +15,8 @@
 #include "fewstep/schedules/schedule.h"
 #include "fewstep/train/batch_source.h"
 #include "fewstep/train/optimizer.h"
+#include "fewstep/train/trainer.h"
+#include "../training_run.h"
 
 namespace fewstep::cli {
 
@@ -62,10 +64,19 @@ struct StudentInfo {
   nlohmann::json distillation;    // method settings for the card and sidecar
   nlohmann::json training;        // TrainingRun::training_json() plus settings
   double default_guidance = 0.0;  // > 0: written as the sidecar's default_guidance
+  std::string solver = "ddim";     // the sampler of `timesteps`
+  nlohmann::json sidecar_extra = nlohmann::json::object();  // more top-level sidecar fields (e.g. "consistency")
 };
 
 /// Writes dir/<name>.pt (eval-mode copy of `net`), its sidecar and a card. Returns the model path.
 std::string export_student(const torch::jit::Module& net, const Teacher& teacher, const StudentInfo& info,
                            const std::string& dir);
+
+/// export_student of the trainer's exported network at a checkpoint of `run`: info.training gets the
+/// run's training record and the steps done; once the trainer reached `final_step` the path is
+/// reported on stderr as "fewstep <who>: wrote <path>".
+std::string export_checkpoint_student(const Trainer& trainer, const TrainingRun& run, StudentInfo info,
+                                      const Teacher& teacher, const std::string& dir, int64_t final_step,
+                                      const std::string& who);
 
 }  // namespace fewstep::cli

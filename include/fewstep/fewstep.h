@@ -1,6 +1,6 @@
 /// @file fewstep.h
 /// @brief Umbrella header: every public header of fewstep (schedules, models, solvers,
-/// control, sampling, data, networks, training, image I/O).
+/// control, sampling, data, networks, training, image I/O, PSLD).
 #pragma once
 
 #include "fewstep/control/controller.h"
@@ -15,6 +15,7 @@
 #include "fewstep/metrics/coupled_error.h"
 #include "fewstep/metrics/fmnist_evaluator.h"
 #include "fewstep/metrics/frechet.h"
+#include "fewstep/metrics/mmd.h"
 #include "fewstep/models/denoiser.h"
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/models/guidance.h"
@@ -24,6 +25,14 @@
 #include "fewstep/nets/network.h"
 #include "fewstep/nets/network_spec.h"
 #include "fewstep/nets/unet.h"
+#include "fewstep/psld/hsm_loss.h"
+#include "fewstep/psld/mixture.h"
+#include "fewstep/psld/model.h"
+#include "fewstep/psld/process.h"
+#include "fewstep/psld/sampler.h"
+#include "fewstep/psld/sde_samplers.h"
+#include "fewstep/psld/splitting.h"
+#include "fewstep/psld/training.h"
 #include "fewstep/sample/reference.h"
 #include "fewstep/sample/sample.h"
 #include "fewstep/schedules/schedule.h"

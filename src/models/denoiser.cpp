@@ -10,6 +10,7 @@
 
 #include "fewstep/core/check.h"
 #include "fewstep/models/gaussian_mixture.h"
+#include "fewstep/nets/network.h"
 
 namespace fewstep {
 
@@ -237,27 +238,7 @@ Denoiser Denoiser::torchscript(const std::string& path, SchedulePtr schedule, Pr
                                TimeInput time_input, double time_scale) {
   check_schedule(schedule, "Denoiser.torchscript");
   check_time_options(*schedule, time_input, time_scale);
-  {
-    std::ifstream probe(path, std::ios::binary);
-    FEWSTEP_CHECK_VALUE(probe.good(), "Denoiser.torchscript: cannot open path '", path,
-                        "' (missing or unreadable file); expected a TorchScript archive saved with torch.jit.save");
-  }
-  auto module = std::make_shared<torch::jit::Module>();
-  std::string error;
-  try {
-    // Parameters stay on the device they were saved from; the caller passes x on that device
-    // (or calls torch.jit.load(..., map_location=...) + save beforehand).
-    *module = torch::jit::load(path);
-  } catch (const c10::Error& e) {
-    error = e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
-  FEWSTEP_CHECK_VALUE(error.empty(), "Denoiser.torchscript: path '", path, "' is not a loadable TorchScript archive: ",
-                      error);
-  FEWSTEP_CHECK_VALUE(module->find_method("forward").has_value(), "Denoiser.torchscript: the module at path '", path,
-                      "' has no forward method; expected forward(x, t) -> Tensor");
-  module->eval();
+  auto module = load_network(path, "Denoiser.torchscript");
   Network network = [module, path](const at::Tensor& x, const at::Tensor& t) -> at::Tensor {
     c10::IValue out = module->forward(std::vector<c10::IValue>{x, t});
     FEWSTEP_CHECK_TYPE(out.isTensor(), "Denoiser.torchscript: forward(x, t) of '", path, "' returned ",

@@ -10,6 +10,7 @@
 #include <torch/script.h>
 
 #include "fewstep/core/check.h"
+#include "fewstep/models/consistency_function.h"
 #include "fewstep/models/guidance.h"
 #include "fewstep/nets/network.h"
 #include "fewstep/schedules/schedule_spec.h"
@@ -103,10 +104,26 @@ ModelFile load_model_file(const std::string& model_path, const ModelConditioning
                         "conditioning.guidance must be unset");
     std::optional<double> default_guidance;
     if (meta.contains("default_guidance")) default_guidance = meta["default_guidance"].get<double>();
-    Denoiser denoiser =
-        num_classes > 0 ? conditional_denoiser(model_path, schedule, prediction, time_input, time_scale, num_classes,
-                                               guidance_input, default_guidance, conditioning)
-                        : Denoiser::torchscript(model_path, schedule, prediction, time_input, time_scale);
+    std::optional<Denoiser> built;
+    if (meta.contains("consistency")) {
+      // A consistency model (models/consistency_function.h): the file holds F, the sidecar its scalings.
+      FEWSTEP_CHECK_VALUE(num_classes == 0, "sidecar '", side, "': class-conditional consistency models are not supported");
+      const json& cm = meta["consistency"];
+      ConsistencyParameterization p;
+      p.sigma_data = cm.value("sigma_data", 0.5);
+      p.t_min = cm.value("t_min", 0.0);
+      p.time_input = time_input;
+      p.time_scale = time_scale;
+      auto module = std::make_shared<torch::jit::Module>(torch::jit::load(model_path));
+      module->eval();
+      built.emplace(consistency_denoiser(std::move(module), schedule, p));
+    } else if (num_classes > 0) {
+      built.emplace(conditional_denoiser(model_path, schedule, prediction, time_input, time_scale, num_classes,
+                                         guidance_input, default_guidance, conditioning));
+    } else {
+      built.emplace(Denoiser::torchscript(model_path, schedule, prediction, time_input, time_scale));
+    }
+    Denoiser denoiser = std::move(*built);
     ModelFile file{std::move(denoiser),   std::move(schedule), prediction, std::move(shape),
                    meta.value("name", fsys::path(model_path).stem().string()), model_path, meta.dump()};
     file.num_classes = num_classes;

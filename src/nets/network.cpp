@@ -1,10 +1,14 @@
 #include "fewstep/nets/network.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/script.h>
 
+#include <exception>
+#include <fstream>
 #include <map>
+#include <mutex>
 
 #include "fewstep/core/check.h"
 #include "fewstep/train/atomic_file.h"
@@ -58,5 +62,48 @@ ScopedUnoptimizedExecutor::ScopedUnoptimizedExecutor() : previous_(torch::jit::g
   torch::jit::setGraphExecutorOptimize(false);
 }
 ScopedUnoptimizedExecutor::~ScopedUnoptimizedExecutor() { torch::jit::setGraphExecutorOptimize(previous_); }
+
+at::Tensor with_dropout_seed(uint64_t seed, const std::function<at::Tensor()>& fn) {
+  at::Generator global = at::detail::getDefaultCPUGenerator();
+  at::Tensor saved;
+  {
+    std::lock_guard<std::mutex> lock(global.mutex());
+    saved = global.get_state();
+    global.set_current_seed(seed);
+  }
+  struct Restore {  // also when fn throws
+    at::Generator& gen;
+    const at::Tensor& state;
+    ~Restore() {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(state);
+    }
+  } restore{global, saved};
+  return fn();
+}
+
+ScriptNet load_network(const std::string& path, const char* who) {
+  {
+    std::ifstream probe(path, std::ios::binary);
+    FEWSTEP_CHECK_VALUE(probe.good(), who, ": cannot open path '", path,
+                        "' (missing or unreadable file); expected a TorchScript archive saved with torch.jit.save");
+  }
+  auto module = std::make_shared<torch::jit::Module>();
+  std::string error;
+  try {
+    // Parameters stay on the device they were saved from; the caller passes x on that device
+    // (or calls torch.jit.load(..., map_location=...) + save beforehand).
+    *module = torch::jit::load(path);
+  } catch (const c10::Error& e) {
+    error = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  FEWSTEP_CHECK_VALUE(error.empty(), who, ": path '", path, "' is not a loadable TorchScript archive: ", error);
+  FEWSTEP_CHECK_VALUE(module->find_method("forward").has_value(), who, ": the module at path '", path,
+                      "' has no forward method; expected forward(x, t) -> Tensor");
+  module->eval();
+  return module;
+}
 
 }  // namespace fewstep

@@ -1,6 +1,7 @@
 #include "fewstep/solvers/registry.h"
 
 #include "fewstep/core/check.h"
+#include "fewstep/solvers/consistency.h"
 #include "fewstep/solvers/ddim.h"
 #include "fewstep/solvers/dpm_solver_2s.h"
 #include "fewstep/solvers/dpm_solver_3s.h"
@@ -55,6 +56,7 @@ std::vector<StepperEntry> build_registry() {
       entry<DpmSolver12Stepper>(),
       entry<DpmSolver23Stepper>(),
       entry<DpmAdaptiveStepper>(),
+      entry<ConsistencyStepper>(),
   };
 }
 

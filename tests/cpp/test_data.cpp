@@ -15,20 +15,16 @@
 #include "fewstep/data/mixture_data.h"
 #include "fewstep/data/shuffled_batches.h"
 #include "fewstep/models/gaussian_mixture.h"
+#include "test_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using fewstep::BatchSource;
 
-std::string temp_dir(const std::string& name) {
-  const char* env = std::getenv("FEWSTEP_TEST_TMP");
-  fs::path dir = env && *env ? env : "/tmp";
-  dir /= "fewstep_test_data_" + std::to_string(::getpid()) + "_" + name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
+using fewstep::testing::value_error_message;
+
+std::string temp_dir(const std::string& name) { return fewstep::testing::scratch_dir("data", name); }
 
 void put_be32(std::vector<uint8_t>& out, uint32_t v) {
   for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<uint8_t>(v >> s));
@@ -47,16 +43,6 @@ void write_idx_gz(const std::string& path, uint32_t magic, const std::vector<uin
   ASSERT_EQ(gzclose(f), Z_OK);
 }
 
-template <class F>
-std::string value_error_message(F f) {
-  try {
-    f();
-  } catch (const c10::ValueError& e) {
-    return e.what_without_backtrace();
-  }
-  ADD_FAILURE() << "no c10::ValueError thrown";
-  return "";
-}
 
 bool have_real_data() { return fs::exists(fewstep::fashion_mnist_directory() + "/train-images-idx3-ubyte.gz"); }
 

@@ -25,6 +25,7 @@
 #include "fewstep/nets/classifier.h"
 #include "fewstep/nets/network.h"
 #include "fewstep/train/classifier_trainer.h"
+#include "test_util.h"
 
 namespace {
 
@@ -33,23 +34,12 @@ using fewstep::GaussianStats;
 
 at::Generator gen(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
-std::string temp_dir() {
-  const char* env = std::getenv("FEWSTEP_TEST_TMP");
-  fs::path dir = env && *env ? env : "/tmp";
-  dir /= "fewstep_test_metrics_" + std::to_string(::getpid());
-  fs::create_directories(dir);
-  return dir.string();
-}
+using fewstep::testing::value_error_message;
 
-template <class F>
-std::string value_error_message(F f) {
-  try {
-    f();
-  } catch (const c10::ValueError& e) {
-    return e.what_without_backtrace();
-  }
-  ADD_FAILURE() << "no c10::ValueError thrown";
-  return "";
+// One directory for the whole process: tests write several files into it.
+std::string temp_dir() {
+  static const std::string dir = fewstep::testing::scratch_dir("metrics", "files");
+  return dir;
 }
 
 GaussianStats stats(at::Tensor mean, at::Tensor cov, int64_t count = 100) {

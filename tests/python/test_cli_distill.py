@@ -128,3 +128,39 @@ def test_sample_conditional_teacher_with_guidance(tmp_path: Path) -> None:
     proc = run("sample", "--model", str(TEACHER), "--class", "3", "--n", "4", "--out", str(tmp_path / "c.png"),
                check=False)
     assert proc.returncode == 2 and "is not class-conditional" in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["cd", "ict"])
+def test_consistency_students_sample_in_one_and_two_calls(method: str, tmp_path: Path) -> None:
+    import fewstep as fs
+
+    args = ["distill", "consistency", "--method", method, "--teacher", str(TEACHER), "--iterations", "30",
+            "--batch", "64", "--checkpoint-every", "15", "--threads", "1", "--num-points", "6", "--ict-s0", "4",
+            "--ict-s1", "16", "--out", str(tmp_path / "a")]
+    run(*args)
+    for n in (1, 2):
+        path = tmp_path / "a" / f"student-{n}step.pt"
+        side = json.loads(path.with_suffix(".json").read_text())
+        assert side["sampler"]["solver"] == "consistency" and len(side["sampler"]["timesteps"]) == n + 1
+        assert side["consistency"]["sigma_data"] == 0.5 and side["distillation"]["consistency_method"] == method
+        proc = run("sample", "--model", str(path), "--n", "50", "--out", str(tmp_path / "s.png"))
+        assert f"consistency, {n} steps, {n} NFE" in proc.stderr, proc.stderr
+        out = fs.sample(str(path), torch.randn(20, 2), seeds=list(range(20)))
+        assert out.nfe == n and torch.isfinite(out.x).all()
+    # f(x, t_min) = x exactly, through the model file.
+    model = fs.load_model_file(str(tmp_path / "a" / "student-1step.pt"))["denoiser"]
+    x = torch.randn(5, 2)
+    assert torch.equal(model(x, model.schedule.t_min)[0], x)
+    # Stopped mid-run and resumed: the same exported student as an uninterrupted run.
+    proc = subprocess.Popen([str(BIN), *args[:-1], str(tmp_path / "b"), "--log-every", "1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("step 20/"):
+            proc.terminate()
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode != 0 and 0 < json.loads((tmp_path / "b" / "state.json").read_text())["step"] < 30
+    run(*args[:-1], str(tmp_path / "b"), "--resume")
+    a = torch.jit.load(str(tmp_path / "a" / "student-1step.pt")).state_dict()
+    b = torch.jit.load(str(tmp_path / "b" / "student-1step.pt")).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -17,6 +17,8 @@
 ///    ModelConditioning picks the class and guidance: a plain conditional network with a guidance
 ///    scale s ≠ 1 is sampled with classifier-free guidance (two calls per evaluation,
 ///    models/guidance.h); a guidance-input network gets s as w (one call).
+///  - "consistency": {"sigma_data", "t_min"} — the file holds a consistency model's network F and the
+///    Denoiser is f(x, t) = c_skip x + c_out F(c_in x, t) (models/consistency_function.h), predicting x0.
 #pragma once
 
 #include <ATen/core/Tensor.h>

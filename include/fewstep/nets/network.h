@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,6 +37,11 @@ int64_t parameter_count(const torch::jit::Module& module);
 /// Writes `module` as a TorchScript archive, atomically (temporary file in the same directory,
 /// fsync, rename): a reader never sees a half-written model.
 void save_network(const torch::jit::Module& module, const std::string& path);
+
+/// Loads a TorchScript archive (torch::jit::load) in eval mode. The module stays on the device it
+/// was saved from. ValueError naming `who` and the path if the file is missing, is not a loadable
+/// archive or has no forward method.
+ScriptNet load_network(const std::string& path, const char* who);
 
 /// The parameters of `module` (recursive) that require grad, in registration order: what a trainer
 /// hands its optimiser.
@@ -65,5 +71,11 @@ class ScopedUnoptimizedExecutor {
  private:
   bool previous_;
 };
+
+/// Runs fn with the global CPU generator (the one TorchScript dropout draws from) seeded with
+/// `seed`, then restores the generator's state: equal seeds give equal dropout masks (two passes
+/// that must share them, as in consistency training), and the caller's global RNG stream is left
+/// as it was.
+at::Tensor with_dropout_seed(uint64_t seed, const std::function<at::Tensor()>& fn);
 
 }  // namespace fewstep

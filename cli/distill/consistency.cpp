@@ -1,0 +1,144 @@
+// `fewstep distill consistency`: consistency distillation (cd) from the teacher, or consistency
+// training (ct, ict) on the teacher's data and architecture without its weights
+// (train/consistency_trainer.h). Exports 1- and 2-step samplers of the `consistency` solver.
+#include <ATen/ATen.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+
+#include "../training_run.h"
+#include "method.h"
+#include "teacher.h"
+#include "fewstep/nets/network_spec.h"
+#include "fewstep/train/consistency_trainer.h"
+
+namespace fewstep::cli {
+namespace {
+
+using json = nlohmann::json;
+
+class ConsistencyMethodCommand final : public Command {
+ public:
+  void configure(CLI::App& app) override {
+    flags_.add_to(app);
+    app.add_option("--method", method_, "cd (distil the teacher), ct or ict (train without it)")
+        ->check(CLI::IsMember({"cd", "ct", "ict"}))
+        ->capture_default_str();
+    app.add_option("--iterations", iterations_, "Optimisation steps K")->check(positive())->capture_default_str();
+    app.add_option("--num-points", num_points_, "cd: N points of the Karras grid")->check(CLI::Range(2, 100000))
+        ->capture_default_str();
+    app.add_option("--target-ema", target_ema_, "cd: EMA rate mu of the target network")->check(CLI::Range(0.0, 0.999999))
+        ->capture_default_str();
+    app.add_option("--teacher-solver", teacher_solver_, "cd: deterministic solver of the teacher's ODE step")
+        ->capture_default_str();
+    app.add_option("--distance", distance_, "l2, l1 or pseudo_huber (default: l2 for cd/ct, pseudo_huber for ict)")
+        ->check(CLI::IsMember({"l2", "l1", "pseudo_huber"}));
+    app.add_option("--sigma-data", sigma_data_, "sigma_d of the parameterisation")->check(positive())->capture_default_str();
+    app.add_option("--ct-s0", ct_s0_, "ct: initial discretisation s0")->capture_default_str();
+    app.add_option("--ct-s1", ct_s1_, "ct: final discretisation s1")->capture_default_str();
+    app.add_option("--ct-mu0", ct_mu0_, "ct: initial target EMA rate mu0")->capture_default_str();
+    app.add_option("--ict-s0", ict_s0_, "ict: initial discretisation s0")->capture_default_str();
+    app.add_option("--ict-s1", ict_s1_, "ict: final discretisation s1")->capture_default_str();
+    app.add_option("--intermediate-sigma", mid_sigma_,
+                   "Noise level sigma/alpha of the 2-step sampler's intermediate time (the paper's ~0.8)")
+        ->check(positive())
+        ->capture_default_str();
+  }
+
+  int run(const GlobalOptions&) override {
+    const ConsistencyMethod method = parse_consistency_method(method_);
+    if (distance_.empty()) distance_ = method == ConsistencyMethod::ImprovedTraining ? "pseudo_huber" : "l2";
+    json identity = flags_.identity();
+    identity.update({{"--method", method_}, {"--iterations", iterations_}, {"--num-points", num_points_},
+                     {"--target-ema", target_ema_}, {"--teacher-solver", teacher_solver_}, {"--distance", distance_},
+                     {"--sigma-data", sigma_data_}, {"--ct-s0", ct_s0_}, {"--ct-s1", ct_s1_}, {"--ct-mu0", ct_mu0_},
+                     {"--ict-s0", ict_s0_}, {"--ict-s1", ict_s1_}});
+    TrainingRun run("distill consistency", flags_.out, flags_.resume, identity);
+    teacher_ = load_teacher(flags_.teacher);
+    if (teacher_.num_classes > 0)
+      throw UsageError("--teacher '" + flags_.teacher + "' is class-conditional; consistency models here are "
+                       "unconditional");
+    const std::string spec = teacher_.sidecar.at("network").dump();
+    // cd starts from the teacher's weights (the paper's initialisation); ct/ict from a fresh network.
+    ScriptNet student = network_from_spec(spec, flags_.seed, "--teacher sidecar");
+    if (method == ConsistencyMethod::Distillation) copy_weights(*teacher_.net, *student);
+
+    ConsistencyTrainerOptions o;
+    o.method = method;
+    o.function.sigma_data = sigma_data_;
+    o.function.time_input = teacher_.time_input;
+    o.function.time_scale = teacher_.time_scale;
+    o.teacher_prediction = teacher_.prediction;
+    o.teacher_time_input = teacher_.time_input;
+    o.teacher_time_scale = teacher_.time_scale;
+    o.teacher_solver = teacher_solver_;
+    o.num_points = num_points_;
+    o.target_ema = target_ema_;
+    o.ct = {ct_s0_, ct_s1_, ct_mu0_, iterations_};
+    o.ict = {ict_s0_, ict_s1_, iterations_};
+    o.distance = parse_consistency_distance(distance_);
+    o.optimizer = flags_.optimizer(iterations_, /*linear_decay=*/false);
+    o.ema_decay = flags_.ema;
+    o.seed = flags_.seed;
+    ConsistencyTrainer trainer(student, teacher_.schedule,
+                               teacher_data(teacher_, flags_.batch, derive_seed(flags_.seed, 1), flags_.fmnist_dir),
+                               o, method == ConsistencyMethod::Distillation ? teacher_.net : nullptr);
+    run.restore(trainer);
+
+    TrainingRun::Loop loop;
+    loop.total = loop.target = iterations_;
+    loop.checkpoint_every = flags_.checkpoint_every;
+    loop.log_every = flags_.log_every;
+    loop.on_save = [&] {
+      for (int steps : {1, 2}) {
+        StudentInfo info;
+        info.name = flags_.name + "-" + std::to_string(steps) + "step";
+        info.method = "consistency";
+        info.prediction = Prediction::X0;
+        info.network = json::parse(spec);
+        info.solver = "consistency";
+        info.timesteps = grid(steps);
+        info.sidecar_extra = {{"consistency", {{"sigma_data", sigma_data_}, {"t_min", teacher_.schedule->t_min()}}}};
+        info.distillation = {{"consistency_method", method_}, {"steps", steps}, {"iterations", iterations_},
+                             {"distance", distance_}, {"batch", flags_.batch}, {"lr", flags_.lr}, {"ema", flags_.ema}};
+        if (method == ConsistencyMethod::Distillation)
+          info.distillation.update({{"num_points", num_points_}, {"target_ema", target_ema_},
+                                    {"teacher_solver", teacher_solver_}});
+        export_checkpoint_student(trainer, run, info, teacher_, flags_.out, iterations_, "distill consistency");
+      }
+    };
+    return run.run(trainer, loop);
+  }
+
+ private:
+  // The sampling grid: [t_max, t_min] for one step; two steps add the time whose σ/α is --intermediate-sigma.
+  std::vector<double> grid(int steps) const {
+    const NoiseSchedule& s = *teacher_.schedule;
+    if (steps == 1) return {s.t_max(), s.t_min()};
+    const double lo = s.lambda(s.t_max()), hi = s.lambda(s.t_min());
+    const double lambda = std::clamp(-std::log(mid_sigma_), lo, hi);
+    double mid = s.t_of_lambda(lambda);
+    mid = std::clamp(mid, s.t_min() + 1e-6 * (s.t_max() - s.t_min()), s.t_max() - 1e-6 * (s.t_max() - s.t_min()));
+    return {s.t_max(), mid, s.t_min()};
+  }
+
+  DistillFlags flags_;
+  std::string method_ = "cd", teacher_solver_ = "heun", distance_;
+  int64_t iterations_ = 2000, num_points_ = 18;
+  double target_ema_ = 0.95, sigma_data_ = 0.5, ct_mu0_ = 0.9, mid_sigma_ = 0.8;
+  int64_t ct_s0_ = 2, ct_s1_ = 150, ict_s0_ = 10, ict_s1_ = 1280;
+  Teacher teacher_;
+};
+
+const bool registered = register_distill_method(
+    {"consistency", "Consistency distillation / training (Song et al. 2023; iCT, Song & Dhariwal 2023)",
+     "Examples:\n"
+     "  fewstep distill consistency --method cd --teacher models/fmnist-unet-eps.pt --iterations 2000 --out runs/cd\n"
+     "  fewstep distill consistency --method ict --teacher models/gmm16d-mlp-eps.pt --iterations 4000 --out runs/ict\n"
+     "Writes <name>-1step.pt and <name>-2step.pt (solver `consistency`): fewstep sample --model runs/cd/student-1step.pt",
+     [] { return std::make_unique<ConsistencyMethodCommand>(); }});
+
+}  // namespace
+}  // namespace fewstep::cli

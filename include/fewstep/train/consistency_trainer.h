@@ -1,0 +1,123 @@
+/// @file train/consistency_trainer.h
+/// @brief Consistency distillation (CD), consistency training (CT) and improved consistency
+/// training (iCT) in one trainer (Song et al. 2023, arXiv 2303.01469, Algorithms 2 and 3; Song &
+/// Dhariwal 2023, arXiv 2310.14189).
+///
+/// Levels. The N points of a step are the Karras ρ-grid t_0 = t_min < t_1 < ... < t_{N−1} = t_max
+/// (uniform in σ̃^{1/ρ}, σ̃ = σ/α: `timesteps(schedule, N − 1, Spacing::Karras)` reversed).
+///
+/// One step, per example: x_0 from the data, an index i ∈ {0..N−2} (uniform for CD and CT; iCT's
+/// lognormal, train/consistency_curriculum.h), z ~ N(0, I), x_{i+1} = α_{i+1} x_0 + σ_{i+1} z, and
+///  - CD: x̂_i = the teacher's ODE step t_{i+1} → t_i from x_{i+1}, one call of a registered
+///    deterministic stepper (`heun` by default) on the teacher Denoiser, without autograd;
+///  - CT, iCT: x̂_i = α_i x_0 + σ_i z (the same z: the one-sample score estimate of Algorithm 3);
+/// loss = mean_b λ_b d(f_θ(x_{i+1}, t_{i+1}), f_{θ⁻}(x̂_i, t_i)), d ∈ {L2: mean_j (a−b)², L1: mean_j |a−b|,
+/// pseudo-Huber: √(‖a−b‖² + c²) − c with c = 0.00054 √dim by default}, λ = 1 (CD, CT) or
+/// 1/(σ̃_{i+1} − σ̃_i) (iCT). f is models/consistency_function.h's parameterisation; f(·, t_min) = identity.
+/// After AdamW: θ⁻ ← μ θ⁻ + (1 − μ) θ with μ fixed (CD, `target_ema`) or μ(k) (CT); iCT has no target
+/// network (θ⁻ = θ without gradient). An evaluation EMA (ema_decay) is kept and exported.
+///
+/// N: fixed `num_points` (CD), the CT curriculum N(k), or iCT's doubling curriculum.
+///
+/// Dropout. Both passes of a step run with the same dropout masks: before each, the global CPU
+/// generator (which TorchScript dropout draws from) is seeded with one value drawn from the run's
+/// own "dropout" stream, and restored afterwards, so the masks are a function of the run's seed and
+/// the user's global RNG is untouched. (The masks are identical when both passes see equally shaped
+/// activations, which they do here.)
+///
+/// Checkpoints hold step, online student, target network, evaluation EMA, AdamW, every RNG stream and
+/// the data position; resuming is bit-identical to an uninterrupted run (train/trainer.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fewstep/models/denoiser.h"
+#include "fewstep/nets/network.h"
+#include "fewstep/schedules/schedule.h"
+#include "fewstep/solvers/stepper.h"
+#include "fewstep/train/batch_source.h"
+#include "fewstep/train/consistency_curriculum.h"
+#include "fewstep/models/consistency_function.h"
+#include "fewstep/train/optimizer.h"
+#include "fewstep/train/trainer.h"
+
+namespace fewstep {
+
+enum class ConsistencyMethod { Distillation, Training, ImprovedTraining };
+/// "cd", "ct", "ict" (ValueError otherwise).
+ConsistencyMethod parse_consistency_method(const std::string& name);
+std::string to_string(ConsistencyMethod method);
+
+enum class ConsistencyDistance { L2, L1, PseudoHuber };
+/// "l2", "l1", "pseudo_huber" (ValueError otherwise).
+ConsistencyDistance parse_consistency_distance(const std::string& name);
+std::string to_string(ConsistencyDistance distance);
+
+struct ConsistencyTrainerOptions {
+  ConsistencyMethod method = ConsistencyMethod::Distillation;
+  ConsistencyParameterization function;  ///< σ_d, boundary, the student's time input
+  // CD: the teacher and its ODE step.
+  Prediction teacher_prediction = Prediction::Eps;
+  TimeInput teacher_time_input = TimeInput::T;
+  double teacher_time_scale = 1.0;
+  std::string teacher_solver = "heun";           ///< any registered deterministic stepper
+  std::shared_ptr<const Stepper> teacher_stepper;  ///< overrides teacher_solver (e.g. an exact flow in tests)
+  int64_t num_points = 18;                        ///< CD's N
+  double target_ema = 0.95;                       ///< CD's μ
+  CtCurriculum ct;                                ///< CT's N(k), μ(k); total_steps = K
+  IctCurriculum ict;                              ///< iCT's N(k); total_steps = K
+  double p_mean = -1.1, p_std = 2.0;              ///< iCT's lognormal
+  double rho = 7.0;
+  ConsistencyDistance distance = ConsistencyDistance::L2;
+  double huber_c = 0.0;  ///< 0: 0.00054 √dim
+  OptimizerOptions optimizer;
+  double ema_decay = 0.999;  ///< evaluation EMA (exported)
+  uint64_t seed = 0;
+  /// ValueError naming the field.
+  void validate() const;
+};
+
+class ConsistencyTrainer final : public Trainer {
+ public:
+  /// `student`: the network F (initialised by the caller, e.g. from the teacher's weights for CD).
+  /// `teacher`: required for CD, ignored otherwise. ValueError naming the argument for null inputs,
+  /// a missing teacher or a stochastic teacher stepper.
+  ConsistencyTrainer(ScriptNet student, SchedulePtr schedule, std::shared_ptr<BatchSource> data,
+                     ConsistencyTrainerOptions options = {}, ScriptNet teacher = nullptr);
+  ~ConsistencyTrainer() override;
+
+  std::string kind() const override { return "consistency"; }
+  /// extra: {"N", points}, {"mu", target EMA rate}.
+  TrainStepStats step() override;
+  Checkpoint state() const override;
+  void load_state(const Checkpoint& checkpoint) override;
+  int64_t step_count() const override;
+  int64_t planned_steps() const override;
+  const ScriptNet& export_net() const override { return ema_student(); }
+
+  /// N and μ at step k (CD: fixed).
+  int64_t points_at(int64_t k) const;
+  double target_ema_at(int64_t k) const;
+  /// The N increasing level times t_0 = t_min < ... < t_{N−1} = t_max.
+  std::vector<double> levels(int64_t n) const;
+  /// The loss of the current online and target networks on x0 at N = points_at(step_count()), with
+  /// draws from a generator seeded with `seed` (the run's RNG untouched), without gradients or an
+  /// update: for tests and evaluation.
+  double loss_on(const at::Tensor& x0, uint64_t seed) const;
+
+  const ScriptNet& student() const;
+  const ScriptNet& target() const;  ///< θ⁻ (iCT: the student itself)
+  const ScriptNet& ema_student() const;
+  /// The evaluation EMA as a consistency Denoiser (x0 = f(x, t)).
+  Denoiser denoiser() const;
+  const ConsistencyTrainerOptions& options() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fewstep
