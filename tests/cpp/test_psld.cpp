@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
+#include <torch/script.h>
 
 #include <cmath>
 #include <map>
@@ -408,6 +409,38 @@ TEST(PsldSamplers, TheDocsExampleCostsOneHundredEvaluations) {
 }
 
 // ---- training and metrics ----
+
+TEST(PsldTraining, ResumeIsBitExact) {
+  at::set_num_threads(1);
+  PsldProcess p;
+  auto mix = GaussianMixture::random(2, 3, 4);
+  MlpConfig cfg;
+  cfg.dim = 4;
+  cfg.hidden = 16;
+  cfg.blocks = 1;
+  cfg.time_frequencies = 8;
+  cfg.time_embed_dim = 16;
+  PsldTrainOptions opts;
+  opts.steps = 8;
+  opts.warmup = 2;
+  auto make = [&] {
+    return std::make_unique<PsldTrainer>(make_mlp(cfg, 1), std::make_shared<MixtureData>(mix, 32, 7), p, opts);
+  };
+  const std::string ckpt = testing::scratch_dir("psld", "resume") + "/ckpt.pt";
+  auto full = make();
+  std::vector<double> losses;
+  for (int i = 0; i < 8; ++i) {
+    losses.push_back(full->step().loss);
+    if (i == 3) full->save_checkpoint(ckpt);
+  }
+  auto resumed = make();
+  resumed->load_checkpoint(ckpt);
+  EXPECT_EQ(resumed->step_count(), 4);
+  for (int i = 4; i < 8; ++i) EXPECT_EQ(resumed->step().loss, losses[static_cast<size_t>(i)]) << i;
+  auto a = full->export_net()->parameters(true), b = resumed->export_net()->parameters(true);
+  for (auto ia = a.begin(), ib = b.begin(); ia != a.end(); ++ia, ++ib) EXPECT_TRUE(at::equal(*ia, *ib));
+  EXPECT_EQ(full->checkpoint_format(), "fewstep.psld_trainer.v1");
+}
 
 TEST(PsldTraining, HsmLossDecreasesOnATinyModel) {
   at::manual_seed(0);
