@@ -87,10 +87,7 @@ class ConsistencyMethodCommand final : public Command {
                                o, method == ConsistencyMethod::Distillation ? teacher_.net : nullptr);
     run.restore(trainer);
 
-    TrainingRun::Loop loop;
-    loop.total = loop.target = iterations_;
-    loop.checkpoint_every = flags_.checkpoint_every;
-    loop.log_every = flags_.log_every;
+    TrainingRun::Loop loop = flags_.loop(iterations_);
     loop.on_save = [&] {
       for (int steps : {1, 2}) {
         StudentInfo info;

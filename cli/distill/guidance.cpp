@@ -62,10 +62,7 @@ class GuidanceMethod final : public Command {
                                         o);
     run.restore(trainer);
 
-    TrainingRun::Loop loop;
-    loop.total = loop.target = iterations_;
-    loop.checkpoint_every = flags_.checkpoint_every;
-    loop.log_every = flags_.log_every;
+    TrainingRun::Loop loop = flags_.loop(iterations_);
     loop.on_save = [&] {
       StudentInfo info;
       info.name = flags_.name;

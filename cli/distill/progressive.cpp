@@ -95,10 +95,7 @@ class ProgressiveMethod final : public Command {
               << " steps, now step " << trainer->step_count() << " (round " << trainer->round() << ", N = "
               << trainer->current_steps() << "), " << run.threads() << " threads\n";
 
-    TrainingRun::Loop loop;
-    loop.total = loop.target = trainer->planned_steps();
-    loop.checkpoint_every = flags_.checkpoint_every;
-    loop.log_every = flags_.log_every;
+    TrainingRun::Loop loop = flags_.loop(trainer->planned_steps());
     // A finished round's EMA student is the next round's teacher: export it from there.
     loop.on_step = [&](const TrainStepStats& st) {
       const int64_t n = static_cast<int64_t>(st.extra.front().second);

@@ -84,6 +84,14 @@ json DistillFlags::identity() const {
           {"--grad-clip", grad_clip}, {"--ema", ema},         {"--seed", seed}};
 }
 
+TrainingRun::Loop DistillFlags::loop(int64_t total_steps) const {
+  TrainingRun::Loop l;
+  l.total = l.target = total_steps;
+  l.checkpoint_every = checkpoint_every;
+  l.log_every = log_every;
+  return l;
+}
+
 OptimizerOptions DistillFlags::optimizer(int64_t total_steps, bool linear_decay) const {
   if (min_lr > lr) throw UsageError("--min-lr " + std::to_string(min_lr) + " exceeds --lr " + std::to_string(lr));
   OptimizerOptions o;

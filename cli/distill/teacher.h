@@ -53,6 +53,8 @@ struct DistillFlags {
   nlohmann::json identity() const;
   /// AdamW options for a run of `total_steps` (linear or cosine decay).
   OptimizerOptions optimizer(int64_t total_steps, bool linear_decay) const;
+  /// The training loop of a run of `total_steps`, with these flags' checkpoint and log intervals.
+  TrainingRun::Loop loop(int64_t total_steps) const;
 };
 
 struct StudentInfo {

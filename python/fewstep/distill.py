@@ -35,9 +35,12 @@ from .train import (
     _atomic_save,
     _check_choice,
     _check_generator,
+    _check_optimisation,
+    _check_run,
     _check_int,
     _check_real,
     _data_source,
+    _TensorData,
     _ema_update,
     _global_rng_state,
     _parameters,
@@ -466,29 +469,10 @@ class _Loop:
                  progress: bool, callback: Optional[Callable], config: dict) -> None:
         if not isinstance(student, (torch.nn.Module, torch.jit.ScriptModule)):
             raise TypeError(f"student should be a torch.nn.Module, got {_type_name(student)}")
-        lr = _check_real(lr, "lr")
-        if lr <= 0:
-            raise ValueError(f"lr should be positive, got {lr}")
-        min_lr = _check_real(min_lr, "min_lr")
-        if not 0 <= min_lr <= lr:
-            raise ValueError(f"min_lr should be in [0, lr = {lr:g}], got {min_lr:g}")
-        _check_int(warmup, "warmup", 0)
-        weight_decay = _check_real(weight_decay, "weight_decay")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay should be >= 0, got {weight_decay:g}")
-        ema = _check_real(ema, "ema")
-        if not 0 <= ema <= 1:
-            raise ValueError(f"ema should be a decay in [0, 1], got {ema:g}")
-        grad_clip = _check_real(grad_clip, "grad_clip")
-        if grad_clip < 0:
-            raise ValueError(f"grad_clip should be >= 0 (0 disables clipping), got {grad_clip:g}")
+        lr, min_lr, weight_decay, ema, grad_clip = _check_optimisation(lr, min_lr, warmup, weight_decay, ema,
+                                                                       grad_clip)
         _check_choice(decay, "decay", ("linear", "cosine"))
-        _check_int(seed, "seed", 0)
-        _check_int(checkpoint_every, "checkpoint_every", 0)
-        if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
-            raise TypeError(f"checkpoint should be a path (str or os.PathLike), got {_type_name(checkpoint)}")
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback should be callable, got {_type_name(callback)}")
+        _check_run(seed, checkpoint, checkpoint_every, callback)
         self.student = student
         self.lr, self.min_lr, self.warmup, self.weight_decay = lr, min_lr, warmup, weight_decay
         self.ema_decay, self.grad_clip, self.decay = ema, grad_clip, decay
@@ -722,31 +706,18 @@ def distill_progressive(teacher: torch.nn.Module, data: Any, schedule: _fewstep.
     return DistillResult(_frozen_copy(loop.ema), loop.losses, students, grids)
 
 
-class _PairData:
-    """Shuffled passes over (x_T, x_0) pairs; an epoch's leftover is dropped."""
+class _PairData(_TensorData):
+    """Shuffled passes over paired rows (x_T, x_0) or (images, labels); an epoch's leftover is dropped."""
 
     kind = "pairs"
 
-    def __init__(self, x_T: torch.Tensor, x_0: torch.Tensor, batch_size: int, seed: int) -> None:
-        self.x_T, self.x_0, self.batch_size = x_T, x_0, batch_size
-        self.generator = torch.Generator().manual_seed((seed + 0x9E3779B97F4A7C15) % 2**64)
-        self.perm: Optional[torch.Tensor] = None
-        self.pos = 0
+    def __init__(self, first: torch.Tensor, second: torch.Tensor, batch_size: int, seed: int) -> None:
+        super().__init__(first, batch_size, (seed + 0x9E3779B97F4A7C15) % 2**64)
+        self.second = second
 
     def next(self) -> tuple:
-        if self.perm is None or self.pos + self.batch_size > self.perm.numel():
-            self.perm = torch.randperm(self.x_T.shape[0], generator=self.generator)
-            self.pos = 0
-        index = self.perm[self.pos:self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return self.x_T[index], self.x_0[index]
-
-    def state(self) -> dict:
-        return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}
-
-    def load(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.perm, self.pos = state["perm"], state["pos"]
+        index = self.next_index()
+        return self.data[index.to(self.data.device)], self.second[index.to(self.second.device)]
 
 
 def _paired(a: Any, b: Any, names: tuple, batch_size: int, seed: int) -> _PairData:

@@ -133,6 +133,40 @@ def _check_generator(generator: Optional[torch.Generator]) -> None:
                          f"x0's device, so runs do not depend on the device), got one on {generator.device}")
 
 
+def _check_optimisation(lr: Any, min_lr: Any, warmup: Any, weight_decay: Any, ema: Any,
+                        grad_clip: Any) -> tuple[float, float, float, float, float]:
+    """The ready loops' AdamW / EMA / clipping settings, checked: (lr, min_lr, weight_decay, ema, grad_clip)."""
+    lr = _check_real(lr, "lr")
+    if lr <= 0:
+        raise ValueError(f"lr should be positive, got {lr}")
+    min_lr = _check_real(min_lr, "min_lr")
+    if not 0 <= min_lr <= lr:
+        raise ValueError(f"min_lr should be in [0, lr = {lr:g}], got {min_lr:g}")
+    _check_int(warmup, "warmup", 0)
+    weight_decay = _check_real(weight_decay, "weight_decay")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay should be >= 0, got {weight_decay:g}")
+    ema = _check_real(ema, "ema")
+    if not 0 <= ema <= 1:
+        raise ValueError(f"ema should be a decay in [0, 1], got {ema:g}")
+    grad_clip = _check_real(grad_clip, "grad_clip")
+    if grad_clip < 0:
+        raise ValueError(f"grad_clip should be >= 0 (0 disables clipping), got {grad_clip:g}")
+    return lr, min_lr, weight_decay, ema, grad_clip
+
+
+def _check_run(seed: Any, checkpoint: Any, checkpoint_every: Any, callback: Any) -> None:
+    """The ready loops' seed, checkpoint path and interval, and callback, checked."""
+    _check_int(seed, "seed", 0)
+    if seed >= 2**64:
+        raise ValueError(f"seed should be < 2**64, got {seed}")
+    _check_int(checkpoint_every, "checkpoint_every", 0)
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint should be a path (str or os.PathLike), got {_type_name(checkpoint)}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback should be callable, got {_type_name(callback)}")
+
+
 # ----------------------------------------------------------------------------------------------
 # The loss.
 
@@ -343,7 +377,8 @@ class _TensorData:
         self.pos = 0
         self.epoch = 0
 
-    def next(self) -> torch.Tensor:
+    def next_index(self) -> torch.Tensor:
+        """The row indices of the next batch."""
         if self.perm is None or self.pos + self.batch_size > self.perm.numel():
             if self.perm is not None:
                 self.epoch += 1
@@ -351,7 +386,10 @@ class _TensorData:
             self.pos = 0
         index = self.perm[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
-        return self.data[index.to(self.data.device)]
+        return index
+
+    def next(self) -> torch.Tensor:
+        return self.data[self.next_index().to(self.data.device)]
 
     def state(self) -> dict:
         return {"kind": self.kind, "generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos,
@@ -601,36 +639,14 @@ def train_denoiser(
         raise TypeError(f"schedule should be a fewstep schedule (e.g. fewstep.VPLinear()), got "
                         f"{_type_name(schedule)}")
     _check_int(steps, "steps", 1)
-    lr = _check_real(lr, "lr")
-    if lr <= 0:
-        raise ValueError(f"lr should be positive, got {lr}")
-    min_lr = _check_real(min_lr, "min_lr")
-    if not 0 <= min_lr <= lr:
-        raise ValueError(f"min_lr should be in [0, lr = {lr:g}], got {min_lr:g}")
-    _check_int(warmup, "warmup", 0)
-    weight_decay = _check_real(weight_decay, "weight_decay")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay should be >= 0, got {weight_decay:g}")
+    lr, min_lr, weight_decay, ema, grad_clip = _check_optimisation(lr, min_lr, warmup, weight_decay, ema, grad_clip)
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
         raise TypeError(f"betas should be a pair of floats, got {betas!r}")
     betas = (_check_real(betas[0], "betas[0]"), _check_real(betas[1], "betas[1]"))
     for i, b in enumerate(betas):
         if not 0 <= b < 1:
             raise ValueError(f"betas[{i}] should be in [0, 1), got {b:g}")
-    ema = _check_real(ema, "ema")
-    if not 0 <= ema <= 1:
-        raise ValueError(f"ema should be a decay in [0, 1], got {ema:g}")
-    grad_clip = _check_real(grad_clip, "grad_clip")
-    if grad_clip < 0:
-        raise ValueError(f"grad_clip should be >= 0 (0 disables clipping), got {grad_clip:g}")
-    _check_int(seed, "seed", 0)
-    if seed >= 2**64:
-        raise ValueError(f"seed should be < 2**64, got {seed}")
-    _check_int(checkpoint_every, "checkpoint_every", 0)
-    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"checkpoint should be a path (str or os.PathLike), got {_type_name(checkpoint)}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback should be callable, got {_type_name(callback)}")
+    _check_run(seed, checkpoint, checkpoint_every, callback)
     dsm = DSMLoss(schedule, prediction=prediction, weighting=weighting, min_snr_gamma=min_snr_gamma,
                   time_input=time_input, time_scale=time_scale, t_min=t_min, t_max=t_max)
     source = _data_source(data, batch_size, seed)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Union
+import os
+import socket
+from pathlib import Path
+from typing import Callable, Union
 
 import pytest
 import torch
@@ -78,3 +81,41 @@ def exact_gaussian(gaussian: fs.GaussianMixture, vp: fs.VPLinear) -> fs.Denoiser
 @pytest.fixture
 def x_T() -> torch.Tensor:
     return torch.randn(32, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1234))
+
+
+# ----------------------------------------------------------------------------------------------
+# DistributedDataParallel over gloo: two processes training one network in a user's own loop.
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str, make_net: Callable, train: Callable) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        net = make_net()
+        train(torch.nn.parallel.DistributedDataParallel(net), rank, world)
+        torch.save(net.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp_trained_states(tmp_path: Path, make_net: Callable, train: Callable, world: int = 2) -> list:
+    """Each rank's final state dict after `train(DDP(make_net()), rank, world)` in `world` processes
+    (make_net and train must be module-level functions, so the spawned processes can import them)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(world, free_port(), str(tmp_path), make_net, train), nprocs=world, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
+
+
+#: Skip marker for torch builds without gloo.
+needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available in this torch build")

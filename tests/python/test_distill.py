@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +12,7 @@ import pytest
 import torch
 
 import fewstep as fs
-from conftest import MU, STD, GaussianEps, gaussian_ode_solution
+from conftest import GaussianEps, ddp_trained_states, gaussian_ode_solution, needs_gloo
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
@@ -410,34 +408,10 @@ def ddp_net() -> TinyMLP:
     return TinyMLP(hidden=16)
 
 
-def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        net = ddp_net()
-        ddp_train(torch.nn.parallel.DistributedDataParallel(net), rank, world)
-        torch.save(net.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="torch.distributed with gloo is not available in this torch build")
+@needs_gloo
 def test_pd_loss_under_ddp_matches_one_process(tmp_path: Path) -> None:
-    import torch.multiprocessing as mp
-
     world = 2
-    mp.spawn(_ddp_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
-    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
+    states = ddp_trained_states(tmp_path, ddp_net, ddp_train, world)
     single = ddp_net()
     ddp_train(single, None, world)
     initial = ddp_net().state_dict()

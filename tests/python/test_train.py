@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import socket
 from typing import Optional
 
 import pytest
 import torch
 
 import fewstep as fs
-from conftest import BETA_MAX, BETA_MIN, vp_linear_log_alpha
+from conftest import BETA_MAX, BETA_MIN, ddp_trained_states, needs_gloo, vp_linear_log_alpha
 
 PREDICTIONS = ["eps", "x0", "v", "score", "flow"]
 WEIGHTINGS = ["uniform", "truncated_snr", "min_snr"]
@@ -448,37 +447,10 @@ def ddp_net() -> TinyMLP:
     return TinyMLP(hidden=16, dtype=torch.float64)
 
 
-def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        net = ddp_net()
-        ddp = torch.nn.parallel.DistributedDataParallel(net)
-        ddp_train(ddp, rank, world)
-        torch.save(net.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="torch.distributed with gloo is not available in this torch build")
+@needs_gloo
 def test_ddp_two_processes_gloo_match_one_process(tmp_path) -> None:
-    import torch.multiprocessing as mp
-
     world = 2
-    mp.spawn(_ddp_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
-    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
+    states = ddp_trained_states(tmp_path, ddp_net, ddp_train, world)
     single = ddp_net()
     ddp_train(single, None, world)
     initial = ddp_net().state_dict()
