@@ -19,6 +19,7 @@ void bind_control(py::module_& m);
 void bind_metrics(py::module_& m);
 void bind_train(py::module_& m);
 void bind_distill(py::module_& m);
+void bind_psld(py::module_& m);
 
 namespace {
 
@@ -59,4 +60,5 @@ PYBIND11_MODULE(_fewstep, m) {
   bind_metrics(m);
   bind_train(m);
   bind_distill(m);
+  bind_psld(m);
 }

@@ -20,6 +20,8 @@
 #include "fewstep/solvers/noise.h"
 #include "fewstep/solvers/registry.h"
 
+#include "options.h"
+
 namespace py = pybind11;
 
 namespace {
@@ -28,28 +30,6 @@ std::string type_name(const py::handle& obj) {
   return std::string(py::str(py::type::handle_of(obj).attr("__name__")));
 }
 
-/// Python keyword options → fewstep::Options: bool → bool, int → int64, float → double,
-/// str → string; anything else is a TypeError naming the key.
-fewstep::Options options_from_dict(const py::dict& dict) {
-  fewstep::Options options;
-  for (const auto& item : dict) {
-    const std::string key = py::str(item.first);
-    const py::handle value = item.second;
-    if (py::isinstance<py::bool_>(value)) {
-      options.set(key, value.cast<bool>());
-    } else if (py::isinstance<py::int_>(value)) {
-      options.set(key, value.cast<int64_t>());
-    } else if (py::isinstance<py::float_>(value)) {
-      options.set(key, value.cast<double>());
-    } else if (py::isinstance<py::str>(value)) {
-      options.set(key, value.cast<std::string>());
-    } else {
-      FEWSTEP_CHECK_TYPE(false, "solver option '", key, "' should be a bool, int, float or str, got ",
-                         type_name(value));
-    }
-  }
-  return options;
-}
 
 std::vector<double> grid_from_object(const py::object& obj) {
   at::Tensor t;
@@ -105,6 +85,29 @@ at::Tensor double_tensor(const std::vector<double>& v) {
 }
 
 }  // namespace
+
+/// Python keyword options → fewstep::Options: bool → bool, int → int64, float → double,
+/// str → string; anything else is a TypeError naming the key.
+fewstep::Options options_from_dict(const py::dict& dict) {
+  fewstep::Options options;
+  for (const auto& item : dict) {
+    const std::string key = py::str(item.first);
+    const py::handle value = item.second;
+    if (py::isinstance<py::bool_>(value)) {
+      options.set(key, value.cast<bool>());
+    } else if (py::isinstance<py::int_>(value)) {
+      options.set(key, value.cast<int64_t>());
+    } else if (py::isinstance<py::float_>(value)) {
+      options.set(key, value.cast<double>());
+    } else if (py::isinstance<py::str>(value)) {
+      options.set(key, value.cast<std::string>());
+    } else {
+      FEWSTEP_CHECK_TYPE(false, "solver option '", key, "' should be a bool, int, float or str, got ",
+                         type_name(value));
+    }
+  }
+  return options;
+}
 
 void bind_sample(py::module_& m) {
   py::class_<fewstep::Solution, std::shared_ptr<fewstep::Solution>>(m, "Solution",

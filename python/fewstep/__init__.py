@@ -59,6 +59,8 @@ from ._fewstep import (
 from ._sampling import StepInfo, randn, reference_solve, sample, timesteps, validate_grid
 from . import train
 from . import distill
+from . import psld
+from .psld import PsldModel, PsldProcess, psld_grid, psld_sample, psld_sampler_names
 from .distill import (
     DistillResult,
     DistillStep,
@@ -125,6 +127,8 @@ __all__ = [
     "NoiseSchedule",
     "PIDController",
     "ProgressiveDistillationLoss",
+    "PsldModel",
+    "PsldProcess",
     "ReferenceResult",
     "ScheduleFamily",
     "Solution",
@@ -155,6 +159,10 @@ __all__ = [
     "network_time",
     "progressive_grid_time",
     "progressive_timesteps",
+    "psld",
+    "psld_grid",
+    "psld_sample",
+    "psld_sampler_names",
     "randn",
     "reference_solve",
     "sample",
