@@ -17,21 +17,6 @@ void check_config(const MlpConfig& c) {
   FEWSTEP_CHECK_VALUE(c.blocks >= 0, "MlpConfig.blocks must be >= 0, got ", c.blocks);
 }
 
-// h + Linear(SiLU(Linear(SiLU(h)) + Linear(SiLU(e)))): the time embedding enters every block.
-torch::jit::Module block(nets_detail::ScriptBuilder& b, int64_t hidden, int64_t embed) {
-  torch::jit::Module m = b.module("MlpBlock");
-  b.linear(m, "fc1", hidden, hidden);
-  b.linear(m, "time", embed, hidden);
-  b.linear(m, "fc2", hidden, hidden);
-  m.define(R"(
-def forward(self, h: Tensor, emb: Tensor) -> Tensor:
-    a = torch.linear(torch.silu(h), self.fc1_weight, self.fc1_bias)
-    a = a + torch.linear(torch.silu(emb), self.time_weight, self.time_bias)
-    return h + torch.linear(torch.silu(a), self.fc2_weight, self.fc2_bias)
-)");
-  return m;
-}
-
 }  // namespace
 
 ScriptNet make_mlp(const MlpConfig& c, uint64_t seed) {
@@ -43,7 +28,7 @@ ScriptNet make_mlp(const MlpConfig& c, uint64_t seed) {
                                                                  c.guidance_input));
   b.linear(*net, "fc_in", c.dim, c.hidden);
   for (int64_t i = 0; i < c.blocks; ++i)
-    net->register_module("block" + std::to_string(i), block(b, c.hidden, c.time_embed_dim));
+    net->register_module("block" + std::to_string(i), nets_detail::mlp_block(b, c.hidden, c.time_embed_dim));
   b.linear(*net, "fc_out", c.hidden, c.dim);
 
   std::ostringstream src;

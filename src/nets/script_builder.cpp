@@ -106,6 +106,21 @@ torch::jit::Module time_embedding(ScriptBuilder& b, int64_t frequencies, int64_t
   return m;
 }
 
+// h + Linear(SiLU(Linear(SiLU(h)) + Linear(SiLU(e)))): the time embedding enters every block.
+torch::jit::Module mlp_block(ScriptBuilder& b, int64_t hidden, int64_t embed) {
+  torch::jit::Module m = b.module("MlpBlock");
+  b.linear(m, "fc1", hidden, hidden);
+  b.linear(m, "time", embed, hidden);
+  b.linear(m, "fc2", hidden, hidden);
+  m.define(R"(
+def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+    a = torch.linear(torch.silu(h), self.fc1_weight, self.fc1_bias)
+    a = a + torch.linear(torch.silu(emb), self.time_weight, self.time_bias)
+    return h + torch.linear(torch.silu(a), self.fc2_weight, self.fc2_bias)
+)");
+  return m;
+}
+
 std::string forward_signature(int64_t num_classes, bool guidance_input) {
   std::string sig = "def forward(self, x: Tensor, t: Tensor";
   if (num_classes > 0) sig += ", y: Optional[Tensor] = None";

@@ -44,6 +44,9 @@ torch::jit::Module time_embedding(ScriptBuilder& b, int64_t frequencies, int64_t
 /// w ∈ [0, ~10] spans the sinusoids' periods like t·1000 does for t ∈ [0, 1].
 constexpr double kGuidanceMultiplier = 100.0;
 
+/// The residual MLP block h + Linear(SiLU(Linear(SiLU(h)) + Linear(SiLU(emb)))), forward(h, emb).
+torch::jit::Module mlp_block(ScriptBuilder& b, int64_t hidden, int64_t embed);
+
 /// The first lines of a network's forward: the signature (x, t[, y][, w]) and
 /// `emb = self.time_embed.forward(t, x, y, w)` (None for the inputs the network does not take).
 std::string forward_signature(int64_t num_classes, bool guidance_input);

@@ -21,6 +21,7 @@
 #include "fewstep/solvers/dpm_solver_12.h"
 #include "fewstep/solvers/dpm_solver_23.h"
 #include "fewstep/solvers/dpm_adaptive.h"
+#include "fewstep/micro/micro_stepper.h"
 
 namespace fewstep {
 
@@ -57,6 +58,7 @@ std::vector<StepperEntry> build_registry() {
       entry<DpmSolver23Stepper>(),
       entry<DpmAdaptiveStepper>(),
       entry<ConsistencyStepper>(),
+      entry<MicroStepper>(),
   };
 }
 

@@ -1,0 +1,48 @@
+/// @file nets/micro_heads.h
+/// @brief The two small networks of micro-distillation (seed 000): the residual head N_ψ of g_ψ
+///        (micro/exponential_step.h) and the step-size head of h_φ (micro/step_size.h).
+///
+/// Residual head, forward(x, eps, lambda_s [B], h [B]) → [B, ...] (shape of x):
+///   e   = Linear(E → E)(SiLU(Linear(4F → E)(sin/cos(λ_s ω), sin/cos(h ω))))   ω_i = exp(−log(100) i/F)
+///   vectors [B, D] ("mlp"):  a = Linear(2D → H)(cat[x, eps]); blocks × MLP block (nets/mlp.h's, e added);
+///                            out = Linear(H → D)(SiLU(a))
+///   images [B, C, H, W] ("conv"): a = Conv3×3(2C → W)(cat[x, eps]); blocks × residual block
+///                            {GN–SiLU–Conv3×3 (dilation 2^i) + Linear(e), GN–SiLU–Conv3×3};
+///                            out = Conv3×3(W → C)(SiLU(GN(a)))
+/// The output layer starts at zero, so an untrained g_ψ is exactly DDIM. About 100k parameters for
+/// 28×28 images with the defaults (width 32, 4 blocks), 30k for 16-D vectors (hidden 64, 3 blocks).
+///
+/// Step-size head, forward(features [B, F]) → [B] logits: Linear(F → W)–SiLU–Linear(W → W)–SiLU–
+/// Linear(W → 1), output layer zero (an untrained h_φ proposes the uniform share, see step_size.h).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fewstep/nets/network.h"
+
+namespace fewstep {
+
+struct MicroHeadConfig {
+  /// The data's shape without the batch: [D] selects the MLP head, [C, H, W] the convolutional one.
+  std::vector<int64_t> sample_shape;
+  int64_t width = 0;   ///< hidden width; 0 = 64 for vectors, 32 for images
+  int64_t blocks = 0;  ///< residual blocks; 0 = 3 for vectors, 4 for images
+  int64_t frequencies = 16;  ///< sinusoid frequencies per scalar input (λ_s and h)
+  int64_t embed = 64;        ///< embedding width E
+  int64_t groups = 8;        ///< GroupNorm groups (images)
+  int64_t step_features = 5; ///< inputs of the step-size head (micro/step_size.h's features)
+  int64_t step_width = 32;
+  /// ValueError naming the field.
+  void validate() const;
+  /// The settings as "key=value, ..." (checkpoint compatibility checks).
+  std::string describe() const;
+};
+
+/// Builds N_ψ with parameters drawn from a CPU generator seeded with `seed` (output layer zero).
+ScriptNet make_residual_head(const MicroHeadConfig& config, uint64_t seed);
+/// Builds the step-size head (output layer zero).
+ScriptNet make_step_size_head(const MicroHeadConfig& config, uint64_t seed);
+
+}  // namespace fewstep

@@ -1,0 +1,83 @@
+/// @file train/micro_trainer.h
+/// @brief Partial micro-distillation with a learned step size (seed 000, with DESIGN.md's corrections):
+///        trains g_ψ (the nonlinear term of the exponential-integrator step) and h_φ (the step size)
+///        from dense teacher trajectories (micro/trajectories.h).
+///
+/// Modes (MicroMode, micro/micro_sampler.h):
+///  - residual: g_ψ alone, by local regression. A batch draws trajectories b, a knot j and a length
+///    m ∈ [segment_min, segment_max] (in knots), and fits g_ψ(x_j, ε̂_j, λ_j, λ_{j+m} − λ_j) to the
+///    exact residual r = x_{j+m} − (α_{j+m}/α_j) x_j, with loss mean(((g − r)/c)²), c the DDIM
+///    coefficient (errors in ε units, comparable across step sizes). Samples on the fixed uniform
+///    log-SNR grid.
+///  - step_size: h_φ alone, with the DEIS-2 (λ) step, on unrolled runs (below).
+///  - joint: g_ψ and h_φ together on unrolled runs; normally warm-started from a residual sampler.
+/// Unrolled runs (micro/unroll.h): a batch of x_T with cached x_0^true, a budget N drawn uniformly
+/// from [budget_min, budget_max] (one N per batch), the differentiable N-step run, and
+///     loss = ‖x_0^pred − x_0^true‖² / sg(‖x_0^pred − x_0^true‖²)
+/// (mean over batch and coordinates; sg = stop-gradient), whose gradient is that of log‖·‖²: budgets
+/// from 5 to 20 steps, whose errors differ by orders of magnitude, weigh alike. The step-count term
+/// of the seed's loss is the budget itself (micro/step_size.h): N is fixed by the user, and h_φ
+/// places the N steps; the reported loss value is the plain mean squared error.
+/// Checkpoints (atomic, exact resume): both heads, their EMAs, AdamW, RNG streams, data position.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "fewstep/micro/micro_sampler.h"
+#include "fewstep/micro/trajectories.h"
+#include "fewstep/models/denoiser.h"
+#include "fewstep/nets/micro_heads.h"
+#include "fewstep/train/optimizer.h"
+#include "fewstep/train/trainer.h"
+
+namespace fewstep {
+
+struct MicroTrainerOptions {
+  MicroMode mode = MicroMode::Joint;
+  MicroHeadConfig heads;  ///< sample_shape is taken from the trajectories when empty
+  int64_t batch = 64;
+  int64_t budget_min = 5;   ///< unrolled modes: N ~ U{budget_min..budget_max}
+  int64_t budget_max = 20;
+  double spread = 0.75;     ///< h_φ's bound a
+  int64_t segment_min = 1;  ///< residual mode: step lengths in knots
+  int64_t segment_max = 0;  ///< 0 = G/4
+  bool teacher_grad = true; ///< unrolled modes: backpropagate through the teacher's x input
+  OptimizerOptions optimizer;
+  double ema_decay = 0.999;
+  uint64_t seed = 0;
+  /// ValueError naming the field.
+  void validate() const;
+};
+
+class MicroTrainer final : public Trainer {
+ public:
+  /// `teacher_id` names the teacher in exported samplers. `init` (may be null) provides starting
+  /// weights for the heads it has (e.g. a residual sampler to warm-start joint training); it must
+  /// have the same head config. ValueError for bad options or data.
+  MicroTrainer(Denoiser teacher, std::string teacher_id, DenseTrajectories data, MicroTrainerOptions options,
+               std::shared_ptr<const MicroSampler> init = nullptr);
+  ~MicroTrainer() override;
+
+  std::string kind() const override { return "micro"; }
+  TrainStepStats step() override;
+  Checkpoint state() const override;
+  void load_state(const Checkpoint& checkpoint) override;
+  int64_t step_count() const override;
+  int64_t planned_steps() const override;
+  /// The EMA of the trained head (the residual head, or the step-size head in step_size mode).
+  const ScriptNet& export_net() const override;
+
+  /// The sampler of the EMA heads, with the teacher's identity probe.
+  MicroSampler sampler() const;
+  const ScriptNet& residual_head() const;
+  const ScriptNet& step_size_head() const;
+  const MicroTrainerOptions& options() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fewstep

@@ -1,0 +1,215 @@
+#include "fewstep/micro/micro_sampler.h"
+
+#include <ATen/ATen.h>
+#include <torch/script.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "fewstep/core/check.h"
+#include "fewstep/micro/micro_stepper.h"
+#include "fewstep/micro/step_size.h"
+#include "fewstep/solvers/registry.h"
+#include "fewstep/train/atomic_file.h"
+
+namespace fewstep {
+
+namespace {
+
+using json = nlohmann::json;
+constexpr const char* kInfoFile = "fewstep_micro.json";
+constexpr const char* kFormat = "fewstep.micro_sampler.v1";
+constexpr uint64_t kProbeSeed = 0x6d6963726f;  // "micro"
+constexpr double kProbeTolerance = 1e-3;
+
+json info_to_json(const MicroSamplerInfo& i) {
+  return {{"format", kFormat},
+          {"mode", to_string(i.mode)},
+          {"heads",
+           {{"sample_shape", i.heads.sample_shape},
+            {"width", i.heads.width},
+            {"blocks", i.heads.blocks},
+            {"frequencies", i.heads.frequencies},
+            {"embed", i.heads.embed},
+            {"groups", i.heads.groups},
+            {"step_features", i.heads.step_features},
+            {"step_width", i.heads.step_width}}},
+          {"spread", i.spread},
+          {"t_start", i.t_start},
+          {"t_end", i.t_end},
+          {"teacher", i.teacher},
+          {"schedule", i.schedule},
+          {"training", i.training}};
+}
+
+MicroSamplerInfo info_from_json(const json& j) {
+  MicroSamplerInfo i;
+  i.mode = parse_micro_mode(j.at("mode").get<std::string>());
+  const json& h = j.at("heads");
+  i.heads.sample_shape = h.at("sample_shape").get<std::vector<int64_t>>();
+  i.heads.width = h.at("width").get<int64_t>();
+  i.heads.blocks = h.at("blocks").get<int64_t>();
+  i.heads.frequencies = h.at("frequencies").get<int64_t>();
+  i.heads.embed = h.at("embed").get<int64_t>();
+  i.heads.groups = h.at("groups").get<int64_t>();
+  i.heads.step_features = h.at("step_features").get<int64_t>();
+  i.heads.step_width = h.at("step_width").get<int64_t>();
+  i.spread = j.at("spread").get<double>();
+  i.t_start = j.at("t_start").get<double>();
+  i.t_end = j.at("t_end").get<double>();
+  i.teacher = j.at("teacher").get<std::string>();
+  i.schedule = j.at("schedule").get<std::string>();
+  i.training = j.value("training", std::string());
+  return i;
+}
+
+int64_t count(const ScriptNet& net) { return net ? parameter_count(*net) : 0; }
+
+}  // namespace
+
+MicroMode parse_micro_mode(const std::string& name) {
+  if (name == "residual") return MicroMode::Residual;
+  if (name == "step_size") return MicroMode::StepSize;
+  if (name == "joint") return MicroMode::Joint;
+  FEWSTEP_CHECK_VALUE(false, "micro-distillation mode must be 'residual', 'step_size' or 'joint', got '", name, "'");
+  throw;  // unreachable
+}
+
+std::string to_string(MicroMode mode) {
+  switch (mode) {
+    case MicroMode::Residual: return "residual";
+    case MicroMode::StepSize: return "step_size";
+    case MicroMode::Joint: return "joint";
+  }
+  return "?";
+}
+
+MicroSampler::MicroSampler(ScriptNet residual, ScriptNet step_size, MicroSamplerInfo info, at::Tensor teacher_probe)
+    : residual_(std::move(residual)), step_size_(std::move(step_size)), info_(std::move(info)),
+      probe_(std::move(teacher_probe)) {
+  info_.heads.validate();
+  const bool needs_residual = info_.mode != MicroMode::StepSize, needs_step = info_.mode != MicroMode::Residual;
+  FEWSTEP_CHECK_VALUE(!needs_residual || residual_ != nullptr, "MicroSampler: mode '", to_string(info_.mode),
+                      "' needs a residual head (g_psi)");
+  FEWSTEP_CHECK_VALUE(!needs_step || step_size_ != nullptr, "MicroSampler: mode '", to_string(info_.mode),
+                      "' needs a step-size head (h_phi)");
+  FEWSTEP_CHECK_VALUE(info_.spread >= 0.0 && info_.spread < 1.0, "MicroSampler: spread must be in [0, 1), got ",
+                      info_.spread);
+  FEWSTEP_CHECK_VALUE(info_.t_start > info_.t_end, "MicroSampler: t_start (", info_.t_start, ") must exceed t_end (",
+                      info_.t_end, ")");
+  FEWSTEP_CHECK_VALUE(probe_.defined(), "MicroSampler: teacher_probe is required (MicroSampler::probe_teacher)");
+  if (!needs_residual) residual_ = nullptr;
+  if (!needs_step) step_size_ = nullptr;
+}
+
+at::Tensor MicroSampler::probe_teacher(const Denoiser& teacher, const MicroSamplerInfo& info) {
+  std::vector<int64_t> shape{2};
+  shape.insert(shape.end(), info.heads.sample_shape.begin(), info.heads.sample_shape.end());
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(kProbeSeed);
+  const at::Tensor x = at::randn(shape, gen, at::kFloat);
+  c10::InferenceMode guard;
+  std::vector<at::Tensor> out;
+  for (double f : {0.3, 0.8}) {
+    const double t = info.t_end + f * (info.t_start - info.t_end);
+    out.push_back(teacher(x * teacher.schedule_ref().sigma(t), t).eps.to(at::kFloat).cpu());
+  }
+  return at::cat(out);
+}
+
+void MicroSampler::check_teacher(const Denoiser& teacher) const {
+  at::Tensor now;
+  try {
+    now = probe_teacher(teacher, info_);
+  } catch (const c10::Error& e) {
+    FEWSTEP_CHECK_VALUE(false, "micro sampler '", source_, "' (distilled from teacher '", info_.teacher,
+                        "'): the given model cannot be evaluated on samples of shape ",
+                        c10::IntArrayRef(info_.heads.sample_shape), ": ", e.what_without_backtrace());
+  }
+  const double diff = (now - probe_).norm().item<double>() / std::max(probe_.norm().item<double>(), 1e-30);
+  FEWSTEP_CHECK_VALUE(diff <= kProbeTolerance, "micro sampler '", source_, "' was distilled from teacher '",
+                      info_.teacher, "' (schedule ", info_.schedule,
+                      "); the given model is a different teacher: its predictions on the identity probe differ by ",
+                      diff, " (relative, tolerance ", kProbeTolerance,
+                      "). A micro-distilled sampler only works with the teacher it was trained on.");
+}
+
+void MicroSampler::save(const std::string& path) const {
+  torch::jit::Module bundle(c10::QualifiedName("__torch__.fewstep.MicroSampler"),
+                            std::make_shared<torch::jit::CompilationUnit>(), /*shouldMangle=*/true);
+  if (residual_) bundle.register_module("residual", *residual_);
+  if (step_size_) bundle.register_module("step_size", *step_size_);
+  bundle.register_buffer("teacher_probe", probe_);
+  torch::jit::ExtraFilesMap extra{{kInfoFile, info_to_json(info_).dump(2)}};
+  atomic_write(path, [&](const std::string& temp) { bundle.save(temp, extra); });
+}
+
+std::shared_ptr<const MicroSampler> MicroSampler::load(const std::string& path) {
+  {
+    std::ifstream probe(path, std::ios::binary);
+    FEWSTEP_CHECK_VALUE(probe.good(), "MicroSampler.load: cannot open path '", path, "' (missing or unreadable file)");
+  }
+  torch::jit::ExtraFilesMap extra{{kInfoFile, ""}};
+  torch::jit::Module bundle;
+  std::string error;
+  try {
+    bundle = torch::jit::load(path, c10::nullopt, extra);
+  } catch (const c10::Error& e) {
+    error = e.what_without_backtrace();
+  }
+  FEWSTEP_CHECK_VALUE(error.empty(), "MicroSampler.load: path '", path, "' is not a TorchScript archive: ", error);
+  FEWSTEP_CHECK_VALUE(!extra[kInfoFile].empty(), "MicroSampler.load: path '", path, "' has no '", kInfoFile,
+                      "'; it is not a micro-distilled sampler (fewstep distill micro writes them)");
+  MicroSamplerInfo info;
+  try {
+    const json j = json::parse(extra[kInfoFile]);
+    FEWSTEP_CHECK_VALUE(j.value("format", std::string()) == kFormat, "format '", j.value("format", std::string()),
+                        "' is not ", kFormat);
+    info = info_from_json(j);
+  } catch (const std::exception& e) {
+    FEWSTEP_CHECK_VALUE(false, "MicroSampler.load: path '", path, "' has an invalid ", kInfoFile, ": ", e.what());
+  }
+  bundle.eval();
+  auto sub = [&](const char* name) -> ScriptNet {
+    return bundle.hasattr(name) ? std::make_shared<torch::jit::Module>(bundle.attr(name).toModule()) : nullptr;
+  };
+  auto sampler = std::make_shared<MicroSampler>(sub("residual"), sub("step_size"), info,
+                                                bundle.attr("teacher_probe").toTensor());
+  sampler->source_ = path;
+  return sampler;
+}
+
+namespace {
+
+// check: the stepper verifies the teacher at the first step of each run (not needed when the caller did).
+std::shared_ptr<const Stepper> make_stepper(const MicroSampler& sampler, bool check) {
+  if (sampler.info().mode == MicroMode::StepSize)
+    return solver("deis", {{"order", int64_t{2}}, {"variable", std::string("lambda")}});
+  // A copy that owns its heads: the stepper may outlive this object.
+  auto self = std::make_shared<MicroSampler>(sampler);
+  return std::make_shared<MicroStepper>(learned_nonlinear_term(self), check ? self : nullptr);
+}
+
+}  // namespace
+
+std::shared_ptr<const Stepper> MicroSampler::stepper() const { return make_stepper(*this, true); }
+
+std::shared_ptr<const StepController> MicroSampler::controller(int64_t nfe) const {
+  if (!step_size_) return nullptr;
+  return std::make_shared<LearnedStepController>(step_size_, nfe, info_.spread);
+}
+
+Solution MicroSampler::sample(const Denoiser& teacher, const at::Tensor& x_T, int64_t nfe,
+                              const SampleOptions& options) const {
+  FEWSTEP_CHECK_VALUE(nfe >= 1, "MicroSampler.sample: nfe (teacher evaluations) must be >= 1, got ", nfe);
+  check_teacher(teacher);
+  const auto step = make_stepper(*this, false);
+  if (const auto control = controller(nfe))
+    return sample_adaptive(teacher, x_T, *step, *control, info_.t_start, info_.t_end, options);
+  std::vector<double> grid = timesteps(teacher.schedule_ref(), nfe, Spacing::LogSNR, info_.t_start, info_.t_end);
+  return fewstep::sample(teacher, x_T, *step, grid, options);
+}
+
+int64_t MicroSampler::residual_parameters() const { return count(residual_); }
+int64_t MicroSampler::step_size_parameters() const { return count(step_size_); }
+
+}  // namespace fewstep

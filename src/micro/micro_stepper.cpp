@@ -1,0 +1,81 @@
+#include "fewstep/micro/micro_stepper.h"
+
+#include <ATen/ATen.h>
+#include <torch/script.h>
+
+#include "fewstep/core/check.h"
+#include "fewstep/micro/exponential_step.h"
+#include "fewstep/micro/micro_sampler.h"
+
+namespace fewstep {
+
+namespace {
+
+const StepperTraits& micro_traits() {
+  static const StepperTraits traits = [] {
+    StepperTraits t;
+    t.name = "micro";
+    t.order = 1;
+    t.nfe_per_step = 1;
+    t.summary = "micro-distilled exponential integrator (seed 000): exact linear part + learned nonlinear term "
+                "g_psi (option path = a `fewstep distill micro` file; without it the step is DDIM)";
+    t.options = {"path"};
+    return t;
+  }();
+  return traits;
+}
+
+}  // namespace
+
+NonlinearTerm learned_nonlinear_term(std::shared_ptr<const MicroSampler> sampler) {
+  FEWSTEP_CHECK_VALUE(sampler != nullptr, "learned_nonlinear_term: sampler must not be null");
+  return [sampler](const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& eps, double s, double t) {
+    const auto opts = at::TensorOptions().dtype(at::kDouble).device(x.device());
+    return micro_nonlinear_term(sampler->residual().get(), schedule.family(), x, eps,
+                                at::scalar_tensor(schedule.lambda(s), opts), at::scalar_tensor(schedule.lambda(t), opts));
+  };
+}
+
+MicroStepper::MicroStepper(const Options& options) {
+  options.check_known(micro_traits().options, "solver 'micro'");
+  const std::string path = options.get_string("path", "");
+  if (!path.empty()) {
+    sampler_ = MicroSampler::load(path);
+    FEWSTEP_CHECK_VALUE(sampler_->residual() != nullptr, "solver 'micro': the sampler at path '", path,
+                        "' has no residual head (mode '", to_string(sampler_->info().mode),
+                        "'); sample it with MicroSampler::sample (fewstep sample --micro)");
+    term_ = learned_nonlinear_term(sampler_);
+  } else {
+    term_ = [](const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& eps, double s, double t) {
+      const auto opts = at::TensorOptions().dtype(at::kDouble).device(x.device());
+      return micro_nonlinear_term(nullptr, schedule.family(), x, eps, at::scalar_tensor(schedule.lambda(s), opts),
+                                  at::scalar_tensor(schedule.lambda(t), opts));
+    };
+  }
+}
+
+MicroStepper::MicroStepper(NonlinearTerm term, std::shared_ptr<const MicroSampler> sampler)
+    : term_(std::move(term)), sampler_(std::move(sampler)) {
+  FEWSTEP_CHECK_VALUE(term_ != nullptr, "MicroStepper: the nonlinear term must not be empty");
+}
+
+const StepperTraits& MicroStepper::traits() const { return micro_traits(); }
+
+StepResult MicroStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
+                              const StepContext&) const {
+  if (sampler_ && state.steps_taken == 0) sampler_->check_teacher(model.model());
+  const DenoiserOutput out = model(x, s);
+  const NoiseSchedule& schedule = model.schedule();
+  const double linear = std::exp(schedule.log_alpha(t) - schedule.log_alpha(s));
+  at::Tensor r = term_(schedule, x, out.eps, s, t);
+  FEWSTEP_CHECK_VALUE(r.sizes() == x.sizes(), "solver 'micro': the nonlinear term returned shape ", r.sizes(),
+                      " for x of shape ", x.sizes());
+  StepResult result;
+  result.x = linear * x + r.to(x.scalar_type());
+  result.x0 = out.x0;
+  result.state = std::move(state);
+  ++result.state.steps_taken;
+  return result;
+}
+
+}  // namespace fewstep

@@ -1,0 +1,147 @@
+#include "fewstep/nets/micro_heads.h"
+
+#include <torch/script.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "fewstep/core/check.h"
+#include "script_builder.h"
+
+namespace fewstep {
+
+namespace {
+
+using nets_detail::ScriptBuilder;
+
+bool is_image(const MicroHeadConfig& c) { return c.sample_shape.size() == 3; }
+int64_t width(const MicroHeadConfig& c) { return c.width > 0 ? c.width : (is_image(c) ? 32 : 64); }
+int64_t blocks(const MicroHeadConfig& c) { return c.blocks > 0 ? c.blocks : (is_image(c) ? 4 : 3); }
+
+void zero(torch::jit::Module& m, const std::string& name) {
+  at::NoGradGuard no_grad;
+  m.attr(name + "_weight").toTensor().zero_();
+  m.attr(name + "_bias").toTensor().zero_();
+}
+
+// Embedding of (λ_s, h): sinusoids of both, Linear–SiLU–Linear.
+torch::jit::Module scalar_pair_embedding(ScriptBuilder& b, int64_t frequencies, int64_t embed) {
+  torch::jit::Module m = b.module("StepEmbedding");
+  // Periods 2π … 200π: λ ∈ [−10, 10] and h ∈ (0, 20] stay inside one period of the slowest sinusoid.
+  m.register_buffer("freqs",
+                    at::exp(at::arange(frequencies, at::kDouble) * (-std::log(100.0) / frequencies)).to(at::kFloat));
+  b.linear(m, "fc1", 4 * frequencies, embed);
+  b.linear(m, "fc2", embed, embed);
+  m.define(R"(
+def forward(self, lambda_s: Tensor, h: Tensor, like: Tensor) -> Tensor:
+    f = self.freqs.to(like.dtype).unsqueeze(0)
+    a = lambda_s.to(like.device, like.dtype).reshape([-1, 1]) * f
+    b = h.to(like.device, like.dtype).reshape([-1, 1]) * f
+    e = torch.cat([torch.sin(a), torch.cos(a), torch.sin(b), torch.cos(b)], 1)
+    e = torch.linear(e, self.fc1_weight, self.fc1_bias)
+    return torch.linear(torch.silu(e), self.fc2_weight, self.fc2_bias)
+)");
+  return m;
+}
+
+// GN–SiLU–Conv3×3(dilated) + Linear(e), GN–SiLU–Conv3×3, residual.
+torch::jit::Module conv_block(ScriptBuilder& b, int64_t channels, int64_t embed, int64_t groups, int64_t dilation) {
+  torch::jit::Module m = b.module("MicroConvBlock");
+  b.norm(m, "norm1", channels);
+  b.conv(m, "conv1", channels, channels, 3);
+  b.linear(m, "time", embed, channels);
+  b.norm(m, "norm2", channels);
+  b.conv(m, "conv2", channels, channels, 3);
+  std::ostringstream src;
+  src << "def forward(self, x: Tensor, emb: Tensor) -> Tensor:\n"
+      << "    h = torch.silu(torch.group_norm(x, " << groups << ", self.norm1_weight, self.norm1_bias, 1e-5))\n"
+      << "    h = torch.conv2d(h, self.conv1_weight, self.conv1_bias, [1, 1], [" << dilation << ", " << dilation
+      << "], [" << dilation << ", " << dilation << "])\n"
+      << "    h = h + torch.linear(torch.silu(emb), self.time_weight, self.time_bias).unsqueeze(-1).unsqueeze(-1)\n"
+      << "    h = torch.silu(torch.group_norm(h, " << groups << ", self.norm2_weight, self.norm2_bias, 1e-5))\n"
+      << "    return x + torch.conv2d(h, self.conv2_weight, self.conv2_bias, [1, 1], [1, 1])\n";
+  m.define(src.str());
+  return m;
+}
+
+}  // namespace
+
+void MicroHeadConfig::validate() const {
+  FEWSTEP_CHECK_VALUE(sample_shape.size() == 1 || sample_shape.size() == 3,
+                      "MicroHeadConfig.sample_shape must be [D] (vectors) or [C, H, W] (images), got ",
+                      c10::IntArrayRef(sample_shape));
+  for (int64_t d : sample_shape)
+    FEWSTEP_CHECK_VALUE(d >= 1, "MicroHeadConfig.sample_shape has a non-positive size: ", c10::IntArrayRef(sample_shape));
+  FEWSTEP_CHECK_VALUE(width >= 0, "MicroHeadConfig.width must be >= 0 (0 = default), got ", width);
+  FEWSTEP_CHECK_VALUE(blocks >= 0, "MicroHeadConfig.blocks must be >= 0 (0 = default), got ", blocks);
+  FEWSTEP_CHECK_VALUE(frequencies >= 1, "MicroHeadConfig.frequencies must be >= 1, got ", frequencies);
+  FEWSTEP_CHECK_VALUE(embed >= 1, "MicroHeadConfig.embed must be >= 1, got ", embed);
+  FEWSTEP_CHECK_VALUE(step_features >= 1, "MicroHeadConfig.step_features must be >= 1, got ", step_features);
+  FEWSTEP_CHECK_VALUE(step_width >= 1, "MicroHeadConfig.step_width must be >= 1, got ", step_width);
+  if (sample_shape.size() == 3)
+    FEWSTEP_CHECK_VALUE(groups >= 1 && fewstep::width(*this) % groups == 0, "MicroHeadConfig.groups = ", groups,
+                        " must divide the width ", fewstep::width(*this));
+}
+
+std::string MicroHeadConfig::describe() const {
+  std::ostringstream out;
+  out << "sample_shape=" << c10::IntArrayRef(sample_shape) << ", width=" << fewstep::width(*this)
+      << ", blocks=" << fewstep::blocks(*this) << ", frequencies=" << frequencies << ", embed=" << embed
+      << ", groups=" << groups << ", step_features=" << step_features << ", step_width=" << step_width;
+  return out.str();
+}
+
+ScriptNet make_residual_head(const MicroHeadConfig& c, uint64_t seed) {
+  c.validate();
+  ScriptBuilder b(seed);
+  auto net = std::make_shared<torch::jit::Module>(b.module("MicroResidualHead"));
+  net->register_module("embed", scalar_pair_embedding(b, c.frequencies, c.embed));
+  const int64_t w = width(c), n = blocks(c);
+  std::ostringstream src;
+  src << "def forward(self, x: Tensor, eps: Tensor, lambda_s: Tensor, h: Tensor) -> Tensor:\n"
+      << "    emb = self.embed.forward(lambda_s, h, x)\n";
+  if (is_image(c)) {
+    const int64_t ch = c.sample_shape[0];
+    b.conv(*net, "conv_in", 2 * ch, w, 3);
+    for (int64_t i = 0; i < n; ++i)
+      net->register_module("block" + std::to_string(i), conv_block(b, w, c.embed, c.groups, int64_t{1} << (i % 4)));
+    b.norm(*net, "norm_out", w);
+    b.conv(*net, "conv_out", w, ch, 3);
+    zero(*net, "conv_out");
+    src << "    a = torch.conv2d(torch.cat([x, eps], 1), self.conv_in_weight, self.conv_in_bias, [1, 1], [1, 1])\n";
+    for (int64_t i = 0; i < n; ++i) src << "    a = self.block" << i << ".forward(a, emb)\n";
+    src << "    a = torch.silu(torch.group_norm(a, " << c.groups << ", self.norm_out_weight, self.norm_out_bias, 1e-5))\n"
+        << "    return torch.conv2d(a, self.conv_out_weight, self.conv_out_bias, [1, 1], [1, 1])\n";
+  } else {
+    const int64_t d = c.sample_shape[0];
+    b.linear(*net, "fc_in", 2 * d, w);
+    for (int64_t i = 0; i < n; ++i)
+      net->register_module("block" + std::to_string(i), nets_detail::mlp_block(b, w, c.embed));
+    b.linear(*net, "fc_out", w, d);
+    zero(*net, "fc_out");
+    src << "    a = torch.linear(torch.cat([x, eps], 1), self.fc_in_weight, self.fc_in_bias)\n";
+    for (int64_t i = 0; i < n; ++i) src << "    a = self.block" << i << ".forward(a, emb)\n";
+    src << "    return torch.linear(torch.silu(a), self.fc_out_weight, self.fc_out_bias)\n";
+  }
+  net->define(src.str());
+  return net;
+}
+
+ScriptNet make_step_size_head(const MicroHeadConfig& c, uint64_t seed) {
+  c.validate();
+  ScriptBuilder b(seed ^ 0x68656164ull);
+  auto net = std::make_shared<torch::jit::Module>(b.module("MicroStepSizeHead"));
+  b.linear(*net, "fc1", c.step_features, c.step_width);
+  b.linear(*net, "fc2", c.step_width, c.step_width);
+  b.linear(*net, "fc_out", c.step_width, 1);
+  zero(*net, "fc_out");
+  net->define(R"(
+def forward(self, features: Tensor) -> Tensor:
+    a = torch.silu(torch.linear(features, self.fc1_weight, self.fc1_bias))
+    a = torch.silu(torch.linear(a, self.fc2_weight, self.fc2_bias))
+    return torch.linear(a, self.fc_out_weight, self.fc_out_bias).reshape([-1])
+)");
+  return net;
+}
+
+}  // namespace fewstep

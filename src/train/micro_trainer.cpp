@@ -1,0 +1,247 @@
+#include "fewstep/train/micro_trainer.h"
+
+#include <ATen/ATen.h>
+#include <torch/script.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "fewstep/core/check.h"
+#include "fewstep/data/shuffled_batches.h"
+#include "fewstep/micro/exponential_step.h"
+#include "fewstep/micro/unroll.h"
+#include "fewstep/train/ema.h"
+#include "fewstep/train/rng_bundle.h"
+
+namespace fewstep {
+
+void MicroTrainerOptions::validate() const {
+  FEWSTEP_CHECK_VALUE(batch >= 1, "MicroTrainerOptions.batch must be >= 1, got ", batch);
+  FEWSTEP_CHECK_VALUE(budget_min >= 1 && budget_max >= budget_min, "MicroTrainerOptions.budget_min/budget_max must "
+                      "satisfy 1 <= budget_min <= budget_max, got ", budget_min, " and ", budget_max);
+  FEWSTEP_CHECK_VALUE(spread >= 0.0 && spread < 1.0, "MicroTrainerOptions.spread must be in [0, 1), got ", spread);
+  FEWSTEP_CHECK_VALUE(segment_min >= 1, "MicroTrainerOptions.segment_min must be >= 1, got ", segment_min);
+  FEWSTEP_CHECK_VALUE(segment_max == 0 || segment_max >= segment_min, "MicroTrainerOptions.segment_max must be 0 or >= "
+                      "segment_min (", segment_min, "), got ", segment_max);
+  FEWSTEP_CHECK_VALUE(std::isfinite(ema_decay) && ema_decay >= 0.0 && ema_decay <= 1.0,
+                      "MicroTrainerOptions.ema_decay must be in [0, 1], got ", ema_decay);
+  optimizer.schedule.validate();
+}
+
+struct MicroTrainer::Impl {
+  Denoiser teacher;
+  std::string teacher_id;
+  DenseTrajectories data;
+  MicroTrainerOptions options;
+  ScriptNet residual, step_size;
+  std::unique_ptr<Ema> ema_residual, ema_step_size;
+  std::unique_ptr<ShuffledBatches> order;
+  std::unique_ptr<Optimizer> optimizer;
+  RngBundle rng;
+  at::Tensor probe;
+  int64_t step = 0;
+  int64_t segment_max = 0;
+  Impl(Denoiser t, MicroTrainerOptions o) : teacher(std::move(t)), options(std::move(o)), rng(options.seed) {}
+  bool trains_residual() const { return options.mode != MicroMode::StepSize; }
+  bool trains_step_size() const { return options.mode != MicroMode::Residual; }
+  MicroSamplerInfo info() const {
+    MicroSamplerInfo i;
+    i.mode = options.mode;
+    i.heads = options.heads;
+    i.spread = options.spread;
+    i.t_start = data.times.front();
+    i.t_end = data.times.back();
+    i.teacher = teacher_id;
+    i.schedule = teacher.schedule_ref().repr();
+    i.training = nlohmann::json{{"mode", to_string(options.mode)},
+                                {"steps", step},
+                                {"batch", options.batch},
+                                {"budget", {options.budget_min, options.budget_max}},
+                                {"segments", {options.segment_min, segment_max}},
+                                {"teacher_grad", options.teacher_grad},
+                                {"lr", options.optimizer.schedule.lr},
+                                {"trajectories", data.settings}}
+                     .dump();
+    return i;
+  }
+  at::Tensor residual_loss();
+  at::Tensor unrolled_loss(double& mse, int64_t& budget);
+};
+
+MicroTrainer::MicroTrainer(Denoiser teacher, std::string teacher_id, DenseTrajectories data,
+                           MicroTrainerOptions options, std::shared_ptr<const MicroSampler> init) {
+  options.validate();
+  FEWSTEP_CHECK_VALUE(data.x.defined() && data.eps.defined() && data.segments() >= 1,
+                      "MicroTrainer: data must hold dense trajectories (micro/trajectories.h)");
+  const int64_t n = data.size();
+  FEWSTEP_CHECK_VALUE(n >= options.batch, "MicroTrainer: ", n, " trajectories are fewer than batch = ", options.batch);
+  std::vector<int64_t> shape(data.x.sizes().begin() + 2, data.x.sizes().end());
+  if (options.heads.sample_shape.empty()) options.heads.sample_shape = shape;
+  FEWSTEP_CHECK_VALUE(options.heads.sample_shape == shape, "MicroTrainer: heads.sample_shape ",
+                      c10::IntArrayRef(options.heads.sample_shape), " differs from the trajectories' ",
+                      c10::IntArrayRef(shape));
+  options.heads.validate();
+  impl_ = std::make_unique<Impl>(std::move(teacher), std::move(options));
+  Impl& s = *impl_;
+  s.teacher_id = std::move(teacher_id);
+  s.data = std::move(data);
+  s.segment_max = s.options.segment_max > 0 ? s.options.segment_max : std::max<int64_t>(1, s.data.segments() / 4);
+  FEWSTEP_CHECK_VALUE(s.segment_max <= s.data.segments() && s.options.segment_min <= s.segment_max,
+                      "MicroTrainer: segment lengths [", s.options.segment_min, ", ", s.segment_max,
+                      "] do not fit the trajectories' ", s.data.segments(), " segments");
+  s.residual = make_residual_head(s.options.heads, s.options.seed);
+  s.step_size = make_step_size_head(s.options.heads, s.options.seed);
+  if (init) {
+    FEWSTEP_CHECK_VALUE(init->info().heads.describe() == s.options.heads.describe(), "MicroTrainer: init sampler '",
+                        init->source(), "' has heads (", init->info().heads.describe(), "), this run uses (",
+                        s.options.heads.describe(), ")");
+    if (init->residual()) copy_weights(*init->residual(), *s.residual);
+    if (init->step_size()) copy_weights(*init->step_size(), *s.step_size);
+  }
+  std::vector<at::Tensor> params;
+  if (s.trains_residual())
+    for (const auto& p : trainable_parameters(*s.residual)) params.push_back(p);
+  if (s.trains_step_size())
+    for (const auto& p : trainable_parameters(*s.step_size)) params.push_back(p);
+  s.optimizer = std::make_unique<Optimizer>(std::move(params), s.options.optimizer);
+  s.ema_residual = std::make_unique<Ema>(*s.residual, s.options.ema_decay);
+  s.ema_step_size = std::make_unique<Ema>(*s.step_size, s.options.ema_decay);
+  s.order = std::make_unique<ShuffledBatches>(at::zeros({n, 1}), at::arange(n, at::kLong), s.options.batch,
+                                              s.options.seed ^ 0x6d6963ull);
+  s.probe = MicroSampler::probe_teacher(s.teacher, s.info());
+  s.residual->train();
+  s.step_size->train();
+}
+
+MicroTrainer::~MicroTrainer() = default;
+
+at::Tensor MicroTrainer::Impl::residual_loss() {
+  const at::Tensor index = order->next().labels;
+  const int64_t b = index.size(0), g = data.segments();
+  at::Generator& gen = rng.get("segments");
+  const at::Tensor length = at::randint(options.segment_min, segment_max + 1, {b}, gen, at::kLong);
+  // Start knot uniform over the positions where the segment fits.
+  const at::Tensor start = (at::rand({b}, gen, at::kDouble) * (g - length + 1).to(at::kDouble)).floor().to(at::kLong);
+  const at::Tensor end = start + length;
+  const at::Tensor lambdas = at::tensor(data.lambdas, at::kDouble);
+  const auto first = *residual->parameters().begin();
+  // Rows of the [n·(G+1), ...] / [n·G, ...] views: trajectory·(knots per trajectory) + knot.
+  auto rows = [&](const at::Tensor& all, const at::Tensor& knot) {
+    const int64_t per = all.size(1);
+    return all.flatten(0, 1).index_select(0, index * per + knot).to(first.scalar_type());
+  };
+  const at::Tensor x_s = rows(data.x, start), x_t = rows(data.x, end), eps = rows(data.eps, start);
+  const auto dtype = first.scalar_type();
+  const at::Tensor lambda_s = lambdas.index_select(0, start), lambda_t = lambdas.index_select(0, end);
+  const ScheduleFamily family = teacher.schedule_ref().family();
+  const at::Tensor pred = micro_nonlinear_term(residual.get(), family, x_s, eps, lambda_s, lambda_t);
+  const at::Tensor target = exact_residual(family, x_s, x_t, lambda_s, lambda_t);
+  std::vector<int64_t> shape(x_s.dim(), 1);
+  shape[0] = b;
+  const at::Tensor c = exponential_step(family, lambda_s, lambda_t).ddim.to(dtype).view(shape);
+  return ((pred - target) / c).pow(2).mean();
+}
+
+at::Tensor MicroTrainer::Impl::unrolled_loss(double& mse, int64_t& budget) {
+  const at::Tensor index = order->next().labels;
+  const auto dtype = (*residual->parameters().begin()).scalar_type();
+  const at::Tensor x_T = data.x.index_select(0, index).select(1, 0).to(dtype);
+  const at::Tensor x_0 = data.x.index_select(0, index).select(1, data.segments()).to(dtype);
+  budget = at::randint(options.budget_min, options.budget_max + 1, {1}, rng.get("budget"), at::kLong).item<int64_t>();
+  UnrollSpec spec;
+  spec.residual = options.mode == MicroMode::StepSize ? nullptr : residual.get();
+  spec.step_size = step_size.get();
+  spec.mode = options.mode;
+  spec.budget = budget;
+  spec.spread = options.spread;
+  spec.t_start = data.times.front();
+  spec.t_end = data.times.back();
+  spec.teacher_grad = options.teacher_grad;
+  const at::Tensor err = (unroll_micro(teacher, x_T, spec).x - x_0).pow(2).mean();
+  mse = err.item<double>();
+  return err / err.detach().clamp_min(1e-30);
+}
+
+TrainStepStats MicroTrainer::step() {
+  Impl& s = *impl_;
+  double loss_value = 0.0;
+  int64_t budget = 0;
+  {
+    ScopedUnoptimizedExecutor guard;
+    at::Tensor loss;
+    if (s.options.mode == MicroMode::Residual) {
+      loss = s.residual_loss();
+      loss_value = loss.item<double>();
+    } else {
+      loss = s.unrolled_loss(loss_value, budget);
+    }
+    loss.backward();
+  }
+  FEWSTEP_CHECK(std::isfinite(loss_value), "MicroTrainer: loss is ", loss_value, " at step ", s.step,
+                "; lower the learning rate (", s.options.optimizer.schedule.lr, ")");
+  const Optimizer::Stats o = s.optimizer->step(s.step);
+  if (s.trains_residual()) s.ema_residual->update(*s.residual);
+  if (s.trains_step_size()) s.ema_step_size->update(*s.step_size);
+  ++s.step;
+  TrainStepStats stats{s.step, loss_value, o.lr, o.grad_norm, {}};
+  if (budget > 0) stats.extra.push_back({"budget", static_cast<double>(budget)});
+  return stats;
+}
+
+Checkpoint MicroTrainer::state() const {
+  const Impl& s = *impl_;
+  Checkpoint c;
+  c.set_string("config/mode", to_string(s.options.mode));
+  c.set_string("config/heads", s.options.heads.describe());
+  c.set_string("config/trajectories", s.data.settings);
+  c.set_int("config/budget_min", s.options.budget_min);
+  c.set_int("config/budget_max", s.options.budget_max);
+  c.set_int("config/batch", s.options.batch);
+  c.set_int("step", s.step);
+  save_module_state(c, "residual", *s.residual);
+  save_module_state(c, "step_size", *s.step_size);
+  s.ema_residual->save(c, "ema_residual");
+  s.ema_step_size->save(c, "ema_step_size");
+  s.optimizer->save(c, "optimizer");
+  s.rng.save(c, "rng");
+  save_data_position(c, *s.order);
+  return c;
+}
+
+void MicroTrainer::load_state(const Checkpoint& c) {
+  Impl& s = *impl_;
+  constexpr const char* who = "MicroTrainer.load_checkpoint";
+  check_setting(c, "mode", to_string(s.options.mode), who);
+  check_setting(c, "heads", s.options.heads.describe(), who);
+  check_setting(c, "trajectories", s.data.settings, who);
+  check_setting(c, "budget_min", s.options.budget_min, who);
+  check_setting(c, "budget_max", s.options.budget_max, who);
+  check_setting(c, "batch", s.options.batch, who);
+  const int64_t step = c.integer("step");
+  FEWSTEP_CHECK_VALUE(step >= 0, who, ": checkpoint '", c.source(), "' has step ", step);
+  load_module_state(c, "residual", *s.residual);
+  load_module_state(c, "step_size", *s.step_size);
+  s.ema_residual->load(c, "ema_residual");
+  s.ema_step_size->load(c, "ema_step_size");
+  s.optimizer->load(c, "optimizer");
+  s.rng.load(c, "rng");
+  load_data_position(c, *s.order);
+  s.step = step;
+}
+
+int64_t MicroTrainer::step_count() const { return impl_->step; }
+int64_t MicroTrainer::planned_steps() const { return impl_->options.optimizer.schedule.total_steps; }
+const ScriptNet& MicroTrainer::export_net() const {
+  return impl_->options.mode == MicroMode::StepSize ? impl_->ema_step_size->module() : impl_->ema_residual->module();
+}
+
+MicroSampler MicroTrainer::sampler() const {
+  const Impl& s = *impl_;
+  return MicroSampler(s.ema_residual->module(), s.ema_step_size->module(), s.info(), s.probe);
+}
+
+const ScriptNet& MicroTrainer::residual_head() const { return impl_->residual; }
+const ScriptNet& MicroTrainer::step_size_head() const { return impl_->step_size; }
+const MicroTrainerOptions& MicroTrainer::options() const { return impl_->options; }
+
+}  // namespace fewstep

@@ -1,0 +1,416 @@
+// Micro-distillation (seed 000): the exact-term limit of the micro step, the learned step-size bounds,
+// driver/unroll agreement, gradients through the unrolled run, learning the single-Gaussian integral,
+// teacher identity and exact resume.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/script.h>
+
+#include <filesystem>
+
+#include "fewstep/fewstep.h"
+#include "test_util.h"
+
+namespace fs = fewstep;
+using fs::testing::generator;
+using fs::testing::scratch_dir;
+using fs::testing::single_gaussian;
+using fs::testing::single_gaussian_flow;
+using fs::testing::value_error_message;
+
+namespace {
+
+std::shared_ptr<fs::VPLinear> vp() { return std::make_shared<fs::VPLinear>(0.1, 20.0); }
+
+std::shared_ptr<fs::GaussianMixture> mixture(int64_t dim = 4) {
+  return fs::GaussianMixture::random(dim, 3, /*seed=*/5, /*diagonal=*/false, /*spread=*/1.0, /*min_var=*/0.05,
+                                     /*max_var=*/0.3);
+}
+
+fs::TrajectorySpec small_spec(int64_t dim, int64_t n) {
+  fs::TrajectorySpec spec;
+  spec.sample_shape = {dim};
+  spec.n = n;
+  spec.segments = 16;
+  spec.substeps = 8;
+  spec.dtype = at::kDouble;
+  spec.progress = false;
+  return spec;
+}
+
+fs::MicroTrainerOptions small_options(fs::MicroMode mode) {
+  fs::MicroTrainerOptions o;
+  o.mode = mode;
+  o.heads.width = 32;
+  o.heads.blocks = 2;
+  o.batch = 16;
+  o.budget_min = 3;
+  o.budget_max = 6;
+  o.optimizer.schedule.lr = 1e-3;
+  o.seed = 3;
+  return o;
+}
+
+// Every parameter of the module, perturbed away from its zero-initialised output layers, in float64.
+void randomise(torch::jit::Module& m, uint64_t seed, double scale) {
+  at::NoGradGuard no_grad;
+  auto gen = generator(seed);
+  m.to(at::kDouble);
+  for (const at::Tensor& p : m.parameters()) p.copy_(at::randn(p.sizes(), gen, at::kDouble) * scale);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- the exact-term limit
+
+// With r = the exact residual of the single-Gaussian flow (closed form), the micro step is exact on any
+// grid: x_t = (α_t/α_s) x_s + r reproduces the flow to round-off, where DDIM (r = c ε̂) errs by O(h).
+TEST(MicroStep, ExactResidualReproducesSingleGaussianFlowToRoundOff) {
+  auto schedule = vp();
+  const at::Tensor mean = at::tensor({0.7, -1.2, 0.3}, at::kDouble), var = at::tensor({0.2, 0.05, 1.5}, at::kDouble);
+  auto model = fs::Denoiser::exact(single_gaussian(mean, var), schedule);
+  fs::NonlinearTerm exact = [&](const fs::NoiseSchedule& sch, const at::Tensor& x, const at::Tensor&, double s,
+                                double t) {
+    return single_gaussian_flow(sch, x, mean, var, s, t) - std::exp(sch.log_alpha(t) - sch.log_alpha(s)) * x;
+  };
+  fs::MicroStepper micro(exact);
+  const at::Tensor x_T = at::randn({64, 3}, generator(1), at::kDouble);
+  const auto grid = fs::timesteps(*schedule, 4, fs::Spacing::LogSNR);
+  const auto out = fs::sample(model, x_T, micro, grid);
+  const at::Tensor truth = single_gaussian_flow(*schedule, x_T, mean, var, grid.front(), grid.back());
+  EXPECT_EQ(out.nfe, 4);
+  EXPECT_LT((out.x - truth).abs().max().item<double>(), 1e-12);
+  const auto ddim = fs::sample(model, x_T, "ddim", 4);
+  EXPECT_GT((ddim.x - truth).abs().max().item<double>(), 1e-3) << "the check must be able to fail";
+}
+
+// On a (non-Gaussian) mixture the exact residual comes from a tight reference solve between s and t;
+// the micro step with it reproduces the reference flow over the whole range to the solve's tolerance.
+TEST(MicroStep, ExactResidualFromMixtureReproducesReferenceFlow) {
+  auto schedule = vp();
+  auto model = fs::Denoiser::exact(mixture(), schedule);
+  fs::ReferenceOptions tight;
+  tight.rtol = tight.atol = 1e-12;
+  fs::NonlinearTerm exact = [&](const fs::NoiseSchedule& sch, const at::Tensor& x, const at::Tensor&, double s,
+                                double t) {
+    return fs::reference_solve(model, x, s, t, tight).x - std::exp(sch.log_alpha(t) - sch.log_alpha(s)) * x;
+  };
+  fs::MicroStepper micro(exact);
+  const at::Tensor x_T = at::randn({32, 4}, generator(2), at::kDouble);
+  const auto grid = fs::timesteps(*schedule, 5, fs::Spacing::LogSNR);
+  const auto out = fs::sample(model, x_T, micro, grid);
+  const at::Tensor truth = fs::reference_solve(model, x_T, grid.front(), grid.back(), tight).x;
+  EXPECT_LT((out.x - truth).abs().max().item<double>(), 1e-8);
+  const auto deis = fs::sample(model, x_T, "deis", 5);
+  EXPECT_GT((deis.x - truth).abs().max().item<double>(), 1e-4);
+}
+
+// The linear factor goes the right way (α_t/α_s > 1 backward; DESIGN.md's correction of the seed) and
+// an untrained g_ψ (zero output layer) is DDIM exactly.
+TEST(MicroStep, UntrainedHeadIsDdimAndLinearFactorExceedsOne) {
+  auto schedule = vp();
+  const at::Tensor ls = at::scalar_tensor(schedule->lambda(0.8), at::kDouble);
+  const at::Tensor lt = at::scalar_tensor(schedule->lambda(0.3), at::kDouble);
+  const auto step = fs::exponential_step(fs::ScheduleFamily::VP, ls, lt);
+  EXPECT_GT(step.linear.item<double>(), 1.0);
+  EXPECT_NEAR(step.linear.item<double>(), schedule->alpha(0.3) / schedule->alpha(0.8), 1e-14);
+  EXPECT_NEAR(step.ddim.item<double>(),
+              schedule->sigma(0.3) - schedule->alpha(0.3) / schedule->alpha(0.8) * schedule->sigma(0.8), 1e-14);
+
+  auto model = fs::Denoiser::exact(mixture(), schedule);
+  fs::MicroHeadConfig heads;
+  heads.sample_shape = {4};
+  fs::MicroSamplerInfo info;
+  info.mode = fs::MicroMode::Residual;
+  info.heads = heads;
+  info.t_start = schedule->t_max();
+  info.t_end = schedule->t_min();
+  auto sampler = std::make_shared<fs::MicroSampler>(fs::make_residual_head(heads, 0), nullptr, info,
+                                                    fs::MicroSampler::probe_teacher(model, info));
+  const at::Tensor x_T = at::randn({16, 4}, generator(3), at::kDouble);
+  const auto micro = sampler->sample(model, x_T, 7);
+  const auto ddim = fs::sample(model, x_T, "ddim", 7);
+  EXPECT_LT((micro.x - ddim.x).abs().max().item<double>(), 1e-12);
+  // The registered solver without a file is DDIM too.
+  EXPECT_LT((fs::sample(model, x_T, "micro", 7).x - ddim.x).abs().max().item<double>(), 1e-12);
+}
+
+// The differentiable DEIS-2 step equals the library's deis(order=2, variable=lambda) on any grid.
+TEST(MicroStep, DifferentiableDeis2MatchesLibraryDeis) {
+  auto schedule = vp();
+  auto model = fs::Denoiser::exact(mixture(), schedule);
+  const at::Tensor x_T = at::randn({8, 4}, generator(4), at::kDouble);
+  fs::UnrollSpec spec;
+  spec.mode = fs::MicroMode::StepSize;
+  spec.budget = 9;
+  spec.t_start = schedule->t_max();
+  spec.t_end = schedule->t_min();
+  const auto unrolled = fs::unroll_micro(model, x_T, spec);
+  fs::LearnedStepController uniform(nullptr, 9, 0.75);
+  const auto deis = fs::solver("deis", {{"order", int64_t{2}}, {"variable", std::string("lambda")}});
+  const auto driven = fs::sample_adaptive(model, x_T, *deis, uniform, spec.t_start, spec.t_end);
+  EXPECT_EQ(driven.nfe, 9);
+  EXPECT_LT((unrolled.x - driven.x).abs().max().item<double>(), 1e-11);
+}
+
+// ---------------------------------------------------------------- h_φ
+
+// Whatever its weights, h_φ's steps stay in [(1 − a)R/k, (1 + a)R/k], the run takes exactly the
+// budget and lands exactly on t_end.
+TEST(StepSize, RespectsBoundsAndBudget) {
+  auto schedule = vp();
+  auto model = fs::Denoiser::exact(mixture(), schedule);
+  fs::MicroHeadConfig heads;
+  heads.sample_shape = {4};
+  for (uint64_t seed : {1, 2, 3}) {
+    auto head = fs::make_step_size_head(heads, seed);
+    randomise(*head, seed, 5.0);  // saturating logits: the bounds must still hold
+    const double a = 0.6;
+    for (int64_t budget : {1, 2, 5, 12}) {
+      fs::LearnedStepController control(head, budget, a);
+      const at::Tensor x_T = at::randn({10, 4}, generator(seed), at::kDouble);
+      const auto out = fs::sample_adaptive(model, x_T, *fs::solver("ddim"), control, schedule->t_max(), schedule->t_min());
+      ASSERT_EQ(out.nfe, budget);
+      ASSERT_EQ(out.timesteps.size(), static_cast<size_t>(budget + 1));
+      EXPECT_EQ(out.timesteps.back(), schedule->t_min());
+      const double lambda_end = schedule->lambda(schedule->t_min());
+      for (int64_t i = 0; i + 1 < budget; ++i) {
+        const double lam = schedule->lambda(out.timesteps[i]), next = schedule->lambda(out.timesteps[i + 1]);
+        const double share = (lambda_end - lam) / (budget - i);
+        EXPECT_GE(next - lam, (1 - a) * share * (1 - 1e-9)) << "seed " << seed << " step " << i;
+        EXPECT_LE(next - lam, (1 + a) * share * (1 + 1e-9)) << "seed " << seed << " step " << i;
+      }
+    }
+  }
+  EXPECT_NE(value_error_message([] { fs::LearnedStepController(nullptr, 0, 0.5); }).find("budget"), std::string::npos);
+  EXPECT_NE(value_error_message([] { fs::LearnedStepController(nullptr, 5, 1.0); }).find("spread"), std::string::npos);
+}
+
+// ---------------------------------------------------------------- unroll
+
+// The unrolled run (training) and the driver + LearnedStepController + micro stepper (sampling) are
+// the same computation: with random float64 heads they agree to round-off.
+TEST(Unroll, MatchesSamplingDriver) {
+  auto schedule = vp();
+  auto model = fs::Denoiser::exact(mixture(), schedule);
+  fs::MicroHeadConfig heads;
+  heads.sample_shape = {4};
+  auto residual = fs::make_residual_head(heads, 1), step = fs::make_step_size_head(heads, 1);
+  randomise(*residual, 7, 0.1);
+  randomise(*step, 8, 0.5);
+  fs::MicroSamplerInfo info;
+  info.heads = heads;
+  info.spread = 0.7;
+  info.t_start = schedule->t_max();
+  info.t_end = schedule->t_min();
+  fs::MicroSampler sampler(residual, step, info, fs::MicroSampler::probe_teacher(model, info));
+  const at::Tensor x_T = at::randn({12, 4}, generator(9), at::kDouble);
+  fs::UnrollSpec spec;
+  spec.residual = residual.get();
+  spec.step_size = step.get();
+  spec.budget = 8;
+  spec.spread = 0.7;
+  spec.t_start = info.t_start;
+  spec.t_end = info.t_end;
+  at::NoGradGuard no_grad;
+  const auto unrolled = fs::unroll_micro(model, x_T, spec);
+  const auto driven = sampler.sample(model, x_T, 8);
+  EXPECT_EQ(driven.nfe, 8);
+  for (size_t i = 0; i < driven.timesteps.size(); ++i) EXPECT_NEAR(driven.timesteps[i], unrolled.times[i], 1e-12);
+  EXPECT_LT((unrolled.x - driven.x).abs().max().item<double>(), 1e-10);
+  // Non-uniform: the random head moved the steps off the uniform log-SNR grid.
+  const auto uniform = fs::timesteps(*schedule, 8, fs::Spacing::LogSNR);
+  EXPECT_GT(std::abs(driven.timesteps[3] - uniform[3]), 1e-4);
+}
+
+// Gradients flow through every unrolled step: with the step positions fixed (no h_φ), autograd's
+// derivative of the final error with respect to a parameter of g_ψ equals a central finite difference
+// (the teacher's x input is differentiated too); with h_φ, its parameters receive finite, non-zero
+// gradients through where the steps land.
+TEST(Unroll, GradientsFlowThroughUnrolledSteps) {
+  auto schedule = vp();
+  auto model = fs::Denoiser::exact(mixture(), schedule);
+  fs::MicroHeadConfig heads;
+  heads.sample_shape = {4};
+  auto residual = fs::make_residual_head(heads, 2), step = fs::make_step_size_head(heads, 2);
+  randomise(*residual, 11, 0.1);
+  randomise(*step, 12, 0.3);
+  for (const at::Tensor& p : residual->parameters()) p.requires_grad_(true);
+  for (const at::Tensor& p : step->parameters()) p.requires_grad_(true);
+  const at::Tensor x_T = at::randn({6, 4}, generator(13), at::kDouble);
+  const at::Tensor target = at::randn({6, 4}, generator(14), at::kDouble);
+  fs::UnrollSpec spec;
+  spec.residual = residual.get();
+  spec.budget = 4;
+  spec.t_start = schedule->t_max();
+  spec.t_end = schedule->t_min();
+  auto loss_of = [&] { return (fs::unroll_micro(model, x_T, spec).x - target).pow(2).sum(); };
+  const at::Tensor bias = residual->attr("fc_in_bias").toTensor();
+  loss_of().backward();
+  const double autograd = bias.grad()[0].item<double>();
+  const double eps = 1e-6;
+  double fd;
+  {
+    at::NoGradGuard no_grad;
+    bias[0] += eps;
+    const double up = loss_of().item<double>();
+    bias[0] -= 2 * eps;
+    const double down = loss_of().item<double>();
+    bias[0] += eps;
+    fd = (up - down) / (2 * eps);
+  }
+  EXPECT_GT(std::abs(autograd), 1e-6);
+  EXPECT_NEAR(autograd, fd, 1e-6 * std::max(1.0, std::abs(fd)));
+
+  spec.step_size = step.get();
+  for (const at::Tensor& p : step->parameters()) p.mutable_grad() = at::Tensor();
+  loss_of().backward();
+  double norm = 0;
+  for (const at::Tensor& p : step->parameters()) {
+    ASSERT_TRUE(p.grad().defined());
+    norm += p.grad().pow(2).sum().item<double>();
+  }
+  EXPECT_TRUE(std::isfinite(norm));
+  EXPECT_GT(norm, 0.0);
+}
+
+// ---------------------------------------------------------------- training
+
+// On single-Gaussian data the residual is the closed-form integral; a short residual-mode run of g_ψ
+// learns it: on held-out steps (other x_T, every step length) its error in ε units falls far below
+// DDIM's (the untrained g_ψ), which is O(h) relative.
+TEST(MicroTrainer, LearnsSingleGaussianClosedFormIntegral) {
+  auto schedule = vp();
+  const at::Tensor mean = at::tensor({1.0, -0.5}, at::kDouble), var = at::tensor({0.1, 0.4}, at::kDouble);
+  auto model = fs::Denoiser::exact(single_gaussian(mean, var), schedule);
+  auto spec = small_spec(2, 256);
+  auto data = fs::dense_trajectories(model, spec, "single gaussian");
+  // The cached knots are the closed-form flow to the DEIS-3 solve's accuracy (128 steps, h ≈ 0.07:
+  // O(h³) ≈ 1e-5 at most), far below the residual errors judged below.
+  const at::Tensor flow = single_gaussian_flow(*schedule, data.x.select(1, 0), mean, var, data.times.front(),
+                                               data.times.back());
+  EXPECT_LT((data.x.select(1, spec.segments) - flow).abs().max().item<double>(), 1e-5);
+
+  auto o = small_options(fs::MicroMode::Residual);
+  o.batch = 64;
+  o.segment_max = 8;
+  o.optimizer.schedule.lr = 3e-3;
+  o.optimizer.schedule.total_steps = 600;
+  o.ema_decay = 0.0;
+  fs::MicroTrainer trainer(model, "single gaussian", data, o);
+  fs::TrainLoopOptions quiet;
+  quiet.progress = false;
+  trainer.train(600, quiet);
+
+  // Held-out: fresh x_s on the flow at every knot pair j → j + m, m ≤ 8.
+  const at::Tensor x_T = at::randn({200, 2}, generator(77), at::kDouble);
+  double err_learned = 0, err_ddim = 0;
+  const auto sampler = trainer.sampler();
+  for (int64_t m : {1, 4, 8}) {
+    for (int64_t j = 0; j + m <= spec.segments; j += 3) {
+      const double s = data.times[j], t = data.times[j + m];
+      const at::Tensor x_s = single_gaussian_flow(*schedule, x_T, mean, var, data.times[0], s);
+      const at::Tensor r = single_gaussian_flow(*schedule, x_s, mean, var, s, t) -
+                           std::exp(schedule->log_alpha(t) - schedule->log_alpha(s)) * x_s;
+      const at::Tensor eps = model(x_s, s).eps;
+      const at::Tensor ls = at::scalar_tensor(schedule->lambda(s), at::kDouble);
+      const at::Tensor lt = at::scalar_tensor(schedule->lambda(t), at::kDouble);
+      const double c = fs::exponential_step(fs::ScheduleFamily::VP, ls, lt).ddim.item<double>();
+      at::NoGradGuard no_grad;
+      const at::Tensor g = fs::micro_nonlinear_term(sampler.residual().get(), fs::ScheduleFamily::VP, x_s, eps, ls, lt);
+      err_learned += ((g - r) / c).pow(2).mean().item<double>();
+      err_ddim += ((c * eps - r) / c).pow(2).mean().item<double>();
+    }
+  }
+  EXPECT_LT(err_learned, 0.05 * err_ddim) << "learned " << err_learned << " vs DDIM " << err_ddim;
+  std::cout << "single Gaussian: mean squared residual error (eps units) learned " << err_learned << ", DDIM "
+            << err_ddim << "\n";
+}
+
+// Joint training lowers the unrolled error, and stopping, saving and resuming reproduces the
+// uninterrupted run bit for bit (both heads, EMAs, AdamW, RNGs, data order, sampled budgets).
+TEST(MicroTrainer, JointLossDecreasesAndResumeIsExact) {
+  auto schedule = vp();
+  auto model = fs::Denoiser::exact(mixture(), schedule);
+  auto data = fs::dense_trajectories(model, small_spec(4, 64), "mixture(4, 3, 5)");
+  auto o = small_options(fs::MicroMode::Joint);
+  o.optimizer.schedule.total_steps = 8;
+  const std::string dir = scratch_dir("micro", "resume");
+  fs::TrainLoopOptions quiet;
+  quiet.progress = false;
+
+  fs::MicroTrainer straight(model, "mixture", data, o);
+  straight.train(8, quiet);
+
+  fs::MicroTrainer first(model, "mixture", data, o);
+  first.train(4, quiet);
+  first.save_checkpoint(dir + "/ckpt.pt");
+  fs::MicroTrainer resumed(model, "mixture", data, o);
+  ASSERT_TRUE(resumed.resume(dir + "/ckpt.pt"));
+  EXPECT_EQ(resumed.step_count(), 4);
+  resumed.train(4, quiet);
+  for (auto pair : {std::make_pair(straight.residual_head(), resumed.residual_head()),
+                    std::make_pair(straight.step_size_head(), resumed.step_size_head())}) {
+    auto a = pair.first->parameters().begin();
+    for (const at::Tensor& b : pair.second->parameters()) {
+      EXPECT_TRUE(at::equal(*a, b));
+      ++a;
+    }
+  }
+  // Another mode's checkpoint is refused, naming the setting.
+  fs::MicroTrainer other(model, "mixture", data, small_options(fs::MicroMode::Residual));
+  EXPECT_NE(value_error_message([&] { other.load_checkpoint(dir + "/ckpt.pt"); }).find("mode"), std::string::npos);
+
+  // Loss decrease over a longer run with a fixed budget.
+  auto longer = small_options(fs::MicroMode::Joint);
+  longer.budget_min = longer.budget_max = 4;
+  longer.optimizer.schedule.lr = 3e-3;
+  longer.optimizer.schedule.total_steps = 150;
+  fs::MicroTrainer trainer(model, "mixture", data, longer);
+  const auto summary = trainer.train(150, quiet);
+  double early = 0, late = 0;
+  for (int i = 0; i < 15; ++i) early += summary.losses[i], late += summary.losses[summary.losses.size() - 1 - i];
+  EXPECT_LT(late, 0.5 * early);
+  std::filesystem::remove_all(dir);
+}
+
+// ---------------------------------------------------------------- files and teacher identity
+
+TEST(MicroSampler, SaveLoadAndRefuseAnotherTeacher) {
+  auto schedule = vp();
+  auto model = fs::Denoiser::exact(mixture(), schedule);
+  auto data = fs::dense_trajectories(model, small_spec(4, 32), "mixture(4, 3, 5)");
+  auto o = small_options(fs::MicroMode::Joint);
+  o.optimizer.schedule.total_steps = 3;
+  fs::MicroTrainer trainer(model, "mixture(4, 3, 5)", data, o);
+  fs::TrainLoopOptions quiet;
+  quiet.progress = false;
+  trainer.train(3, quiet);
+  const std::string dir = scratch_dir("micro", "file");
+  trainer.sampler().save(dir + "/micro.pt");
+  const auto loaded = fs::MicroSampler::load(dir + "/micro.pt");
+  EXPECT_EQ(loaded->info().mode, fs::MicroMode::Joint);
+  EXPECT_EQ(loaded->info().teacher, "mixture(4, 3, 5)");
+  const at::Tensor x_T = at::randn({5, 4}, generator(1));
+  const auto a = trainer.sampler().sample(model, x_T, 6), b = loaded->sample(model, x_T, 6);
+  EXPECT_TRUE(at::allclose(a.x, b.x, 1e-6, 1e-6));
+
+  // Another teacher (another mixture), through the sampler and through the registered solver.
+  auto other = fs::Denoiser::exact(fs::GaussianMixture::random(4, 3, /*seed=*/6), schedule);
+  std::string msg = value_error_message([&] { loaded->sample(other, x_T, 6); });
+  EXPECT_NE(msg.find("different teacher"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("mixture(4, 3, 5)"), std::string::npos) << msg;
+  msg = value_error_message([&] {
+    fs::sample(other, x_T, "micro", 6, fs::Spacing::LogSNR, {{"path", dir + "/micro.pt"}});
+  });
+  EXPECT_NE(msg.find("different teacher"), std::string::npos) << msg;
+  // The same teacher works through the registered solver (g_ψ on the uniform grid).
+  EXPECT_EQ(fs::sample(model, x_T, "micro", 6, fs::Spacing::LogSNR, {{"path", dir + "/micro.pt"}}).nfe, 6);
+
+  EXPECT_NE(value_error_message([&] { fs::MicroSampler::load(dir + "/missing.pt"); }).find("missing.pt"),
+            std::string::npos);
+  fs::save_network(*fs::make_step_size_head({{4}}, 0), dir + "/plain.pt");
+  EXPECT_NE(value_error_message([&] { fs::MicroSampler::load(dir + "/plain.pt"); }).find("not a micro"),
+            std::string::npos);
+  EXPECT_NE(value_error_message([] { fs::parse_micro_mode("both"); }).find("'both'"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
