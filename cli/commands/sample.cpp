@@ -12,6 +12,7 @@
 
 #include "../command.h"
 #include "../model_loader.h"
+#include "fewstep/micro/micro_sampler.h"
 #include "fewstep/io/png.h"
 #include "fewstep/train/progress_bar.h"
 
@@ -23,7 +24,7 @@ using json = nlohmann::json;
 
 struct Config {
   ModelFlags model;
-  std::string solver = "dpmpp_2m", spacing = "logsnr", out = "grid.png";
+  std::string solver = "dpmpp_2m", spacing = "logsnr", out = "grid.png", micro;
   int64_t steps = 10, n = 16, nrow = 0, padding = 2, size = 512;
   uint64_t seed = 0;
   double rtol = NAN, atol = NAN;
@@ -94,6 +95,8 @@ class SampleCommand final : public Command {
     app.add_option("--rtol", c.rtol, "Adaptive sampling: relative tolerance; with --atol, replaces --steps by a "
                                      "PID step-size controller (solvers with an error estimate, e.g. dpm_adaptive)");
     app.add_option("--atol", c.atol, "Adaptive sampling: absolute tolerance");
+    app.add_option("--micro", c.micro, "A micro-distilled sampler (fewstep distill micro) of this --model: --steps is "
+                                       "then its budget of teacher evaluations (learned step sizes and nonlinear term)");
     app.add_flag("--denoise-to-zero", c.denoise_to_zero, "Finish with the model's x0 prediction at t_min (+1 NFE)");
     app.add_flag("--quiet", c.quiet, "No progress bar or summary line");
   }
@@ -115,15 +118,36 @@ class SampleCommand final : public Command {
       grid.explicit_grid = model.timesteps;
       grid.steps = static_cast<int64_t>(model.timesteps.size()) - 1;
     }
-    const std::shared_ptr<const Stepper> stepper = make_stepper(c.solver, c.options);
+    std::shared_ptr<const MicroSampler> micro;
+    if (!c.micro.empty()) {
+      if (grid.adaptive() || solver_flag_->count() > 0)
+        throw UsageError("--micro chooses its own steps and step rule; drop --solver/--rtol/--atol");
+      try {
+        micro = MicroSampler::load(c.micro);
+      } catch (const c10::Error& e) {
+        throw UsageError("--micro: " + std::string(e.what_without_backtrace()));
+      }
+      c.solver = "micro " + to_string(micro->info().mode);
+    }
+    const std::shared_ptr<const Stepper> stepper = micro ? nullptr : make_stepper(c.solver, c.options);
 
     const std::vector<uint64_t> seeds = sample_seeds(c.seed, c.n);
     const at::Tensor x_T = initial_noise(shape, seeds);
     ProgressBar bar(grid.adaptive() ? 0 : grid.steps, "sample " + c.solver, !c.quiet);
     const auto t0 = std::chrono::steady_clock::now();
-    const Solution sol = run_sampler(model, x_T, *stepper, seeds, grid, [&](const StepInfo& info) {
-      bar.update(info.index + 1, {{"nfe", double(info.nfe)}});
-    });
+    const StepCallback on_step = [&](const StepInfo& info) { bar.update(info.index + 1, {{"nfe", double(info.nfe)}}); };
+    Solution sol;
+    if (micro) {
+      SampleOptions so;
+      so.callback = on_step;
+      try {
+        sol = micro->sample(*model.denoiser, x_T, c.steps, so);
+      } catch (const c10::ValueError& e) {
+        throw UsageError("--micro: " + std::string(e.what_without_backtrace()));
+      }
+    } else {
+      sol = run_sampler(model, x_T, *stepper, seeds, grid, on_step);
+    }
     bar.close();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 

@@ -20,6 +20,7 @@ void bind_metrics(py::module_& m);
 void bind_train(py::module_& m);
 void bind_distill(py::module_& m);
 void bind_psld(py::module_& m);
+void bind_micro(py::module_& m);
 
 namespace {
 
@@ -61,4 +62,5 @@ PYBIND11_MODULE(_fewstep, m) {
   bind_train(m);
   bind_distill(m);
   bind_psld(m);
+  bind_micro(m);
 }

@@ -60,6 +60,8 @@ from ._sampling import StepInfo, randn, reference_solve, sample, timesteps, vali
 from . import train
 from . import distill
 from . import psld
+from . import micro
+from .micro import DenseTrajectories, MicroSampler, MicroTrainer, dense_trajectories, distill_micro
 from .psld import PsldModel, PsldProcess, psld_grid, psld_sample, psld_sampler_names
 from .distill import (
     DistillResult,
@@ -114,6 +116,7 @@ __all__ = [
     "DSMInputs",
     "DSMLoss",
     "Denoiser",
+    "DenseTrajectories",
     "DistillResult",
     "DistillStep",
     "EDM",
@@ -124,6 +127,8 @@ __all__ = [
     "GaussianStats",
     "GuidanceDistillationLoss",
     "KnowledgeDistillationLoss",
+    "MicroSampler",
+    "MicroTrainer",
     "NoiseSchedule",
     "PIDController",
     "ProgressiveDistillationLoss",
@@ -146,14 +151,17 @@ __all__ = [
     "convert_prediction",
     "coupled_error",
     "ddim_update",
+    "dense_trajectories",
     "distill",
     "distill_guidance",
     "distill_knowledge",
+    "distill_micro",
     "distill_progressive",
     "export_student",
     "frechet_distance",
     "gaussian_stats",
     "load_model_file",
+    "micro",
     "native_error_scale",
     "native_from_x0_eps",
     "network_time",

@@ -121,12 +121,14 @@ void MicroSampler::check_teacher(const Denoiser& teacher) const {
   try {
     now = probe_teacher(teacher, info_);
   } catch (const c10::Error& e) {
-    FEWSTEP_CHECK_VALUE(false, "micro sampler '", source_, "' (distilled from teacher '", info_.teacher,
+    FEWSTEP_CHECK_VALUE(false, "micro sampler ", source_.empty() ? "(in memory)" : "'" + source_ + "'",
+                        " (distilled from teacher '", info_.teacher,
                         "'): the given model cannot be evaluated on samples of shape ",
                         c10::IntArrayRef(info_.heads.sample_shape), ": ", e.what_without_backtrace());
   }
   const double diff = (now - probe_).norm().item<double>() / std::max(probe_.norm().item<double>(), 1e-30);
-  FEWSTEP_CHECK_VALUE(diff <= kProbeTolerance, "micro sampler '", source_, "' was distilled from teacher '",
+  const std::string where = source_.empty() ? "(in memory)" : "'" + source_ + "'";
+  FEWSTEP_CHECK_VALUE(diff <= kProbeTolerance, "micro sampler ", where, " was distilled from teacher '",
                       info_.teacher, "' (schedule ", info_.schedule,
                       "); the given model is a different teacher: its predictions on the identity probe differ by ",
                       diff, " (relative, tolerance ", kProbeTolerance,

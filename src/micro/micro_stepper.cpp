@@ -43,7 +43,8 @@ MicroStepper::MicroStepper(const Options& options) {
     sampler_ = MicroSampler::load(path);
     FEWSTEP_CHECK_VALUE(sampler_->residual() != nullptr, "solver 'micro': the sampler at path '", path,
                         "' has no residual head (mode '", to_string(sampler_->info().mode),
-                        "'); sample it with MicroSampler::sample (fewstep sample --micro)");
+                        "'); sample it with MicroSampler::sample (C++), fewstep.MicroSampler.sample (Python) or fewstep "
+                        "sample --micro");
     term_ = learned_nonlinear_term(sampler_);
   } else {
     term_ = [](const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& eps, double s, double t) {

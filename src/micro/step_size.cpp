@@ -11,7 +11,8 @@ namespace fewstep {
 
 namespace {
 
-at::Tensor rms_per_sample(const at::Tensor& v) { return v.reshape({v.size(0), -1}).pow(2).mean(1).sqrt(); }
+// The 1e-12 keeps the square root differentiable at 0.
+at::Tensor rms_per_sample(const at::Tensor& v) { return (v.reshape({v.size(0), -1}).pow(2).mean(1) + 1e-12).sqrt(); }
 
 }  // namespace
 
@@ -19,12 +20,11 @@ at::Tensor step_size_features(const at::Tensor& x, const at::Tensor& e, const at
                               double lambda_end, int64_t index, int64_t budget) {
   const int64_t n = x.size(0);
   const auto opts = x.options();
-  const at::Tensor xd = x.detach();
-  const at::Tensor change = e.defined() ? rms_per_sample(e.detach()) : at::zeros({n}, opts);
+  const at::Tensor change = e.defined() ? rms_per_sample(e) : at::zeros({n}, opts);
   const at::Tensor progress = ((lambda - lambda_start) / (lambda_end - lambda_start)).to(x.scalar_type());
   const double k = static_cast<double>(budget - index);
   return at::stack({progress.reshape({1}).expand({n}), at::full({n}, static_cast<double>(index) / budget, opts),
-                    at::full({n}, 1.0 / k, opts), at::log(change + 1e-6) / 10.0, rms_per_sample(xd)},
+                    at::full({n}, 1.0 / k, opts), at::log(change + 1e-6) / 10.0, rms_per_sample(x)},
                    1);
 }
 

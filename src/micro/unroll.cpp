@@ -13,6 +13,7 @@ UnrollResult unroll_micro(const Denoiser& teacher, const at::Tensor& x_T, const 
   FEWSTEP_CHECK_VALUE(spec.budget >= 1, "unroll_micro: budget must be >= 1, got ", spec.budget);
   FEWSTEP_CHECK_VALUE(spec.spread >= 0.0 && spec.spread < 1.0, "unroll_micro: spread must be in [0, 1), got ",
                       spec.spread);
+  FEWSTEP_CHECK_VALUE(spec.time_delta > 0.0, "unroll_micro: time_delta must be positive, got ", spec.time_delta);
   FEWSTEP_CHECK_VALUE(spec.t_start > spec.t_end, "unroll_micro: t_start (", spec.t_start, ") must exceed t_end (",
                       spec.t_end, ")");
   const NoiseSchedule& schedule = teacher.schedule_ref();
@@ -41,7 +42,19 @@ UnrollResult unroll_micro(const Denoiser& teacher, const at::Tensor& x_T, const 
       lambda_next = lambda + propose_step(spec.step_size, features, lambda_end_t - lambda, i, spec.budget, spec.spread);
       t_next = schedule.t_of_lambda(lambda_next.item<double>());
     }
-    const DenoiserOutput eval = teacher(spec.teacher_grad ? x : x.detach(), t);
+    DenoiserOutput eval = teacher(spec.teacher_grad ? x : x.detach(), t);
+    if (spec.time_gradient && lambda.requires_grad()) {
+      // ∂ε̂/∂λ at fixed x by a forward difference (backward near the end of the range).
+      const double lam = lambda.item<double>();
+      const double delta = lam + spec.time_delta <= lambda_end ? spec.time_delta : -spec.time_delta;
+      at::Tensor slope;
+      {
+        at::NoGradGuard no_grad;
+        slope = (teacher(x.detach(), schedule.t_of_lambda(lam + delta)).eps - eval.eps.detach()) / delta;
+      }
+      eval.eps = eval.eps + (lambda - lambda.detach()).to(eval.eps.scalar_type()) * slope;
+      ++out.extra_evaluations;
+    }
     at::Tensor x_next;
     if (spec.mode == MicroMode::StepSize) {
       const at::Tensor lambda_prev = out.lambdas.size() >= 2 ? out.lambdas[out.lambdas.size() - 2] : at::Tensor();
@@ -49,8 +62,11 @@ UnrollResult unroll_micro(const Denoiser& teacher, const at::Tensor& x_T, const 
     } else {
       x_next = micro_update(spec.residual, family, x, eval.eps, lambda, lambda_next);
     }
+    // x̂_0 from the (time-differentiable) ε̂: the same value as eval.x0, with its dependence on λ_i.
+    const at::Tensor alpha = alpha_of_lambda(family, lambda).to(x.scalar_type());
+    const at::Tensor sigma = sigma_of_lambda(family, lambda).to(x.scalar_type());
     x0_prev2 = x0_prev;
-    x0_prev = eval.x0;
+    x0_prev = (x - sigma * eval.eps) / alpha;
     eps_prev = eval.eps;
     x = x_next;
     out.lambdas.push_back(lambda_next);

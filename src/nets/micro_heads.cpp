@@ -144,4 +144,23 @@ def forward(self, features: Tensor) -> Tensor:
   return net;
 }
 
+int64_t residual_head_flops(const MicroHeadConfig& c) {
+  c.validate();
+  const int64_t w = width(c), n = blocks(c), e = c.embed;
+  int64_t macs = 4 * c.frequencies * e + e * e;  // the (λ_s, h) embedding
+  if (is_image(c)) {
+    const int64_t ch = c.sample_shape[0], hw = c.sample_shape[1] * c.sample_shape[2];
+    macs += (2 * ch * w * 9 + n * (2 * w * w * 9) + w * ch * 9) * hw + n * e * w;
+  } else {
+    const int64_t d = c.sample_shape[0];
+    macs += 2 * d * w + n * (2 * w * w + e * w) + w * d;
+  }
+  return 2 * macs;
+}
+
+int64_t step_size_head_flops(const MicroHeadConfig& c) {
+  c.validate();
+  return 2 * (c.step_features * c.step_width + c.step_width * c.step_width + c.step_width);
+}
+
 }  // namespace fewstep

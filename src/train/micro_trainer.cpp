@@ -59,6 +59,7 @@ struct MicroTrainer::Impl {
                                 {"budget", {options.budget_min, options.budget_max}},
                                 {"segments", {options.segment_min, segment_max}},
                                 {"teacher_grad", options.teacher_grad},
+                                {"time_gradient", options.time_gradient},
                                 {"lr", options.optimizer.schedule.lr},
                                 {"trajectories", data.settings}}
                      .dump();
@@ -157,6 +158,7 @@ at::Tensor MicroTrainer::Impl::unrolled_loss(double& mse, int64_t& budget) {
   spec.t_start = data.times.front();
   spec.t_end = data.times.back();
   spec.teacher_grad = options.teacher_grad;
+  spec.time_gradient = options.time_gradient;
   const at::Tensor err = (unroll_micro(teacher, x_T, spec).x - x_0).pow(2).mean();
   mse = err.item<double>();
   return err / err.detach().clamp_min(1e-30);
@@ -237,7 +239,9 @@ const ScriptNet& MicroTrainer::export_net() const {
 
 MicroSampler MicroTrainer::sampler() const {
   const Impl& s = *impl_;
-  return MicroSampler(s.ema_residual->module(), s.ema_step_size->module(), s.info(), s.probe);
+  // Copies: the sampler stays as it is while training goes on.
+  auto copy = [](const ScriptNet& net) { return std::make_shared<torch::jit::Module>(net->clone()); };
+  return MicroSampler(copy(s.ema_residual->module()), copy(s.ema_step_size->module()), s.info(), s.probe);
 }
 
 const ScriptNet& MicroTrainer::residual_head() const { return impl_->residual; }

@@ -164,3 +164,45 @@ def test_consistency_students_sample_in_one_and_two_calls(method: str, tmp_path:
     a = torch.jit.load(str(tmp_path / "a" / "student-1step.pt")).state_dict()
     b = torch.jit.load(str(tmp_path / "b" / "student-1step.pt")).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_micro_residual_then_joint_samples_and_resumes(tmp_path: Path) -> None:
+    """`fewstep distill micro` on the 2-D teacher's exact mixture: residual, then joint from it."""
+    import fewstep as fs
+
+    common = ["distill", "micro", "--teacher", str(TEACHER), "--exact", "--trajectories", "128", "--segments", "16",
+              "--substeps", "4", "--trajectory-dtype", "float64", "--batch", "32", "--threads", "1",
+              "--cache-dir", str(tmp_path / "cache")]
+    run(*common, "--mode", "residual", "--iterations", "40", "--lr", "1e-3", "--out", str(tmp_path / "res"))
+    res = tmp_path / "res" / "student.pt"
+    joint_args = [*common, "--mode", "joint", "--init", str(res), "--iterations", "60", "--budget-min", "3",
+                  "--budget-max", "5", "--checkpoint-every", "5"]
+    proc = run(*joint_args, "--out", str(tmp_path / "a"))
+    assert "loaded 128 trajectories" in proc.stderr  # the cache is reused
+    joint = tmp_path / "a" / "student.pt"
+    sampler = fs.MicroSampler.load(str(joint))
+    assert sampler.info["mode"] == "joint" and sampler.step_size_parameters > 0 and sampler.residual_parameters > 0
+    assert "exact GaussianMixture::random(2" in sampler.info["teacher"]
+    # The network teacher is not the exact mixture the sampler was distilled from: refused, clearly.
+    proc = run("sample", "--model", str(TEACHER), "--micro", str(joint), "--steps", "5", "--n", "20", "--out",
+               str(tmp_path / "m.png"), check=False)
+    assert proc.returncode == 2 and "different teacher" in proc.stderr, proc.stderr
+    # Stopped mid-run and resumed: the same sampler as the uninterrupted run.
+    proc = subprocess.Popen([str(BIN), *joint_args, "--out", str(tmp_path / "b"), "--log-every", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("step 20/"):
+            proc.terminate()
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode != 0 and 0 < json.loads((tmp_path / "b" / "state.json").read_text())["step"] < 60
+    run(*joint_args, "--out", str(tmp_path / "b"), "--resume")
+    ta = torch.jit.load(str(joint)).state_dict()
+    tb = torch.jit.load(str(tmp_path / "b" / "student.pt")).state_dict()
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    proc = run(*common, "--mode", "joint", "--init", str(tmp_path / "missing.pt"), "--iterations", "2", "--out",
+               str(tmp_path / "c"), check=False)
+    assert proc.returncode == 2 and "missing.pt" in proc.stderr
+    proc = run(*common[:3], str(REPO / "models" / "fmnist-unet-eps.pt"), "--exact", "--iterations", "2", "--out",
+               str(tmp_path / "d"), check=False)
+    assert proc.returncode == 2 and "--exact" in proc.stderr

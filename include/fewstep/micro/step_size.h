@@ -18,8 +18,9 @@
 /// evaluation at t_i (that is the slot's timing: a controller decides after an attempt), so e reuses
 /// evaluations already made and costs nothing. The batch steps together (one teacher call per step
 /// for all samples), so the per-sample logits are averaged: the grid is a property of the batch, as
-/// with the PID controller's max over the batch. x and e enter through detached statistics; λ_i
-/// stays differentiable, so gradients reach h_φ through where its steps land.
+/// with the PID controller's max over the batch. Everything stays differentiable (λ_i, x and e), so
+/// in training (micro/unroll.h) gradients reach h_φ through where its steps land and through what
+/// its inputs become.
 #pragma once
 
 #include <ATen/core/Tensor.h>

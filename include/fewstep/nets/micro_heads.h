@@ -45,4 +45,9 @@ ScriptNet make_residual_head(const MicroHeadConfig& config, uint64_t seed);
 /// Builds the step-size head (output layer zero).
 ScriptNet make_step_size_head(const MicroHeadConfig& config, uint64_t seed);
 
+/// Floating-point operations of one pass per sample (2 per multiply-add of the linear and convolution
+/// layers; norms and activations, a few percent, are not counted): the accounting beside NFE.
+int64_t residual_head_flops(const MicroHeadConfig& config);
+int64_t step_size_head_flops(const MicroHeadConfig& config);
+
 }  // namespace fewstep

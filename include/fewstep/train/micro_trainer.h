@@ -44,6 +44,9 @@ struct MicroTrainerOptions {
   int64_t segment_min = 1;  ///< residual mode: step lengths in knots
   int64_t segment_max = 0;  ///< 0 = G/4
   bool teacher_grad = true; ///< unrolled modes: backpropagate through the teacher's x input
+  /// Unrolled modes with h_φ: differentiate through the teacher's time input (micro/unroll.h; one
+  /// more teacher call per step, without autograd).
+  bool time_gradient = true;
   OptimizerOptions optimizer;
   double ema_decay = 0.999;
   uint64_t seed = 0;
@@ -69,7 +72,7 @@ class MicroTrainer final : public Trainer {
   /// The EMA of the trained head (the residual head, or the step-size head in step_size mode).
   const ScriptNet& export_net() const override;
 
-  /// The sampler of the EMA heads, with the teacher's identity probe.
+  /// The sampler of the EMA heads (copies), with the teacher's identity probe.
   MicroSampler sampler() const;
   const ScriptNet& residual_head() const;
   const ScriptNet& step_size_head() const;

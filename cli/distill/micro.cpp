@@ -1,0 +1,193 @@
+// `fewstep distill micro`: partial micro-distillation with a learned step size (seed 000;
+// train/micro_trainer.h) from cached dense teacher trajectories (micro/trajectories.h).
+#include <ATen/ATen.h>
+#include <torch/script.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+
+#include "../training_run.h"
+#include "method.h"
+#include "teacher.h"
+#include "fewstep/models/gaussian_mixture.h"
+#include "fewstep/train/micro_trainer.h"
+
+namespace fewstep::cli {
+namespace {
+
+using json = nlohmann::json;
+namespace fsys = std::filesystem;
+
+std::string default_cache_dir() {
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x) return std::string(x) + "/fewstep/micro";
+  if (const char* h = std::getenv("HOME"); h != nullptr && *h) return std::string(h) + "/.cache/fewstep/micro";
+  return ".fewstep-cache/micro";
+}
+
+class MicroMethod final : public Command {
+ public:
+  void configure(CLI::App& app) override {
+    flags_.add_to(app);
+    app.add_option("--mode", mode_, "What to train: residual (g_psi alone, local regression), step_size (h_phi alone "
+                                    "with the DEIS-2 step) or joint (both, on unrolled runs)")
+        ->check(CLI::IsMember({"residual", "step_size", "joint"}))
+        ->capture_default_str();
+    app.add_option("--init", init_, "A micro sampler file whose heads start this run (e.g. a residual run before "
+                                    "joint training)");
+    app.add_flag("--exact", exact_, "Distil the exact mixture the --teacher was trained on (gmm2d/gmm16d sidecars) "
+                                    "instead of its network");
+    app.add_option("--iterations", iterations_, "Optimisation steps")->check(positive())->capture_default_str();
+    app.add_option("--budget-min", budget_min_, "Unrolled modes: smallest step budget (teacher evaluations)")
+        ->check(positive())->capture_default_str();
+    app.add_option("--budget-max", budget_max_, "Unrolled modes: largest step budget")->check(positive())
+        ->capture_default_str();
+    app.add_option("--spread", spread_, "h_phi's bound a: steps within (1 -+ a) x the uniform share of what is left")
+        ->check(CLI::Range(0.0, 0.999))->capture_default_str();
+    app.add_option("--segment-max", segment_max_, "Residual mode: longest step in knots (0 = segments/4)")
+        ->capture_default_str();
+    app.add_flag("--no-teacher-grad", no_teacher_grad_, "Unrolled modes: do not backpropagate through the teacher's x "
+                                                        "input (cheaper for large teachers)");
+    app.add_flag("--no-time-gradient", no_time_gradient_, "Unrolled modes: ignore that moving a step moves the "
+                                                          "teacher's time input (biased h_phi gradient; saves one "
+                                                          "teacher call per step)");
+    app.add_option("--width", width_, "Residual head width (0 = 64 for vectors, 32 for images)")->capture_default_str();
+    app.add_option("--blocks", blocks_, "Residual head blocks (0 = 3 for vectors, 4 for images)")->capture_default_str();
+    app.add_option("--trajectories", trajectories_, "Dense teacher trajectories to train on")->check(positive())
+        ->capture_default_str();
+    app.add_option("--segments", segments_, "Knots per trajectory - 1 (uniform in log-SNR)")->check(positive())
+        ->capture_default_str();
+    app.add_option("--substeps", substeps_, "DEIS-3 steps per segment of the teacher solve")->check(positive())
+        ->capture_default_str();
+    app.add_option("--trajectory-seed", trajectory_seed_, "x_T of trajectory i is drawn with seed + i")
+        ->capture_default_str();
+    app.add_option("--trajectory-dtype", trajectory_dtype_, "dtype of the teacher solves (float32 or float64)")
+        ->check(CLI::IsMember({"float32", "float64"}))->capture_default_str();
+    app.add_option("--cache-dir", cache_dir_, "Where trajectories are cached (default $XDG_CACHE_HOME/fewstep/micro "
+                                              "or ~/.cache/fewstep/micro); reused when the settings match");
+  }
+
+  int run(const GlobalOptions&) override {
+    json identity = flags_.identity();
+    identity.update({{"--mode", mode_},           {"--init", init_},          {"--exact", exact_},
+                     {"--iterations", iterations_}, {"--budget-min", budget_min_}, {"--budget-max", budget_max_},
+                     {"--spread", spread_},       {"--segment-max", segment_max_}, {"--no-teacher-grad", no_teacher_grad_},
+                     {"--no-time-gradient", no_time_gradient_},
+                     {"--width", width_},         {"--blocks", blocks_},      {"--trajectories", trajectories_},
+                     {"--segments", segments_},   {"--substeps", substeps_},  {"--trajectory-seed", trajectory_seed_},
+                     {"--trajectory-dtype", trajectory_dtype_}});
+    TrainingRun run("distill micro", flags_.out, flags_.resume, identity);
+    teacher_ = load_teacher(flags_.teacher);
+    if (teacher_.num_classes > 0)
+      throw UsageError("--teacher '" + flags_.teacher + "' is class-conditional; micro distils unconditional teachers");
+    const auto [denoiser, teacher_id] = make_teacher();
+
+    TrajectorySpec spec;
+    spec.sample_shape = teacher_.sample_shape;
+    spec.n = trajectories_;
+    spec.seed = trajectory_seed_;
+    spec.segments = segments_;
+    spec.substeps = substeps_;
+    spec.dtype = trajectory_dtype_ == "float64" ? at::kDouble : at::kFloat;
+    spec.progress = true;
+    const std::string key = teacher_id + "|" + std::to_string(trajectories_) + "|" + std::to_string(trajectory_seed_) +
+                            "|" + std::to_string(segments_) + "|" + std::to_string(substeps_) + "|" + trajectory_dtype_;
+    const std::string cache = (fsys::path(cache_dir_.empty() ? default_cache_dir() : cache_dir_) /
+                               ("trajectories-" + std::to_string(std::hash<std::string>{}(key)) + ".pt"))
+                                  .string();
+    std::cerr << "fewstep distill micro: teacher trajectories (" << trajectories_ << " x " << segments_ * substeps_
+              << " DEIS-3 steps) from " << cache << " if cached\n";
+    DenseTrajectories data = dense_trajectories(denoiser, spec, teacher_id, cache);
+    std::cerr << "fewstep distill micro: " << (data.from_cache ? "loaded" : "made and cached") << " "
+              << trajectories_ << " trajectories\n";
+
+    MicroTrainerOptions o;
+    o.mode = parse_micro_mode(mode_);
+    o.heads.sample_shape = teacher_.sample_shape;
+    o.heads.width = width_;
+    o.heads.blocks = blocks_;
+    o.batch = flags_.batch;
+    o.budget_min = budget_min_;
+    o.budget_max = budget_max_;
+    o.spread = spread_;
+    o.segment_max = segment_max_;
+    o.teacher_grad = !no_teacher_grad_;
+    o.time_gradient = !no_time_gradient_;
+    o.optimizer = flags_.optimizer(iterations_, /*linear_decay=*/false);
+    o.ema_decay = flags_.ema;
+    o.seed = flags_.seed;
+    std::shared_ptr<const MicroSampler> init;
+    if (!init_.empty()) {
+      try {
+        init = MicroSampler::load(init_);
+      } catch (const c10::Error& e) {
+        throw UsageError("--init: " + std::string(e.what_without_backtrace()));
+      }
+    }
+    MicroTrainer trainer(denoiser, teacher_id, std::move(data), o, init);
+    if (init) init->check_teacher(denoiser);
+    run.restore(trainer);
+
+    TrainingRun::Loop loop = flags_.loop(iterations_);
+    const std::string path = (fsys::path(flags_.out) / (flags_.name + ".pt")).string();
+    loop.on_save = [&] {
+      trainer.sampler().save(path);
+      if (trainer.step_count() >= iterations_) {
+        const MicroSampler s = trainer.sampler();
+        std::cerr << "fewstep distill micro: wrote " << path << " (mode " << mode_ << ", residual head "
+                  << s.residual_parameters() << " parameters, step-size head " << s.step_size_parameters()
+                  << ")\n";
+      }
+    };
+    return run.run(trainer, loop);
+  }
+
+ private:
+  std::pair<Denoiser, std::string> make_teacher() const {
+    if (exact_) {
+      const json d = teacher_.sidecar.value("data", json::object());
+      const std::string name = d.value("name", std::string());
+      if (name != "gmm2d" && name != "gmm16d")
+        throw UsageError("--exact needs a teacher trained on a Gaussian mixture (gmm2d, gmm16d); --teacher '" +
+                         flags_.teacher + "' was trained on '" + name + "'");
+      const int64_t dim = d.at("dim").get<int64_t>(), components = d.at("components").get<int64_t>();
+      const uint64_t seed = d.at("gmm_seed").get<uint64_t>();
+      return {Denoiser::exact(GaussianMixture::random(dim, components, seed), teacher_.schedule),
+              "exact GaussianMixture::random(" + std::to_string(dim) + ", " + std::to_string(components) + ", " +
+                  std::to_string(seed) + "), " + teacher_.schedule->repr()};
+    }
+    const ScriptNet net = teacher_.net;
+    net->eval();
+    Denoiser::Network fn = [net](const at::Tensor& x, const at::Tensor& t) {
+      return forward_network(*net, x, t, {}, {}, "micro teacher");
+    };
+    return {Denoiser(std::move(fn), teacher_.schedule, teacher_.prediction, teacher_.time_input, teacher_.time_scale),
+            fsys::path(flags_.teacher).filename().string() + " (" + std::to_string(fsys::file_size(flags_.teacher)) +
+                " bytes)"};
+  }
+
+  DistillFlags flags_;
+  std::string mode_ = "joint", init_, trajectory_dtype_ = "float32", cache_dir_;
+  bool exact_ = false, no_teacher_grad_ = false, no_time_gradient_ = false;
+  int64_t iterations_ = 2000, budget_min_ = 5, budget_max_ = 20, segment_max_ = 0, width_ = 0, blocks_ = 0;
+  int64_t trajectories_ = 1024, segments_ = 64, substeps_ = 8;
+  uint64_t trajectory_seed_ = 2000000;
+  double spread_ = 0.75;
+  Teacher teacher_;
+};
+
+const bool registered = register_distill_method(
+    {"micro", "Partial micro-distillation with a learned step size (seed 000): g_psi and h_phi for a teacher",
+     "Examples (16-D mixture, exact teacher; then Fashion-MNIST):\n"
+     "  fewstep distill micro --teacher models/gmm16d-mlp-eps.pt --exact --mode residual --out runs/micro-res\n"
+     "  fewstep distill micro --teacher models/gmm16d-mlp-eps.pt --exact --mode joint \\\n"
+     "      --init runs/micro-res/student.pt --out runs/micro-joint\n"
+     "  fewstep distill micro --teacher models/fmnist-unet-eps.pt --mode residual --out runs/fmnist-micro\n"
+     "The dense teacher trajectories are cached with their settings and reused by later runs. The output\n"
+     "<out>/<name>.pt is a micro sampler (TorchScript with the teacher's identity): sample it with\n"
+     "`fewstep sample --micro <file>` or fewstep.MicroSampler in Python.",
+     [] { return std::make_unique<MicroMethod>(); }});
+
+}  // namespace
+}  // namespace fewstep::cli
