@@ -59,8 +59,14 @@ struct Config {
   bool quiet = false;
 };
 
+// {M} of the sampler patterns and the row labels; "_history": residual heads that reuse the previous
+// evaluation (MicroHeadConfig::history).
 const std::vector<std::pair<std::string, std::string>> kVariants = {
-    {"joint", "micro joint (g+h)"}, {"residual", "micro g alone (fixed grid)"}, {"step_size", "micro h alone (DEIS-2)"}};
+    {"joint", "micro joint (g+h)"},
+    {"residual", "micro g alone (fixed grid)"},
+    {"step_size", "micro h alone (DEIS-2)"},
+    {"joint_history", "micro joint, history (g+h)"},
+    {"residual_history", "micro g alone, history (fixed grid)"}};
 
 std::string with_mode(const std::string& pattern, const std::string& mode) {
   std::string s = pattern;
@@ -209,12 +215,13 @@ class MicroBench : public Command {
     for (int64_t k : c_.nfe) header.push_back("NFE " + std::to_string(k));
     Table errors(header), fds(header), times(header);
     json rows = json::array();
-    std::map<std::string, std::map<int64_t, double>> err_of;
+    std::map<std::string, std::map<int64_t, double>> err_of, ms_of;
     auto record = [&](const std::string& method, int64_t nfe, const Run& run, std::vector<std::string>& e_row,
                       std::vector<std::string>& f_row, std::vector<std::string>& t_row) {
       const double err = coupled_error(run.x, p.reference).median;
       const double fd = p.fd ? p.fd(run.x) : std::numeric_limits<double>::quiet_NaN();
       err_of[method][nfe] = err;
+      ms_of[method][nfe] = 1e3 * run.seconds / n;
       e_row.push_back(sci(err, 2));
       f_row.push_back(p.fd ? fixed(fd, 2) : "");
       t_row.push_back(fixed(1e3 * run.seconds / n, 3));
@@ -241,11 +248,17 @@ class MicroBench : public Command {
                            [&](const at::Tensor& chunk) { return s->sample(p.teacher, chunk, k); });
       });
     }
-    // The long baseline: DDIM with ddim_steps steps uniform in t.
-    const Run ddim = run_batched(p.x_T, c_.batch, "ddim " + std::to_string(c_.ddim_steps), !c_.quiet,
-                                 [&](const at::Tensor& chunk) {
-                                   return sample(p.teacher, chunk, "ddim", c_.ddim_steps, Spacing::Time);
-                                 });
+    // The long baseline: DDIM with ddim_steps steps uniform in t (cached: it is the slowest row).
+    Run ddim;
+    ddim.x = cached_run((fsys::path(c_.out) / ("ddim_" + p.name + ".pt")).string(),
+                        p.title + " ddim steps=" + std::to_string(c_.ddim_steps) + " seed=" + std::to_string(c_.seed),
+                        [&] {
+                          return run_batched(p.x_T, c_.batch, "ddim " + std::to_string(c_.ddim_steps), !c_.quiet,
+                                             [&](const at::Tensor& chunk) {
+                                               return sample(p.teacher, chunk, "ddim", c_.ddim_steps, Spacing::Time);
+                                             });
+                        },
+                        &ddim.seconds);
     const double ddim_err = coupled_error(ddim.x, p.reference).median;
     const double ddim_fd = p.fd ? p.fd(ddim.x) : std::numeric_limits<double>::quiet_NaN();
     rows.push_back({{"method", "ddim"}, {"nfe", c_.ddim_steps}, {"coupled_error_median", ddim_err},
@@ -260,15 +273,16 @@ class MicroBench : public Command {
       const auto it = err_of[label].find(10);
       if (it == err_of[label].end()) continue;
       notes << "\n" << label << " at 10 NFE: " << sci(it->second) << " = " << fixed(it->second / ddim_err, 2)
-            << "x the " << c_.ddim_steps << "-step DDIM error (target <= 1).";
+            << "x the " << c_.ddim_steps << "-step DDIM error (target <= 1), " << fixed(ms_of[label][10], 3)
+            << " ms per sample (1000-step DDIM: " << fixed(1e3 * ddim.seconds / n, 2) << ").";
       // Equal quality: the fewest NFE at which a training-free solver matches it.
       int64_t match = -1;
       std::string who;
       for (int64_t k : c_.nfe)
         for (const auto& name : c_.solvers)
           if (match < 0 && err_of[name][k] <= it->second) match = k, who = name;
-      notes << (match > 0 ? " Best training-free solver reaching that error: " + who + " at " + std::to_string(match) +
-                                " NFE."
+      notes << (match > 0 ? " Equal quality from a training-free solver: " + who + " at " + std::to_string(match) +
+                                " NFE, " + fixed(ms_of[who][match], 3) + " ms per sample."
                           : " No training-free solver reaches it within " + std::to_string(c_.nfe.back()) + " NFE.");
     }
     notes << "\n\n" << accounting(p);
@@ -307,7 +321,11 @@ class MicroBench : public Command {
         const auto opts = at::TensorOptions().dtype(at::kDouble);
         const at::Tensor ls = at::scalar_tensor(s.lambda(t), opts), lt = at::scalar_tensor(s.lambda(0.4), opts);
         const double g_s = seconds_of(
-            [&] { (void)micro_nonlinear_term(sampler->residual().get(), s.family(), x, eps, ls, lt); }, 10);
+            [&] {
+              (void)micro_nonlinear_term(sampler->residual().get(), sampler->info().heads.history, s.family(), x, eps,
+                                         ls, lt, PreviousEvaluation{eps, ls});
+            },
+            10);
         out << " g_psi " << sampler->residual_parameters() << " parameters, "
             << sci(static_cast<double>(residual_head_flops(sampler->info().heads)), 2) << " FLOPs/sample, "
             << fixed(1e3 * g_s, 2) << " ms per pass (" << fixed(g_s / teacher_s, 3) << "x a teacher evaluation);";

@@ -52,6 +52,8 @@ class MicroMethod final : public Command {
     app.add_flag("--no-time-gradient", no_time_gradient_, "Unrolled modes: ignore that moving a step moves the "
                                                           "teacher's time input (biased h_phi gradient; saves one "
                                                           "teacher call per step)");
+    app.add_flag("--history", history_, "The residual head also reuses the previous teacher evaluation (corrects "
+                                        "the two-step DEIS term instead of DDIM's; an extension beyond seed 000)");
     app.add_option("--width", width_, "Residual head width (0 = 64 for vectors, 32 for images)")->capture_default_str();
     app.add_option("--blocks", blocks_, "Residual head blocks (0 = 3 for vectors, 4 for images)")->capture_default_str();
     app.add_option("--trajectories", trajectories_, "Dense teacher trajectories to train on")->check(positive())
@@ -73,7 +75,7 @@ class MicroMethod final : public Command {
     identity.update({{"--mode", mode_},           {"--init", init_},          {"--exact", exact_},
                      {"--iterations", iterations_}, {"--budget-min", budget_min_}, {"--budget-max", budget_max_},
                      {"--spread", spread_},       {"--segment-max", segment_max_}, {"--no-teacher-grad", no_teacher_grad_},
-                     {"--no-time-gradient", no_time_gradient_},
+                     {"--no-time-gradient", no_time_gradient_}, {"--history", history_},
                      {"--width", width_},         {"--blocks", blocks_},      {"--trajectories", trajectories_},
                      {"--segments", segments_},   {"--substeps", substeps_},  {"--trajectory-seed", trajectory_seed_},
                      {"--trajectory-dtype", trajectory_dtype_}});
@@ -107,6 +109,7 @@ class MicroMethod final : public Command {
     o.heads.sample_shape = teacher_.sample_shape;
     o.heads.width = width_;
     o.heads.blocks = blocks_;
+    o.heads.history = history_;
     o.batch = flags_.batch;
     o.budget_min = budget_min_;
     o.budget_max = budget_max_;
@@ -169,7 +172,7 @@ class MicroMethod final : public Command {
 
   DistillFlags flags_;
   std::string mode_ = "joint", init_, trajectory_dtype_ = "float32", cache_dir_;
-  bool exact_ = false, no_teacher_grad_ = false, no_time_gradient_ = false;
+  bool exact_ = false, no_teacher_grad_ = false, no_time_gradient_ = false, history_ = false;
   int64_t iterations_ = 2000, budget_min_ = 5, budget_max_ = 20, segment_max_ = 0, width_ = 0, blocks_ = 0;
   int64_t trajectories_ = 1024, segments_ = 64, substeps_ = 8;
   uint64_t trajectory_seed_ = 2000000;

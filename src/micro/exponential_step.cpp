@@ -44,30 +44,41 @@ ExponentialStep exponential_step(ScheduleFamily family, const at::Tensor& lambda
   return {linear, ddim, lambda_t - lambda_s};
 }
 
-at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, ScheduleFamily family, const at::Tensor& x,
-                                const at::Tensor& eps, const at::Tensor& lambda_s, const at::Tensor& lambda_t) {
+at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, bool history, ScheduleFamily family,
+                                const at::Tensor& x, const at::Tensor& eps, const at::Tensor& lambda_s,
+                                const at::Tensor& lambda_t, const PreviousEvaluation& previous) {
+  FEWSTEP_CHECK_VALUE(!history || (previous.eps.defined() && previous.lambda.defined()),
+                      "micro_nonlinear_term: a residual head with history needs the previous evaluation (at the "
+                      "first step: the current eps and lambda_s)");
   const ExponentialStep step = exponential_step(family, lambda_s, lambda_t);
   const at::Tensor ddim = per_sample(step.ddim.to(x.scalar_type()), x);
-  if (residual_head == nullptr) return ddim * eps;
+  const at::Tensor base =
+      history ? deis2_nonlinear_term(family, eps, previous.eps, previous.lambda, lambda_s, lambda_t) : ddim * eps;
+  if (residual_head == nullptr) return base;
   // The head runs in its parameters' dtype; the step's arithmetic stays in x's.
   const auto head_dtype = (*residual_head->parameters().begin()).scalar_type();
   const int64_t n = x.size(0);
   const at::Tensor h = step.h.to(x.scalar_type());
-  const c10::IValue out = const_cast<torch::jit::Module*>(residual_head)
-                              ->forward({x.to(head_dtype), eps.to(head_dtype),
-                                         lambda_s.reshape({-1}).expand({n}).to(head_dtype),
-                                         h.reshape({-1}).expand({n}).to(head_dtype)});
+  auto scalar = [&](const at::Tensor& v) { return v.reshape({-1}).expand({n}).to(head_dtype); };
+  std::vector<c10::IValue> inputs{x.to(head_dtype), eps.to(head_dtype)};
+  if (history) inputs.push_back((eps - previous.eps).to(head_dtype));
+  inputs.push_back(scalar(lambda_s));
+  inputs.push_back(scalar(h));
+  if (history) inputs.push_back(scalar((lambda_s - previous.lambda).to(x.scalar_type())));
+  const c10::IValue out = const_cast<torch::jit::Module*>(residual_head)->forward(inputs);
   FEWSTEP_CHECK_TYPE(out.isTensor(), "micro residual head: forward must return a tensor, got ", out.tagKind());
   const at::Tensor correction = out.toTensor();
   FEWSTEP_CHECK_VALUE(correction.sizes() == x.sizes(), "micro residual head: output shape ", correction.sizes(),
                       " differs from x's ", x.sizes());
-  return ddim * (eps + per_sample(h, x) * correction.to(x.scalar_type()));
+  return base + ddim * per_sample(h, x) * correction.to(x.scalar_type());
 }
 
-at::Tensor micro_update(const torch::jit::Module* residual_head, ScheduleFamily family, const at::Tensor& x,
-                        const at::Tensor& eps, const at::Tensor& lambda_s, const at::Tensor& lambda_t) {
+at::Tensor micro_update(const torch::jit::Module* residual_head, bool history, ScheduleFamily family,
+                        const at::Tensor& x, const at::Tensor& eps, const at::Tensor& lambda_s,
+                        const at::Tensor& lambda_t, const PreviousEvaluation& previous) {
   const at::Tensor linear = (alpha_of_lambda(family, lambda_t) / alpha_of_lambda(family, lambda_s)).to(x.scalar_type());
-  return per_sample(linear, x) * x + micro_nonlinear_term(residual_head, family, x, eps, lambda_s, lambda_t);
+  return per_sample(linear, x) * x +
+         micro_nonlinear_term(residual_head, history, family, x, eps, lambda_s, lambda_t, previous);
 }
 
 at::Tensor exact_residual(ScheduleFamily family, const at::Tensor& x_s, const at::Tensor& x_t,
@@ -76,20 +87,31 @@ at::Tensor exact_residual(ScheduleFamily family, const at::Tensor& x_s, const at
   return x_t - per_sample(linear, x_s) * x_s;
 }
 
-at::Tensor deis2_lambda_update(ScheduleFamily family, const at::Tensor& x, const at::Tensor& eps,
-                               const at::Tensor& eps_prev, const at::Tensor& lambda_prev, const at::Tensor& lambda_s,
-                               const at::Tensor& lambda_t) {
-  const auto dtype = x.scalar_type();
+at::Tensor deis2_nonlinear_term(ScheduleFamily family, const at::Tensor& eps, const at::Tensor& eps_prev,
+                                const at::Tensor& lambda_prev, const at::Tensor& lambda_s, const at::Tensor& lambda_t) {
+  const auto dtype = eps.scalar_type();
   const at::Tensor alpha_s = alpha_of_lambda(family, lambda_s), alpha_t = alpha_of_lambda(family, lambda_t);
   const at::Tensor h = lambda_t - lambda_s;
   // α_t e^{−λ_s} = α_t σ_s/α_s; −expm1(−h) = 1 − e^{−h}.
   const at::Tensor scale = (alpha_t * sigma_of_lambda(family, lambda_s) / alpha_s).to(dtype);
-  at::Tensor integral = per_sample((-at::expm1(-h)).to(dtype), x) * eps;
+  at::Tensor integral = per_sample((-at::expm1(-h)).to(dtype), eps) * eps;
   if (eps_prev.defined()) {
-    const at::Tensor weight = ((-at::expm1(-h) - h * at::exp(-h)) / (lambda_s - lambda_prev)).to(dtype);
-    integral = integral + per_sample(weight, x) * (eps - eps_prev);
+    // λ_prev = λ_s stands for "no previous evaluation": no slope term (and no 0/0).
+    const at::Tensor h_prev = lambda_s - lambda_prev;
+    const at::Tensor present = h_prev > 0;
+    const at::Tensor weight =
+        at::where(present, (-at::expm1(-h) - h * at::exp(-h)) / at::where(present, h_prev, at::ones_like(h_prev)),
+                  at::zeros_like(h_prev));
+    integral = integral + per_sample(weight.to(dtype), eps) * (eps - eps_prev);
   }
-  return per_sample((alpha_t / alpha_s).to(dtype), x) * x - per_sample(scale, x) * integral;
+  return -per_sample(scale, eps) * integral;
+}
+
+at::Tensor deis2_lambda_update(ScheduleFamily family, const at::Tensor& x, const at::Tensor& eps,
+                               const at::Tensor& eps_prev, const at::Tensor& lambda_prev, const at::Tensor& lambda_s,
+                               const at::Tensor& lambda_t) {
+  const at::Tensor linear = (alpha_of_lambda(family, lambda_t) / alpha_of_lambda(family, lambda_s)).to(x.scalar_type());
+  return per_sample(linear, x) * x + deis2_nonlinear_term(family, eps, eps_prev, lambda_prev, lambda_s, lambda_t);
 }
 
 }  // namespace fewstep

@@ -33,7 +33,8 @@ json info_to_json(const MicroSamplerInfo& i) {
             {"embed", i.heads.embed},
             {"groups", i.heads.groups},
             {"step_features", i.heads.step_features},
-            {"step_width", i.heads.step_width}}},
+            {"step_width", i.heads.step_width},
+            {"history", i.heads.history}}},
           {"spread", i.spread},
           {"t_start", i.t_start},
           {"t_end", i.t_end},
@@ -54,6 +55,7 @@ MicroSamplerInfo info_from_json(const json& j) {
   i.heads.groups = h.at("groups").get<int64_t>();
   i.heads.step_features = h.at("step_features").get<int64_t>();
   i.heads.step_width = h.at("step_width").get<int64_t>();
+  i.heads.history = h.value("history", false);
   i.spread = j.at("spread").get<double>();
   i.t_start = j.at("t_start").get<double>();
   i.t_end = j.at("t_end").get<double>();

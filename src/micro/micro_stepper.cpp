@@ -29,10 +29,16 @@ const StepperTraits& micro_traits() {
 
 NonlinearTerm learned_nonlinear_term(std::shared_ptr<const MicroSampler> sampler) {
   FEWSTEP_CHECK_VALUE(sampler != nullptr, "learned_nonlinear_term: sampler must not be null");
-  return [sampler](const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& eps, double s, double t) {
+  return [sampler](const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& eps, double s, double t,
+                   const HistoryEntry* previous) {
     const auto opts = at::TensorOptions().dtype(at::kDouble).device(x.device());
-    return micro_nonlinear_term(sampler->residual().get(), schedule.family(), x, eps,
-                                at::scalar_tensor(schedule.lambda(s), opts), at::scalar_tensor(schedule.lambda(t), opts));
+    const at::Tensor lambda_s = at::scalar_tensor(schedule.lambda(s), opts);
+    // No previous evaluation at the first step: the current one with h_prev = 0.
+    const PreviousEvaluation prev =
+        previous ? PreviousEvaluation{previous->eps, at::scalar_tensor(schedule.lambda(previous->t), opts)}
+                 : PreviousEvaluation{eps, lambda_s};
+    return micro_nonlinear_term(sampler->residual().get(), sampler->info().heads.history, schedule.family(), x, eps,
+                                lambda_s, at::scalar_tensor(schedule.lambda(t), opts), prev);
   };
 }
 
@@ -47,9 +53,11 @@ MicroStepper::MicroStepper(const Options& options) {
                         "sample --micro");
     term_ = learned_nonlinear_term(sampler_);
   } else {
-    term_ = [](const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& eps, double s, double t) {
+    term_ = [](const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& eps, double s, double t,
+               const HistoryEntry*) {
       const auto opts = at::TensorOptions().dtype(at::kDouble).device(x.device());
-      return micro_nonlinear_term(nullptr, schedule.family(), x, eps, at::scalar_tensor(schedule.lambda(s), opts),
+      return micro_nonlinear_term(nullptr, false, schedule.family(), x, eps,
+                                  at::scalar_tensor(schedule.lambda(s), opts),
                                   at::scalar_tensor(schedule.lambda(t), opts));
     };
   }
@@ -68,13 +76,15 @@ StepResult MicroStepper::step(ModelEvaluator& model, const at::Tensor& x, double
   const DenoiserOutput out = model(x, s);
   const NoiseSchedule& schedule = model.schedule();
   const double linear = std::exp(schedule.log_alpha(t) - schedule.log_alpha(s));
-  at::Tensor r = term_(schedule, x, out.eps, s, t);
+  const HistoryEntry* previous = state.history.empty() ? nullptr : &state.history.back();
+  at::Tensor r = term_(schedule, x, out.eps, s, t, previous);
   FEWSTEP_CHECK_VALUE(r.sizes() == x.sizes(), "solver 'micro': the nonlinear term returned shape ", r.sizes(),
                       " for x of shape ", x.sizes());
   StepResult result;
   result.x = linear * x + r.to(x.scalar_type());
   result.x0 = out.x0;
   result.state = std::move(state);
+  result.state.history.assign(1, HistoryEntry{s, out.x0, out.eps});  // the latest evaluation only
   ++result.state.steps_taken;
   return result;
 }

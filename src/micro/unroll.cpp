@@ -60,7 +60,10 @@ UnrollResult unroll_micro(const Denoiser& teacher, const at::Tensor& x_T, const 
       const at::Tensor lambda_prev = out.lambdas.size() >= 2 ? out.lambdas[out.lambdas.size() - 2] : at::Tensor();
       x_next = deis2_lambda_update(family, x, eval.eps, eps_prev, lambda_prev, lambda, lambda_next);
     } else {
-      x_next = micro_update(spec.residual, family, x, eval.eps, lambda, lambda_next);
+      const PreviousEvaluation previous = eps_prev.defined()
+                                              ? PreviousEvaluation{eps_prev, out.lambdas[out.lambdas.size() - 2]}
+                                              : PreviousEvaluation{eval.eps, lambda};
+      x_next = micro_update(spec.residual, spec.history, family, x, eval.eps, lambda, lambda_next, previous);
     }
     // x̂_0 from the (time-differentiable) ε̂: the same value as eval.x0, with its dependence on λ_i.
     const at::Tensor alpha = alpha_of_lambda(family, lambda).to(x.scalar_type());

@@ -24,23 +24,28 @@ void zero(torch::jit::Module& m, const std::string& name) {
   m.attr(name + "_bias").toTensor().zero_();
 }
 
-// Embedding of (λ_s, h): sinusoids of both, Linear–SiLU–Linear.
-torch::jit::Module scalar_pair_embedding(ScriptBuilder& b, int64_t frequencies, int64_t embed) {
+// Embedding of (λ_s, h[, h_prev]): sinusoids of each, Linear–SiLU–Linear.
+torch::jit::Module step_embedding(ScriptBuilder& b, int64_t frequencies, int64_t embed, bool history) {
   torch::jit::Module m = b.module("StepEmbedding");
   // Periods 2π … 200π: λ ∈ [−10, 10] and h ∈ (0, 20] stay inside one period of the slowest sinusoid.
   m.register_buffer("freqs",
                     at::exp(at::arange(frequencies, at::kDouble) * (-std::log(100.0) / frequencies)).to(at::kFloat));
-  b.linear(m, "fc1", 4 * frequencies, embed);
+  b.linear(m, "fc1", (history ? 6 : 4) * frequencies, embed);
   b.linear(m, "fc2", embed, embed);
-  m.define(R"(
-def forward(self, lambda_s: Tensor, h: Tensor, like: Tensor) -> Tensor:
-    f = self.freqs.to(like.dtype).unsqueeze(0)
-    a = lambda_s.to(like.device, like.dtype).reshape([-1, 1]) * f
-    b = h.to(like.device, like.dtype).reshape([-1, 1]) * f
-    e = torch.cat([torch.sin(a), torch.cos(a), torch.sin(b), torch.cos(b)], 1)
-    e = torch.linear(e, self.fc1_weight, self.fc1_bias)
-    return torch.linear(torch.silu(e), self.fc2_weight, self.fc2_bias)
-)");
+  std::ostringstream src;
+  src << "def forward(self, lambda_s: Tensor, h: Tensor, h_prev: Tensor, like: Tensor) -> Tensor:\n"
+      << "    f = self.freqs.to(like.dtype).unsqueeze(0)\n"
+      << "    a = lambda_s.to(like.device, like.dtype).reshape([-1, 1]) * f\n"
+      << "    b = h.to(like.device, like.dtype).reshape([-1, 1]) * f\n";
+  if (history) {
+    src << "    c = h_prev.to(like.device, like.dtype).reshape([-1, 1]) * f\n"
+        << "    e = torch.cat([torch.sin(a), torch.cos(a), torch.sin(b), torch.cos(b), torch.sin(c), torch.cos(c)], 1)\n";
+  } else {
+    src << "    e = torch.cat([torch.sin(a), torch.cos(a), torch.sin(b), torch.cos(b)], 1)\n";
+  }
+  src << "    e = torch.linear(e, self.fc1_weight, self.fc1_bias)\n"
+      << "    return torch.linear(torch.silu(e), self.fc2_weight, self.fc2_bias)\n";
+  m.define(src.str());
   return m;
 }
 
@@ -87,7 +92,8 @@ std::string MicroHeadConfig::describe() const {
   std::ostringstream out;
   out << "sample_shape=" << c10::IntArrayRef(sample_shape) << ", width=" << fewstep::width(*this)
       << ", blocks=" << fewstep::blocks(*this) << ", frequencies=" << frequencies << ", embed=" << embed
-      << ", groups=" << groups << ", step_features=" << step_features << ", step_width=" << step_width;
+      << ", groups=" << groups << ", step_features=" << step_features << ", step_width=" << step_width
+      << ", history=" << (history ? "true" : "false");
   return out.str();
 }
 
@@ -95,31 +101,37 @@ ScriptNet make_residual_head(const MicroHeadConfig& c, uint64_t seed) {
   c.validate();
   ScriptBuilder b(seed);
   auto net = std::make_shared<torch::jit::Module>(b.module("MicroResidualHead"));
-  net->register_module("embed", scalar_pair_embedding(b, c.frequencies, c.embed));
-  const int64_t w = width(c), n = blocks(c);
+  net->register_module("embed", step_embedding(b, c.frequencies, c.embed, c.history));
+  const int64_t w = width(c), n = blocks(c), inputs = c.history ? 3 : 2;
+  const std::string data = c.history ? "torch.cat([x, eps, d], 1)" : "torch.cat([x, eps], 1)";
   std::ostringstream src;
-  src << "def forward(self, x: Tensor, eps: Tensor, lambda_s: Tensor, h: Tensor) -> Tensor:\n"
-      << "    emb = self.embed.forward(lambda_s, h, x)\n";
+  if (c.history) {
+    src << "def forward(self, x: Tensor, eps: Tensor, d: Tensor, lambda_s: Tensor, h: Tensor, h_prev: Tensor) -> Tensor:\n"
+        << "    emb = self.embed.forward(lambda_s, h, h_prev, x)\n";
+  } else {
+    src << "def forward(self, x: Tensor, eps: Tensor, lambda_s: Tensor, h: Tensor) -> Tensor:\n"
+        << "    emb = self.embed.forward(lambda_s, h, h, x)\n";
+  }
   if (is_image(c)) {
     const int64_t ch = c.sample_shape[0];
-    b.conv(*net, "conv_in", 2 * ch, w, 3);
+    b.conv(*net, "conv_in", inputs * ch, w, 3);
     for (int64_t i = 0; i < n; ++i)
       net->register_module("block" + std::to_string(i), conv_block(b, w, c.embed, c.groups, int64_t{1} << (i % 4)));
     b.norm(*net, "norm_out", w);
     b.conv(*net, "conv_out", w, ch, 3);
     zero(*net, "conv_out");
-    src << "    a = torch.conv2d(torch.cat([x, eps], 1), self.conv_in_weight, self.conv_in_bias, [1, 1], [1, 1])\n";
+    src << "    a = torch.conv2d(" << data << ", self.conv_in_weight, self.conv_in_bias, [1, 1], [1, 1])\n";
     for (int64_t i = 0; i < n; ++i) src << "    a = self.block" << i << ".forward(a, emb)\n";
     src << "    a = torch.silu(torch.group_norm(a, " << c.groups << ", self.norm_out_weight, self.norm_out_bias, 1e-5))\n"
         << "    return torch.conv2d(a, self.conv_out_weight, self.conv_out_bias, [1, 1], [1, 1])\n";
   } else {
     const int64_t d = c.sample_shape[0];
-    b.linear(*net, "fc_in", 2 * d, w);
+    b.linear(*net, "fc_in", inputs * d, w);
     for (int64_t i = 0; i < n; ++i)
       net->register_module("block" + std::to_string(i), nets_detail::mlp_block(b, w, c.embed));
     b.linear(*net, "fc_out", w, d);
     zero(*net, "fc_out");
-    src << "    a = torch.linear(torch.cat([x, eps], 1), self.fc_in_weight, self.fc_in_bias)\n";
+    src << "    a = torch.linear(" << data << ", self.fc_in_weight, self.fc_in_bias)\n";
     for (int64_t i = 0; i < n; ++i) src << "    a = self.block" << i << ".forward(a, emb)\n";
     src << "    return torch.linear(torch.silu(a), self.fc_out_weight, self.fc_out_bias)\n";
   }
@@ -146,14 +158,14 @@ def forward(self, features: Tensor) -> Tensor:
 
 int64_t residual_head_flops(const MicroHeadConfig& c) {
   c.validate();
-  const int64_t w = width(c), n = blocks(c), e = c.embed;
-  int64_t macs = 4 * c.frequencies * e + e * e;  // the (λ_s, h) embedding
+  const int64_t w = width(c), n = blocks(c), e = c.embed, k = c.history ? 3 : 2;
+  int64_t macs = 2 * k * c.frequencies * e + e * e;  // the (λ_s, h[, h_prev]) embedding
   if (is_image(c)) {
     const int64_t ch = c.sample_shape[0], hw = c.sample_shape[1] * c.sample_shape[2];
-    macs += (2 * ch * w * 9 + n * (2 * w * w * 9) + w * ch * 9) * hw + n * e * w;
+    macs += (k * ch * w * 9 + n * (2 * w * w * 9) + w * ch * 9) * hw + n * e * w;
   } else {
     const int64_t d = c.sample_shape[0];
-    macs += 2 * d * w + n * (2 * w * w + e * w) + w * d;
+    macs += k * d * w + n * (2 * w * w + e * w) + w * d;
   }
   return 2 * macs;
 }

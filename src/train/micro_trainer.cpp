@@ -132,10 +132,17 @@ at::Tensor MicroTrainer::Impl::residual_loss() {
     return all.flatten(0, 1).index_select(0, index * per + knot).to(first.scalar_type());
   };
   const at::Tensor x_s = rows(data.x, start), x_t = rows(data.x, end), eps = rows(data.eps, start);
+  // History heads: the previous evaluation m' ∈ [segment_min, segment_max] knots earlier; where that
+  // falls before the first knot, none (the same knot: h_prev = 0), as at a run's first step.
+  const at::Tensor back = at::randint(options.segment_min, segment_max + 1, {b}, gen, at::kLong);
+  const at::Tensor before = start - back;
+  const at::Tensor prev = at::where(before >= 0, before, start);
   const auto dtype = first.scalar_type();
   const at::Tensor lambda_s = lambdas.index_select(0, start), lambda_t = lambdas.index_select(0, end);
   const ScheduleFamily family = teacher.schedule_ref().family();
-  const at::Tensor pred = micro_nonlinear_term(residual.get(), family, x_s, eps, lambda_s, lambda_t);
+  const PreviousEvaluation previous{rows(data.eps, prev), lambdas.index_select(0, prev)};
+  const at::Tensor pred =
+      micro_nonlinear_term(residual.get(), options.heads.history, family, x_s, eps, lambda_s, lambda_t, previous);
   const at::Tensor target = exact_residual(family, x_s, x_t, lambda_s, lambda_t);
   std::vector<int64_t> shape(x_s.dim(), 1);
   shape[0] = b;
@@ -151,6 +158,7 @@ at::Tensor MicroTrainer::Impl::unrolled_loss(double& mse, int64_t& budget) {
   budget = at::randint(options.budget_min, options.budget_max + 1, {1}, rng.get("budget"), at::kLong).item<int64_t>();
   UnrollSpec spec;
   spec.residual = options.mode == MicroMode::StepSize ? nullptr : residual.get();
+  spec.history = options.heads.history;
   spec.step_size = step_size.get();
   spec.mode = options.mode;
   spec.budget = budget;

@@ -69,7 +69,7 @@ TEST(MicroStep, ExactResidualReproducesSingleGaussianFlowToRoundOff) {
   const at::Tensor mean = at::tensor({0.7, -1.2, 0.3}, at::kDouble), var = at::tensor({0.2, 0.05, 1.5}, at::kDouble);
   auto model = fs::Denoiser::exact(single_gaussian(mean, var), schedule);
   fs::NonlinearTerm exact = [&](const fs::NoiseSchedule& sch, const at::Tensor& x, const at::Tensor&, double s,
-                                double t) {
+                                double t, const fs::HistoryEntry*) {
     return single_gaussian_flow(sch, x, mean, var, s, t) - std::exp(sch.log_alpha(t) - sch.log_alpha(s)) * x;
   };
   fs::MicroStepper micro(exact);
@@ -91,7 +91,7 @@ TEST(MicroStep, ExactResidualFromMixtureReproducesReferenceFlow) {
   fs::ReferenceOptions tight;
   tight.rtol = tight.atol = 1e-12;
   fs::NonlinearTerm exact = [&](const fs::NoiseSchedule& sch, const at::Tensor& x, const at::Tensor&, double s,
-                                double t) {
+                                double t, const fs::HistoryEntry*) {
     return fs::reference_solve(model, x, s, t, tight).x - std::exp(sch.log_alpha(t) - sch.log_alpha(s)) * x;
   };
   fs::MicroStepper micro(exact);
@@ -132,6 +132,28 @@ TEST(MicroStep, UntrainedHeadIsDdimAndLinearFactorExceedsOne) {
   EXPECT_LT((micro.x - ddim.x).abs().max().item<double>(), 1e-12);
   // The registered solver without a file is DDIM too.
   EXPECT_LT((fs::sample(model, x_T, "micro", 7).x - ddim.x).abs().max().item<double>(), 1e-12);
+}
+
+// With history, an untrained g_ψ is the two-step DEIS (λ) step: the library's deis(order=2) on the
+// same grid (without its lower-order final steps), to round-off.
+TEST(MicroStep, UntrainedHistoryHeadIsDeis2) {
+  auto schedule = vp();
+  auto model = fs::Denoiser::exact(mixture(), schedule);
+  fs::MicroHeadConfig heads;
+  heads.sample_shape = {4};
+  heads.history = true;
+  fs::MicroSamplerInfo info;
+  info.mode = fs::MicroMode::Residual;
+  info.heads = heads;
+  info.t_start = schedule->t_max();
+  info.t_end = schedule->t_min();
+  fs::MicroSampler sampler(fs::make_residual_head(heads, 0), nullptr, info, fs::MicroSampler::probe_teacher(model, info));
+  const at::Tensor x_T = at::randn({16, 4}, generator(5), at::kDouble);
+  const auto micro = sampler.sample(model, x_T, 7);
+  const auto deis = fs::sample(model, x_T, "deis", 7, fs::Spacing::LogSNR,
+                               {{"order", int64_t{2}}, {"variable", std::string("lambda")}, {"lower_order_final", false}});
+  EXPECT_LT((micro.x - deis.x).abs().max().item<double>(), 1e-12);
+  EXPECT_GT((micro.x - fs::sample(model, x_T, "ddim", 7).x).abs().max().item<double>(), 1e-3);
 }
 
 // The differentiable DEIS-2 step equals the library's deis(order=2, variable=lambda) on any grid.
@@ -192,8 +214,10 @@ TEST(StepSize, RespectsBoundsAndBudget) {
 TEST(Unroll, MatchesSamplingDriver) {
   auto schedule = vp();
   auto model = fs::Denoiser::exact(mixture(), schedule);
+  for (bool history : {false, true}) {
   fs::MicroHeadConfig heads;
   heads.sample_shape = {4};
+  heads.history = history;
   auto residual = fs::make_residual_head(heads, 1), step = fs::make_step_size_head(heads, 1);
   randomise(*residual, 7, 0.1);
   randomise(*step, 8, 0.5);
@@ -206,20 +230,28 @@ TEST(Unroll, MatchesSamplingDriver) {
   const at::Tensor x_T = at::randn({12, 4}, generator(9), at::kDouble);
   fs::UnrollSpec spec;
   spec.residual = residual.get();
+  spec.history = history;
   spec.step_size = step.get();
   spec.budget = 8;
   spec.spread = 0.7;
   spec.t_start = info.t_start;
   spec.t_end = info.t_end;
-  at::NoGradGuard no_grad;
-  const auto unrolled = fs::unroll_micro(model, x_T, spec);
+  at::Tensor unrolled_x;
+  std::vector<double> unrolled_times;
+  {
+    at::NoGradGuard no_grad;
+    const auto unrolled = fs::unroll_micro(model, x_T, spec);
+    unrolled_x = unrolled.x;
+    unrolled_times = unrolled.times;
+  }
   const auto driven = sampler.sample(model, x_T, 8);
   EXPECT_EQ(driven.nfe, 8);
-  for (size_t i = 0; i < driven.timesteps.size(); ++i) EXPECT_NEAR(driven.timesteps[i], unrolled.times[i], 1e-12);
-  EXPECT_LT((unrolled.x - driven.x).abs().max().item<double>(), 1e-10);
+  for (size_t i = 0; i < driven.timesteps.size(); ++i) EXPECT_NEAR(driven.timesteps[i], unrolled_times[i], 1e-12);
+  EXPECT_LT((unrolled_x - driven.x).abs().max().item<double>(), 1e-10);
   // Non-uniform: the random head moved the steps off the uniform log-SNR grid.
   const auto uniform = fs::timesteps(*schedule, 8, fs::Spacing::LogSNR);
   EXPECT_GT(std::abs(driven.timesteps[3] - uniform[3]), 1e-4);
+  }
 }
 
 // Gradients flow through every unrolled step: with the step positions fixed (no h_φ), autograd's
@@ -331,7 +363,7 @@ TEST(MicroTrainer, LearnsSingleGaussianClosedFormIntegral) {
       const at::Tensor lt = at::scalar_tensor(schedule->lambda(t), at::kDouble);
       const double c = fs::exponential_step(fs::ScheduleFamily::VP, ls, lt).ddim.item<double>();
       at::NoGradGuard no_grad;
-      const at::Tensor g = fs::micro_nonlinear_term(sampler.residual().get(), fs::ScheduleFamily::VP, x_s, eps, ls, lt);
+      const at::Tensor g = fs::micro_nonlinear_term(sampler.residual().get(), false, fs::ScheduleFamily::VP, x_s, eps, ls, lt);
       err_learned += ((g - r) / c).pow(2).mean().item<double>();
       err_ddim += ((c * eps - r) / c).pow(2).mean().item<double>();
     }
@@ -348,6 +380,7 @@ TEST(MicroTrainer, JointLossDecreasesAndResumeIsExact) {
   auto model = fs::Denoiser::exact(mixture(), schedule);
   auto data = fs::dense_trajectories(model, small_spec(4, 64), "mixture(4, 3, 5)");
   auto o = small_options(fs::MicroMode::Joint);
+  o.heads.history = true;  // the history path of the unrolled step, too
   o.optimizer.schedule.total_steps = 8;
   const std::string dir = scratch_dir("micro", "resume");
   fs::TrainLoopOptions quiet;

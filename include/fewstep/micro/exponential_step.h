@@ -38,14 +38,27 @@ struct ExponentialStep {
 };
 ExponentialStep exponential_step(ScheduleFamily family, const at::Tensor& lambda_s, const at::Tensor& lambda_t);
 
+/// The evaluation before the current one, for residual heads with history (MicroHeadConfig::history):
+/// its ε̂ and its λ. At a run's first step there is none: pass the current ε̂ and λ_s (h_prev = 0).
+struct PreviousEvaluation {
+  at::Tensor eps;
+  at::Tensor lambda;  ///< [B] or 0-dim
+};
+
 /// g_ψ above: c · (ε̂ + h · N_ψ(x, ε̂, λ_s, h)); with `residual_head` null, DDIM's c · ε̂.
-/// x and eps are [B, ...]; lambda_s, lambda_t are [B] (or 0-dim) in x's dtype.
-at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, ScheduleFamily family, const at::Tensor& x,
-                                const at::Tensor& eps, const at::Tensor& lambda_s, const at::Tensor& lambda_t);
+/// With `history` (an extension beyond the seed, off by default): the step also reuses the previous
+/// evaluation, which costs nothing, and g_ψ corrects the two-step DEIS term instead of DDIM's,
+///     g_ψ = r_DEIS2(ε̂, ε̂_prev) + c · h · N_ψ(x, ε̂, ε̂ − ε̂_prev, λ_s, h, h_prev),
+/// whose error is O(h³) rather than O(h²); an untrained head with history is DEIS-2 (DDIM at the
+/// first step, where h_prev = 0). x and eps are [B, ...]; λ's are [B] or 0-dim tensors.
+at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, bool history, ScheduleFamily family,
+                                const at::Tensor& x, const at::Tensor& eps, const at::Tensor& lambda_s,
+                                const at::Tensor& lambda_t, const PreviousEvaluation& previous = {});
 
 /// x_t = (α_t/α_s) x + g_ψ(...): the micro-distilled step.
-at::Tensor micro_update(const torch::jit::Module* residual_head, ScheduleFamily family, const at::Tensor& x,
-                        const at::Tensor& eps, const at::Tensor& lambda_s, const at::Tensor& lambda_t);
+at::Tensor micro_update(const torch::jit::Module* residual_head, bool history, ScheduleFamily family,
+                        const at::Tensor& x, const at::Tensor& eps, const at::Tensor& lambda_s,
+                        const at::Tensor& lambda_t, const PreviousEvaluation& previous = {});
 
 /// The exact residual r = x_t − (α_t/α_s) x_s, given the exact x_t (training targets), and the
 /// weight 1/c² that makes errors in it errors in ε units (comparable across step sizes).
@@ -56,10 +69,13 @@ at::Tensor exact_residual(ScheduleFamily family, const at::Tensor& x_s, const at
 /// form), differentiable in the λ's: ε̂ interpolated linearly through (λ_prev, ε̂_prev), (λ_s, ε̂_s):
 ///     x_t = (α_t/α_s) x_s − α_t e^{−λ_s} [ (1 − e^{−h}) ε̂_s + (1 − e^{−h}(1 + h)) D ],
 ///     D = (ε̂_s − ε̂_prev)/(λ_s − λ_prev).
-/// With eps_prev undefined it is DDIM (the first step of a run). The step-size-only baseline of
-/// micro-distillation (h_φ with the DEIS step) trains through this.
+/// With eps_prev undefined, or λ_prev = λ_s, it is DDIM (the first step of a run). The step-size-only
+/// baseline of micro-distillation (h_φ with the DEIS step) trains through this.
 at::Tensor deis2_lambda_update(ScheduleFamily family, const at::Tensor& x, const at::Tensor& eps,
                                const at::Tensor& eps_prev, const at::Tensor& lambda_prev, const at::Tensor& lambda_s,
                                const at::Tensor& lambda_t);
+/// Its nonlinear part (the update minus (α_t/α_s) x), shape of eps.
+at::Tensor deis2_nonlinear_term(ScheduleFamily family, const at::Tensor& eps, const at::Tensor& eps_prev,
+                                const at::Tensor& lambda_prev, const at::Tensor& lambda_s, const at::Tensor& lambda_t);
 
 }  // namespace fewstep

@@ -33,6 +33,7 @@ namespace fewstep {
 
 struct UnrollSpec {
   const torch::jit::Module* residual = nullptr;   ///< N_ψ; null: DDIM nonlinear term
+  bool history = false;  ///< the residual head reuses the previous evaluation (MicroHeadConfig::history)
   const torch::jit::Module* step_size = nullptr;  ///< h_φ's head; null: uniform log-SNR grid
   MicroMode mode = MicroMode::Joint;  ///< StepSize: DEIS-2 (λ) step (residual ignored)
   int64_t budget = 10;                ///< N steps = N teacher evaluations

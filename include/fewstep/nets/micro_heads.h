@@ -2,7 +2,8 @@
 /// @brief The two small networks of micro-distillation (seed 000): the residual head N_ψ of g_ψ
 ///        (micro/exponential_step.h) and the step-size head of h_φ (micro/step_size.h).
 ///
-/// Residual head, forward(x, eps, lambda_s [B], h [B]) → [B, ...] (shape of x):
+/// Residual head, forward(x, eps, lambda_s [B], h [B]) → [B, ...] (shape of x); with history,
+/// forward(x, eps, d, lambda_s, h, h_prev), cat[x, eps, d] and the sinusoids of all three scalars:
 ///   e   = Linear(E → E)(SiLU(Linear(4F → E)(sin/cos(λ_s ω), sin/cos(h ω))))   ω_i = exp(−log(100) i/F)
 ///   vectors [B, D] ("mlp"):  a = Linear(2D → H)(cat[x, eps]); blocks × MLP block (nets/mlp.h's, e added);
 ///                            out = Linear(H → D)(SiLU(a))
@@ -34,6 +35,9 @@ struct MicroHeadConfig {
   int64_t groups = 8;        ///< GroupNorm groups (images)
   int64_t step_features = 5; ///< inputs of the step-size head (micro/step_size.h's features)
   int64_t step_width = 32;
+  /// The residual head also takes the previous evaluation (micro/exponential_step.h): inputs
+  /// (x, eps, d = eps − eps_prev, lambda_s, h, h_prev), 3 data channels and 3 embedded scalars.
+  bool history = false;
   /// ValueError naming the field.
   void validate() const;
   /// The settings as "key=value, ..." (checkpoint compatibility checks).
