@@ -7,10 +7,17 @@
 #include <iostream>
 #include <vector>
 
+#include "fewstep/solvers/noise.h"
 #include "fewstep/train/checkpoint.h"
 #include "fewstep/train/progress_bar.h"
 
 namespace fewstep::bench {
+
+at::Tensor seeded_noise(const std::vector<int64_t>& shape, int64_t n, uint64_t seed, at::ScalarType dtype) {
+  std::vector<uint64_t> seeds(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) seeds[static_cast<size_t>(i)] = seed + static_cast<uint64_t>(i);
+  return randn_per_sample(shape, seeds, at::TensorOptions().dtype(at::kFloat)).to(dtype);
+}
 
 Run run_batched(const at::Tensor& x_T, int64_t batch, const std::string& label, bool progress,
                 const std::function<Solution(const at::Tensor& chunk)>& solve) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "fewstep/sample/sample.h"
 
@@ -19,6 +20,11 @@ struct Run {
   int64_t steps = 0;
   double seconds = 0;
 };
+
+/// x_T of n samples, sample i drawn from its own generator seeded with seed + i (float32, then `dtype`):
+/// a sample does not depend on n or on the batch it is solved in.
+at::Tensor seeded_noise(const std::vector<int64_t>& shape, int64_t n, uint64_t seed,
+                        at::ScalarType dtype = at::kFloat);
 
 /// Runs `solve(chunk)` over x_T in chunks of `batch` and concatenates the results.
 Run run_batched(const at::Tensor& x_T, int64_t batch, const std::string& label, bool progress,

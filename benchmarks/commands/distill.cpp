@@ -83,12 +83,6 @@ std::string file_key(const std::string& path) {
          " mtime=" + std::to_string(fsys::last_write_time(path).time_since_epoch().count());
 }
 
-at::Tensor seeded_noise(const std::vector<int64_t>& shape, int64_t n, uint64_t seed) {
-  std::vector<uint64_t> seeds(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) seeds[static_cast<size_t>(i)] = seed + static_cast<uint64_t>(i);
-  return randn_per_sample(shape, seeds, at::TensorOptions().dtype(at::kFloat));
-}
-
 // One table: rows of (method, steps, NFE, metrics...).
 class Section {
  public:

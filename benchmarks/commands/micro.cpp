@@ -75,12 +75,6 @@ std::string with_mode(const std::string& pattern, const std::string& mode) {
   return s;
 }
 
-at::Tensor seeded_noise(const std::vector<int64_t>& shape, int64_t n, uint64_t seed, at::ScalarType dtype) {
-  std::vector<uint64_t> seeds(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) seeds[static_cast<size_t>(i)] = seed + static_cast<uint64_t>(i);
-  return randn_per_sample(shape, seeds, at::TensorOptions().dtype(at::kFloat)).to(dtype);
-}
-
 double seconds_of(const std::function<void()>& f, int repeats) {
   f();  // warm-up
   const auto start = std::chrono::steady_clock::now();

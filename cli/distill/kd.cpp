@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 #include <torch/script.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -20,12 +19,6 @@ namespace {
 
 using json = nlohmann::json;
 namespace fsys = std::filesystem;
-
-std::string default_cache_dir() {
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x) return std::string(x) + "/fewstep/kd";
-  if (const char* h = std::getenv("HOME"); h != nullptr && *h) return std::string(h) + "/.cache/fewstep/kd";
-  return ".fewstep-cache/kd";
-}
 
 class KdMethod final : public Command {
  public:
@@ -68,7 +61,7 @@ class KdMethod final : public Command {
                            {"shape", teacher_.sample_shape},
                            {"num_classes", teacher_.num_classes}};
     const std::string text = settings.dump();
-    const std::string cache = (fsys::path(cache_dir_.empty() ? default_cache_dir() : cache_dir_) /
+    const std::string cache = (fsys::path(cache_dir_.empty() ? default_cache_dir("kd") : cache_dir_) /
                                ("rollouts-" + std::to_string(std::hash<std::string>{}(text)) + ".pt"))
                                   .string();
     RolloutSpec spec;

@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 #include <torch/script.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -19,12 +18,6 @@ namespace {
 
 using json = nlohmann::json;
 namespace fsys = std::filesystem;
-
-std::string default_cache_dir() {
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x) return std::string(x) + "/fewstep/micro";
-  if (const char* h = std::getenv("HOME"); h != nullptr && *h) return std::string(h) + "/.cache/fewstep/micro";
-  return ".fewstep-cache/micro";
-}
 
 class MicroMethod final : public Command {
  public:
@@ -95,7 +88,7 @@ class MicroMethod final : public Command {
     spec.progress = true;
     const std::string key = teacher_id + "|" + std::to_string(trajectories_) + "|" + std::to_string(trajectory_seed_) +
                             "|" + std::to_string(segments_) + "|" + std::to_string(substeps_) + "|" + trajectory_dtype_;
-    const std::string cache = (fsys::path(cache_dir_.empty() ? default_cache_dir() : cache_dir_) /
+    const std::string cache = (fsys::path(cache_dir_.empty() ? default_cache_dir("micro") : cache_dir_) /
                                ("trajectories-" + std::to_string(std::hash<std::string>{}(key)) + ".pt"))
                                   .string();
     std::cerr << "fewstep distill micro: teacher trajectories (" << trajectories_ << " x " << segments_ * substeps_

@@ -3,6 +3,7 @@
 #include <iostream>
 #include <torch/script.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -103,6 +104,12 @@ OptimizerOptions DistillFlags::optimizer(int64_t total_steps, bool linear_decay)
   o.weight_decay = weight_decay;
   o.grad_clip = grad_clip;
   return o;
+}
+
+std::string default_cache_dir(const std::string& method) {
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x) return std::string(x) + "/fewstep/" + method;
+  if (const char* h = std::getenv("HOME"); h != nullptr && *h) return std::string(h) + "/.cache/fewstep/" + method;
+  return ".fewstep-cache/" + method;
 }
 
 std::shared_ptr<BatchSource> teacher_data(const Teacher& teacher, int64_t batch, uint64_t seed,

@@ -40,6 +40,10 @@ Teacher load_teacher(const std::string& path);
 std::shared_ptr<BatchSource> teacher_data(const Teacher& teacher, int64_t batch, uint64_t seed,
                                           const std::string& fmnist_dir);
 
+/// Where `method` caches its teacher data by default: $XDG_CACHE_HOME/fewstep/<method>, else
+/// ~/.cache/fewstep/<method>, else .fewstep-cache/<method>.
+std::string default_cache_dir(const std::string& method);
+
 /// The flags every distillation method shares.
 struct DistillFlags {
   std::string teacher, out, name = "student", fmnist_dir;

@@ -25,6 +25,8 @@
 #include "fewstep/train/micro_trainer.h"
 #include "fewstep/train/trainer.h"
 
+#include "options.h"
+
 namespace py = pybind11;
 using fewstep::DenseTrajectories;
 using fewstep::Denoiser;
@@ -117,19 +119,6 @@ py::dict stats_dict(const fewstep::TrainStepStats& s) {
   for (const auto& [key, value] : s.extra) extras[py::str(key)] = value;
   d["extras"] = extras;
   return d;
-}
-
-/// Holds a Python callable from code that may run without the GIL (see models.cpp).
-std::shared_ptr<py::object> hold(py::object obj) {
-  return std::shared_ptr<py::object>(new py::object(std::move(obj)), [](py::object* p) {
-    if (!Py_IsInitialized()) {
-      p->release();
-      delete p;
-      return;
-    }
-    py::gil_scoped_acquire gil;
-    delete p;
-  });
 }
 
 /// A snapshot of the trainer's EMA heads: MicroTrainer::sampler() shares the EMA modules, which the

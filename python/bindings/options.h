@@ -1,9 +1,16 @@
-// Shared by the binding files: Python keyword options → fewstep::Options.
+// Shared by the binding files: Python keyword options → fewstep::Options, and holding Python objects
+// from code that runs without the GIL.
 #pragma once
 
 #include <torch/python.h>
+
+#include <memory>
 
 #include "fewstep/core/options.h"
 
 /// bool → bool, int → int64, float → double, str → string; anything else is a TypeError naming the key.
 fewstep::Options options_from_dict(const pybind11::dict& dict);
+
+/// Holds a Python object (e.g. a callable) in a shared_ptr whose deleter takes the GIL, so copies may
+/// be dropped from C++ code that runs with the GIL released.
+std::shared_ptr<pybind11::object> hold(pybind11::object obj);

@@ -50,19 +50,6 @@ std::vector<double> grid_from_object(const py::object& obj) {
   return std::vector<double>(p, p + t.numel());
 }
 
-/// Holds a Python callable from code that may run without the GIL.
-std::shared_ptr<py::object> hold(py::object obj) {
-  return std::shared_ptr<py::object>(new py::object(std::move(obj)), [](py::object* p) {
-    if (!Py_IsInitialized()) {
-      p->release();
-      delete p;
-      return;
-    }
-    py::gil_scoped_acquire gil;
-    delete p;
-  });
-}
-
 fewstep::StepCallback python_callback(py::object callback) {
   FEWSTEP_CHECK_TYPE(PyCallable_Check(callback.ptr()), "callback should be callable, got ", type_name(callback));
   auto fn = hold(std::move(callback));
@@ -88,6 +75,18 @@ at::Tensor double_tensor(const std::vector<double>& v) {
 
 /// Python keyword options → fewstep::Options: bool → bool, int → int64, float → double,
 /// str → string; anything else is a TypeError naming the key.
+std::shared_ptr<py::object> hold(py::object obj) {
+  return std::shared_ptr<py::object>(new py::object(std::move(obj)), [](py::object* p) {
+    if (!Py_IsInitialized()) {
+      p->release();
+      delete p;
+      return;
+    }
+    py::gil_scoped_acquire gil;
+    delete p;
+  });
+}
+
 fewstep::Options options_from_dict(const py::dict& dict) {
   fewstep::Options options;
   for (const auto& item : dict) {

@@ -17,6 +17,12 @@ at::Tensor per_sample(const at::Tensor& v, const at::Tensor& like) {
   return v.reshape(shape);
 }
 
+// α_t/α_s in x's dtype, shaped to scale x.
+at::Tensor linear_factor(ScheduleFamily family, const at::Tensor& lambda_s, const at::Tensor& lambda_t,
+                         const at::Tensor& x) {
+  return per_sample((alpha_of_lambda(family, lambda_t) / alpha_of_lambda(family, lambda_s)).to(x.scalar_type()), x);
+}
+
 }  // namespace
 
 at::Tensor alpha_of_lambda(ScheduleFamily family, const at::Tensor& lambda) {
@@ -76,15 +82,13 @@ at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, bool hi
 at::Tensor micro_update(const torch::jit::Module* residual_head, bool history, ScheduleFamily family,
                         const at::Tensor& x, const at::Tensor& eps, const at::Tensor& lambda_s,
                         const at::Tensor& lambda_t, const PreviousEvaluation& previous) {
-  const at::Tensor linear = (alpha_of_lambda(family, lambda_t) / alpha_of_lambda(family, lambda_s)).to(x.scalar_type());
-  return per_sample(linear, x) * x +
+  return linear_factor(family, lambda_s, lambda_t, x) * x +
          micro_nonlinear_term(residual_head, history, family, x, eps, lambda_s, lambda_t, previous);
 }
 
 at::Tensor exact_residual(ScheduleFamily family, const at::Tensor& x_s, const at::Tensor& x_t,
                           const at::Tensor& lambda_s, const at::Tensor& lambda_t) {
-  const at::Tensor linear = (alpha_of_lambda(family, lambda_t) / alpha_of_lambda(family, lambda_s)).to(x_s.scalar_type());
-  return x_t - per_sample(linear, x_s) * x_s;
+  return x_t - linear_factor(family, lambda_s, lambda_t, x_s) * x_s;
 }
 
 at::Tensor deis2_nonlinear_term(ScheduleFamily family, const at::Tensor& eps, const at::Tensor& eps_prev,
@@ -110,8 +114,8 @@ at::Tensor deis2_nonlinear_term(ScheduleFamily family, const at::Tensor& eps, co
 at::Tensor deis2_lambda_update(ScheduleFamily family, const at::Tensor& x, const at::Tensor& eps,
                                const at::Tensor& eps_prev, const at::Tensor& lambda_prev, const at::Tensor& lambda_s,
                                const at::Tensor& lambda_t) {
-  const at::Tensor linear = (alpha_of_lambda(family, lambda_t) / alpha_of_lambda(family, lambda_s)).to(x.scalar_type());
-  return per_sample(linear, x) * x + deis2_nonlinear_term(family, eps, eps_prev, lambda_prev, lambda_s, lambda_t);
+  return linear_factor(family, lambda_s, lambda_t, x) * x +
+         deis2_nonlinear_term(family, eps, eps_prev, lambda_prev, lambda_s, lambda_t);
 }
 
 }  // namespace fewstep

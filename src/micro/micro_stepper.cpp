@@ -25,21 +25,27 @@ const StepperTraits& micro_traits() {
   return traits;
 }
 
-}  // namespace
-
-NonlinearTerm learned_nonlinear_term(std::shared_ptr<const MicroSampler> sampler) {
-  FEWSTEP_CHECK_VALUE(sampler != nullptr, "learned_nonlinear_term: sampler must not be null");
-  return [sampler](const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& eps, double s, double t,
-                   const HistoryEntry* previous) {
+// g_ψ of a residual head (null: DDIM's c ε̂; with history, the previous evaluation is reused). `keep`
+// owns whatever the head lives in.
+NonlinearTerm head_term(const torch::jit::Module* head, bool history, std::shared_ptr<const void> keep) {
+  return [head, history, keep](const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& eps, double s,
+                               double t, const HistoryEntry* previous) {
     const auto opts = at::TensorOptions().dtype(at::kDouble).device(x.device());
     const at::Tensor lambda_s = at::scalar_tensor(schedule.lambda(s), opts);
     // No previous evaluation at the first step: the current one with h_prev = 0.
     const PreviousEvaluation prev =
         previous ? PreviousEvaluation{previous->eps, at::scalar_tensor(schedule.lambda(previous->t), opts)}
                  : PreviousEvaluation{eps, lambda_s};
-    return micro_nonlinear_term(sampler->residual().get(), sampler->info().heads.history, schedule.family(), x, eps,
-                                lambda_s, at::scalar_tensor(schedule.lambda(t), opts), prev);
+    return micro_nonlinear_term(head, history, schedule.family(), x, eps, lambda_s,
+                                at::scalar_tensor(schedule.lambda(t), opts), prev);
   };
+}
+
+}  // namespace
+
+NonlinearTerm learned_nonlinear_term(std::shared_ptr<const MicroSampler> sampler) {
+  FEWSTEP_CHECK_VALUE(sampler != nullptr, "learned_nonlinear_term: sampler must not be null");
+  return head_term(sampler->residual().get(), sampler->info().heads.history, sampler);
 }
 
 MicroStepper::MicroStepper(const Options& options) {
@@ -53,13 +59,7 @@ MicroStepper::MicroStepper(const Options& options) {
                         "sample --micro");
     term_ = learned_nonlinear_term(sampler_);
   } else {
-    term_ = [](const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& eps, double s, double t,
-               const HistoryEntry*) {
-      const auto opts = at::TensorOptions().dtype(at::kDouble).device(x.device());
-      return micro_nonlinear_term(nullptr, false, schedule.family(), x, eps,
-                                  at::scalar_tensor(schedule.lambda(s), opts),
-                                  at::scalar_tensor(schedule.lambda(t), opts));
-    };
+    term_ = head_term(nullptr, false, nullptr);
   }
 }
 

@@ -32,6 +32,7 @@ struct MicroTrainer::Impl {
   Denoiser teacher;
   std::string teacher_id;
   DenseTrajectories data;
+  at::Tensor knot_lambdas;  // data.lambdas as a float64 tensor (residual mode's per-sample λ's)
   MicroTrainerOptions options;
   ScriptNet residual, step_size;
   std::unique_ptr<Ema> ema_residual, ema_step_size;
@@ -86,6 +87,7 @@ MicroTrainer::MicroTrainer(Denoiser teacher, std::string teacher_id, DenseTrajec
   Impl& s = *impl_;
   s.teacher_id = std::move(teacher_id);
   s.data = std::move(data);
+  s.knot_lambdas = at::tensor(s.data.lambdas, at::kDouble);
   s.segment_max = s.options.segment_max > 0 ? s.options.segment_max : std::max<int64_t>(1, s.data.segments() / 4);
   FEWSTEP_CHECK_VALUE(s.segment_max <= s.data.segments() && s.options.segment_min <= s.segment_max,
                       "MicroTrainer: segment lengths [", s.options.segment_min, ", ", s.segment_max,
@@ -124,7 +126,7 @@ at::Tensor MicroTrainer::Impl::residual_loss() {
   // Start knot uniform over the positions where the segment fits.
   const at::Tensor start = (at::rand({b}, gen, at::kDouble) * (g - length + 1).to(at::kDouble)).floor().to(at::kLong);
   const at::Tensor end = start + length;
-  const at::Tensor lambdas = at::tensor(data.lambdas, at::kDouble);
+  const at::Tensor& lambdas = knot_lambdas;
   const auto first = *residual->parameters().begin();
   // Rows of the [n·(G+1), ...] / [n·G, ...] views: trajectory·(knots per trajectory) + knot.
   auto rows = [&](const at::Tensor& all, const at::Tensor& knot) {
