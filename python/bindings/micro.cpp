@@ -78,35 +78,9 @@ double time_arg(const std::optional<double>& t, const char* arg) {
   return *t;
 }
 
-at::Tensor double_tensor(const std::vector<double>& v) {
-  return at::tensor(at::ArrayRef<double>(v), at::TensorOptions().dtype(at::kDouble));
-}
-
-py::dict heads_dict(const fewstep::MicroHeadConfig& h) {
-  py::dict d;
-  d["sample_shape"] = h.sample_shape;
-  d["width"] = h.width;
-  d["blocks"] = h.blocks;
-  d["frequencies"] = h.frequencies;
-  d["embed"] = h.embed;
-  d["groups"] = h.groups;
-  d["step_features"] = h.step_features;
-  d["step_width"] = h.step_width;
-  d["history"] = h.history;
-  return d;
-}
-
+/// MicroSamplerInfo as the dict of its file record (micro_sampler_info_json).
 py::dict info_dict(const fewstep::MicroSamplerInfo& i) {
-  py::dict d;
-  d["mode"] = fewstep::to_string(i.mode);
-  d["heads"] = heads_dict(i.heads);
-  d["spread"] = i.spread;
-  d["t_start"] = i.t_start;
-  d["t_end"] = i.t_end;
-  d["teacher"] = i.teacher;
-  d["schedule"] = i.schedule;
-  d["training"] = i.training;
-  return d;
+  return py::module_::import("json").attr("loads")(fewstep::micro_sampler_info_json(i));
 }
 
 py::dict stats_dict(const fewstep::TrainStepStats& s) {

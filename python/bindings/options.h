@@ -5,6 +5,7 @@
 #include <torch/python.h>
 
 #include <memory>
+#include <vector>
 
 #include "fewstep/core/options.h"
 
@@ -14,3 +15,6 @@ fewstep::Options options_from_dict(const pybind11::dict& dict);
 /// Holds a Python object (e.g. a callable) in a shared_ptr whose deleter takes the GIL, so copies may
 /// be dropped from C++ code that runs with the GIL released.
 std::shared_ptr<pybind11::object> hold(pybind11::object obj);
+
+/// A float64 CPU tensor holding `values` (time grids and the like, returned to Python).
+at::Tensor double_tensor(const std::vector<double>& values);

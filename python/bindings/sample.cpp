@@ -67,9 +67,6 @@ fewstep::StepCallback python_callback(py::object callback) {
   };
 }
 
-at::Tensor double_tensor(const std::vector<double>& v) {
-  return at::tensor(at::ArrayRef<double>(v), at::TensorOptions().dtype(at::kDouble));
-}
 
 }  // namespace
 
@@ -85,6 +82,10 @@ std::shared_ptr<py::object> hold(py::object obj) {
     py::gil_scoped_acquire gil;
     delete p;
   });
+}
+
+at::Tensor double_tensor(const std::vector<double>& v) {
+  return at::tensor(at::ArrayRef<double>(v), at::TensorOptions().dtype(at::kDouble));
 }
 
 fewstep::Options options_from_dict(const py::dict& dict) {

@@ -69,6 +69,8 @@ int64_t count(const ScriptNet& net) { return net ? parameter_count(*net) : 0; }
 
 }  // namespace
 
+std::string micro_sampler_info_json(const MicroSamplerInfo& info) { return info_to_json(info).dump(2); }
+
 MicroMode parse_micro_mode(const std::string& name) {
   if (name == "residual") return MicroMode::Residual;
   if (name == "step_size") return MicroMode::StepSize;
@@ -143,7 +145,7 @@ void MicroSampler::save(const std::string& path) const {
   if (residual_) bundle.register_module("residual", *residual_);
   if (step_size_) bundle.register_module("step_size", *step_size_);
   bundle.register_buffer("teacher_probe", probe_);
-  torch::jit::ExtraFilesMap extra{{kInfoFile, info_to_json(info_).dump(2)}};
+  torch::jit::ExtraFilesMap extra{{kInfoFile, micro_sampler_info_json(info_)}};
   atomic_write(path, [&](const std::string& temp) { bundle.save(temp, extra); });
 }
 

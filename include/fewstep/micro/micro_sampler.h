@@ -55,6 +55,9 @@ struct MicroSamplerInfo {
   std::string training;  ///< settings of the training run (JSON text), for the record
 };
 
+/// The info record as stored in a sampler file ("fewstep_micro.json": format, mode, heads, spread, ...).
+std::string micro_sampler_info_json(const MicroSamplerInfo& info);
+
 class MicroSampler {
  public:
   /// residual is required for Residual/Joint, step_size for StepSize/Joint; teacher_probe is
