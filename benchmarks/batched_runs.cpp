@@ -7,9 +7,9 @@
 #include <iostream>
 #include <vector>
 
-#include "fewstep/solvers/noise.h"
-#include "fewstep/train/checkpoint.h"
-#include "fewstep/train/progress_bar.h"
+#include "fewstep/core/noise.h"
+#include "fewstep/core/tensor_archive.h"
+#include "fewstep/core/progress_bar.h"
 
 namespace fewstep::bench {
 
@@ -42,7 +42,7 @@ Run run_batched(const at::Tensor& x_T, int64_t batch, const std::string& label, 
 at::Tensor cached_run(const std::string& path, const std::string& key, const std::function<Run()>& make,
                       double* seconds) {
   if (std::filesystem::exists(path)) {
-    const Checkpoint cached = Checkpoint::load(path);
+    const TensorArchive cached = TensorArchive::load(path);
     if (cached.contains("key") && cached.string("key") == key) {
       std::cerr << "reusing " << path << "\n";
       *seconds = static_cast<double>(cached.integer("milliseconds")) / 1e3;
@@ -50,7 +50,7 @@ at::Tensor cached_run(const std::string& path, const std::string& key, const std
     }
   }
   const Run run = make();
-  Checkpoint out;
+  TensorArchive out;
   out.set_string("key", key);
   out.set_tensor("x", run.x);
   out.set_int("milliseconds", static_cast<int64_t>(run.seconds * 1e3));

@@ -1,5 +1,5 @@
 // What a benchmark ran on: CPU, cores, threads, versions, compiler. Printed beside every
-// table and stored in every JSON file (DESIGN.md §5: figures come with their machine).
+// table and stored in every JSON file (docs/design.md §5: figures come with their machine).
 #pragma once
 
 #include <nlohmann/json.hpp>

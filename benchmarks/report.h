@@ -11,7 +11,7 @@
 namespace fewstep::bench {
 
 /// Statistics of per-sample errors e_i = ‖x_i − x_ref,i‖₂. RMSE = √(mean e²); the median
-/// is robust to the few trajectories that cross a mode boundary (DESIGN.md §4).
+/// is robust to the few trajectories that cross a mode boundary (docs/design.md §4).
 struct ErrorStats {
   double rmse = 0, median = 0, mean = 0, p90 = 0, max = 0;
 };

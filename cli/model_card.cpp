@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "command.h"
-#include "fewstep/train/atomic_file.h"
+#include "fewstep/core/atomic_file.h"
 
 namespace fewstep::cli {
 

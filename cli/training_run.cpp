@@ -13,7 +13,7 @@
 
 #include "command.h"
 #include "model_card.h"
-#include "fewstep/train/progress_bar.h"
+#include "fewstep/core/progress_bar.h"
 
 namespace fewstep::cli {
 

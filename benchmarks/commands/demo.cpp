@@ -22,10 +22,10 @@
 #include "fewstep/models/model_file.h"
 #include "fewstep/sample/sample.h"
 #include "fewstep/schedules/timesteps.h"
-#include "fewstep/solvers/noise.h"
+#include "fewstep/core/noise.h"
 #include "fewstep/solvers/registry.h"
-#include "fewstep/train/checkpoint.h"
-#include "fewstep/train/progress_bar.h"
+#include "fewstep/core/tensor_archive.h"
+#include "fewstep/core/progress_bar.h"
 
 namespace fewstep::bench {
 namespace {

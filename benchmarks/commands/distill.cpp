@@ -28,7 +28,7 @@
 #include "fewstep/models/model_file.h"
 #include "fewstep/sample/sample.h"
 #include "fewstep/schedules/timesteps.h"
-#include "fewstep/solvers/noise.h"
+#include "fewstep/core/noise.h"
 #include "fewstep/solvers/registry.h"
 
 namespace fewstep::bench {

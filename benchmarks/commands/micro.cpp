@@ -1,11 +1,11 @@
-// `fewstep-bench micro`: micro-distilled samplers (seed 000; train/micro_trainer.h) against the
+// `fewstep-bench micro`: micro-distilled samplers (train/micro_trainer.h) against the
 // training-free solvers at equal teacher evaluations (NFE), and against 1000-step DDIM.
 //
 // Two problems: the 16-D Gaussian mixture with its exact denoiser as the teacher (reference: the
 // float64 Dormand–Prince solve at rtol = atol = 1e-10), and the Fashion-MNIST teacher (reference: its
 // own DEIS-3 solve in λ, 500 steps, checked against 250 steps). For every NFE the median coupled
 // error (per-sample L2 distance to the reference from the same x_T) and, for images, FD-FMNIST.
-// Accounting (DESIGN.md §5, issue 8): NFE counts teacher evaluations; the heads' parameters and
+// Accounting (docs/design.md §5): NFE counts teacher evaluations; the heads' parameters and
 // FLOPs per pass are printed beside, and the measured time of a teacher evaluation and of a head pass
 // on the same batch, side by side, as a ratio; every row has its wall time per sample.
 #include <ATen/ATen.h>
@@ -32,7 +32,7 @@
 #include "fewstep/models/model_file.h"
 #include "fewstep/sample/reference.h"
 #include "fewstep/sample/sample.h"
-#include "fewstep/solvers/noise.h"
+#include "fewstep/core/noise.h"
 #include "fewstep/solvers/registry.h"
 
 namespace fewstep::bench {

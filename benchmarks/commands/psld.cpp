@@ -1,5 +1,5 @@
 // `fewstep-bench psld`: PSLD samplers (Euler–Maruyama, naive and reduced splitting integrators, the
-// probability-flow ODE) at equal score evaluations, judged on distribution (DESIGN.md §4): mode
+// probability-flow ODE) at equal score evaluations, judged on distribution (docs/design.md §4): mode
 // weights, per-mode means and covariances, exact log-likelihood and MMD against exact data samples.
 // Two tables: the exact PSLD mixture (psld/mixture.h) of the 16-D, 8-component mixture that
 // models/gmm16d-* were trained on, and the learned PSLD MLP models/gmm16d-psld-mlp.pt.

@@ -1,5 +1,5 @@
 // `fewstep-bench solvers`: accuracy per NFE of every registered ODE solver against a float64
-// reference solve of the same probability-flow ODE, on an exact Gaussian mixture (DESIGN.md §4).
+// reference solve of the same probability-flow ODE, on an exact Gaussian mixture (docs/design.md §4).
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>

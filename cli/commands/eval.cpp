@@ -23,8 +23,8 @@
 #include "../model_loader.h"
 #include "fewstep/metrics/coupled_error.h"
 #include "fewstep/metrics/fmnist_evaluator.h"
-#include "fewstep/train/checkpoint.h"
-#include "fewstep/train/progress_bar.h"
+#include "fewstep/core/tensor_archive.h"
+#include "fewstep/core/progress_bar.h"
 #include "fewstep/version.h"
 
 namespace fewstep::cli {
@@ -363,7 +363,7 @@ class EvalCommand final : public Command {
       std::error_code ec;
       fsys::create_directories(dir, ec);
       try {
-        Checkpoint ck;
+        TensorArchive ck;
         ck.set_string("format", kReferenceFormat);
         ck.set_string("key", key_text);
         ck.set_tensor("x", x.contiguous());

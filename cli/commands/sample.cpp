@@ -14,7 +14,7 @@
 #include "../model_loader.h"
 #include "fewstep/micro/micro_sampler.h"
 #include "fewstep/io/png.h"
-#include "fewstep/train/progress_bar.h"
+#include "fewstep/core/progress_bar.h"
 
 namespace fewstep::cli {
 namespace {

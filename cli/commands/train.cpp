@@ -31,7 +31,7 @@
 #include "fewstep/nets/unet.h"
 #include "fewstep/train/denoiser_trainer.h"
 #include "fewstep/train/dsm_loss.h"
-#include "fewstep/train/progress_bar.h"
+#include "fewstep/core/progress_bar.h"
 #include "fewstep/version.h"
 
 namespace fewstep::cli {

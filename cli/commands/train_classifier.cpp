@@ -23,7 +23,7 @@
 #include "fewstep/data/shuffled_batches.h"
 #include "fewstep/nets/classifier.h"
 #include "fewstep/train/classifier_trainer.h"
-#include "fewstep/train/progress_bar.h"
+#include "fewstep/core/progress_bar.h"
 #include "fewstep/version.h"
 
 namespace fewstep::cli {

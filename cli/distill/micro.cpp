@@ -1,4 +1,4 @@
-// `fewstep distill micro`: partial micro-distillation with a learned step size (seed 000;
+// `fewstep distill micro`: partial micro-distillation with a learned step size (docs/micro.md;
 // train/micro_trainer.h) from cached dense teacher trajectories (micro/trajectories.h).
 #include <ATen/ATen.h>
 #include <torch/script.h>
@@ -46,7 +46,7 @@ class MicroMethod final : public Command {
                                                           "teacher's time input (biased h_phi gradient; saves one "
                                                           "teacher call per step)");
     app.add_flag("--history", history_, "The residual head also reuses the previous teacher evaluation (corrects "
-                                        "the two-step DEIS term instead of DDIM's; an extension beyond seed 000)");
+                                        "the two-step DEIS term instead of DDIM's; an extension of partial micro-distillation)");
     app.add_option("--width", width_, "Residual head width (0 = 64 for vectors, 32 for images)")->capture_default_str();
     app.add_option("--blocks", blocks_, "Residual head blocks (0 = 3 for vectors, 4 for images)")->capture_default_str();
     app.add_option("--trajectories", trajectories_, "Dense teacher trajectories to train on")->check(positive())
@@ -174,7 +174,7 @@ class MicroMethod final : public Command {
 };
 
 const bool registered = register_distill_method(
-    {"micro", "Partial micro-distillation with a learned step size (seed 000): g_psi and h_phi for a teacher",
+    {"micro", "Partial micro-distillation with a learned step size: g_psi and h_phi for a teacher",
      "Examples (16-D mixture, exact teacher; then Fashion-MNIST):\n"
      "  fewstep distill micro --teacher models/gmm16d-mlp-eps.pt --exact --mode residual --out runs/micro-res\n"
      "  fewstep distill micro --teacher models/gmm16d-mlp-eps.pt --exact --mode joint \\\n"

@@ -13,7 +13,7 @@
 #include "fewstep/models/denoiser.h"
 #include "fewstep/nets/network.h"
 #include "fewstep/schedules/schedule.h"
-#include "fewstep/train/batch_source.h"
+#include "fewstep/data/batch_source.h"
 #include "fewstep/train/optimizer.h"
 #include "fewstep/train/trainer.h"
 #include "../training_run.h"

@@ -1,12 +1,17 @@
 /// @file fewstep.h
-/// @brief Umbrella header: every public header of fewstep (schedules, models, solvers,
-/// control, sampling, data, networks, training, image I/O, PSLD).
+/// @brief Umbrella header: every public header of fewstep (tests/check_layout.py checks that none
+/// is missing). Areas and their layer order are described in docs/architecture.md.
 #pragma once
 
 #include "fewstep/control/controller.h"
 #include "fewstep/control/pid.h"
+#include "fewstep/core/atomic_file.h"
 #include "fewstep/core/check.h"
+#include "fewstep/core/noise.h"
 #include "fewstep/core/options.h"
+#include "fewstep/core/progress_bar.h"
+#include "fewstep/core/tensor_archive.h"
+#include "fewstep/data/batch_source.h"
 #include "fewstep/data/fashion_mnist.h"
 #include "fewstep/data/mixture_data.h"
 #include "fewstep/data/shuffled_batches.h"
@@ -22,6 +27,7 @@
 #include "fewstep/micro/step_size.h"
 #include "fewstep/micro/trajectories.h"
 #include "fewstep/micro/unroll.h"
+#include "fewstep/models/consistency_function.h"
 #include "fewstep/models/denoiser.h"
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/models/guidance.h"
@@ -45,6 +51,7 @@
 #include "fewstep/schedules/schedule.h"
 #include "fewstep/schedules/schedule_spec.h"
 #include "fewstep/schedules/timesteps.h"
+#include "fewstep/solvers/consistency.h"
 #include "fewstep/solvers/ddim.h"
 #include "fewstep/solvers/ddpm.h"
 #include "fewstep/solvers/deis.h"
@@ -63,15 +70,14 @@
 #include "fewstep/solvers/euler_maruyama.h"
 #include "fewstep/solvers/heun.h"
 #include "fewstep/solvers/heun_euler.h"
-#include "fewstep/solvers/noise.h"
 #include "fewstep/solvers/registry.h"
 #include "fewstep/solvers/stepper.h"
 #include "fewstep/solvers/unipc.h"
-#include "fewstep/train/atomic_file.h"
-#include "fewstep/train/batch_source.h"
 #include "fewstep/train/checkpoint.h"
 #include "fewstep/train/classifier_trainer.h"
 #include "fewstep/train/conditioning.h"
+#include "fewstep/train/consistency_curriculum.h"
+#include "fewstep/train/consistency_trainer.h"
 #include "fewstep/train/denoiser_trainer.h"
 #include "fewstep/train/dsm_loss.h"
 #include "fewstep/train/ema.h"
@@ -80,7 +86,7 @@
 #include "fewstep/train/lr_schedule.h"
 #include "fewstep/train/micro_trainer.h"
 #include "fewstep/train/optimizer.h"
-#include "fewstep/train/progress_bar.h"
+#include "fewstep/train/progressive_target.h"
 #include "fewstep/train/progressive_trainer.h"
 #include "fewstep/train/rng_bundle.h"
 #include "fewstep/train/rollout_cache.h"

@@ -1,4 +1,4 @@
-// Bindings of micro-distillation (issue 8): the sampler file (micro/micro_sampler.h), the dense teacher
+// Bindings of micro-distillation: the sampler file (micro/micro_sampler.h), the dense teacher
 // trajectories it is trained on (micro/trajectories.h) and its trainer (train/micro_trainer.h).
 //
 // Unlike the DSM and distillation-loss bindings, the whole training step runs in C++ (the heads are
@@ -189,7 +189,7 @@ Args:
     seed: head initialisation and the trainer's random streams.
     width, blocks: residual head width and blocks (0 = defaults: 64/3 for vectors, 32/4 for images).
     history: the residual head also reuses the previous teacher evaluation and corrects the two-step
-        DEIS term instead of DDIM's (an extension beyond seed 000; no extra teacher calls).
+        DEIS term instead of DDIM's (an extension of partial micro-distillation; no extra teacher calls).
     init: a MicroSampler whose heads start this run (same head settings and teacher).
 
 Example::

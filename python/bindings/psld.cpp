@@ -14,7 +14,7 @@
 #include "fewstep/psld/model.h"
 #include "fewstep/psld/process.h"
 #include "fewstep/psld/sampler.h"
-#include "fewstep/solvers/noise.h"
+#include "fewstep/core/noise.h"
 #include "options.h"
 
 namespace py = pybind11;

@@ -17,7 +17,7 @@
 #include "fewstep/models/denoiser.h"
 #include "fewstep/sample/reference.h"
 #include "fewstep/sample/sample.h"
-#include "fewstep/solvers/noise.h"
+#include "fewstep/core/noise.h"
 #include "fewstep/solvers/registry.h"
 
 #include "options.h"

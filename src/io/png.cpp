@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "fewstep/core/check.h"
-#include "fewstep/train/atomic_file.h"
+#include "fewstep/core/atomic_file.h"
 
 namespace fewstep {
 

@@ -16,7 +16,7 @@
 #include "fewstep/core/check.h"
 #include "fewstep/data/fashion_mnist.h"
 #include "fewstep/metrics/class_histogram.h"
-#include "fewstep/train/checkpoint.h"
+#include "fewstep/core/tensor_archive.h"
 
 namespace fewstep {
 
@@ -78,7 +78,7 @@ struct FmnistEvaluator::Impl {
   bool load_cache() {
     if (cache_file.empty() || !std::ifstream(cache_file).good()) return false;
     try {
-      const Checkpoint c = Checkpoint::load(cache_file);
+      const TensorArchive c = TensorArchive::load(cache_file);
       if (!c.contains("key") || c.string("key") != key) return false;
       test_stats = GaussianStats{c.tensor("test/mean"), c.tensor("test/cov"), c.integer("test/count")};
       test_counts = c.tensor("test/class_counts");
@@ -96,7 +96,7 @@ struct FmnistEvaluator::Impl {
 
   void save_cache() const {
     if (cache_file.empty()) return;
-    Checkpoint c;
+    TensorArchive c;
     c.set_string("format", kCacheFormat);
     c.set_string("key", key);
     c.set_tensor("test/mean", test_stats.mean);

@@ -10,7 +10,7 @@
 #include "fewstep/micro/micro_stepper.h"
 #include "fewstep/micro/step_size.h"
 #include "fewstep/solvers/registry.h"
-#include "fewstep/train/atomic_file.h"
+#include "fewstep/core/atomic_file.h"
 
 namespace fewstep {
 

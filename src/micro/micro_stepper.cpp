@@ -1,5 +1,7 @@
 #include "fewstep/micro/micro_stepper.h"
 
+#include "fewstep/solvers/registry.h"
+
 #include <ATen/ATen.h>
 #include <torch/script.h>
 
@@ -17,7 +19,7 @@ const StepperTraits& micro_traits() {
     t.name = "micro";
     t.order = 1;
     t.nfe_per_step = 1;
-    t.summary = "micro-distilled exponential integrator (seed 000): exact linear part + learned nonlinear term "
+    t.summary = "micro-distilled exponential integrator: exact linear part + learned nonlinear term "
                 "g_psi (option path = a `fewstep distill micro` file; without it the step is DDIM)";
     t.options = {"path"};
     return t;
@@ -88,5 +90,8 @@ StepResult MicroStepper::step(ModelEvaluator& model, const at::Tensor& x, double
   ++result.state.steps_taken;
   return result;
 }
+
+// `micro` joins the solver registry from here, so the solvers layer never includes micro/.
+static const StepperRegistration kMicroRegistration(stepper_entry<MicroStepper>());
 
 }  // namespace fewstep

@@ -11,7 +11,7 @@
 #include "fewstep/sample/sample.h"
 #include "fewstep/schedules/timesteps.h"
 #include "fewstep/solvers/registry.h"
-#include "fewstep/train/checkpoint.h"
+#include "fewstep/core/tensor_archive.h"
 
 namespace fewstep {
 
@@ -51,7 +51,7 @@ DenseTrajectories dense_trajectories(const Denoiser& teacher, const TrajectorySp
                                 {"solver", "deis(order=3, variable=lambda), logsnr grid"}}
                      .dump();
   if (!cache_path.empty() && std::filesystem::exists(cache_path)) {
-    const Checkpoint c = Checkpoint::load(cache_path);
+    const TensorArchive c = TensorArchive::load(cache_path);
     if (c.contains("format") && c.string("format") == kFormat && c.string("settings") == out.settings) {
       out.x = c.tensor("x");
       out.eps = c.tensor("eps");
@@ -94,7 +94,7 @@ DenseTrajectories dense_trajectories(const Denoiser& teacher, const TrajectorySp
     }
   }
   if (!cache_path.empty()) {
-    Checkpoint c;
+    TensorArchive c;
     c.set_string("format", kFormat);
     c.set_string("settings", out.settings);
     c.set_tensor("x", out.x);

@@ -11,7 +11,7 @@
 #include <mutex>
 
 #include "fewstep/core/check.h"
-#include "fewstep/train/atomic_file.h"
+#include "fewstep/core/atomic_file.h"
 #include "script_builder.h"
 
 namespace fewstep {

@@ -1,5 +1,7 @@
 #include "fewstep/solvers/registry.h"
 
+#include <stdexcept>
+
 #include "fewstep/core/check.h"
 #include "fewstep/solvers/consistency.h"
 #include "fewstep/solvers/ddim.h"
@@ -21,44 +23,35 @@
 #include "fewstep/solvers/dpm_solver_12.h"
 #include "fewstep/solvers/dpm_solver_23.h"
 #include "fewstep/solvers/dpm_adaptive.h"
-#include "fewstep/micro/micro_stepper.h"
 
 namespace fewstep {
 
 namespace {
 
-template <typename S>
-StepperEntry entry() {
-  return StepperEntry{S().traits(), [](const Options& options) -> std::shared_ptr<const Stepper> {
-                        return std::make_shared<S>(options);
-                      }};
-}
-
 std::vector<StepperEntry> build_registry() {
   // One line per stepper.
   return {
-      entry<EulerStepper>(),
-      entry<HeunStepper>(),
-      entry<DdimStepper>(),
-      entry<DpmSolverPP2MStepper>(),
-      entry<DpmSolver2SStepper>(),
-      entry<DpmSolver3SStepper>(),
-      entry<DpmSolverFastStepper>(),
-      entry<DpmSolverPP2SStepper>(),
-      entry<DpmSolverPP3MStepper>(),
-      entry<UniPCStepper>(),
-      entry<DeisStepper>(),
-      entry<DdpmStepper>(),
-      entry<EulerMaruyamaStepper>(),
-      entry<DpmSolverPP2MSdeStepper>(),
-      entry<EulerChurnStepper>(),
-      entry<HeunChurnStepper>(),
-      entry<HeunEulerStepper>(),
-      entry<DpmSolver12Stepper>(),
-      entry<DpmSolver23Stepper>(),
-      entry<DpmAdaptiveStepper>(),
-      entry<ConsistencyStepper>(),
-      entry<MicroStepper>(),
+      stepper_entry<EulerStepper>(),
+      stepper_entry<HeunStepper>(),
+      stepper_entry<DdimStepper>(),
+      stepper_entry<DpmSolverPP2MStepper>(),
+      stepper_entry<DpmSolver2SStepper>(),
+      stepper_entry<DpmSolver3SStepper>(),
+      stepper_entry<DpmSolverFastStepper>(),
+      stepper_entry<DpmSolverPP2SStepper>(),
+      stepper_entry<DpmSolverPP3MStepper>(),
+      stepper_entry<UniPCStepper>(),
+      stepper_entry<DeisStepper>(),
+      stepper_entry<DdpmStepper>(),
+      stepper_entry<EulerMaruyamaStepper>(),
+      stepper_entry<DpmSolverPP2MSdeStepper>(),
+      stepper_entry<EulerChurnStepper>(),
+      stepper_entry<HeunChurnStepper>(),
+      stepper_entry<HeunEulerStepper>(),
+      stepper_entry<DpmSolver12Stepper>(),
+      stepper_entry<DpmSolver23Stepper>(),
+      stepper_entry<DpmAdaptiveStepper>(),
+      stepper_entry<ConsistencyStepper>(),
   };
 }
 
@@ -72,12 +65,22 @@ const StepperEntry& find(const std::string& name) {
   throw;  // unreachable
 }
 
-}  // namespace
-
-const std::vector<StepperEntry>& registered_steppers() {
-  static const std::vector<StepperEntry> registry = build_registry();
+std::vector<StepperEntry>& mutable_registry() {
+  static std::vector<StepperEntry> registry = build_registry();
   return registry;
 }
+
+}  // namespace
+
+StepperRegistration::StepperRegistration(StepperEntry entry) {
+  auto& registry = mutable_registry();
+  for (const auto& e : registry)
+    if (e.traits.name == entry.traits.name)
+      throw std::logic_error("StepperRegistration: solver name '" + entry.traits.name + "' is registered twice");
+  registry.push_back(std::move(entry));
+}
+
+const std::vector<StepperEntry>& registered_steppers() { return mutable_registry(); }
 
 std::vector<std::string> stepper_names() {
   std::vector<std::string> names;

@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "fewstep/core/check.h"
-#include "fewstep/train/batch_source.h"
+#include "fewstep/data/batch_source.h"
 
 namespace fewstep {
 

@@ -6,8 +6,8 @@
 
 #include "fewstep/core/check.h"
 #include "fewstep/sample/sample.h"
-#include "fewstep/train/checkpoint.h"
-#include "fewstep/train/progress_bar.h"
+#include "fewstep/core/tensor_archive.h"
+#include "fewstep/core/progress_bar.h"
 
 namespace fewstep {
 
@@ -23,7 +23,7 @@ RolloutPairs teacher_rollouts(const std::function<Denoiser(const at::Tensor& lab
   FEWSTEP_CHECK_VALUE(spec.grid.size() >= 2, "RolloutSpec.grid needs >= 2 times, got ", spec.grid.size());
   FEWSTEP_CHECK_VALUE(spec.batch >= 1, "RolloutSpec.batch must be >= 1, got ", spec.batch);
   if (!cache_path.empty() && std::filesystem::exists(cache_path)) {
-    const Checkpoint c = Checkpoint::load(cache_path);
+    const TensorArchive c = TensorArchive::load(cache_path);
     if (c.contains("format") && c.string("format") == kFormat && c.string("settings") == settings) {
       RolloutPairs out{c.tensor("x_T"), c.tensor("x_0"), {}, settings, true};
       if (c.contains("labels")) out.labels = c.tensor("labels");
@@ -51,7 +51,7 @@ RolloutPairs teacher_rollouts(const std::function<Denoiser(const at::Tensor& lab
   }
   bar.close();
   if (!cache_path.empty()) {
-    Checkpoint c;
+    TensorArchive c;
     c.set_string("format", kFormat);
     c.set_string("settings", settings);
     c.set_tensor("x_T", x_T);

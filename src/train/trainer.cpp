@@ -5,11 +5,11 @@
 #include <fstream>
 
 #include "fewstep/core/check.h"
-#include "fewstep/train/batch_source.h"
+#include "fewstep/data/batch_source.h"
 #include "fewstep/train/ema.h"
 #include "fewstep/train/optimizer.h"
 #include "fewstep/train/rng_bundle.h"
-#include "fewstep/train/progress_bar.h"
+#include "fewstep/core/progress_bar.h"
 
 namespace fewstep {
 

@@ -1,4 +1,4 @@
-// Micro-distillation (seed 000): the exact-term limit of the micro step, the learned step-size bounds,
+// Micro-distillation: the exact-term limit of the micro step, the learned step-size bounds,
 // driver/unroll agreement, gradients through the unrolled run, learning the single-Gaussian integral,
 // teacher identity and exact resume.
 #include <ATen/ATen.h>
@@ -104,7 +104,7 @@ TEST(MicroStep, ExactResidualFromMixtureReproducesReferenceFlow) {
   EXPECT_GT((deis.x - truth).abs().max().item<double>(), 1e-4);
 }
 
-// The linear factor goes the right way (α_t/α_s > 1 backward; DESIGN.md's correction of the seed) and
+// The linear factor goes the right way (α_t/α_s > 1 backward; docs/design.md §1) and
 // an untrained g_ψ (zero output layer) is DDIM exactly.
 TEST(MicroStep, UntrainedHeadIsDdimAndLinearFactorExceedsOne) {
   auto schedule = vp();

@@ -29,13 +29,13 @@
 #include "fewstep/nets/mlp.h"
 #include "fewstep/nets/unet.h"
 #include "fewstep/schedules/schedule.h"
-#include "fewstep/train/atomic_file.h"
+#include "fewstep/core/atomic_file.h"
 #include "fewstep/train/checkpoint.h"
 #include "fewstep/train/denoiser_trainer.h"
 #include "fewstep/train/dsm_loss.h"
 #include "fewstep/train/ema.h"
 #include "fewstep/train/lr_schedule.h"
-#include "fewstep/train/progress_bar.h"
+#include "fewstep/core/progress_bar.h"
 
 extern char** environ;
 

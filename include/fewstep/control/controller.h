@@ -1,5 +1,5 @@
 /// @file control/controller.h
-/// @brief The step-size controller slot: where an adaptive run's next time comes from (DESIGN.md §2 `control`).
+/// @brief The step-size controller slot: where an adaptive run's next time comes from (docs/design.md §2 `control`).
 ///
 /// A `StepController` decides, after every step attempt, whether to accept it and where the next
 /// attempt should end. It is kept apart from the steppers (diffrax's `PIDController` vs. its
@@ -7,7 +7,7 @@
 /// controller turns that into the step sequence. The same slot takes
 ///  - `PIDController` (control/pid.h): I/PI/PID control of an embedded error estimate
 ///    (DPM-Solver's adaptive algorithm, Lu et al. 2022, arXiv 2206.00927, §4 / App. C);
-///  - a learned step-size network (micro-distillation, issue 8): h_φ predicts the next Δt from
+///  - a learned step-size network (micro-distillation): h_φ predicts the next Δt from
 ///    (x_t, t, e_t) with e_t = x̂_0 − x̂_0,prev the change of the model's data prediction since the
 ///    previous step — exactly the fields of `ControlInput`; it accepts every step and needs no
 ///    error estimate (`requires_error_estimate() == false`).

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "fewstep/models/gaussian_mixture.h"
-#include "fewstep/train/batch_source.h"
+#include "fewstep/data/batch_source.h"
 
 namespace fewstep {
 

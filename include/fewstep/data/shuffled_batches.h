@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <string>
 
-#include "fewstep/train/batch_source.h"
+#include "fewstep/data/batch_source.h"
 
 namespace fewstep {
 

@@ -1,8 +1,8 @@
 /// @file micro/exponential_step.h
-/// @brief The exponential-integrator step of micro-distillation (seed 000, with DESIGN.md's corrections),
+/// @brief The exponential-integrator step of micro-distillation (docs/micro.md; the exact linear factor of docs/design.md §1),
 ///        written in the half log-SNR λ with tensors, so gradients reach the step sizes.
 ///
-/// The exact probability-flow step from s to t < s (noise form, DESIGN.md §1) is
+/// The exact probability-flow step from s to t < s (noise form, docs/design.md §1) is
 ///     x_t = (α_t/α_s) x_s + r(x_s; s, t),      r = −α_t ∫_{λ_s}^{λ_t} e^{−λ} ε̂(x_λ, λ) dλ,
 /// with the linear factor α_t/α_s > 1 going backward (the seed's exp(−½β̄Δt) has the wrong sign).
 /// Micro-distillation learns the nonlinear residual r. Freezing ε̂ at its value at s gives DDIM:

@@ -1,5 +1,5 @@
 /// @file micro/micro_sampler.h
-/// @brief A micro-distilled sampler (seed 000): the residual head of g_ψ and/or the step-size head of
+/// @brief A micro-distilled sampler: the residual head of g_ψ and/or the step-size head of
 ///        h_φ, with the identity of the teacher they were distilled from, as one TorchScript file.
 ///
 /// File: a TorchScript archive of a module with submodules `residual` (N_ψ, nets/micro_heads.h) and/or

@@ -1,9 +1,9 @@
 /// @file micro/step_size.h
-/// @brief h_φ, the learned step size of micro-distillation (seed 000), and its place in the
+/// @brief h_φ, the learned step size of micro-distillation, and its place in the
 ///        adaptive-controller slot (control/controller.h).
 ///
 /// A run has a budget of N steps (N teacher evaluations): the differentiable surrogate for the step
-/// count that DESIGN.md asks for is this budget, whose step sizes h_φ places (the seed's λN² is not
+/// count that docs/design.md §1 asks for is this budget, whose step sizes h_φ places (a λN² penalty is not
 /// differentiable in N; here N is chosen by the user and the benchmark sweeps it). Step i of N, from
 /// λ_i with R = λ_end − λ_i left and k = N − i steps remaining, has size in λ
 ///     Δλ_i = R/k · (1 + a · (2u − 1)),   u = sigmoid(mean_b h_φ(f_b)),   a = spread ∈ [0, 1),

@@ -9,7 +9,7 @@
 ///  - g_ψ's targets: for knots j < k, the exact residual x_k − (α_k/α_j) x_j of the step j → k, with
 ///    the teacher's ε̂_j as the step's input (no extra evaluation);
 ///  - x_0^true = x at the last knot, the target of the unrolled (joint) training.
-/// A fine high-order solve, not fine-step Euler (DESIGN.md's correction to seed 000): with the defaults
+/// A fine high-order solve, not fine-step Euler (see docs/design.md §1): with the defaults
 /// (64 × 8 steps, Δλ ≈ 0.02 for VP-linear) DEIS-3's global error is far below the 1000-step DDIM
 /// error that the distilled sampler is measured against.
 ///

@@ -1,6 +1,6 @@
 /// @file micro/unroll.h
 /// @brief The differentiable N-step run of a micro-distilled sampler, for training on unrolled
-///        trajectories (seed 000's coupling of g_ψ and h_φ).
+///        trajectories (the coupling of g_ψ and h_φ).
 ///
 /// It runs exactly what MicroSampler::sample runs (the same step, the same LearnedStepController
 /// arithmetic, tested to agree to round-off), but keeps the step positions as tensors: λ_{i+1} =

@@ -1,7 +1,7 @@
 /// @file models/denoiser.h
 /// @brief The one model object solvers see: (x, t) ↦ (x̂_0, ε̂), whatever the network predicts.
 ///
-/// Conversions at time t with x = α x_0 + σ ε (DESIGN.md §1):
+/// Conversions at time t with x = α x_0 + σ ε (docs/design.md §1):
 ///  - "eps":   x̂_0 = (x − σ ε̂)/α
 ///  - "x0":    ε̂ = (x − α x̂_0)/σ
 ///  - "v":     v = α ε − σ x_0 (Salimans & Ho 2022) ⇒ x̂_0 = (α x − σ v)/(α²+σ²), ε̂ = (σ x + α v)/(α²+σ²)

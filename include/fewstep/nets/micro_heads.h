@@ -1,5 +1,5 @@
 /// @file nets/micro_heads.h
-/// @brief The two small networks of micro-distillation (seed 000): the residual head N_ψ of g_ψ
+/// @brief The two small networks of micro-distillation: the residual head N_ψ of g_ψ
 ///        (micro/exponential_step.h) and the step-size head of h_φ (micro/step_size.h).
 ///
 /// Residual head, forward(x, eps, lambda_s [B], h [B]) → [B, ...] (shape of x); with history,

@@ -30,7 +30,7 @@
 
 #include "fewstep/core/options.h"
 #include "fewstep/psld/model.h"
-#include "fewstep/solvers/noise.h"
+#include "fewstep/core/noise.h"
 
 namespace fewstep {
 

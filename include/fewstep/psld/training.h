@@ -16,7 +16,7 @@
 
 #include "fewstep/nets/network.h"
 #include "fewstep/psld/process.h"
-#include "fewstep/train/batch_source.h"
+#include "fewstep/data/batch_source.h"
 
 namespace fewstep {
 

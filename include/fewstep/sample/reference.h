@@ -3,7 +3,7 @@
 ///
 /// The ODE is integrated in the half log-SNR λ = log(α/σ), where it is smooth for every
 /// schedule family, on the variable y = x/σ. With x = α x_0 + σ ε the data form of the
-/// probability-flow ODE (DESIGN.md §1) is
+/// probability-flow ODE (docs/design.md §1) is
 ///     dy/dλ = e^λ x̂_0(σ(t(λ)) y, t(λ)),
 /// integrated from λ(t_start) up to λ(t_end); the result is x = σ(t_end) y. The right-hand
 /// side is bounded (x̂_0 is) and tends to 0 at low SNR, so no stiffness comes from the schedule.

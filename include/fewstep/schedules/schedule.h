@@ -3,7 +3,7 @@
 ///
 /// All maths is float64 on the host. A schedule gives log α(t), log σ(t), their time
 /// derivatives, λ(t) = log(α_t/σ_t) (strictly decreasing in t) and its inverse t(λ).
-/// Families (DESIGN.md §1):
+/// Families (docs/design.md §1):
 ///  - VP (α² + σ² = 1): linear-β continuous (Song et al. 2021, DPM-Solver eq. (§A)),
 ///    cosine (Nichol & Dhariwal 2021, s = 0.008), discrete from betas/alphas_cumprod
 ///    (DDPM linear 1e-4..0.02 × 1000, Stable-Diffusion scaled linear) with log α

@@ -2,7 +2,7 @@
 /// @brief DEIS (Zhang & Chen 2022, arXiv 2204.13902): exponential integrator with the linear part exact and
 ///        ε̂ extrapolated by a polynomial (tAB-DEIS in t, ρAB-DEIS in ρ = σ/α, or in λ), Sec. 4.
 ///
-/// From s to t (noise form of the variation-of-constants formula, DESIGN.md §1):
+/// From s to t (noise form of the variation-of-constants formula, docs/design.md §1):
 ///   x_t = (α_t/α_s) x_s − α_t ∫_{λ_s}^{λ_t} e^{−λ} ε̂ dλ   ≈   L(s, t) x_s + Σ_j c_j ε̂_j,
 /// with ε̂ replaced by its Lagrange interpolant through the last p evaluations (times s = s_0 > s_1 > ...)
 /// in the chosen variable v. Then c_j = −α_t e^{−λ_s} ∫_0^{h} e^{−u} ℓ_j(v(λ_s + u)) du, h = λ_t − λ_s:

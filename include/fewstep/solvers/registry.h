@@ -2,7 +2,8 @@
 /// @brief Name → stepper factory. Feeds `solver(name)`, the bindings, typed tests and benchmarks.
 ///
 /// Adding a stepper: its header and source in solvers/, and one line in
-/// src/solvers/registry.cpp. Unknown names and options are ValueErrors that list the
+/// src/solvers/registry.cpp. A stepper defined in a higher layer (micro/) registers itself with a
+/// `StepperRegistration` object in its own source file, so this layer never includes it. Unknown names and options are ValueErrors that list the
 /// registered names / accepted options.
 #pragma once
 
@@ -21,6 +22,21 @@ using StepperFactory = std::function<std::shared_ptr<const Stepper>(const Option
 struct StepperEntry {
   StepperTraits traits;
   StepperFactory make;
+};
+
+/// The registry entry of stepper type S (S(Options) builds it; S() gives its traits).
+template <typename S>
+StepperEntry stepper_entry() {
+  return StepperEntry{S().traits(), [](const Options& options) -> std::shared_ptr<const Stepper> {
+                        return std::make_shared<S>(options);
+                      }};
+}
+
+/// Registers a stepper from outside this layer, at static-initialisation time:
+/// `static const StepperRegistration kRegistered(stepper_entry<MyStepper>());` in its .cpp.
+/// Such steppers come after the built-in ones; a name already taken is a logic error.
+struct StepperRegistration {
+  explicit StepperRegistration(StepperEntry entry);
 };
 
 /// All registered steppers, in registration order.

@@ -19,7 +19,7 @@
 #include "fewstep/core/options.h"
 #include "fewstep/models/denoiser.h"
 #include "fewstep/schedules/timesteps.h"
-#include "fewstep/solvers/noise.h"
+#include "fewstep/core/noise.h"
 
 namespace fewstep {
 

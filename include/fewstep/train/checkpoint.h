@@ -1,20 +1,11 @@
 /// @file train/checkpoint.h
-/// @brief Checkpoint container shared by every trainer: named tensors, integers and strings.
-///
-/// Keys are "/"-separated paths ("step", "model/conv_in_weight", "optimizer/exp_avg/3", ...);
-/// each trainer part (module weights, EMA, optimiser, RNG bundle, data position) writes its
-/// own prefix. On disk it is one flat Dict[str, Tensor | int | str] in PyTorch's zip format
-/// (torch::pickle_save), so Python reads it with `torch.load(path, weights_only=False)` (the dict
-/// carries TorchScript type tags that the weights-only unpickler refuses); files are written with
-/// atomic_write, so a checkpoint on disk is always complete.
+/// @brief Trainers' checkpoints: a TensorArchive (core/tensor_archive.h) holding every part of a
+/// trainer's state, and the helpers that store a TorchScript module's weights in one.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
-#include <cstdint>
-#include <map>
 #include <string>
-#include <vector>
+
+#include "fewstep/core/tensor_archive.h"
 
 namespace torch::jit {
 struct Module;
@@ -22,33 +13,8 @@ struct Module;
 
 namespace fewstep {
 
-class Checkpoint {
- public:
-  void set_tensor(const std::string& key, const at::Tensor& value);
-  void set_int(const std::string& key, int64_t value);
-  void set_string(const std::string& key, const std::string& value);
-
-  bool contains(const std::string& key) const;
-  /// ValueError naming the key and the file it was loaded from when missing or of another kind.
-  const at::Tensor& tensor(const std::string& key) const;
-  int64_t integer(const std::string& key) const;
-  const std::string& string(const std::string& key) const;
-  /// Tensor keys that start with `prefix`, sorted.
-  std::vector<std::string> tensor_keys(const std::string& prefix) const;
-
-  /// Writes atomically (train/atomic_file.h).
-  void save(const std::string& path) const;
-  /// ValueError naming the path if it is missing or not a fewstep checkpoint.
-  static Checkpoint load(const std::string& path);
-  /// Where it was loaded from ("" if built in memory), for messages.
-  const std::string& source() const { return source_; }
-
- private:
-  std::map<std::string, at::Tensor> tensors_;
-  std::map<std::string, int64_t> ints_;
-  std::map<std::string, std::string> strings_;
-  std::string source_;
-};
+/// A trainer's state dict on disk (train/trainer.h).
+using Checkpoint = TensorArchive;
 
 /// Stores every parameter and buffer of `module` (recursively) under "<prefix>/<dotted name>".
 void save_module_state(Checkpoint& checkpoint, const std::string& prefix, const torch::jit::Module& module);

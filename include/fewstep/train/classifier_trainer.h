@@ -21,7 +21,7 @@
 #include <string>
 
 #include "fewstep/nets/network.h"
-#include "fewstep/train/batch_source.h"
+#include "fewstep/data/batch_source.h"
 #include "fewstep/train/optimizer.h"
 #include "fewstep/train/trainer.h"
 

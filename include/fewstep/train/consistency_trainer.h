@@ -38,7 +38,7 @@
 #include "fewstep/nets/network.h"
 #include "fewstep/schedules/schedule.h"
 #include "fewstep/solvers/stepper.h"
-#include "fewstep/train/batch_source.h"
+#include "fewstep/data/batch_source.h"
 #include "fewstep/train/consistency_curriculum.h"
 #include "fewstep/models/consistency_function.h"
 #include "fewstep/train/optimizer.h"

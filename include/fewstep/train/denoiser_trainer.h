@@ -26,7 +26,7 @@
 
 #include "fewstep/nets/network.h"
 #include "fewstep/schedules/schedule.h"
-#include "fewstep/train/batch_source.h"
+#include "fewstep/data/batch_source.h"
 #include "fewstep/train/conditioning.h"
 #include "fewstep/train/dsm_loss.h"
 #include "fewstep/train/optimizer.h"

@@ -10,10 +10,9 @@
 #include <string>
 
 #include "fewstep/nets/network.h"
+#include "fewstep/train/checkpoint.h"
 
 namespace fewstep {
-
-class Checkpoint;
 
 class Ema {
  public:

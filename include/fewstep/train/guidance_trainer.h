@@ -1,6 +1,6 @@
 /// @file train/guidance_trainer.h
 /// @brief Guidance distillation, stage one (Meng et al. 2023, "On distillation of guided diffusion
-/// models"; seed 002): one network that takes the guidance weight as input.
+/// models", Meng et al. 2023, arXiv 2210.03142): one network that takes the guidance weight as input.
 ///
 /// Classifier-free guidance evaluates a class-conditional teacher twice per step,
 ///   out_s(z, t, y) = out(z, t, ∅) + s · (out(z, t, y) − out(z, t, ∅))      (models/guidance.h)
@@ -26,7 +26,7 @@
 #include "fewstep/models/denoiser.h"
 #include "fewstep/nets/network.h"
 #include "fewstep/schedules/schedule.h"
-#include "fewstep/train/batch_source.h"
+#include "fewstep/data/batch_source.h"
 #include "fewstep/train/optimizer.h"
 #include "fewstep/train/trainer.h"
 

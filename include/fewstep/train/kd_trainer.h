@@ -1,5 +1,5 @@
 /// @file train/kd_trainer.h
-/// @brief Knowledge distillation (Luhman & Luhman 2021; seed 002): a few-step student regressed
+/// @brief Knowledge distillation (Luhman & Luhman 2021, arXiv 2101.02388): a few-step student regressed
 /// onto the teacher's long ODE solves from the same x_T.
 ///
 /// The data are RolloutPairs (train/rollout_cache.h): x_T and the teacher's x_0 = Φ_{T→0}(x_T).

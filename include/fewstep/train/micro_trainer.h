@@ -1,5 +1,5 @@
 /// @file train/micro_trainer.h
-/// @brief Partial micro-distillation with a learned step size (seed 000, with DESIGN.md's corrections):
+/// @brief Partial micro-distillation with a learned step size (docs/micro.md; the exact linear factor of docs/design.md §1):
 ///        trains g_ψ (the nonlinear term of the exponential-integrator step) and h_φ (the step size)
 ///        from dense teacher trajectories (micro/trajectories.h).
 ///

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "fewstep/train/checkpoint.h"
 #include "fewstep/train/lr_schedule.h"
 
 namespace torch::optim {
@@ -21,8 +22,6 @@ class AdamW;
 }  // namespace torch::optim
 
 namespace fewstep {
-
-class Checkpoint;
 
 struct OptimizerOptions {
   LrSchedule schedule;

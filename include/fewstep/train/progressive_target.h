@@ -17,7 +17,7 @@
 /// (σ_{t''}/σ_t) α_t) x̃ (DDIM's data form), so the x̃ that makes it land on the teacher's z_{t''} is
 ///   x̃ = (z_{t''} − (σ_{t''}/σ_t) z_t) / (α_{t''} − (σ_{t''}/σ_t) α_t)
 /// with the denominator written σ_{t''} e^{λ_t} expm1(λ_{t''} − λ_t) > 0 (no cancellation).
-/// At the last step (i = 1, t'' = end of the grid, treated as σ_{t''} = 0, DESIGN.md §1) the
+/// At the last step (i = 1, t'' = end of the grid, treated as σ_{t''} = 0, docs/design.md §1) the
 /// formula gives x̃ = z_{t''}/α_{t''} with z_{t''} = the teacher's x̂_0(z_{t'}, t') — the second DDIM
 /// call's data prediction — so the target is the teacher's x̂ itself.
 ///

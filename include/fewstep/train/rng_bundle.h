@@ -13,9 +13,9 @@
 #include <map>
 #include <string>
 
-namespace fewstep {
+#include "fewstep/train/checkpoint.h"
 
-class Checkpoint;
+namespace fewstep {
 
 class RngBundle {
  public:

@@ -1,7 +1,7 @@
 /// @file train/rollout_cache.h
 /// @brief (x_T, teacher x_0) pairs from long teacher solves, cached on disk with their settings.
 ///
-/// Knowledge distillation (Luhman & Luhman 2021; seed 002) regresses a student onto the teacher's
+/// Knowledge distillation (Luhman & Luhman 2021, arXiv 2101.02388) regresses a student onto the teacher's
 /// ODE solution map x_T ↦ x_0. The pairs cost many teacher evaluations, so they are made once:
 /// sample i starts from x_T drawn with seed + i (per-sample generators, so a pair does not depend
 /// on the batch it was made in), is solved with the given stepper on the given grid, and the file

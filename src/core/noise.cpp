@@ -1,4 +1,4 @@
-#include "fewstep/solvers/noise.h"
+#include "fewstep/core/noise.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>

@@ -1,4 +1,4 @@
-#include "fewstep/train/progress_bar.h"
+#include "fewstep/core/progress_bar.h"
 
 #include <unistd.h>
 

@@ -1,11 +1,11 @@
-/// @file solvers/noise.h
+/// @file core/noise.h
 /// @brief Where stochastic steppers get their Gaussian noise: a generator, or one per sample.
 ///
 /// Every random draw takes an explicit generator (k-diffusion's weak spot is the global RNG).
 /// With per-sample seeds each sample owns a generator, so its noise — and therefore the
-/// sample itself — does not depend on which batch it is in or on its position (seed 002:
-/// "freeze the random seed per example"). Per-sample draws are made on the CPU in float64
-/// and then moved to x's device and dtype, so they are also identical across devices.
+/// sample itself — does not depend on which batch it is in or on its position. Per-sample draws
+/// are made on the CPU in float64 and then moved to x's device and dtype, so they are also
+/// identical across devices.
 #pragma once
 
 #include <ATen/core/Generator.h>

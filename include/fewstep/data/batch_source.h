@@ -1,4 +1,4 @@
-/// @file train/batch_source.h
+/// @file data/batch_source.h
 /// @brief The data interface trainers consume: batches on demand plus a checkpointable position.
 ///
 /// Trainers never see where data comes from (Fashion-MNIST, a Gaussian mixture, a user's

@@ -1,4 +1,4 @@
-#include "fewstep/train/atomic_file.h"
+#include "fewstep/core/atomic_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

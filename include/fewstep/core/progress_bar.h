@@ -1,4 +1,4 @@
-/// @file train/progress_bar.h
+/// @file core/progress_bar.h
 /// @brief A tqdm-like one-line progress bar on stderr for training loops.
 ///
 ///   train  37%|███████▍            | 370/1000 [00:12<00:20, 30.1 it/s, loss=0.0123, lr=2.0e-04]

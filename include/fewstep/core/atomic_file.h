@@ -1,4 +1,4 @@
-/// @file train/atomic_file.h
+/// @file core/atomic_file.h
 /// @brief Atomic file replacement: write a temporary file in the target's directory, fsync, rename.
 ///
 /// rename(2) within one file system replaces the target in one step, so a reader (or a run
