@@ -66,7 +66,7 @@ void TensorArchive::save(const std::string& path) const {
   atomic_write_bytes(path, bytes.data(), bytes.size());
 }
 
-Checkpoint TensorArchive::load(const std::string& path) {
+TensorArchive TensorArchive::load(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   FEWSTEP_CHECK_VALUE(in.good(), "Checkpoint.load: cannot open path '", path, "' (missing or unreadable file)");
   const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
