@@ -19,7 +19,7 @@ LAYERS = ["core", "schedules", "nets", "models", "io", "solvers", "control", "sa
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]fewstep/([a-z_]+)/[^">]+[">]')
 UMBRELLA_ENTRY = re.compile(r'^\s*#\s*include\s*"(fewstep/[^"]+)"')
-PLANNING = re.compile(r"seed 00[0-9]|DESIGN\.md|\b[Ii]ssue [0-9]+\b")
+PLANNING = re.compile(r"[Ss]eed[- ]00[0-9]|\b[Tt]he seed's|beyond the seed|DESIGN\.md|\b[Ii]ssue [0-9]+\b")
 
 
 def area_files(root: str):

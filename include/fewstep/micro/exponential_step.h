@@ -4,7 +4,7 @@
 ///
 /// The exact probability-flow step from s to t < s (noise form, docs/design.md §1) is
 ///     x_t = (α_t/α_s) x_s + r(x_s; s, t),      r = −α_t ∫_{λ_s}^{λ_t} e^{−λ} ε̂(x_λ, λ) dλ,
-/// with the linear factor α_t/α_s > 1 going backward (the seed's exp(−½β̄Δt) has the wrong sign).
+/// with the linear factor α_t/α_s > 1 going backward (an exp(−½β̄Δt) factor would have the wrong sign; docs/design.md §1).
 /// Micro-distillation learns the nonlinear residual r. Freezing ε̂ at its value at s gives DDIM:
 ///     r_DDIM = c · ε̂_s,   c = σ_t − (α_t/α_s) σ_s  (< 0),
 /// and the exact r differs from it by O(h²), h = λ_t − λ_s. The learned term is therefore
@@ -46,7 +46,7 @@ struct PreviousEvaluation {
 };
 
 /// g_ψ above: c · (ε̂ + h · N_ψ(x, ε̂, λ_s, h)); with `residual_head` null, DDIM's c · ε̂.
-/// With `history` (an extension beyond the seed, off by default): the step also reuses the previous
+/// With `history` (our extension, off by default): the step also reuses the previous
 /// evaluation, which costs nothing, and g_ψ corrects the two-step DEIS term instead of DDIM's,
 ///     g_ψ = r_DEIS2(ε̂, ε̂_prev) + c · h · N_ψ(x, ε̂, ε̂ − ε̂_prev, λ_s, h, h_prev),
 /// whose error is O(h³) rather than O(h²); an untrained head with history is DEIS-2 (DDIM at the

@@ -16,7 +16,7 @@
 ///     loss = ‖x_0^pred − x_0^true‖² / sg(‖x_0^pred − x_0^true‖²)
 /// (mean over batch and coordinates; sg = stop-gradient), whose gradient is that of log‖·‖²: budgets
 /// from 5 to 20 steps, whose errors differ by orders of magnitude, weigh alike. The step-count term
-/// of the seed's loss is the budget itself (micro/step_size.h): N is fixed by the user, and h_φ
+/// of a λN² penalty is the budget itself (micro/step_size.h): N is fixed by the user, and h_φ
 /// places the N steps; the reported loss value is the plain mean squared error.
 /// Checkpoints (atomic, exact resume): both heads, their EMAs, AdamW, RNG streams, data position.
 #pragma once

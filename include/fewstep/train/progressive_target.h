@@ -21,7 +21,7 @@
 /// formula gives x̃ = z_{t''}/α_{t''} with z_{t''} = the teacher's x̂_0(z_{t'}, t') — the second DDIM
 /// call's data prediction — so the target is the teacher's x̂ itself.
 ///
-/// Seed-002 view: local semigroup matching. Write Φ_{t→s} for a sampler's map from time t to s.
+/// A second view: local semigroup matching. Write Φ_{t→s} for a sampler's map from time t to s.
 /// The teacher's map on its 2N-step grid composes two half steps, Φ_{t'→t''} ∘ Φ_{t→t'}; the
 /// student is trained so that its single step Ψ_{t→t''} equals that composition pointwise on
 /// the z_t the forward process produces. Matching the semigroup property one step at a time

@@ -20,7 +20,7 @@
 /// at each round and `total_steps` set to iterations_per_round: optional warmup, then the decay
 /// from lr to min_lr over the round (linear by default, as in the paper; LrDecay::Cosine allowed).
 ///
-/// Seed-002 view (local semigroup matching): the teacher's flow map Φ_{t→s} obeys the semigroup
+/// Local semigroup matching: the teacher's flow map Φ_{t→s} obeys the semigroup
 /// law Φ_{t→s} = Φ_{u→s} ∘ Φ_{t→u}; a round fits the student's one-step map Ψ_{t→t−1/N} to the
 /// composition of two teacher half steps on the same grid, so after the round Ψ is a one-step
 /// approximation of the teacher's two-step map, locally in t, and the next round composes Ψ again.
