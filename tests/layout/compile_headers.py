@@ -20,10 +20,16 @@ def compile_one(compiler: str, includes: list[str], header: str) -> tuple[str, s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--compiler", required=True)
-    parser.add_argument("--include", action="append", default=[])
+    parser.add_argument("--include", action="append", default=[], help="an include directory (repeatable)")
+    parser.add_argument("--include-file", help="a file of include directories, one per line; the first is fewstep's")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     includes = [d for d in args.include if d]
+    if args.include_file:
+        with open(args.include_file, encoding="utf-8") as f:
+            includes += [line.strip() for line in f if line.strip()]
+    if not includes:
+        parser.error("no include directories: pass --include or --include-file")
     root = os.path.join(includes[0], "fewstep")
     headers = sorted(os.path.join(d, n) for d, _, fs in os.walk(root) for n in fs if n.endswith(".h"))
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
