@@ -47,3 +47,14 @@ def test_bit_identical(computed: dict, key: str) -> None:
     assert got["nfe"] == want["nfe"], key
     assert got["x"].dtype == want["x"].dtype and got["x"].shape == want["x"].shape, key
     assert torch.equal(got["x"], want["x"]), f"{key}: max |diff| = {(got['x'] - want['x']).abs().max().item():.3e}"
+
+
+@pytest.mark.parametrize("mode", sorted(golden.MICRO_SAMPLERS))
+def test_micro_solver_door_runs_the_micro_sampler(mode: str) -> None:
+    # fs.sample(teacher, x_T, solver="micro", path=file, steps=N) is MicroSampler.load(file).sample(teacher, x_T, N):
+    # both heads (the learned step sizes through LearnedStepController), the same bits as the stored sampler run.
+    model, x_T = golden.problem()
+    out = golden.fs.sample(model, x_T, solver="micro", path=str(golden.MICRO_SAMPLERS[mode]), steps=golden.NFE)
+    want = STORED[f"micro/{mode}"]
+    assert out.nfe == want["nfe"]
+    assert torch.equal(out.x, want["x"]), f"max |diff| = {(out.x - want['x']).abs().max().item():.3e}"
