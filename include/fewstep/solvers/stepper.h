@@ -51,6 +51,8 @@ struct StepperTraits {
   std::string summary;                ///< one line, with the paper it implements
   std::vector<std::string> options;   ///< accepted option keys
 
+  /// Not an aggregate (a positional list of unlabelled bools would still compile): build with `named`.
+  StepperTraits() {}
   static StepperTraits named(std::string name, std::string summary);
   StepperTraits& with_order(int value);
   StepperTraits& with_nfe_per_step(int value);
