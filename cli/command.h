@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "fewstep/core/noise.h"
+
 namespace fewstep::cli {
 
 /// Flags shared by every subcommand (accepted before or after the subcommand's name).
@@ -73,13 +75,9 @@ inline CLI::Validator at_least(double lo, bool strict = false) {
 inline CLI::Validator positive() { return at_least(0.0, true); }
 inline CLI::Validator non_negative() { return at_least(0.0); }
 
-/// A seed for another purpose derived from `seed` (splitmix64 finaliser), so streams never coincide.
-inline uint64_t derive_seed(uint64_t seed, uint64_t purpose) {
-  uint64_t z = seed + purpose * 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+/// A seed for another purpose derived from `seed`: the library's counter-based derivation
+/// (core/noise.h, SplitMix64), so streams never coincide.
+using fewstep::derive_seed;
 
 /// The command line as typed (shell-quoted where needed), for model cards.
 std::string command_line();

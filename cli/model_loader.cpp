@@ -12,9 +12,7 @@
 #include "model_card.h"
 #include "schedule_spec.h"
 #include "fewstep/models/model_file.h"
-#include "fewstep/control/pid.h"
 #include "fewstep/schedules/timesteps.h"
-#include "fewstep/core/noise.h"
 #include "fewstep/solvers/registry.h"
 
 namespace fewstep::cli {
@@ -160,26 +158,73 @@ std::vector<uint64_t> sample_seeds(uint64_t seed, int64_t n) {
   return seeds;
 }
 
-at::Tensor initial_noise(const std::vector<int64_t>& shape, const std::vector<uint64_t>& seeds) {
-  return randn_per_sample(shape, seeds, at::TensorOptions().dtype(at::kFloat));
+void add_sampler_flags(CLI::App& app, SamplerFlags& f) {
+  app.add_option("--solver", f.solver, "Solver name (see the list below, or 'fewstep solvers'); default: a distilled "
+                                       "model's own solver, else dpmpp_2m");
+  app.footer(app.get_footer() + "\n" + solver_list());
+  app.add_option("--steps", f.steps, "Steps, as the solver reads them: grid steps for most (NFE = steps x the "
+                                     "solver's evaluations per step; multistep solvers use one per step), the NFE "
+                                     "budget for dpm_solver_fast and micro. Default: a distilled model's own grid, "
+                                     "else " + std::to_string(kDefaultSteps))
+      ->check(positive());
+  app.add_option("--nfe", f.nfe, "Evaluation budget instead of --steps: the step count that spends exactly this "
+                                 "many model evaluations")
+      ->check(positive());
+  app.add_option("--spacing", f.spacing, "Time grid: logsnr (uniform in log-SNR), time, quadratic, karras, "
+                                         "leading/trailing (discrete schedules)")
+      ->check(CLI::IsMember({"logsnr", "time", "quadratic", "karras", "leading", "trailing"}))
+      ->capture_default_str();
+  app.add_option("--option", f.options, "Solver option key=value (repeatable), e.g. --option lower_order_final=false");
+  app.add_option("--rtol", f.rtol, "Adaptive sampling: relative tolerance of a PID step-size controller instead of "
+                                   "a grid (solvers with an error estimate, e.g. dpm_adaptive; default 0.05 when "
+                                   "only --atol is given)");
+  app.add_option("--atol", f.atol, "Adaptive sampling: absolute tolerance (default 0.0078 when only --rtol is given)");
+  app.add_flag("--denoise-to-zero", f.denoise_to_zero, "Finish with the model's x0 prediction at t_min (+1 NFE)");
 }
 
-Solution run_sampler(const LoadedModel& model, const at::Tensor& x_T, const Stepper& stepper,
-                     const std::vector<uint64_t>& seeds, const GridSpec& grid, const StepCallback& on_step) {
-  SampleOptions so;
-  so.denoise_to_zero = grid.denoise_to_zero;
-  // Stochastic solvers: per-sample noise streams distinct from the x_T seeds (else step noise would
-  // repeat x_T's draws), still depending only on the sample's own seed.
-  for (uint64_t s : seeds) so.seeds.push_back(derive_seed(s, 1));
-  so.callback = on_step;
-  if (grid.adaptive()) {
-    PIDController controller(grid.rtol, grid.atol);
-    return sample_adaptive(*model.denoiser, x_T, stepper, controller, model.schedule->t_max(),
-                           model.schedule->t_min(), so);
+SampleRequest sampler_request(const LoadedModel& model, const SamplerFlags& f, const std::vector<uint64_t>& seeds) {
+  if (!f.solver.empty()) {
+    const auto names = stepper_names();
+    if (std::find(names.begin(), names.end(), f.solver) == names.end()) {
+      std::string known;
+      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+      throw UsageError("--solver '" + f.solver + "' is not a solver (expected one of: " + known + ")");
+    }
   }
-  return sample(*model.denoiser, x_T, stepper,
-                grid.explicit_grid.empty() ? timesteps(*model.schedule, grid.steps, grid.spacing) : grid.explicit_grid,
-                so);
+  SampleRequest r;
+  r.model = model.denoiser;
+  r.sample_shape = model.shape;
+  r.options.seeds = seeds;
+  r.solver = f.solver;
+  for (const auto& text : f.options) {
+    auto [key, value] = parse_option(text);
+    r.solver_options.set(key, value);
+  }
+  if (f.steps > 0) r.steps = f.steps;
+  if (f.nfe > 0) r.nfe = f.nfe;
+  r.spacing = parse_spacing(f.spacing);
+  if (!std::isnan(f.rtol)) r.rtol = f.rtol;
+  if (!std::isnan(f.atol)) r.atol = f.atol;
+  r.options.denoise_to_zero = f.denoise_to_zero;
+  r.model_defaults = {model.solver, model.timesteps};
+  r.fallback_steps = kDefaultSteps;
+  return r;
+}
+
+ResolvedSample resolve_request(const SampleRequest& request) {
+  try {
+    return resolve(request);
+  } catch (const c10::ValueError& e) {
+    throw UsageError(e.what_without_backtrace());
+  }
+}
+
+Solution run_request(const ResolvedSample& job) {
+  try {
+    return job.run();
+  } catch (const c10::ValueError& e) {
+    throw UsageError(e.what_without_backtrace());
+  }
 }
 
 }  // namespace fewstep::cli

@@ -1,6 +1,6 @@
 // Shared by the subcommands that sample a model (`fewstep sample`, `fewstep eval`): the model flags,
-// loading a TorchScript denoiser through its sidecar (flags override it), solver construction from
-// --solver/--option, per-sample seeded initial noise, and one sampling run on a fixed or adaptive grid.
+// loading a TorchScript denoiser through its sidecar (flags override it), and the sampler flags, parsed
+// into the library's one sampling request (sample/request.h), which makes every choice.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,6 +17,7 @@
 
 #include "fewstep/core/options.h"
 #include "fewstep/models/denoiser.h"
+#include "fewstep/sample/request.h"
 #include "fewstep/sample/sample.h"
 #include "fewstep/schedules/schedule.h"
 #include "fewstep/solvers/stepper.h"
@@ -68,23 +69,31 @@ std::shared_ptr<const Stepper> make_stepper(const std::string& name, const std::
 
 /// seed, seed + 1, ..., seed + n − 1: sample i starts from noise seeded with seed + i.
 std::vector<uint64_t> sample_seeds(uint64_t seed, int64_t n);
-/// x_T [n, *shape] (float32) where row i depends only on seeds[i].
-at::Tensor initial_noise(const std::vector<int64_t>& shape, const std::vector<uint64_t>& seeds);
 
-/// How to walk from t_max to t_min: a fixed grid of `steps` with `spacing`, or (rtol, atol given)
-/// adaptive steps chosen by a PID controller.
-struct GridSpec {
-  int64_t steps = 10;
+/// The flags that say how to sample: --solver, --option, --steps, --nfe, --spacing, --rtol, --atol,
+/// --denoise-to-zero.
+struct SamplerFlags {
+  std::string solver;                ///< "" = the model file's own solver, else dpmpp_2m
+  std::vector<std::string> options;  ///< key=value
+  int64_t steps = 0, nfe = 0;        ///< 0 = not given
   std::string spacing = "logsnr";
   double rtol = NAN, atol = NAN;
   bool denoise_to_zero = false;
-  std::vector<double> explicit_grid;  ///< used instead of steps/spacing when non-empty
-  bool adaptive() const { return !std::isnan(rtol); }
 };
+/// Steps when neither --steps, --nfe, --rtol/--atol nor the model file's own grid say otherwise.
+constexpr int64_t kDefaultSteps = 10;
 
-/// Samples `model` from x_T with `stepper`; stochastic steppers draw per-sample noise from streams
-/// derived from `seeds` (distinct from the x_T draws). `on_step` (may be empty) sees each step.
-Solution run_sampler(const LoadedModel& model, const at::Tensor& x_T, const Stepper& stepper,
-                     const std::vector<uint64_t>& seeds, const GridSpec& grid, const StepCallback& on_step = {});
+void add_sampler_flags(CLI::App& app, SamplerFlags& flags);
+
+/// The request these flags make for `model`, starting from n samples of per-sample seeds
+/// (x_T = randn_per_sample of the model's shape, float32): the model file's own sampler as defaults,
+/// kDefaultSteps as the fallback. UsageError naming --solver / --option for an unknown solver or a
+/// malformed option.
+SampleRequest sampler_request(const LoadedModel& model, const SamplerFlags& flags, const std::vector<uint64_t>& seeds);
+
+/// resolve(request) and job.run(), with the library's argument errors (ValueError: a bad setting, a
+/// micro sampler given another teacher) as UsageErrors (exit status 2).
+ResolvedSample resolve_request(const SampleRequest& request);
+Solution run_request(const ResolvedSample& job);
 
 }  // namespace fewstep::cli

@@ -26,6 +26,7 @@
 #include "fewstep/metrics/fmnist_evaluator.h"
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/models/model_file.h"
+#include "fewstep/sample/request.h"
 #include "fewstep/sample/sample.h"
 #include "fewstep/schedules/timesteps.h"
 #include "fewstep/core/noise.h"
@@ -190,14 +191,17 @@ class DistillBench : public Command {
       return sample(model, chunk, name, steps, Spacing::LogSNR);
     });
   }
+  // A student on its own grid with its own solver (the request's model-file defaults).
   Run solve_student(const ModelFile& m, const at::Tensor& x_T, const std::string& label) {
-    const auto ddim = solver(m.solver.empty() ? "ddim" : m.solver);
     int64_t offset = 0;  // per-sample noise seeds (consistency sampling re-noises): batch-independent
     return run_batched(x_T, c_.batch, label, !c_.quiet, [&](const at::Tensor& chunk) {
-      SampleOptions so;
-      for (int64_t i = 0; i < chunk.size(0); ++i) so.seeds.push_back(c_.seed + 1000003 + offset + i);
+      SampleRequest request;
+      request.model = borrowed(m.denoiser);
+      request.x_T = chunk;
+      request.model_defaults = {m.solver, m.timesteps};
+      for (int64_t i = 0; i < chunk.size(0); ++i) request.options.seeds.push_back(c_.seed + 1000003 + offset + i);
       offset += chunk.size(0);
-      return sample(m.denoiser, chunk, *ddim, m.timesteps, so);
+      return sample(request);
     });
   }
 

@@ -39,12 +39,9 @@ constexpr const char* kClassifierName = "fmnist-classifier.pt";
 
 struct Config {
   ModelFlags model;
-  std::string solver = "dpmpp_2m", spacing = "logsnr";
-  std::vector<std::string> options;
-  int64_t steps = 10, n = 1000, batch = 500;
+  SamplerFlags sampler;
+  int64_t n = 1000, batch = 500;
   uint64_t seed = 0;
-  double rtol = NAN, atol = NAN;
-  bool denoise_to_zero = false;
   std::string reference_solver = "dpmpp_2m", reference_spacing = "logsnr", reference_file, cache_dir;
   int64_t reference_steps = 1000;
   bool no_reference = false, no_cache = false, no_fd = false, quiet = false;
@@ -111,19 +108,7 @@ class EvalCommand final : public Command {
   void configure(CLI::App& app) override {
     Config& c = config_;
     add_model_flags(app, c.model);
-    app.add_option("--solver", c.solver, "Solver to evaluate (see the list below, or 'fewstep solvers')")
-        ->capture_default_str();
-    app.footer(app.get_footer() + "\n" + solver_list());
-    app.add_option("--steps", c.steps, "Steps of the evaluated solver")->check(positive())->capture_default_str();
-    app.add_option("--spacing", c.spacing, "Time grid of the evaluated solver: logsnr, time, quadratic, karras, "
-                                           "leading/trailing (discrete schedules)")
-        ->check(CLI::IsMember({"logsnr", "time", "quadratic", "karras", "leading", "trailing"}))
-        ->capture_default_str();
-    app.add_option("--option", c.options, "Option key=value of the evaluated solver (repeatable)");
-    app.add_option("--rtol", c.rtol, "Adaptive sampling: relative tolerance (with --atol; replaces --steps by a PID "
-                                     "controller; the whole batch is then sampled at once)");
-    app.add_option("--atol", c.atol, "Adaptive sampling: absolute tolerance");
-    app.add_flag("--denoise-to-zero", c.denoise_to_zero, "Finish with the model's x0 prediction at t_min (+1 NFE)");
+    add_sampler_flags(app, c.sampler);
     app.add_option("--n", c.n, "Number of samples (FD is biased by n: compare values at equal n only)")
         ->check(at_least(2))
         ->capture_default_str();
@@ -161,18 +146,15 @@ class EvalCommand final : public Command {
   int run(const GlobalOptions& global) override {
     Config& c = config_;
     if (!fsys::exists(c.model.model)) throw UsageError("--model '" + c.model.model + "' does not exist");
-    const auto stepper = make_stepper(c.solver, c.options);
-    if (std::isnan(c.rtol) != std::isnan(c.atol)) throw UsageError("--rtol and --atol must be given together");
+    if (!c.sampler.solver.empty()) make_stepper(c.sampler.solver, {});  // a bad --solver fails before loading
     if (!c.json_out.empty()) {
       const std::string dir = fsys::path(c.json_out).parent_path().string();
       if (!dir.empty() && !fsys::is_directory(dir))
         throw UsageError("--json '" + c.json_out + "': directory '" + dir + "' does not exist");
     }
     const bool want_reference = !c.no_reference;
-    std::shared_ptr<const Stepper> ref_stepper;
     if (want_reference && c.reference_file.empty()) {
-      ref_stepper = make_stepper(c.reference_solver, {}, "--reference-solver");
-      if (ref_stepper->traits().stochastic)
+      if (make_stepper(c.reference_solver, {}, "--reference-solver")->traits().stochastic)
         throw UsageError("--reference-solver '" + c.reference_solver + "' is stochastic; the reference must be a "
                          "deterministic solve (e.g. dpmpp_2m, ddim, heun)");
     }
@@ -202,27 +184,28 @@ class EvalCommand final : public Command {
     }
 
     const std::vector<uint64_t> seeds = sample_seeds(c.seed, c.n);
-    const at::Tensor x_T = initial_noise(model.shape, seeds);
-    const GridSpec grid{c.steps, c.spacing, c.rtol, c.atol, c.denoise_to_zero};
-    const std::string label = c.solver + (grid.adaptive() ? " adaptive" : " " + std::to_string(c.steps));
+    const ResolvedSample job = resolve_request(sampler_request(model, c.sampler, seeds));
+    const at::Tensor x_T = job.x_T;
+    const int64_t steps = job.adaptive() ? 0 : static_cast<int64_t>(job.grid.size()) - 1;
+    const std::string label = job.solver + (job.adaptive() ? " adaptive" : " " + std::to_string(steps));
     const auto t0 = Clock::now();
     int64_t nfe = 0;
-    const at::Tensor samples = sample_all(model, x_T, *stepper, seeds, grid, label, &nfe);
+    const at::Tensor samples = sample_all(job, label, &nfe);
     const double sample_seconds = seconds_since(t0);
 
     // Reference from the same x_T.
     json ref_json = nullptr;
     at::Tensor reference;
-    if (want_reference) reference = get_reference(model, x_T, seeds, ref_stepper, &ref_json);
+    if (want_reference) reference = get_reference(model, x_T, seeds, &ref_json);
 
     json out = {{"model", model.identity()},
-                {"solver", c.solver},
-                {"options", c.options},
-                {"steps", grid.adaptive() ? json(nullptr) : json(c.steps)},
-                {"spacing", c.spacing},
-                {"rtol", grid.adaptive() ? json(c.rtol) : json(nullptr)},
-                {"atol", grid.adaptive() ? json(c.atol) : json(nullptr)},
-                {"denoise_to_zero", c.denoise_to_zero},
+                {"solver", job.solver},
+                {"options", c.sampler.options},
+                {"steps", job.adaptive() ? json(nullptr) : json(steps)},
+                {"spacing", c.sampler.spacing},
+                {"rtol", job.adaptive() && !std::isnan(c.sampler.rtol) ? json(c.sampler.rtol) : json(nullptr)},
+                {"atol", job.adaptive() && !std::isnan(c.sampler.atol) ? json(c.sampler.atol) : json(nullptr)},
+                {"denoise_to_zero", c.sampler.denoise_to_zero},
                 {"n", c.n},
                 {"seed", c.seed},
                 {"nfe", nfe},
@@ -236,11 +219,11 @@ class EvalCommand final : public Command {
     std::ostringstream o;
     o << "model          " << model.path << " (" << model.schedule->repr() << ", " << model.prediction
       << " prediction)\n";
-    o << "sampler        " << label << (grid.adaptive() ? "" : " steps (" + c.spacing + ")") << ", NFE " << nfe
+    o << "sampler        " << label << (job.adaptive() ? "" : " steps (" + c.sampler.spacing + ")") << ", NFE " << nfe
       << ", n " << c.n << ", seed " << c.seed << ": " << fmt(sample_seconds, "%.2f") << " s ("
       << fmt(1000.0 * sample_seconds / static_cast<double>(c.n), "%.3g") << " ms/sample)\n";
-    if (stepper->traits().stochastic)
-      o << "note           " << c.solver << " is stochastic: its coupled error includes its own noise\n";
+    if (job.stepper->traits().stochastic)
+      o << "note           " << job.solver << " is stochastic: its coupled error includes its own noise\n";
     if (reference.defined()) {
       const CoupledError e = coupled_error(samples, reference);
       out["coupled_error"] = {{"median", e.median}, {"mean", e.mean}, {"rmse", e.rmse}, {"max", e.max}};
@@ -278,24 +261,24 @@ class EvalCommand final : public Command {
   }
 
  private:
-  // Samples x_T in chunks of --batch (per-sample seeds make chunking invisible on fixed grids);
+  // Runs `job` over its x_T in chunks of --batch (per-sample seeds make chunking invisible on fixed grids);
   // adaptive runs sample everything at once so that their NFE is one number.
-  at::Tensor sample_all(const LoadedModel& model, const at::Tensor& x_T, const Stepper& stepper,
-                        const std::vector<uint64_t>& seeds, const GridSpec& grid, const std::string& label,
-                        int64_t* nfe) const {
-    const int64_t n = x_T.size(0);
-    const int64_t batch = grid.adaptive() ? n : std::min(config_.batch, n);
-    const int64_t per_chunk = grid.adaptive() ? 0 : grid.steps;
+  at::Tensor sample_all(const ResolvedSample& job, const std::string& label, int64_t* nfe) const {
+    const int64_t n = job.x_T.size(0);
+    const int64_t batch = job.adaptive() ? n : std::min(config_.batch, n);
+    const int64_t per_chunk = job.adaptive() ? 0 : static_cast<int64_t>(job.grid.size()) - 1;
     const int64_t chunks = (n + batch - 1) / batch;
     ProgressBar bar(per_chunk * chunks, label, !config_.quiet);
     std::vector<at::Tensor> parts;
     for (int64_t k = 0; k < chunks; ++k) {
       const int64_t start = k * batch, m = std::min(batch, n - start);
-      const std::vector<uint64_t> chunk_seeds(seeds.begin() + start, seeds.begin() + start + m);
-      const Solution sol = run_sampler(model, x_T.narrow(0, start, m), stepper, chunk_seeds, grid,
-                                       [&](const StepInfo& info) {
-                                         bar.update(k * per_chunk + info.index + 1, {{"nfe", double(info.nfe)}});
-                                       });
+      ResolvedSample chunk = job;
+      chunk.x_T = job.x_T.narrow(0, start, m);
+      chunk.options.seeds.assign(job.options.seeds.begin() + start, job.options.seeds.begin() + start + m);
+      chunk.options.callback = [&](const StepInfo& info) {
+        bar.update(k * per_chunk + info.index + 1, {{"nfe", double(info.nfe)}});
+      };
+      const Solution sol = run_request(chunk);
       *nfe = sol.nfe;
       parts.push_back(sol.x);
     }
@@ -304,7 +287,7 @@ class EvalCommand final : public Command {
   }
 
   at::Tensor get_reference(const LoadedModel& model, const at::Tensor& x_T, const std::vector<uint64_t>& seeds,
-                           const std::shared_ptr<const Stepper>& stepper, json* info) const {
+                           json* info) const {
     const Config& c = config_;
     const std::vector<int64_t> want = x_T.sizes().vec();
     auto check_shape = [&](const at::Tensor& x, const std::string& what) {
@@ -352,8 +335,14 @@ class EvalCommand final : public Command {
     }
     const auto t0 = Clock::now();
     int64_t nfe = 0;
-    const GridSpec grid{c.reference_steps, c.reference_spacing, NAN, NAN, false};
-    const at::Tensor x = sample_all(model, x_T, *stepper, seeds, grid, "reference " + c.reference_solver, &nfe);
+    SamplerFlags flags;
+    flags.solver = c.reference_solver;
+    flags.steps = c.reference_steps;
+    flags.spacing = c.reference_spacing;
+    SampleRequest request = sampler_request(model, flags, seeds);
+    request.x_T = x_T;
+    request.sample_shape.clear();
+    const at::Tensor x = sample_all(resolve_request(request), "reference " + c.reference_solver, &nfe);
     const double seconds = seconds_since(t0);
     (*info)["nfe"] = nfe;
     (*info)["seconds"] = seconds;

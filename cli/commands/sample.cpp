@@ -1,6 +1,7 @@
 // `fewstep sample`: loads a TorchScript denoiser with its schedule and prediction (from the sidecar
-// `fewstep train` wrote, or from flags), samples it with any registered solver from per-sample seeded
-// noise, and writes a PNG: an image grid for [C, H, W] samples, a scatter plot for vectors.
+// `fewstep train` wrote, or from flags), samples it through the library's sampling request
+// (sample/request.h) from per-sample seeded noise, and writes a PNG: an image grid for [C, H, W]
+// samples, a scatter plot for vectors.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -12,9 +13,9 @@
 
 #include "../command.h"
 #include "../model_loader.h"
-#include "fewstep/micro/micro_sampler.h"
 #include "fewstep/io/png.h"
 #include "fewstep/core/progress_bar.h"
+#include "fewstep/core/tensor_archive.h"
 
 namespace fewstep::cli {
 namespace {
@@ -24,12 +25,11 @@ using json = nlohmann::json;
 
 struct Config {
   ModelFlags model;
-  std::string solver = "dpmpp_2m", spacing = "logsnr", out = "grid.png", micro;
-  int64_t steps = 10, n = 16, nrow = 0, padding = 2, size = 512;
+  SamplerFlags sampler;
+  std::string out = "grid.png", micro, save_samples;
+  int64_t n = 16, nrow = 0, padding = 2, size = 512;
   uint64_t seed = 0;
-  double rtol = NAN, atol = NAN;
-  bool denoise_to_zero = false, quiet = false;
-  std::vector<std::string> options;
+  bool quiet = false;
 };
 
 // Vectors as a scatter plot of their first two coordinates, on a square canvas spanning the
@@ -63,20 +63,11 @@ class SampleCommand final : public Command {
   void configure(CLI::App& app) override {
     Config& c = config_;
     add_model_flags(app, c.model);
-    solver_flag_ = app.add_option("--solver", c.solver, "Solver name (see the list below, or 'fewstep solvers')")
-        ->capture_default_str();
-    app.footer(app.get_footer() + "\n" + solver_list());
-    steps_flag_ = app.add_option("--steps", c.steps, "Solver steps on the time grid (NFE = steps x the solver's evaluations per "
-                                       "step for single-step solvers; multistep solvers use one per step)")
-        ->check(positive())
-        ->capture_default_str();
-    app.add_option("--spacing", c.spacing, "Time grid: logsnr (uniform in log-SNR), time, quadratic, karras, "
-                                           "leading/trailing (discrete schedules)")
-        ->check(CLI::IsMember({"logsnr", "time", "quadratic", "karras", "leading", "trailing"}))
-        ->capture_default_str();
+    add_sampler_flags(app, c.sampler);
     app.add_option("--n", c.n, "Number of samples")->check(positive())->capture_default_str();
     app.add_option("--seed", c.seed, "Sample i starts from noise seeded with seed + i, so '--seed 5 --n 1' "
-                                     "reproduces sample 5 of '--seed 0 --n 16'")
+                                     "reproduces sample 5 of '--seed 0 --n 16' (stochastic solvers draw their step "
+                                     "noise from other streams of the same seeds)")
         ->capture_default_str();
     app.add_option("--out", c.out, "PNG to write: a grid of the images, or a scatter plot of the first two "
                                    "coordinates for vector samples")
@@ -90,64 +81,38 @@ class SampleCommand final : public Command {
     app.add_option("--size", c.size, "Width and height of a scatter plot in pixels")
         ->check(positive())
         ->capture_default_str();
-    app.add_option("--option", c.options, "Solver option key=value (repeatable), e.g. --option "
-                                          "lower_order_final=false");
-    app.add_option("--rtol", c.rtol, "Adaptive sampling: relative tolerance; with --atol, replaces --steps by a "
-                                     "PID step-size controller (solvers with an error estimate, e.g. dpm_adaptive)");
-    app.add_option("--atol", c.atol, "Adaptive sampling: absolute tolerance");
-    app.add_option("--micro", c.micro, "A micro-distilled sampler (fewstep distill micro) of this --model: --steps is "
-                                       "then its budget of teacher evaluations (learned step sizes and nonlinear term)");
-    app.add_flag("--denoise-to-zero", c.denoise_to_zero, "Finish with the model's x0 prediction at t_min (+1 NFE)");
+    app.add_option("--micro", c.micro, "A micro-distilled sampler (fewstep distill micro) of this --model: the solver "
+                                       "'micro' with this file; --steps is then its budget of teacher evaluations "
+                                       "(learned step sizes and nonlinear term)");
+    app.add_option("--save-samples", c.save_samples, "Also write the samples to this file: {\"x\": float32 [n, ...], "
+                                                     "\"nfe\", \"steps\", \"solver\"} (torch.load(path, "
+                                                     "weights_only=False) reads it; fewstep eval --reference takes it)");
     app.add_flag("--quiet", c.quiet, "No progress bar or summary line");
   }
 
   int run(const GlobalOptions& global) override {
     Config& c = config_;
     if (!fsys::exists(c.model.model)) throw UsageError("--model '" + c.model.model + "' does not exist");
-    if (std::isnan(c.rtol) != std::isnan(c.atol)) throw UsageError("--rtol and --atol must be given together");
-    const std::string out_dir = fsys::path(c.out).parent_path().string();
-    if (!out_dir.empty() && !fsys::is_directory(out_dir))
-      throw UsageError("--out '" + c.out + "': directory '" + out_dir + "' does not exist");
-    if (solver_flag_->count() > 0) make_stepper(c.solver, c.options);  // a bad --solver fails before loading
+    for (const auto& [flag, file] : {std::pair<std::string, std::string>{"--out", c.out}, {"--save-samples", c.save_samples}}) {
+      const std::string dir = fsys::path(file).parent_path().string();
+      if (!dir.empty() && !fsys::is_directory(dir))
+        throw UsageError(flag + " '" + file + "': directory '" + dir + "' does not exist");
+    }
+    if (!c.micro.empty()) {
+      if (!c.sampler.solver.empty()) throw UsageError("--micro is the solver 'micro' with that file; drop --solver");
+      c.sampler.solver = "micro";
+    }
+    if (!c.sampler.solver.empty()) make_stepper(c.sampler.solver, {});  // a bad --solver fails before loading
     const LoadedModel model = load_model(c.model);
     const std::vector<int64_t>& shape = model.shape;
-    GridSpec grid{c.steps, c.spacing, c.rtol, c.atol, c.denoise_to_zero};
-    // A distilled student samples on its own grid unless the flags choose another.
-    if (!model.timesteps.empty() && solver_flag_->count() == 0 && steps_flag_->count() == 0 && !grid.adaptive()) {
-      c.solver = model.solver;
-      grid.explicit_grid = model.timesteps;
-      grid.steps = static_cast<int64_t>(model.timesteps.size()) - 1;
-    }
-    std::shared_ptr<const MicroSampler> micro;
-    if (!c.micro.empty()) {
-      if (grid.adaptive() || solver_flag_->count() > 0)
-        throw UsageError("--micro chooses its own steps and step rule; drop --solver/--rtol/--atol");
-      try {
-        micro = MicroSampler::load(c.micro);
-      } catch (const c10::Error& e) {
-        throw UsageError("--micro: " + std::string(e.what_without_backtrace()));
-      }
-      c.solver = "micro " + to_string(micro->info().mode);
-    }
-    const std::shared_ptr<const Stepper> stepper = micro ? nullptr : make_stepper(c.solver, c.options);
-
-    const std::vector<uint64_t> seeds = sample_seeds(c.seed, c.n);
-    const at::Tensor x_T = initial_noise(shape, seeds);
-    ProgressBar bar(grid.adaptive() ? 0 : grid.steps, "sample " + c.solver, !c.quiet);
+    SampleRequest request = sampler_request(model, c.sampler, sample_seeds(c.seed, c.n));
+    if (!c.micro.empty()) request.solver_options.set("path", c.micro);
+    ResolvedSample job = resolve_request(request);
+    const std::string label = job.solver + (c.micro.empty() ? "" : " " + c.micro);
+    ProgressBar bar(job.adaptive() ? 0 : static_cast<int64_t>(job.grid.size()) - 1, "sample " + label, !c.quiet);
+    job.options.callback = [&](const StepInfo& info) { bar.update(info.index + 1, {{"nfe", double(info.nfe)}}); };
     const auto t0 = std::chrono::steady_clock::now();
-    const StepCallback on_step = [&](const StepInfo& info) { bar.update(info.index + 1, {{"nfe", double(info.nfe)}}); };
-    Solution sol;
-    if (micro) {
-      SampleOptions so;
-      so.callback = on_step;
-      try {
-        sol = micro->sample(*model.denoiser, x_T, c.steps, so);
-      } catch (const c10::ValueError& e) {
-        throw UsageError("--micro: " + std::string(e.what_without_backtrace()));
-      }
-    } else {
-      sol = run_sampler(model, x_T, *stepper, seeds, grid, on_step);
-    }
+    const Solution sol = run_request(job);
     bar.close();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
@@ -162,8 +127,16 @@ class SampleCommand final : public Command {
       throw UsageError("cannot draw samples of this --shape as a PNG (expected [C, H, W] or a vector of >= 2)");
     }
     write_png(c.out, image);
+    if (!c.save_samples.empty()) {
+      TensorArchive archive;
+      archive.set_tensor("x", sol.x.contiguous());
+      archive.set_int("nfe", sol.nfe);
+      archive.set_int("steps", sol.steps);
+      archive.set_string("solver", job.solver);
+      archive.save(c.save_samples);
+    }
     if (!c.quiet) {
-      std::cerr << "fewstep sample: " << c.n << " samples, " << c.solver << ", " << sol.steps << " steps, " << sol.nfe
+      std::cerr << "fewstep sample: " << c.n << " samples, " << label << ", " << sol.steps << " steps, " << sol.nfe
                 << " NFE in " << seconds << " s -> " << c.out << " (" << image.size(1) << "x" << image.size(0)
                 << ")\n";
     }
@@ -172,8 +145,6 @@ class SampleCommand final : public Command {
 
  private:
   Config config_;
-  CLI::Option* solver_flag_ = nullptr;
-  CLI::Option* steps_flag_ = nullptr;
 };
 
 const bool registered = register_command(

@@ -4,12 +4,14 @@
 #pragma once
 
 #include "fewstep/control/controller.h"
+#include "fewstep/control/grid.h"
 #include "fewstep/control/pid.h"
 #include "fewstep/core/atomic_file.h"
 #include "fewstep/core/check.h"
 #include "fewstep/core/noise.h"
 #include "fewstep/core/options.h"
 #include "fewstep/core/progress_bar.h"
+#include "fewstep/core/registry.h"
 #include "fewstep/core/tensor_archive.h"
 #include "fewstep/data/batch_source.h"
 #include "fewstep/data/fashion_mnist.h"
@@ -47,6 +49,7 @@
 #include "fewstep/psld/splitting.h"
 #include "fewstep/psld/training.h"
 #include "fewstep/sample/reference.h"
+#include "fewstep/sample/request.h"
 #include "fewstep/sample/sample.h"
 #include "fewstep/schedules/schedule.h"
 #include "fewstep/schedules/schedule_spec.h"

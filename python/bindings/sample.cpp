@@ -9,16 +9,15 @@
 #include <optional>
 #include <string>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "fewstep/core/check.h"
 #include "fewstep/core/options.h"
 #include "fewstep/models/denoiser.h"
 #include "fewstep/sample/reference.h"
+#include "fewstep/sample/request.h"
 #include "fewstep/sample/sample.h"
 #include "fewstep/core/noise.h"
-#include "fewstep/solvers/registry.h"
 
 #include "options.h"
 
@@ -145,51 +144,52 @@ void bind_sample(py::module_& m) {
       });
 
   m.def(
-      "_plan",
-      [](const std::shared_ptr<fewstep::Denoiser>& model, const std::string& solver, const py::dict& solver_options,
-         int64_t steps, const std::string& spacing, std::optional<double> t_start,
-         std::optional<double> t_end) -> py::object {
-        FEWSTEP_CHECK_TYPE(model != nullptr, "model should be a fewstep.Denoiser, got None");
-        auto stepper = fewstep::solver(solver, options_from_dict(solver_options));
-        auto plan = stepper->plan(model->schedule_ref(), steps, fewstep::parse_spacing(spacing), t_start, t_end);
-        if (!plan) return py::none();
-        py::dict options;
-        for (const auto& [key, value] : plan->options.values())
-          std::visit([&options, &key = key](const auto& v) { options[py::str(key)] = py::cast(v); }, value);
-        return py::make_tuple(double_tensor(plan->grid), options);
-      },
-      py::arg("model"), py::arg("solver"), py::arg("solver_options"), py::arg("steps"), py::arg("spacing"),
-      py::arg("t_start"), py::arg("t_end"),
-      "The grid and options a solver plans for `steps` (Stepper::plan), or None for a plain timesteps grid.");
-
-  m.def(
       "_sample",
       [](const std::shared_ptr<fewstep::Denoiser>& model, const at::Tensor& x_T, const std::string& solver,
-         const py::object& timesteps, const py::dict& solver_options, bool denoise_to_zero, bool check_finite,
-         bool keep_trajectory, const py::object& callback, std::optional<at::Generator> generator,
-         const std::vector<uint64_t>& seeds) {
+         const py::dict& solver_options, std::optional<int64_t> steps, std::optional<int64_t> nfe,
+         const py::object& timesteps, const std::string& spacing, std::optional<double> t_start,
+         std::optional<double> t_end, std::optional<double> rtol, std::optional<double> atol,
+         const std::shared_ptr<fewstep::StepController>& controller, const std::string& model_solver,
+         const py::object& model_timesteps, bool denoise_to_zero, bool check_finite, bool keep_trajectory,
+         const py::object& callback, std::optional<at::Generator> generator, const std::vector<uint64_t>& seeds) {
         FEWSTEP_CHECK_TYPE(model != nullptr, "model should be a fewstep.Denoiser, got None");
-        fewstep::Options options = options_from_dict(solver_options);
-        std::vector<double> grid = grid_from_object(timesteps);
-        fewstep::SampleOptions sample_options;
-        sample_options.denoise_to_zero = denoise_to_zero;
-        sample_options.check_finite = check_finite;
-        sample_options.keep_trajectory = keep_trajectory;
-        sample_options.generator = std::move(generator);
-        sample_options.seeds = seeds;
-        if (!callback.is_none()) sample_options.callback = python_callback(callback);
-        auto stepper = fewstep::solver(solver, options);
+        fewstep::SampleRequest request;
+        request.model = model;
+        request.x_T = x_T;
+        request.solver = solver;
+        request.solver_options = options_from_dict(solver_options);
+        request.steps = steps;
+        request.nfe = nfe;
+        if (!timesteps.is_none()) request.timesteps = grid_from_object(timesteps);
+        request.spacing = fewstep::parse_spacing(spacing);
+        request.t_start = t_start;
+        request.t_end = t_end;
+        request.rtol = rtol;
+        request.atol = atol;
+        request.controller = controller;
+        request.model_defaults.solver = model_solver;
+        if (!model_timesteps.is_none()) request.model_defaults.timesteps = grid_from_object(model_timesteps);
+        request.options.denoise_to_zero = denoise_to_zero;
+        request.options.check_finite = check_finite;
+        request.options.keep_trajectory = keep_trajectory;
+        request.options.generator = std::move(generator);
+        request.options.seeds = seeds;
+        if (!callback.is_none()) request.options.callback = python_callback(callback);
         auto solution = std::make_shared<fewstep::Solution>();
         {
           py::gil_scoped_release release;
-          *solution = fewstep::sample(*model, x_T, *stepper, grid, sample_options);
+          *solution = fewstep::sample(request);
         }
         return solution;
       },
-      py::arg("model"), py::arg("x_T"), py::arg("solver"), py::arg("timesteps"), py::arg("solver_options"),
-      py::arg("denoise_to_zero"), py::arg("check_finite"), py::arg("keep_trajectory"), py::arg("callback"),
-      py::arg("generator"), py::arg("seeds") = std::vector<uint64_t>{},
-      "Low-level driver: runs `solver` over an explicit grid. Use fewstep.sample instead.");
+      py::arg("model"), py::arg("x_T"), py::kw_only(), py::arg("solver") = "", py::arg("solver_options") = py::dict(),
+      py::arg("steps") = py::none(), py::arg("nfe") = py::none(), py::arg("timesteps") = py::none(),
+      py::arg("spacing") = "logsnr", py::arg("t_start") = py::none(), py::arg("t_end") = py::none(),
+      py::arg("rtol") = py::none(), py::arg("atol") = py::none(), py::arg("controller") = nullptr,
+      py::arg("model_solver") = "", py::arg("model_timesteps") = py::none(), py::arg("denoise_to_zero") = false,
+      py::arg("check_finite") = false, py::arg("keep_trajectory") = false, py::arg("callback") = py::none(),
+      py::arg("generator") = py::none(), py::arg("seeds") = std::vector<uint64_t>{},
+      "One sampling request (sample/request.h), interpreted and run in C++. Use fewstep.sample.");
 
   m.def(
       "_randn_per_sample",
@@ -200,36 +200,9 @@ void bind_sample(py::module_& m) {
       "Float64 CPU noise of shape [len(seeds), *sample_shape] whose row i depends only on seeds[i]. "
       "Use fewstep.randn instead.");
 
-  m.def(
-      "_sample_adaptive",
-      [](const std::shared_ptr<fewstep::Denoiser>& model, const at::Tensor& x_T, const std::string& solver,
-         const std::shared_ptr<fewstep::StepController>& controller, const py::dict& solver_options,
-         std::optional<double> t_start, std::optional<double> t_end, bool denoise_to_zero, bool check_finite,
-         bool keep_trajectory, const py::object& callback, std::optional<at::Generator> generator,
-         const std::vector<uint64_t>& seeds) {
-        FEWSTEP_CHECK_TYPE(model != nullptr, "model should be a fewstep.Denoiser, got None");
-        FEWSTEP_CHECK_TYPE(controller != nullptr, "controller should be a fewstep.StepController, got None");
-        fewstep::Options options = options_from_dict(solver_options);
-        fewstep::SampleOptions sample_options;
-        sample_options.denoise_to_zero = denoise_to_zero;
-        sample_options.check_finite = check_finite;
-        sample_options.keep_trajectory = keep_trajectory;
-        sample_options.generator = std::move(generator);
-        sample_options.seeds = seeds;
-        if (!callback.is_none()) sample_options.callback = python_callback(callback);
-        auto solution = std::make_shared<fewstep::Solution>();
-        {
-          py::gil_scoped_release release;
-          *solution = fewstep::sample_adaptive(*model, x_T, solver, *controller, options, sample_options, t_start,
-                                               t_end);
-        }
-        return solution;
-      },
-      py::arg("model"), py::arg("x_T"), py::arg("solver"), py::arg("controller"), py::arg("solver_options"),
-      py::arg("t_start"), py::arg("t_end"), py::arg("denoise_to_zero"), py::arg("check_finite"),
-      py::arg("keep_trajectory"), py::arg("callback"), py::arg("generator"),
-      py::arg("seeds") = std::vector<uint64_t>{},
-      "Low-level adaptive driver: `solver` stepped by `controller` from t_start to t_end. Use fewstep.sample.");
+  m.def("step_noise_seed", &fewstep::step_noise_seed, py::arg("seed"),
+        "The seed of the step-noise stream of a sample with per-sample seed `seed` (docs/sampling.md): "
+        "SplitMix64 of (seed, stream 1), never equal to the x_T stream of the same seed.");
 
   py::class_<fewstep::ReferenceResult, std::shared_ptr<fewstep::ReferenceResult>>(
       m, "ReferenceResult", "Result of fewstep.reference_solve.")

@@ -18,6 +18,8 @@ py::dict traits_dict(const fewstep::StepperTraits& t) {
   d["stochastic"] = t.stochastic;
   d["has_error_estimate"] = t.has_error_estimate;
   d["multistep"] = t.multistep;
+  d["revises_start"] = t.revises_start;
+  d["adaptive_by_default"] = t.adaptive_by_default;
   d["summary"] = t.summary;
   d["options"] = t.options;
   return d;

@@ -55,6 +55,7 @@ from ._fewstep import (
     solver_names,
     solvers,
     spacings,
+    step_noise_seed,
 )
 from ._sampling import StepInfo, randn, reference_solve, sample, timesteps, validate_grid
 from . import train
@@ -179,6 +180,7 @@ __all__ = [
     "solver_names",
     "solvers",
     "spacings",
+    "step_noise_seed",
     "teacher_rollouts",
     "timesteps",
     "torch_version",

@@ -1,4 +1,4 @@
-"""Python layer over the C++ sampling driver: grids, progress bars and callbacks."""
+"""Python layer over the C++ sampling request (sample/request.h): argument types, progress bars, callbacks."""
 
 from __future__ import annotations
 
@@ -109,7 +109,8 @@ def randn(
     ``shape`` is the full shape, batch first, like :func:`torch.randn`; ``shape[0]`` must equal
     ``len(seeds)``. Rows are drawn in float64 on the CPU from one generator per seed, then cast to
     ``dtype`` (default ``torch.get_default_dtype()``) and moved to ``device``, so a sample's noise is the
-    same whatever batch it is in, and on every device. Use with ``fewstep.sample(..., seeds=seeds)``.
+    same whatever batch it is in, and on every device. Use with ``fewstep.sample(..., seeds=seeds)``, whose
+    step noise comes from other streams of the same seeds (:func:`step_noise_seed`, docs/sampling.md).
     """
     seed_list = _check_seeds(seeds)
     dims = (shape,) if isinstance(shape, int) else tuple(shape)
@@ -121,20 +122,25 @@ def randn(
     return out.to(dtype=dtype if dtype is not None else torch.get_default_dtype(), device=device)
 
 
-def _step_hook(bar: Any, callback: Optional[Callable[["StepInfo"], None]]) -> Optional[Callable[[dict], None]]:
-    """The per-step function handed to C++: advances the progress bar and calls the user's callback."""
-    if bar is None and callback is None:
-        return None
+def _step_hook(progress: bool, solver: str,
+               callback: Optional[Callable[["StepInfo"], None]]) -> tuple[Optional[Callable[[dict], None]], list]:
+    """The per-step function handed to C++ (advances a progress bar, calls the user's callback) and a
+    one-element list that receives the bar, made at the first step once the number of steps is known."""
+    bars: list = []
+    if not progress and callback is None:
+        return None, bars
 
     def on_step(raw: dict) -> None:
         info = StepInfo(**raw)
-        if bar is not None:
-            bar.set_postfix(t=f"{info.t_next:.4g}", nfe=info.nfe, refresh=False)
-            bar.update(1)
+        if progress:
+            if not bars:  # num_steps is -1 when a controller chooses the steps
+                bars.append(_progress_bar(info.num_steps if info.num_steps >= 0 else None, solver))
+            bars[0].set_postfix(t=f"{info.t_next:.4g}", nfe=info.nfe, refresh=False)
+            bars[0].update(1)
         if callback is not None:
             callback(info)
 
-    return on_step
+    return on_step, bars
 
 
 def sample(
@@ -159,49 +165,63 @@ def sample(
     controller: Optional[_fewstep.StepController] = None,
     label: Union[int, torch.Tensor, None] = None,
     guidance: Optional[float] = None,
+    nfe: Optional[int] = None,
     **solver_options: Union[bool, int, float, str],
 ) -> _fewstep.Solution:
     """Sample from ``model`` starting at ``x_T``, with a registered solver, in C++.
 
+    The arguments make one sampling request (docs/sampling.md), interpreted in C++ exactly as
+    ``fewstep sample`` and the C++ ``SampleRequest`` interpret theirs: the same request spends the same
+    NFE and gives the same bits through every door.
+
     ``model`` may also be a model file (``.pt`` with its ``.json`` sidecar, as ``fewstep train`` and
     ``fewstep distill`` write them): a distilled student then samples on its own grid with its own
-    solver unless ``solver``, ``steps`` or ``timesteps`` say otherwise (``fs.sample("student-4step.pt",
-    x_T)`` makes 4 network calls). ``label`` and ``guidance`` condition a class-conditional model file.
+    solver unless ``solver``, ``steps``, ``nfe``, ``timesteps`` or a tolerance say otherwise
+    (``fs.sample("student-4step.pt", x_T)`` makes 4 network calls). ``label`` and ``guidance`` condition a
+    class-conditional model file.
 
-    Give either ``steps`` (with ``spacing``, ``t_start``, ``t_end``; see :func:`timesteps`) or
-    an explicit ``timesteps`` grid. The loop runs in C++ with the GIL released; Python networks
-    and the callback retake it per call, and exceptions they raise reach the caller unchanged.
+    Say how to step with one of ``steps`` (with ``spacing``, ``t_start``, ``t_end``; see :func:`timesteps`),
+    ``nfe``, an explicit ``timesteps`` grid, or adaptive step control (``rtol``/``atol`` or
+    ``controller``). The loop runs in C++ with the GIL released; Python networks and the callback retake
+    it per call, and exceptions they raise reach the caller unchanged.
 
     Args:
         model: a :class:`Denoiser`, or the path of a model file.
         x_T: the starting state at ``t_start``; its dtype and device are kept throughout.
         solver: a name from :func:`solvers` (ValueError listing them otherwise); default ``"dpmpp_2m"``, or a
             student model file's own solver.
-        steps: number of steps of a generated grid.
+        steps: steps of a generated grid, as the solver reads them (its plan): grid steps for most solvers,
+            the evaluation budget for ``dpm_solver_fast``, the budget of a ``micro`` sampler file (whose
+            step-size head then places the steps).
         spacing: grid spacing for ``steps`` (``"logsnr"``, ``"time"``, ``"karras"``, ...).
         timesteps: explicit decreasing grid (tensor or sequence of floats).
-        t_start: start time for ``steps`` (default ``schedule.t_max``).
-        t_end: end time for ``steps`` (default ``schedule.t_min``).
+        t_start: start time for ``steps`` / adaptive runs (default ``schedule.t_max``).
+        t_end: end time for ``steps`` / adaptive runs (default ``schedule.t_min``).
         lower_order_final: solver option of multistep solvers (passed only if not None).
         denoise_to_zero: after the last step, return the model's x0 prediction (one more call).
         check_finite: raise at the first step producing NaN/Inf (costs a sync per step).
-        keep_trajectory: keep ``x`` at every grid point in ``Solution.trajectory``.
+        keep_trajectory: keep ``x`` at every grid point in ``Solution.trajectory`` (UniPC: the corrected
+            values).
         progress: show a tqdm progress bar (postfix: current ``t`` and ``nfe``).
-        callback: called after every step with a :class:`StepInfo`.
+        callback: called after every step with a :class:`StepInfo` (UniPC: once the next step has
+            corrected ``x``, with the corrected value).
         generator: random generator for stochastic solvers (on ``x_T``'s device).
-        seeds: one integer seed per sample (``len(seeds) == x_T.shape[0]``), instead of ``generator``:
-            sample ``i`` draws its noise from its own generator seeded with ``seeds[i]``, so it does not
-            depend on the batch it is in or its position (pair with :func:`randn` for ``x_T``).
+        seeds: the per-sample seeds of ``x_T`` (``len(seeds) == x_T.shape[0]``; pair with :func:`randn`),
+            instead of ``generator``: sample ``i`` draws its step noise from its own stream, derived from
+            ``seeds[i]`` (:func:`step_noise_seed`) and never equal to its ``x_T`` draw, so it does not
+            depend on the batch it is in or its position.
         rtol, atol: adaptive step size instead of a grid, for solvers with an error estimate
             (``dpm_adaptive``, ``dpm_solver_12``, ``dpm_solver_23``, ``heun_euler``): a
             :class:`PIDController` with these tolerances. Either defaults to DPM-Solver's value
             (rtol 0.05, atol 0.0078) when only the other is given, and both do for
-            ``solver="dpm_adaptive"`` without steps/timesteps.
+            ``solver="dpm_adaptive"`` without steps/nfe/timesteps.
         controller: a :class:`StepController` (e.g. ``PIDController(rtol=..., atol=..., pcoeff=0.4,
             icoeff=0.3)``) for adaptive step size, instead of rtol/atol.
         label: class label (int, or a ``[batch]`` integer tensor) for a class-conditional model file.
         guidance: guidance scale for a class-conditional model file (classifier-free guidance, or the
             guidance input of a guidance-distilled student).
+        nfe: an evaluation budget instead of ``steps``: the step count that spends exactly ``nfe`` model
+            evaluations (ValueError if the solver cannot).
         **solver_options: further solver options (bool, int, float or str).
 
     Returns:
@@ -209,135 +229,46 @@ def sample(
         included), ``.steps``, ``.accepted``/``.rejected`` (adaptive),
         ``.timesteps`` (float64 tensor), ``.trajectory`` (if kept) and ``.stats``.
     """
+    model_solver, model_timesteps = "", None
     if isinstance(model, (str, os.PathLike)):
         file = _fewstep.load_model_file(os.fspath(model), label, guidance)
         model = file["denoiser"]
-        if (file["timesteps"] is not None and solver is None and steps is None and timesteps is None
-                and rtol is None and atol is None and controller is None):
-            solver, timesteps = file["solver"], file["timesteps"]
+        if file["timesteps"] is not None:
+            model_solver, model_timesteps = file["solver"] or "", file["timesteps"]
     elif label is not None or guidance is not None:
         raise ValueError("label/guidance apply to a model file path; for a Denoiser, build it with them "
                          "(fs.Denoiser.guided or fs.load_model_file(path, label, guidance))")
     _check_type(model, _fewstep.Denoiser, "model", "a fewstep.Denoiser or a model file path")
     _check_type(x_T, torch.Tensor, "x_T", "a torch.Tensor")
-    if solver is None:
-        solver = "dpmpp_2m"
-    _check_type(solver, str, "solver", "a str")
-    if steps is not None and timesteps is not None:
-        raise ValueError("pass either steps= or timesteps=, not both")
-    adaptive = _adaptive_controller(solver, steps, timesteps, rtol, atol, controller)
+    if solver is not None:
+        _check_type(solver, str, "solver", "a str")
+    if steps is not None:
+        _check_type(steps, int, "steps", "an int")
+    if nfe is not None:
+        _check_type(nfe, int, "nfe", "an int")
+    if controller is not None:
+        _check_type(controller, _fewstep.StepController, "controller", "a fewstep.StepController (e.g. PIDController)")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback should be callable, got {type(callback).__name__}")
     if generator is not None:
         _check_type(generator, torch.Generator, "generator", "a torch.Generator")
     seed_list = _check_seeds(seeds) if seeds is not None else []
-    if seeds is not None:
-        if generator is not None:
-            raise ValueError("pass either generator= or seeds=, not both")
-        if x_T.dim() < 1 or len(seed_list) != x_T.shape[0]:
-            raise ValueError(f"seeds should give one seed per sample: got {len(seed_list)} seeds for x_T of shape "
-                             f"{tuple(x_T.shape)}")
-
-    if adaptive is not None:
-        return _sample_adaptive(model, x_T, solver, adaptive, t_start, t_end, lower_order_final, solver_options,
-                                denoise_to_zero, check_finite, keep_trajectory, progress, callback, generator,
-                                seed_list)
-
-    if steps is not None:
-        _check_type(steps, int, "steps", "an int")
-        grid = _fewstep.timesteps(model.schedule, steps, spacing, t_start, t_end, 7.0)
-    else:
-        if t_start is not None or t_end is not None:
-            raise ValueError("t_start/t_end apply to steps=; an explicit timesteps= grid already fixes them")
-        grid = timesteps
-
     options = dict(solver_options)
     if lower_order_final is not None:
         options["lower_order_final"] = lower_order_final
-    if steps is not None:
-        # A solver may plan its own grid for `steps` (dpm_solver_fast: steps is the evaluation budget).
-        planned = _fewstep._plan(model, solver, options, steps, spacing, t_start, t_end)
-        if planned is not None:
-            grid, options = planned
 
-    bar = _progress_bar(len(grid) - 1, solver) if progress else None
-
-    hook = _step_hook(bar, callback)
+    hook, bars = _step_hook(progress, solver or model_solver or "sample", callback)
     try:
         return _fewstep._sample(
-            model, x_T, solver, grid, options, bool(denoise_to_zero), bool(check_finite),
-            bool(keep_trajectory), hook, generator, seeds=seed_list,
+            model, x_T, solver=solver or "", solver_options=options, steps=steps, nfe=nfe, timesteps=timesteps,
+            spacing=spacing, t_start=t_start, t_end=t_end,
+            rtol=None if rtol is None else float(rtol), atol=None if atol is None else float(atol),
+            controller=controller, model_solver=model_solver, model_timesteps=model_timesteps,
+            denoise_to_zero=bool(denoise_to_zero), check_finite=bool(check_finite),
+            keep_trajectory=bool(keep_trajectory), callback=hook, generator=generator, seeds=seed_list,
         )
     finally:
-        if bar is not None:
-            bar.close()
-
-
-# DPM-Solver's adaptive defaults (Lu et al. 2022, official code): atol 0.0078 ~ 1/128 for data in [-1, 1].
-DPM_SOLVER_RTOL = 0.05
-DPM_SOLVER_ATOL = 0.0078
-
-
-def _adaptive_controller(
-    solver: str,
-    steps: Optional[int],
-    timesteps: Optional[TimeGrid],
-    rtol: Optional[float],
-    atol: Optional[float],
-    controller: Optional[_fewstep.StepController],
-) -> Optional[_fewstep.StepController]:
-    """The controller of an adaptive run, or None for a fixed grid (ValueError if neither is asked for)."""
-    tolerances = rtol is not None or atol is not None
-    gridded = steps is not None or timesteps is not None
-    if controller is not None and tolerances:
-        raise ValueError("pass either rtol=/atol= or controller=, not both (set the tolerances on the controller)")
-    if gridded and (controller is not None or tolerances):
-        raise ValueError("steps=/timesteps= fix the grid while rtol=/atol=/controller= choose the steps adaptively; "
-                         "pass one or the other")
-    if gridded:
-        return None
-    if controller is not None:
-        _check_type(controller, _fewstep.StepController, "controller", "a fewstep.StepController (e.g. PIDController)")
-        return controller
-    if not tolerances and solver != "dpm_adaptive":
-        hint = ""
-        if solver in _fewstep.solver_names() and _fewstep.solver_info(solver)["has_error_estimate"]:
-            hint = f"; solver '{solver}' gives an error estimate, so rtol=/atol= or controller= also work"
-        raise ValueError("pass steps= (with spacing=) or an explicit timesteps= grid" + hint)
-    return _fewstep.PIDController(rtol=DPM_SOLVER_RTOL if rtol is None else float(rtol),
-                                  atol=DPM_SOLVER_ATOL if atol is None else float(atol))
-
-
-def _sample_adaptive(
-    model: _fewstep.Denoiser,
-    x_T: torch.Tensor,
-    solver: str,
-    controller: _fewstep.StepController,
-    t_start: Optional[float],
-    t_end: Optional[float],
-    lower_order_final: Optional[bool],
-    solver_options: dict,
-    denoise_to_zero: bool,
-    check_finite: bool,
-    keep_trajectory: bool,
-    progress: bool,
-    callback: Optional[Callable[[StepInfo], None]],
-    generator: Optional[torch.Generator],
-    seed_list: list[int],
-) -> _fewstep.Solution:
-    options = dict(solver_options)
-    if lower_order_final is not None:
-        options["lower_order_final"] = lower_order_final
-    bar = _progress_bar(None, solver) if progress else None  # the number of steps is not known in advance
-
-    hook = _step_hook(bar, callback)
-    try:
-        return _fewstep._sample_adaptive(
-            model, x_T, solver, controller, options, t_start, t_end, bool(denoise_to_zero), bool(check_finite),
-            bool(keep_trajectory), hook, generator, seeds=seed_list,
-        )
-    finally:
-        if bar is not None:
+        for bar in bars:
             bar.close()
 
 

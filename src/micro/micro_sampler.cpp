@@ -9,7 +9,7 @@
 #include "fewstep/core/check.h"
 #include "fewstep/micro/micro_stepper.h"
 #include "fewstep/micro/step_size.h"
-#include "fewstep/solvers/registry.h"
+#include "fewstep/sample/request.h"
 #include "fewstep/core/atomic_file.h"
 
 namespace fewstep {
@@ -184,35 +184,44 @@ std::shared_ptr<const MicroSampler> MicroSampler::load(const std::string& path) 
   return sampler;
 }
 
-namespace {
-
-// check: the stepper verifies the teacher at the first step of each run (not needed when the caller did).
-std::shared_ptr<const Stepper> make_stepper(const MicroSampler& sampler, bool check) {
-  if (sampler.info().mode == MicroMode::StepSize)
-    return solver("deis", {{"order", int64_t{2}}, {"variable", std::string("lambda")}});
+std::shared_ptr<const Stepper> MicroSampler::stepper() const {
   // A copy that owns its heads: the stepper may outlive this object.
-  auto self = std::make_shared<MicroSampler>(sampler);
-  return std::make_shared<MicroStepper>(learned_nonlinear_term(self), check ? self : nullptr);
+  return std::make_shared<MicroStepper>(std::make_shared<MicroSampler>(*this));
 }
-
-}  // namespace
-
-std::shared_ptr<const Stepper> MicroSampler::stepper() const { return make_stepper(*this, true); }
 
 std::shared_ptr<const StepController> MicroSampler::controller(int64_t nfe) const {
   if (!step_size_) return nullptr;
   return std::make_shared<LearnedStepController>(step_size_, nfe, info_.spread);
 }
 
+StepPlan MicroSampler::plan(const NoiseSchedule& schedule, int64_t nfe, Spacing spacing, std::optional<double> t_start,
+                            std::optional<double> t_end) const {
+  FEWSTEP_CHECK_VALUE(nfe >= 1, "micro sampler: nfe (teacher evaluations) must be >= 1, got ", nfe);
+  StepPlan plan;
+  plan.stepper = stepper();
+  plan.t_start = t_start.value_or(info_.t_start);
+  plan.t_end = t_end.value_or(info_.t_end);
+  plan.controller = controller(nfe);
+  if (plan.controller) {
+    FEWSTEP_CHECK_VALUE(spacing == Spacing::LogSNR, "micro sampler ", source_.empty() ? "(in memory)" : "'" + source_ + "'",
+                        " places its steps with its step-size head; spacing '", to_string(spacing),
+                        "' applies to fixed grids only");
+  } else {
+    plan.grid = timesteps(schedule, nfe, spacing, plan.t_start, plan.t_end);
+  }
+  return plan;
+}
+
 Solution MicroSampler::sample(const Denoiser& teacher, const at::Tensor& x_T, int64_t nfe,
                               const SampleOptions& options) const {
   FEWSTEP_CHECK_VALUE(nfe >= 1, "MicroSampler.sample: nfe (teacher evaluations) must be >= 1, got ", nfe);
-  check_teacher(teacher);
-  const auto step = make_stepper(*this, false);
-  if (const auto control = controller(nfe))
-    return sample_adaptive(teacher, x_T, *step, *control, info_.t_start, info_.t_end, options);
-  std::vector<double> grid = timesteps(teacher.schedule_ref(), nfe, Spacing::LogSNR, info_.t_start, info_.t_end);
-  return fewstep::sample(teacher, x_T, *step, grid, options);
+  SampleRequest request;
+  request.model = borrowed(teacher);
+  request.x_T = x_T;
+  request.stepper = stepper();
+  request.steps = nfe;
+  request.options = options;
+  return fewstep::sample(request);
 }
 
 int64_t MicroSampler::residual_parameters() const { return count(residual_); }

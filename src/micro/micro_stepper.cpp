@@ -14,16 +14,11 @@ namespace fewstep {
 namespace {
 
 const StepperTraits& micro_traits() {
-  static const StepperTraits traits = [] {
-    StepperTraits t;
-    t.name = "micro";
-    t.order = 1;
-    t.nfe_per_step = 1;
-    t.summary = "micro-distilled exponential integrator: exact linear part + learned nonlinear term "
-                "g_psi (option path = a `fewstep distill micro` file; without it the step is DDIM)";
-    t.options = {"path"};
-    return t;
-  }();
+  static const StepperTraits traits =
+      StepperTraits::named("micro",
+                           "micro-distilled exponential integrator: exact linear part + learned nonlinear term g_psi "
+                           "(option path = a `fewstep distill micro` file; without it the step is DDIM)")
+          .with_options({"path"});
   return traits;
 }
 
@@ -50,18 +45,22 @@ NonlinearTerm learned_nonlinear_term(std::shared_ptr<const MicroSampler> sampler
   return head_term(sampler->residual().get(), sampler->info().heads.history, sampler);
 }
 
+MicroStepper::MicroStepper(std::shared_ptr<const MicroSampler> sampler) : sampler_(std::move(sampler)) {
+  FEWSTEP_CHECK_VALUE(sampler_ != nullptr, "MicroStepper: the sampler must not be null");
+  if (sampler_->residual() != nullptr) {
+    term_ = learned_nonlinear_term(sampler_);
+  } else {
+    inner_ = solver("deis", {{"order", int64_t{2}}, {"variable", std::string("lambda")}});
+  }
+}
+
 MicroStepper::MicroStepper(const Options& options) {
   options.check_known(micro_traits().options, "solver 'micro'");
   const std::string path = options.get_string("path", "");
-  if (!path.empty()) {
-    sampler_ = MicroSampler::load(path);
-    FEWSTEP_CHECK_VALUE(sampler_->residual() != nullptr, "solver 'micro': the sampler at path '", path,
-                        "' has no residual head (mode '", to_string(sampler_->info().mode),
-                        "'); sample it with MicroSampler::sample (C++), fewstep.MicroSampler.sample (Python) or fewstep "
-                        "sample --micro");
-    term_ = learned_nonlinear_term(sampler_);
-  } else {
+  if (path.empty()) {
     term_ = head_term(nullptr, false, nullptr);
+  } else {
+    *this = MicroStepper(MicroSampler::load(path));
   }
 }
 
@@ -73,8 +72,9 @@ MicroStepper::MicroStepper(NonlinearTerm term, std::shared_ptr<const MicroSample
 const StepperTraits& MicroStepper::traits() const { return micro_traits(); }
 
 StepResult MicroStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
-                              const StepContext&) const {
-  if (sampler_ && state.steps_taken == 0) sampler_->check_teacher(model.model());
+                              const StepContext& ctx) const {
+  if (sampler_ && ctx.index == 0) sampler_->check_teacher(model.model());
+  if (inner_) return inner_->step(model, x, s, t, std::move(state), ctx);
   const DenoiserOutput out = model(x, s);
   const NoiseSchedule& schedule = model.schedule();
   const double linear = std::exp(schedule.log_alpha(t) - schedule.log_alpha(s));
@@ -87,8 +87,13 @@ StepResult MicroStepper::step(ModelEvaluator& model, const at::Tensor& x, double
   result.x0 = out.x0;
   result.state = std::move(state);
   result.state.history.assign(1, HistoryEntry{s, out.x0, out.eps});  // the latest evaluation only
-  ++result.state.steps_taken;
   return result;
+}
+
+std::optional<StepPlan> MicroStepper::plan(const NoiseSchedule& schedule, int64_t steps, Spacing spacing,
+                                           std::optional<double> t_start, std::optional<double> t_end) const {
+  if (!sampler_) return std::nullopt;
+  return sampler_->plan(schedule, steps, spacing, t_start, t_end);
 }
 
 // `micro` joins the solver registry from here, so the solvers layer never includes micro/.

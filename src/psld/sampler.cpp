@@ -24,9 +24,9 @@ PsldSamplerEntry entry(SplittingScheme scheme) {
                           }};
 }
 
-std::vector<PsldSamplerEntry> build_registry() {
+const PsldSamplerRegistry& registry() {
   // One line per sampler.
-  return {
+  static const PsldSamplerRegistry instance("psld sampler", {
       entry<PsldEulerMaruyama>(),
       entry<PsldOdeEuler>(),
       entry<PsldOdeHeun>(),
@@ -37,7 +37,8 @@ std::vector<PsldSamplerEntry> build_registry() {
       entry<PsldReducedSplitting>(SplittingScheme::OBA),
       entry<PsldReducedSplitting>(SplittingScheme::BAO),
       entry<PsldReducedSplitting>(SplittingScheme::OBAB),
-  };
+  });
+  return instance;
 }
 
 }  // namespace
@@ -47,25 +48,12 @@ int64_t PsldSampler::nfe_for_steps(int64_t steps) const {
   return steps <= 0 ? 0 : steps * tr.nfe_per_step + tr.extra_first_step;
 }
 
-const std::vector<PsldSamplerEntry>& registered_psld_samplers() {
-  static const std::vector<PsldSamplerEntry> registry = build_registry();
-  return registry;
-}
+const std::vector<PsldSamplerEntry>& registered_psld_samplers() { return registry().entries(); }
 
-std::vector<std::string> psld_sampler_names() {
-  std::vector<std::string> names;
-  for (const auto& e : registered_psld_samplers()) names.push_back(e.traits.name);
-  return names;
-}
+std::vector<std::string> psld_sampler_names() { return registry().names(); }
 
 std::shared_ptr<const PsldSampler> psld_sampler(const std::string& name, const Options& options) {
-  for (const auto& e : registered_psld_samplers()) {
-    if (e.traits.name == name) return e.make(options);
-  }
-  std::string names;
-  for (const auto& n : psld_sampler_names()) names += (names.empty() ? "" : ", ") + n;
-  FEWSTEP_CHECK_VALUE(false, "unknown psld sampler '", name, "'; registered: ", names);
-  return nullptr;
+  return registry().make(name, options);
 }
 
 std::vector<double> psld_grid(const PsldProcess& process, int64_t steps, double t_start, double t_end) {

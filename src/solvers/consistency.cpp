@@ -12,17 +12,15 @@ ConsistencyStepper::ConsistencyStepper(const Options& options) {
 }
 
 const StepperTraits& ConsistencyStepper::traits() const {
-  static const StepperTraits traits{
-      "consistency", 1, 1, true, false, false,
-      "Multistep consistency sampling (Song et al. 2023, Algorithm 1): x0 = f(x, t), re-noised to the next time",
-      {}};
+  static const StepperTraits traits = StepperTraits::named("consistency",
+      "Multistep consistency sampling (Song et al. 2023, Algorithm 1): x0 = f(x, t), re-noised to the next time")
+      .with_stochastic();
   return traits;
 }
 
 StepResult ConsistencyStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t,
                                     SolverState state, const StepContext& ctx) const {
   const auto out = model(x, s);
-  state.steps_taken += 1;
   if (ctx.is_last()) return StepResult{out.x0, out.x0, std::nullopt, std::move(state)};
   const NoiseSchedule& schedule = model.schedule();
   // The boundary ε the model's x̂ lives at: the grid's end, or the schedule's t_min (adaptive drivers).

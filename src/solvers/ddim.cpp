@@ -31,16 +31,16 @@ DdimStepper::DdimStepper(const Options& options) {
   FEWSTEP_CHECK_VALUE(std::isfinite(eta_) && eta_ >= 0.0 && eta_ <= 1.0,
                       "solver 'ddim': eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like ancestral), got ",
                       eta_);
-  traits_ = StepperTraits{"ddim", 1, 1, eta_ > 0.0, false, false,
-                          "DDIM (Song et al. 2021, eq. 12/16): eta = 0 deterministic first-order exponential "
-                          "integrator (default), eta > 0 stochastic with sigma_t(eta)",
-                          {"eta"}};
+  traits_ = StepperTraits::named("ddim",
+      "DDIM (Song et al. 2021, eq. 12/16): eta = 0 deterministic first-order exponential integrator (default), eta "
+      "> 0 stochastic with sigma_t(eta)")
+      .with_stochastic(eta_ > 0.0)
+      .with_options({"eta"});
 }
 
 StepResult DdimStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
                              const StepContext& ctx) const {
   auto out = model(x, s);
-  state.steps_taken += 1;
   if (eta_ == 0.0) {
     return StepResult{ddim_update(model.schedule(), x, out.x0, s, t), out.x0, std::nullopt, std::move(state)};
   }

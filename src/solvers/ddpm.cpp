@@ -9,8 +9,9 @@ namespace fewstep {
 DdpmStepper::DdpmStepper(const Options& options) { options.check_known(traits().options, "solver 'ddpm'"); }
 
 const StepperTraits& DdpmStepper::traits() const {
-  static const StepperTraits traits{"ddpm", 1, 1, true, false, false,
-                                    "DDPM ancestral sampling of q(x_t | x_s, x0_hat) (Ho et al. 2020, eq. 6-7)", {}};
+  static const StepperTraits traits = StepperTraits::named("ddpm",
+      "DDPM ancestral sampling of q(x_t | x_s, x0_hat) (Ho et al. 2020, eq. 6-7)")
+      .with_stochastic();
   return traits;
 }
 
@@ -27,7 +28,6 @@ StepResult DdpmStepper::step(ModelEvaluator& model, const at::Tensor& x, double 
   const double c_0 = schedule.alpha(t) * var_ratio;
   const double std_dev = schedule.sigma(t) * std::sqrt(var_ratio);
   auto z = detail::draw_noise(ctx, x, "ddpm");
-  state.steps_taken += 1;
   return StepResult{x * c_x + out.x0 * c_0 + z * std_dev, out.x0, std::nullopt, std::move(state)};
 }
 

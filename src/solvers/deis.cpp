@@ -112,15 +112,12 @@ DeisStepper::DeisStepper(const Options& options) {
   lower_order_final_steps_ = options.get_int("lower_order_final_steps", 10);
   FEWSTEP_CHECK_VALUE(lower_order_final_steps_ >= 0, "solver 'deis': lower_order_final_steps must be >= 0, got ",
                       lower_order_final_steps_);
-  traits_ = StepperTraits{"deis",
-                          static_cast<int>(order_),
-                          1,
-                          false,
-                          false,
-                          true,
-                          "DEIS: exact linear part + polynomial extrapolation of eps in t, lambda or rho "
-                          "(tAB/rhoAB-DEIS, Zhang & Chen 2022, arXiv 2204.13902)",
-                          deis_option_names()};
+  traits_ = StepperTraits::named("deis",
+      "DEIS: exact linear part + polynomial extrapolation of eps in t, lambda or rho (tAB/rhoAB-DEIS, Zhang & Chen "
+      "2022, arXiv 2204.13902)")
+      .with_order(static_cast<int>(order_))
+      .with_multistep()
+      .with_options(deis_option_names());
 }
 
 StepResult DeisStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
@@ -140,7 +137,6 @@ StepResult DeisStepper::step(ModelEvaluator& model, const at::Tensor& x, double 
   auto x_next = x * deis_linear_factor(schedule, s, t) + deis_nonlinear_term(schedule, times, eps, t, variable_);
   hist.push_back(HistoryEntry{s, out.x0, out.eps});
   if (static_cast<int64_t>(hist.size()) > order_ - 1) hist.erase(hist.begin(), hist.end() - (order_ - 1));
-  state.steps_taken += 1;
   return StepResult{x_next, out.x0, std::nullopt, std::move(state)};
 }
 

@@ -17,15 +17,14 @@ DpmAdaptiveStepper::DpmAdaptiveStepper(const Options& options) {
     pair_ = std::make_shared<DpmSolver23Stepper>();
   }
   const auto& p = pair_->traits();
-  traits_ = StepperTraits{"dpm_adaptive",
-                          p.order,
-                          p.nfe_per_step,
-                          false,
-                          true,
-                          false,
-                          "DPM-Solver's adaptive solver (Lu et al. 2022, sec. 4): the DPM-Solver-12 (order=2) or -23 "
-                          "(order=3, default) pair under a PID controller in lambda",
-                          {"order"}};
+  traits_ = StepperTraits::named("dpm_adaptive",
+      "DPM-Solver's adaptive solver (Lu et al. 2022, sec. 4): the DPM-Solver-12 (order=2) or -23 (order=3, default) "
+      "pair under a PID controller in lambda")
+      .with_order(p.order)
+      .with_nfe_per_step(p.nfe_per_step)
+      .with_error_estimate()
+      .with_adaptive_default()
+      .with_options({"order"});
 }
 
 StepResult DpmAdaptiveStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,

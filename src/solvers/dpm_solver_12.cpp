@@ -14,9 +14,11 @@ DpmSolver12Stepper::DpmSolver12Stepper(const Options& options) {
 }
 
 const StepperTraits& DpmSolver12Stepper::traits() const {
-  static const StepperTraits traits{
-      "dpm_solver_12", 2, 2, false, true, false,
-      "DPM-Solver-12 (Lu et al. 2022, sec. 4): DPM-Solver-2 with an embedded DPM-Solver-1 error estimate", {}};
+  static const StepperTraits traits = StepperTraits::named("dpm_solver_12",
+      "DPM-Solver-12 (Lu et al. 2022, sec. 4): DPM-Solver-2 with an embedded DPM-Solver-1 error estimate")
+      .with_order(2)
+      .with_nfe_per_step(2)
+      .with_error_estimate();
   return traits;
 }
 
@@ -33,7 +35,6 @@ StepResult DpmSolver12Stepper::step(ModelEvaluator& model, const at::Tensor& x, 
   auto u = x * std::exp(sc.log_alpha(s1) - sc.log_alpha(s)) - out_s.eps * (sc.sigma(s1) * std::expm1(kR1 * h));
   auto out_s1 = model(u, s1);
   auto error = (out_s1.eps - out_s.eps) * (-sc.sigma(t) * phi / (2 * kR1));
-  state.steps_taken += 1;
   return StepResult{x_low + error, out_s1.x0, error, std::move(state)};
 }
 

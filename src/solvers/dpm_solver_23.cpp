@@ -15,9 +15,11 @@ DpmSolver23Stepper::DpmSolver23Stepper(const Options& options) {
 }
 
 const StepperTraits& DpmSolver23Stepper::traits() const {
-  static const StepperTraits traits{
-      "dpm_solver_23", 3, 3, false, true, false,
-      "DPM-Solver-23 (Lu et al. 2022, sec. 4): DPM-Solver-3 with an embedded DPM-Solver-2 error estimate", {}};
+  static const StepperTraits traits = StepperTraits::named("dpm_solver_23",
+      "DPM-Solver-23 (Lu et al. 2022, sec. 4): DPM-Solver-3 with an embedded DPM-Solver-2 error estimate")
+      .with_order(3)
+      .with_nfe_per_step(3)
+      .with_error_estimate();
   return traits;
 }
 
@@ -46,7 +48,6 @@ StepResult DpmSolver23Stepper::step(ModelEvaluator& model, const at::Tensor& x, 
             d1 * ((kR2 / kR1) * sigma_s2 * (phi_r2 / (kR2 * h) - 1));
   auto out_s2 = model(u2, s2);
   auto x_high = x_first - (out_s2.eps - eps_s) * (sigma_t / kR2 * (phi / h - 1));
-  state.steps_taken += 1;
   auto error = x_high - x_low;
   return StepResult{x_high, out_s2.x0, error, std::move(state)};
 }

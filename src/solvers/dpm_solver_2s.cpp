@@ -55,10 +55,11 @@ DpmSolver2SStepper::DpmSolver2SStepper(const Options& options) {
 }
 
 const StepperTraits& DpmSolver2SStepper::traits() const {
-  static const StepperTraits traits{
-      "dpm_solver_2s", 2, 2, false, false, false,
-      "DPM-Solver-2, singlestep, noise prediction (Lu et al. 2022, arXiv 2206.00927, Alg. 1)",
-      {"variant", "r1"}};
+  static const StepperTraits traits = StepperTraits::named("dpm_solver_2s",
+      "DPM-Solver-2, singlestep, noise prediction (Lu et al. 2022, arXiv 2206.00927, Alg. 1)")
+      .with_order(2)
+      .with_nfe_per_step(2)
+      .with_options({"variant", "r1"});
   return traits;
 }
 
@@ -66,7 +67,6 @@ StepResult DpmSolver2SStepper::step(ModelEvaluator& model, const at::Tensor& x, 
                                     SolverState state, const StepContext& /*ctx*/) const {
   auto at_s = model(x, s);
   auto update = dpm_solver_2_update(model, x, at_s, s, t, r1_, variant_);
-  state.steps_taken += 1;
   return StepResult{update.x, update.x0, std::nullopt, std::move(state)};
 }
 

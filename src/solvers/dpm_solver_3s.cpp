@@ -51,10 +51,11 @@ DpmSolver3SStepper::DpmSolver3SStepper(const Options& options) {
 }
 
 const StepperTraits& DpmSolver3SStepper::traits() const {
-  static const StepperTraits traits{
-      "dpm_solver_3s", 3, 3, false, false, false,
-      "DPM-Solver-3, singlestep, noise prediction (Lu et al. 2022, arXiv 2206.00927, Alg. 2)",
-      {"variant", "r1", "r2"}};
+  static const StepperTraits traits = StepperTraits::named("dpm_solver_3s",
+      "DPM-Solver-3, singlestep, noise prediction (Lu et al. 2022, arXiv 2206.00927, Alg. 2)")
+      .with_order(3)
+      .with_nfe_per_step(3)
+      .with_options({"variant", "r1", "r2"});
   return traits;
 }
 
@@ -62,7 +63,6 @@ StepResult DpmSolver3SStepper::step(ModelEvaluator& model, const at::Tensor& x, 
                                     SolverState state, const StepContext& /*ctx*/) const {
   auto at_s = model(x, s);
   auto update = dpm_solver_3_update(model, x, at_s, s, t, r1_, r2_, variant_);
-  state.steps_taken += 1;
   return StepResult{update.x, update.x0, std::nullopt, std::move(state)};
 }
 

@@ -36,10 +36,11 @@ DpmSolverFastStepper::DpmSolverFastStepper(const Options& options) {
 }
 
 const StepperTraits& DpmSolverFastStepper::traits() const {
-  static const StepperTraits traits{
-      "dpm_solver_fast", 3, 3, false, false, false,
-      "DPM-Solver-fast: orders 3,...,3 then 2/1 spending exactly steps = NFE (Lu et al. 2022, arXiv 2206.00927)",
-      {"variant", "nfe"}};
+  static const StepperTraits traits = StepperTraits::named("dpm_solver_fast",
+      "DPM-Solver-fast: orders 3,...,3 then 2/1 spending exactly steps = NFE (Lu et al. 2022, arXiv 2206.00927)")
+      .with_order(3)
+      .with_nfe_per_step(3)
+      .with_options({"variant", "nfe"});
   return traits;
 }
 
@@ -48,7 +49,7 @@ int DpmSolverFastStepper::order_of(int64_t index, int64_t num_steps) const {
     const auto orders = dpm_solver_fast_orders(nfe_);
     FEWSTEP_CHECK_VALUE(num_steps == static_cast<int64_t>(orders.size()), "solver 'dpm_solver_fast': nfe = ", nfe_,
                         " plans ", orders.size(), " steps, but the grid has ", num_steps,
-                        "; pass steps=", nfe_, " to sample() (which plans the grid) or a grid of ", orders.size(),
+                        "; pass steps=", nfe_, " (the request plans the grid) or a grid of ", orders.size(),
                         " steps");
     return orders[index];
   }
@@ -68,7 +69,6 @@ StepResult DpmSolverFastStepper::step(ModelEvaluator& model, const at::Tensor& x
   } else {
     update = SinglestepUpdate{dpm_solver_1_update(model.schedule(), x, at_s.eps, s, t), at_s.x0};
   }
-  state.steps_taken += 1;
   return StepResult{update.x, update.x0, std::nullopt, std::move(state)};
 }
 
@@ -90,7 +90,7 @@ std::optional<StepPlan> DpmSolverFastStepper::plan(const NoiseSchedule& schedule
     plan.grid.push_back(fine[0]);
     for (int order : orders) plan.grid.push_back(fine[at += order]);
   }
-  plan.options = Options{{"variant", to_string(variant_)}, {"nfe", steps}};
+  plan.stepper = std::make_shared<DpmSolverFastStepper>(Options{{"variant", to_string(variant_)}, {"nfe", steps}});
   return plan;
 }
 

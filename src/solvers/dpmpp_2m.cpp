@@ -14,14 +14,11 @@ DpmSolverPP2MStepper::DpmSolverPP2MStepper(const Options& options) {
 }
 
 const StepperTraits& DpmSolverPP2MStepper::traits() const {
-  static const StepperTraits traits{"dpmpp_2m",
-                                    2,
-                                    1,
-                                    false,
-                                    false,
-                                    true,
-                                    "DPM-Solver++(2M), data prediction, multistep (Lu et al. 2022, Alg. 2)",
-                                    {"lower_order_final", "lower_order_final_steps"}};
+  static const StepperTraits traits = StepperTraits::named("dpmpp_2m",
+      "DPM-Solver++(2M), data prediction, multistep (Lu et al. 2022, Alg. 2)")
+      .with_order(2)
+      .with_multistep()
+      .with_options({"lower_order_final", "lower_order_final_steps"});
   return traits;
 }
 
@@ -44,7 +41,6 @@ StepResult DpmSolverPP2MStepper::step(ModelEvaluator& model, const at::Tensor& x
   }
   state.history.clear();
   state.history.push_back(HistoryEntry{s, out.x0, out.eps});
-  state.steps_taken += 1;
   return StepResult{x_next, out.x0, std::nullopt, std::move(state)};
 }
 

@@ -28,14 +28,12 @@ DpmSolverPP2MSdeStepper::DpmSolverPP2MSdeStepper(const Options& options) {
 }
 
 const StepperTraits& DpmSolverPP2MSdeStepper::traits() const {
-  static const StepperTraits traits{"dpmpp_2m_sde",
-                                    2,
-                                    1,
-                                    true,
-                                    false,
-                                    true,
-                                    "SDE-DPM-Solver++(2M), data prediction, multistep (Lu et al. 2022)",
-                                    {"variant", "lower_order_final", "lower_order_final_steps"}};
+  static const StepperTraits traits = StepperTraits::named("dpmpp_2m_sde",
+      "SDE-DPM-Solver++(2M), data prediction, multistep (Lu et al. 2022)")
+      .with_order(2)
+      .with_stochastic()
+      .with_multistep()
+      .with_options({"variant", "lower_order_final", "lower_order_final_steps"});
   return traits;
 }
 
@@ -60,7 +58,6 @@ StepResult DpmSolverPP2MSdeStepper::step(ModelEvaluator& model, const at::Tensor
   x_next = x_next + z * (schedule.sigma(t) * std::sqrt(one_minus_e2h));
   state.history.clear();
   state.history.push_back(HistoryEntry{s, out.x0, out.eps});
-  state.steps_taken += 1;
   return StepResult{x_next, out.x0, std::nullopt, std::move(state)};
 }
 

@@ -15,10 +15,11 @@ DpmSolverPP2SStepper::DpmSolverPP2SStepper(const Options& options) {
 }
 
 const StepperTraits& DpmSolverPP2SStepper::traits() const {
-  static const StepperTraits traits{
-      "dpmpp_2s", 2, 2, false, false, false,
-      "DPM-Solver++(2S), singlestep, data prediction (Lu et al. 2022, arXiv 2211.01095, Alg. 1)",
-      {"variant", "r1"}};
+  static const StepperTraits traits = StepperTraits::named("dpmpp_2s",
+      "DPM-Solver++(2S), singlestep, data prediction (Lu et al. 2022, arXiv 2211.01095, Alg. 1)")
+      .with_order(2)
+      .with_nfe_per_step(2)
+      .with_options({"variant", "r1"});
   return traits;
 }
 
@@ -37,7 +38,6 @@ StepResult DpmSolverPP2SStepper::step(ModelEvaluator& model, const at::Tensor& x
   const double c = variant_ == DpmSolverVariant::DpmSolver ? -alpha_t * phi_1 * (0.5 / r_)
                                                            : alpha_t * (phi_1 / h + 1.0) / r_;
   auto x_t = x * std::exp(sc.log_sigma(t) - log_sigma_s) - at_s.x0 * (alpha_t * phi_1) + (at_s1.x0 - at_s.x0) * c;
-  state.steps_taken += 1;
   return StepResult{x_t, at_s1.x0, std::nullopt, std::move(state)};
 }
 

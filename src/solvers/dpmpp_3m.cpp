@@ -23,14 +23,11 @@ DpmSolverPP3MStepper::DpmSolverPP3MStepper(const Options& options) {
 }
 
 const StepperTraits& DpmSolverPP3MStepper::traits() const {
-  static const StepperTraits traits{"dpmpp_3m",
-                                    3,
-                                    1,
-                                    false,
-                                    false,
-                                    true,
-                                    "DPM-Solver++(3M), data prediction, multistep (Lu et al. 2022, arXiv 2211.01095)",
-                                    {"lower_order_final", "lower_order_final_steps", "variant"}};
+  static const StepperTraits traits = StepperTraits::named("dpmpp_3m",
+      "DPM-Solver++(3M), data prediction, multistep (Lu et al. 2022, arXiv 2211.01095)")
+      .with_order(3)
+      .with_multistep()
+      .with_options({"lower_order_final", "lower_order_final_steps", "variant"});
   return traits;
 }
 
@@ -71,7 +68,6 @@ StepResult DpmSolverPP3MStepper::step(ModelEvaluator& model, const at::Tensor& x
   }
   state.history.push_back(HistoryEntry{s, out.x0, out.eps});
   if (state.history.size() > 2) state.history.erase(state.history.begin());
-  state.steps_taken += 1;
   return StepResult{x_next, out.x0, std::nullopt, std::move(state)};
 }
 

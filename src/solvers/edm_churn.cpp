@@ -10,11 +10,16 @@
 namespace fewstep {
 
 namespace {
-const std::vector<std::string> kChurnOptions{"s_churn", "s_tmin", "s_tmax", "s_noise"};
+// A function, not a namespace-scope constant: the registry may build the churn steppers during another
+// file's static initialisation (a StepperRegistration), before this file's constants exist.
+const std::vector<std::string>& churn_options() {
+  static const std::vector<std::string> options{"s_churn", "s_tmin", "s_tmax", "s_noise"};
+  return options;
+}
 }  // namespace
 
 ChurnParams ChurnParams::from_options(const Options& options, const char* solver) {
-  options.check_known(kChurnOptions, std::string("solver '") + solver + "'");
+  options.check_known(churn_options(), std::string("solver '") + solver + "'");
   ChurnParams p;
   p.s_churn = options.get_double("s_churn", 80.0);
   p.s_tmin = options.get_double("s_tmin", 0.0);
@@ -54,7 +59,11 @@ std::pair<at::Tensor, double> edm_churn(const NoiseSchedule& schedule, const at:
 
 namespace {
 StepperTraits churn_traits(const char* name, int order, int nfe, bool stochastic, const char* summary) {
-  return StepperTraits{name, order, nfe, stochastic, false, false, summary, kChurnOptions};
+  return StepperTraits::named(name, summary)
+      .with_order(order)
+      .with_nfe_per_step(nfe)
+      .with_stochastic(stochastic)
+      .with_options(churn_options());
 }
 }  // namespace
 
@@ -69,7 +78,6 @@ StepResult EulerChurnStepper::step(ModelEvaluator& model, const at::Tensor& x, d
   // From here on the `euler` update, verbatim, from (x̂, t̂).
   auto out = model(x_hat, t_hat);
   auto v = probability_flow_velocity(model.schedule(), x_hat, out.eps, t_hat);
-  state.steps_taken += 1;
   return StepResult{x_hat + v * (t - t_hat), out.x0, std::nullopt, std::move(state)};
 }
 
@@ -89,7 +97,6 @@ StepResult HeunChurnStepper::step(ModelEvaluator& model, const at::Tensor& x, do
   auto x_euler = x_hat + d_s * dt;
   auto out_t = model(x_euler, t);
   auto d_t = probability_flow_velocity(schedule, x_euler, out_t.eps, t);
-  state.steps_taken += 1;
   return StepResult{x_hat + (d_s + d_t) * (0.5 * dt), out_t.x0, std::nullopt, std::move(state)};
 }
 

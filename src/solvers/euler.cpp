@@ -11,8 +11,8 @@ at::Tensor probability_flow_velocity(const NoiseSchedule& schedule, const at::Te
 EulerStepper::EulerStepper(const Options& options) { options.check_known(traits().options, "solver 'euler'"); }
 
 const StepperTraits& EulerStepper::traits() const {
-  static const StepperTraits traits{"euler", 1, 1, false, false, false,
-                                    "Explicit Euler on the probability-flow ODE in t (Song et al. 2021)", {}};
+  static const StepperTraits traits = StepperTraits::named("euler",
+      "Explicit Euler on the probability-flow ODE in t (Song et al. 2021)");
   return traits;
 }
 
@@ -20,7 +20,6 @@ StepResult EulerStepper::step(ModelEvaluator& model, const at::Tensor& x, double
                               const StepContext& /*ctx*/) const {
   auto out = model(x, s);
   auto v = probability_flow_velocity(model.schedule(), x, out.eps, s);
-  state.steps_taken += 1;
   return StepResult{x + v * (t - s), out.x0, std::nullopt, std::move(state)};
 }
 

@@ -11,10 +11,9 @@ EulerMaruyamaStepper::EulerMaruyamaStepper(const Options& options) {
 }
 
 const StepperTraits& EulerMaruyamaStepper::traits() const {
-  static const StepperTraits traits{"euler_maruyama", 1, 1, true, false, false,
-                                    "Euler-Maruyama on the reverse-time SDE in t (Song et al. 2021, eq. 6), "
-                                    "weak order 1",
-                                    {}};
+  static const StepperTraits traits = StepperTraits::named("euler_maruyama",
+      "Euler-Maruyama on the reverse-time SDE in t (Song et al. 2021, eq. 6), weak order 1")
+      .with_stochastic();
   return traits;
 }
 
@@ -28,7 +27,6 @@ StepResult EulerMaruyamaStepper::step(ModelEvaluator& model, const at::Tensor& x
   auto drift = x * schedule.dlog_alpha_dt(s) - out.eps * (2.0 * sigma * dlambda);
   const double diffusion = sigma * std::sqrt(-2.0 * dlambda * -dt);  // g_s √|dt|
   auto z = detail::draw_noise(ctx, x, "euler_maruyama");
-  state.steps_taken += 1;
   return StepResult{x + drift * dt + z * diffusion, out.x0, std::nullopt, std::move(state)};
 }
 

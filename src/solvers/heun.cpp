@@ -7,9 +7,10 @@ namespace fewstep {
 HeunStepper::HeunStepper(const Options& options) { options.check_known(traits().options, "solver 'heun'"); }
 
 const StepperTraits& HeunStepper::traits() const {
-  static const StepperTraits traits{
-      "heun", 2, 2, false, false, false,
-      "Heun's 2nd-order method on the probability-flow ODE in t (Karras et al. 2022, Alg. 1)", {}};
+  static const StepperTraits traits = StepperTraits::named("heun",
+      "Heun's 2nd-order method on the probability-flow ODE in t (Karras et al. 2022, Alg. 1)")
+      .with_order(2)
+      .with_nfe_per_step(2);
   return traits;
 }
 
@@ -25,7 +26,6 @@ StepResult heun_step_with_error(ModelEvaluator& model, const at::Tensor& x, doub
   // s_churn = 0 stays bit-identical to heun.
   auto x_heun = x + (d_s + d_t) * (0.5 * dt);
   auto error = (d_t - d_s) * (0.5 * dt);  // x_heun − x_euler
-  state.steps_taken += 1;
   return StepResult{x_heun, out_t.x0, error, std::move(state)};
 }
 

@@ -9,9 +9,11 @@ HeunEulerStepper::HeunEulerStepper(const Options& options) {
 }
 
 const StepperTraits& HeunEulerStepper::traits() const {
-  static const StepperTraits traits{
-      "heun_euler", 2, 2, false, true, false,
-      "Heun-Euler embedded pair on the probability-flow ODE in t: Heun (order 2) with an Euler error estimate", {}};
+  static const StepperTraits traits = StepperTraits::named("heun_euler",
+      "Heun-Euler embedded pair on the probability-flow ODE in t: Heun (order 2) with an Euler error estimate")
+      .with_order(2)
+      .with_nfe_per_step(2)
+      .with_error_estimate();
   return traits;
 }
 

@@ -1,8 +1,5 @@
 #include "fewstep/solvers/registry.h"
 
-#include <stdexcept>
-
-#include "fewstep/core/check.h"
 #include "fewstep/solvers/consistency.h"
 #include "fewstep/solvers/ddim.h"
 #include "fewstep/solvers/dpm_solver_2s.h"
@@ -28,9 +25,9 @@ namespace fewstep {
 
 namespace {
 
-std::vector<StepperEntry> build_registry() {
+StepperRegistry& registry() {
   // One line per stepper.
-  return {
+  static StepperRegistry instance("solver", {
       stepper_entry<EulerStepper>(),
       stepper_entry<HeunStepper>(),
       stepper_entry<DdimStepper>(),
@@ -52,51 +49,23 @@ std::vector<StepperEntry> build_registry() {
       stepper_entry<DpmSolver23Stepper>(),
       stepper_entry<DpmAdaptiveStepper>(),
       stepper_entry<ConsistencyStepper>(),
-  };
-}
-
-const StepperEntry& find(const std::string& name) {
-  for (const auto& e : registered_steppers()) {
-    if (e.traits.name == name) return e;
-  }
-  std::string names;
-  for (const auto& n : stepper_names()) names += (names.empty() ? "" : ", ") + n;
-  FEWSTEP_CHECK_VALUE(false, "unknown solver '", name, "'; registered solvers: ", names);
-  throw;  // unreachable
-}
-
-std::vector<StepperEntry>& mutable_registry() {
-  static std::vector<StepperEntry> registry = build_registry();
-  return registry;
+  });
+  return instance;
 }
 
 }  // namespace
 
-StepperRegistration::StepperRegistration(StepperEntry entry) {
-  auto& registry = mutable_registry();
-  for (const auto& e : registry)
-    if (e.traits.name == entry.traits.name)
-      throw std::logic_error("StepperRegistration: solver name '" + entry.traits.name + "' is registered twice");
-  registry.push_back(std::move(entry));
-}
+StepperRegistration::StepperRegistration(StepperEntry entry) { registry().add(std::move(entry)); }
 
-const std::vector<StepperEntry>& registered_steppers() { return mutable_registry(); }
+const std::vector<StepperEntry>& registered_steppers() { return registry().entries(); }
 
-std::vector<std::string> stepper_names() {
-  std::vector<std::string> names;
-  for (const auto& e : registered_steppers()) names.push_back(e.traits.name);
-  return names;
-}
+std::vector<std::string> stepper_names() { return registry().names(); }
 
-const StepperTraits& stepper_traits(const std::string& name) { return find(name).traits; }
+const StepperTraits& stepper_traits(const std::string& name) { return registry().find(name).traits; }
 
 std::shared_ptr<const Stepper> solver(const std::string& name, const Options& options) {
-  return find(name).make(options);
+  return registry().make(name, options);
 }
-
-}  // namespace fewstep
-
-namespace fewstep {
 
 int64_t steps_for_nfe(const Stepper& stepper, int64_t nfe) {
   for (int64_t s = 1; s <= nfe; ++s) {

@@ -2,6 +2,46 @@
 
 namespace fewstep {
 
+StepperTraits StepperTraits::named(std::string name, std::string summary) {
+  StepperTraits traits;
+  traits.name = std::move(name);
+  traits.summary = std::move(summary);
+  return traits;
+}
+
+StepperTraits& StepperTraits::with_order(int value) {
+  order = value;
+  return *this;
+}
+StepperTraits& StepperTraits::with_nfe_per_step(int value) {
+  nfe_per_step = value;
+  return *this;
+}
+StepperTraits& StepperTraits::with_stochastic(bool value) {
+  stochastic = value;
+  return *this;
+}
+StepperTraits& StepperTraits::with_error_estimate(bool value) {
+  has_error_estimate = value;
+  return *this;
+}
+StepperTraits& StepperTraits::with_multistep(bool value) {
+  multistep = value;
+  return *this;
+}
+StepperTraits& StepperTraits::with_revised_start(bool value) {
+  revises_start = value;
+  return *this;
+}
+StepperTraits& StepperTraits::with_adaptive_default(bool value) {
+  adaptive_by_default = value;
+  return *this;
+}
+StepperTraits& StepperTraits::with_options(std::vector<std::string> keys) {
+  options = std::move(keys);
+  return *this;
+}
+
 SolverState Stepper::init(const at::Tensor& /*x*/) const { return SolverState{}; }
 
 std::optional<StepPlan> Stepper::plan(const NoiseSchedule& /*schedule*/, int64_t /*steps*/, Spacing /*spacing*/,

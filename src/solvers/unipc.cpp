@@ -1,7 +1,9 @@
 #include "fewstep/solvers/unipc.h"
 
+#include <any>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "expint.h"
 #include "fewstep/core/check.h"
@@ -9,6 +11,13 @@
 namespace fewstep {
 
 namespace {
+
+/// What UniPC carries to the next step (SolverState::own): the start point x_{i−1} of the previous step,
+/// from which the corrector re-integrates once ε̂ at x_i is known, and the order that step used.
+struct UniPCMemory {
+  at::Tensor start;
+  int64_t order = 0;
+};
 
 const std::vector<std::string>& unipc_option_names() {
   static const std::vector<std::string> names{"order", "variant", "predict_x0", "use_corrector", "lower_order_final"};
@@ -28,15 +37,13 @@ UniPCStepper::UniPCStepper(const Options& options) {
   predict_x0_ = options.get_bool("predict_x0", true);
   use_corrector_ = options.get_bool("use_corrector", true);
   lower_order_final_ = options.get_bool("lower_order_final", true);
-  traits_ = StepperTraits{"unipc",
-                          static_cast<int>(order_ + (use_corrector_ ? 1 : 0)),
-                          1,
-                          false,
-                          false,
-                          true,
-                          "UniPC: UniP-p predictor + UniC-p corrector, B(h) = h or e^h - 1, no extra evaluation "
-                          "(Zhao et al. 2023, arXiv 2302.04867)",
-                          unipc_option_names()};
+  traits_ = StepperTraits::named("unipc",
+      "UniPC: UniP-p predictor + UniC-p corrector, B(h) = h or e^h - 1, no extra evaluation (Zhao et al. 2023, "
+      "arXiv 2302.04867)")
+      .with_order(static_cast<int>(order_ + (use_corrector_ ? 1 : 0)))
+      .with_multistep()
+      .with_revised_start(use_corrector_)
+      .with_options(unipc_option_names());
 }
 
 at::Tensor UniPCStepper::update(const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& m_s, double s,
@@ -104,12 +111,15 @@ StepResult UniPCStepper::step(ModelEvaluator& model, const at::Tensor& x, double
 
   // UniC: correct x̃_s, the previous step's prediction, with the evaluation just made at it.
   at::Tensor x_s = x;
-  if (use_corrector_ && !hist.empty() && !state.carry.empty() && state.last_order >= 1) {
-    const int64_t p = state.last_order;
+  std::optional<at::Tensor> corrected;
+  const auto* memory = std::any_cast<UniPCMemory>(&state.own);
+  if (use_corrector_ && !hist.empty() && memory != nullptr && memory->order >= 1) {
+    const int64_t p = memory->order;
     const HistoryEntry& prev = hist.back();
     std::vector<const HistoryEntry*> older;
     for (int64_t k = 0; k + 1 < p; ++k) older.push_back(&hist[hist.size() - 2 - k]);
-    x_s = update(schedule, state.carry.front(), model_output(prev), prev.t, s, older, p, &m_s);
+    x_s = update(schedule, memory->start, model_output(prev), prev.t, s, older, p, &m_s);
+    corrected = x_s;
   }
 
   // UniP: order limited by the history (warm-up) and, with lower_order_final, by the steps left.
@@ -123,10 +133,8 @@ StepResult UniPCStepper::step(ModelEvaluator& model, const at::Tensor& x, double
   hist.push_back(HistoryEntry{s, out.x0, out.eps});
   // Keep `order` entries: the next corrector needs this step's p − 1 older ones plus this one.
   if (static_cast<int64_t>(hist.size()) > order_) hist.erase(hist.begin(), hist.end() - order_);
-  state.carry.assign(1, x_s);
-  state.last_order = p;
-  state.steps_taken += 1;
-  return StepResult{x_next, out.x0, std::nullopt, std::move(state)};
+  state.own = UniPCMemory{x_s, p};
+  return StepResult{x_next, out.x0, std::nullopt, std::move(state), std::move(corrected)};
 }
 
 }  // namespace fewstep

@@ -79,7 +79,7 @@ def forward(self, x: Tensor, t: Tensor) -> Tensor:
 class ExactGaussianFlow final : public fewstep::Stepper {
  public:
   const fewstep::StepperTraits& traits() const override {
-    static const fewstep::StepperTraits t{"exact_gaussian_flow", 99, 1, false, false, false, "test only", {}};
+    static const fewstep::StepperTraits t = fewstep::StepperTraits::named("exact_gaussian_flow", "test only").with_order(99);
     return t;
   }
   fewstep::StepResult step(fewstep::ModelEvaluator& model, const at::Tensor& x, double s, double t,

@@ -451,8 +451,12 @@ TEST(MicroSampler, SaveLoadAndRefuseAnotherTeacher) {
     fs::sample(other, x_T, "micro", 6, fs::Spacing::LogSNR, {{"path", dir + "/micro.pt"}});
   });
   EXPECT_NE(msg.find("different teacher"), std::string::npos) << msg;
-  // The same teacher works through the registered solver (g_ψ on the uniform grid).
-  EXPECT_EQ(fs::sample(model, x_T, "micro", 6, fs::Spacing::LogSNR, {{"path", dir + "/micro.pt"}}).nfe, 6);
+  // The same teacher works through the registered solver, which is the same sampler (both heads: h_φ places
+  // the steps), to the bit.
+  const auto door = fs::sample(model, x_T, "micro", 6, fs::Spacing::LogSNR, {{"path", dir + "/micro.pt"}});
+  EXPECT_EQ(door.nfe, 6);
+  EXPECT_TRUE(at::equal(door.x, b.x));
+  EXPECT_EQ(door.timesteps, b.timesteps);
 
   EXPECT_NE(value_error_message([&] { fs::MicroSampler::load(dir + "/missing.pt"); }).find("missing.pt"),
             std::string::npos);

@@ -3,6 +3,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <future>
+#include <optional>
+
 #include "fewstep/fewstep.h"
 #include "test_util.h"
 
@@ -147,4 +152,241 @@ TEST(Sample, FollowsDtype) {
   EXPECT_EQ(out32.x.scalar_type(), at::kFloat);
   // float32 arithmetic stays within float32 round-off of the float64 run.
   EXPECT_LT((out32.x.to(at::kDouble) - out64.x).abs().max().item<double>(), 1e-4);
+}
+
+// ---------------------------------------------------------------- the sampling request
+
+namespace {
+std::shared_ptr<const fs::Denoiser> mixture_model() {
+  static auto model = std::make_shared<const fs::Denoiser>(
+      fs::Denoiser::exact(fs::GaussianMixture::random(3, 2, 0), vp()));
+  return model;
+}
+fs::SampleRequest request_of(const std::string& solver) {
+  fs::SampleRequest r;
+  r.model = mixture_model();
+  r.x_T = at::randn({4, 3}, generator(9), at::kDouble);
+  r.solver = solver;
+  return r;
+}
+}  // namespace
+
+TEST(SampleRequest, StepsGoThroughThePlan) {
+  // dpm_solver_fast reads steps as its budget: 10 evaluations on ⌊10/3⌋ + 1 = 4 steps.
+  auto r = request_of("dpm_solver_fast");
+  r.steps = 10;
+  const auto job = fs::resolve(r);
+  EXPECT_EQ(job.grid.size(), 5u);
+  EXPECT_EQ(job.run().nfe, 10);
+  // An NFE budget is the step count that spends it, through the plan too.
+  r.steps.reset();
+  r.nfe = 7;
+  EXPECT_EQ(fs::sample(r).nfe, 7);
+  auto heun = request_of("heun");
+  heun.nfe = 6;
+  const auto h = fs::sample(heun);
+  EXPECT_EQ(h.nfe, 6);
+  EXPECT_EQ(h.steps, 3);
+  heun.nfe = 7;
+  EXPECT_NE(fs::testing::value_error_message([&] { fs::resolve(heun); }).find("nfe=7"), std::string::npos);
+}
+
+TEST(SampleRequest, OneWayToStepAndClearErrors) {
+  auto r = request_of("heun_euler");
+  EXPECT_NE(fs::testing::value_error_message([&] { fs::resolve(r); }).find("rtol=/atol= or controller= also work"),
+            std::string::npos);
+  r.steps = 4;
+  r.rtol = 0.01;
+  EXPECT_NE(fs::testing::value_error_message([&] { fs::resolve(r); }).find("one or the other"), std::string::npos);
+  r.rtol.reset();
+  r.timesteps = {0.9, 0.1};
+  EXPECT_NE(fs::testing::value_error_message([&] { fs::resolve(r); }).find("steps= or timesteps="), std::string::npos);
+  r.steps.reset();
+  r.t_start = 0.5;
+  EXPECT_NE(fs::testing::value_error_message([&] { fs::resolve(r); }).find("t_start"), std::string::npos);
+  auto d = request_of("ddim");
+  d.options.seeds = {1, 2};
+  EXPECT_NE(fs::testing::value_error_message([&] { fs::resolve(d); }).find("one seed per sample"), std::string::npos);
+  d.options.seeds = {1, 2, 3, 4};
+  d.options.generator = generator(1);
+  d.steps = 3;
+  EXPECT_NE(fs::testing::value_error_message([&] { fs::resolve(d); }).find("not both"), std::string::npos);
+}
+
+TEST(SampleRequest, DefaultsInTheirOrder) {
+  // dpm_adaptive samples adaptively (PID, DPM-Solver's tolerances) when nothing says otherwise.
+  auto a = request_of("dpm_adaptive");
+  const auto adaptive = fs::resolve(a);
+  EXPECT_TRUE(adaptive.adaptive());
+  EXPECT_NE(adaptive.controller->describe().find("rtol=0.05"), std::string::npos) << adaptive.controller->describe();
+  // A model file's own sampler when the request names neither steps nor a solver ...
+  auto r = request_of("");
+  r.model_defaults = {"ddim", {0.9, 0.4, 0.05}};
+  auto own = fs::resolve(r);
+  EXPECT_EQ(own.solver, "ddim");
+  EXPECT_EQ(own.grid, (std::vector<double>{0.9, 0.4, 0.05}));
+  // ... but not when it names either; the fallback steps come last.
+  r.solver = "euler";
+  r.fallback_steps = 7;
+  auto named = fs::resolve(r);
+  EXPECT_EQ(named.solver, "euler");
+  EXPECT_EQ(named.grid.size(), 8u);
+  r.solver.clear();
+  r.steps = 3;
+  EXPECT_EQ(fs::resolve(r).solver, "dpmpp_2m");
+  EXPECT_EQ(fs::resolve(r).grid.size(), 4u);
+}
+
+TEST(SampleRequest, DrawsXTFromPerSampleSeeds) {
+  fs::SampleRequest r;
+  r.model = mixture_model();
+  r.sample_shape = {3};
+  r.options.seeds = {5, 6, 7};
+  r.solver = "ddim";
+  r.steps = 4;
+  const auto job = fs::resolve(r);
+  EXPECT_TRUE(at::equal(job.x_T, fs::randn_per_sample({3}, {5, 6, 7}, at::TensorOptions().dtype(at::kFloat))));
+  r.options.seeds.clear();
+  EXPECT_NE(fs::testing::value_error_message([&] { fs::resolve(r); }).find("seeds"), std::string::npos);
+}
+
+// A fixed grid run by the one loop is the same run as the same grid given explicitly, with a
+// GridController, or through the adaptive entry point.
+TEST(SampleRequest, FixedGridIsAController) {
+  auto model = mixture_model();
+  auto x_T = at::randn({4, 3}, generator(10), at::kDouble);
+  auto stepper = fs::solver("dpmpp_3m");
+  const auto grid = fs::timesteps(model->schedule_ref(), 6, fs::Spacing::LogSNR);
+  const auto fixed = fs::sample(*model, x_T, *stepper, grid);
+  fs::GridController controller(grid);
+  const auto driven = fs::sample_adaptive(*model, x_T, *stepper, controller, grid.front(), grid.back());
+  // Through sample_adaptive the steppers do not see the grid's length, so lower_order_final is off there;
+  // the same grid as a request is bit-identical.
+  fs::SampleRequest r;
+  r.model = model;
+  r.x_T = x_T;
+  r.stepper = stepper;
+  r.timesteps = grid;
+  EXPECT_TRUE(at::equal(fs::sample(r).x, fixed.x));
+  EXPECT_EQ(driven.nfe, 6);
+  EXPECT_EQ(driven.timesteps, grid);
+}
+
+// UniPC's corrector revises the value at t_i during step i: the trajectory and the callback of step
+// i − 1 report the corrected value, which is the point the next predictor starts from.
+TEST(SampleRequest, TrajectoryAndCallbackReportTheCorrectedValue) {
+  auto model = mixture_model();
+  auto x_T = at::randn({4, 3}, generator(11), at::kDouble);
+  std::vector<at::Tensor> seen;
+  std::vector<int64_t> indices, nfes;
+  fs::SampleOptions opts;
+  opts.keep_trajectory = true;
+  opts.callback = [&](const fs::StepInfo& info) {
+    seen.push_back(info.x.clone());
+    indices.push_back(info.index);
+    nfes.push_back(info.nfe);
+  };
+  const auto with = fs::sample(*model, x_T, "unipc", 5, fs::Spacing::LogSNR, {}, opts);
+  ASSERT_EQ(seen.size(), 5u);
+  EXPECT_EQ(indices, (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(nfes, (std::vector<int64_t>{1, 2, 3, 4, 5}));
+  ASSERT_EQ(with.trajectory.size(), 6u);
+  for (size_t i = 0; i < 5; ++i) EXPECT_TRUE(at::equal(seen[i], with.trajectory[i + 1])) << i;
+  EXPECT_TRUE(at::equal(with.trajectory.back(), with.x));  // the last step is never corrected
+  // Driving the stepper by hand: step i's revised_start is trajectory[i], and step 0 (UniP-1, no
+  // history) returns DDIM's value, which the corrector then replaces.
+  auto stepper = fs::solver("unipc");
+  const auto& grid = with.timesteps;
+  fs::ModelEvaluator evaluator(*model);
+  fs::StepContext ctx;
+  ctx.num_steps = 5;
+  ctx.grid = &grid;
+  at::Tensor x = x_T;
+  fs::SolverState state = stepper->init(x);
+  std::vector<at::Tensor> predicted;
+  for (int64_t i = 0; i < 5; ++i) {
+    ctx.index = i;
+    auto result = stepper->step(evaluator, x, grid[i], grid[i + 1], std::move(state), ctx);
+    ASSERT_EQ(result.revised_start.has_value(), i > 0) << i;
+    if (i > 0) EXPECT_TRUE(at::equal(*result.revised_start, with.trajectory[i])) << i;
+    predicted.push_back(result.x);
+    x = result.x;
+    state = std::move(result.state);
+  }
+  EXPECT_TRUE(at::equal(x, with.x));
+  fs::SampleOptions keep;
+  keep.keep_trajectory = true;
+  const auto ddim = fs::sample(*model, x_T, "ddim", 5, fs::Spacing::LogSNR, {}, keep);
+  EXPECT_TRUE(at::allclose(predicted[0], ddim.trajectory[1], 1e-12, 1e-12));
+  EXPECT_FALSE(at::equal(with.trajectory[1], predicted[0]));
+  // Without the corrector nothing is revised: the trajectory is the predictor's.
+  const auto plain = fs::sample(*model, x_T, "unipc", 5, fs::Spacing::LogSNR, {{"use_corrector", false}}, keep);
+  EXPECT_TRUE(at::equal(plain.trajectory[1], predicted[0]));
+}
+
+// ---------------------------------------------------------------- one request through the C++ API and the CLI
+
+namespace {
+/// The `fewstep` binary and the shipped 2-D mixture model, found from this test binary's place in the build
+/// tree (<build>/bin, with the build directory inside the source tree); empty if absent.
+std::pair<std::string, std::string> cli_and_model() {
+  namespace fsys = std::filesystem;
+  std::error_code ec;
+  const fsys::path bin = fsys::read_symlink("/proc/self/exe", ec).parent_path();
+  const fsys::path cli = bin / "fewstep";
+  const fsys::path model = bin.parent_path().parent_path() / "models" / "gmm2d-mlp-eps.pt";
+  if (ec || !fsys::is_regular_file(cli) || !fsys::is_regular_file(model)) return {};
+  return {cli.string(), model.string()};
+}
+}  // namespace
+
+// The same request through fewstep::sample(SampleRequest) and `fewstep sample` spends the same NFE and gives
+// the same bits, for every registered solver (stochastic ones with per-sample seeds), dpm_solver_fast's budget
+// and dpm_adaptive's adaptive default included. tests/python/test_cross_interface.py checks Python against the
+// same CLI runs.
+TEST(CrossInterface, CppRequestMatchesTheCli) {
+  const auto [cli, model_path] = cli_and_model();
+  if (cli.empty()) GTEST_SKIP() << "build/bin/fewstep or models/gmm2d-mlp-eps.pt not found";
+  const fs::ModelFile file = fs::load_model_file(model_path);
+  const std::string dir = fs::testing::scratch_dir("sample", "cross");
+  const int64_t n = 5;
+  const uint64_t seed = 21;
+  struct Case {
+    std::string solver;
+    std::optional<int64_t> steps;
+  };
+  std::vector<Case> cases;
+  for (const auto& name : fs::stepper_names()) cases.push_back({name, 4});
+  cases.push_back({"dpm_solver_fast", 10});
+  cases.push_back({"dpm_adaptive", std::nullopt});
+  // The CLI runs first, four at a time (most of a run is loading LibTorch).
+  auto command_of = [&](const Case& c, size_t i) {
+    std::string command = cli + " sample --model " + model_path + " --solver " + c.solver + " --n " +
+                          std::to_string(n) + " --seed " + std::to_string(seed) + " --quiet --out " + dir + "/" +
+                          std::to_string(i) + ".png --save-samples " + dir + "/" + std::to_string(i) + ".pt";
+    if (c.steps) command += " --steps " + std::to_string(*c.steps);
+    return command;
+  };
+  for (size_t first = 0; first < cases.size(); first += 4) {
+    std::vector<std::future<int>> running;
+    for (size_t i = first; i < std::min(cases.size(), first + 4); ++i)
+      running.push_back(std::async(std::launch::async, [command = command_of(cases[i], i)] {
+        return std::system(command.c_str());
+      }));
+    for (size_t k = 0; k < running.size(); ++k) ASSERT_EQ(running[k].get(), 0) << command_of(cases[first + k], first + k);
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const fs::TensorArchive from_cli = fs::TensorArchive::load(dir + "/" + std::to_string(i) + ".pt");
+    fs::SampleRequest r;
+    r.model = std::make_shared<const fs::Denoiser>(file.denoiser);
+    r.sample_shape = file.sample_shape;
+    for (int64_t k = 0; k < n; ++k) r.options.seeds.push_back(seed + static_cast<uint64_t>(k));
+    r.solver = c.solver;
+    r.steps = c.steps;
+    const fs::Solution sol = fs::sample(r);
+    EXPECT_EQ(from_cli.integer("nfe"), sol.nfe) << c.solver;
+    EXPECT_TRUE(at::equal(from_cli.tensor("x"), sol.x)) << c.solver;
+  }
+  std::filesystem::remove_all(dir);
 }

@@ -44,6 +44,22 @@ TEST(Registry, HasTheFoundationSteppers) {
   EXPECT_TRUE(fs::stepper_traits("dpmpp_2m").multistep);
 }
 
+// The registry's traits (built when the registry is first used, possibly during another file's static
+// initialisation) are the traits of a default-built stepper.
+TEST(Registry, TraitsAreThoseOfTheDefaultStepper) {
+  for (const auto& e : fs::registered_steppers()) {
+    const auto& built = fs::solver(e.traits.name)->traits();
+    EXPECT_EQ(e.traits.options, built.options) << e.traits.name;
+    EXPECT_EQ(e.traits.order, built.order) << e.traits.name;
+    EXPECT_EQ(e.traits.nfe_per_step, built.nfe_per_step) << e.traits.name;
+    EXPECT_EQ(e.traits.summary, built.summary) << e.traits.name;
+    EXPECT_FALSE(e.traits.summary.empty()) << e.traits.name;
+  }
+  EXPECT_TRUE(fs::stepper_traits("unipc").revises_start);
+  EXPECT_TRUE(fs::stepper_traits("dpm_adaptive").adaptive_by_default);
+  EXPECT_FALSE(fs::stepper_traits("heun_churn").options.empty());
+}
+
 TEST(Registry, UnknownNameListsRegisteredSolvers) {
   try {
     fs::solver("dpmpp_9m");
@@ -80,15 +96,19 @@ TEST_P(StepperContract, ShapeDtypeNfeDeterminism) {
     auto x_T = at::randn({5, 4}, generator(3)).to(dtype);
     auto x_copy = x_T.clone();
     const int64_t steps = 6;
-    // The grid the convenience driver runs: timesteps(...) unless the stepper plans its own.
-    auto plan = stepper->plan(model.schedule_ref(), steps, fs::Spacing::LogSNR, std::nullopt, std::nullopt);
-    auto grid = plan ? plan->grid : fs::timesteps(model.schedule_ref(), steps, fs::Spacing::LogSNR);
-    auto run = plan ? fs::solver(GetParam(), plan->options) : stepper;
-    fs::SampleOptions opts;
-    opts.generator = generator(11);
-    auto a = fs::sample(model, x_T, *run, grid, opts);
-    opts.generator = generator(11);
-    auto b = fs::sample(model, x_T, *run, grid, opts);
+    // The request reads `steps` through the stepper's plan (a grid of its own for dpm_solver_fast).
+    fs::SampleRequest request;
+    request.model = fs::borrowed(model);
+    request.x_T = x_T;
+    request.solver = GetParam();
+    request.steps = steps;
+    fs::ResolvedSample job = fs::resolve(request);
+    const auto& grid = job.grid;
+    ASSERT_FALSE(grid.empty()) << "a request with steps runs a fixed grid";
+    job.options.generator = generator(11);
+    auto a = job.run();
+    job.options.generator = generator(11);
+    auto b = job.run();
     EXPECT_EQ(a.x.sizes(), x_T.sizes());
     EXPECT_EQ(a.x.scalar_type(), dtype);
     EXPECT_EQ(a.x.device(), x_T.device());

@@ -516,3 +516,26 @@ TEST(EulerMaruyamaWeakOrder, VarianceErrorHalvesWithTheStep) {
     EXPECT_LT(ratio, 2.6) << table;
   }
 }
+
+// ---------------------------------------------------------------- the noise convention (docs/sampling.md)
+
+TEST(NoiseConvention, StepStreamsAreDerivedFromTheSeedsBySplitMix64) {
+  // SplitMix64 seeded with 0 outputs 0xE220A8397B1DCDAF first (Steele, Lea & Flood 2014's generator).
+  EXPECT_EQ(fs::derive_seed(0, 1), 0xE220A8397B1DCDAFull);
+  for (uint64_t seed : {uint64_t{0}, uint64_t{1}, uint64_t{42}, uint64_t{1} << 40, ~uint64_t{0}}) {
+    const uint64_t step = fs::step_noise_seed(seed);
+    EXPECT_NE(step & 0xFFFFFFFFull, seed & 0xFFFFFFFFull) << seed;  // the CPU generator keeps 32 bits
+    EXPECT_EQ(step, fs::derive_seed(seed, fs::kStepNoiseStream)) << seed;  // no re-mix needed for these
+  }
+  // Row i of the step noise is the x_T draw of the derived seed, and never the x_T draw of seed i.
+  const std::vector<uint64_t> seeds{3, 9, 27};
+  auto noise = fs::NoiseSampler::per_sample(seeds);
+  const auto x_T = fs::randn_per_sample({4}, seeds, at::TensorOptions().dtype(at::kDouble));
+  const auto z = noise.randn_like(x_T);
+  for (size_t i = 0; i < seeds.size(); ++i) {
+    const auto expected = fs::randn_per_sample({4}, {fs::step_noise_seed(seeds[i])}, at::TensorOptions().dtype(at::kDouble));
+    EXPECT_TRUE(at::equal(z[i], expected[0])) << i;
+    EXPECT_FALSE(at::equal(z[i], x_T[i])) << i;
+  }
+  EXPECT_THROW(fs::NoiseSampler::make({1}, generator(1)), c10::ValueError);
+}

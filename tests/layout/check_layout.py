@@ -14,7 +14,7 @@ import re
 import sys
 
 # Bottom to top; an area may include itself and the areas before it (docs/architecture.md).
-LAYERS = ["core", "schedules", "nets", "models", "io", "solvers", "control", "sample", "data", "metrics", "micro",
+LAYERS = ["core", "schedules", "nets", "models", "io", "control", "solvers", "sample", "data", "metrics", "micro",
           "train", "psld"]
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]fewstep/([a-z_]+)/[^">]+[">]')

@@ -19,13 +19,16 @@ def test_solvers_listing() -> None:
     infos = fs.solvers()
     names = [i["name"] for i in infos]
     assert {"euler", "heun", "ddim", "dpmpp_2m"} <= set(names)
-    keys = {"name", "order", "nfe_per_step", "stochastic", "has_error_estimate", "multistep", "summary", "options"}
+    keys = {"name", "order", "nfe_per_step", "stochastic", "has_error_estimate", "multistep", "revises_start",
+            "adaptive_by_default", "summary", "options"}
     for info in infos:
         assert set(info) == keys
         assert fs.solver_info(info["name"]) == info
     assert fs.solver_info("dpmpp_2m")["order"] == 2
     assert "lower_order_final" in fs.solver_info("dpmpp_2m")["options"]
     assert fs.solver_info("heun")["nfe_per_step"] == 2
+    assert fs.solver_info("unipc")["revises_start"] and not fs.solver_info("dpmpp_2m")["revises_start"]
+    assert fs.solver_info("dpm_adaptive")["adaptive_by_default"]
 
 
 def test_dpmpp_2m_matches_closed_form_and_converges_at_second_order(exact_gaussian: fs.Denoiser,

@@ -11,9 +11,10 @@
 ///    (x_t, t, e_t) with e_t = x̂_0 − x̂_0,prev the change of the model's data prediction since the
 ///    previous step — exactly the fields of `ControlInput`; it accepts every step and needs no
 ///    error estimate (`requires_error_estimate() == false`).
-/// The fixed-grid driver (sample/sample.h) needs no controller.
+/// A fixed grid is a controller too (`GridController`, control/grid.h): fixed grids and adaptive step
+/// control run through one loop (sample/request.h).
 ///
-/// Contract (what `sample_adaptive` relies on, and what every controller must honour):
+/// Contract (what the sampling loop of sample/request.h relies on, and what every controller must honour):
 ///  - A controller object is immutable during a run; everything it remembers between attempts
 ///    lives in the `ControllerState` value that the driver passes in and receives back (like
 ///    `SolverState`). Running the same controller on two batches at once is therefore safe.
@@ -119,6 +120,9 @@ class StepController {
   virtual ControlProposal start(const ControlStart& start) const = 0;
   /// Accept/reject the attempt and propose the next one.
   virtual ControlDecision decide(const ControlInput& input, ControllerState state) const = 0;
+  /// The whole grid when the steps are fixed in advance (GridController, control/grid.h), else null.
+  /// The driver then tells the steppers the number of steps and the grid (StepContext).
+  virtual const std::vector<double>* fixed_grid() const { return nullptr; }
 };
 
 }  // namespace fewstep

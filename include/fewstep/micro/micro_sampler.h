@@ -13,16 +13,19 @@
 /// predictions differ by more than 1e-3 relative, naming the recorded teacher. The probe is a
 /// functional identity: it works for TorchScript files, exact mixtures and Python callables alike.
 ///
-/// Sampling (`sample`): with a step-size head, the driver `sample_adaptive` runs the step (g_ψ's, or
-/// DEIS-2 in λ for a step-size-only sampler) under LearnedStepController (micro/step_size.h) with a
-/// budget of `nfe` steps; without one, the `micro` stepper runs on the uniform log-SNR grid of `nfe`
-/// steps. Either way NFE = nfe teacher evaluations; each step also makes one pass of each head.
+/// Sampling (`plan`, `sample`): with a step-size head, the step (g_ψ's, or DEIS-2 in λ for a
+/// step-size-only sampler) runs under LearnedStepController (micro/step_size.h) with a budget of `nfe`
+/// steps; without one, on the uniform log-SNR grid of `nfe` steps. Either way NFE = nfe teacher
+/// evaluations; each step also makes one pass of each head. `sample` is a request (sample/request.h)
+/// whose stepper is this sampler's, so it runs exactly what fs.sample(teacher, x_T, solver="micro",
+/// path=file, steps=nfe) runs.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -75,11 +78,17 @@ class MicroSampler {
   void save(const std::string& path) const;
   static std::shared_ptr<const MicroSampler> load(const std::string& path);
 
-  /// The step: `micro` with g_ψ (Residual/Joint) or DEIS order 2 in λ (StepSize).
+  /// The step: the `micro` stepper of this sampler — g_ψ (Residual/Joint) or DEIS order 2 in λ
+  /// (StepSize) — which checks the teacher at the first step of every run.
   std::shared_ptr<const Stepper> stepper() const;
   /// h_φ under a budget of nfe steps (null for a Residual sampler).
   std::shared_ptr<const StepController> controller(int64_t nfe) const;
-  /// check_teacher, then nfe teacher evaluations from x_T at info().t_start to info().t_end.
+  /// A run of nfe teacher evaluations from t_start to t_end (default: the trained range
+  /// info().t_start → info().t_end): the stepper and either h_φ's controller (spacing must then be
+  /// LogSNR: h_φ places the steps) or the `spacing` grid of nfe steps.
+  StepPlan plan(const NoiseSchedule& schedule, int64_t nfe, Spacing spacing = Spacing::LogSNR,
+                std::optional<double> t_start = std::nullopt, std::optional<double> t_end = std::nullopt) const;
+  /// nfe teacher evaluations from x_T over plan(teacher's schedule, nfe); the teacher is checked first.
   Solution sample(const Denoiser& teacher, const at::Tensor& x_T, int64_t nfe, const SampleOptions& options = {}) const;
 
   const ScriptNet& residual() const { return residual_; }

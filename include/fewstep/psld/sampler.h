@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "fewstep/core/options.h"
+#include "fewstep/core/registry.h"
 #include "fewstep/psld/model.h"
 #include "fewstep/core/noise.h"
 
@@ -72,11 +73,10 @@ class PsldSampler {
   int64_t nfe_for_steps(int64_t steps) const;
 };
 
-using PsldSamplerFactory = std::function<std::shared_ptr<const PsldSampler>(const Options&)>;
-struct PsldSamplerEntry {
-  PsldSamplerTraits traits;
-  PsldSamplerFactory make;
-};
+/// The registry is core/registry.h's template, shared with the solver registry.
+using PsldSamplerRegistry = Registry<PsldSampler, PsldSamplerTraits>;
+using PsldSamplerFactory = PsldSamplerRegistry::Factory;
+using PsldSamplerEntry = PsldSamplerRegistry::Entry;
 
 /// Registered samplers in registration order; names only; the named sampler with checked options
 /// (ValueError listing the registered names for an unknown one).

@@ -7,8 +7,9 @@
 /// (K − 2, K − 1 and K − 1 third-order steps), using the DPM-Solver-1/2/3 updates of
 /// dpm_solver_2s.h / dpm_solver_3s.h with the paper's r's (1/2; 1/3, 2/3).
 ///
-/// `sample(model, x, "dpm_solver_fast", N, spacing)` reads N as the budget: the stepper's
-/// `plan` returns the K-step grid and the option {nfe: N} that fixes the orders. For
+/// A request with steps = N (sample/request.h: fs.sample, fewstep sample --steps, the C++ `sample`)
+/// reads N as the budget: the stepper's `plan` returns the K-step grid and the stepper {nfe: N},
+/// whose option fixes the orders. For
 /// spacing "logsnr" the grid is K steps uniform in λ (the paper); for other spacings it is the
 /// N-step grid of that spacing sampled at the step boundaries 0, o_1, o_1 + o_2, … (as the
 /// official code does). Options:

@@ -12,8 +12,10 @@
 ///
 /// The corrector costs no evaluation: step i evaluates m at its start point x̃_{t_i} (needed for its
 /// own predictor anyway), first corrects x̃_{t_i} → x^c_{t_i} from the previous step's start point,
-/// which SolverState::carry keeps, and then predicts from x^c_{t_i}. Hence the x a fixed-grid step
-/// returns is the predictor value x̃; the last step is never corrected (nothing evaluates after it).
+/// which it keeps in SolverState::own, and then predicts from x^c_{t_i}. Hence the x a step returns is
+/// the predictor value x̃; the corrected x^c_{t_i} comes back as StepResult::revised_start of step i,
+/// and the driver reports it in the trajectory and the callback of step i − 1 (docs/sampling.md). The
+/// last step is never corrected (nothing evaluates after it).
 /// Warm-up steps use the orders the history allows (1, 2, ...).
 ///
 /// Options: order (1–3, default 2: the official default, and on the bench mixture order 2 + bh2

@@ -1,0 +1,301 @@
+// sample/request.h: interpreting a request (resolve) and the one sampling loop (ResolvedSample::run).
+#include "fewstep/sample/request.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include <ATen/ATen.h>
+
+#include "fewstep/control/grid.h"
+#include "fewstep/control/pid.h"
+#include "fewstep/core/check.h"
+#include "fewstep/core/noise.h"
+#include "fewstep/solvers/registry.h"
+
+namespace fewstep {
+
+namespace {
+
+constexpr const char* kDefaultSolver = "dpmpp_2m";
+
+std::string error_estimating_solvers() {
+  std::string names;
+  for (const auto& e : registered_steppers())
+    if (e.traits.has_error_estimate) names += (names.empty() ? "" : ", ") + e.traits.name;
+  return names;
+}
+
+void check_x_T(const at::Tensor& x_T) {
+  FEWSTEP_CHECK_VALUE(x_T.defined(), "sample: x_T is an undefined tensor");
+  FEWSTEP_CHECK_VALUE(x_T.dim() >= 1 && x_T.size(0) >= 1,
+                      "sample: x_T must have a batch dimension of size >= 1, got shape ", x_T.sizes());
+  FEWSTEP_CHECK_TYPE(at::isFloatingType(x_T.scalar_type()), "sample: x_T must be a floating-point tensor, got ",
+                     x_T.scalar_type());
+}
+
+at::Tensor starting_noise(const SampleRequest& r) {
+  if (r.x_T.defined()) {
+    FEWSTEP_CHECK_VALUE(r.sample_shape.empty(), "sample: pass either x_T or sample_shape (with seeds), not both");
+    return r.x_T;
+  }
+  FEWSTEP_CHECK_VALUE(!r.sample_shape.empty(), "sample: pass x_T, or sample_shape with per-sample seeds");
+  FEWSTEP_CHECK_VALUE(!r.options.seeds.empty(), "sample: drawing x_T from sample_shape needs per-sample seeds=");
+  return randn_per_sample(r.sample_shape, r.options.seeds, r.x_T_options);
+}
+
+/// How the request says to step, after the precedence rules of request.h.
+struct Stepping {
+  std::optional<int64_t> steps, nfe;
+  std::vector<double> timesteps;
+  bool adaptive = false;
+};
+
+Stepping choose_stepping(const SampleRequest& r, std::string& solver) {
+  const bool tolerances = r.rtol.has_value() || r.atol.has_value();
+  const bool adaptive = tolerances || r.controller != nullptr;
+  const int gridded = int(r.steps.has_value()) + int(r.nfe.has_value()) + int(!r.timesteps.empty());
+  FEWSTEP_CHECK_VALUE(!(tolerances && r.controller), "pass either rtol=/atol= or controller=, not both (set the "
+                      "tolerances on the controller)");
+  FEWSTEP_CHECK_VALUE(!(r.steps && !r.timesteps.empty()), "pass either steps= or timesteps=, not both");
+  FEWSTEP_CHECK_VALUE(gridded <= 1, "pass one of steps=, nfe= or timesteps=, not several");
+  FEWSTEP_CHECK_VALUE(!(gridded && adaptive), "steps=/nfe=/timesteps= fix the grid while rtol=/atol=/controller= "
+                      "choose the steps adaptively; pass one or the other");
+  Stepping s{r.steps, r.nfe, r.timesteps, adaptive};
+  if (gridded || adaptive) return s;
+  // A model file's own sampler (a distilled student on its own grid), unless the request names a solver.
+  if (!r.model_defaults.timesteps.empty() && solver.empty() && !r.stepper) {
+    solver = r.model_defaults.solver;
+    s.timesteps = r.model_defaults.timesteps;
+    return s;
+  }
+  const std::string name = solver.empty() ? kDefaultSolver : solver;
+  const StepperTraits& traits = r.stepper ? r.stepper->traits() : stepper_traits(name);
+  if (traits.adaptive_by_default) {
+    s.adaptive = true;
+    return s;
+  }
+  if (r.fallback_steps > 0) {
+    s.steps = r.fallback_steps;
+    return s;
+  }
+  std::string hint;
+  if (traits.has_error_estimate)
+    hint = "; solver '" + traits.name + "' gives an error estimate, so rtol=/atol= or controller= also work";
+  FEWSTEP_CHECK_VALUE(false, "pass steps= (with spacing=), nfe= or an explicit timesteps= grid", hint);
+  return s;
+}
+
+}  // namespace
+
+ResolvedSample resolve(const SampleRequest& r) {
+  FEWSTEP_CHECK_VALUE(r.model != nullptr, "sample: model must not be null");
+  const NoiseSchedule& schedule = r.model->schedule_ref();
+  ResolvedSample out;
+  out.model = r.model;
+  out.options = r.options;
+  out.x_T = starting_noise(r);
+  check_x_T(out.x_T);
+  FEWSTEP_CHECK_VALUE(r.options.seeds.empty() || !r.options.generator.has_value(),
+                      "pass either generator= or seeds=, not both");
+  FEWSTEP_CHECK_VALUE(r.options.seeds.empty() || static_cast<int64_t>(r.options.seeds.size()) == out.x_T.size(0),
+                      "seeds should give one seed per sample: got ", r.options.seeds.size(), " seeds for x_T of shape ",
+                      out.x_T.sizes());
+  FEWSTEP_CHECK_VALUE(!(r.stepper && !r.solver.empty()), "sample: pass either a solver name or a stepper object, "
+                      "not both (got solver '", r.solver, "' and a '", r.stepper->traits().name, "' stepper)");
+
+  std::string name = r.solver;
+  const Stepping stepping = choose_stepping(r, name);
+  if (name.empty() && !r.stepper) name = kDefaultSolver;
+  out.stepper = r.stepper ? r.stepper : solver(name, r.solver_options);
+  out.solver = out.stepper->traits().name;
+
+  if (!stepping.timesteps.empty()) {
+    FEWSTEP_CHECK_VALUE(!r.t_start && !r.t_end, "t_start/t_end apply to steps=; an explicit timesteps= grid already "
+                        "fixes them");
+    out.grid = validate_grid(schedule, stepping.timesteps);
+  } else if (stepping.adaptive) {
+    out.controller = r.controller ? r.controller
+                                  : std::make_shared<PIDController>(r.rtol.value_or(kDpmSolverRtol),
+                                                                    r.atol.value_or(kDpmSolverAtol));
+    out.t_start = r.t_start.value_or(schedule.t_max());
+    out.t_end = r.t_end.value_or(schedule.t_min());
+  } else {
+    int64_t steps = 0;
+    if (stepping.nfe) {
+      FEWSTEP_CHECK_VALUE(*stepping.nfe >= 1, "nfe must be >= 1, got ", *stepping.nfe);
+      steps = steps_for_nfe(*out.stepper, *stepping.nfe);
+      FEWSTEP_CHECK_VALUE(steps > 0, "solver '", out.solver, "' cannot spend exactly nfe=", *stepping.nfe,
+                          " evaluations (it spends ", out.stepper->traits().nfe_per_step,
+                          " per step); pass a multiple of that, or steps=");
+    } else {
+      steps = *stepping.steps;
+      FEWSTEP_CHECK_VALUE(steps >= 1, "steps must be >= 1, got ", steps);
+    }
+    if (auto plan = out.stepper->plan(schedule, steps, r.spacing, r.t_start, r.t_end)) {
+      if (plan->stepper) out.stepper = plan->stepper;
+      if (plan->controller) {
+        out.controller = plan->controller;
+        out.t_start = plan->t_start.value_or(r.t_start.value_or(schedule.t_max()));
+        out.t_end = plan->t_end.value_or(r.t_end.value_or(schedule.t_min()));
+      } else {
+        out.grid = validate_grid(schedule, plan->grid);
+      }
+    } else {
+      out.grid = timesteps(schedule, steps, r.spacing, r.t_start, r.t_end);
+    }
+  }
+  if (!out.grid.empty()) {
+    out.controller = std::make_shared<GridController>(out.grid);
+    out.t_start = out.grid.front();
+    out.t_end = out.grid.back();
+  }
+  schedule.check_time(out.t_start, "t_start");
+  schedule.check_time(out.t_end, "t_end");
+  FEWSTEP_CHECK_VALUE(out.t_start > out.t_end, "sample: t_start must be greater than t_end (sampling runs from noise ",
+                      "to data), got t_start = ", out.t_start, ", t_end = ", out.t_end);
+  const StepperTraits& traits = out.stepper->traits();
+  FEWSTEP_CHECK_VALUE(!out.controller->requires_error_estimate() || traits.has_error_estimate, "sample: solver '",
+                      traits.name, "' gives no error estimate, which ", out.controller->describe(),
+                      " needs to choose its steps; use a solver with one (", error_estimating_solvers(),
+                      ") or a fixed grid (steps=/timesteps=)");
+  return out;
+}
+
+namespace {
+
+void check_finite(const at::Tensor& x, int64_t index, double t) {
+  if (x.device().is_meta()) return;  // nothing to check on shape-only tensors
+  FEWSTEP_CHECK(at::isfinite(x).all().item<bool>(), "sample: non-finite values (NaN/Inf) in x after step ", index,
+                " (t = ", t, ")");
+}
+
+/// A step's report, held back while a later step may still revise its x (traits.revises_start).
+struct Report {
+  int64_t index;
+  double t, t_next;
+  at::Tensor x, x0;
+  int64_t nfe;
+};
+
+/// The one sampling loop: fixed grids (GridController) and adaptive step control alike.
+///  - NFE is exact: evaluations of rejected attempts are included (Solution::nfe, and each accepted
+///    step's StepStats::nfe includes the attempts rejected before it).
+///  - A rejected attempt is discarded (x and the stepper's state stay) and retried to the newly
+///    proposed time; the last step is clipped to land exactly on t_end.
+Solution drive(const ResolvedSample& job) {
+  const Denoiser& model = *job.model;
+  const Stepper& stepper = *job.stepper;
+  const StepController& controller = *job.controller;
+  const SampleOptions& options = job.options;
+  const NoiseSchedule& schedule = model.schedule_ref();
+  const StepperTraits& traits = stepper.traits();
+  const double t_start = job.t_start, t_end = job.t_end;
+  const int error_order = traits.has_error_estimate ? traits.order : 0;
+  const std::vector<double>* fixed = controller.fixed_grid();
+
+  ModelEvaluator evaluator(model);
+  Solution solution;
+  solution.timesteps.push_back(t_start);
+  if (fixed) solution.stats.reserve(fixed->size() - 1);
+  if (options.keep_trajectory) solution.trajectory.push_back(job.x_T);
+
+  NoiseSampler noise = NoiseSampler::make(options.seeds, options.generator);
+  StepContext ctx;
+  ctx.num_steps = fixed ? static_cast<int64_t>(fixed->size()) - 1 : -1;
+  ctx.grid = fixed;
+  ctx.noise = &noise;
+
+  std::optional<Report> held;
+  auto report = [&](const Report& r) {
+    if (options.callback) options.callback(StepInfo{r.index, ctx.num_steps, r.t, r.t_next, r.x, r.x0, r.nfe});
+  };
+
+  at::Tensor x = job.x_T;
+  at::Tensor x0_prev;  // x̂_0 of the previous accepted step
+  SolverState state = stepper.init(x);
+  ControlProposal first = controller.start(ControlStart{schedule, x, t_start, t_end, error_order});
+  ControllerState cstate = std::move(first.state);
+  double t = t_start;
+  double t_next = first.t_next;
+  int64_t rejected_here = 0;
+  int64_t nfe_here = 0;
+
+  while (t > t_end) {
+    const int64_t attempts = solution.accepted + solution.rejected;
+    FEWSTEP_CHECK(attempts < controller.max_steps(), "sample: reached max_steps = ", controller.max_steps(),
+                  " attempted steps (", solution.accepted, " accepted, ", solution.rejected, " rejected) at t = ", t,
+                  " of [", t_start, " -> ", t_end, "] with solver '", traits.name, "' and ", controller.describe(),
+                  "; raise max_steps or loosen rtol/atol");
+    if (!(t_next > t_end)) t_next = t_end;  // land exactly on t_end, whatever the controller proposed
+    FEWSTEP_CHECK(t_next < t, "sample: the step controller made no progress at t = ", t, " (proposed t_next = ",
+                  t_next, "; step size underflow); ", controller.describe(), " — loosen rtol/atol or set dt_min");
+
+    ctx.index = solution.accepted;
+    const int64_t nfe_before = evaluator.nfe();
+    StepResult result = stepper.step(evaluator, x, t, t_next, state, ctx);
+    nfe_here += evaluator.nfe() - nfe_before;
+    FEWSTEP_CHECK(!controller.requires_error_estimate() || (result.error && result.error->defined()),
+                  "sample: solver '", traits.name, "' declares an error estimate but returned none at t = ", t);
+    const at::Tensor* error = result.error ? &*result.error : nullptr;
+    ControlInput input{schedule, t, t_next, t_start, t_end, x, result.x, result.x0,
+                       x0_prev.defined() ? &x0_prev : nullptr, error, error_order, solution.accepted,
+                       solution.rejected};
+    ControlDecision decision = controller.decide(input, std::move(cstate));
+    cstate = std::move(decision.state);
+    if (!decision.accept) {
+      ++solution.rejected;
+      ++rejected_here;
+      t_next = decision.t_next;
+      continue;
+    }
+    const int64_t index = solution.accepted++;
+    x = std::move(result.x);
+    state = std::move(result.state);
+    x0_prev = result.x0;
+    if (options.check_finite) check_finite(x, index, t_next);
+    solution.stats.push_back(StepStats{index, t, t_next, nfe_here, rejected_here});
+    solution.timesteps.push_back(t_next);
+    // A corrector revised the value at t (the previous step's end): report that one.
+    if (result.revised_start && index > 0) {
+      if (options.keep_trajectory) solution.trajectory.back() = *result.revised_start;
+      if (held) held->x = *result.revised_start;
+    }
+    if (options.keep_trajectory) solution.trajectory.push_back(x);
+    if (held) report(*held);
+    held.reset();
+    Report now{index, t, t_next, x, result.x0, evaluator.nfe()};
+    if (traits.revises_start) {
+      held = std::move(now);
+    } else {
+      report(now);
+    }
+    nfe_here = 0;
+    rejected_here = 0;
+    t = t_next;
+    t_next = decision.t_next;
+  }
+  if (held) report(*held);
+  if (options.denoise_to_zero) {
+    x = evaluator(x, t_end).x0;
+    if (options.check_finite) check_finite(x, solution.accepted, 0.0);
+  }
+  solution.x = x;
+  solution.nfe = evaluator.nfe();
+  solution.steps = solution.accepted;
+  return solution;
+}
+
+}  // namespace
+
+Solution ResolvedSample::run() const {
+  FEWSTEP_CHECK_VALUE(model && stepper && controller && x_T.defined(), "ResolvedSample::run: not resolved (use "
+                      "resolve(request))");
+  if (options.inference_mode) {
+    c10::InferenceMode guard;
+    return drive(*this);
+  }
+  return drive(*this);
+}
+
+Solution sample(const SampleRequest& request) { return resolve(request).run(); }
+
+}  // namespace fewstep
