@@ -21,6 +21,7 @@
 #include "fewstep/models/model_file.h"
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/models/guidance.h"
+#include "fewstep/nets/network.h"
 #include "fewstep/schedules/schedule.h"
 #include "options.h"
 
@@ -89,7 +90,7 @@ fewstep::ConditionalNetwork python_conditional_network(py::object net) {
 /// shapes and bytes), hashed when asked, so it follows training.
 std::string module_fingerprint(const py::object& module) {
   fewstep::Sha256 h;
-  const py::object type = py::type::handle_of(module);
+  const py::handle type = py::type::handle_of(module);
   h.field("fewstep.python_module").field(std::string(py::str(type.attr("__module__")))).field(
       std::string(py::str(type.attr("__qualname__"))));
   const py::dict state = module.attr("state_dict")();
@@ -145,8 +146,9 @@ std::string json_arg(const py::object& obj, const char* arg) {
 
 py::object json_loads(const std::string& text) { return py::module_::import("json").attr("loads")(text); }
 
-/// A torch.jit.ScriptModule (or an nn.Module, scripted here) as the C++ module it wraps.
-torch::jit::Module script_module_arg(const py::object& net) {
+/// A torch.jit.ScriptModule (or an nn.Module, scripted here) as a C++ module: handed over as the
+/// bytes torch.jit.save writes (torch's own module type is not shared with this extension).
+torch::jit::Module script_module_arg(const py::object& net, const std::string& path) {
   const py::object torch = py::module_::import("torch");
   py::object scripted = net;
   if (!py::isinstance(net, torch.attr("jit").attr("ScriptModule"))) {
@@ -159,7 +161,10 @@ torch::jit::Module script_module_arg(const py::object& net) {
                           "); script or trace it yourself and pass the ScriptModule");
     }
   }
-  return scripted.attr("_c").cast<torch::jit::Module>();
+  const py::object buffer = py::module_::import("io").attr("BytesIO")();
+  torch.attr("jit").attr("save")(scripted, buffer);
+  const std::string bytes = buffer.attr("getvalue")().cast<std::string>();
+  return *fewstep::load_network_bytes(bytes, path, "save_model_file").module;
 }
 
 py::tuple output_tuple(const fewstep::DenoiserOutput& out) { return py::make_tuple(out.x0, out.eps); }
@@ -449,7 +454,7 @@ void bind_models(py::module_& m) {
         }
         const std::string meta = json_arg(metadata, "metadata");
         if (!meta.empty()) info.metadata = meta;
-        const torch::jit::Module module = script_module_arg(net);
+        const torch::jit::Module module = script_module_arg(net, path);
         std::string written;
         {
           py::gil_scoped_release release;

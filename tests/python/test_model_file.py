@@ -41,15 +41,19 @@ def test_sidecar_with_an_unknown_schedule_parameter_is_refused(tmp_path):
     shutil.copy(MLP2D, bad)
     text = MLP2D.with_suffix(".json").read_text().replace('"beta_max"', '"beta_maxx"', 1)
     bad.with_suffix(".json").write_text(text)
-    with pytest.raises(ValueError, match="schedule 'vp_linear' has no parameter 'beta_maxx'"):
+    with pytest.raises(ValueError, match="does not match its own checksum"):  # an edited sidecar
         fs.load_model_file(str(bad))
+    with pytest.raises(ValueError, match="schedule 'vp_linear' has no parameter 'beta_maxx'"):
+        fs.upgrade_model_file(str(bad))  # re-sealing checks every field
 
 
 # ----------------------------------------------------------------------------------------------
 # Writing model files, their checksums, and the sidecar's guards.
 
 import json
+import struct
 import subprocess
+import zipfile
 
 BIN = ROOT / "build" / "bin" / "fewstep"
 SHIPPED = sorted(p for p in (ROOT / "models").rglob("*.json")
@@ -186,9 +190,13 @@ def test_resuming_a_flipped_checkpoint_fails_naming_it(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     ckpt = out / "checkpoint.pt"
     good = ckpt.read_bytes()
-    for frac in (0.25, 0.5, 0.75):
+    # Inside the payload of three stored tensors (the zip's local headers are not read at all).
+    records = [r for r in zipfile.ZipFile(ckpt).infolist() if "/data/" in r.filename and r.file_size >= 64]
+    for record in records[:: max(1, len(records) // 3)][:3]:
+        name_len, extra_len = struct.unpack("<HH", good[record.header_offset + 26:record.header_offset + 30])
+        pos = record.header_offset + 30 + name_len + extra_len + record.file_size // 2
         bad = bytearray(good)
-        bad[int(frac * len(bad))] ^= 0x5A
+        bad[pos] ^= 0x5A
         ckpt.write_bytes(bytes(bad))
         proc = subprocess.run([*train, "--resume"], capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0 and str(ckpt) in proc.stderr and "corrupted" in proc.stderr, proc.stderr
