@@ -5,11 +5,11 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include "command.h"
 #include "fewstep/core/atomic_file.h"
+#include "fewstep/models/model_file.h"
 
 namespace fewstep::cli {
 
@@ -49,23 +49,17 @@ std::string inline_object(const nlohmann::json& j) {
 
 }  // namespace
 
-std::string sidecar_path(const std::string& model_path) { return with_extension(model_path, ".json"); }
 std::string card_path(const std::string& model_path) { return with_extension(model_path, ".md"); }
 
 std::optional<nlohmann::json> read_sidecar(const std::string& model_path) {
-  const std::string path = sidecar_path(model_path);
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  nlohmann::json j;
+  std::error_code ec;
+  if (!std::filesystem::exists(model_sidecar_path(model_path), ec)) return std::nullopt;
   try {
-    in >> j;
-  } catch (const nlohmann::json::exception& e) {
-    throw UsageError("sidecar '" + path + "' of --model is not valid JSON: " + e.what());
+    // Validated (and its nesting bounded) by the library before this parser sees it.
+    return nlohmann::json::parse(read_model_file_info(model_path).sidecar_json);
+  } catch (const c10::Error& e) {
+    throw UsageError(e.what_without_backtrace());
   }
-  if (!j.is_object() || j.value("format", "") != kSidecarFormat)
-    throw UsageError("sidecar '" + path + "' of --model is not a fewstep model sidecar (expected \"format\": \"" +
-                     kSidecarFormat + "\")");
-  return j;
 }
 
 void write_text_file(const std::string& path, const std::string& text) {
@@ -84,7 +78,7 @@ std::string render_card(const nlohmann::json& m, const std::string& model_file) 
     << "A " << m.at("network").at("kind").get<std::string>() << " denoiser trained by `fewstep train` (denoising "
     << "score matching with fewstep's C++ DenoiserTrainer), exported as TorchScript from the EMA weights. "
     << "`forward(x, t)` returns the " << m.at("prediction").get<std::string>() << " prediction. The sidecar `"
-    << std::filesystem::path(sidecar_path(model_file)).filename().string()
+    << std::filesystem::path(model_sidecar_path(model_file)).filename().string()
     << "` holds the same metadata for `fewstep sample`.\n\n";
   o << "| | |\n| --- | --- |\n";
   o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";

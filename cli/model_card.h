@@ -1,7 +1,6 @@
-// What `fewstep train` writes beside an exported TorchScript model, and what `fewstep sample` reads:
-//  - <name>.json, the sidecar: format, schedule spec, prediction, time input, sample shape, network,
-//    data and training metadata (one JSON object, written atomically);
-//  - <name>.md, the card: the same metadata as a short Markdown page for people.
+// The human side of a model file: <name>.md, the card, renders the sidecar's metadata as a short
+// Markdown page. The model file itself (<name>.pt and its sidecar <name>.json) is written and read
+// by the library only (models/model_file.h: save_model_file, read_model_file_info, load_model_file).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -11,15 +10,11 @@
 
 namespace fewstep::cli {
 
-inline constexpr const char* kSidecarFormat = "fewstep.model.v1";
-
-/// "dir/model.pt" → "dir/model.json" (the extension, if any, replaced).
-std::string sidecar_path(const std::string& model_path);
 /// "dir/model.pt" → "dir/model.md".
 std::string card_path(const std::string& model_path);
 
-/// The sidecar of `model_path`, or nullopt when there is none. UsageError naming the file if it is
-/// not valid JSON or not a fewstep sidecar.
+/// The sidecar of `model_path` as read and validated by the library (read_model_file_info), or
+/// nullopt when there is none. UsageError naming the file if it is not a valid fewstep sidecar.
 std::optional<nlohmann::json> read_sidecar(const std::string& model_path);
 
 /// Writes text atomically (temporary file + rename); UsageError naming the path on failure.

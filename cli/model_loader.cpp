@@ -62,7 +62,7 @@ LoadedModel load_model(const ModelFlags& c) {
   if (fsys::is_directory(c.model)) throw UsageError("--model '" + c.model + "' is a directory, not a model file");
   // Sidecar first, flags override; without either the model cannot be interpreted.
   const std::optional<json> side = read_sidecar(c.model);
-  const std::string side_name = sidecar_path(c.model);
+  const std::string side_name = model_sidecar_path(c.model);
   auto need = [&](const char* flag, const char* key) -> json {
     if (side && side->contains(key)) return side->at(key);
     throw UsageError(std::string("--model '") + c.model + "' has no sidecar '" + side_name + "' with \"" + key +

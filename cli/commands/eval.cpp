@@ -1,7 +1,8 @@
 // `fewstep eval`: samples a TorchScript denoiser with one solver setting and measures it: coupled error
 // against a fine reference solve from the same x_T (any model), and FD-FMNIST with its train-vs-test
 // floor, class-histogram KL and mean classifier confidence (Fashion-MNIST image models). The
-// reference is cached in a file keyed by everything it depends on, so repeated evals reuse it.
+// reference is one cached teacher solve of the model (sample/teacher_cache.h), keyed by the model's
+// content and every setting, so repeated evals reuse it.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/script.h>
@@ -23,7 +24,9 @@
 #include "../model_loader.h"
 #include "fewstep/metrics/coupled_error.h"
 #include "fewstep/metrics/fmnist_evaluator.h"
-#include "fewstep/core/tensor_archive.h"
+#include "fewstep/core/cache_dir.h"
+#include "fewstep/sample/teacher_cache.h"
+#include "fewstep/schedules/timesteps.h"
 #include "fewstep/core/progress_bar.h"
 #include "fewstep/version.h"
 
@@ -34,7 +37,6 @@ namespace fsys = std::filesystem;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kReferenceFormat = "fewstep.eval_reference.v1";
 constexpr const char* kClassifierName = "fmnist-classifier.pt";
 
 struct Config {
@@ -50,29 +52,16 @@ struct Config {
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// FNV-1a, 64 bits: a short, stable name for a cache key.
-std::string key_hash(const std::string& text) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char ch : text) h = (h ^ ch) * 1099511628211ull;
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
-
-std::string default_cache_dir() {
-  const auto env = [](const char* name) -> std::string {
-    const char* v = std::getenv(name);
-    return v && *v ? v : "";
-  };
-  if (!env("FEWSTEP_CACHE_DIR").empty()) return env("FEWSTEP_CACHE_DIR");
-  if (!env("XDG_CACHE_HOME").empty()) return env("XDG_CACHE_HOME") + "/fewstep";
-  if (!env("HOME").empty()) return env("HOME") + "/.cache/fewstep";
-  return (fsys::temp_directory_path() / "fewstep-cache").string();
-}
-
 // A reference tensor from a file: a fewstep reference (dict with "x"), a dict {"x": tensor} or a
 // bare tensor saved with torch.save. Returns the tensor and the dict's "key" ("" if none).
 std::pair<at::Tensor, std::string> read_reference(const std::string& path, const std::string& flag) {
+  // A teacher-solve file of fewstep's cache: verified, its last kept point.
+  try {
+    const TeacherSolve solve = load_teacher_solve(path);
+    return {solve.x_end(), solve.key};
+  } catch (const c10::Error&) {
+    // not one: a plain tensor file, read below
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw UsageError(flag + " '" + path + "' does not exist or cannot be read");
   const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -129,7 +118,7 @@ class EvalCommand final : public Command {
                                                     "written by fewstep eval (see its cache) or torch.save(tensor "
                                                     "[n, ...]) from the same x_T");
     app.add_flag("--no-reference", c.no_reference, "Skip the reference solve and the coupled error");
-    app.add_option("--cache-dir", c.cache_dir, "Where reference samples (<dir>/references/) and the classifier's "
+    app.add_option("--cache-dir", c.cache_dir, "Cache root: reference solves (<dir>/teacher-solves/) and the classifier's "
                                                "test-set and floor statistics (<dir>/fmnist/) are cached (default "
                                                "$FEWSTEP_CACHE_DIR, $XDG_CACHE_HOME/fewstep or ~/.cache/fewstep)");
     app.add_flag("--no-cache", c.no_cache, "Neither read nor write the caches");
@@ -301,77 +290,45 @@ class EvalCommand final : public Command {
       *info = {{"file", c.reference_file}, {"description", "from --reference " + c.reference_file}};
       return x.to(at::kFloat);
     }
-    const json key = {{"format", kReferenceFormat},
-                      {"model", model.identity()},
-                      {"solver", c.reference_solver},
-                      {"steps", c.reference_steps},
-                      {"spacing", c.reference_spacing},
-                      {"seed", c.seed},
-                      {"n", c.n},
-                      {"dtype", "float32"}};
-    const std::string key_text = key.dump();
-    const std::string dir = (fsys::path(cache_root()) / "references").string();
-    const std::string file =
-        (fsys::path(dir) / (fsys::path(model.path).stem().string() + "-" + c.reference_solver + "-" +
-                            std::to_string(c.reference_steps) + "-n" + std::to_string(c.n) + "-seed" +
-                            std::to_string(c.seed) + "-" + key_hash(key_text) + ".pt"))
-            .string();
     const std::string what = c.reference_solver + ", " + std::to_string(c.reference_steps) + " steps (" +
                              c.reference_spacing + ")";
     *info = {{"solver", c.reference_solver}, {"steps", c.reference_steps}, {"spacing", c.reference_spacing}};
-    if (!c.no_cache && fsys::exists(file)) {
-      try {
-        auto [x, stored_key] = read_reference(file, "cached reference");
-        if (stored_key == key_text && x.sizes().vec() == want) {
-          (*info)["file"] = file;
-          (*info)["cached"] = true;
-          (*info)["description"] = what + ", read from the cache " + file;
-          if (!c.quiet) std::cerr << "fewstep eval: reference read from " << file << "\n";
-          return x;
-        }
-      } catch (const UsageError&) {
-        // An unreadable cache file is recomputed and replaced.
-      }
-    }
+    TeacherSolveSpec spec;
+    spec.sample_shape = model.shape;
+    spec.n = c.n;
+    spec.seed = c.seed;
+    spec.solver = c.reference_solver;
+    spec.grid = timesteps(*model.schedule, c.reference_steps, c.reference_spacing);
+    spec.dtype = x_T.scalar_type();
+    spec.batch = c.batch;
+    spec.progress = !c.quiet;
+    spec.label = "reference " + c.reference_solver;
     const auto t0 = Clock::now();
-    int64_t nfe = 0;
-    SamplerFlags flags;
-    flags.solver = c.reference_solver;
-    flags.steps = c.reference_steps;
-    flags.spacing = c.reference_spacing;
-    SampleRequest request = sampler_request(model, flags, seeds);
-    request.x_T = x_T;
-    request.sample_shape.clear();
-    const at::Tensor x = sample_all(resolve_request(request), "reference " + c.reference_solver, &nfe);
+    const TeacherSolve solve = teacher_solve(*model.denoiser, spec, c.no_cache ? "" : cache_root());
     const double seconds = seconds_since(t0);
-    (*info)["nfe"] = nfe;
-    (*info)["seconds"] = seconds;
-    (*info)["cached"] = false;
-    std::string where = "not cached (--no-cache)";
-    if (!c.no_cache) {
-      std::error_code ec;
-      fsys::create_directories(dir, ec);
-      try {
-        TensorArchive ck;
-        ck.set_string("format", kReferenceFormat);
-        ck.set_string("key", key_text);
-        ck.set_tensor("x", x.contiguous());
-        ck.set_int("nfe", nfe);
-        ck.save(file);
-        (*info)["file"] = file;
-        where = "cached in " + file;
-        if (!c.quiet) std::cerr << "fewstep eval: reference (" << fmt(seconds, "%.1f") << " s) cached in " << file << "\n";
-      } catch (const c10::Error& e) {
-        where = "not cached: cannot write " + file;
-        std::cerr << "fewstep eval: warning: cannot cache the reference in '" << file
-                  << "' (--cache-dir): " << e.what_without_backtrace() << "\n";
-      }
+    const at::Tensor x = solve.x_end().contiguous();
+    check_shape(x, "the reference");
+    if (!solve.note.empty()) std::cerr << "fewstep eval: warning: " << solve.note << "\n";
+    (*info)["nfe"] = solve.nfe;
+    (*info)["cached"] = solve.from_cache;
+    if (!solve.cache_file.empty()) (*info)["file"] = solve.cache_file;
+    std::string where = c.no_cache ? "not cached (--no-cache)" : solve.cache_file.empty() ? "not cached" : "";
+    if (solve.from_cache) {
+      (*info)["description"] = what + ", read from the cache " + solve.cache_file;
+      if (!c.quiet) std::cerr << "fewstep eval: reference read from " << solve.cache_file << "\n";
+      return x;
     }
-    (*info)["description"] = what + ", NFE " + std::to_string(nfe) + ", " + fmt(seconds, "%.1f") + " s, " + where;
+    (*info)["seconds"] = seconds;
+    if (!solve.cache_file.empty()) {
+      where = "cached in " + solve.cache_file;
+      if (!c.quiet) std::cerr << "fewstep eval: reference (" << fmt(seconds, "%.1f") << " s) cached in "
+                              << solve.cache_file << "\n";
+    }
+    (*info)["description"] = what + ", NFE " + std::to_string(solve.nfe) + ", " + fmt(seconds, "%.1f") + " s, " + where;
     return x;
   }
 
-  std::string cache_root() const { return config_.cache_dir.empty() ? default_cache_dir() : config_.cache_dir; }
+  std::string cache_root() const { return config_.cache_dir.empty() ? cache_directory() : config_.cache_dir; }
 
   std::string resolve_classifier() const {
     const Config& c = config_;
@@ -414,8 +371,9 @@ const bool registered = register_command(
      "                 on the 10000 test images, beside its floor: the same distance for n training images (what\n"
      "                 real data scores at this n; FD shrinks as n grows, so compare values at equal n only).\n"
      "  class KL       KL(test || samples) of the classifier's predicted-class histograms (mode dropping).\n"
-     "The reference is cached under --cache-dir keyed by the model file, schedule, seed, n and reference\n"
-     "settings: the next eval of the same model, seed and n (any solver) reuses it. See docs/metrics.md.\n",
+     "The reference is cached under --cache-dir keyed by the model's content (SHA-256 of its files), schedule,\n"
+     "seed, n and reference settings: the next eval of the same model, seed and n (any solver) reuses it.\n"
+     "See docs/metrics.md.\n",
      [] { return std::make_unique<EvalCommand>(); }});
 
 }  // namespace

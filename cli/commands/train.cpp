@@ -26,6 +26,7 @@
 #include "fewstep/data/shuffled_batches.h"
 #include "fewstep/models/denoiser.h"
 #include "fewstep/models/gaussian_mixture.h"
+#include "fewstep/models/model_file.h"
 #include "fewstep/nets/mlp.h"
 #include "fewstep/nets/network_spec.h"
 #include "fewstep/nets/unet.h"
@@ -193,21 +194,16 @@ class TrainCommand final : public Command {
               << ", prediction " << config_.prediction << ", steps " << start << " -> " << target << " of "
               << config_.steps << ", " << run.threads() << " threads\n";
 
-    meta_ = {{"format", kSidecarFormat},
-             {"name", config_.name},
-             {"model", config_.name + ".pt"},
-             {"schedule", schedule_spec_},
-             {"prediction", config_.prediction},
-             {"time_input", config_.time_input},
-             {"time_scale", config_.time_scale},
-             {"sample_shape", sample_shape},
-             {"parameters", parameter_count(*net)},
-             {"network", net_json},
-             {"num_classes", config_.num_classes},
-             {"data", data_json},
-             {"fewstep_version", fewstep::version()},
-             {"torch_version", fewstep::torch_version()}};
-    meta_["schedule"]["repr"] = schedule->repr();
+    // The model file's record (models/model_file.h); the library adds the format, checksum,
+    // parameter count and versions when it writes the file.
+    info_.schedule = schedule;
+    info_.prediction = parse_prediction(config_.prediction);
+    info_.time_input = parse_time_input(config_.time_input);
+    info_.time_scale = config_.time_scale;
+    info_.sample_shape = sample_shape;
+    info_.name = config_.name;
+    info_.network = net_json.dump();
+    metadata_ = {{"num_classes", config_.num_classes}, {"data", data_json}};
 
     TrainingRun::Loop loop;
     loop.target = target;
@@ -220,7 +216,7 @@ class TrainCommand final : public Command {
 
     const std::string model = (fsys::path(config_.out) / (config_.name + ".pt")).string();
     std::cerr << "fewstep train: step " << trainer.step_count() << "/" << config_.steps << " in "
-              << clock_text(run.seconds()) << "; wrote " << model << ", " << sidecar_path(model) << ", "
+              << clock_text(run.seconds()) << "; wrote " << model << ", " << model_sidecar_path(model) << ", "
               << card_path(model) << "\n";
     if (trainer.step_count() < config_.steps)
       std::cerr << "fewstep train: continue with the same command and --resume\n";
@@ -350,27 +346,29 @@ class TrainCommand final : public Command {
     const std::string model = (fsys::path(config_.out) / (config_.name + ".pt")).string();
     torch::jit::Module ema = trainer.ema_net()->clone();
     ema.eval();
-    save_network(ema, model);
-    json m = meta_;
-    m["training"] = run.training_json();
-    m["training"].update({{"seed", config_.seed},
-                          {"steps", config_.steps},
-                          {"steps_done", trainer.step_count()},
-                          {"weighting", config_.weighting},
-                          {"batch", config_.batch},
-                          {"lr", config_.lr},
-                          {"min_lr", config_.min_lr},
-                          {"warmup", config_.warmup},
-                          {"weight_decay", config_.weight_decay},
-                          {"grad_clip", config_.grad_clip},
-                          {"ema", config_.ema}});
-    write_text_file(sidecar_path(model), m.dump(2) + "\n");
-    write_text_file(card_path(model), render_card(m, model));
+    json metadata = metadata_;
+    metadata["training"] = run.training_json();
+    metadata["training"].update({{"seed", config_.seed},
+                                 {"steps", config_.steps},
+                                 {"steps_done", trainer.step_count()},
+                                 {"weighting", config_.weighting},
+                                 {"batch", config_.batch},
+                                 {"lr", config_.lr},
+                                 {"min_lr", config_.min_lr},
+                                 {"warmup", config_.warmup},
+                                 {"weight_decay", config_.weight_decay},
+                                 {"grad_clip", config_.grad_clip},
+                                 {"ema", config_.ema}});
+    ModelFileInfo info = info_;
+    info.metadata = metadata.dump();
+    const json side = json::parse(save_model_file(model, ema, info));
+    write_text_file(card_path(model), render_card(side, model));
   }
 
   Config config_;
   json schedule_spec_;
-  json meta_;
+  ModelFileInfo info_;
+  json metadata_;
 };
 
 const bool registered = register_command(

@@ -21,6 +21,7 @@
 #include "../training_run.h"
 #include "fewstep/data/fashion_mnist.h"
 #include "fewstep/data/shuffled_batches.h"
+#include "fewstep/models/model_file.h"
 #include "fewstep/nets/classifier.h"
 #include "fewstep/train/classifier_trainer.h"
 #include "fewstep/core/progress_bar.h"
@@ -280,7 +281,7 @@ class TrainClassifierCommand final : public Command {
                       {"train_images", train.images.size(0)}}},
         {"fewstep_version", fewstep::version()},
         {"torch_version", fewstep::torch_version()}};
-    write_text_file(sidecar_path(model), meta.dump(2) + "\n");
+    write_text_file(model_sidecar_path(model), meta.dump(2) + "\n");
     write_text_file(card_path(model), render(meta));
     if (!c.keep_checkpoint) {
       fsys::remove(checkpoint, ec);
@@ -288,7 +289,7 @@ class TrainClassifierCommand final : public Command {
     }
     std::printf("test accuracy %.4f (%lld images), test loss %.4f, final training loss %.4f, %s\n", score.accuracy,
                 static_cast<long long>(score.n), score.loss, final_loss, minutes(seconds).c_str());
-    std::cerr << "fewstep train-classifier: wrote " << model << ", " << sidecar_path(model) << ", " << card_path(model)
+    std::cerr << "fewstep train-classifier: wrote " << model << ", " << model_sidecar_path(model) << ", " << card_path(model)
               << "\n";
     return 0;
   }

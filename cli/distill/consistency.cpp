@@ -97,7 +97,7 @@ class ConsistencyMethodCommand final : public Command {
         info.network = json::parse(spec);
         info.solver = "consistency";
         info.timesteps = grid(steps);
-        info.sidecar_extra = {{"consistency", {{"sigma_data", sigma_data_}, {"t_min", teacher_.schedule->t_min()}}}};
+        info.consistency = ModelConsistency{sigma_data_, teacher_.schedule->t_min()};
         info.distillation = {{"consistency_method", method_}, {"steps", steps}, {"iterations", iterations_},
                              {"distance", distance_}, {"batch", flags_.batch}, {"lr", flags_.lr}, {"ema", flags_.ema}};
         if (method == ConsistencyMethod::Distillation)

@@ -1,5 +1,5 @@
 // `fewstep distill kd`: knowledge distillation (train/kd_trainer.h) onto cached teacher rollouts
-// (train/rollout_cache.h).
+// (sample/teacher_cache.h).
 #include <ATen/ATen.h>
 #include <torch/script.h>
 
@@ -11,6 +11,7 @@
 #include "../training_run.h"
 #include "method.h"
 #include "teacher.h"
+#include "fewstep/sample/teacher_cache.h"
 #include "fewstep/schedules/timesteps.h"
 #include "fewstep/train/kd_trainer.h"
 
@@ -34,8 +35,10 @@ class KdMethod final : public Command {
     app.add_option("--teacher-solver", teacher_solver_, "Solver of the teacher rollouts")->capture_default_str();
     app.add_option("--teacher-steps", teacher_steps_, "Steps of the teacher rollouts")->check(positive())->capture_default_str();
     app.add_option("--pairs-seed", pairs_seed_, "x_T of pair i is drawn with seed pairs_seed + i")->capture_default_str();
-    app.add_option("--cache-dir", cache_dir_, "Where rollouts are cached (default $XDG_CACHE_HOME/fewstep/kd or "
-                                              "~/.cache/fewstep/kd); reused when the settings match");
+    app.add_option("--cache-dir", cache_dir_, "Cache root of the teacher rollouts (default $FEWSTEP_CACHE_DIR, else "
+                                              "$XDG_CACHE_HOME/fewstep or ~/.cache/fewstep); reused when the "
+                                              "teacher's content and every setting match");
+    app.add_flag("--no-cache", no_cache_, "Neither read nor write the rollout cache");
   }
 
   int run(const GlobalOptions&) override {
@@ -49,41 +52,32 @@ class KdMethod final : public Command {
     if (teacher_.sidecar.value("network", json::object()).value("config", json::object()).value("guidance_input", false))
       throw UsageError("--teacher '" + flags_.teacher + "' takes a guidance weight; kd distils plain teachers");
 
-    // The rollouts: cached under a name derived from their settings.
-    const std::vector<double> teacher_grid = timesteps(*teacher_.schedule, teacher_steps_, "logsnr");
-    const json settings = {{"teacher", fsys::absolute(flags_.teacher).string()},
-                           {"teacher_bytes", fsys::file_size(flags_.teacher)},
-                           {"solver", teacher_solver_},
-                           {"steps", teacher_steps_},
-                           {"spacing", "logsnr"},
-                           {"n", pairs_},
-                           {"seed", pairs_seed_},
-                           {"shape", teacher_.sample_shape},
-                           {"num_classes", teacher_.num_classes}};
-    const std::string text = settings.dump();
-    const std::string cache = (fsys::path(cache_dir_.empty() ? default_cache_dir("kd") : cache_dir_) /
-                               ("rollouts-" + std::to_string(std::hash<std::string>{}(text)) + ".pt"))
-                                  .string();
-    RolloutSpec spec;
+    // The rollouts: one cached teacher solve, keyed by the teacher's content and the settings.
+    const auto stepper = make_stepper(teacher_solver_, {}, "--teacher-solver");
+    if (stepper->traits().stochastic)
+      throw UsageError("--teacher-solver '" + teacher_solver_ + "' is stochastic; the rollouts must be the teacher's "
+                       "ODE solutions (e.g. unipc, deis, dpmpp_2m, heun)");
+    TeacherSolveSpec spec;
     spec.sample_shape = teacher_.sample_shape;
     spec.n = pairs_;
     spec.seed = pairs_seed_;
-    spec.grid = teacher_grid;
+    spec.solver = teacher_solver_;
+    spec.grid = timesteps(*teacher_.schedule, teacher_steps_, "logsnr");
     spec.num_classes = teacher_.num_classes;
-    const auto stepper = make_stepper(teacher_solver_, {}, "--teacher-solver");
-    const ScriptNet net = teacher_.net;
-    net->eval();
-    auto make_teacher = [&](const at::Tensor& y) {
-      Denoiser::Network fn = [net, y](const at::Tensor& x, const at::Tensor& t) {
-        return forward_network(*net, x, t, y, {}, "kd teacher");
-      };
-      return Denoiser(std::move(fn), teacher_.schedule, teacher_.prediction, teacher_.time_input, teacher_.time_scale);
-    };
-    std::cerr << "fewstep distill kd: teacher rollouts (" << pairs_ << " x " << teacher_solver_ << "-" << teacher_steps_
-              << ") from " << cache << " if cached\n";
-    RolloutPairs pairs = teacher_rollouts(make_teacher, *stepper, spec, text, cache);
-    std::cerr << "fewstep distill kd: " << (pairs.from_cache ? "loaded" : "made and cached") << " " << pairs_
-              << " pairs\n";
+    spec.label = "kd: teacher rollouts";
+    const std::shared_ptr<const ModelFile> file = teacher_.file;
+    const TeacherSolve solve = teacher_solve(file->denoiser, spec, cache_root(cache_dir_, no_cache_),
+                                             [file](const at::Tensor& y) {
+                                               ModelConditioning c;
+                                               c.labels = y;
+                                               return file->conditioned(c);
+                                             });
+    if (!solve.note.empty()) std::cerr << "fewstep distill kd: " << solve.note << "\n";
+    std::cerr << "fewstep distill kd: "
+              << (solve.from_cache ? "loaded " : solve.cache_file.empty() ? "made " : "made and cached ") << pairs_
+              << " pairs (" << teacher_solver_ << "-" << teacher_steps_ << " teacher rollouts)"
+              << (solve.cache_file.empty() ? "" : (solve.from_cache ? " from " : " in ") + solve.cache_file) << "\n";
+    RolloutPairs pairs = rollout_pairs(solve);
 
     KdTrainerOptions o;
     o.timesteps = timesteps(*teacher_.schedule, steps_, spacing_);
@@ -123,6 +117,7 @@ class KdMethod final : public Command {
   int64_t steps_ = 1, iterations_ = 2000, pairs_ = 4000, teacher_steps_ = 25;
   uint64_t pairs_seed_ = 1000000;
   std::string spacing_ = "time", student_prediction_ = "x0", teacher_solver_ = "unipc", cache_dir_;
+  bool no_cache_ = false;
   Teacher teacher_;
 };
 
@@ -131,7 +126,8 @@ const bool registered = register_distill_method(
      "Example:\n"
      "  fewstep distill kd --teacher models/fmnist-unet-eps.pt --steps 1 --pairs 4000 --iterations 2000 \\\n"
      "      --out runs/kd --threads 1\n"
-     "The (x_T, x_0) pairs are cached with their settings and reused by later runs.",
+     "The (x_T, x_0) pairs are cached under --cache-dir, keyed by the teacher's content (SHA-256 of its .pt and\n"
+     "sidecar) and every setting, and reused by later runs.",
      [] { return std::make_unique<KdMethod>(); }});
 
 }  // namespace

@@ -59,8 +59,10 @@ class MicroMethod final : public Command {
         ->capture_default_str();
     app.add_option("--trajectory-dtype", trajectory_dtype_, "dtype of the teacher solves (float32 or float64)")
         ->check(CLI::IsMember({"float32", "float64"}))->capture_default_str();
-    app.add_option("--cache-dir", cache_dir_, "Where trajectories are cached (default $XDG_CACHE_HOME/fewstep/micro "
-                                              "or ~/.cache/fewstep/micro); reused when the settings match");
+    app.add_option("--cache-dir", cache_dir_, "Cache root of the teacher trajectories (default $FEWSTEP_CACHE_DIR, "
+                                              "else $XDG_CACHE_HOME/fewstep or ~/.cache/fewstep); reused when the "
+                                              "teacher's content and every setting match");
+    app.add_flag("--no-cache", no_cache_, "Neither read nor write the trajectory cache");
   }
 
   int run(const GlobalOptions&) override {
@@ -86,16 +88,11 @@ class MicroMethod final : public Command {
     spec.substeps = substeps_;
     spec.dtype = trajectory_dtype_ == "float64" ? at::kDouble : at::kFloat;
     spec.progress = true;
-    const std::string key = teacher_id + "|" + std::to_string(trajectories_) + "|" + std::to_string(trajectory_seed_) +
-                            "|" + std::to_string(segments_) + "|" + std::to_string(substeps_) + "|" + trajectory_dtype_;
-    const std::string cache = (fsys::path(cache_dir_.empty() ? default_cache_dir("micro") : cache_dir_) /
-                               ("trajectories-" + std::to_string(std::hash<std::string>{}(key)) + ".pt"))
-                                  .string();
-    std::cerr << "fewstep distill micro: teacher trajectories (" << trajectories_ << " x " << segments_ * substeps_
-              << " DEIS-3 steps) from " << cache << " if cached\n";
-    DenseTrajectories data = dense_trajectories(denoiser, spec, teacher_id, cache);
-    std::cerr << "fewstep distill micro: " << (data.from_cache ? "loaded" : "made and cached") << " "
-              << trajectories_ << " trajectories\n";
+    DenseTrajectories data = dense_trajectories(denoiser, spec, teacher_id, cache_root(cache_dir_, no_cache_));
+    std::cerr << "fewstep distill micro: "
+              << (data.from_cache ? "loaded " : data.cache_file.empty() ? "made " : "made and cached ") << trajectories_
+              << " trajectories (" << segments_ * substeps_ << " DEIS-3 steps each)"
+              << (data.cache_file.empty() ? "" : (data.from_cache ? " from " : " in ") + data.cache_file) << "\n";
 
     MicroTrainerOptions o;
     o.mode = parse_micro_mode(mode_);
@@ -153,19 +150,13 @@ class MicroMethod final : public Command {
               "exact GaussianMixture::random(" + std::to_string(dim) + ", " + std::to_string(components) + ", " +
                   std::to_string(seed) + "), " + teacher_.schedule->repr()};
     }
-    const ScriptNet net = teacher_.net;
-    net->eval();
-    Denoiser::Network fn = [net](const at::Tensor& x, const at::Tensor& t) {
-      return forward_network(*net, x, t, {}, {}, "micro teacher");
-    };
-    return {Denoiser(std::move(fn), teacher_.schedule, teacher_.prediction, teacher_.time_input, teacher_.time_scale),
-            fsys::path(flags_.teacher).filename().string() + " (" + std::to_string(fsys::file_size(flags_.teacher)) +
-                " bytes)"};
+    return {teacher_.file->denoiser, fsys::path(flags_.teacher).filename().string() + " (sha256 " +
+                                         teacher_.file->sha256.substr(0, 16) + ")"};
   }
 
   DistillFlags flags_;
   std::string mode_ = "joint", init_, trajectory_dtype_ = "float32", cache_dir_;
-  bool exact_ = false, no_teacher_grad_ = false, no_time_gradient_ = false, history_ = false;
+  bool no_cache_ = false, exact_ = false, no_teacher_grad_ = false, no_time_gradient_ = false, history_ = false;
   int64_t iterations_ = 2000, budget_min_ = 5, budget_max_ = 20, segment_max_ = 0, width_ = 0, blocks_ = 0;
   int64_t trajectories_ = 1024, segments_ = 64, substeps_ = 8;
   uint64_t trajectory_seed_ = 2000000;
@@ -180,7 +171,8 @@ const bool registered = register_distill_method(
      "  fewstep distill micro --teacher models/gmm16d-mlp-eps.pt --exact --mode joint \\\n"
      "      --init runs/micro-res/student.pt --out runs/micro-joint\n"
      "  fewstep distill micro --teacher models/fmnist-unet-eps.pt --mode residual --out runs/fmnist-micro\n"
-     "The dense teacher trajectories are cached with their settings and reused by later runs. The output\n"
+     "The dense teacher trajectories are cached under --cache-dir, keyed by the teacher's content and every\n"
+     "setting, and reused by later runs. The output\n"
      "<out>/<name>.pt is a micro sampler (TorchScript with the teacher's identity): sample it with\n"
      "`fewstep sample --micro <file>` or fewstep.MicroSampler in Python.",
      [] { return std::make_unique<MicroMethod>(); }});

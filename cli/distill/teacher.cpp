@@ -13,7 +13,7 @@
 #include "fewstep/data/mixture_data.h"
 #include "fewstep/data/shuffled_batches.h"
 #include "fewstep/models/gaussian_mixture.h"
-#include "fewstep/schedules/schedule_spec.h"
+#include "fewstep/core/cache_dir.h"
 #include "fewstep/version.h"
 
 namespace fewstep::cli {
@@ -26,26 +26,25 @@ namespace fsys = std::filesystem;
 Teacher load_teacher(const std::string& path) {
   Teacher t;
   t.path = path;
-  if (!fsys::is_regular_file(path)) throw UsageError("--teacher '" + path + "' is not a file");
-  const auto side = read_sidecar(path);
-  if (!side) throw UsageError("--teacher '" + path + "' has no sidecar '" + sidecar_path(path) +
-                              "' (written by `fewstep train`; it names the schedule, prediction and data)");
-  t.sidecar = *side;
+  std::error_code ec;
+  if (!fsys::is_regular_file(path, ec)) throw UsageError("--teacher '" + path + "' is not a file");
+  if (!fsys::exists(model_sidecar_path(path), ec))
+    throw UsageError("--teacher '" + path + "' has no sidecar '" + model_sidecar_path(path) +
+                     "' (written by `fewstep train`; it names the schedule, prediction and data)");
   try {
-    t.schedule = schedule_from_spec(t.sidecar.at("schedule").dump(), "sidecar '" + sidecar_path(path) + "'");
-    t.prediction = parse_prediction(t.sidecar.at("prediction").get<std::string>());
-    t.time_input = parse_time_input(t.sidecar.value("time_input", std::string("t")));
-    t.time_scale = t.sidecar.value("time_scale", 1.0);
-    t.sample_shape = t.sidecar.at("sample_shape").get<std::vector<int64_t>>();
-    t.num_classes = t.sidecar.contains("network")
-                        ? t.sidecar["network"].value("config", json::object()).value("num_classes", int64_t{0})
-                        : 0;
-    t.net = std::make_shared<torch::jit::Module>(torch::jit::load(path));
-  } catch (const json::exception& e) {
-    throw UsageError("--teacher sidecar '" + sidecar_path(path) + "': " + e.what());
+    t.file = std::make_shared<const ModelFile>(load_model_file(path));
   } catch (const c10::Error& e) {
     throw UsageError("--teacher '" + path + "': " + e.what_without_backtrace());
   }
+  const ModelFileInfo& info = t.file->info;
+  t.sidecar = json::parse(info.sidecar_json);  // validated by the library
+  t.schedule = info.schedule;
+  t.prediction = info.prediction;
+  t.time_input = info.time_input;
+  t.time_scale = info.time_scale;
+  t.sample_shape = info.sample_shape;
+  t.num_classes = info.num_classes;
+  t.net = t.file->network;
   return t;
 }
 
@@ -106,10 +105,9 @@ OptimizerOptions DistillFlags::optimizer(int64_t total_steps, bool linear_decay)
   return o;
 }
 
-std::string default_cache_dir(const std::string& method) {
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x) return std::string(x) + "/fewstep/" + method;
-  if (const char* h = std::getenv("HOME"); h != nullptr && *h) return std::string(h) + "/.cache/fewstep/" + method;
-  return ".fewstep-cache/" + method;
+std::string cache_root(const std::string& flag, bool no_cache) {
+  if (no_cache) return "";
+  return flag.empty() ? cache_directory() : flag;
 }
 
 std::shared_ptr<BatchSource> teacher_data(const Teacher& teacher, int64_t batch, uint64_t seed,
@@ -174,28 +172,30 @@ std::string export_student(const torch::jit::Module& net, const Teacher& teacher
   const std::string model = (fsys::path(dir) / (info.name + ".pt")).string();
   torch::jit::Module copy = net.clone();
   copy.eval();
-  save_network(copy, model);
-  json m = teacher.sidecar;
-  m.erase("training");
-  m.erase("default_guidance");
-  m.erase("sampler");
-  m.erase("consistency");
-  m["name"] = info.name;
-  m["model"] = info.name + ".pt";
-  m["prediction"] = to_string(info.prediction);
-  m["network"] = info.network;
-  m["parameters"] = parameter_count(copy);
-  if (!info.timesteps.empty()) m["sampler"] = {{"solver", info.solver}, {"timesteps", info.timesteps}};
-  for (const auto& [key, value] : info.sidecar_extra.items()) m[key] = value;
-  if (info.default_guidance > 0.0) m["default_guidance"] = info.default_guidance;
-  m["distillation"] = info.distillation;
-  m["distillation"]["method"] = info.method;
-  m["distillation"]["teacher"] = teacher.path;
-  m["training"] = info.training;
-  m["fewstep_version"] = fewstep::version();
-  m["torch_version"] = fewstep::torch_version();
-  write_text_file(sidecar_path(model), m.dump(2) + "\n");
-  write_text_file(card_path(model), render_student_card(m, fsys::path(model).filename().string()));
+  ModelFileInfo m;
+  m.schedule = teacher.schedule;
+  m.prediction = info.prediction;
+  m.time_input = teacher.time_input;
+  m.time_scale = teacher.time_scale;
+  m.sample_shape = teacher.sample_shape;
+  m.name = info.name;
+  m.network = info.network.dump();
+  if (!info.timesteps.empty()) {
+    m.solver = info.solver;
+    m.timesteps = info.timesteps;
+  }
+  if (info.default_guidance > 0.0) m.default_guidance = info.default_guidance;
+  m.consistency = info.consistency;
+  // The teacher's metadata (its data, above all: a student is distilled further from it) with this
+  // run's record instead of the teacher's.
+  json metadata = json::parse(teacher.file->info.metadata);
+  metadata["distillation"] = info.distillation;
+  metadata["distillation"]["method"] = info.method;
+  metadata["distillation"]["teacher"] = teacher.path;
+  metadata["training"] = info.training;
+  m.metadata = metadata.dump();
+  const json side = json::parse(save_model_file(model, copy, m));
+  write_text_file(card_path(model), render_student_card(side, fsys::path(model).filename().string()));
   return model;
 }
 

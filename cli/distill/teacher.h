@@ -7,10 +7,12 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "fewstep/models/denoiser.h"
+#include "fewstep/models/model_file.h"
 #include "fewstep/nets/network.h"
 #include "fewstep/schedules/schedule.h"
 #include "fewstep/data/batch_source.h"
@@ -22,6 +24,7 @@ namespace fewstep::cli {
 
 struct Teacher {
   std::string path;
+  std::shared_ptr<const ModelFile> file;  // the model file as the library loaded it (checksum verified)
   nlohmann::json sidecar;
   ScriptNet net;  // loaded TorchScript module
   SchedulePtr schedule;
@@ -32,7 +35,8 @@ struct Teacher {
   int64_t num_classes = 0;
 };
 
-/// UsageError naming --teacher when the file or its sidecar is missing or invalid.
+/// load_model_file of --teacher. UsageError naming --teacher when the file or its sidecar is
+/// missing, invalid or corrupted.
 Teacher load_teacher(const std::string& path);
 
 /// The teacher's training data (sidecar "data": fmnist or a GaussianMixture::random mixture),
@@ -40,9 +44,9 @@ Teacher load_teacher(const std::string& path);
 std::shared_ptr<BatchSource> teacher_data(const Teacher& teacher, int64_t batch, uint64_t seed,
                                           const std::string& fmnist_dir);
 
-/// Where `method` caches its teacher data by default: $XDG_CACHE_HOME/fewstep/<method>, else
-/// ~/.cache/fewstep/<method>, else .fewstep-cache/<method>.
-std::string default_cache_dir(const std::string& method);
+/// --cache-dir of the methods that cache teacher solves: the cache root (core/cache_dir.h), the
+/// default when `flag` is empty; "" with --no-cache.
+std::string cache_root(const std::string& flag, bool no_cache);
 
 /// The flags every distillation method shares.
 struct DistillFlags {
@@ -71,10 +75,11 @@ struct StudentInfo {
   nlohmann::json training;        // TrainingRun::training_json() plus settings
   double default_guidance = 0.0;  // > 0: written as the sidecar's default_guidance
   std::string solver = "ddim";     // the sampler of `timesteps`
-  nlohmann::json sidecar_extra = nlohmann::json::object();  // more top-level sidecar fields (e.g. "consistency")
+  std::optional<ModelConsistency> consistency;  // a consistency model's scalings
 };
 
-/// Writes dir/<name>.pt (eval-mode copy of `net`), its sidecar and a card. Returns the model path.
+/// Writes dir/<name>.pt (eval-mode copy of `net`) and its sidecar with save_model_file, then the
+/// card. Returns the model path.
 std::string export_student(const torch::jit::Module& net, const Teacher& teacher, const StudentInfo& info,
                            const std::string& dir);
 

@@ -1,6 +1,6 @@
 // Bindings of the distillation arithmetic: the progressive-distillation target (train/
-// progressive_target.h) and the cached teacher rollouts of knowledge distillation
-// (train/rollout_cache.h).
+// progressive_target.h). The cached teacher rollouts of knowledge distillation are one teacher
+// solve (sample/teacher_cache.h, bound in teacher_cache.cpp).
 //
 // As for the DSM loss (train.cpp), only what the teacher computes is bound: the student's forward,
 // the backward pass and the optimiser stay in Python (python/fewstep/distill.py), so autograd and
@@ -19,7 +19,6 @@
 #include "fewstep/solvers/ddim.h"
 #include "fewstep/solvers/registry.h"
 #include "fewstep/train/progressive_target.h"
-#include "fewstep/train/rollout_cache.h"
 
 namespace py = pybind11;
 using fewstep::Denoiser;
@@ -62,29 +61,4 @@ void bind_distill(py::module_& m) {
       },
       py::arg("teacher"), py::arg("z_t"), py::arg("index"), py::arg("steps"), py::arg("t_lo"), py::arg("t_hi"),
       "fewstep::progressive_target: (target x~, t [B] float64, teacher z_mid, teacher z_end).");
-  m.def(
-      "_teacher_rollouts",
-      [](const std::shared_ptr<Denoiser>& teacher, const std::string& solver_name, const std::vector<double>& grid,
-         const std::vector<int64_t>& sample_shape, int64_t n, uint64_t seed, int64_t batch,
-         const std::string& settings, const std::string& cache_path, bool progress) {
-        const Denoiser d = require_teacher(teacher);
-        const auto stepper = fewstep::solver(solver_name);
-        fewstep::RolloutSpec spec;
-        spec.sample_shape = sample_shape;
-        spec.n = n;
-        spec.seed = seed;
-        spec.batch = batch;
-        spec.grid = grid;
-        spec.progress = progress;
-        fewstep::RolloutPairs pairs;
-        {
-          py::gil_scoped_release release;
-          pairs = fewstep::teacher_rollouts([&](const at::Tensor&) { return d; }, *stepper, spec, settings,
-                                            cache_path);
-        }
-        return py::make_tuple(pairs.x_T, pairs.x_0, pairs.from_cache);
-      },
-      py::arg("teacher"), py::arg("solver"), py::arg("grid"), py::arg("sample_shape"), py::arg("n"),
-      py::arg("seed"), py::arg("batch"), py::arg("settings"), py::arg("cache_path"), py::arg("progress"),
-      "fewstep::teacher_rollouts for an unconditional teacher: (x_T, x_0, from_cache).");
 }

@@ -123,23 +123,24 @@ auto locked(PyMicroTrainer& t, F&& f) {
 
 constexpr const char* kTrajectoriesDoc = R"doc(Dense, accurate teacher trajectories: micro-distillation's training data.
 
-Sample i starts from x_T drawn with seed + i and is solved from t_start to t_end by DEIS-3 (in
-log-SNR) on a uniform log-SNR grid of segments * substeps steps; x is kept at the segments + 1
-knots and the teacher's eps at the first segments knots. With cache_path, the data are loaded from
-that file when it holds the same settings (teacher_id, schedule, shape, n, seed, grid, dtype) and
-written there otherwise.
+Sample i starts from x_T = fs.randn with seed seed + i and is solved from t_start to t_end by DEIS-3
+(in log-SNR) on a uniform log-SNR grid of segments * substeps steps; x is kept at the segments + 1
+knots and the teacher's eps at the first segments knots. With cache, the data are one cached
+teacher solve (docs/model_files.md, "Caches"): keyed by the teacher's content fingerprint and every
+setting, loaded when they match and recomputed otherwise.
 
 Args:
     teacher: the fewstep.Denoiser to distil.
-    teacher_id: names the teacher in the settings (cache key) and in exported samplers, e.g.
-        "exact GaussianMixture.random(4, 3, 0)" or a file name.
+    teacher_id: describes the teacher in exported samplers, e.g.
+        "exact GaussianMixture.random(4, 3, 0)" or a file name (the cache is keyed by content).
     sample_shape: one sample's shape without the batch ([D] or [C, H, W]).
     n: number of trajectories.
     seed, segments, substeps, batch: see above (batch = trajectories per solve).
     t_start, t_end: the range (None = the schedule's t_max / t_min).
     dtype: torch.float32 or torch.float64, of the solve and the stored tensors.
-    cache_path: a file (str or PathLike) to reuse; None = no cache.
-    progress: one line per solved batch on stderr.
+    cache: None (no cache), True (the default cache directory, fs.cache_directory()) or a cache
+        directory; the teacher needs a fingerprint (fs.Denoiser.fingerprint).
+    progress: a progress bar on stderr.
 
 Returns a DenseTrajectories (x [n, segments+1, ...], eps [n, segments, ...], times, lambdas, settings,
 from_cache). The solve runs in C++ with the GIL released.
@@ -149,7 +150,7 @@ Example::
     gmm = fs.GaussianMixture.random(4, 3, seed=0)
     teacher = fs.Denoiser.exact(gmm, fs.VPLinear())
     data = fs.dense_trajectories(teacher, "exact gmm(4, 3, 0)", [4], 256, segments=16, substeps=4,
-                                 cache_path="traj.pt", progress=False))doc";
+                                 cache=True, progress=False))doc";
 
 constexpr const char* kSamplerDoc = R"doc(A micro-distilled sampler: residual head g_psi and/or step-size head h_phi.
 
@@ -214,7 +215,7 @@ void bind_micro(py::module_& m) {
           "lambdas", [](const DenseTrajectories& d) { return double_tensor(d.lambdas); },
           "Half log-SNR at the knots, increasing (float64 tensor).")
       .def_readonly("settings", &DenseTrajectories::settings, "The settings (JSON text); the cache key.")
-      .def_readonly("from_cache", &DenseTrajectories::from_cache, "Whether they were loaded from cache_path.")
+      .def_readonly("from_cache", &DenseTrajectories::from_cache, "Whether they were loaded from the cache.")
       .def_property_readonly("segments", &DenseTrajectories::segments, "Number of segments G (knots - 1).")
       .def("__len__", &DenseTrajectories::size)
       .def("__repr__", [](const DenseTrajectories& d) {
@@ -229,7 +230,7 @@ void bind_micro(py::module_& m) {
       [](const std::shared_ptr<Denoiser>& teacher, const std::string& teacher_id,
          const std::vector<int64_t>& sample_shape, int64_t n, uint64_t seed, int64_t segments, int64_t substeps,
          std::optional<double> t_start, std::optional<double> t_end, int64_t batch, const py::object& dtype,
-         const py::object& cache_path, bool progress) {
+         const py::object& cache, bool progress) {
         const Denoiser& d = require_teacher(teacher);
         fewstep::TrajectorySpec spec;
         spec.sample_shape = sample_shape;
@@ -242,18 +243,18 @@ void bind_micro(py::module_& m) {
         spec.batch = batch;
         spec.dtype = dtype_arg(dtype);
         spec.progress = progress;
-        const std::string cache = path_arg(cache_path, "cache_path", true);
+        const std::string root = cache_root_arg(cache);
         auto out = std::make_shared<DenseTrajectories>();
         {
           py::gil_scoped_release release;
-          *out = fewstep::dense_trajectories(d, spec, teacher_id, cache);
+          *out = fewstep::dense_trajectories(d, spec, teacher_id, root);
         }
         return out;
       },
       py::arg("teacher"), py::arg("teacher_id"), py::arg("sample_shape"), py::arg("n") = 512, py::kw_only(),
       py::arg("seed") = 0, py::arg("segments") = 64, py::arg("substeps") = 8, py::arg("t_start") = py::none(),
       py::arg("t_end") = py::none(), py::arg("batch") = 256,
-      py::arg("dtype") = py::module_::import("torch").attr("float32"), py::arg("cache_path") = py::none(),
+      py::arg("dtype") = py::module_::import("torch").attr("float32"), py::arg("cache") = py::none(),
       py::arg("progress") = true, kTrajectoriesDoc);
 
   py::class_<MicroSampler, std::shared_ptr<MicroSampler>>(m, "MicroSampler", kSamplerDoc)

@@ -1,10 +1,12 @@
-// Bindings of models/: Denoiser (Python callables, TorchScript, exact, guided), GaussianMixture.
+// Bindings of models/: Denoiser (Python callables, TorchScript, exact, guided), GaussianMixture, and
+// model files (save_model_file, read_model_file_info, load_model_file, upgrade_model_file).
 //
 // A Python network is held through a shared_ptr whose deleter takes the GIL, so the C++ side
 // may copy and drop Denoisers freely while the GIL is released. Each network call retakes the
 // GIL; a Python exception raised by the network leaves as pybind11::error_already_set and is
 // restored, with its original type, when it reaches the Python caller.
 #include <torch/python.h>
+#include <torch/script.h>
 
 #include <cstdint>
 #include <memory>
@@ -13,11 +15,15 @@
 #include <utility>
 
 #include "fewstep/core/check.h"
+#include "fewstep/core/sha256.h"
+#include "fewstep/core/tensor_archive.h"
 #include "fewstep/models/denoiser.h"
 #include "fewstep/models/model_file.h"
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/models/guidance.h"
+#include "fewstep/nets/network.h"
 #include "fewstep/schedules/schedule.h"
+#include "options.h"
 
 namespace py = pybind11;
 using fewstep::Denoiser;
@@ -27,19 +33,6 @@ using fewstep::NoiseSchedule;
 namespace {
 
 using SharedObject = std::shared_ptr<py::object>;
-
-/// Owns a Python object from C++ code that may run without the GIL.
-SharedObject hold(py::object obj) {
-  return SharedObject(new py::object(std::move(obj)), [](py::object* p) {
-    if (!Py_IsInitialized()) {  // interpreter already gone: leak the reference
-      p->release();
-      delete p;
-      return;
-    }
-    py::gil_scoped_acquire gil;
-    delete p;
-  });
-}
 
 std::string type_name(const py::handle& obj) {
   return std::string(py::str(py::type::handle_of(obj).attr("__name__")));
@@ -93,7 +86,119 @@ fewstep::ConditionalNetwork python_conditional_network(py::object net) {
   };
 }
 
+/// The content fingerprint of an nn.Module: its class and its current state_dict (names, dtypes,
+/// shapes and bytes), hashed when asked, so it follows training.
+std::string module_fingerprint(const py::object& module) {
+  fewstep::Sha256 h;
+  const py::handle type = py::type::handle_of(module);
+  h.field("fewstep.python_module").field(std::string(py::str(type.attr("__module__")))).field(
+      std::string(py::str(type.attr("__qualname__"))));
+  const py::dict state = module.attr("state_dict")();
+  for (const auto& [key, value] : state) {
+    h.field(std::string(py::str(key)));
+    FEWSTEP_CHECK_TYPE(THPVariable_Check(value.ptr()), "state_dict entry '", std::string(py::str(key)),
+                       "' is not a tensor; pass fingerprint= to fewstep.Denoiser");
+    fewstep::sha256_update(h, THPVariable_Unpack(value.ptr()));
+  }
+  return h.hex_digest();
+}
+
+/// fingerprint= of fewstep.Denoiser: None (an nn.Module's weights, else none), a str, or a callable
+/// returning a str (called whenever the fingerprint is needed).
+Denoiser::Fingerprint fingerprint_arg(const py::object& fingerprint, const py::object& net) {
+  if (fingerprint.is_none()) {
+    const py::object nn_module = py::module_::import("torch").attr("nn").attr("Module");
+    if (!py::isinstance(net, nn_module)) return {};
+    SharedObject held = hold(net);
+    return [held] {
+      py::gil_scoped_acquire gil;
+      return module_fingerprint(*held);
+    };
+  }
+  if (py::isinstance<py::str>(fingerprint)) {
+    const std::string text = fingerprint.cast<std::string>();
+    FEWSTEP_CHECK_VALUE(!text.empty(), "fingerprint should be a non-empty str, got ''");
+    return [text] { return text; };
+  }
+  FEWSTEP_CHECK_TYPE(PyCallable_Check(fingerprint.ptr()), "fingerprint should be None, a str or a callable returning a "
+                     "str, got ", type_name(fingerprint));
+  SharedObject held = hold(fingerprint);
+  return [held] {
+    py::gil_scoped_acquire gil;
+    const py::object out = (*held)();
+    FEWSTEP_CHECK_TYPE(py::isinstance<py::str>(out), "fingerprint() should return a str, got ", type_name(out));
+    return out.cast<std::string>();
+  };
+}
+
+/// JSON text of a dict (json.dumps) or a str as given; "" for None.
+std::string json_arg(const py::object& obj, const char* arg) {
+  if (obj.is_none()) return "";
+  if (py::isinstance<py::str>(obj)) return obj.cast<std::string>();
+  FEWSTEP_CHECK_TYPE(py::isinstance<py::dict>(obj), arg, " should be a dict (or its JSON text), got ", type_name(obj));
+  try {
+    return py::module_::import("json").attr("dumps")(obj, py::arg("allow_nan") = false).cast<std::string>();
+  } catch (py::error_already_set& e) {
+    FEWSTEP_CHECK_VALUE(false, arg, " cannot be written as JSON: ", e.what());
+  }
+  return "";
+}
+
+py::object json_loads(const std::string& text) { return py::module_::import("json").attr("loads")(text); }
+
+/// A torch.jit.ScriptModule (or an nn.Module, scripted here) as a C++ module: handed over as the
+/// bytes torch.jit.save writes (torch's own module type is not shared with this extension).
+torch::jit::Module script_module_arg(const py::object& net, const std::string& path) {
+  const py::object torch = py::module_::import("torch");
+  py::object scripted = net;
+  if (!py::isinstance(net, torch.attr("jit").attr("ScriptModule"))) {
+    FEWSTEP_CHECK_TYPE(py::isinstance(net, torch.attr("nn").attr("Module")),
+                       "net should be a torch.nn.Module or torch.jit.ScriptModule, got ", type_name(net));
+    try {
+      scripted = torch.attr("jit").attr("script")(net);
+    } catch (py::error_already_set& e) {
+      FEWSTEP_CHECK_VALUE(false, "net could not be scripted with torch.jit.script (", e.what(),
+                          "); script or trace it yourself and pass the ScriptModule");
+    }
+  }
+  const py::object buffer = py::module_::import("io").attr("BytesIO")();
+  torch.attr("jit").attr("save")(scripted, buffer);
+  const std::string bytes = buffer.attr("getvalue")().cast<std::string>();
+  return *fewstep::load_network_bytes(bytes, path, "save_model_file").module;
+}
+
 py::tuple output_tuple(const fewstep::DenoiserOutput& out) { return py::make_tuple(out.x0, out.eps); }
+
+/// ModelFileInfo as a dict (see fewstep.read_model_file_info).
+py::dict info_dict(const fewstep::ModelFileInfo& info) {
+  py::dict d;
+  d["schedule"] = std::const_pointer_cast<NoiseSchedule>(info.schedule);
+  d["prediction"] = fewstep::to_string(info.prediction);
+  d["time_input"] = fewstep::to_string(info.time_input);
+  d["time_scale"] = info.time_scale;
+  d["sample_shape"] = info.sample_shape;
+  d["name"] = info.name;
+  d["network"] = info.network.empty() ? py::object(py::none()) : json_loads(info.network);
+  d["solver"] = info.solver.empty() ? py::object(py::none()) : py::object(py::str(info.solver));
+  d["timesteps"] = info.timesteps.empty() ? py::object(py::none()) : py::cast(double_tensor(info.timesteps));
+  d["default_guidance"] = info.default_guidance ? py::object(py::float_(*info.default_guidance)) : py::object(py::none());
+  if (info.consistency) {
+    py::dict c;
+    c["sigma_data"] = info.consistency->sigma_data;
+    c["t_min"] = info.consistency->t_min;
+    d["consistency"] = c;
+  } else {
+    d["consistency"] = py::none();
+  }
+  d["metadata"] = json_loads(info.metadata);
+  d["schema"] = info.schema;
+  d["model_sha256"] = info.model_sha256.empty() ? py::object(py::none()) : py::object(py::str(info.model_sha256));
+  d["parameters"] = info.parameters;
+  d["num_classes"] = info.num_classes;
+  d["guidance_input"] = info.guidance_input;
+  d["sidecar"] = json_loads(info.sidecar_json);
+  return d;
+}
 
 std::shared_ptr<NoiseSchedule> mutable_schedule(const fewstep::SchedulePtr& s) {
   return std::const_pointer_cast<NoiseSchedule>(s);
@@ -147,14 +252,18 @@ void bind_models(py::module_& m) {
   py::class_<Denoiser, std::shared_ptr<Denoiser>>(
       m, "Denoiser", "The model object solvers see: (x, t) -> (x0_hat, eps_hat).")
       .def(py::init([](py::object net, const std::shared_ptr<NoiseSchedule>& schedule, const std::string& prediction,
-                       const std::string& time_input, double time_scale) {
+                       const std::string& time_input, double time_scale, const py::object& fingerprint) {
              auto sched = require_schedule(schedule);
+             Denoiser::Fingerprint identity = fingerprint_arg(fingerprint, net);
              return std::make_shared<Denoiser>(python_network(std::move(net)), sched,
                                                fewstep::parse_prediction(prediction),
-                                               fewstep::parse_time_input(time_input), time_scale);
+                                               fewstep::parse_time_input(time_input), time_scale, std::move(identity));
            }),
            py::arg("net"), py::arg("schedule"), py::arg("prediction") = "eps", py::arg("time_input") = "t",
-           py::arg("time_scale") = 1.0)
+           py::arg("time_scale") = 1.0, py::kw_only(), py::arg("fingerprint") = py::none(),
+           "Wraps net(x, t). fingerprint: the network's content identity for caches of its solves (a str, or a "
+           "callable returning one); None = an nn.Module's class and current state_dict, hashed at each use; a "
+           "plain function then has none (fewstep refuses to cache its solves).")
       .def_static(
           "torchscript",
           [](const std::string& path, const std::shared_ptr<NoiseSchedule>& schedule, const std::string& prediction,
@@ -201,6 +310,17 @@ void bind_models(py::module_& m) {
           py::arg("x"), py::arg("t"), "Returns (x0_hat, eps_hat) at host time t.")
       .def_property_readonly("schedule", [](const Denoiser& d) { return mutable_schedule(d.schedule()); })
       .def_property_readonly("description", &Denoiser::description)
+      .def_property_readonly(
+          "fingerprint",
+          [](const Denoiser& d) -> py::object {
+            std::optional<std::string> f;
+            {
+              py::gil_scoped_release release;
+              f = d.fingerprint();
+            }
+            return f ? py::object(py::str(*f)) : py::object(py::none());
+          },
+          "The content fingerprint (64 hex digits) that caches of this model's solves are keyed by, or None.")
       .def("__repr__", [](const Denoiser& d) { return "<fewstep.Denoiser " + d.description() + ">"; });
 
   m.def(
@@ -263,6 +383,8 @@ void bind_models(py::module_& m) {
         out["timesteps"] = file.timesteps.empty()
                                ? py::object(py::none())
                                : py::cast(at::tensor(file.timesteps, at::TensorOptions().dtype(at::kDouble)));
+        out["sha256"] = file.sha256;
+        out["schema"] = file.info.schema;
         return out;
       },
       py::arg("path"), py::arg("label") = py::none(), py::arg("guidance") = py::none(),
@@ -270,5 +392,100 @@ void bind_models(py::module_& m) {
       "denoiser, schedule, prediction, sample_shape, name, path, sidecar_json, num_classes, guidance_input, "
       "solver and timesteps (a distilled student's own grid; None otherwise). label (int or [batch] integer "
       "tensor; None = no class) and guidance (scale s) condition a class-conditional model. ValueError naming "
-      "the file when either file is missing, or naming label/guidance when the network cannot take them.");
+      "the file when either file is missing or the .pt does not match its sidecar's SHA-256, or naming "
+      "label/guidance when the network cannot take them.");
+
+  m.def("model_sidecar_path", &fewstep::model_sidecar_path, py::arg("model_path"),
+        "'dir/name.pt' -> 'dir/name.json': where a model file's sidecar lives.");
+  m.def(
+      "read_model_file_info",
+      [](const std::string& path) {
+        fewstep::ModelFileInfo info;
+        {
+          py::gil_scoped_release release;
+          info = fewstep::read_model_file_info(path);
+        }
+        return info_dict(info);
+      },
+      py::arg("path"),
+      "The validated sidecar of the model file `path` (the .pt is not read), field by field: schedule (object), "
+      "prediction, time_input, time_scale, sample_shape, name, network, solver, timesteps, default_guidance, "
+      "consistency, metadata (every other field), schema, model_sha256, parameters, num_classes, guidance_input, "
+      "sidecar (the whole JSON). ValueError naming the sidecar when it is missing, not JSON, nested absurdly "
+      "deep, not a fewstep model sidecar, or invalid.");
+  m.def(
+      "_parse_model_sidecar",
+      [](const py::object& sidecar) { return info_dict(fewstep::parse_model_sidecar(json_arg(sidecar, "sidecar"))); },
+      py::arg("sidecar"), "read_model_file_info of a sidecar given as a dict (or its JSON text).");
+  m.def(
+      "save_model_file",
+      [](const std::string& path, const py::object& net, const std::shared_ptr<NoiseSchedule>& schedule,
+         const std::string& prediction, const std::vector<int64_t>& sample_shape, const std::string& time_input,
+         double time_scale, const std::optional<std::string>& name, const py::object& network,
+         const std::optional<std::string>& solver, const py::object& timesteps,
+         const std::optional<double>& default_guidance, const py::object& consistency, const py::object& metadata) {
+        fewstep::ModelFileInfo info;
+        info.schedule = require_schedule(schedule);
+        info.prediction = fewstep::parse_prediction(prediction);
+        info.time_input = fewstep::parse_time_input(time_input);
+        info.time_scale = time_scale;
+        info.sample_shape = sample_shape;
+        info.name = name.value_or("");
+        info.network = json_arg(network, "network");
+        info.solver = solver.value_or("");
+        if (!timesteps.is_none()) {
+          const at::Tensor grid = as_tensor(timesteps, "timesteps").to(at::kDouble).contiguous();
+          FEWSTEP_CHECK_VALUE(grid.dim() == 1, "timesteps should be 1-D, got shape ", grid.sizes());
+          info.timesteps.assign(grid.data_ptr<double>(), grid.data_ptr<double>() + grid.numel());
+        }
+        info.default_guidance = default_guidance;
+        if (!consistency.is_none()) {
+          FEWSTEP_CHECK_TYPE(py::isinstance<py::dict>(consistency), "consistency should be a dict {'sigma_data', "
+                             "'t_min'}, got ", type_name(consistency));
+          const py::dict c = consistency;
+          fewstep::ModelConsistency mc;
+          for (const auto& [key, value] : c) {
+            const std::string k = py::str(key);
+            FEWSTEP_CHECK_VALUE(k == "sigma_data" || k == "t_min", "consistency has no field '", k,
+                                "' (expected sigma_data, t_min)");
+            (k == "sigma_data" ? mc.sigma_data : mc.t_min) = value.cast<double>();
+          }
+          info.consistency = mc;
+        }
+        const std::string meta = json_arg(metadata, "metadata");
+        if (!meta.empty()) info.metadata = meta;
+        const torch::jit::Module module = script_module_arg(net, path);
+        std::string written;
+        {
+          py::gil_scoped_release release;
+          written = fewstep::save_model_file(path, module, info);
+        }
+        return json_loads(written);
+      },
+      py::arg("path"), py::arg("net"), py::kw_only(), py::arg("schedule"), py::arg("prediction"),
+      py::arg("sample_shape"), py::arg("time_input") = "t", py::arg("time_scale") = 1.0,
+      py::arg("name") = py::none(), py::arg("network") = py::none(), py::arg("solver") = py::none(),
+      py::arg("timesteps") = py::none(), py::arg("default_guidance") = py::none(),
+      py::arg("consistency") = py::none(), py::arg("metadata") = py::none(),
+      "Writes `net` (a torch.jit.ScriptModule, or an nn.Module scripted here) as the model file `path` plus its "
+      "sidecar, so fs.load_model_file(path), fs.sample(path, x_T) and `fewstep sample --model path` read it. "
+      "schedule/prediction/sample_shape/time_input/time_scale say how to read the network; timesteps (and "
+      "solver, default 'ddim') a student's own grid; network a {'kind', 'config'} dict (config.num_classes, "
+      "config.guidance_input for conditional networks); default_guidance; consistency {'sigma_data', 't_min'}; "
+      "metadata any other JSON-able fields. Everything is validated (the grid inside the schedule's range, one "
+      "forward pass on a sample of sample_shape) before a byte is written; the .pt and then the sidecar, which "
+      "records the .pt's SHA-256, are replaced atomically. Returns the sidecar as a dict.");
+  m.def(
+      "upgrade_model_file",
+      [](const std::string& path) {
+        std::string written;
+        {
+          py::gil_scoped_release release;
+          written = fewstep::upgrade_model_file(path);
+        }
+        return json_loads(written);
+      },
+      py::arg("path"),
+      "Rewrites the sidecar of `path` in the current schema, recording the SHA-256 of the .pt as it is now "
+      "(for schema-1 files whose .pt is known to be good). Returns the new sidecar as a dict.");
 }

@@ -21,6 +21,7 @@ void bind_train(py::module_& m);
 void bind_distill(py::module_& m);
 void bind_psld(py::module_& m);
 void bind_micro(py::module_& m);
+void bind_teacher_cache(py::module_& m);
 
 namespace {
 
@@ -58,6 +59,7 @@ PYBIND11_MODULE(_fewstep, m) {
   bind_solvers(m);
   bind_control(m);
   bind_sample(m);
+  bind_teacher_cache(m);
   bind_metrics(m);
   bind_train(m);
   bind_distill(m);

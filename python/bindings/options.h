@@ -5,6 +5,7 @@
 #include <torch/python.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "fewstep/core/options.h"
@@ -18,3 +19,8 @@ std::shared_ptr<pybind11::object> hold(pybind11::object obj);
 
 /// A float64 CPU tensor holding `values` (time grids and the like, returned to Python).
 at::Tensor double_tensor(const std::vector<double>& values);
+
+/// cache= of the functions that cache teacher solves, as a cache root (core/cache_dir.h): None or
+/// False → "" (no cache), True → the default root, a str or os.PathLike → that directory. TypeError
+/// naming `arg` otherwise.
+std::string cache_root_arg(const pybind11::object& cache, const char* arg = "cache");

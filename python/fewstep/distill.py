@@ -15,14 +15,13 @@ Each method comes two ways, over the same arithmetic as the C++ trainers
   linearly (Salimans & Ho) or by a cosine within each round, gradient clipping, an EMA of the
   student, a tqdm bar, and atomic checkpoints that resume bit-exactly.
 
-:func:`export_student` writes a student as TorchScript with a sidecar naming its own grid, so
-``fs.sample("student.pt", x_T)`` and ``fewstep sample --model student.pt`` run it directly.
+:func:`export_student` writes a student as a model file (``fs.save_model_file``) whose sidecar names its
+own grid, so ``fs.sample("student.pt", x_T)`` and ``fewstep sample --model student.pt`` run it directly.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -283,12 +282,15 @@ class ProgressiveDistillationLoss(torch.nn.Module):
 
 def teacher_rollouts(teacher: _fewstep.Denoiser, sample_shape: Sequence[int], n: int, *, solver: str = "unipc",
                      steps: int = 25, spacing: str = "logsnr", seed: int = 0, batch: int = 250,
-                     cache: Union[str, os.PathLike, None] = None, progress: bool = False) -> tuple:
-    """``(x_T, x_0)``: ``n`` teacher ODE solves, sample ``i`` from ``x_T`` drawn with seed ``seed + i``.
+                     cache: Union[bool, str, os.PathLike, None] = None, progress: bool = False) -> tuple:
+    """``(x_T, x_0)``: ``n`` teacher ODE solves, sample ``i`` from ``x_T = fs.randn`` with seed ``seed + i``.
 
-    Solved with ``solver`` on the ``steps``-step ``spacing`` grid. With ``cache`` (a file path) the
-    pairs are stored with the settings that made them and a later call with the same settings loads
-    them (``fewstep::teacher_rollouts``, written atomically); other settings regenerate the file.
+    Solved with ``solver`` on the ``steps``-step ``spacing`` grid: one cached teacher solve
+    (``fewstep::teacher_solve``). ``cache`` is None (no cache), True (the default cache directory,
+    :func:`cache_directory`) or a cache directory; the pairs are then keyed by the teacher's content
+    fingerprint (:attr:`Denoiser.fingerprint`) and every setting, stored with that key and verified
+    on load, so another teacher never gets these pairs. Caching a teacher without a fingerprint (a
+    plain Python function) is refused: give ``fs.Denoiser(..., fingerprint=...)``.
     """
     if not isinstance(teacher, _fewstep.Denoiser):
         raise TypeError(f"teacher should be a fewstep.Denoiser, got {_type_name(teacher)}")
@@ -300,12 +302,10 @@ def teacher_rollouts(teacher: _fewstep.Denoiser, sample_shape: Sequence[int], n:
     _check_int(seed, "seed", 0)
     _check_int(batch, "batch", 1)
     grid = _fewstep.timesteps(teacher.schedule, steps, spacing, None, None, 7.0)
-    settings = json.dumps({"teacher": teacher.description, "solver": solver, "steps": steps, "spacing": spacing,
-                           "n": n, "seed": seed, "shape": shape}, sort_keys=True)
-    path = os.fspath(cache) if cache is not None else ""
-    x_T, x_0, _ = _fewstep._teacher_rollouts(teacher, solver, grid.tolist(), shape, n, seed, batch, settings, path,
-                                             bool(progress))
-    return x_T, x_0
+    out = _fewstep._teacher_solve(teacher, shape, n, seed=seed, solver=solver, solver_options={}, grid=grid.tolist(),
+                                  batch=batch, cache=cache, progress=bool(progress), label="teacher rollouts")
+    x = out["x"]
+    return x[:, 0].contiguous(), x[:, -1].contiguous()
 
 
 class KnowledgeDistillationLoss(torch.nn.Module):
@@ -828,42 +828,37 @@ def _run_single(loop: _Loop, source: Any, iterations: int, resume: bool, desc: s
 def export_student(student: torch.nn.Module, path: Union[str, os.PathLike], *, teacher: Union[str, os.PathLike, dict],
                    prediction: str, timesteps: Any = None, solver: str = "ddim", method: str = "progressive",
                    example: Optional[tuple] = None, default_guidance: Optional[float] = None,
-                   settings: Optional[dict] = None) -> str:
-    """Write ``student`` as ``path`` (TorchScript) plus its sidecar ``.json`` naming its own grid.
+                   settings: Optional[dict] = None, network: Optional[dict] = None) -> str:
+    """Write ``student`` as the model file ``path`` (TorchScript + sidecar naming its own grid).
 
     Args:
         student: the network (an ``nn.Module``: scripted with ``torch.jit.script``, or traced with
             ``example`` inputs when scripting fails; a ``ScriptModule`` is saved as is).
         path: the ``.pt`` file to write (its directory must exist).
-        teacher: the teacher's model file (its sidecar gives schedule, time input, sample shape and
-            network) or such a sidecar as a dict.
+        teacher: the teacher's model file (its sidecar gives schedule, time input, sample shape,
+            network and data) or such a sidecar as a dict.
         prediction: what the student outputs (``"x0"``, ``"v"``, ``"eps"``).
         timesteps: the student's sampling grid (e.g. ``DistillResult.timesteps[4]``); None for a
             model sampled on any grid (a guidance-distilled student).
         solver: the solver of that grid (``"ddim"`` for every student here).
         method: recorded in the sidecar's ``"distillation"``; settings: more entries for it.
         default_guidance: for a guidance-input student, the scale used when none is given.
+        network: the student's ``{"kind", "config"}`` record (default: the teacher's).
 
-    Returns the written path. ``fs.sample(path, x_T)`` then samples on the student's grid.
+    Written by :func:`save_model_file`: everything (the grid inside the schedule's range, one
+    forward pass on a sample of the teacher's shape, ...) is validated before a byte is written, so
+    a failing export leaves a previous student at ``path`` intact; then the ``.pt`` and the sidecar,
+    which records the ``.pt``'s SHA-256, are replaced atomically. Returns the written path;
+    ``fs.sample(path, x_T)`` then samples on the student's grid.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ValueError(f"path '{path}': directory '{directory}' does not exist")
+    _check_choice(prediction, "prediction", STUDENT_PREDICTIONS)
     if isinstance(teacher, dict):
-        side = dict(teacher)
-        teacher_name = side.get("name", "teacher")
+        info = _fewstep._parse_model_sidecar(teacher)
+        teacher_name = info["name"]
     else:
         teacher_name = os.fspath(teacher)
-        sidecar = os.path.splitext(teacher_name)[0] + ".json"
-        if not os.path.exists(sidecar):
-            raise ValueError(f"teacher '{teacher_name}' has no sidecar '{sidecar}'")
-        with open(sidecar) as f:
-            side = json.load(f)
-    for key in ("schedule", "sample_shape"):
-        if key not in side:
-            raise ValueError(f"teacher's sidecar has no {key!r}")
-    _check_choice(prediction, "prediction", STUDENT_PREDICTIONS)
+        info = _fewstep.read_model_file_info(teacher_name)
     if isinstance(student, torch.jit.ScriptModule):
         scripted = student
     elif isinstance(student, torch.nn.Module):
@@ -875,24 +870,16 @@ def export_student(student: torch.nn.Module, path: Union[str, os.PathLike], *, t
             scripted = torch.jit.trace(copy.deepcopy(student).eval(), example)
     else:
         raise TypeError(f"student should be a torch.nn.Module, got {_type_name(student)}")
-    name = os.path.splitext(os.path.basename(path))[0]
-    for key in ("training", "default_guidance", "sampler"):
-        side.pop(key, None)
-    side.update({"format": side.get("format", "fewstep.model.v1"), "name": name, "model": os.path.basename(path),
-                 "prediction": prediction, "parameters": sum(p.numel() for p in scripted.parameters()),
-                 "distillation": dict(settings or {}, method=method, teacher=teacher_name),
-                 "fewstep_version": _fewstep.version(), "torch_version": _fewstep.torch_version()})
-    if timesteps is not None:
-        grid = torch.as_tensor(timesteps, dtype=torch.float64)
-        side["sampler"] = {"solver": solver, "timesteps": grid.tolist()}
+    metadata = dict(info["metadata"])
+    metadata.pop("training", None)
+    metadata["distillation"] = dict(settings or {}, method=method, teacher=teacher_name)
     if default_guidance is not None:
-        side["default_guidance"] = _check_real(default_guidance, "default_guidance")
-    tmp = path + ".tmp"
-    scripted.save(tmp)
-    os.replace(tmp, path)
-    side_path = os.path.splitext(path)[0] + ".json"
-    with open(side_path + ".tmp", "w") as f:
-        f.write(json.dumps(side, indent=2) + "\n")
-    os.replace(side_path + ".tmp", side_path)
-    _fewstep.load_model_file(path)  # fails now, naming the file, if the sidecar or grid is invalid
+        default_guidance = _check_real(default_guidance, "default_guidance")
+    _fewstep.save_model_file(
+        path, scripted, schedule=info["schedule"], prediction=prediction, sample_shape=info["sample_shape"],
+        time_input=info["time_input"], time_scale=info["time_scale"],
+        name=os.path.splitext(os.path.basename(path))[0],
+        network=network if network is not None else info["network"],
+        solver=solver if timesteps is not None else None, timesteps=timesteps, default_guidance=default_guidance,
+        metadata=metadata)
     return path

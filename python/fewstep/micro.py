@@ -7,7 +7,7 @@ step runs in C++ with the GIL released. :func:`distill_micro` is the whole run i
     teacher = fs.Denoiser.exact(fs.GaussianMixture.random(4, 3, seed=0), fs.VPLinear())
     sampler = fs.distill_micro(teacher, teacher_id="exact gmm(4, 3, seed=0)", sample_shape=[4],
                                mode="residual", steps=300, trajectories=256, segments=16, substeps=4,
-                               lr=1e-3, cache_path="traj.pt", out="micro.pt", progress=False)
+                               lr=1e-3, cache=True, out="micro.pt", progress=False)
     out = sampler.sample(teacher, torch.randn(8, 4), nfe=6)      # exactly 6 teacher evaluations
     out.x, out.nfe
     fs.sample(teacher, torch.randn(8, 4), solver="micro", steps=6, path="micro.pt")  # same sampler
@@ -44,7 +44,7 @@ def distill_micro(
     substeps: int = 8,
     trajectory_seed: int = 2_000_000,
     trajectory_dtype: torch.dtype = torch.float32,
-    cache_path: Optional[PathArg] = None,
+    cache: Union[bool, PathArg, None] = None,
     init: Union[MicroSampler, PathArg, None] = None,
     checkpoint_path: Optional[PathArg] = None,
     checkpoint_every: int = 500,
@@ -55,22 +55,22 @@ def distill_micro(
 ) -> MicroSampler:
     """Micro-distil ``teacher`` for ``steps`` optimisation steps and return the sampler (EMA heads).
 
-    Like ``fewstep distill micro``: the dense trajectories are made (or loaded from ``cache_path`` when
-    it holds the same settings), a :class:`MicroTrainer` resumes from ``checkpoint_path`` if that file
+    Like ``fewstep distill micro``: the dense trajectories are made (or loaded from the ``cache`` when
+    it holds the same teacher content and settings), a :class:`MicroTrainer` resumes from ``checkpoint_path`` if that file
     exists and trains up to ``steps`` steps in all (checkpointing every ``checkpoint_every``), and the
     sampler is written to ``out`` if given.
 
     Args:
         teacher: the :class:`Denoiser` to distil.
-        teacher_id: names the teacher (trajectory cache key, and the record in the sampler file).
+        teacher_id: describes the teacher (the record in the sampler file).
         mode: ``"residual"``, ``"step_size"`` or ``"joint"`` (see :class:`MicroTrainer`).
         steps: total optimisation steps (also the learning-rate schedule's ``total_steps`` unless
             given in ``options``).
         sample_shape: one sample's shape ([D] or [C, H, W]); not needed when ``trajectories`` is a
             :class:`DenseTrajectories`.
         trajectories: how many trajectories to make, or ready ones (then ``segments``, ``substeps``,
-            ``trajectory_seed``, ``trajectory_dtype`` and ``cache_path`` are unused).
-        segments, substeps, trajectory_seed, trajectory_dtype, cache_path: see :func:`dense_trajectories`
+            ``trajectory_seed``, ``trajectory_dtype`` and ``cache`` are unused).
+        segments, substeps, trajectory_seed, trajectory_dtype, cache: see :func:`dense_trajectories`
             (the default seed keeps training x_T away from evaluation seeds 0, 1, ...).
         init: a :class:`MicroSampler` or its file whose heads start the run (e.g. a residual sampler
             before joint training).
@@ -89,7 +89,7 @@ def distill_micro(
             raise ValueError("sample_shape is required when trajectories is a number (the trajectories to make)")
         data = dense_trajectories(teacher, teacher_id, list(sample_shape), trajectories, seed=trajectory_seed,
                                   segments=segments, substeps=substeps, dtype=trajectory_dtype,
-                                  cache_path=cache_path, progress=progress)
+                                  cache=cache, progress=progress)
     else:
         raise TypeError(f"trajectories should be an int or a fewstep.DenseTrajectories, got "
                         f"{type(trajectories).__name__}")

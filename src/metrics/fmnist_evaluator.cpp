@@ -16,6 +16,7 @@
 #include "fewstep/core/check.h"
 #include "fewstep/data/fashion_mnist.h"
 #include "fewstep/metrics/class_histogram.h"
+#include "fewstep/core/sha256.h"
 #include "fewstep/core/tensor_archive.h"
 
 namespace fewstep {
@@ -26,28 +27,19 @@ constexpr int64_t kClasses = 10;
 constexpr int64_t kTrainImages = 60000;
 constexpr const char* kCacheFormat = "fewstep.fmnist_stats.v1";
 
-// What the cached statistics depend on, as one line; its FNV-1a hash names the file.
+// What the cached statistics depend on, as one line: the classifier's content (SHA-256 of its
+// bytes), the data set's location and the floor's seed; its SHA-256 names the file.
 std::string cache_key(const std::string& classifier, const FmnistEvaluatorOptions& o) {
   namespace fsys = std::filesystem;
   std::error_code ec;
-  const fsys::path abs = fsys::absolute(classifier, ec).lexically_normal();
-  const auto size = fsys::file_size(classifier, ec);
-  const auto mtime = fsys::last_write_time(classifier, ec).time_since_epoch().count();
   const std::string data = fsys::absolute(o.data_dir.empty() ? fashion_mnist_directory() : o.data_dir, ec)
                                .lexically_normal()
                                .string();
-  return std::string(kCacheFormat) + "|classifier=" + abs.string() + "|bytes=" + std::to_string(size) +
-         "|mtime=" + std::to_string(static_cast<long long>(mtime)) + "|data=" + data +
+  return std::string(kCacheFormat) + "|classifier_sha256=" + sha256_file(classifier) + "|data=" + data +
          "|floor_seed=" + std::to_string(o.floor_seed);
 }
 
-std::string cache_file_name(const std::string& key) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char ch : key) h = (h ^ ch) * 1099511628211ull;
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "fmnist-stats-%016llx.pt", static_cast<unsigned long long>(h));
-  return buf;
-}
+std::string cache_file_name(const std::string& key) { return "fmnist-stats-" + sha256_hex(key).substr(0, 32) + ".pt"; }
 
 void check_images(const at::Tensor& images, int64_t min_n) {
   FEWSTEP_CHECK_VALUE(images.defined() && images.dim() == 4 && images.size(1) == 1 && images.size(2) == 28 &&

@@ -11,6 +11,9 @@
 #include "fewstep/micro/step_size.h"
 #include "fewstep/sample/request.h"
 #include "fewstep/core/atomic_file.h"
+#include "fewstep/core/json_text.h"
+#include "fewstep/core/sha256.h"
+#include "fewstep/nets/network.h"
 
 namespace fewstep {
 
@@ -19,6 +22,7 @@ namespace {
 using json = nlohmann::json;
 constexpr const char* kInfoFile = "fewstep_micro.json";
 constexpr const char* kFormat = "fewstep.micro_sampler.v1";
+constexpr const char* kChecksumField = "payload_sha256";
 constexpr uint64_t kProbeSeed = 0x6d6963726f;  // "micro"
 constexpr double kProbeTolerance = 1e-3;
 
@@ -145,39 +149,50 @@ void MicroSampler::save(const std::string& path) const {
   if (residual_) bundle.register_module("residual", *residual_);
   if (step_size_) bundle.register_module("step_size", *step_size_);
   bundle.register_buffer("teacher_probe", probe_);
-  torch::jit::ExtraFilesMap extra{{kInfoFile, micro_sampler_info_json(info_)}};
-  atomic_write(path, [&](const std::string& temp) { bundle.save(temp, extra); });
+  // The record carries the checksum of everything else in the archive (code, constants, weights)
+  // and of itself without that field; the archive's other records do not depend on the record.
+  json record = info_to_json(info_);
+  const std::string draft = serialize_network(bundle, path, {{kInfoFile, record.dump(2)}});
+  record[kChecksumField] = Sha256()
+                               .field(archive_records_sha256(draft, path, {kInfoFile}))
+                               .field(record.dump())
+                               .hex_digest();
+  save_network(bundle, path, {{kInfoFile, record.dump(2)}});
 }
 
 std::shared_ptr<const MicroSampler> MicroSampler::load(const std::string& path) {
-  {
-    std::ifstream probe(path, std::ios::binary);
-    FEWSTEP_CHECK_VALUE(probe.good(), "MicroSampler.load: cannot open path '", path, "' (missing or unreadable file)");
-  }
-  torch::jit::ExtraFilesMap extra{{kInfoFile, ""}};
-  torch::jit::Module bundle;
-  std::string error;
-  try {
-    bundle = torch::jit::load(path, c10::nullopt, extra);
-  } catch (const c10::Error& e) {
-    error = e.what_without_backtrace();
-  }
-  FEWSTEP_CHECK_VALUE(error.empty(), "MicroSampler.load: path '", path, "' is not a TorchScript archive: ", error);
-  FEWSTEP_CHECK_VALUE(!extra[kInfoFile].empty(), "MicroSampler.load: path '", path, "' has no '", kInfoFile,
+  const std::string bytes = read_file(path, "MicroSampler.load: path");
+  LoadedNetwork loaded = load_network_bytes(bytes, path, "MicroSampler.load", {kInfoFile}, /*require_forward=*/false);
+  const std::string& text = loaded.extra_files[kInfoFile];
+  FEWSTEP_CHECK_VALUE(!text.empty(), "MicroSampler.load: path '", path, "' has no '", kInfoFile,
                       "'; it is not a micro-distilled sampler (fewstep distill micro writes them)");
   MicroSamplerInfo info;
   try {
-    const json j = json::parse(extra[kInfoFile]);
-    FEWSTEP_CHECK_VALUE(j.value("format", std::string()) == kFormat, "format '", j.value("format", std::string()),
-                        "' is not ", kFormat);
+    check_json_depth(text, "MicroSampler.load: the record '" + std::string(kInfoFile) + "' of '" + path + "'");
+    json j = json::parse(text);
+    FEWSTEP_CHECK_VALUE(j.is_object() && j.value("format", std::string()) == kFormat, "format ",
+                        j.is_object() && j.contains("format") ? j["format"].dump() : "none", " is not ", kFormat);
+    if (j.contains(kChecksumField)) {  // files written before the checksum existed load unverified
+      const std::string recorded = j[kChecksumField].is_string() ? j[kChecksumField].get<std::string>() : "";
+      j.erase(kChecksumField);
+      const std::string actual =
+          Sha256().field(archive_records_sha256(bytes, path, {kInfoFile})).field(j.dump()).hex_digest();
+      FEWSTEP_CHECK_VALUE(actual == recorded, "checksum mismatch: the archive's content hashes to ",
+                          actual.substr(0, 16), "..., its record says ", recorded.substr(0, 16),
+                          "... (the file is corrupted or was modified)");
+    }
     info = info_from_json(j);
   } catch (const std::exception& e) {
-    FEWSTEP_CHECK_VALUE(false, "MicroSampler.load: path '", path, "' has an invalid ", kInfoFile, ": ", e.what());
+    const auto* c10e = dynamic_cast<const c10::Error*>(&e);
+    FEWSTEP_CHECK_VALUE(false, "MicroSampler.load: path '", path, "' has an invalid ", kInfoFile, ": ",
+                        c10e ? c10e->what_without_backtrace() : e.what());
   }
-  bundle.eval();
+  torch::jit::Module& bundle = *loaded.module;
   auto sub = [&](const char* name) -> ScriptNet {
     return bundle.hasattr(name) ? std::make_shared<torch::jit::Module>(bundle.attr(name).toModule()) : nullptr;
   };
+  FEWSTEP_CHECK_VALUE(bundle.hasattr("teacher_probe") && bundle.attr("teacher_probe").isTensor(),
+                      "MicroSampler.load: path '", path, "' has no teacher_probe buffer");
   auto sampler = std::make_shared<MicroSampler>(sub("residual"), sub("step_size"), info,
                                                 bundle.attr("teacher_probe").toTensor());
   sampler->source_ = path;

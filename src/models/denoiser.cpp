@@ -3,12 +3,16 @@
 #include <torch/script.h>
 
 #include <cmath>
+#include <cstdio>
 #include <exception>
 #include <fstream>
 #include <sstream>
 #include <utility>
 
 #include "fewstep/core/check.h"
+#include "fewstep/core/sha256.h"
+#include "fewstep/core/tensor_archive.h"
+#include "fewstep/schedules/schedule_spec.h"
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/nets/network.h"
 
@@ -184,6 +188,24 @@ void check_time_options(const NoiseSchedule& schedule, TimeInput time_input, dou
                       "; use time_input 't', 'sigma' or 'lambda'");
 }
 
+// The schedule exactly (its spec); a schedule family a spec cannot name falls back to its repr.
+std::string schedule_identity(const NoiseSchedule& schedule) {
+  try {
+    return schedule_spec(schedule);
+  } catch (const c10::Error&) {
+    return "repr " + schedule.repr();
+  }
+}
+
+// Every setting that decides how a network's output becomes (x̂_0, ε̂), exactly.
+std::string network_settings(const NoiseSchedule& schedule, Prediction prediction, TimeInput time_input,
+                             double time_scale) {
+  char scale[32];
+  std::snprintf(scale, sizeof scale, "%.17g", time_scale);
+  return "schedule=" + schedule_identity(schedule) + " prediction=" + to_string(prediction) +
+         " time_input=" + to_string(time_input) + " time_scale=" + scale;
+}
+
 std::string describe_network(const std::string& source, const NoiseSchedule& schedule, Prediction prediction,
                              TimeInput time_input, double time_scale) {
   std::ostringstream s;
@@ -219,13 +241,32 @@ Denoiser::Direct wrap_network(Denoiser::Network network, SchedulePtr schedule, P
 }  // namespace
 
 Denoiser::Denoiser(Network network, SchedulePtr schedule, Prediction prediction, TimeInput time_input,
-                   double time_scale)
+                   double time_scale, Fingerprint network_fingerprint)
     : schedule_(std::move(schedule)) {
   FEWSTEP_CHECK_VALUE(static_cast<bool>(network), "Denoiser: network must be a callable, got an empty function");
   check_schedule(schedule_, "Denoiser");
   check_time_options(*schedule_, time_input, time_scale);
   description_ = describe_network("network", *schedule_, prediction, time_input, time_scale);
   fn_ = wrap_network(std::move(network), schedule_, prediction, time_input, time_scale);
+  if (network_fingerprint) {
+    const std::string settings = network_settings(*schedule_, prediction, time_input, time_scale);
+    fingerprint_ = [network_fingerprint = std::move(network_fingerprint), settings] {
+      const std::string net = network_fingerprint();
+      FEWSTEP_CHECK_VALUE(!net.empty(), "Denoiser: the network's fingerprint function returned an empty text");
+      return Sha256().field("fewstep.denoiser.network").field(net).field(settings).hex_digest();
+    };
+  }
+}
+
+std::optional<std::string> Denoiser::fingerprint() const {
+  if (!fingerprint_) return std::nullopt;
+  return fingerprint_();
+}
+
+Denoiser Denoiser::with_fingerprint(Fingerprint fingerprint) const {
+  Denoiser copy = *this;
+  copy.fingerprint_ = std::move(fingerprint);
+  return copy;
 }
 
 Denoiser::Denoiser(Direct fn, SchedulePtr schedule, std::string description)
@@ -238,14 +279,17 @@ Denoiser Denoiser::torchscript(const std::string& path, SchedulePtr schedule, Pr
                                TimeInput time_input, double time_scale) {
   check_schedule(schedule, "Denoiser.torchscript");
   check_time_options(*schedule, time_input, time_scale);
-  auto module = load_network(path, "Denoiser.torchscript");
+  const LoadedNetwork loaded = load_network_checked(path, "Denoiser.torchscript");
+  auto module = loaded.module;
   Network network = [module, path](const at::Tensor& x, const at::Tensor& t) -> at::Tensor {
     c10::IValue out = module->forward(std::vector<c10::IValue>{x, t});
     FEWSTEP_CHECK_TYPE(out.isTensor(), "Denoiser.torchscript: forward(x, t) of '", path, "' returned ",
                        out.tagKind(), ", expected a Tensor");
     return out.toTensor();
   };
-  Denoiser result(std::move(network), schedule, prediction, time_input, time_scale);
+  const std::string file_sha256 = loaded.sha256;
+  Denoiser result(std::move(network), schedule, prediction, time_input, time_scale,
+                  [file_sha256] { return "torchscript sha256 " + file_sha256; });
   result.description_ = describe_network("torchscript='" + path + "'", *schedule, prediction, time_input, time_scale);
   return result;
 }
@@ -260,7 +304,17 @@ Denoiser Denoiser::exact(std::shared_ptr<const GaussianMixture> mixture, Schedul
     const Coefficients c = coefficients(*schedule, t);
     return mixture->denoise(x, c.alpha, c.sigma);
   };
-  return Denoiser(std::move(fn), std::move(schedule), s.str());
+  // The mixture's parameters and the schedule decide every output.
+  Sha256 h;
+  h.field("fewstep.denoiser.exact_gaussian_mixture").field(schedule_identity(*schedule));
+  h.field(mixture->diagonal() ? "diagonal" : "full");
+  sha256_update(h, mixture->weights());
+  sha256_update(h, mixture->means());
+  sha256_update(h, mixture->covariances());
+  const std::string fingerprint = h.hex_digest();
+  Denoiser result(std::move(fn), std::move(schedule), s.str());
+  result.fingerprint_ = [fingerprint] { return fingerprint; };
+  return result;
 }
 
 Denoiser Denoiser::direct(Direct fn, SchedulePtr schedule, std::string description) {

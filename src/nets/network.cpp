@@ -4,22 +4,48 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/script.h>
+#include <caffe2/serialize/inline_container.h>
 
+#include <algorithm>
 #include <exception>
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <sstream>
 
 #include "fewstep/core/check.h"
 #include "fewstep/core/atomic_file.h"
+#include "fewstep/core/sha256.h"
 #include "script_builder.h"
 
 namespace fewstep {
 
 int64_t parameter_count(const torch::jit::Module& module) { return nets_detail::count_parameters(module); }
 
-void save_network(const torch::jit::Module& module, const std::string& path) {
-  atomic_write(path, [&module](const std::string& temp_path) { module.save(temp_path); });
+std::string serialize_network(const torch::jit::Module& module, const std::string& path,
+                              const ArchiveExtraFiles& extra_files) {
+  // In memory: torch's file writer throws from its destructor when the disk fills up (which
+  // terminates the process); a string stream cannot fail that way, and atomic_write_bytes turns
+  // ENOSPC into an error naming the file.
+  std::ostringstream out(std::ios::binary);
+  std::string error;
+  try {
+    torch::jit::ExtraFilesMap extra(extra_files.begin(), extra_files.end());
+    module.save(out, extra);
+  } catch (const c10::Error& e) {
+    error = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  FEWSTEP_CHECK(error.empty(), "cannot serialise the network for '", path, "': ", error);
+  return std::move(out).str();
+}
+
+std::string save_network(const torch::jit::Module& module, const std::string& path,
+                         const ArchiveExtraFiles& extra_files) {
+  const std::string bytes = serialize_network(module, path, extra_files);
+  atomic_write_bytes(path, bytes.data(), bytes.size());
+  return sha256_hex(bytes);
 }
 
 std::vector<at::Tensor> trainable_parameters(const torch::jit::Module& module) {
@@ -82,28 +108,72 @@ at::Tensor with_dropout_seed(uint64_t seed, const std::function<at::Tensor()>& f
   return fn();
 }
 
-ScriptNet load_network(const std::string& path, const char* who) {
-  {
-    std::ifstream probe(path, std::ios::binary);
-    FEWSTEP_CHECK_VALUE(probe.good(), who, ": cannot open path '", path,
-                        "' (missing or unreadable file); expected a TorchScript archive saved with torch.jit.save");
-  }
-  auto module = std::make_shared<torch::jit::Module>();
+LoadedNetwork load_network_checked(const std::string& path, const char* who, const std::string& expected_sha256,
+                                   const std::string& recorded_in, const std::vector<std::string>& extra_files,
+                                   bool require_forward) {
+  const std::string bytes = read_file(path, std::string(who) + ": path");
+  const std::string sha256 = sha256_hex(bytes);
+  FEWSTEP_CHECK_VALUE(expected_sha256.empty() || sha256 == expected_sha256, who, ": '", path,
+                      "' is corrupted or was replaced: its SHA-256 is ", sha256, " but ", recorded_in,
+                      " records ", expected_sha256, " (re-export the model, or restore the file)");
+  LoadedNetwork out = load_network_bytes(bytes, path, who, extra_files, require_forward);
+  out.sha256 = sha256;
+  return out;
+}
+
+LoadedNetwork load_network_bytes(const std::string& bytes, const std::string& path, const char* who,
+                                 const std::vector<std::string>& extra_files, bool require_forward) {
+  LoadedNetwork out;
+  out.sha256 = sha256_hex(bytes);
+  out.module = std::make_shared<torch::jit::Module>();
+  torch::jit::ExtraFilesMap extra;
+  for (const auto& name : extra_files) extra[name] = "";
   std::string error;
   try {
     // Parameters stay on the device they were saved from; the caller passes x on that device
     // (or calls torch.jit.load(..., map_location=...) + save beforehand).
-    *module = torch::jit::load(path);
+    std::istringstream in(bytes, std::ios::binary);
+    *out.module = torch::jit::load(in, c10::nullopt, extra);
   } catch (const c10::Error& e) {
     error = e.what_without_backtrace();
   } catch (const std::exception& e) {
     error = e.what();
   }
-  FEWSTEP_CHECK_VALUE(error.empty(), who, ": path '", path, "' is not a loadable TorchScript archive: ", error);
-  FEWSTEP_CHECK_VALUE(module->find_method("forward").has_value(), who, ": the module at path '", path,
-                      "' has no forward method; expected forward(x, t) -> Tensor");
-  module->eval();
-  return module;
+  FEWSTEP_CHECK_VALUE(error.empty(), who, ": path '", path, "' is not a TorchScript archive (torch.jit.save format): ", error);
+  FEWSTEP_CHECK_VALUE(!require_forward || out.module->find_method("forward").has_value(), who, ": the module at path '",
+                      path, "' has no forward method; expected forward(x, t) -> Tensor");
+  out.module->eval();
+  out.extra_files.insert(extra.begin(), extra.end());
+  return out;
+}
+
+ScriptNet load_network(const std::string& path, const char* who) { return load_network_checked(path, who).module; }
+
+std::string archive_records_sha256(const std::string& bytes, const std::string& path,
+                                   const std::vector<std::string>& skip_extra) {
+  std::string error;
+  Sha256 h;
+  h.field("fewstep.torchscript_records.sha256.v1");
+  try {
+    std::istringstream in(bytes, std::ios::binary);
+    caffe2::serialize::PyTorchStreamReader reader(&in);
+    std::vector<std::string> names = reader.getAllRecords();
+    std::sort(names.begin(), names.end());
+    for (const std::string& name : names) {
+      bool skip = name == ".data/serialization_id";
+      for (const std::string& extra : skip_extra) skip = skip || name == "extra/" + extra;
+      if (skip) continue;
+      auto [data, size] = reader.getRecord(name);
+      h.field(name);
+      h.field(std::string(static_cast<const char*>(data.get()), size));
+    }
+  } catch (const c10::Error& e) {
+    error = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  FEWSTEP_CHECK_VALUE(error.empty(), "path '", path, "' is not a readable TorchScript archive: ", error);
+  return h.hex_digest();
 }
 
 }  // namespace fewstep

@@ -45,6 +45,18 @@ SchedulePtr schedule_from_spec(const std::string& spec_json, const std::string& 
   FEWSTEP_CHECK_VALUE(spec.is_object() && spec.contains("name") && spec["name"].is_string(), source,
                       ": the schedule must be a JSON object with a \"name\", got ", spec.dump());
   const std::string name = spec["name"];
+  if (name == "vp_discrete" && spec.contains("alphas_cumprod")) {
+    for (const auto& [key, value] : spec.items())
+      FEWSTEP_CHECK_VALUE(key == "name" || key == "repr" || key == "alphas_cumprod", source,
+                          ": schedule 'vp_discrete' given by its alphas_cumprod takes no parameter '", key, "'");
+    try {
+      return VPDiscrete::from_alphas_cumprod(spec["alphas_cumprod"].get<std::vector<double>>());
+    } catch (const json::exception& e) {
+      FEWSTEP_CHECK_VALUE(false, source, ": bad alphas_cumprod of schedule 'vp_discrete': ", e.what());
+    } catch (const c10::ValueError& e) {
+      FEWSTEP_CHECK_VALUE(false, source, ": bad schedule 'vp_discrete': ", e.what_without_backtrace());
+    }
+  }
   json full = default_spec(name, source);
   for (const auto& [key, value] : spec.items()) {
     if (key == "repr") continue;  // the human-readable form sidecars carry beside the parameters
@@ -72,6 +84,29 @@ SchedulePtr schedule_from_spec(const std::string& spec_json, const std::string& 
     FEWSTEP_CHECK_VALUE(false, source, ": bad schedule '", name, "': ", e.what_without_backtrace());
   }
   return nullptr;
+}
+
+std::string schedule_spec(const NoiseSchedule& schedule) {
+  json spec;
+  if (const auto* s = dynamic_cast<const VPLinear*>(&schedule)) {
+    spec = {{"name", "vp_linear"}, {"beta_min", s->beta_min()}, {"beta_max", s->beta_max()}};
+  } else if (const auto* s = dynamic_cast<const VPCosine*>(&schedule)) {
+    spec = {{"name", "vp_cosine"}, {"s", s->s()}};
+  } else if (const auto* s = dynamic_cast<const VPDiscrete*>(&schedule)) {
+    spec = {{"name", "vp_discrete"}, {"alphas_cumprod", s->alphas_cumprod()}};
+  } else if (dynamic_cast<const VE*>(&schedule) != nullptr) {
+    spec = {{"name", "ve"}, {"sigma_min", schedule.t_min()}, {"sigma_max", schedule.t_max()}};
+  } else if (dynamic_cast<const FlowMatching*>(&schedule) != nullptr) {
+    spec = {{"name", "flow"}};
+  } else {
+    FEWSTEP_CHECK_VALUE(false, "schedule_spec: ", schedule.repr(), " is not one of the families a spec can name (",
+                        "vp_linear, vp_cosine, vp_discrete, ve, flow)");
+  }
+  if (spec["name"] != "vp_discrete" && spec["name"] != "ve") {
+    spec["t_min"] = schedule.t_min();
+    spec["t_max"] = schedule.t_max();
+  }
+  return spec.dump();
 }
 
 }  // namespace fewstep

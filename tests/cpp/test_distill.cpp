@@ -1,6 +1,6 @@
 // Tests of the distillation trainers beyond progressive distillation's own (test_progressive.cpp):
 // closed-form optimal students on single-Gaussian data (knowledge distillation and a one-round
-// progressive distillation), guidance distillation, the rollout cache, the shared Trainer shape
+// progressive distillation), guidance distillation, the shared Trainer shape
 // (kinds of checkpoints, resume), network specs and weight copies.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -25,7 +25,7 @@
 #include "fewstep/train/kd_trainer.h"
 #include "fewstep/train/lr_schedule.h"
 #include "fewstep/train/progressive_trainer.h"
-#include "fewstep/train/rollout_cache.h"
+#include "fewstep/sample/teacher_cache.h"
 #include "test_util.h"
 
 namespace {
@@ -73,15 +73,15 @@ TEST(KnowledgeDistillation, OneStepStudentReachesTheClosedFormFlowMap) {
   at::set_num_threads(1);
   auto schedule = std::make_shared<fewstep::VPLinear>();
   auto gaussian = fewstep::testing::single_gaussian(mean(), var());
-  fewstep::RolloutSpec spec;
+  fewstep::TeacherSolveSpec spec;
   spec.sample_shape = {2};
   spec.n = 512;
   spec.seed = 7;
+  spec.solver = "unipc";
   spec.grid = fewstep::timesteps(*schedule, 200, "logsnr");
   spec.progress = false;
-  fewstep::RolloutPairs pairs = fewstep::teacher_rollouts(
-      [&](const at::Tensor&) { return fewstep::Denoiser::exact(gaussian, schedule); }, *fewstep::solver("unipc"),
-      spec, "single gaussian", "");
+  fewstep::RolloutPairs pairs =
+      fewstep::rollout_pairs(fewstep::teacher_solve(fewstep::Denoiser::exact(gaussian, schedule), spec));
   const double lo = schedule->t_min(), hi = schedule->t_max();
   // The rollouts themselves against the closed form: unipc (order 3) with 200 steps; 40 steps give
   // 4.4e-3, so (40/200)³ predicts ~4e-5.
@@ -264,41 +264,7 @@ TEST(GuidanceDistillation, LossDecreasesAndResumesExactly) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rollout cache, knowledge distillation, the Trainer shape
-
-TEST(RolloutCache, ReusesMatchingSettingsAndRegeneratesOthers) {
-  const std::string dir = scratch_dir("distill", "rollouts");
-  auto schedule = std::make_shared<fewstep::VPLinear>();
-  int teachers_made = 0;
-  auto make = [&](const at::Tensor&) {
-    ++teachers_made;
-    return fewstep::Denoiser::exact(four_modes(), schedule);
-  };
-  fewstep::RolloutSpec spec;
-  spec.sample_shape = {2};
-  spec.n = 6;
-  spec.batch = 4;
-  spec.seed = 100;
-  spec.grid = fewstep::timesteps(*schedule, 8, "logsnr");
-  spec.progress = false;
-  const auto ddim = fewstep::solver("ddim");
-  const std::string cache = dir + "/pairs.pt";
-  const auto a = fewstep::teacher_rollouts(make, *ddim, spec, "settings A", cache);
-  EXPECT_FALSE(a.from_cache);
-  EXPECT_EQ(teachers_made, 2);  // batches of 4 and 2
-  const auto b = fewstep::teacher_rollouts(make, *ddim, spec, "settings A", cache);
-  EXPECT_TRUE(b.from_cache);
-  EXPECT_EQ(teachers_made, 2);
-  EXPECT_TRUE(at::equal(a.x_T, b.x_T) && at::equal(a.x_0, b.x_0));
-  // Other settings regenerate; pair i depends only on seed + i, not on n or the batching.
-  spec.n = 4;
-  spec.batch = 3;
-  const auto c = fewstep::teacher_rollouts(make, *ddim, spec, "settings B", cache);
-  EXPECT_FALSE(c.from_cache);
-  EXPECT_TRUE(at::equal(c.x_T, a.x_T.narrow(0, 0, 4)));
-  EXPECT_TRUE(at::allclose(c.x_0, a.x_0.narrow(0, 0, 4), 1e-6, 1e-6));
-  std::filesystem::remove_all(dir);
-}
+// Knowledge distillation, the Trainer shape (the rollout cache: tests/cpp/test_files.cpp)
 
 std::unique_ptr<fewstep::KnowledgeDistillationTrainer> kd_trainer(const fewstep::RolloutPairs& pairs,
                                                                   uint64_t net_seed = 5) {
@@ -318,14 +284,14 @@ std::unique_ptr<fewstep::KnowledgeDistillationTrainer> kd_trainer(const fewstep:
 TEST(KnowledgeDistillation, TwoStepStudentLossDecreasesAndResumesExactly) {
   at::set_num_threads(1);
   auto schedule = std::make_shared<fewstep::VPLinear>();
-  fewstep::RolloutSpec spec;
+  fewstep::TeacherSolveSpec spec;
   spec.sample_shape = {2};
   spec.n = 256;
+  spec.solver = "unipc";
   spec.grid = fewstep::timesteps(*schedule, 20, "logsnr");
   spec.progress = false;
-  const fewstep::RolloutPairs pairs = fewstep::teacher_rollouts(
-      [&](const at::Tensor&) { return fewstep::Denoiser::exact(four_modes(), schedule); }, *fewstep::solver("unipc"),
-      spec, "four modes", "");
+  const fewstep::RolloutPairs pairs =
+      fewstep::rollout_pairs(fewstep::teacher_solve(fewstep::Denoiser::exact(four_modes(), schedule), spec));
   auto trainer = kd_trainer(pairs);
   const fewstep::TrainSummary s = trainer->train(200);
   EXPECT_LT(mean_of(s.losses, 180, 200), 0.5 * mean_of(s.losses, 0, 10));

@@ -9,6 +9,7 @@ $FEWSTEP_CLI when set (e.g. another build directory).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -80,7 +81,8 @@ def test_train_writes_model_card_and_sidecar(full_run: Path) -> None:
     for name in ("model.pt", "model.json", "model.md", "checkpoint.pt", "run.json"):
         assert (full_run / name).is_file(), name
     meta = json.loads((full_run / "model.json").read_text())
-    assert meta["format"] == "fewstep.model.v1"
+    assert meta["format"] == "fewstep.model" and meta["schema"] == 2
+    assert meta["model_sha256"] == hashlib.sha256((full_run / "model.pt").read_bytes()).hexdigest()
     assert meta["prediction"] == "eps" and meta["time_input"] == "t"
     assert meta["schedule"]["name"] == "vp_linear" and meta["schedule"]["beta_max"] == 20.0
     assert meta["sample_shape"] == [2]

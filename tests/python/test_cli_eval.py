@@ -75,7 +75,7 @@ def test_eval_mixture_coupled_error_json_and_reference_cache(mixture_model: Path
     ref = a["reference"]
     assert ref["solver"] == "dpmpp_2m" and ref["steps"] == 40 and ref["nfe"] == 40 and ref["cached"] is False
     cached_file = Path(ref["file"])
-    assert cached_file.parent == cache / "references" and cached_file.is_file()
+    assert cached_file.parent == cache / "teacher-solves" and cached_file.is_file()
     assert f"cached in {cached_file}" in first.stderr
     assert "coupled error  median" in first.stdout and "NFE 5" in first.stdout
 
@@ -85,9 +85,12 @@ def test_eval_mixture_coupled_error_json_and_reference_cache(mixture_model: Path
     assert f"reference read from {cached_file}" in second.stderr and b["reference"]["cached"] is True
     assert b["coupled_error"] == ce
 
-    # The cache file is a plain torch file; a bare tensor saved with torch.save works as --reference.
-    x = torch.load(str(cached_file), weights_only=False)["x"]
+    # The cache file is a plain torch file (x at the solve's kept points: x_T and the end) and works as
+    # --reference; so does a bare tensor saved with torch.save.
+    x = torch.load(str(cached_file), weights_only=False)["x"][:, -1]
     assert x.shape == (64, 2) and x.dtype == torch.float32
+    cached = run(*args, "--reference", str(cached_file), "--json", str(tmp_path / "e.json"))
+    assert json.loads((tmp_path / "e.json").read_text())["coupled_error"] == ce, cached.stderr
     torch.save(x, str(tmp_path / "ref.pt"))
     third = run(*args, "--reference", str(tmp_path / "ref.pt"), "--json", str(tmp_path / "c.json"))
     assert json.loads((tmp_path / "c.json").read_text())["coupled_error"] == ce

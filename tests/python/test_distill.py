@@ -243,12 +243,12 @@ def test_kd_rollout_is_the_library_ddim_sampler(vp: fs.VPLinear) -> None:
 def test_teacher_rollouts_are_cached_with_their_settings(vp: fs.VPLinear, tmp_path: Path) -> None:
     net = GaussianEps()
     teacher = fs.Denoiser(net, schedule=vp, prediction="eps")
-    cache = tmp_path / "pairs.pt"
+    cache = tmp_path / "cache"
     x_T, x_0 = fs.teacher_rollouts(teacher, [3], 40, solver="dpmpp_3m", steps=40, seed=3, batch=16, cache=cache)
     calls = net.calls
-    assert calls == 3 * 40 and cache.exists()
-    # Sample i starts from seed + i, whatever the batching.
-    torch.testing.assert_close(x_T[5:6].double(), fs.randn((1, 3), [8], dtype=torch.float64), rtol=0, atol=1e-6)
+    assert calls == 3 * 40 and len(list((cache / "teacher-solves").iterdir())) == 1
+    # Sample i starts from fs.randn's x_T for seed + i, whatever the batching.
+    assert torch.equal(x_T[5:6], fs.randn((1, 3), [8]))
     # The pairs solve the teacher's ODE (closed form for a single Gaussian, 40 dpmpp_3m steps ~1e-4).
     exact = gaussian_ode_solution(x_T, vp.t_max, vp.t_min)
     assert (x_0.double() - exact).abs().max() < 2e-3

@@ -29,9 +29,9 @@ def mixture_teacher(seed: int = 0) -> fs.Denoiser:
     return fs.Denoiser.exact(fs.GaussianMixture.random(4, 3, seed), fs.VPLinear())
 
 
-def trajectories(teacher: fs.Denoiser, n: int = 128, cache_path=None, **kwargs) -> fs.DenseTrajectories:
+def trajectories(teacher: fs.Denoiser, n: int = 128, cache=None, **kwargs) -> fs.DenseTrajectories:
     return fs.dense_trajectories(teacher, TEACHER_ID, [4], n, segments=16, substeps=4, dtype=torch.float64,
-                                 cache_path=cache_path, progress=False, **kwargs)
+                                 cache=cache, progress=False, **kwargs)
 
 
 def noise(n: int = 16, seed: int = 5) -> torch.Tensor:
@@ -40,24 +40,24 @@ def noise(n: int = 16, seed: int = 5) -> torch.Tensor:
 
 def test_dense_trajectories_shapes_and_cache(tmp_path: Path) -> None:
     teacher = mixture_teacher()
-    cache = tmp_path / "cache" / "traj.pt"
-    data = trajectories(teacher, cache_path=cache)
-    assert not data.from_cache and cache.exists()
+    cache = tmp_path / "cache"
+    data = trajectories(teacher, cache=cache)
+    assert not data.from_cache and len(list((cache / "teacher-solves").iterdir())) == 1
     assert data.x.shape == (128, 17, 4) and data.eps.shape == (128, 16, 4) and data.x.dtype == torch.float64
     assert len(data) == 128 and data.segments == 16
     assert data.times.shape == (17,) and data.lambdas.shape == (17,)
     assert data.times[0] == pytest.approx(1.0) and data.times[-1] == pytest.approx(1e-3)
     assert bool((data.times[1:] < data.times[:-1]).all()) and bool((data.lambdas[1:] > data.lambdas[:-1]).all())
-    assert TEACHER_ID in data.settings
+    assert teacher.fingerprint in data.settings  # keyed by the teacher's content
     # The last knot is x_0 of the teacher's probability-flow ODE from x[:, 0] (a 64-step DEIS-3 solve here).
     ref = fs.reference_solve(teacher, data.x[:8, 0]).x
     torch.testing.assert_close(data.x[:8, -1], ref, rtol=0, atol=5e-3)
 
-    again = trajectories(teacher, cache_path=cache)
+    again = trajectories(teacher, cache=cache)
     assert again.from_cache
     assert torch.equal(again.x, data.x) and torch.equal(again.eps, data.eps)
     # Other settings do not reuse the file: they regenerate it.
-    other = trajectories(teacher, cache_path=cache, seed=1)
+    other = trajectories(teacher, cache=cache, seed=1)
     assert not other.from_cache and not torch.equal(other.x, data.x)
     assert "DenseTrajectories(n=128" in repr(data)
 
@@ -228,7 +228,7 @@ def test_python_teacher_and_callback() -> None:
 def test_distill_micro_resumes_and_writes(tmp_path: Path) -> None:
     teacher = mixture_teacher()
     common = dict(teacher_id=TEACHER_ID, mode="residual", sample_shape=[4], trajectories=64, segments=16, substeps=4,
-                  trajectory_dtype=torch.float64, cache_path=tmp_path / "traj.pt", batch=16, lr=1e-3,
+                  trajectory_dtype=torch.float64, cache=tmp_path / "cache", batch=16, lr=1e-3,
                   ema_decay=0.5, total_steps=8, progress=False)
     straight = fs.distill_micro(teacher, steps=8, **common)
     ckpt, out = tmp_path / "run.ckpt", tmp_path / "micro.pt"

@@ -25,8 +25,8 @@
 /// statistics, predicted-class histogram and accuracy once. The training split is loaded on the
 /// first floor request; floor features are kept for the largest n seen and floors per n.
 /// With a `cache_dir`, the test statistics and the floor features are also stored in
-/// `<cache_dir>/fmnist-stats-<hash>.pt`, keyed by the classifier file (absolute path, size,
-/// modification time), the data directory and floor_seed, so later evaluators (other processes)
+/// `<cache_dir>/fmnist-stats-<hash>.pt`, keyed by the classifier's content (SHA-256 of the file),
+/// the data directory and floor_seed, so later evaluators (other processes)
 /// skip the classifier passes over the test and training images.
 /// One evaluator may be used from several threads (calls are serialised by a mutex).
 #pragma once

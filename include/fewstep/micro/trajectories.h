@@ -1,8 +1,9 @@
 /// @file micro/trajectories.h
 /// @brief Dense, high-accuracy teacher trajectories: the training data of micro-distillation.
 ///
-/// Sample i starts from x_T drawn with seed + i (a per-sample generator, so it does not depend on the
-/// batch) and is solved from t_start to t_end by the library's `deis` stepper (order 3, in λ) on a
+/// Sample i starts from x_T drawn by randn_per_sample with seed + i (core/noise.h: the x_T of
+/// `fs.randn` and `fewstep sample --seed`, independent of the batch) and is solved from t_start to
+/// t_end by the library's `deis` stepper (order 3, in λ) on a
 /// uniform log-SNR grid of segments·substeps steps. Every substeps-th point is kept: x at the
 /// segments + 1 knots λ_0 < ... < λ_G (uniform in λ), and the teacher's ε̂ at the first G knots (the
 /// evaluation the solve makes there, so it costs nothing). From them come
@@ -13,8 +14,8 @@
 /// (64 × 8 steps, Δλ ≈ 0.02 for VP-linear) DEIS-3's global error is far below the 1000-step DDIM
 /// error that the distilled sampler is measured against.
 ///
-/// The data are cached on disk with their settings (a JSON text naming the teacher, grid, n, seed and
-/// dtype): the same path and settings load the file, other settings regenerate it (atomic write).
+/// The solve is one teacher_solve (sample/teacher_cache.h): cached under a cache root, keyed by the
+/// teacher's content fingerprint and every setting, verified on load.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -47,15 +48,19 @@ struct DenseTrajectories {
   at::Tensor eps;   ///< [n, G, ...]: the teacher's ε̂ at knots 0..G−1
   std::vector<double> times;  ///< the G + 1 knots (decreasing)
   std::vector<double> lambdas;
-  std::string settings;
+  std::string settings;     ///< the cache key (JSON text)
+  std::string teacher_id;   ///< the description given to dense_trajectories
   bool from_cache = false;
+  std::string cache_file;   ///< "" without a cache
   int64_t segments() const { return static_cast<int64_t>(times.size()) - 1; }
   int64_t size() const { return x.size(0); }
 };
 
-/// Solves (or loads from `cache_path`, if it holds the same settings) the trajectories of `teacher`.
-/// `teacher_id` names the teacher in the settings (a file name, "exact mixture(seed=...)", ...).
+/// Solves (or loads from the teacher-solve cache under `cache_root`, core/cache_dir.h; "" = no
+/// cache) the trajectories of `teacher`. `teacher_id` describes the teacher for records and
+/// messages (a file name, "exact mixture(seed=...)", ...); the cache is keyed by the teacher's
+/// content fingerprint, so caching needs a teacher that has one (ValueError otherwise).
 DenseTrajectories dense_trajectories(const Denoiser& teacher, const TrajectorySpec& spec, const std::string& teacher_id,
-                                     const std::string& cache_path = "");
+                                     const std::string& cache_root = "");
 
 }  // namespace fewstep

@@ -9,6 +9,12 @@
 ///  - "flow":  u = α̇ x_0 + σ̇ ε (flow matching velocity) ⇒ solve the 2×2 system with x.
 /// The network's time input is the continuous t, the discrete index (t·N − 1), σ or λ,
 /// multiplied by `time_scale`, as a tensor of shape [batch] with x's dtype and device.
+///
+/// Content identity: a Denoiser may carry a fingerprint, a text that changes whenever its outputs
+/// can (what a cache of its solves is keyed by, sample/teacher_cache.h). TorchScript files, model
+/// files and exact mixtures get one from their content (SHA-256 of the file's bytes, of the mixture's
+/// parameters, and of the schedule and prediction settings); a network given as a callable has none
+/// unless the caller supplies it (Python: an nn.Module's is computed from its current state_dict).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -16,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "fewstep/schedules/schedule.h"
@@ -46,10 +53,15 @@ class Denoiser {
   using Network = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& t)>;
   /// A model that already gives both predictions at a host time t (exact models, wrappers).
   using Direct = std::function<DenoiserOutput(const at::Tensor& x, double t)>;
+  /// Computes a content fingerprint on demand (see above); called again at every use, so it may
+  /// follow weights that change (an nn.Module still being trained).
+  using Fingerprint = std::function<std::string()>;
 
   /// Wraps a network predicting `prediction`, fed time as `time_input` × `time_scale`.
+  /// `network_fingerprint` (optional) identifies the network's content; the Denoiser's fingerprint
+  /// then also covers the schedule, prediction and time input.
   Denoiser(Network network, SchedulePtr schedule, Prediction prediction, TimeInput time_input = TimeInput::T,
-           double time_scale = 1.0);
+           double time_scale = 1.0, Fingerprint network_fingerprint = {});
 
   /// Loads a TorchScript module (torch::jit::load) whose forward(x, t) returns the prediction.
   /// The module stays on the device it was saved from; pass x on that device.
@@ -68,11 +80,20 @@ class Denoiser {
   const NoiseSchedule& schedule_ref() const { return *schedule_; }
   const std::string& description() const { return description_; }
 
+  /// The content fingerprint (64 hex characters), or nullopt when this model has no content
+  /// identity (a callable without one).
+  std::optional<std::string> fingerprint() const;
+  bool has_fingerprint() const { return static_cast<bool>(fingerprint_); }
+  /// A copy whose fingerprint is `fingerprint()` (the caller vouches that it identifies the model;
+  /// an empty function removes it).
+  Denoiser with_fingerprint(Fingerprint fingerprint) const;
+
  private:
   Denoiser(Direct fn, SchedulePtr schedule, std::string description);
   Direct fn_;
   SchedulePtr schedule_;
   std::string description_;
+  Fingerprint fingerprint_;
 };
 
 /// Converts a native network output to (x̂_0, ε̂) at time t (exposed for tests and trainers).

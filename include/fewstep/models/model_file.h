@@ -1,29 +1,44 @@
 /// @file models/model_file.h
-/// @brief A model file as `fewstep train` ships it: TorchScript network + JSON sidecar.
+/// @brief Model files: a TorchScript network and its JSON sidecar, written and read only here.
 ///
-/// `dir/name.pt` is the TorchScript network (forward(x, t) → native prediction) and
-/// `dir/name.json`, the sidecar (format "fewstep.model.v1"), says how to read it: "schedule"
-/// (a spec of schedules/schedule_spec.h), "prediction", "time_input", "time_scale" and
-/// "sample_shape" (one sample without the batch dimension). Loading both gives a ready
-/// Denoiser, so applications need not repeat the training settings.
+/// `dir/name.pt` is the TorchScript network (forward(x, t[, y][, w]) → native prediction) and
+/// `dir/name.json` (model_sidecar_path) the sidecar that says how to read it. `fewstep train`,
+/// every `fewstep distill` export, `fs.export_student` and `fs.save_model_file` write model files
+/// through `save_model_file`; `load_model_file` (and `fs.load_model_file`, `fs.sample(path)`,
+/// `fewstep sample/eval/distill`) reads them. The format is described field by field in
+/// docs/model_files.md. In short, the sidecar is one JSON object:
+///  - "format": "fewstep.model", "schema": 2 (a schema-1 sidecar says "format": "fewstep.model.v1"
+///    and has no checksum; both are read);
+///  - "model_sha256": the SHA-256 of the .pt's bytes; load refuses a .pt that does not match;
+///  - "sidecar_sha256": the SHA-256 of the sidecar's canonical JSON (compact, keys sorted) without
+///    this field; load refuses a sidecar changed after it was written (upgrade_model_file re-seals
+///    one edited on purpose);
+///  - "schedule" (a spec of schedules/schedule_spec.h, plus its "repr"), "prediction",
+///    "time_input", "time_scale", "sample_shape" (one sample without the batch dimension);
+///  - optional "sampler": {"solver", "timesteps": [t_0 > ... > t_N]}: the grid a distilled student
+///    was trained for; `fewstep sample` and `fs.sample(path)` use it unless told otherwise;
+///  - optional "network": {"kind", "config"} (nets/network_spec.h). config.num_classes > 0 makes a
+///    class-conditional network forward(x, t, y) (y = num_classes: no class); config.guidance_input
+///    adds a guidance weight w: forward(x, t, y, w). ModelConditioning picks the class and guidance:
+///    a conditional network with guidance s ≠ 1 is sampled with classifier-free guidance (two calls
+///    per evaluation, models/guidance.h); a guidance-input network gets s as w (one call);
+///  - optional "default_guidance" (guidance-input networks) and "consistency": {"sigma_data", "t_min"}
+///    (the file holds a consistency model's F; the Denoiser is f(x, t) = c_skip x + c_out F(c_in x, t),
+///    models/consistency_function.h, predicting x0);
+///  - "name", "model" (the .pt's file name), "parameters", "fewstep_version", "torch_version", and
+///    any other fields the writer passes as metadata ("data", "training", "distillation", ...).
 ///
-/// Optional sidecar fields:
-///  - "sampler": {"solver": "ddim", "timesteps": [t_0 > t_1 > ... > t_N]} — the grid a distilled
-///    student was trained for (train/student_export.h); `fewstep sample` and `fs.sample` use it
-///    unless told otherwise.
-///  - "network": {"kind", "config": {"num_classes", "guidance_input", ...}} (nets/network_spec.h):
-///    a class-conditional network (num_classes > 0) takes forward(x, t, y) with y = num_classes
-///    meaning "no class"; one with guidance_input also takes a guidance weight w.
-///    ModelConditioning picks the class and guidance: a plain conditional network with a guidance
-///    scale s ≠ 1 is sampled with classifier-free guidance (two calls per evaluation,
-///    models/guidance.h); a guidance-input network gets s as w (one call).
-///  - "consistency": {"sigma_data", "t_min"} — the file holds a consistency model's network F and the
-///    Denoiser is f(x, t) = c_skip x + c_out F(c_in x, t) (models/consistency_function.h), predicting x0.
+/// Writing validates everything first (the schedule, the grid inside its range, the sample shape,
+/// one forward pass of the network on a sample of that shape, the metadata), so an invalid model
+/// leaves the files on disk untouched; then the .pt and then the sidecar are each replaced
+/// atomically (core/atomic_file.h). A pair interrupted between the two writes is detected on load
+/// by the checksum, never silently mixed.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,26 +46,49 @@
 #include "fewstep/models/denoiser.h"
 #include "fewstep/schedules/schedule.h"
 
+namespace torch::jit {
+struct Module;
+}  // namespace torch::jit
+
 namespace fewstep {
 
-/// The format tag of sidecars written by `fewstep train`.
-inline constexpr const char* kModelSidecarFormat = "fewstep.model.v1";
+/// The sidecar's "format" tag and the schema this build writes (and the newest it reads).
+inline constexpr const char* kModelFileFormat = "fewstep.model";
+inline constexpr int kModelFileSchema = 2;
 
 /// "dir/name.pt" → "dir/name.json" (the extension, if any, replaced).
 std::string model_sidecar_path(const std::string& model_path);
 
-struct ModelFile {
-  Denoiser denoiser;
+/// The scalings of a consistency model (models/consistency_function.h).
+struct ModelConsistency {
+  double sigma_data = 0.5;
+  double t_min = 0.0;  ///< 0 = the schedule's t_min
+};
+
+/// Everything a sidecar says. `save_model_file` reads the fields marked "written"; the fields
+/// marked "read" are filled by read_model_file_info / load_model_file.
+struct ModelFileInfo {
+  // written
   SchedulePtr schedule;
   Prediction prediction = Prediction::Eps;
-  std::vector<int64_t> sample_shape;  // one sample, without the batch dimension
-  std::string name;                   // the sidecar's "name" (the file stem if absent)
-  std::string path;                   // the TorchScript file
-  std::string sidecar_json;           // the whole sidecar, for metadata the struct does not carry
-  int64_t num_classes = 0;            // > 0: class-conditional network
-  bool guidance_input = false;        // the network takes the guidance weight w as an input
-  std::string solver;                 // the sidecar's sampler, "" if none
-  std::vector<double> timesteps;      // its grid, empty if none
+  TimeInput time_input = TimeInput::T;
+  double time_scale = 1.0;
+  std::vector<int64_t> sample_shape;  ///< one sample, without the batch dimension
+  std::string name;                   ///< "" = the file stem
+  std::string network;                ///< {"kind", "config"} as JSON text; "" = not recorded
+  std::string solver;                 ///< the solver of `timesteps` ("" with timesteps = "ddim")
+  std::vector<double> timesteps;      ///< a student's own grid (empty: sampled on any grid)
+  std::optional<double> default_guidance;
+  std::optional<ModelConsistency> consistency;
+  std::string metadata = "{}";        ///< JSON object text: every other field, kept as given
+
+  // read
+  int schema = kModelFileSchema;
+  std::string model_sha256;           ///< the recorded SHA-256 of the .pt ("" for schema 1)
+  int64_t parameters = 0;
+  int64_t num_classes = 0;            ///< network.config.num_classes (> 0: class-conditional)
+  bool guidance_input = false;        ///< network.config.guidance_input
+  std::string sidecar_json;           ///< the whole sidecar
 };
 
 /// Class label(s) and guidance for conditional models.
@@ -63,9 +101,55 @@ struct ModelConditioning {
   std::optional<double> guidance;
 };
 
-/// Loads `model_path` and its sidecar. ValueError naming the file when either is missing or
-/// unreadable, the sidecar is not a fewstep sidecar, or a field is missing or invalid; ValueError
-/// naming `conditioning` when it asks for labels or guidance the network cannot take.
+struct ModelFile {
+  Denoiser denoiser;                  ///< conditioned as asked; its fingerprint covers the .pt, the sidecar and the conditioning
+  SchedulePtr schedule;
+  Prediction prediction = Prediction::Eps;
+  std::vector<int64_t> sample_shape;  // one sample, without the batch dimension
+  std::string name;                   // the sidecar's "name" (the file stem if absent)
+  std::string path;                   // the TorchScript file
+  std::string sidecar_json;           // the whole sidecar, for metadata the struct does not carry
+  int64_t num_classes = 0;            // > 0: class-conditional network
+  bool guidance_input = false;        // the network takes the guidance weight w as an input
+  std::string solver;                 // the sidecar's sampler, "" if none
+  std::vector<double> timesteps;      // its grid, empty if none
+  ModelFileInfo info;                 ///< the sidecar, field by field
+  std::string sha256;                 ///< SHA-256 of the .pt as read (verified against the sidecar's)
+  std::shared_ptr<torch::jit::Module> network;  ///< the loaded module (eval mode)
+
+  /// The same network with other labels or guidance (no file access): e.g. one Denoiser per batch
+  /// of labels. ValueError naming `conditioning` when the network cannot take them.
+  Denoiser conditioned(const ModelConditioning& conditioning) const;
+  /// The content fingerprint of the file pair (the .pt's and the sidecar's SHA-256), independent
+  /// of the conditioning: what caches of a conditional teacher's solves are keyed by.
+  std::string file_fingerprint() const;
+};
+
+/// Validates `info` and `network` (see the file comment), then writes `model_path` and its sidecar.
+/// Returns the sidecar's JSON text as written. ValueError naming the field or `model_path` for
+/// invalid input (nothing is written then); RuntimeError naming the file when writing fails (the
+/// previous files, if any, stay whole).
+std::string save_model_file(const std::string& model_path, const torch::jit::Module& network,
+                            const ModelFileInfo& info);
+
+/// Reads and validates the sidecar of `model_path` (not the .pt). ValueError naming the sidecar
+/// when it is missing, a directory, not JSON (or nested absurdly deep), not a fewstep model
+/// sidecar, of a newer schema, or has a missing or invalid field.
+ModelFileInfo read_model_file_info(const std::string& model_path);
+
+/// The same checks on a sidecar's JSON text held in memory (its own checksum is not required);
+/// `where` names it in messages.
+ModelFileInfo parse_model_sidecar(const std::string& json_text, const std::string& where = "sidecar");
+
+/// Loads `model_path` and its sidecar: the .pt is read once, its SHA-256 checked against the
+/// sidecar's (schema 2), and the network built from those bytes. ValueError naming the file for
+/// every problem read_model_file_info names, a missing or corrupted .pt; ValueError naming
+/// `conditioning` when it asks for labels or guidance the network cannot take.
 ModelFile load_model_file(const std::string& model_path, const ModelConditioning& conditioning = {});
+
+/// Rewrites the sidecar of `model_path` in the current schema, recording the SHA-256 of the .pt
+/// as it is now (the .pt is not rewritten). For upgrading schema-1 files whose .pt is known to be
+/// good (the shipped models were upgraded so). Returns the new sidecar text.
+std::string upgrade_model_file(const std::string& model_path);
 
 }  // namespace fewstep

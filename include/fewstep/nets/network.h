@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,14 +35,51 @@ using ScriptNet = std::shared_ptr<torch::jit::Module>;
 /// Number of parameter elements of a module (recursive over submodules; buffers excluded).
 int64_t parameter_count(const torch::jit::Module& module);
 
-/// Writes `module` as a TorchScript archive, atomically (temporary file in the same directory,
-/// fsync, rename): a reader never sees a half-written model.
-void save_network(const torch::jit::Module& module, const std::string& path);
+/// Extra files stored beside the code and weights of a TorchScript archive (name → content).
+using ArchiveExtraFiles = std::map<std::string, std::string>;
+
+/// The bytes of `module` as a TorchScript archive (what torch.jit.save writes), made in memory.
+/// RuntimeError naming `path` (used in messages only) if the serialiser fails.
+std::string serialize_network(const torch::jit::Module& module, const std::string& path,
+                              const ArchiveExtraFiles& extra_files = {});
+
+/// Writes `module` as a TorchScript archive, atomically (core/atomic_file.h): serialised in memory,
+/// then written to a temporary sibling, fsynced and renamed, so a reader never sees a half-written
+/// model and a full disk is an error naming `path` that leaves no temporary file. Returns the
+/// SHA-256 (hex) of the bytes written.
+std::string save_network(const torch::jit::Module& module, const std::string& path,
+                         const ArchiveExtraFiles& extra_files = {});
 
 /// Loads a TorchScript archive (torch::jit::load) in eval mode. The module stays on the device it
 /// was saved from. ValueError naming `who` and the path if the file is missing, is not a loadable
 /// archive or has no forward method.
 ScriptNet load_network(const std::string& path, const char* who);
+
+/// A TorchScript archive read from its bytes, with what came with it.
+struct LoadedNetwork {
+  ScriptNet module;            ///< eval mode
+  std::string sha256;          ///< of the file's bytes (hex)
+  ArchiveExtraFiles extra_files;  ///< the requested extra files ("" when absent)
+};
+
+/// Reads `path` once, hashes the bytes and loads the archive from them (no second read between
+/// check and use). With `expected_sha256` non-empty, a file whose SHA-256 differs is refused
+/// (ValueError naming `who`, the path and `recorded_in`, where the checksum came from) before the
+/// archive is parsed. `extra_files` names the extra files to read. `require_forward`: refuse a
+/// module without a forward method.
+LoadedNetwork load_network_checked(const std::string& path, const char* who, const std::string& expected_sha256 = "",
+                                   const std::string& recorded_in = "", const std::vector<std::string>& extra_files = {},
+                                   bool require_forward = true);
+/// The same from bytes already read (`path` is used in messages only).
+LoadedNetwork load_network_bytes(const std::string& bytes, const std::string& path, const char* who,
+                                 const std::vector<std::string>& extra_files = {}, bool require_forward = true);
+
+/// SHA-256 over the records of a TorchScript archive (name and content, sorted by name), except
+/// the extra files named in `skip_extra` and the archive's per-write serialisation id: a checksum
+/// of the code, constants and weights that the archive can carry inside one of those extra files.
+/// ValueError naming `path` if the bytes are not a readable archive.
+std::string archive_records_sha256(const std::string& bytes, const std::string& path,
+                                   const std::vector<std::string>& skip_extra);
 
 /// The parameters of `module` (recursive) that require grad, in registration order: what a trainer
 /// hands its optimiser.

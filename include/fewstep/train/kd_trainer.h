@@ -2,7 +2,7 @@
 /// @brief Knowledge distillation (Luhman & Luhman 2021, arXiv 2101.02388): a few-step student regressed
 /// onto the teacher's long ODE solves from the same x_T.
 ///
-/// The data are RolloutPairs (train/rollout_cache.h): x_T and the teacher's x_0 = Φ_{T→0}(x_T).
+/// The data are RolloutPairs (sample/teacher_cache.h): x_T and the teacher's x_0 = Φ_{T→0}(x_T).
 /// The student is a network of the teacher's architecture (initialised from the teacher by the
 /// caller, or any net with the same forward). It samples with `ddim` on a fixed grid
 /// t_0 = T > t_1 > ... > t_N (N = 1: one step), through the library's own sampler with gradients
@@ -26,7 +26,7 @@
 #include "fewstep/nets/network.h"
 #include "fewstep/schedules/schedule.h"
 #include "fewstep/train/optimizer.h"
-#include "fewstep/train/rollout_cache.h"
+#include "fewstep/sample/teacher_cache.h"
 #include "fewstep/train/trainer.h"
 
 namespace fewstep {
