@@ -22,16 +22,19 @@ import torch
 
 from . import _fewstep
 from ._fewstep import (
+    BatchSource,
     CoupledError,
     Denoiser,
     FmnistEvaluator,
     FmnistReport,
     GaussianMixture,
     GaussianStats,
+    MixtureData,
     NoiseSchedule,
     PIDController,
     ReferenceResult,
     ScheduleFamily,
+    ShuffledBatches,
     Solution,
     StepController,
     VE,
@@ -61,14 +64,17 @@ from . import train
 from . import distill
 from . import psld
 from . import micro
-from .micro import DenseTrajectories, MicroSampler, MicroTrainer, dense_trajectories, distill_micro
+from .micro import DenseTrajectories, MicroSampler, dense_trajectories, distill_micro
 from .psld import PsldModel, PsldProcess, psld_grid, psld_sample, psld_sampler_names
 from .distill import (
+    ConsistencyLoss,
     DistillResult,
     DistillStep,
     GuidanceDistillationLoss,
     KnowledgeDistillationLoss,
     ProgressiveDistillationLoss,
+    consistency_denoiser,
+    distill_consistency,
     distill_guidance,
     distill_knowledge,
     distill_progressive,
@@ -76,7 +82,20 @@ from .distill import (
     progressive_timesteps,
     teacher_rollouts,
 )
-from .train import DSMInputs, DSMLoss, TrainResult, TrainStep, native_error_scale, train_denoiser, x0_loss_weight
+from .train import (
+    Checkpoint,
+    DSMInputs,
+    DSMLoss,
+    Objective,
+    Trainer,
+    TrainResult,
+    TrainStep,
+    data_parallel,
+    loss_trainer,
+    native_error_scale,
+    train_denoiser,
+    x0_loss_weight,
+)
 
 #: EDM (Karras et al. 2022) is the VE schedule: alpha = 1, sigma = t.
 EDM = VE
@@ -112,6 +131,9 @@ def _check_torch_version() -> None:
 _check_torch_version()
 
 __all__ = [
+    "BatchSource",
+    "Checkpoint",
+    "ConsistencyLoss",
     "CoupledError",
     "DSMInputs",
     "DSMLoss",
@@ -128,19 +150,22 @@ __all__ = [
     "GuidanceDistillationLoss",
     "KnowledgeDistillationLoss",
     "MicroSampler",
-    "MicroTrainer",
+    "MixtureData",
     "NoiseSchedule",
+    "Objective",
     "PIDController",
     "ProgressiveDistillationLoss",
     "PsldModel",
     "PsldProcess",
     "ReferenceResult",
     "ScheduleFamily",
+    "ShuffledBatches",
     "Solution",
     "StepController",
     "StepInfo",
     "TrainResult",
     "TrainStep",
+    "Trainer",
     "VE",
     "VPCosine",
     "VPDiscrete",
@@ -149,10 +174,13 @@ __all__ = [
     "class_histogram",
     "class_histogram_kl",
     "convert_prediction",
+    "consistency_denoiser",
     "coupled_error",
+    "data_parallel",
     "ddim_update",
     "dense_trajectories",
     "distill",
+    "distill_consistency",
     "distill_guidance",
     "distill_knowledge",
     "distill_micro",
@@ -161,6 +189,7 @@ __all__ = [
     "frechet_distance",
     "gaussian_stats",
     "load_model_file",
+    "loss_trainer",
     "micro",
     "native_error_scale",
     "native_from_x0_eps",
