@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -13,7 +14,7 @@
 
 #include "command.h"
 #include "model_card.h"
-#include "fewstep/core/progress_bar.h"
+#include <c10/util/Exception.h>
 
 namespace fewstep::cli {
 
@@ -68,8 +69,10 @@ json read_json_file(const std::string& path) {
   }
 }
 
-TrainingRun::TrainingRun(std::string command, std::string out, bool resume, json identity)
-    : command_(std::move(command)), out_(std::move(out)) {
+TrainingRun::TrainingRun(std::string command, std::string out, bool resume, json identity,
+                         std::vector<std::string> resumable)
+    : command_(std::move(command)), out_(std::move(out)), identity_(std::move(identity)),
+      resumable_(std::move(resumable)) {
   const fsys::path dir(out_);
   checkpoint_ = (dir / "checkpoint.pt").string();
   run_file_ = (dir / "run.json").string();
@@ -81,31 +84,23 @@ TrainingRun::TrainingRun(std::string command, std::string out, bool resume, json
   if (has_checkpoint_ && !resume)
     throw UsageError("--out '" + out_ + "' already holds a run (checkpoint.pt); pass --resume to continue it or "
                      "choose another --out");
-  if (has_checkpoint_) {
-    if (!fsys::exists(run_file_))
-      throw UsageError("--resume: '" + run_file_ + "' is missing, so the run's flags cannot be checked");
-    const json flags = read_json_file(run_file_).at("flags");
-    for (const auto& [flag, value] : identity.items()) {
-      const json theirs = flags.contains(flag) ? flags.at(flag) : json();
-      if (theirs != value) {
-        const auto shown = [](const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); };
-        throw UsageError(flag + " " + shown(value) + " differs from the run in --out '" + out_ + "' (" +
-                         shown(theirs) + "); a resumed run must use the flags it started with (see " + run_file_ +
-                         ")");
-      }
-    }
-  } else {
+  if (!has_checkpoint_) {
     if (resume) std::cerr << "fewstep " << command_ << ": --resume: no checkpoint in '" << out_ << "' yet; starting "
                           << "at step 0\n";
-    const json run = {{"format", "fewstep.train_run.v1"}, {"flags", identity}, {"command", command_line()}};
+    const json run = {{"format", "fewstep.train_run.v1"}, {"flags", identity_}, {"command", command_line()}};
     write_text_file(run_file_, run.dump(2) + "\n");
   }
   session_start_ = now_seconds();
 }
 
 void TrainingRun::restore(Trainer& trainer) {
+  trainer.set_run_options(identity_.dump(), resumable_);
   if (!has_checkpoint_) return;
-  trainer.load_checkpoint(checkpoint_);
+  try {
+    trainer.load_checkpoint(checkpoint_);
+  } catch (const c10::ValueError& e) {
+    throw UsageError(std::string(e.what_without_backtrace()) + "; a resumed run must use the flags it started with");
+  }
   if (fsys::exists(state_file_)) {
     const json st = read_json_file(state_file_);
     seconds_before_ = st.value("seconds", 0.0);
@@ -136,8 +131,7 @@ json TrainingRun::training_json() const {
           {"final_loss", mean_recent_loss()}, {"final_loss_window", recent_.size()}};
 }
 
-void TrainingRun::save(Trainer& trainer) {
-  trainer.save_checkpoint(checkpoint_);
+void TrainingRun::write_state(const Trainer& trainer) const {
   const json st = {{"step", trainer.step_count()},
                    {"seconds", seconds()},
                    {"threads", threads()},
@@ -146,45 +140,29 @@ void TrainingRun::save(Trainer& trainer) {
 }
 
 int TrainingRun::run(Trainer& trainer, const Loop& loop) {
-  const int64_t start = trainer.step_count();
   g_stop_signal = 0;
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
-  const double t0 = now_seconds();
-  auto save_and_export = [&] {
-    save(trainer);
-    if (loop.on_save) loop.on_save();
-  };
-
-  ProgressBar bar(loop.target - start, command_, true);
-  bool saved = start >= loop.target;
-  double smoothed = recent_.empty() ? NAN : recent_.back();
-  for (int64_t step = start; step < loop.target && g_stop_signal == 0; ++step) {
-    const TrainStepStats st = trainer.step();
+  TrainLoopOptions options;
+  options.checkpoint_path = checkpoint_;
+  options.checkpoint_every = loop.checkpoint_every;
+  options.label = command_;
+  options.log_every = loop.log_every;
+  options.on_step = [&](const TrainStepStats& st) {
     recent_.push_back(st.loss);
     if (recent_.size() > kLossWindow) recent_.pop_front();
-    smoothed = std::isnan(smoothed) ? st.loss : 0.95 * smoothed + 0.05 * st.loss;
-    std::vector<std::pair<std::string, double>> shown = {{"loss", smoothed}, {"lr", st.lr}};
-    shown.insert(shown.end(), st.extra.begin(), st.extra.end());
-    bar.update(st.step - start, shown);
-    if (!bar.active() && (st.step % loop.log_every == 0 || st.step == loop.target)) {
-      const double secs = now_seconds() - t0, rate = static_cast<double>(st.step - start) / secs;
-      std::printf("step %lld/%lld  loss %.5g (mean of last %zu)  lr %.3g  grad %.3g", static_cast<long long>(st.step),
-                  static_cast<long long>(loop.total), mean_recent_loss(), recent_.size(), st.lr, st.grad_norm);
-      for (const auto& [k, v] : st.extra) std::printf("  %s %.4g", k.c_str(), v);
-      std::printf("  %.2f it/s  elapsed %s  eta %s\n", rate, clock_text(seconds()).c_str(),
-                  clock_text(static_cast<double>(loop.target - st.step) / rate).c_str());
-      std::fflush(stdout);
-    }
     if (loop.on_step) loop.on_step(st);
-    saved = false;
-    if (loop.checkpoint_every > 0 && st.step % loop.checkpoint_every == 0) {
-      save_and_export();
-      saved = true;
-    }
+  };
+  options.on_checkpoint = [&] {
+    write_state(trainer);
+    if (loop.on_save) loop.on_save();
+  };
+  options.stop = [] { return g_stop_signal != 0; };
+  const TrainSummary summary = trainer.train(std::max<int64_t>(0, loop.target - trainer.step_count()), options);
+  if (summary.losses.empty()) {  // nothing trained (already at the target, or stopped at once): still export
+    trainer.save_checkpoint(checkpoint_);
+    options.on_checkpoint();
   }
-  bar.close();
-  if (!saved || start >= loop.target) save_and_export();
   if (g_stop_signal != 0) {
     std::cerr << "fewstep " << command_ << ": interrupted at step " << trainer.step_count() << "; checkpoint in '"
               << checkpoint_ << "'; continue with the same command and --resume\n";

@@ -1,8 +1,9 @@
 // One training run of a CLI command (`fewstep train`, `fewstep distill ...`): the --out directory
-// (checkpoint.pt, run.json with the flags that decide the numbers, state.json with time and recent
-// losses), --resume with the flags checked, Ctrl-C / SIGTERM saving a checkpoint before exit, the
-// progress bar (or log lines when stderr is not a terminal), periodic checkpoints and exports.
-// Works on any fewstep::Trainer (train/trainer.h).
+// (checkpoint.pt, run.json recording the flags and the command line, state.json with time and recent
+// losses), --resume, Ctrl-C / SIGTERM saving a checkpoint before exit, exports after checkpoints.
+// The loop itself is the library's (Trainer::train, train/trainer.h), and so is the resume check:
+// the flags that decide the numbers are the trainer's run options, stored in its checkpoint and
+// compared on --resume like its own options (a changed flag is refused, naming it and both values).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include <deque>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "fewstep/train/trainer.h"
 
@@ -18,18 +20,20 @@ namespace fewstep::cli {
 
 class TrainingRun {
  public:
-  /// Creates `out`; UsageError if it holds a checkpoint and !resume, or if resuming with flags
-  /// (`identity`, a JSON object flag → value) other than those in its run.json.
-  TrainingRun(std::string command, std::string out, bool resume, nlohmann::json identity);
+  /// Creates `out`; UsageError if it holds a checkpoint and !resume. `identity` (a JSON object flag →
+  /// value) holds the flags that decide the numbers; `resumable` those of them that may change on
+  /// --resume (e.g. "--steps").
+  TrainingRun(std::string command, std::string out, bool resume, nlohmann::json identity,
+              std::vector<std::string> resumable = {});
 
   const std::string& checkpoint() const { return checkpoint_; }
   const std::string& out() const { return out_; }
-  /// Loads the checkpoint and state.json into `trainer` if there is one (a fresh run otherwise).
+  /// Gives `trainer` the flags as run options, then loads the checkpoint and state.json if there is one
+  /// (a fresh run otherwise); UsageError naming the flag or option that differs from the checkpoint's.
   void restore(Trainer& trainer);
 
   struct Loop {
     int64_t target = 0;  ///< run until this step
-    int64_t total = 0;   ///< the run's planned length (for the log lines)
     int64_t checkpoint_every = 500;
     int64_t log_every = 100;
     /// Called with the run's elapsed seconds after every checkpoint (and when there is nothing to train).
@@ -48,8 +52,10 @@ class TrainingRun {
   nlohmann::json training_json() const;
 
  private:
-  void save(Trainer& trainer);
+  void write_state(const Trainer& trainer) const;
   std::string command_, out_, checkpoint_, run_file_, state_file_;
+  nlohmann::json identity_;
+  std::vector<std::string> resumable_;
   bool has_checkpoint_ = false;
   double seconds_before_ = 0.0;
   double session_start_ = 0.0;

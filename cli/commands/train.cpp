@@ -165,7 +165,7 @@ class TrainCommand final : public Command {
 
   int run(const GlobalOptions& global) override {
     resolve_defaults();
-    TrainingRun run("train", config_.out, config_.resume, run_identity());
+    TrainingRun run("train", config_.out, config_.resume, run_identity(), {"--steps"});
 
     // Everything below is a function of the flags, so a resumed process rebuilds the same objects.
     const SchedulePtr schedule = make_schedule(schedule_spec_, "--schedule");
@@ -207,7 +207,6 @@ class TrainCommand final : public Command {
 
     TrainingRun::Loop loop;
     loop.target = target;
-    loop.total = config_.steps;
     loop.checkpoint_every = config_.checkpoint_every;
     loop.log_every = config_.log_every;
     loop.on_save = [&] { export_model(trainer, run); };

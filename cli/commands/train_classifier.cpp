@@ -6,6 +6,7 @@
 #include <torch/script.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -24,7 +25,6 @@
 #include "fewstep/models/model_file.h"
 #include "fewstep/nets/classifier.h"
 #include "fewstep/train/classifier_trainer.h"
-#include "fewstep/core/progress_bar.h"
 #include "fewstep/version.h"
 
 namespace fewstep::cli {
@@ -180,22 +180,20 @@ class TrainClassifierCommand final : public Command {
     if (has_checkpoint && !c.resume)
       throw UsageError("--out '" + c.out + "' holds an unfinished run (" + checkpoint + "); pass --resume to "
                        "continue it, or delete the file");
+    // The flags are the trainer's run options: stored in its checkpoint and compared on --resume
+    // (train/trainer.h), naming a flag that differs and both values.
+    trainer.set_run_options(identity.dump());
     if (has_checkpoint) {
-      std::ifstream in(state_file);
-      json st;
       try {
-        in >> st;
-      } catch (const json::exception& e) {
-        throw UsageError("--resume: '" + state_file + "' is missing or not valid JSON: " + e.what());
+        trainer.load_checkpoint(checkpoint);
+      } catch (const c10::ValueError& e) {
+        throw UsageError(std::string(e.what_without_backtrace()) + "; a resumed run must use the flags it started with");
       }
-      for (const auto& [flag, value] : identity.items()) {
-        if (st["flags"].value(flag, json()) != value)
-          throw UsageError(flag + " " + value.dump() + " differs from the run being resumed (" +
-                           st["flags"].value(flag, json()).dump() + " in " + state_file + ")");
+      if (fsys::exists(state_file)) {
+        const json st = read_json_file(state_file);
+        seconds_before = st.value("seconds", 0.0);
+        for (double l : st.value("recent_losses", std::vector<double>{})) recent.push_back(l);
       }
-      trainer.load_checkpoint(checkpoint);
-      seconds_before = st.value("seconds", 0.0);
-      for (double l : st.value("recent_losses", std::vector<double>{})) recent.push_back(l);
       std::cerr << "fewstep train-classifier: resumed at step " << trainer.step_count() << "\n";
     } else if (c.resume) {
       std::cerr << "fewstep train-classifier: --resume: no checkpoint '" << checkpoint << "' yet; starting at step 0\n";
@@ -210,38 +208,26 @@ class TrainClassifierCommand final : public Command {
     std::signal(SIGTERM, on_stop);
     const auto t0 = Clock::now();
     auto elapsed = [&] { return seconds_before + std::chrono::duration<double>(Clock::now() - t0).count(); };
-    auto save = [&] {
-      trainer.save_checkpoint(checkpoint);
-      const json st = {{"flags", identity},
-                       {"step", trainer.step_count()},
+
+    // The library's loop (Trainer::train): bar or log lines, checkpoints, Ctrl-C.
+    TrainLoopOptions loop;
+    loop.checkpoint_path = checkpoint;
+    loop.checkpoint_every = c.checkpoint_every;
+    loop.label = "train-classifier";
+    loop.log_every = c.log_every;
+    loop.stop = [] { return g_stop != 0; };
+    loop.on_step = [&](const TrainStepStats& st) {
+      recent.push_back(st.loss);
+      if (static_cast<int64_t>(recent.size()) > kLossWindow) recent.pop_front();
+    };
+    loop.on_checkpoint = [&] {
+      const json st = {{"step", trainer.step_count()},
                        {"seconds", elapsed()},
                        {"recent_losses", std::vector<double>(recent.begin(), recent.end())}};
       write_text_file(state_file, st.dump() + "\n");
     };
-
-    const int64_t start = trainer.step_count();
-    ProgressBar bar(steps - start, "train-classifier", true);
-    double loss = NAN, acc = NAN;
-    for (int64_t step = start; step < steps && g_stop == 0; ++step) {
-      const TrainStepStats st = trainer.step();
-      const double batch_accuracy = st.extra.front().second;
-      recent.push_back(st.loss);
-      if (static_cast<int64_t>(recent.size()) > kLossWindow) recent.pop_front();
-      loss = std::isnan(loss) ? st.loss : 0.98 * loss + 0.02 * st.loss;
-      acc = std::isnan(acc) ? batch_accuracy : 0.98 * acc + 0.02 * batch_accuracy;
-      bar.update(st.step - start, {{"loss", loss}, {"acc", acc}, {"lr", st.lr}});
-      if (!bar.active() && (st.step % c.log_every == 0 || st.step == steps)) {
-        std::printf("step %lld/%lld  epoch %.2f  loss %.4f  acc %.4f  lr %.3g  %.1f s\n",
-                    static_cast<long long>(st.step), static_cast<long long>(steps),
-                    static_cast<double>(st.step) / static_cast<double>(data->batches_per_epoch()), loss, acc, st.lr,
-                    elapsed());
-        std::fflush(stdout);
-      }
-      if (c.checkpoint_every > 0 && st.step % c.checkpoint_every == 0 && st.step < steps) save();
-    }
-    bar.close();
+    trainer.train(std::max<int64_t>(0, steps - trainer.step_count()), loop);
     if (g_stop != 0) {
-      save();
       std::cerr << "fewstep train-classifier: interrupted at step " << trainer.step_count() << "; continue with the "
                 << "same command and --resume\n";
       return 128 + static_cast<int>(g_stop);

@@ -86,7 +86,7 @@ json DistillFlags::identity() const {
 
 TrainingRun::Loop DistillFlags::loop(int64_t total_steps) const {
   TrainingRun::Loop l;
-  l.total = l.target = total_steps;
+  l.target = total_steps;
   l.checkpoint_every = checkpoint_every;
   l.log_every = log_every;
   return l;

@@ -2,9 +2,9 @@
 // trajectories it is trained on (micro/trajectories.h) and its trainer (train/micro_trainer.h).
 //
 // Unlike the DSM and distillation-loss bindings, the whole training step runs in C++ (the heads are
-// TorchScript modules built by the library): Python sees MicroTrainer.step()/train(), which run with
-// the GIL released. A Python teacher network retakes the GIL per call (models.cpp), as does the
-// optional per-step callback of train().
+// TorchScript modules built by the library): the trainer is fewstep.Trainer.micro (the one Trainer
+// binding, trainer.h), whose step()/train() run with the GIL released. A Python teacher network
+// retakes the GIL per call (models.cpp), as does the optional per-step callback of train().
 #include <torch/python.h>
 #include <torch/csrc/Dtype.h>
 
@@ -26,6 +26,7 @@
 #include "fewstep/train/trainer.h"
 
 #include "options.h"
+#include "trainer.h"
 
 namespace py = pybind11;
 using fewstep::DenseTrajectories;
@@ -42,17 +43,6 @@ std::string type_name(const py::handle& obj) {
 const Denoiser& require_teacher(const std::shared_ptr<Denoiser>& teacher) {
   FEWSTEP_CHECK_TYPE(teacher != nullptr, "teacher should be a fewstep.Denoiser, got None");
   return *teacher;
-}
-
-/// A str or os.PathLike as a string ("" for None when allowed); TypeError naming `arg` otherwise.
-std::string path_arg(const py::object& obj, const char* arg, bool allow_none) {
-  if (allow_none && obj.is_none()) return "";
-  const bool ok = py::isinstance<py::str>(obj) || py::hasattr(obj, "__fspath__");
-  FEWSTEP_CHECK_TYPE(ok, arg, " should be a str or os.PathLike", allow_none ? " (or None)" : "", ", got ",
-                     type_name(obj));
-  py::object path = py::module_::import("os").attr("fspath")(obj);
-  FEWSTEP_CHECK_TYPE(py::isinstance<py::str>(path), arg, " should be a text path, got ", type_name(path));
-  return path.cast<std::string>();
 }
 
 fewstep::MicroMode mode_arg(const std::string& mode) {
@@ -83,18 +73,6 @@ py::dict info_dict(const fewstep::MicroSamplerInfo& i) {
   return py::module_::import("json").attr("loads")(fewstep::micro_sampler_info_json(i));
 }
 
-py::dict stats_dict(const fewstep::TrainStepStats& s) {
-  py::dict d;
-  d["step"] = s.step;
-  d["loss"] = s.loss;
-  d["lr"] = s.lr;
-  d["grad_norm"] = s.grad_norm;
-  py::dict extras;
-  for (const auto& [key, value] : s.extra) extras[py::str(key)] = value;
-  d["extras"] = extras;
-  return d;
-}
-
 /// A snapshot of the trainer's EMA heads: MicroTrainer::sampler() shares the EMA modules, which the
 /// next step() updates in place; a Python object must not change under its owner's feet.
 std::shared_ptr<MicroSampler> snapshot(const MicroSampler& s) {
@@ -102,23 +80,6 @@ std::shared_ptr<MicroSampler> snapshot(const MicroSampler& s) {
     return net ? std::make_shared<torch::jit::Module>(net->deepcopy()) : nullptr;
   };
   return std::make_shared<MicroSampler>(copy(s.residual()), copy(s.step_size()), s.info(), s.teacher_probe().clone());
-}
-
-/// The trainer with a lock: step()/train() run without the GIL, so another Python thread could
-/// otherwise use the trainer mid-step. Every method takes the lock with the GIL released (no
-/// deadlock with train()'s callback, which retakes the GIL); the lock is recursive so that the
-/// callback may use the trainer (e.g. trainer.sampler() for a periodic evaluation).
-struct PyMicroTrainer {
-  std::unique_ptr<MicroTrainer> trainer;
-  std::recursive_mutex mutex;
-};
-
-/// f(trainer) under the lock, with the GIL released; f must not touch Python objects.
-template <class F>
-auto locked(PyMicroTrainer& t, F&& f) {
-  py::gil_scoped_release release;
-  std::lock_guard<std::recursive_mutex> lock(t.mutex);
-  return f(*t.trainer);
 }
 
 constexpr const char* kTrajectoriesDoc = R"doc(Dense, accurate teacher trajectories: micro-distillation's training data.
@@ -165,7 +126,7 @@ Example::
     out = sampler.sample(teacher, torch.randn(64, 16), nfe=8)
     out.x, out.nfe, sampler.info["mode"])doc";
 
-constexpr const char* kTrainerDoc = R"doc(Micro-distillation trainer: g_psi and/or h_phi from dense trajectories.
+constexpr const char* kTrainerDoc = R"doc(The micro-distillation trainer: g_psi and/or h_phi from dense trajectories.
 
 mode: "residual" (g_psi alone, local regression on the cached trajectories; fixed uniform log-SNR
 grid), "step_size" (h_phi alone with the DEIS-2 step, on unrolled runs of budget_min..budget_max
@@ -193,12 +154,12 @@ Args:
         DEIS term instead of DDIM's (an extension of partial micro-distillation; no extra teacher calls).
     init: a MicroSampler whose heads start this run (same head settings and teacher).
 
-Example::
+Returns a fewstep.Trainer; its export() is the fewstep.MicroSampler of the EMA heads. Example::
 
-    trainer = fs.MicroTrainer(teacher, "exact gmm(4, 3, 0)", data, mode="residual", batch=64,
-                              lr=1e-3, total_steps=2000)
-    trainer.train(2000, checkpoint_path="micro.ckpt", checkpoint_every=500)
-    trainer.sampler().save("micro-residual.pt"))doc";
+    trainer = fs.Trainer.micro(teacher, "exact gmm(4, 3, 0)", data, mode="residual", batch=64,
+                               lr=1e-3, total_steps=2000)
+    trainer.train(2000, checkpoint="micro.ckpt", checkpoint_every=500)
+    trainer.export().save("micro-residual.pt"))doc";
 
 }  // namespace
 
@@ -345,139 +306,34 @@ void bind_micro(py::module_& m) {
                s.info().teacher + "'" + (s.source().empty() ? std::string() : ", source='" + s.source() + "'") + ")";
       });
 
-  py::class_<PyMicroTrainer, std::shared_ptr<PyMicroTrainer>>(m, "MicroTrainer", kTrainerDoc)
-      .def(py::init([](const std::shared_ptr<Denoiser>& teacher, const std::string& teacher_id,
-                       const std::shared_ptr<DenseTrajectories>& trajectories, const std::string& mode, int64_t batch,
-                       int64_t budget_min, int64_t budget_max, double spread, int64_t segment_min,
-                       int64_t segment_max, bool teacher_grad, bool time_gradient, double lr, double min_lr,
-                       int64_t total_steps, int64_t warmup, const std::string& decay, double weight_decay,
-                       double grad_clip, double ema_decay, uint64_t seed, int64_t width, int64_t blocks,
-                       bool history, const std::shared_ptr<MicroSampler>& init) {
-             const Denoiser& d = require_teacher(teacher);
-             FEWSTEP_CHECK_TYPE(trajectories != nullptr,
-                                "trajectories should be a fewstep.DenseTrajectories (fewstep.dense_trajectories), "
-                                "got None");
-             FEWSTEP_CHECK_VALUE(decay == "cosine" || decay == "linear",
-                                 "decay should be 'cosine' or 'linear', got '", decay, "'");
-             fewstep::MicroTrainerOptions o;
-             o.mode = mode_arg(mode);
-             o.heads.width = width;
-             o.heads.blocks = blocks;
-             o.heads.history = history;
-             o.batch = batch;
-             o.budget_min = budget_min;
-             o.budget_max = budget_max;
-             o.spread = spread;
-             o.segment_min = segment_min;
-             o.segment_max = segment_max;
-             o.teacher_grad = teacher_grad;
-             o.time_gradient = time_gradient;
-             o.optimizer.schedule.lr = lr;
-             o.optimizer.schedule.min_lr = min_lr;
-             o.optimizer.schedule.total_steps = total_steps;
-             o.optimizer.schedule.warmup_steps = warmup;
-             o.optimizer.schedule.decay = decay == "linear" ? fewstep::LrDecay::Linear : fewstep::LrDecay::Cosine;
-             o.optimizer.weight_decay = weight_decay;
-             o.optimizer.grad_clip = grad_clip;
-             o.ema_decay = ema_decay;
-             o.seed = seed;
-             auto out = std::make_shared<PyMicroTrainer>();
-             {
-               py::gil_scoped_release release;
-               out->trainer = std::make_unique<MicroTrainer>(d, teacher_id, *trajectories, o, init);
-               if (init) init->check_teacher(d);
-             }
-             return out;
-           }),
-           py::arg("teacher"), py::arg("teacher_id"), py::arg("trajectories"), py::kw_only(), py::arg("mode") = "joint",
-           py::arg("batch") = 64, py::arg("budget_min") = 5, py::arg("budget_max") = 20, py::arg("spread") = 0.75,
-           py::arg("segment_min") = 1, py::arg("segment_max") = 0, py::arg("teacher_grad") = true,
-           py::arg("time_gradient") = true, py::arg("lr") = 2e-4, py::arg("min_lr") = 0.0, py::arg("total_steps") = 0,
-           py::arg("warmup") = 0, py::arg("decay") = "cosine", py::arg("weight_decay") = 0.0,
-           py::arg("grad_clip") = 1.0, py::arg("ema_decay") = 0.999, py::arg("seed") = 0, py::arg("width") = 0,
-           py::arg("blocks") = 0, py::arg("history") = false, py::arg("init") = py::none())
-      .def(
-          "step",
-          [](PyMicroTrainer& t) { return stats_dict(locked(t, [](MicroTrainer& tr) { return tr.step(); })); },
-          "One optimisation step (GIL released); returns {step (completed), loss, lr, grad_norm, extras (e.g. "
-          "budget)}.")
-      .def(
-          "train",
-          [](PyMicroTrainer& t, int64_t steps, const py::object& checkpoint_path, int64_t checkpoint_every,
-             bool progress, const py::object& callback) {
-            fewstep::TrainLoopOptions loop;
-            loop.checkpoint_path = path_arg(checkpoint_path, "checkpoint_path", true);
-            loop.checkpoint_every = checkpoint_every;
-            loop.progress = progress;
-            if (!callback.is_none()) {
-              FEWSTEP_CHECK_TYPE(PyCallable_Check(callback.ptr()), "callback should be callable, got ",
-                                 type_name(callback));
-              auto fn = hold(callback);
-              loop.on_step = [fn](const fewstep::TrainStepStats& s) {
-                py::gil_scoped_acquire gil;
-                (*fn)(stats_dict(s));
-              };
-            }
-            const fewstep::TrainSummary summary =
-                locked(t, [&](MicroTrainer& tr) { return tr.train(steps, loop); });
-            py::dict d;
-            d["first_step"] = summary.first_step;
-            d["last_step"] = summary.last_step;
-            d["losses"] = summary.losses;
-            d["seconds"] = summary.seconds;
-            return d;
-          },
-          py::arg("steps"), py::arg("checkpoint_path") = py::none(), py::arg("checkpoint_every") = 0,
-          py::arg("progress") = true, py::arg("callback") = py::none(),
-          "`steps` more steps in C++ (GIL released) with a progress bar on stderr (when it is a terminal). With "
-          "checkpoint_path, a checkpoint every checkpoint_every steps (0: only at the end) and always after the last "
-          "step. callback(stats) gets step()'s dict after every step (it may call trainer.sampler()). Returns "
-          "{first_step, last_step, losses, seconds}.")
-      .def(
-          "save_checkpoint",
-          [](PyMicroTrainer& t, const py::object& path) {
-            const std::string p = path_arg(path, "path", false);
-            locked(t, [&](MicroTrainer& tr) { tr.save_checkpoint(p); return 0; });
-          },
-          py::arg("path"), "Writes the full training state (atomic).")
-      .def(
-          "load_checkpoint",
-          [](PyMicroTrainer& t, const py::object& path) {
-            const std::string p = path_arg(path, "path", false);
-            locked(t, [&](MicroTrainer& tr) { tr.load_checkpoint(p); return 0; });
-          },
-          py::arg("path"),
-          "Restores a checkpoint (ValueError if missing, of another trainer kind, or made with other settings).")
-      .def(
-          "resume",
-          [](PyMicroTrainer& t, const py::object& path) {
-            const std::string p = path_arg(path, "path", false);
-            return locked(t, [&](MicroTrainer& tr) { return tr.resume(p); });
-          },
-          py::arg("path"), "load_checkpoint(path) if the file exists; returns whether it did.")
-      .def_property_readonly(
-          "step_count", [](PyMicroTrainer& t) { return locked(t, [](MicroTrainer& tr) { return tr.step_count(); }); },
-          "Optimisation steps completed.")
-      .def_property_readonly(
-          "planned_steps",
-          [](PyMicroTrainer& t) { return locked(t, [](MicroTrainer& tr) { return tr.planned_steps(); }); },
-          "total_steps of the learning-rate schedule (0: open-ended).")
-      .def_property_readonly(
-          "mode",
-          [](PyMicroTrainer& t) {
-            return locked(t, [](MicroTrainer& tr) { return fewstep::to_string(tr.options().mode); });
-          },
-          "'residual', 'step_size' or 'joint'.")
-      .def(
-          "sampler",
-          [](PyMicroTrainer& t) { return locked(t, [](MicroTrainer& tr) { return snapshot(tr.sampler()); }); },
-          "A MicroSampler of the current EMA heads with the teacher's identity (a snapshot: later steps do not "
-          "change it). Save it with .save(path).")
-      .def("__repr__", [](PyMicroTrainer& t) {
-        return locked(t, [](MicroTrainer& tr) {
-          const fewstep::MicroTrainerOptions& o = tr.options();
-          return "MicroTrainer(mode='" + fewstep::to_string(o.mode) + "', step=" + std::to_string(tr.step_count()) +
-                 ", batch=" + std::to_string(o.batch) + ", heads=(" + o.heads.describe() + "))";
+  // fewstep.Trainer.micro: the micro trainer in the one Trainer binding (trainer.h); export() gives the
+  // MicroSampler of the EMA heads.
+  py::object trainer_class = m.attr("Trainer");
+  trainer_class.attr("micro") = py::staticmethod(py::cpp_function(
+      [](const std::shared_ptr<Denoiser>& teacher, const std::string& teacher_id,
+         const std::shared_ptr<DenseTrajectories>& trajectories, const std::shared_ptr<MicroSampler>& init,
+         const py::kwargs& options) {
+        const Denoiser& d = require_teacher(teacher);
+        FEWSTEP_CHECK_TYPE(trajectories != nullptr,
+                           "trajectories should be a fewstep.DenseTrajectories (fewstep.dense_trajectories), got None");
+        fewstep::MicroTrainerOptions o;
+        if (options.contains("mode")) mode_arg(py::str(options["mode"]));
+        fewstep::options_from_json(options_json_of(options), o);
+        std::shared_ptr<MicroTrainer> trainer;
+        {
+          py::gil_scoped_release release;
+          trainer = std::make_shared<MicroTrainer>(d, teacher_id, *trajectories, o, init);
+          if (init) init->check_teacher(d);
+        }
+        return wrap_trainer(trainer, [](fewstep::Trainer& t) -> py::object {
+          std::shared_ptr<MicroSampler> s;
+          {
+            py::gil_scoped_release release;
+            s = snapshot(static_cast<MicroTrainer&>(t).sampler());
+          }
+          return py::cast(s);
         });
-      });
+      },
+      py::name("micro"), py::arg("teacher"), py::arg("teacher_id"), py::arg("trajectories"), py::kw_only(),
+      py::arg("init") = py::none(), kTrainerDoc));
 }

@@ -22,16 +22,19 @@ import torch
 
 from . import _fewstep
 from ._fewstep import (
+    BatchSource,
     CoupledError,
     Denoiser,
     FmnistEvaluator,
     FmnistReport,
     GaussianMixture,
     GaussianStats,
+    MixtureData,
     NoiseSchedule,
     PIDController,
     ReferenceResult,
     ScheduleFamily,
+    ShuffledBatches,
     Solution,
     StepController,
     VE,
@@ -67,14 +70,17 @@ from . import train
 from . import distill
 from . import psld
 from . import micro
-from .micro import DenseTrajectories, MicroSampler, MicroTrainer, dense_trajectories, distill_micro
+from .micro import DenseTrajectories, MicroSampler, dense_trajectories, distill_micro
 from .psld import PsldModel, PsldProcess, psld_grid, psld_sample, psld_sampler_names
 from .distill import (
+    ConsistencyLoss,
     DistillResult,
     DistillStep,
     GuidanceDistillationLoss,
     KnowledgeDistillationLoss,
     ProgressiveDistillationLoss,
+    consistency_denoiser,
+    distill_consistency,
     distill_guidance,
     distill_knowledge,
     distill_progressive,
@@ -82,7 +88,20 @@ from .distill import (
     progressive_timesteps,
     teacher_rollouts,
 )
-from .train import DSMInputs, DSMLoss, TrainResult, TrainStep, native_error_scale, train_denoiser, x0_loss_weight
+from .train import (
+    Checkpoint,
+    DSMInputs,
+    DSMLoss,
+    Objective,
+    Trainer,
+    TrainResult,
+    TrainStep,
+    data_parallel,
+    loss_trainer,
+    native_error_scale,
+    train_denoiser,
+    x0_loss_weight,
+)
 
 #: EDM (Karras et al. 2022) is the VE schedule: alpha = 1, sigma = t.
 EDM = VE
@@ -118,6 +137,9 @@ def _check_torch_version() -> None:
 _check_torch_version()
 
 __all__ = [
+    "BatchSource",
+    "Checkpoint",
+    "ConsistencyLoss",
     "CoupledError",
     "DSMInputs",
     "DSMLoss",
@@ -134,19 +156,22 @@ __all__ = [
     "GuidanceDistillationLoss",
     "KnowledgeDistillationLoss",
     "MicroSampler",
-    "MicroTrainer",
+    "MixtureData",
     "NoiseSchedule",
+    "Objective",
     "PIDController",
     "ProgressiveDistillationLoss",
     "PsldModel",
     "PsldProcess",
     "ReferenceResult",
     "ScheduleFamily",
+    "ShuffledBatches",
     "Solution",
     "StepController",
     "StepInfo",
     "TrainResult",
     "TrainStep",
+    "Trainer",
     "VE",
     "VPCosine",
     "VPDiscrete",
@@ -155,10 +180,13 @@ __all__ = [
     "class_histogram",
     "class_histogram_kl",
     "convert_prediction",
+    "consistency_denoiser",
     "coupled_error",
+    "data_parallel",
     "ddim_update",
     "dense_trajectories",
     "distill",
+    "distill_consistency",
     "distill_guidance",
     "distill_knowledge",
     "distill_micro",
@@ -168,6 +196,7 @@ __all__ = [
     "gaussian_stats",
     "cache_directory",
     "load_model_file",
+    "loss_trainer",
     "micro",
     "model_sidecar_path",
     "native_error_scale",

@@ -1,19 +1,18 @@
-"""Distillation in Python: progressive, knowledge and guidance distillation.
+"""Distillation in Python: progressive, knowledge, guidance and consistency distillation.
 
-Each method comes two ways, over the same arithmetic as the C++ trainers
-(``include/fewstep/train/``; see ``docs/distillation.md`` for the maths):
+Each method is a **loss object** (a :class:`fewstep.train.Objective`) over the C++ trainers'
+arithmetic (``include/fewstep/train/``; ``docs/distillation.md`` for the maths):
+:class:`ProgressiveDistillationLoss`, :class:`KnowledgeDistillationLoss`,
+:class:`GuidanceDistillationLoss`, :class:`ConsistencyLoss`. The teacher's part runs in C++ without
+autograd and with the GIL released (for progressive distillation the two teacher DDIM steps of
+``fewstep::progressive_target``, for consistency distillation a registered ODE step), and the student
+is called *in Python*: ``loss = pd(student, x0)`` works in any loop, DDP included.
 
-* a **loss object** for your own loop — :class:`ProgressiveDistillationLoss`,
-  :class:`KnowledgeDistillationLoss`, :class:`GuidanceDistillationLoss`. ``loss = pd(student, x0)``
-  computes the teacher's part in C++ without autograd (for progressive distillation the two
-  teacher DDIM steps of ``fewstep::progressive_target``, taken with the library's ``ddim``
-  stepper), then calls ``student(...)`` *in Python*: autograd, AMP and
-  :class:`torch.nn.parallel.DistributedDataParallel` work unchanged (wrap the student in DDP and
-  pass the wrapper);
-* a **ready loop** — :func:`distill_progressive` (rounds that halve the steps),
-  :func:`distill_knowledge`, :func:`distill_guidance`: AdamW with the learning rate decaying
-  linearly (Salimans & Ho) or by a cosine within each round, gradient clipping, an EMA of the
-  student, a tqdm bar, and atomic checkpoints that resume bit-exactly.
+The ready loops :func:`distill_progressive` (rounds that halve the steps), :func:`distill_knowledge`,
+:func:`distill_guidance` and :func:`distill_consistency` are the one training loop of
+:mod:`fewstep.train` (:func:`fewstep.train.loss_trainer`) with these losses: the C++ AdamW with a
+linear (Salimans & Ho) or cosine learning-rate decay, clipping, the EMA of the student, a tqdm bar,
+atomic checkpoints that resume bit-exactly with their options checked, and data parallelism.
 
 :func:`export_student` writes a student as a model file (``fs.save_model_file``) whose sidecar names its
 own grid, so ``fs.sample("student.pt", x_T)`` and ``fewstep sample --model student.pt`` run it directly.
@@ -22,38 +21,44 @@ own grid, so ``fs.sample("student.pt", x_T)`` and ``fewstep sample --model stude
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 
 from . import _fewstep
 from .train import (
-    _atomic_save,
+    Objective,
+    TrainStep,
+    _check_batch,
     _check_choice,
     _check_generator,
-    _check_optimisation,
-    _check_run,
     _check_int,
+    _check_output,
     _check_real,
-    _data_source,
-    _TensorData,
-    _ema_update,
-    _global_rng_state,
-    _parameters,
-    _set_global_rng_state,
+    _check_schedule,
+    _check_time_input,
+    _column,
+    _frozen_copy,
+    _load_module,
+    _network_times,
+    _ready,
+    _save_module,
+    _time_range,
     _type_name,
-    lr_at,
 )
 
 __all__ = [
+    "ConsistencyLoss",
     "DistillResult",
     "DistillStep",
     "GuidanceDistillationLoss",
     "KnowledgeDistillationLoss",
     "ProgressiveDistillationLoss",
+    "consistency_denoiser",
+    "distill_consistency",
     "distill_guidance",
     "distill_knowledge",
     "distill_progressive",
@@ -64,50 +69,10 @@ __all__ = [
 
 STUDENT_PREDICTIONS = ("x0", "v", "eps")
 PD_WEIGHTINGS = ("truncated_snr", "snr_plus_one")
-TIME_INPUTS = ("t", "index", "sigma", "lambda")
-CHECKPOINT_FORMAT = "fewstep.python.distill.v1"
 
-
-# ----------------------------------------------------------------------------------------------
-# Shared arithmetic.
-
-
-def _check_schedule(schedule: Any, name: str = "schedule") -> _fewstep.NoiseSchedule:
-    if not isinstance(schedule, _fewstep.NoiseSchedule):
-        raise TypeError(f"{name} should be a fewstep schedule (e.g. fewstep.VPLinear()), got {_type_name(schedule)}")
-    return schedule
-
-
-def _time_range(schedule: _fewstep.NoiseSchedule, t_min: Optional[float], t_max: Optional[float]) -> tuple:
-    lo = schedule.t_min if t_min is None else _check_real(t_min, "t_min")
-    hi = schedule.t_max if t_max is None else _check_real(t_max, "t_max")
-    for name, value in (("t_min", lo), ("t_max", hi)):
-        if not schedule.t_min <= value <= schedule.t_max:
-            raise ValueError(f"{name} should be within the schedule's range [{schedule.t_min:g}, "
-                             f"{schedule.t_max:g}], got {value:g}")
-    if not lo < hi:
-        raise ValueError(f"t_min should be less than t_max, got t_min = {lo:g}, t_max = {hi:g}")
-    return lo, hi
-
-
-def _check_time_input(schedule: _fewstep.NoiseSchedule, time_input: str, time_scale: Any) -> float:
-    _check_choice(time_input, "time_input", TIME_INPUTS)
-    time_scale = _check_real(time_scale, "time_scale")
-    if time_scale == 0:
-        raise ValueError(f"time_scale should be non-zero, got {time_scale}")
-    _fewstep.network_time(schedule, schedule.t_max, time_input, time_scale)  # "index" needs a discrete schedule
-    return time_scale
-
-
-def _per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """[B] host float64 -> [B, 1, ...] in like's dtype and device."""
-    return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
-
-
-def _network_times(schedule: _fewstep.NoiseSchedule, t: torch.Tensor, time_input: str, time_scale: float,
-                   like: torch.Tensor) -> torch.Tensor:
-    values = [_fewstep.network_time(schedule, float(v), time_input, time_scale) for v in t.tolist()]
-    return torch.tensor(values, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
+#: What a ready loop's callback receives after each update (``extra["N"]``: the student's steps).
+DistillStep = TrainStep
+consistency_denoiser = _fewstep.consistency_denoiser
 
 
 def _x0_from_native(output: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor,
@@ -121,23 +86,9 @@ def _x0_from_native(output: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor, 
     return (alpha * z - sigma * output) / (alpha * alpha + sigma * sigma)
 
 
-def _check_batch(x: Any, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} should be a torch.Tensor, got {_type_name(x)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} should be a floating-point tensor, got {x.dtype}")
-    if x.dim() < 2 or x.shape[0] < 1:
-        raise ValueError(f"{name} should be a batch [B, ...] with at least 2 dimensions and B >= 1, got shape "
-                         f"{tuple(x.shape)}")
-    return x
-
-
-def _check_output(output: Any, expected: torch.Size, who: str) -> torch.Tensor:
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(f"{who} should return a torch.Tensor, got {_type_name(output)}")
-    if output.shape != expected:
-        raise ValueError(f"{who} returned shape {tuple(output.shape)}, expected {tuple(expected)}")
-    return output
+def _check_student(student: Any, takes: str) -> None:
+    if not callable(student):
+        raise TypeError(f"student should be a callable or torch.nn.Module taking {takes}, got {_type_name(student)}")
 
 
 def progressive_timesteps(schedule: _fewstep.NoiseSchedule, steps: int, t_min: Optional[float] = None,
@@ -171,20 +122,18 @@ class ProgressiveInputs(NamedTuple):
     sigma: torch.Tensor  # [B, 1, ...] sigma_t
 
 
-class ProgressiveDistillationLoss(torch.nn.Module):
-    """Progressive distillation (Salimans & Ho 2022, Algorithm 2) for one round: ``loss = pd(student, x0)``.
+class ProgressiveDistillationLoss(Objective):
+    """Progressive distillation (Salimans & Ho 2022, arXiv 2202.00512, Algorithm 2) for one round.
 
-    Per example: ``i ~ U{1..steps}``, ``t = tau(i)`` on the student grid (:func:`progressive_timesteps`),
-    ``z_t = alpha_t x0 + sigma_t eps``; the teacher takes two DDIM steps ``t -> tau(i - 1/2) -> tau(i - 1)``
-    with the library's ``ddim`` stepper (in C++, no autograd), which gives the closed-form target
-    ``x~ = (z'' - (sigma''/sigma) z_t) / (alpha'' - (sigma''/sigma) alpha_t)`` (the teacher's own data
-    prediction at the grid's last step). The student's native output ``student(z_t, t_input)`` is
-    converted to its data prediction ``x0_hat`` and the loss is
+    ``loss = pd(student, x0)``. Per example: ``i ~ U{1..steps}``, ``t = tau(i)`` on the student grid
+    (:func:`progressive_timesteps`), ``z_t = alpha_t x0 + sigma_t eps``; the teacher takes two DDIM steps
+    ``t -> tau(i - 1/2) -> tau(i - 1)`` with the library's ``ddim`` stepper (in C++, no autograd), which
+    gives the target ``x~`` (the teacher's own data prediction at the grid's last step). The student's
+    native output ``student(z_t, t_input)`` is converted to its data prediction ``x0_hat`` and the loss is
     ``mean_b w_b mean_j (x0_hat - x~)^2`` with ``w = max(SNR, 1)`` or ``SNR + 1``.
 
     Args:
-        teacher: a :class:`fewstep.Denoiser` (its schedule is the student's); e.g. the teacher file's
-            ``fs.load_model_file(path)["denoiser"]`` or ``fs.Denoiser(net, schedule=..., prediction=...)``.
+        teacher: a :class:`fewstep.Denoiser` (its schedule is the student's).
         steps: the student's steps N of this round (the teacher runs 2N).
         student_prediction: ``"v"`` or ``"x0"``; ``"eps"`` only for ``steps > 2`` (at 1-2 steps the student
             works near ``t_max`` where ``alpha ~ 0`` and ``x0 = (z - sigma eps)/alpha`` amplifies errors).
@@ -192,6 +141,8 @@ class ProgressiveDistillationLoss(torch.nn.Module):
         time_input, time_scale: what the student receives as time (as in :class:`fewstep.Denoiser`).
         t_min, t_max: the grid's range, default the schedule's.
     """
+
+    kind = "progressive"
 
     def __init__(self, teacher: _fewstep.Denoiser, steps: int, student_prediction: str = "v",
                  weighting: str = "truncated_snr", time_input: str = "t", time_scale: float = 1.0,
@@ -206,22 +157,30 @@ class ProgressiveDistillationLoss(torch.nn.Module):
                              f"student evaluates near t_max where alpha ~ 0, and x0 = (z - sigma eps)/alpha amplifies "
                              f"any error without bound; use 'v' or 'x0'")
         _check_choice(weighting, "weighting", PD_WEIGHTINGS)
-        self.teacher = teacher
-        self.schedule = teacher.schedule
+        self.teacher, self.schedule = teacher, teacher.schedule
         self.time_scale = _check_time_input(self.schedule, time_input, time_scale)
         self.t_min, self.t_max = _time_range(self.schedule, t_min, t_max)
-        self.steps = steps
-        self.student_prediction = student_prediction
-        self.weighting = weighting
+        self.steps, self.student_prediction, self.weighting = steps, student_prediction, weighting
         self.time_input = time_input
 
     def extra_repr(self) -> str:
         return (f"steps={self.steps}, student_prediction={self.student_prediction!r}, weighting={self.weighting!r}, "
                 f"time_input={self.time_input!r}, t_min={self.t_min:g}, t_max={self.t_max:g}")
 
+    def options(self) -> dict:
+        return {"steps": self.steps, "student_prediction": self.student_prediction, "weighting": self.weighting,
+                "time_input": self.time_input, "time_scale": self.time_scale, "t_min": self.t_min,
+                "t_max": self.t_max, "teacher": self.teacher.description}
+
     def timesteps(self) -> torch.Tensor:
         """The student's sampling grid (:func:`progressive_timesteps` of this round)."""
         return progressive_timesteps(self.schedule, self.steps, self.t_min, self.t_max)
+
+    def draw(self, batch: tuple, generator: torch.Generator, step: int) -> tuple:
+        """``(x0, index, eps)``: grid indices (first) and noise for every row, from ``generator``."""
+        x0 = _check_batch(batch[0], "data batch")
+        index = torch.randint(1, self.steps + 1, (x0.shape[0],), generator=generator)
+        return x0, index, torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
 
     def inputs(self, x0: torch.Tensor, generator: Optional[torch.Generator] = None, *,
                index: Optional[torch.Tensor] = None, eps: Optional[torch.Tensor] = None) -> ProgressiveInputs:
@@ -246,8 +205,7 @@ class ProgressiveDistillationLoss(torch.nn.Module):
             raise ValueError(f"eps should be a tensor of x0's shape {tuple(x0.shape)}")
         t = torch.tensor([_fewstep.progressive_grid_time(float(i), self.steps, self.t_min, self.t_max)
                           for i in index.tolist()], dtype=torch.float64)
-        alpha = _per_row(self.schedule.alpha(t), x0)
-        sigma = _per_row(self.schedule.sigma(t), x0)
+        alpha, sigma = _column(self.schedule.alpha(t), x0), _column(self.schedule.sigma(t), x0)
         with torch.no_grad():
             z_t = alpha * x0 + sigma * eps.to(device=x0.device, dtype=x0.dtype)
             target, _, _, _ = _fewstep._progressive_target(self.teacher, z_t, index, self.steps, self.t_min,
@@ -262,18 +220,98 @@ class ProgressiveDistillationLoss(torch.nn.Module):
         """``mean_b w_b mean_j (x0_hat(output) - x~)^2`` for the student's native ``output``."""
         _check_output(output, inputs.z_t.shape, "student(z_t, t)")
         x0_hat = _x0_from_native(output, inputs.z_t, inputs.alpha, inputs.sigma, self.student_prediction)
-        per_sample = (x0_hat - inputs.target).pow(2).flatten(1).mean(1)
-        return (inputs.weight * per_sample).mean()
+        return (inputs.weight * (x0_hat - inputs.target).pow(2).flatten(1).mean(1)).mean()
 
-    def forward(self, student: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor,
-                generator: Optional[torch.Generator] = None, *, index: Optional[torch.Tensor] = None,
-                eps: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, student: Callable, x0: torch.Tensor, generator: Optional[torch.Generator] = None, *,
+                index: Optional[torch.Tensor] = None, eps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The scalar loss of ``student`` on the clean batch ``x0`` (see :meth:`inputs` for the draws)."""
-        if not callable(student):
-            raise TypeError(f"student should be a callable or torch.nn.Module taking (z_t, t), got "
-                            f"{_type_name(student)}")
+        _check_student(student, "(z_t, t)")
         inputs = self.inputs(x0, generator, index=index, eps=eps)
         return self.loss(student(inputs.z_t, inputs.t_input), inputs)
+
+    def step_loss(self, student: Callable, draws: tuple, step: int) -> tuple:
+        x0, index, eps = draws
+        return self(student, x0, index=index, eps=eps), {"N": self.steps}
+
+
+class _ProgressiveRounds(Objective):
+    """All rounds of progressive distillation for the loop: round r trains N = initial_steps / 2^r steps for
+    `iterations` updates; at a round's end the EMA student becomes the teacher and the next student, the
+    optimiser restarts and the learning rate decays again."""
+
+    kind = "progressive"
+
+    def __init__(self, teacher: torch.nn.Module, schedule: _fewstep.NoiseSchedule, prediction: str,
+                 initial_steps: int, final_steps: int, iterations: int, **loss: Any) -> None:
+        super().__init__()
+        _check_int(initial_steps, "initial_steps", 1)
+        _check_int(final_steps, "final_steps", 1)
+        ratio = initial_steps // final_steps
+        if initial_steps % final_steps or ratio & (ratio - 1):
+            raise ValueError(f"initial_steps / final_steps should be a power of two, got {initial_steps} / "
+                             f"{final_steps}")
+        _check_int(iterations, "iterations", 1)
+        self.schedule, self.prediction = _check_schedule(schedule), prediction
+        self.initial_steps, self.final_steps, self.iterations = initial_steps, final_steps, iterations
+        self.rounds, self.loss_settings = ratio.bit_length(), loss
+        self.teacher = _frozen_copy(teacher)  # the round's teacher; the given one is never modified
+        self.students: dict = {}  # N -> the EMA student's state at the end of its round
+        self._round = None
+        self._round_loss(self.rounds - 1)  # the last round's settings are checked before any work
+
+    def _round_loss(self, r: int) -> ProgressiveDistillationLoss:
+        if self._round is None or self._round[0] != r:
+            prediction = self.prediction if r == 0 else self.loss_settings["student_prediction"]
+            teacher = _fewstep.Denoiser(self.teacher, schedule=self.schedule, prediction=prediction,
+                                        time_input=self.loss_settings["time_input"],
+                                        time_scale=self.loss_settings["time_scale"])
+            self._round = (r, ProgressiveDistillationLoss(teacher, self.initial_steps >> r, **self.loss_settings))
+        return self._round[1]
+
+    def _loss_at(self, step: int) -> ProgressiveDistillationLoss:
+        return self._round_loss(min(step // self.iterations, self.rounds - 1))
+
+    def options(self) -> dict:
+        last = self._round_loss(self.rounds - 1)
+        return dict(last.options(), steps=None, prediction=self.prediction, initial_steps=self.initial_steps,
+                    final_steps=self.final_steps, iterations=self.iterations, schedule=repr(self.schedule),
+                    teacher=None)
+
+    def planned_steps(self, total_steps: int) -> int:
+        return self.rounds * self.iterations
+
+    def schedule_step(self, step: int) -> int:
+        return step % self.iterations
+
+    def draw(self, batch: tuple, generator: torch.Generator, step: int) -> tuple:
+        return self._loss_at(step).draw(batch, generator, step)
+
+    def step_loss(self, student: Callable, draws: tuple, step: int) -> tuple:
+        return self._loss_at(step).step_loss(student, draws, step)
+
+    def after_update(self, run: Any, step: int) -> None:
+        if (step + 1) % self.iterations:
+            return
+        self.students[self._loss_at(step).steps] = copy.deepcopy(run.ema.state_dict())
+        if step + 1 < self.rounds * self.iterations:
+            self.teacher.load_state_dict(run.ema.state_dict())
+            run.student.load_state_dict(run.ema.state_dict())
+            self._round = None
+            run.reset_optimizer()
+            run.reset_ema()
+
+    def save(self, checkpoint: _fewstep.Checkpoint) -> None:
+        _save_module(checkpoint, "teacher", self.teacher)
+        for n, state in self.students.items():
+            for key, value in state.items():
+                checkpoint.set_tensor(f"students/{n}/{key}", value)
+
+    def load(self, checkpoint: _fewstep.Checkpoint) -> None:
+        _load_module(checkpoint, "teacher", self.teacher)
+        self._round, self.students = None, {}
+        for key in checkpoint.tensor_keys("students/"):
+            n, name = key[len("students/"):].split("/", 1)
+            self.students.setdefault(int(n), {})[name] = checkpoint.tensor(key)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,13 +346,14 @@ def teacher_rollouts(teacher: _fewstep.Denoiser, sample_shape: Sequence[int], n:
     return x[:, 0].contiguous(), x[:, -1].contiguous()
 
 
-class KnowledgeDistillationLoss(torch.nn.Module):
-    """Knowledge distillation (Luhman & Luhman 2021): ``loss = kd(student, x_T, x0_teacher)``.
+class KnowledgeDistillationLoss(Objective):
+    """Knowledge distillation (Luhman & Luhman 2021, arXiv 2101.02388): ``loss = kd(student, x_T, x0_teacher)``.
 
-    The student samples with deterministic DDIM on the fixed grid ``timesteps`` (``fs.ddim_update``,
-    the library's ``ddim`` step, differentiable) from ``x_T``; the loss is
-    ``mean_b mean_j (x_N - x0_teacher)^2`` with backpropagation through every step — the same
-    computation as ``fs.sample(student, x_T, solver="ddim", timesteps=timesteps)``.
+    The student samples with deterministic DDIM on the fixed grid ``timesteps`` (``fs.ddim_update``, the
+    library's ``ddim`` step, differentiable) from ``x_T``; the loss is ``mean_b mean_j (x_N - x0_teacher)^2``
+    with backpropagation through every step, the computation of
+    ``fs.sample(student, x_T, solver="ddim", timesteps=timesteps)``. Its data are the pairs ``(x_T, x0)``
+    (:func:`teacher_rollouts`); it draws nothing.
 
     Args:
         schedule: the noise schedule.
@@ -323,6 +362,8 @@ class KnowledgeDistillationLoss(torch.nn.Module):
         time_input, time_scale: the student's time input.
     """
 
+    kind = "kd"
+
     def __init__(self, schedule: _fewstep.NoiseSchedule, timesteps: Any, student_prediction: str = "x0",
                  time_input: str = "t", time_scale: float = 1.0) -> None:
         super().__init__()
@@ -330,12 +371,15 @@ class KnowledgeDistillationLoss(torch.nn.Module):
         self.grid = _fewstep.validate_grid(schedule, timesteps)
         _check_choice(student_prediction, "student_prediction", STUDENT_PREDICTIONS)
         self.time_scale = _check_time_input(schedule, time_input, time_scale)
-        self.student_prediction = student_prediction
-        self.time_input = time_input
+        self.student_prediction, self.time_input = student_prediction, time_input
 
     @property
     def steps(self) -> int:
         return len(self.grid) - 1
+
+    def options(self) -> dict:
+        return {"timesteps": self.grid.tolist(), "student_prediction": self.student_prediction,
+                "time_input": self.time_input, "time_scale": self.time_scale, "schedule": repr(self.schedule)}
 
     def rollout(self, student: Callable, x_T: torch.Tensor) -> torch.Tensor:
         """The student's DDIM sample from ``x_T`` on the grid, with autograd through every step."""
@@ -353,28 +397,34 @@ class KnowledgeDistillationLoss(torch.nn.Module):
 
     def forward(self, student: Callable, x_T: torch.Tensor, x0_teacher: torch.Tensor) -> torch.Tensor:
         """The scalar loss of ``student`` on the pairs ``(x_T, x0_teacher)``."""
-        if not callable(student):
-            raise TypeError(f"student should be a callable or torch.nn.Module taking (x, t), got {_type_name(student)}")
+        _check_student(student, "(x, t)")
         _check_batch(x_T, "x_T")
         if not isinstance(x0_teacher, torch.Tensor) or x0_teacher.shape != x_T.shape:
             raise ValueError(f"x0_teacher should be a tensor of x_T's shape {tuple(x_T.shape)}")
         return (self.rollout(student, x_T) - x0_teacher).pow(2).mean()
+
+    def draw(self, batch: tuple, generator: torch.Generator, step: int) -> tuple:
+        return batch[0], batch[1]
+
+    def step_loss(self, student: Callable, draws: tuple, step: int) -> tuple:
+        return self(student, *draws), {"N": self.steps}
 
 
 # ----------------------------------------------------------------------------------------------
 # Guidance distillation.
 
 
-class GuidanceDistillationLoss(torch.nn.Module):
-    """Guidance distillation, stage one (Meng et al. 2023): ``loss = gd(student, x0, labels)``.
+class GuidanceDistillationLoss(Objective):
+    """Guidance distillation, stage one (Meng et al. 2023, arXiv 2210.03142): ``loss = gd(student, x0, labels)``.
 
-    A class-conditional ``teacher(x, t, y)`` (``y = num_classes`` is the null class) is guided with
-    scale ``s``: ``out_u + s (out_c - out_u)``, two calls. The student ``student(x, t, y, w)`` takes
-    ``w = s`` as an input and regresses that target in the native output space (both networks have
-    the same ``prediction``): ``t ~ U[t_min, t_max]``, ``eps``, ``s ~ U[guidance_min, guidance_max]``
-    drawn from the generator in that order, loss ``mean (student - target)^2``.
-    Stage two is progressive distillation of the student at fixed or drawn ``w``.
+    A class-conditional ``teacher(x, t, y)`` (``y = num_classes`` is the null class) is guided with scale
+    ``s``: ``out_u + s (out_c - out_u)``, two calls (one batched call, no autograd). The student
+    ``student(x, t, y, w)`` takes ``w = s`` as an input and regresses that target in the native output
+    space: ``t ~ U[t_min, t_max]``, ``eps``, ``s ~ U[guidance_min, guidance_max]`` drawn in that order, loss
+    ``mean (student - target)^2``. Stage two is progressive distillation of the student.
     """
+
+    kind = "guidance"
 
     def __init__(self, teacher: Callable, schedule: _fewstep.NoiseSchedule, num_classes: int,
                  guidance_min: float = 1.0, guidance_max: float = 4.0, time_input: str = "t",
@@ -387,18 +437,20 @@ class GuidanceDistillationLoss(torch.nn.Module):
         lo_s, hi_s = _check_real(guidance_min, "guidance_min"), _check_real(guidance_max, "guidance_max")
         if not lo_s <= hi_s:
             raise ValueError(f"guidance_min should be <= guidance_max, got {lo_s:g} > {hi_s:g}")
-        self.teacher = teacher
-        self.num_classes = num_classes
+        self.teacher, self.num_classes = teacher, num_classes
         self.guidance_min, self.guidance_max = lo_s, hi_s
         self.time_scale = _check_time_input(schedule, time_input, time_scale)
         self.time_input = time_input
         self.t_min, self.t_max = _time_range(schedule, t_min, t_max)
 
-    def forward(self, student: Callable, x0: torch.Tensor, labels: torch.Tensor,
-                generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        if not callable(student):
-            raise TypeError(f"student should be a callable taking (x, t, y, w), got {_type_name(student)}")
-        _check_batch(x0, "x0")
+    def options(self) -> dict:
+        return {"num_classes": self.num_classes, "guidance": [self.guidance_min, self.guidance_max],
+                "time_input": self.time_input, "time_scale": self.time_scale, "t_min": self.t_min,
+                "t_max": self.t_max, "schedule": repr(self.schedule)}
+
+    def draw(self, batch: tuple, generator: Optional[torch.Generator], step: int = 0) -> tuple:
+        """``(x0, labels, t, eps, w)``: times, noise and guidance scales for every row, from ``generator``."""
+        x0, labels = _check_batch(batch[0], "x0"), batch[1]
         _check_generator(generator)
         n = x0.shape[0]
         if not isinstance(labels, torch.Tensor) or labels.shape != (n,) or labels.is_floating_point():
@@ -410,9 +462,14 @@ class GuidanceDistillationLoss(torch.nn.Module):
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         w = (self.guidance_min + (self.guidance_max - self.guidance_min) *
              torch.rand(n, generator=generator, dtype=torch.float64)).to(device=x0.device, dtype=x0.dtype)
-        z = _per_row(self.schedule.alpha(t), x0) * x0 + _per_row(self.schedule.sigma(t), x0) * eps
+        return x0, labels.to(x0.device, torch.int64), t, eps, w
+
+    def step_loss(self, student: Callable, draws: tuple, step: int) -> tuple:
+        _check_student(student, "(x, t, y, w)")
+        x0, y, t, eps, w = draws
+        n = x0.shape[0]
+        z = _column(self.schedule.alpha(t), x0) * x0 + _column(self.schedule.sigma(t), x0) * eps
         t_input = _network_times(self.schedule, t, self.time_input, self.time_scale, x0)
-        y = labels.to(x0.device, torch.int64)
         with torch.no_grad():
             both = self.teacher(torch.cat([z, z]), torch.cat([t_input, t_input]),
                                 torch.cat([y, torch.full_like(y, self.num_classes)]))
@@ -420,22 +477,127 @@ class GuidanceDistillationLoss(torch.nn.Module):
             cond, uncond = both[:n], both[n:]
             target = uncond + w.view(-1, *([1] * (x0.dim() - 1))) * (cond - uncond)
         out = _check_output(student(z, t_input, y, w), x0.shape, "student(x, t, y, w)")
-        return (out - target).pow(2).mean()
+        return (out - target).pow(2).mean(), {}
+
+    def forward(self, student: Callable, x0: torch.Tensor, labels: torch.Tensor,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return self.step_loss(student, self.draw((x0, labels), generator), 0)[0]
 
 
 # ----------------------------------------------------------------------------------------------
-# The ready loops: one optimisation loop with AdamW, LR decay, clipping, EMA, tqdm and checkpoints.
+# Consistency distillation and training.
 
 
-@dataclass(frozen=True)
-class DistillStep:
-    """What a ready loop's callback receives after each update."""
+class ConsistencyLoss(Objective):
+    """Consistency distillation (CD), consistency training (CT) and improved consistency training (iCT)
+    (Song et al. 2023, arXiv 2303.01469, Algorithms 2 and 3; Song & Dhariwal 2023, arXiv 2310.14189).
 
-    step: int  # updates done so far
-    loss: float
-    lr: float
-    grad_norm: float  # before clipping (nan when grad_clip is 0)
-    steps: int  # the student's sampling steps this update trained (the round's N; KD: the grid's)
+    The consistency function is ``f(x, t) = c_skip(t) x + c_out(t) F(c_in(t) x, c_noise(t))`` with the
+    student ``F`` called in Python (models/consistency_function.h). Per example: a level index
+    ``i`` (uniform for CD and CT; iCT's lognormal), ``z``, ``x_{i+1} = alpha x0 + sigma z`` at
+    ``t_{i+1}``, and ``x^_i`` at ``t_i`` from the teacher's ODE step (CD, a registered stepper in C++)
+    or the same ``z`` (CT, iCT); the loss is ``mean_b lambda_b d(f_theta(x_{i+1}), f_theta-(x^_i))``.
+    The levels, the curricula ``N(k)`` and ``mu(k)``, the index draws, the weights and the distance are
+    the C++ trainer's (train/consistency_trainer.h), so both compute the same numbers.
+
+    Both passes of a step use one dropout seed (drawn from the run's generator); the target network
+    ``theta-`` (CD, CT) is an EMA of the student made by :meth:`bind` and moved by :meth:`update_target`.
+    In your own loop: ``cm.bind(student)``, ``loss = cm(student, x0, generator, step=k)``, the
+    optimiser step, then ``cm.update_target(student, k)``.
+
+    Args:
+        schedule: the noise schedule; method: ``"cd"``, ``"ct"`` or ``"ict"``.
+        teacher: CD's :class:`fewstep.Denoiser`; teacher_solver: its deterministic step (``"heun"``).
+        **options: the C++ options (train/consistency_trainer.h): ``num_points`` (CD's N), ``target_ema``
+            (CD's mu), ``ct_s0``, ``ct_s1``, ``ct_mu0``, ``ct_total_steps``, ``ict_s0``, ``ict_s1``,
+            ``ict_total_steps``, ``p_mean``, ``p_std``, ``rho``, ``distance`` (``"l2"``, ``"l1"``,
+            ``"pseudo_huber"``), ``huber_c``, ``sigma_data``, ``t_min`` (the boundary), ``time_input``,
+            ``time_scale`` (the student's).
+    """
+
+    kind = "consistency"
+
+    def __init__(self, schedule: _fewstep.NoiseSchedule, method: str = "cd",
+                 teacher: Optional[_fewstep.Denoiser] = None, teacher_solver: str = "heun", **options: Any) -> None:
+        super().__init__()
+        self.schedule = _check_schedule(schedule)
+        if method == "cd" and not isinstance(teacher, _fewstep.Denoiser):
+            raise TypeError(f"teacher should be a fewstep.Denoiser for method 'cd', got {_type_name(teacher)}")
+        self.settings = _fewstep._consistency_options(dict(options, method=method, teacher_solver=teacher_solver))
+        self.teacher = teacher if method == "cd" else None
+        self.t_lo = self.settings["t_min"] or schedule.t_min
+        self.target: Optional[torch.nn.Module] = None
+
+    def options(self) -> dict:
+        teacher = self.teacher.description if self.teacher is not None else None
+        return dict(self.settings, t_min=self.t_lo, schedule=repr(self.schedule), teacher=teacher)
+
+    def bind(self, student: torch.nn.Module) -> None:
+        """Makes the target network theta- (a copy of the student) for CD and CT."""
+        self.target = _frozen_copy(student).train() if self.settings["method"] != "ict" else None
+
+    def points(self, step: int) -> tuple:
+        """``(N(k), mu(k))``: the levels and the target EMA rate at step ``k``."""
+        return _fewstep._consistency_schedule(self.settings, step)
+
+    def levels(self, step: int) -> list:
+        return _fewstep._consistency_levels(self.schedule, self.points(step)[0], self.t_lo, self.settings["rho"])
+
+    def draw(self, batch: tuple, generator: torch.Generator, step: int) -> tuple:
+        """``(x0, index, z, dropout_seed)`` for every row, from ``generator``."""
+        x0 = _check_batch(batch[0], "data batch")
+        index = _fewstep._consistency_draw_index(self.schedule, self.settings, self.levels(step), x0.shape[0],
+                                                 generator)
+        z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        seed = torch.randint(0, 2**62, (), generator=generator)
+        return x0, index, z, seed
+
+    def step_loss(self, student: Callable, draws: tuple, step: int) -> tuple:
+        x0, index, z, seed = draws
+        levels = self.levels(step)
+        t_hi, t_lo, a_hi, s_hi, a_lo, s_lo, weight = _fewstep._consistency_pair_times(self.schedule, self.settings,
+                                                                                     levels, index)
+        x_hi = _column(a_hi, x0) * x0 + _column(s_hi, x0) * z
+        with torch.no_grad():
+            if self.teacher is not None:
+                x_lo = _fewstep._consistency_teacher_step(self.teacher, self.settings["teacher_solver"], x_hi, index,
+                                                          levels)
+            else:
+                x_lo = _column(a_lo, x0) * x0 + _column(s_lo, x0) * z
+        f = functools.partial(_fewstep._consistency_function, schedule=self.schedule, options=self.settings)
+        online = _fewstep._with_dropout_seed(int(seed), lambda: f(student, x=x_hi, t=t_hi))
+        with torch.no_grad():
+            target_net = self.target if self.target is not None else student
+            target = _fewstep._with_dropout_seed(int(seed), lambda: f(target_net, x=x_lo, t=t_lo))
+        d = _fewstep._consistency_distance(online, target, self.settings["distance"], self.settings["huber_c"])
+        n, mu = self.points(step)
+        return (d * weight.to(d)).mean(), {"N": n, "mu": mu}
+
+    def forward(self, student: Callable, x0: torch.Tensor, generator: Optional[torch.Generator] = None, *,
+                step: int = 0) -> torch.Tensor:
+        _check_student(student, "(x, t)")
+        return self.step_loss(student, self.draw((x0,), generator, step), step)[0]
+
+    def update_target(self, student: torch.nn.Module, step: int) -> None:
+        """theta- <- mu(k) theta- + (1 - mu(k)) theta (train/ema.h's update over the parameters)."""
+        if self.target is not None:
+            _fewstep.ema_update(list(self.target.parameters()), list(student.parameters()), [], [],
+                                self.points(step)[1])
+
+    def after_update(self, run: Any, step: int) -> None:
+        self.update_target(run.student, step)
+
+    def save(self, checkpoint: _fewstep.Checkpoint) -> None:
+        if self.target is not None:
+            _save_module(checkpoint, "target", self.target)
+
+    def load(self, checkpoint: _fewstep.Checkpoint) -> None:
+        if self.target is not None:
+            _load_module(checkpoint, "target", self.target)
+
+
+# ----------------------------------------------------------------------------------------------
+# The ready loops: the one loop of fewstep.train with these losses.
 
 
 class DistillResult(NamedTuple):
@@ -447,151 +609,22 @@ class DistillResult(NamedTuple):
     timesteps: dict  # steps N -> that student's sampling grid (float64 tensor)
 
 
-def _lr_linear(step: int, lr: float, warmup: int, total: int, min_lr: float) -> float:
-    if warmup > 0 and step < warmup:
-        return lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return lr + (min_lr - lr) * progress
-
-
-def _frozen_copy(net: torch.nn.Module) -> torch.nn.Module:
-    out = copy.deepcopy(net)
-    for p in out.parameters():
-        p.requires_grad_(False)
-    return out.eval()
-
-
-class _Loop:
-    """The state every ready loop keeps and checkpoints: student, EMA, AdamW, RNGs, data, losses."""
-
-    def __init__(self, student: torch.nn.Module, *, lr: float, min_lr: float, warmup: int, weight_decay: float,
-                 ema: float, grad_clip: float, decay: str, seed: int, checkpoint: Any, checkpoint_every: int,
-                 progress: bool, callback: Optional[Callable], config: dict) -> None:
-        if not isinstance(student, (torch.nn.Module, torch.jit.ScriptModule)):
-            raise TypeError(f"student should be a torch.nn.Module, got {_type_name(student)}")
-        lr, min_lr, weight_decay, ema, grad_clip = _check_optimisation(lr, min_lr, warmup, weight_decay, ema,
-                                                                       grad_clip)
-        _check_choice(decay, "decay", ("linear", "cosine"))
-        _check_run(seed, checkpoint, checkpoint_every, callback)
-        self.student = student
-        self.lr, self.min_lr, self.warmup, self.weight_decay = lr, min_lr, warmup, weight_decay
-        self.ema_decay, self.grad_clip, self.decay = ema, grad_clip, decay
-        self.path = os.fspath(checkpoint) if checkpoint is not None else None
-        self.checkpoint_every, self.progress, self.callback = checkpoint_every, progress, callback
-        self.config = dict(config, seed=seed, decay=decay)
-        self.noise = torch.Generator().manual_seed(seed)
-        self.step = 0
-        self.losses: list[float] = []
-        self.extra: dict = {}
-        self.reset_optimizer()
-        self.ema = _frozen_copy(student)
-
-    def reset_optimizer(self) -> None:
-        params = _parameters(self.student)
-        if not params:
-            raise ValueError("student has no parameters that require grad; nothing to train")
-        self.params = params
-        self.optimizer = torch.optim.AdamW(params, lr=self.lr, eps=1e-8, weight_decay=self.weight_decay)
-
-    def rate(self, step_in_phase: int, phase_length: int) -> float:
-        if self.decay == "linear":
-            return _lr_linear(step_in_phase, self.lr, self.warmup, phase_length, self.min_lr)
-        return lr_at(step_in_phase, self.lr, self.warmup, phase_length, self.min_lr)
-
-    def update(self, loss: torch.Tensor, rate: float) -> tuple:
-        value = loss.item()
-        if not math.isfinite(value):
-            raise RuntimeError(f"distillation: the loss is {value} at update {self.step + 1}; lower lr or check the "
-                               f"data and networks")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float("nan")
-        if self.grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip))
-        for group in self.optimizer.param_groups:
-            group["lr"] = rate
-        self.optimizer.step()
-        _ema_update(self.ema, self.student, self.ema_decay)
-        self.step += 1
-        self.losses.append(value)
-        return value, grad_norm
-
-    def save(self, data: Any, extra_nets: dict) -> None:
-        if self.path is None:
-            return
-        _atomic_save({
-            "format": CHECKPOINT_FORMAT, "step": self.step, "config": self.config,
-            "student": self.student.state_dict(), "ema": self.ema.state_dict(),
-            "nets": {k: v.state_dict() for k, v in extra_nets.items()}, "optimizer": self.optimizer.state_dict(),
-            "rng": {"noise": self.noise.get_state(), "global": _global_rng_state()},
-            "data": data.state() if data is not None else None, "losses": list(self.losses), "extra": self.extra,
-        }, self.path)
-
-    def load(self, data: Any) -> Optional[dict]:
-        """Restores a checkpoint if there is one; returns its "nets" for the caller to rebuild."""
-        if self.path is None or not os.path.exists(self.path):
-            return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - re-raised with the path named
-            raise ValueError(f"checkpoint '{self.path}' could not be read: {e}") from e
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint '{self.path}' is not a fewstep distillation checkpoint (expected format "
-                             f"{CHECKPOINT_FORMAT!r}); pass resume=False to overwrite it")
-        for key, value in self.config.items():
-            if state["config"].get(key) != value:
-                raise ValueError(f"checkpoint '{self.path}' was written with {key}={state['config'].get(key)!r}, this "
-                                 f"run has {key}={value!r}; use the same arguments to resume, or resume=False")
-        try:
-            self.student.load_state_dict(state["student"])
-            self.ema.load_state_dict(state["ema"])
-        except RuntimeError as e:
-            raise ValueError(f"checkpoint '{self.path}' holds another network: {e}") from e
-        self.step, self.losses, self.extra = int(state["step"]), list(state["losses"]), dict(state["extra"])
-        self._pending = state
-        return state["nets"]
-
-    def finish_load(self, data: Any) -> None:
-        """After the caller rebuilt round-dependent parts (optimiser): restore optimiser, RNGs and data."""
-        state = getattr(self, "_pending", None)
-        if state is None:
-            return
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.noise.set_state(state["rng"]["noise"])
-        if data is not None:
-            data.load(state["data"])
-        _set_global_rng_state(state["rng"]["global"])
-        self._pending = None
-
-    def bar(self, total: int, desc: str) -> Any:
-        if not self.progress or self.step >= total:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, initial=self.step, desc=desc, unit="step", dynamic_ncols=True)
-
-    def report(self, bar: Any, value: float, rate: float, grad_norm: float, steps: int) -> None:
-        if bar is not None:
-            window = self.losses[-100:]
-            bar.set_postfix(loss=f"{sum(window) / len(window):.4g}", lr=f"{rate:.3g}", N=steps, refresh=False)
-            bar.update(1)
-        if self.callback is not None:
-            self.callback(DistillStep(step=self.step, loss=value, lr=rate, grad_norm=grad_norm, steps=steps))
-
-
 _LOOP_DOC = """
-        lr, min_lr, warmup: peak learning rate, final learning rate and warmup updates (per round).
-        decay: ``"linear"`` (Salimans & Ho) or ``"cosine"`` decay from lr to min_lr.
-        weight_decay: AdamW's decoupled weight decay.
-        ema: EMA decay of the student in [0, 1]; the EMA is the result.
-        grad_clip: maximum global gradient norm (0: off).
-        seed: seeds the noise draws and the data order.
-        checkpoint: path of an atomic checkpoint (student, EMA, teacher, AdamW, RNGs, data position,
-            losses) written every ``checkpoint_every`` updates and at the end; with ``resume`` an
-            existing one is continued, bit-identically to a run that never stopped.
-        progress: a tqdm bar with the loss, learning rate and N; callback: called with a
-            :class:`DistillStep` after every update.
+    ``**loop`` are the loop's options (:func:`fewstep.train.loss_trainer`, :func:`fewstep.train_denoiser`):
+    ``batch_size`` (default 64), ``lr`` (2e-4), ``min_lr``, ``warmup``, ``decay`` (``"cosine"``; progressive:
+    ``"linear"``, Salimans & Ho's), ``weight_decay``, ``ema`` (0.995; the EMA student is the result),
+    ``grad_clip`` (1.0), ``seed``, ``checkpoint`` (a path: written atomically every ``checkpoint_every``
+    = 500 updates and at the end, continued bit-identically with ``resume=True``), ``progress`` (False),
+    ``callback`` (called with a :class:`fewstep.TrainStep` after every update) and ``distributed`` (split
+    every batch across the processes of torch.distributed; default: when it is initialised).
 """
+
+
+def _loop(objective: Objective, student: torch.nn.Module, data: Any, steps: int, total_steps: int,
+          loop: dict) -> Any:
+    options = {"lr": 2e-4, "ema": 0.995, "checkpoint": None, "checkpoint_every": 500, "resume": True,
+               "progress": False, "callback": None, "distributed": None, **loop}
+    return _ready(objective, student, data, steps, total_steps=total_steps, **options)
 
 
 def distill_progressive(teacher: torch.nn.Module, data: Any, schedule: _fewstep.NoiseSchedule, *,
@@ -599,226 +632,81 @@ def distill_progressive(teacher: torch.nn.Module, data: Any, schedule: _fewstep.
                         iterations: int = 1000, student_prediction: str = "v", weighting: str = "truncated_snr",
                         time_input: str = "t", time_scale: float = 1.0, t_min: Optional[float] = None,
                         t_max: Optional[float] = None, student: Optional[torch.nn.Module] = None,
-                        batch_size: Optional[int] = None, lr: float = 2e-4, min_lr: float = 0.0, warmup: int = 0,
-                        decay: str = "linear", weight_decay: float = 0.0, ema: float = 0.995,
-                        grad_clip: float = 1.0, seed: int = 0, checkpoint: Union[str, os.PathLike, None] = None,
-                        checkpoint_every: int = 500, resume: bool = True, progress: bool = False,
-                        callback: Optional[Callable[[DistillStep], None]] = None) -> DistillResult:
+                        **loop: Any) -> DistillResult:
     """Progressive distillation, all rounds: ``initial_steps`` -> ``initial_steps/2`` -> ... -> ``final_steps``.
 
     Round r trains a student with ``N = initial_steps / 2^r`` steps against a teacher running 2N DDIM
-    steps (:class:`ProgressiveDistillationLoss`) for ``iterations`` updates. The student starts as a
-    copy of ``teacher`` (or as ``student``); after a round the student's EMA becomes the teacher (read
-    with ``student_prediction``) and the next student, the optimiser is reset and the learning rate
-    decays again. ``teacher`` is never modified.
-
-    Args:
-        teacher: the teacher network ``teacher(x, t_input) -> native prediction`` (an ``nn.Module``).
-        data: clean data: a tensor ``[N, ...]``, a callable ``(batch_size, generator) -> tensor``, or a
-            re-iterable of batches (as :func:`fewstep.train_denoiser`).
-        schedule: the teacher's noise schedule; prediction: the teacher's output (eps, x0, v, ...).
-        initial_steps, final_steps: student steps of the first and last round (ratio a power of two).
-        iterations: updates per round.
-        student_prediction, weighting, time_input, time_scale, t_min, t_max: see
-            :class:`ProgressiveDistillationLoss`.
-        student: the first student (default: a deep copy of ``teacher``).
-        batch_size: for tensor or callable data (default 64).
+    steps (:class:`ProgressiveDistillationLoss`) for ``iterations`` updates. The student starts as a copy
+    of ``teacher`` (or as ``student``); after a round the student's EMA becomes the teacher (read with
+    ``student_prediction``) and the next student, the optimiser is reset and the learning rate decays
+    again. ``teacher`` (an ``nn.Module`` ``teacher(x, t_input)`` predicting ``prediction`` on ``schedule``)
+    is never modified; ``data`` is clean data as for :func:`fewstep.train_denoiser`.
     """ + _LOOP_DOC + """
-    Returns:
-        :class:`DistillResult` with the final EMA student, the losses, and the EMA student and grid of
-        every finished round.
+    Returns a :class:`DistillResult` with the final EMA student, the losses, and the EMA student and grid
+    of every finished round.
     """
-    if not isinstance(teacher, (torch.nn.Module, torch.jit.ScriptModule)):
+    if not isinstance(teacher, torch.nn.Module):
         raise TypeError(f"teacher should be a torch.nn.Module taking (x, t), got {_type_name(teacher)}")
-    _check_schedule(schedule)
-    _check_int(initial_steps, "initial_steps", 1)
-    _check_int(final_steps, "final_steps", 1)
-    ratio = initial_steps // final_steps
-    if initial_steps % final_steps or ratio & (ratio - 1):
-        raise ValueError(f"initial_steps / final_steps should be a power of two, got {initial_steps} / {final_steps}")
-    _check_int(iterations, "iterations", 1)
-    rounds = ratio.bit_length()
-    # Validate the loss settings of the last round before any work (e.g. an eps student at 1-2 steps).
-    ProgressiveDistillationLoss(_fewstep.Denoiser(teacher, schedule=schedule, prediction=prediction,
-                                                  time_input=time_input, time_scale=time_scale),
-                                final_steps, student_prediction, weighting, time_input, time_scale, t_min, t_max)
+    rounds = _ProgressiveRounds(teacher, schedule, prediction, initial_steps, final_steps, iterations,
+                                student_prediction=student_prediction, weighting=weighting, time_input=time_input,
+                                time_scale=time_scale, t_min=t_min, t_max=t_max)
     first = copy.deepcopy(teacher) if student is None else student
-    config = {"method": "progressive", "initial_steps": initial_steps, "final_steps": final_steps,
-              "iterations": iterations, "student_prediction": student_prediction, "weighting": weighting,
-              "prediction": prediction, "time_input": time_input, "time_scale": float(time_scale),
-              "t_min": t_min, "t_max": t_max, "schedule": repr(schedule)}
-    loop = _Loop(first, lr=lr, min_lr=min_lr, warmup=warmup, weight_decay=weight_decay, ema=ema,
-                 grad_clip=grad_clip, decay=decay, seed=seed, checkpoint=checkpoint,
-                 checkpoint_every=checkpoint_every, progress=progress, callback=callback, config=config)
-    source = _data_source(data, batch_size, seed)
-    loop.config["batch_size"] = getattr(source, "batch_size", None)
-    round_teacher = _frozen_copy(teacher)
-    teacher_prediction = prediction
-    if resume:
-        nets = loop.load(source)
-        if nets is not None:
-            if loop.step >= iterations:  # past round 0: the teacher is an earlier student
-                teacher_prediction = student_prediction
-            round_teacher.load_state_dict(nets["teacher"])
-    elif loop.path is not None and os.path.exists(loop.path):
-        os.remove(loop.path)
-    loop.finish_load(source)
-    students: dict = {}
-    grids: dict = {}
-    for key, state in loop.extra.get("students", {}).items():
-        students[int(key)] = _frozen_copy(loop.student)
-        students[int(key)].load_state_dict(state)
-        grids[int(key)] = progressive_timesteps(schedule, int(key), t_min, t_max)
-
-    total = rounds * iterations
-    bar = loop.bar(total, "fewstep distill progressive")
-    loop.student.train()
-    try:
-        while loop.step < total:
-            r, in_round = divmod(loop.step, iterations)
-            n_steps = initial_steps >> r
-            pd = ProgressiveDistillationLoss(
-                _fewstep.Denoiser(round_teacher, schedule=schedule, prediction=teacher_prediction,
-                                  time_input=time_input, time_scale=time_scale),
-                n_steps, student_prediction, weighting, time_input, time_scale, t_min, t_max)
-            x0 = source.next()
-            params = loop.params[0]
-            loss = pd(loop.student, x0.to(device=params.device, dtype=params.dtype), loop.noise)
-            rate = loop.rate(in_round, iterations)
-            value, grad_norm = loop.update(loss, rate)
-            if loop.step % iterations == 0:  # end of a round
-                students[n_steps] = _frozen_copy(loop.ema)
-                grids[n_steps] = pd.timesteps()
-                loop.extra.setdefault("students", {})[str(n_steps)] = loop.ema.state_dict()
-                if loop.step < total:
-                    round_teacher.load_state_dict(loop.ema.state_dict())
-                    teacher_prediction = student_prediction
-                    loop.student.load_state_dict(loop.ema.state_dict())
-                    loop.reset_optimizer()
-            if loop.path is not None and loop.checkpoint_every and loop.step % loop.checkpoint_every == 0 \
-                    and loop.step < total:
-                loop.save(source, {"teacher": round_teacher})
-            loop.report(bar, value, rate, grad_norm, n_steps)
-        loop.save(source, {"teacher": round_teacher})
-    finally:
-        if bar is not None:
-            bar.close()
-    return DistillResult(_frozen_copy(loop.ema), loop.losses, students, grids)
-
-
-class _PairData(_TensorData):
-    """Shuffled passes over paired rows (x_T, x_0) or (images, labels); an epoch's leftover is dropped."""
-
-    kind = "pairs"
-
-    def __init__(self, first: torch.Tensor, second: torch.Tensor, batch_size: int, seed: int) -> None:
-        super().__init__(first, batch_size, (seed + 0x9E3779B97F4A7C15) % 2**64)
-        self.second = second
-
-    def next(self) -> tuple:
-        index = self.next_index()
-        return self.data[index.to(self.data.device)], self.second[index.to(self.second.device)]
-
-
-def _paired(a: Any, b: Any, names: tuple, batch_size: int, seed: int) -> _PairData:
-    for value, name in zip((a, b), names):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{name} should be a torch.Tensor, got {_type_name(value)}")
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"{names[0]} and {names[1]} should have the same number of rows, got {a.shape[0]} and "
-                         f"{b.shape[0]}")
-    _check_int(batch_size, "batch_size", 1)
-    if batch_size > a.shape[0]:
-        raise ValueError(f"batch_size should be at most the number of rows ({a.shape[0]}), got {batch_size}")
-    return _PairData(a, b, batch_size, seed)
+    trainer = _loop(rounds, first, data, rounds.rounds * iterations, iterations, {"decay": "linear", **loop})
+    students, grids = {}, {}
+    for n, state in rounds.students.items():
+        students[n] = _frozen_copy(first)
+        students[n].load_state_dict(state)
+        grids[n] = progressive_timesteps(schedule, n, t_min, t_max)
+    return DistillResult(trainer.export(), list(trainer.impl.losses), students, grids)
 
 
 def distill_knowledge(student: torch.nn.Module, x_T: torch.Tensor, x0_teacher: torch.Tensor,
                       schedule: _fewstep.NoiseSchedule, timesteps: Any, *, student_prediction: str = "x0",
                       time_input: str = "t", time_scale: float = 1.0, iterations: int = 1000,
-                      batch_size: int = 64, lr: float = 2e-4, min_lr: float = 0.0, warmup: int = 0,
-                      decay: str = "cosine", weight_decay: float = 0.0, ema: float = 0.995, grad_clip: float = 1.0,
-                      seed: int = 0, checkpoint: Union[str, os.PathLike, None] = None, checkpoint_every: int = 500,
-                      resume: bool = True, progress: bool = False,
-                      callback: Optional[Callable[[DistillStep], None]] = None) -> DistillResult:
+                      **loop: Any) -> DistillResult:
     """Knowledge distillation: ``student`` (trained in place) regressed onto teacher pairs.
 
     ``x_T`` / ``x0_teacher`` come from :func:`teacher_rollouts`; the loss is
-    :class:`KnowledgeDistillationLoss` on the grid ``timesteps``; batches are shuffled passes over
-    the pairs.
+    :class:`KnowledgeDistillationLoss` on the grid ``timesteps``; batches are shuffled passes over the pairs.
     """ + _LOOP_DOC
     kd = KnowledgeDistillationLoss(schedule, timesteps, student_prediction, time_input, time_scale)
-    _check_int(iterations, "iterations", 1)
-    source = _paired(x_T, x0_teacher, ("x_T", "x0_teacher"), batch_size, seed)
-    config = {"method": "kd", "timesteps": kd.grid.tolist(), "student_prediction": student_prediction,
-              "time_input": time_input, "time_scale": float(time_scale), "schedule": repr(schedule),
-              "batch_size": batch_size, "pairs": int(x_T.shape[0])}
-    loop = _Loop(student, lr=lr, min_lr=min_lr, warmup=warmup, weight_decay=weight_decay, ema=ema,
-                 grad_clip=grad_clip, decay=decay, seed=seed, checkpoint=checkpoint,
-                 checkpoint_every=checkpoint_every, progress=progress, callback=callback, config=config)
-    return _run_single(loop, source, iterations, resume, "fewstep distill kd", kd.steps, kd.grid,
-                       lambda batch: kd(loop.student, *_to_student(loop, batch)))
+    trainer = _loop(kd, student, (x_T, x0_teacher), iterations, iterations, loop)
+    result = trainer.export()
+    return DistillResult(result, list(trainer.impl.losses), {kd.steps: result}, {kd.steps: kd.grid})
 
 
 def distill_guidance(teacher: Callable, student: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                      schedule: _fewstep.NoiseSchedule, num_classes: int, *, guidance_min: float = 1.0,
                      guidance_max: float = 4.0, time_input: str = "t", time_scale: float = 1.0,
-                     iterations: int = 1000, batch_size: int = 64, lr: float = 2e-4, min_lr: float = 0.0,
-                     warmup: int = 0, decay: str = "cosine", weight_decay: float = 0.0, ema: float = 0.995,
-                     grad_clip: float = 1.0, seed: int = 0, checkpoint: Union[str, os.PathLike, None] = None,
-                     checkpoint_every: int = 500, resume: bool = True, progress: bool = False,
-                     callback: Optional[Callable[[DistillStep], None]] = None) -> DistillResult:
+                     iterations: int = 1000, **loop: Any) -> DistillResult:
     """Guidance distillation, stage one: ``student(x, t, y, w)`` (trained in place) learns the guided teacher.
 
-    ``images`` / ``labels`` are the labelled training data; the loss is
-    :class:`GuidanceDistillationLoss`. Stage two: :func:`distill_progressive` of the result.
+    ``images`` / ``labels`` are the labelled training data; the loss is :class:`GuidanceDistillationLoss`.
+    Stage two: :func:`distill_progressive` of the result.
     """ + _LOOP_DOC
     gd = GuidanceDistillationLoss(teacher, schedule, num_classes, guidance_min, guidance_max, time_input,
                                   time_scale)
-    _check_int(iterations, "iterations", 1)
-    source = _paired(images, labels, ("images", "labels"), batch_size, seed)
-    config = {"method": "guidance", "num_classes": num_classes, "guidance": [gd.guidance_min, gd.guidance_max],
-              "time_input": time_input, "time_scale": float(time_scale), "schedule": repr(schedule),
-              "batch_size": batch_size}
-    loop = _Loop(student, lr=lr, min_lr=min_lr, warmup=warmup, weight_decay=weight_decay, ema=ema,
-                 grad_clip=grad_clip, decay=decay, seed=seed, checkpoint=checkpoint,
-                 checkpoint_every=checkpoint_every, progress=progress, callback=callback, config=config)
-
-    def step_loss(batch: tuple) -> torch.Tensor:
-        p = loop.params[0]
-        return gd(loop.student, batch[0].to(device=p.device, dtype=p.dtype), batch[1].to(p.device), loop.noise)
-
-    return _run_single(loop, source, iterations, resume, "fewstep distill guidance", 0, None, step_loss)
+    trainer = _loop(gd, student, (images, labels), iterations, iterations, loop)
+    return DistillResult(trainer.export(), list(trainer.impl.losses), {}, {})
 
 
-def _to_student(loop: _Loop, batch: tuple) -> tuple:
-    p = loop.params[0]
-    return tuple(b.to(device=p.device, dtype=p.dtype) for b in batch)
+def distill_consistency(student: torch.nn.Module, data: Any, schedule: _fewstep.NoiseSchedule, *,
+                        method: str = "cd", teacher: Optional[_fewstep.Denoiser] = None, iterations: int = 2000,
+                        consistency: Optional[dict] = None, **loop: Any) -> DistillResult:
+    """Consistency distillation (``method="cd"``, from ``teacher``) or training (``"ct"``, ``"ict"``) of
+    ``student`` (the network F, trained in place; for CD normally a copy of the teacher's network).
 
-
-def _run_single(loop: _Loop, source: Any, iterations: int, resume: bool, desc: str, steps: int,
-                grid: Optional[torch.Tensor], step_loss: Callable[[Any], torch.Tensor]) -> DistillResult:
-    if resume:
-        loop.load(source)
-    elif loop.path is not None and os.path.exists(loop.path):
-        os.remove(loop.path)
-    loop.finish_load(source)
-    bar = loop.bar(iterations, desc)
-    loop.student.train()
-    try:
-        while loop.step < iterations:
-            rate = loop.rate(loop.step, iterations)
-            value, grad_norm = loop.update(step_loss(source.next()), rate)
-            if loop.path is not None and loop.checkpoint_every and loop.step % loop.checkpoint_every == 0 \
-                    and loop.step < iterations:
-                loop.save(source, {})
-            loop.report(bar, value, rate, grad_norm, steps)
-        loop.save(source, {})
-    finally:
-        if bar is not None:
-            bar.close()
-    result = _frozen_copy(loop.ema)
-    return DistillResult(result, loop.losses, {steps: result}, {steps: grid} if grid is not None else {})
+    The loss is :class:`ConsistencyLoss` with the options in ``consistency`` (the CT/iCT curricula run
+    over ``iterations`` unless ``ct_total_steps`` / ``ict_total_steps`` are given). The result's student
+    samples in one step: ``fs.sample(fs.consistency_denoiser(result.student, schedule, sigma_data=...), x_T,
+    solver="consistency", timesteps=result.timesteps[1])``.
+    """ + _LOOP_DOC
+    options = {"ct_total_steps": iterations, "ict_total_steps": iterations, **(consistency or {})}
+    cm = ConsistencyLoss(schedule, method, teacher, **options)
+    trainer = _loop(cm, student, data, iterations, iterations, loop)
+    result = trainer.export()
+    grid = torch.tensor([schedule.t_max, cm.t_lo], dtype=torch.float64)
+    return DistillResult(result, list(trainer.impl.losses), {1: result}, {1: grid})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Micro-distillation from Python: dense teacher trajectories, the trainer and the distilled sampler.
 
-The C++ side is ``include/fewstep/micro/`` and ``include/fewstep/train/micro_trainer.h``; the training
-step runs in C++ with the GIL released. :func:`distill_micro` is the whole run in one call::
+The C++ side is ``include/fewstep/micro/`` and ``include/fewstep/train/micro_trainer.h``; the trainer
+is ``fewstep.Trainer.micro`` (the one trainer shape, whose loop runs in C++ with the GIL released).
+:func:`distill_micro` is the whole run in one call::
 
     import torch, fewstep as fs
     teacher = fs.Denoiser.exact(fs.GaussianMixture.random(4, 3, seed=0), fs.VPLinear())
@@ -22,11 +23,12 @@ import torch
 
 from . import _fewstep
 
-__all__ = ["DenseTrajectories", "MicroSampler", "MicroTrainer", "dense_trajectories", "distill_micro"]
+from .train import _distributed, data_parallel
+
+__all__ = ["DenseTrajectories", "MicroSampler", "dense_trajectories", "distill_micro"]
 
 DenseTrajectories = _fewstep.DenseTrajectories
 MicroSampler = _fewstep.MicroSampler
-MicroTrainer = _fewstep.MicroTrainer
 dense_trajectories = _fewstep.dense_trajectories
 
 PathArg = Union[str, "os.PathLike[str]"]
@@ -50,13 +52,14 @@ def distill_micro(
     checkpoint_every: int = 500,
     out: Optional[PathArg] = None,
     progress: bool = True,
-    callback: Optional[Callable[[dict], None]] = None,
+    callback: Optional[Callable[[Any], None]] = None,
+    distributed: Optional[bool] = None,
     **options: Any,
 ) -> MicroSampler:
     """Micro-distil ``teacher`` for ``steps`` optimisation steps and return the sampler (EMA heads).
 
     Like ``fewstep distill micro``: the dense trajectories are made (or loaded from the ``cache`` when
-    it holds the same teacher content and settings), a :class:`MicroTrainer` resumes from ``checkpoint_path`` if that file
+    it holds the same teacher content and settings), a ``fewstep.Trainer.micro`` resumes from ``checkpoint_path`` if that file
     exists and trains up to ``steps`` steps in all (checkpointing every ``checkpoint_every``), and the
     sampler is written to ``out`` if given.
 
@@ -76,9 +79,11 @@ def distill_micro(
             before joint training).
         checkpoint_path, checkpoint_every: training state for exact resume.
         out: where to save the sampler.
-        progress: trajectory progress lines and the training progress bar on stderr.
-        callback: called with :meth:`MicroTrainer.step`'s dict after every step.
-        **options: further :class:`MicroTrainer` keywords (``batch``, ``lr``, ``budget_min``, ...).
+        progress: trajectory progress lines and the training progress bar.
+        callback: called with a :class:`fewstep.TrainStep` after every step (``extra["budget"]``).
+        distributed: split every batch across the processes of torch.distributed (default: when it is
+            initialised with more than one process; :func:`fewstep.data_parallel`).
+        **options: further ``fewstep.Trainer.micro`` options (``batch``, ``lr``, ``budget_min``, ...).
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"steps should be a non-negative int, got {steps!r}")
@@ -96,16 +101,18 @@ def distill_micro(
     if init is not None and not isinstance(init, MicroSampler):
         init = MicroSampler.load(init)
     options.setdefault("total_steps", steps)
-    trainer = MicroTrainer(teacher, teacher_id, data, mode=mode, init=init, **options)
+    trainer = _fewstep.Trainer.micro(teacher, teacher_id, data, init=init, mode=mode, **options)
+    if _distributed(distributed):
+        data_parallel(trainer)
     if checkpoint_path is not None:
         trainer.resume(checkpoint_path)
     remaining = steps - trainer.step_count
     if remaining < 0:
         raise ValueError(f"steps ({steps}) is below the {trainer.step_count} steps of checkpoint "
                          f"'{os.fspath(checkpoint_path)}'")
-    trainer.train(remaining, checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every, progress=progress,
+    trainer.train(remaining, checkpoint=checkpoint_path, checkpoint_every=checkpoint_every, progress=progress,
                   callback=callback)
-    sampler = trainer.sampler()
+    sampler = trainer.export()
     if out is not None:
         sampler.save(out)
     return sampler

@@ -1,103 +1,83 @@
-"""Denoiser training by denoising score matching (DSM), in Python.
+"""Training in Python: losses whose network call stays in Python, and the one training loop.
 
-Two ways in, over one definition of the loss (the C++ ``fewstep::dsm_inputs`` / ``dsm_loss`` of
-``include/fewstep/train/dsm_loss.h``, so the Python and C++ trainers compute the same numbers):
-
-* :class:`DSMLoss` — a loss module for **your own** PyTorch loop. ``loss = dsm(net, x0)`` draws
-  ``t ~ U[t_min, t_max]`` and ``eps ~ N(0, I)``, builds ``x_t = alpha_t x0 + sigma_t eps``, the
-  network's native target and the per-sample weight, calls ``net(x_t, t_input)`` *in Python* and
-  returns the scalar loss. Because the network call is an ordinary forward, autograd, AMP,
-  ``torch.compile`` and :class:`torch.nn.parallel.DistributedDataParallel` work unchanged: wrap
-  your network in DDP and pass the wrapper as ``net``.
-* :func:`train_denoiser` — a ready loop: AdamW with linear warmup and cosine decay, gradient-norm
-  clipping, an exponential moving average (EMA) of the weights, a tqdm bar showing loss and
-  learning rate, and atomic checkpoints that resume bit-exactly.
-
-The loss (see ``dsm_loss.h`` for the derivation). A network predicting ``prediction`` (``"eps"``,
-``"x0"``, ``"v"``, ``"score"`` or ``"flow"``) regresses its native target ``a_t x0 + b_t eps``. An
-error ``e`` in the implied data prediction ``x0_hat`` is an error ``sqrt(c_t) e`` in the native
-output, so the per-sample loss ``weight_t * mean((output - target)^2)`` equals
-``w_t * mean((x0_hat - x0)^2)`` with
-
-=================  ==========================  =====================================
-``weighting``      ``w_t`` (x0-error scale)    reference
-=================  ==========================  =====================================
-``uniform``        ``c_t``                     plain MSE of the native output (Ho et al. 2020)
-``truncated_snr``  ``max(SNR_t, 1)``           Salimans & Ho 2022
-``min_snr``        ``min(SNR_t, gamma)``       Hang et al. 2023 (``min_snr_gamma``)
-=================  ==========================  =====================================
-
-where ``SNR_t = alpha_t^2 / sigma_t^2`` and ``c_t`` is ``SNR_t`` for eps, 1 for x0, ``SNR_t + 1``
-for v under VP (:func:`native_error_scale`, :func:`x0_loss_weight`).
-
-Everything is importable from ``fewstep.train`` and, for the main names, from ``fewstep``::
-
-    import fewstep as fs
-    dsm = fs.DSMLoss(fs.VPLinear(), prediction="eps")          # == fs.train.DSMLoss
-    ema, losses = fs.train_denoiser(net, data, fs.VPLinear(), steps=10_000)
-
-See ``docs/python_training.md`` for the ready loop, the loss in your own loop and a DDP example.
+Every training method is a **loss object** (an :class:`Objective`: :class:`DSMLoss` here,
+``ProgressiveDistillationLoss``, ``KnowledgeDistillationLoss``, ``GuidanceDistillationLoss`` and
+``ConsistencyLoss`` in ``fewstep.distill``) over the C++ library's arithmetic
+(``include/fewstep/train/``): the teacher runs in C++ without the GIL and the student is called in
+Python, so ``loss = dsm(net, x0)`` works in any loop, ``DistributedDataParallel`` included.
+:func:`loss_trainer` puts a loss, an ``nn.Module`` and data into a :class:`fewstep.Trainer`, the one
+trainer shape of fewstep (the C++ trainers, ``fewstep.Trainer.micro`` among them, share it): the
+library's loop, its AdamW with learning-rate schedule and clipping, its EMA update and its checkpoint
+file, bound; exact resume with the options checked; :func:`data_parallel` for ``torchrun``.
+:func:`train_denoiser` and the ``distill_*`` functions are that loop with a given loss.
+See ``docs/python_training.md``.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import math
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Union
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Union
 
 import torch
 
 from . import _fewstep
 
 __all__ = [
+    "Checkpoint",
     "DSMInputs",
     "DSMLoss",
+    "Objective",
     "TrainResult",
     "TrainStep",
+    "Trainer",
+    "data_parallel",
+    "loss_trainer",
     "lr_at",
     "native_error_scale",
     "train_denoiser",
     "x0_loss_weight",
 ]
 
-PREDICTIONS = ("eps", "x0", "v", "score", "flow")
-WEIGHTINGS = ("uniform", "truncated_snr", "min_snr")
-TIME_INPUTS = ("t", "index", "sigma", "lambda")
+Trainer = _fewstep.Trainer
+TrainStep = _fewstep.TrainStep
+Checkpoint = _fewstep.Checkpoint
 
-#: Format tag of the checkpoints written by :func:`train_denoiser`.
-CHECKPOINT_FORMAT = "fewstep.python.train_denoiser.v1"
-
+PathArg = Union[str, "os.PathLike[str]", None]
 
 
 def native_error_scale(prediction: str, schedule: _fewstep.NoiseSchedule, t: float) -> float:
-    """``c_t = |native output error|^2 / |x0 error|^2`` at time ``t`` for a network predicting ``prediction``.
-
-    ``SNR_t`` for eps, 1 for x0, ``SNR_t + 1`` for v under VP, ``SNR_t / sigma_t^2`` for score.
-    """
+    """``c_t = |native output error|^2 / |x0 error|^2`` at time ``t`` for a network predicting ``prediction``."""
     return _fewstep.native_error_scale(prediction, schedule, t)
 
 
 def x0_loss_weight(weighting: str, prediction: str, schedule: _fewstep.NoiseSchedule, t: float,
                    min_snr_gamma: float = 5.0) -> float:
-    """``w_t``: the weight of the per-sample x0 mean squared error that ``weighting`` gives at time ``t``.
-
-    ``uniform``: ``native_error_scale(prediction, schedule, t)``; ``truncated_snr``: ``max(SNR_t, 1)``;
-    ``min_snr``: ``min(SNR_t, min_snr_gamma)``.
-    """
+    """``w_t``: the weight of the per-sample x0 mean squared error that ``weighting`` gives at time ``t``."""
     return _fewstep.x0_loss_weight(weighting, prediction, schedule, t, min_snr_gamma)
 
 
+def lr_at(step: int, lr: float, warmup: int = 0, total: int = 0, min_lr: float = 0.0, decay: str = "cosine") -> float:
+    """Learning rate of the update with 0-based index ``step``: the C++ ``LrSchedule`` (train/lr_schedule.h).
+
+    Linear warmup ``lr (step + 1) / warmup`` for ``step < warmup``, then cosine (or linear) decay from
+    ``lr`` to ``min_lr`` at ``step = total`` (constant ``lr`` if ``total <= warmup``).
+    """
+    return _fewstep.lr_at(step, {"lr": lr, "warmup": warmup, "total_steps": total, "min_lr": min_lr, "decay": decay})
+
+
 # ----------------------------------------------------------------------------------------------
-# Argument checks: messages name the argument, the bad value and what was expected.
+# Argument checks shared by the loss objects: messages name the argument, the value and what was expected.
 
 
 def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+def _check_choice(value: Any, name: str, choices: tuple) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} should be a str, one of {', '.join(repr(c) for c in choices)}; "
                         f"got {_type_name(value)}")
@@ -129,54 +109,124 @@ def _check_generator(generator: Optional[torch.Generator]) -> None:
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator should be a torch.Generator, got {_type_name(generator)}")
     if generator.device.type != "cpu":
-        raise ValueError(f"generator should be a CPU torch.Generator (t and eps are drawn on the host and moved to "
-                         f"x0's device, so runs do not depend on the device), got one on {generator.device}")
+        raise ValueError(f"generator should be a CPU torch.Generator (draws are made on the host and moved to the "
+                         f"data's device, so runs do not depend on the device), got one on {generator.device}")
 
 
-def _check_optimisation(lr: Any, min_lr: Any, warmup: Any, weight_decay: Any, ema: Any,
-                        grad_clip: Any) -> tuple[float, float, float, float, float]:
-    """The ready loops' AdamW / EMA / clipping settings, checked: (lr, min_lr, weight_decay, ema, grad_clip)."""
-    lr = _check_real(lr, "lr")
-    if lr <= 0:
-        raise ValueError(f"lr should be positive, got {lr}")
-    min_lr = _check_real(min_lr, "min_lr")
-    if not 0 <= min_lr <= lr:
-        raise ValueError(f"min_lr should be in [0, lr = {lr:g}], got {min_lr:g}")
-    _check_int(warmup, "warmup", 0)
-    weight_decay = _check_real(weight_decay, "weight_decay")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay should be >= 0, got {weight_decay:g}")
-    ema = _check_real(ema, "ema")
-    if not 0 <= ema <= 1:
-        raise ValueError(f"ema should be a decay in [0, 1], got {ema:g}")
-    grad_clip = _check_real(grad_clip, "grad_clip")
-    if grad_clip < 0:
-        raise ValueError(f"grad_clip should be >= 0 (0 disables clipping), got {grad_clip:g}")
-    return lr, min_lr, weight_decay, ema, grad_clip
+def _check_schedule(schedule: Any, name: str = "schedule") -> _fewstep.NoiseSchedule:
+    if not isinstance(schedule, _fewstep.NoiseSchedule):
+        raise TypeError(f"{name} should be a fewstep schedule (e.g. fewstep.VPLinear()), got {_type_name(schedule)}")
+    return schedule
 
 
-def _check_run(seed: Any, checkpoint: Any, checkpoint_every: Any, callback: Any) -> None:
-    """The ready loops' seed, checkpoint path and interval, and callback, checked."""
-    _check_int(seed, "seed", 0)
-    if seed >= 2**64:
-        raise ValueError(f"seed should be < 2**64, got {seed}")
-    _check_int(checkpoint_every, "checkpoint_every", 0)
-    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"checkpoint should be a path (str or os.PathLike), got {_type_name(checkpoint)}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback should be callable, got {_type_name(callback)}")
+def _check_batch(x: Any, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} should be a torch.Tensor, got {_type_name(x)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} should be a floating-point tensor, got {x.dtype}")
+    if x.dim() < 2 or x.shape[0] < 1:
+        raise ValueError(f"{name} should be a batch [B, ...] with at least 2 dimensions and B >= 1, got shape "
+                         f"{tuple(x.shape)}")
+    return x
+
+
+def _check_output(output: Any, expected: torch.Size, who: str) -> torch.Tensor:
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"{who} should return a torch.Tensor, got {_type_name(output)}")
+    if output.shape != expected:
+        raise ValueError(f"{who} returned shape {tuple(output.shape)}, expected {tuple(expected)}")
+    return output
+
+
+def _time_range(schedule: _fewstep.NoiseSchedule, t_min: Optional[float], t_max: Optional[float]) -> tuple:
+    lo = schedule.t_min if t_min is None else _check_real(t_min, "t_min")
+    hi = schedule.t_max if t_max is None else _check_real(t_max, "t_max")
+    for name, value in (("t_min", lo), ("t_max", hi)):
+        if not schedule.t_min <= value <= schedule.t_max:
+            raise ValueError(f"{name} should be within the schedule's range [{schedule.t_min:g}, "
+                             f"{schedule.t_max:g}], got {value:g}")
+    if not lo < hi:
+        raise ValueError(f"t_min should be less than t_max, got t_min = {lo:g}, t_max = {hi:g}")
+    return lo, hi
+
+
+def _check_time_input(schedule: _fewstep.NoiseSchedule, time_input: str, time_scale: Any) -> float:
+    time_scale = _check_real(time_scale, "time_scale")
+    if time_scale == 0:
+        raise ValueError(f"time_scale should be non-zero, got {time_scale}")
+    _fewstep.network_time(schedule, schedule.t_max, time_input, time_scale)  # the name; "index" needs discrete
+    return time_scale
+
+
+def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[B] host float64 -> [B, 1, ...] in like's dtype and device."""
+    return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+def _network_times(schedule: _fewstep.NoiseSchedule, t: torch.Tensor, time_input: str, time_scale: float,
+                   like: torch.Tensor) -> torch.Tensor:
+    values = [_fewstep.network_time(schedule, float(v), time_input, time_scale) for v in t.tolist()]
+    return torch.tensor(values, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
-# The loss.
+# The loss objects' protocol.
+
+
+class Objective(torch.nn.Module):
+    """A training method for :func:`loss_trainer`: what a step draws, and the loss of the student on it.
+
+    ``draw(batch, generator, step)`` makes every random draw of a step for the **whole** batch (a
+    tuple whose per-row tensors have the batch as first dimension; ``batch`` is the data source's
+    tuple, e.g. ``(x0, labels)``, on the student's device); the loop then keeps this process's rows
+    (data parallelism) and calls ``step_loss(student, draws, step) -> (loss, extras)``, the mean loss
+    over those rows (the teacher's part runs here, on the rows only). ``options()`` are the settings
+    stored in checkpoints and compared on resume. The other hooks have defaults: ``bind(student)``
+    (make target networks), ``schedule_step(step)`` (the learning-rate schedule's step),
+    ``after_update(run, step)`` (target EMA, round changes), ``save(checkpoint)`` /
+    ``load(checkpoint)`` (their state) and ``planned_steps(total_steps)``.
+    """
+
+    kind = "objective"
+
+    def options(self) -> dict:
+        raise NotImplementedError
+
+    def draw(self, batch: tuple, generator: torch.Generator, step: int) -> tuple:
+        raise NotImplementedError
+
+    def step_loss(self, student: Callable, draws: tuple, step: int) -> tuple:
+        raise NotImplementedError
+
+    def bind(self, student: torch.nn.Module) -> None:
+        pass
+
+    def schedule_step(self, step: int) -> int:
+        return step
+
+    def planned_steps(self, total_steps: int) -> int:
+        return total_steps
+
+    def after_update(self, run: "_LossRun", step: int) -> None:
+        pass
+
+    def save(self, checkpoint: _fewstep.Checkpoint) -> None:
+        pass
+
+    def load(self, checkpoint: _fewstep.Checkpoint) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------
+# Denoising score matching.
 
 
 class DSMInputs(NamedTuple):
     """What one DSM evaluation feeds the network and compares it with.
 
-    ``x_t`` and ``target`` have x0's shape, dtype and device; ``t_input`` and ``weight`` are
-    ``[batch]`` tensors of x0's dtype and device; ``t`` is the ``[batch]`` float64 CPU tensor of
-    times and ``eps`` the noise (x0's shape, dtype and device).
+    ``x_t`` and ``target`` have x0's shape, dtype and device; ``t_input`` and ``weight`` are ``[batch]``
+    tensors of x0's dtype and device; ``t`` is the ``[batch]`` float64 CPU tensor of times and ``eps``
+    the noise.
     """
 
     x_t: torch.Tensor
@@ -187,76 +237,48 @@ class DSMInputs(NamedTuple):
     eps: torch.Tensor
 
 
-class DSMLoss(torch.nn.Module):
+class DSMLoss(Objective):
     """Denoising score matching loss of a network ``net(x_t, t_input) -> native prediction``.
 
-    ``loss = dsm(net, x0)`` is a differentiable scalar; call ``loss.backward()`` as usual. It
-    works with any ``net`` callable in Python: an ``nn.Module``, a TorchScript module, or a
-    :class:`torch.nn.parallel.DistributedDataParallel` wrapper (whose gradient all-reduce then
-    averages the loss over ranks exactly as one process would over the concatenated batch).
+    ``loss = dsm(net, x0)`` is a differentiable scalar; ``net`` is any callable: an ``nn.Module``, a
+    TorchScript module or a :class:`torch.nn.parallel.DistributedDataParallel` wrapper.
 
     Args:
         schedule: the noise schedule (``fewstep.VPLinear()``, ``fewstep.VE()``, ...).
         prediction: what the network outputs: ``"eps"``, ``"x0"``, ``"v"``, ``"score"`` or ``"flow"``.
-        weighting: ``"uniform"``, ``"truncated_snr"`` or ``"min_snr"`` (table in the module docstring).
+        weighting: ``"uniform"``, ``"truncated_snr"`` or ``"min_snr"`` (the module docstring).
         min_snr_gamma: gamma of ``"min_snr"`` (> 0).
-        time_input: what the network receives as time: the continuous ``"t"``, the discrete
-            ``"index"`` (``t N - 1``), ``"sigma"`` or ``"lambda"`` — as in :class:`fewstep.Denoiser`.
+        time_input: what the network receives as time: ``"t"``, ``"index"``, ``"sigma"`` or ``"lambda"``.
         time_scale: multiplies the time input (e.g. 1000 for networks trained on ``1000 t``).
         t_min, t_max: training time range, default the schedule's ``[t_min, t_max]``.
 
-    The network must be wrapped for sampling with the same ``prediction``, ``time_input`` and
-    ``time_scale``: ``fewstep.Denoiser(net, schedule=schedule, prediction=..., time_input=..., time_scale=...)``.
+    Sample the network with the same conventions: ``fewstep.Denoiser(net, schedule=schedule,
+    prediction=..., time_input=..., time_scale=...)``.
     """
 
-    def __init__(
-        self,
-        schedule: _fewstep.NoiseSchedule,
-        prediction: str = "eps",
-        weighting: str = "uniform",
-        min_snr_gamma: float = 5.0,
-        time_input: str = "t",
-        time_scale: float = 1.0,
-        t_min: Optional[float] = None,
-        t_max: Optional[float] = None,
-    ) -> None:
+    kind = "dsm"
+
+    def __init__(self, schedule: _fewstep.NoiseSchedule, prediction: str = "eps", weighting: str = "uniform",
+                 min_snr_gamma: float = 5.0, time_input: str = "t", time_scale: float = 1.0,
+                 t_min: Optional[float] = None, t_max: Optional[float] = None) -> None:
         super().__init__()
-        if not isinstance(schedule, _fewstep.NoiseSchedule):
-            raise TypeError(f"schedule should be a fewstep schedule (e.g. fewstep.VPLinear()), got "
-                            f"{_type_name(schedule)}")
-        _check_choice(prediction, "prediction", PREDICTIONS)
-        _check_choice(weighting, "weighting", WEIGHTINGS)
-        _check_choice(time_input, "time_input", TIME_INPUTS)
-        min_snr_gamma = _check_real(min_snr_gamma, "min_snr_gamma")
-        if min_snr_gamma <= 0:
-            raise ValueError(f"min_snr_gamma should be positive, got {min_snr_gamma}")
-        time_scale = _check_real(time_scale, "time_scale")
-        if time_scale == 0:
-            raise ValueError(f"time_scale should be non-zero, got {time_scale}")
-        lo = schedule.t_min if t_min is None else _check_real(t_min, "t_min")
-        hi = schedule.t_max if t_max is None else _check_real(t_max, "t_max")
-        for name, value in (("t_min", lo), ("t_max", hi)):
-            if not schedule.t_min <= value <= schedule.t_max:
-                raise ValueError(f"{name} should be within the schedule's range [{schedule.t_min:g}, "
-                                 f"{schedule.t_max:g}], got {value:g}")
-        if not lo < hi:
-            raise ValueError(f"t_min should be less than t_max, got t_min = {lo:g}, t_max = {hi:g}")
-        # The C++ side checks the combination ("index" needs a discrete schedule) up front.
-        _fewstep._dsm_options(prediction, time_input, time_scale, weighting, min_snr_gamma)
-        _fewstep.network_time(schedule, hi, time_input, time_scale)
-        self.schedule = schedule
-        self.prediction = prediction
-        self.weighting = weighting
-        self.min_snr_gamma = min_snr_gamma
+        self.schedule = _check_schedule(schedule)
+        self.time_scale = _check_time_input(schedule, time_input, time_scale)
+        self.t_min, self.t_max = _time_range(schedule, t_min, t_max)
+        # The C++ options check every setting and their combination (dsm_loss.h), naming the bad one.
+        _fewstep._dsm_options(prediction, time_input, self.time_scale, weighting, _check_real(min_snr_gamma,
+                                                                                             "min_snr_gamma"))
+        self.prediction, self.weighting, self.min_snr_gamma = prediction, weighting, float(min_snr_gamma)
         self.time_input = time_input
-        self.time_scale = time_scale
-        self.t_min = lo
-        self.t_max = hi
 
     def extra_repr(self) -> str:
         return (f"schedule={self.schedule!r}, prediction={self.prediction!r}, weighting={self.weighting!r}, "
-                f"min_snr_gamma={self.min_snr_gamma:g}, time_input={self.time_input!r}, "
-                f"time_scale={self.time_scale:g}, t_min={self.t_min:g}, t_max={self.t_max:g}")
+                f"time_input={self.time_input!r}, t_min={self.t_min:g}, t_max={self.t_max:g}")
+
+    def options(self) -> dict:
+        return {"prediction": self.prediction, "weighting": self.weighting, "min_snr_gamma": self.min_snr_gamma,
+                "time_input": self.time_input, "time_scale": self.time_scale, "t_min": self.t_min,
+                "t_max": self.t_max, "schedule": repr(self.schedule)}
 
     def sample_times(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """``n`` times ``t ~ U[t_min, t_max]`` as a float64 CPU tensor (drawn from ``generator``)."""
@@ -264,34 +286,17 @@ class DSMLoss(torch.nn.Module):
         _check_generator(generator)
         return self.t_min + (self.t_max - self.t_min) * torch.rand(n, generator=generator, dtype=torch.float64)
 
-    def inputs(
-        self,
-        x0: torch.Tensor,
-        *,
-        t: Optional[torch.Tensor] = None,
-        eps: Optional[torch.Tensor] = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> DSMInputs:
-        """Draw (unless given) ``t`` and ``eps`` and build ``x_t``, the time input, target and weight.
-
-        The draws come from ``generator`` (a CPU generator; the global one if None), ``t`` first,
-        then ``eps`` in x0's dtype, on the host — the order of fewstep's C++ trainer. ``t`` may be
-        given as a ``[batch]`` tensor of times in the schedule's range, ``eps`` as a tensor like x0.
-        """
-        if not isinstance(x0, torch.Tensor):
-            raise TypeError(f"x0 should be a torch.Tensor, got {_type_name(x0)}")
-        if not x0.is_floating_point():
-            raise TypeError(f"x0 should be a floating-point tensor, got {x0.dtype}")
-        if x0.dim() < 2 or x0.shape[0] < 1:
-            raise ValueError(f"x0 should be a batch [B, ...] with at least 2 dimensions and B >= 1, got shape "
-                             f"{tuple(x0.shape)}")
+    def inputs(self, x0: torch.Tensor, *, t: Optional[torch.Tensor] = None, eps: Optional[torch.Tensor] = None,
+               generator: Optional[torch.Generator] = None) -> DSMInputs:
+        """Draw (unless given) ``t`` then ``eps`` from ``generator`` on the host (the C++ trainer's order) and
+        build ``x_t``, the time input, the target and the weight (``fewstep::dsm_inputs``)."""
+        _check_batch(x0, "x0")
         _check_generator(generator)
         n = x0.shape[0]
         if t is None:
             t = self.sample_times(n, generator)
         else:
-            if not isinstance(t, torch.Tensor):
-                t = torch.as_tensor(t, dtype=torch.float64)
+            t = torch.as_tensor(t, dtype=torch.float64)
             if t.shape != (n,):
                 raise ValueError(f"t should have shape ({n},), got {tuple(t.shape)}")
             t = t.detach().to("cpu", torch.float64)
@@ -311,446 +316,461 @@ class DSMLoss(torch.nn.Module):
     @staticmethod
     def loss(output: torch.Tensor, inputs: DSMInputs) -> torch.Tensor:
         """``mean_b weight_b * mean_j (output - target)^2_{b,j}``: the differentiable scalar loss."""
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"net(x_t, t) should return a torch.Tensor, got {_type_name(output)}")
-        if output.shape != inputs.target.shape:
-            raise ValueError(f"net(x_t, t) returned shape {tuple(output.shape)}, expected x0's shape "
-                             f"{tuple(inputs.target.shape)}")
+        _check_output(output, inputs.target.shape, "net(x_t, t)")
         return _fewstep._dsm_loss(output, inputs.target, inputs.weight)
 
-    def forward(
-        self,
-        net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        x0: torch.Tensor,
-        generator: Optional[torch.Generator] = None,
-        *,
-        t: Optional[torch.Tensor] = None,
-        eps: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
+    def forward(self, net: Callable, x0: torch.Tensor, generator: Optional[torch.Generator] = None, *,
+                t: Optional[torch.Tensor] = None, eps: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The scalar DSM loss of ``net`` on the clean batch ``x0`` (see :meth:`inputs` for the draws)."""
         if not callable(net):
             raise TypeError(f"net should be a callable or torch.nn.Module taking (x_t, t), got {_type_name(net)}")
         inputs = self.inputs(x0, t=t, eps=eps, generator=generator)
         return self.loss(net(inputs.x_t, inputs.t_input), inputs)
 
+    def draw(self, batch: tuple, generator: torch.Generator, step: int) -> tuple:
+        x0 = _check_batch(batch[0], "data batch")
+        return x0, self.sample_times(x0.shape[0], generator), torch.randn(x0.shape, generator=generator,
+                                                                          dtype=x0.dtype).to(x0.device)
+
+    def step_loss(self, student: Callable, draws: tuple, step: int) -> tuple:
+        x0, t, eps = draws
+        return self(student, x0, t=t, eps=eps), {}
+
 
 # ----------------------------------------------------------------------------------------------
-# Learning rate and data sources of the ready loop.
+# Data sources of the loop: a tuple of tensors per batch, a checkpointable position.
 
 
-def lr_at(step: int, lr: float, warmup: int = 0, total: int = 0, min_lr: float = 0.0) -> float:
-    """Learning rate of the update with 0-based index ``step`` (the C++ ``LrSchedule``).
-
-    Linear warmup ``lr (step + 1) / warmup`` for ``step < warmup``, then cosine decay from ``lr``
-    to ``min_lr`` at ``step = total`` (constant ``lr`` if ``total <= warmup``).
-    """
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    if total <= warmup:
-        return lr
-    progress = min(1.0, (step - warmup) / (total - warmup))
-    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+def _index_order(n: int, batch_size: int, seed: int) -> _fewstep.ShuffledBatches:
+    """Batches of row indices of a shuffled pass (the C++ ShuffledBatches: data/shuffled_batches.h)."""
+    return _fewstep.ShuffledBatches(torch.zeros(n, 1), torch.arange(n), batch_size, seed)
 
 
-def _batch_tensor(batch: Any) -> torch.Tensor:
-    """A batch from an iterable: a tensor, or a tuple/list/dict whose first entry is one (e.g. (images, labels))."""
-    if isinstance(batch, (tuple, list)) and batch:
-        batch = batch[0]
-    elif isinstance(batch, dict) and batch:
-        batch = next(iter(batch.values()))
-    if not isinstance(batch, torch.Tensor):
-        raise TypeError(f"data should yield tensors (or tuples whose first item is the tensor), got "
-                        f"{_type_name(batch)}")
-    return batch
+class _Rows:
+    """Rows of equally long tensors (x0; (x_T, x0); (images, labels)) in shuffled passes; an epoch's leftover
+    smaller than a batch is dropped."""
 
+    def __init__(self, tensors: tuple, batch_size: int, seed: int, kind: str) -> None:
+        self.tensors, self.batch_size, self.kind = tensors, batch_size, kind
+        self.order = _index_order(tensors[0].shape[0], batch_size, seed)
 
-class _TensorData:
-    """Consecutive slices of a random permutation, reshuffled each epoch; an epoch's leftover is dropped."""
-
-    kind = "tensor"
-
-    def __init__(self, data: torch.Tensor, batch_size: int, seed: int) -> None:
-        self.data = data
-        self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-        self.perm: Optional[torch.Tensor] = None
-        self.pos = 0
-        self.epoch = 0
-
-    def next_index(self) -> torch.Tensor:
-        """The row indices of the next batch."""
-        if self.perm is None or self.pos + self.batch_size > self.perm.numel():
-            if self.perm is not None:
-                self.epoch += 1
-            self.perm = torch.randperm(self.data.shape[0], generator=self.generator)
-            self.pos = 0
-        index = self.perm[self.pos:self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return index
-
-    def next(self) -> torch.Tensor:
-        return self.data[self.next_index().to(self.data.device)]
+    def next(self) -> tuple:
+        index = self.order.next()[1]
+        return tuple(t[index.to(t.device)] for t in self.tensors)
 
     def state(self) -> dict:
-        return {"kind": self.kind, "generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos,
-                "epoch": self.epoch}
+        return self.order.state()
 
-    def load(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.perm, self.pos, self.epoch = state["perm"], state["pos"], state["epoch"]
+    def load_state(self, state: dict) -> None:
+        self.order.load_state(state)
+
+    def describe(self) -> str:
+        return f"{self.kind}(n={self.tensors[0].shape[0]}, batch={self.batch_size})"
 
 
 class _CallableData:
     """``data(batch_size, generator)`` draws a fresh batch (e.g. ``fewstep.GaussianMixture.sample``)."""
 
-    kind = "callable"
-
-    def __init__(self, fn: Callable[[int, torch.Generator], torch.Tensor], batch_size: int, seed: int) -> None:
-        self.fn = fn
-        self.batch_size = batch_size
+    def __init__(self, fn: Callable, batch_size: int, seed: int) -> None:
+        self.fn, self.batch_size = fn, batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
-    def next(self) -> torch.Tensor:
+    def next(self) -> tuple:
         out = self.fn(self.batch_size, self.generator)
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"data(batch_size, generator) should return a torch.Tensor, got {_type_name(out)}")
-        return out
+        return (out,)
 
     def state(self) -> dict:
-        return {"kind": self.kind, "generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state()}
 
-    def load(self, state: dict) -> None:
+    def load_state(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+    def describe(self) -> str:
+        return f"callable(batch={self.batch_size})"
 
 
 class _IterableData:
-    """Batches of an iterable, started again when exhausted; resume skips the batches already used."""
-
-    kind = "iterable"
+    """Batches of a re-iterable, started again when exhausted; resume skips the batches already used."""
 
     def __init__(self, data: Iterable) -> None:
-        self.data = data
-        self.iterator: Optional[Iterator] = None
-        self.consumed = 0
+        self.data, self.iterator, self.consumed = data, None, 0
 
-    def next(self) -> torch.Tensor:
-        for attempt in range(2):
+    def next(self) -> tuple:
+        for _ in range(2):
             if self.iterator is None:
                 self.iterator = iter(self.data)
             try:
                 batch = next(self.iterator)
-                self.consumed += 1
-                return _batch_tensor(batch)
             except StopIteration:
                 self.iterator = None
+                continue
+            self.consumed += 1
+            batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+            if not batch or not isinstance(batch[0], torch.Tensor):
+                raise TypeError(f"data should yield tensors (or tuples whose first item is the tensor), got "
+                                f"{_type_name(batch[0] if batch else batch)}")
+            return batch
         raise ValueError("data is an empty iterable: a new pass over it yielded no batch")
 
     def state(self) -> dict:
-        return {"kind": self.kind, "consumed": self.consumed}
+        return {"consumed": torch.tensor(self.consumed)}
 
-    def load(self, state: dict) -> None:
-        target = state["consumed"]
+    def load_state(self, state: dict) -> None:
+        target = int(state["consumed"])
         self.iterator, self.consumed = None, 0
         while self.consumed < target:
             self.next()
 
+    def describe(self) -> str:
+        return f"iterable({_type_name(self.data)})"
+
 
 def _data_source(data: Any, batch_size: Optional[int], seed: int) -> Any:
     data_seed = (seed + 0x9E3779B97F4A7C15) % 2**64  # a stream of its own, away from the noise seed
-    if isinstance(data, torch.Tensor):
-        if not data.is_floating_point():
-            raise TypeError(f"data should be a floating-point tensor [N, ...], got {data.dtype}")
-        if data.dim() < 2:
-            raise ValueError(f"data should be a tensor [N, ...] with at least 2 dimensions, got shape "
-                             f"{tuple(data.shape)}")
-        batch_size = 64 if batch_size is None else batch_size
-        _check_int(batch_size, "batch_size", 1)
-        if batch_size > data.shape[0]:
-            raise ValueError(f"batch_size should be at most the number of samples in data ({data.shape[0]}), got "
-                             f"{batch_size}")
-        return _TensorData(data, batch_size, data_seed)
-    if callable(data) and not hasattr(data, "__iter__"):
+    if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
+        tensors = data
+    elif isinstance(data, torch.Tensor):
+        tensors = (data,)
+    elif callable(data) and not hasattr(data, "__iter__"):
         batch_size = 64 if batch_size is None else batch_size
         _check_int(batch_size, "batch_size", 1)
         return _CallableData(data, batch_size, data_seed)
-    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
-        raise TypeError(f"data should be a tensor [N, ...], a callable (batch_size, generator) -> tensor, or an "
-                        f"iterable of batches, got {_type_name(data)}")
-    if hasattr(data, "__next__"):
+    elif isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+        raise TypeError(f"data should be a tensor [N, ...], a tuple of such tensors, a callable (batch_size, "
+                        f"generator) -> tensor or an iterable of batches, got {_type_name(data)}")
+    elif hasattr(data, "__next__"):
         raise TypeError("data should be re-iterable (a DataLoader, a list, ...), not a one-shot iterator: "
                         "exact resume starts a new pass and skips the batches already used")
-    if batch_size is not None:
-        raise ValueError(f"batch_size applies to tensor or callable data; an iterable (here "
-                         f"{_type_name(data)}) gives its own batches, got batch_size={batch_size}")
-    return _IterableData(data)
+    else:
+        if batch_size is not None:
+            raise ValueError(f"batch_size applies to tensor or callable data; an iterable (here "
+                             f"{_type_name(data)}) gives its own batches, got batch_size={batch_size}")
+        return _IterableData(data)
+    first = tensors[0]
+    if not first.is_floating_point():
+        raise TypeError(f"data should be a floating-point tensor [N, ...], got {first.dtype}")
+    if first.dim() < 2:
+        raise ValueError(f"data should be a tensor [N, ...] with at least 2 dimensions, got shape {tuple(first.shape)}")
+    for t in tensors[1:]:
+        if t.shape[0] != first.shape[0]:
+            raise ValueError(f"data's tensors should have the same number of rows, got {first.shape[0]} and "
+                             f"{t.shape[0]}")
+    batch_size = 64 if batch_size is None else batch_size
+    _check_int(batch_size, "batch_size", 1)
+    if batch_size > first.shape[0]:
+        raise ValueError(f"batch_size should be at most the number of samples in data ({first.shape[0]}), got "
+                         f"{batch_size}")
+    return _Rows(tensors, batch_size, data_seed, "tensor" if len(tensors) == 1 else f"tensors{len(tensors)}")
 
 
 # ----------------------------------------------------------------------------------------------
-# The ready loop.
+# The trainer of a loss written in Python.
 
 
-@dataclass(frozen=True)
-class TrainStep:
-    """What ``train_denoiser``'s callback receives after each update."""
+def _frozen_copy(net: torch.nn.Module) -> torch.nn.Module:
+    out = copy.deepcopy(net)
+    for p in out.parameters():
+        p.requires_grad_(False)
+    return out.eval()
 
-    step: int  # updates done so far (1 after the first)
-    loss: float  # the batch loss of this update
-    lr: float  # learning rate used by this update
-    grad_norm: float  # global gradient L2 norm before clipping (nan when grad_clip is 0)
+
+def _save_module(checkpoint: _fewstep.Checkpoint, prefix: str, net: torch.nn.Module) -> None:
+    for key, value in net.state_dict().items():
+        checkpoint.set_tensor(f"{prefix}/{key}", value)
+
+
+def _load_module(checkpoint: _fewstep.Checkpoint, prefix: str, net: torch.nn.Module) -> None:
+    state = {key[len(prefix) + 1:]: checkpoint.tensor(key) for key in checkpoint.tensor_keys(prefix + "/")}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint '{checkpoint.source}' holds another network under '{prefix}': {e}") from e
+
+
+def _rows(draws: tuple, rank: int, world: int) -> tuple:
+    """This process's rows of every per-row tensor of a whole batch's draws (first dimension = the batch)."""
+    n = next(d.shape[0] for d in draws if isinstance(d, torch.Tensor) and d.dim() > 0)
+    if n % world:
+        raise ValueError(f"a batch of {n} rows does not split into {world} equal shards; choose a batch size "
+                         f"divisible by the number of processes")
+    part = slice(rank * n // world, (rank + 1) * n // world)
+    picked = [d[part] if isinstance(d, torch.Tensor) and d.dim() > 0 and d.shape[0] == n else d for d in draws]
+    return type(draws)(*picked) if hasattr(draws, "_fields") else tuple(picked)
+
+
+def _all_reduce_mean(tensors: list, group: Any = None) -> None:
+    """Replaces every tensor by its mean over the processes of `group`: one all-reduce of a flat buffer."""
+    import torch.distributed as dist
+
+    flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+    dist.all_reduce(flat, group=group)
+    flat /= dist.get_world_size(group)
+    offset = 0
+    with torch.no_grad():
+        for t in tensors:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+class _LossRun:
+    """The state and step of a trainer whose loss is written in Python: what ``fewstep.Trainer(run)``
+    drives (the C++ binding calls ``step``, ``state``, ``load_state``, ``options_json``, ``export``,
+    ``set_data_parallel`` and reads ``kind``, ``step_count``, ``planned_steps``, ``resumable_options``).
+
+    A step: the data source's batch (moved to the student's device, floats to its dtype), the
+    objective's draws for the whole batch, this process's rows, the loss (student forward in
+    Python), backward, gradients averaged over the processes, the C++ AdamW update with the
+    learning-rate schedule and clipping, the C++ EMA update, the objective's ``after_update``.
+    """
+
+    resumable_options = ["total_steps"]
+
+    def __init__(self, objective: Objective, student: torch.nn.Module, data: Any, *,
+                 batch_size: Optional[int] = None, lr: float = 2e-4, min_lr: float = 0.0, warmup: int = 0,
+                 decay: str = "cosine", total_steps: int = 0, weight_decay: float = 0.0,
+                 betas: tuple = (0.9, 0.999), ema: float = 0.999, grad_clip: float = 1.0, seed: int = 0) -> None:
+        if not isinstance(objective, Objective):
+            raise TypeError(f"objective should be a fewstep.train.Objective (DSMLoss, ...), got "
+                            f"{_type_name(objective)}")
+        if not isinstance(student, torch.nn.Module):
+            raise TypeError(f"student should be a torch.nn.Module, got {_type_name(student)}")
+        self.params = [p for p in student.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the network has no parameters that require grad; nothing to train")
+        _check_int(seed, "seed", 0)
+        if seed >= 2**64:
+            raise ValueError(f"seed should be < 2**64, got {seed}")
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise TypeError(f"betas should be a pair of floats, got {betas!r}")
+        ema = _check_real(ema, "ema")
+        if not 0 <= ema <= 1:
+            raise ValueError(f"ema should be a decay in [0, 1], got {ema:g}")
+        self.kind = f"{objective.kind}_loss"
+        self.objective, self.student, self.ema_decay, self.seed = objective, student, ema, seed
+        self.data = _data_source(data, batch_size, seed)
+        self.optimizer_options = {"lr": lr, "warmup": warmup, "total_steps": total_steps, "min_lr": min_lr,
+                                  "decay": decay, "beta1": betas[0], "beta2": betas[1], "eps": 1e-8,
+                                  "weight_decay": weight_decay, "grad_clip": grad_clip}
+        self.optimizer = _fewstep.Optimizer(self.params, self.optimizer_options)  # checks every option
+        objective.bind(student)
+        self.ema = _frozen_copy(student)
+        first = self.params[0]
+        self.device, self.dtype = first.device, first.dtype
+        self.noise = torch.Generator().manual_seed(seed)
+        self.step_count = 0
+        self.losses: list = []
+        self.rank, self.world, self.average = 0, 1, None
+
+    @property
+    def planned_steps(self) -> int:
+        return self.objective.planned_steps(self.optimizer_options["total_steps"])
+
+    def options_json(self) -> str:
+        options = dict(self.objective.options(), **self.optimizer_options, ema_decay=self.ema_decay, seed=self.seed,
+                       data=self.data.describe())
+        return json.dumps(options, sort_keys=True)
+
+    def set_data_parallel(self, rank: int, world: int, average: Optional[Callable]) -> None:
+        self.rank, self.world, self.average = rank, world, average
+
+    def reset_optimizer(self) -> None:
+        """A fresh AdamW (state dropped), as at the start of a progressive-distillation round."""
+        self.optimizer = _fewstep.Optimizer(self.params, self.optimizer_options)
+
+    def reset_ema(self) -> None:
+        """The EMA restarts from the student's weights."""
+        self.ema.load_state_dict(self.student.state_dict())
+
+    def _batch(self) -> tuple:
+        return tuple(t.to(device=self.device, dtype=self.dtype) if t.is_floating_point() else t.to(self.device)
+                     for t in self.data.next())
+
+    def step(self) -> tuple:
+        k = self.step_count
+        self.student.train()
+        draws = self.objective.draw(self._batch(), self.noise, k)
+        if self.world > 1:
+            draws = _rows(draws, self.rank, self.world)
+        loss, extra = self.objective.step_loss(self.student, draws, k)
+        value = torch.tensor([float(loss.detach())], dtype=torch.float64)
+        if self.world > 1:
+            self.average([value])
+        value = float(value)
+        if not math.isfinite(value):
+            raise RuntimeError(f"the loss is {value} at update {k + 1}; lower lr or check the data and networks")
+        self.optimizer.zero_grad()
+        loss.backward()
+        if self.world > 1:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+            self.average(grads)
+            for p, g in zip(self.params, grads):
+                p.grad = g
+        lr, grad_norm = self.optimizer.step(self.objective.schedule_step(k))
+        _fewstep.ema_update(list(self.ema.parameters()), list(self.student.parameters()), list(self.ema.buffers()),
+                            list(self.student.buffers()), self.ema_decay)
+        self.step_count += 1
+        self.losses.append(value)
+        self.objective.after_update(self, k)
+        return self.step_count, value, lr, grad_norm, {key: float(v) for key, v in extra.items()}
+
+    def state(self, checkpoint: _fewstep.Checkpoint) -> None:
+        checkpoint.set_int("step", self.step_count)
+        _save_module(checkpoint, "student", self.student)
+        _save_module(checkpoint, "ema", self.ema)
+        self.optimizer.save(checkpoint, "optimizer")
+        checkpoint.set_tensor("rng/noise", self.noise.get_state())
+        checkpoint.set_tensor("rng/global", torch.get_rng_state())  # dropout and other global draws
+        for key, value in self.data.state().items():
+            checkpoint.set_tensor(f"data/{key}", value)
+        checkpoint.set_tensor("losses", torch.tensor(self.losses, dtype=torch.float64))
+        self.objective.save(checkpoint)
+
+    def load_state(self, checkpoint: _fewstep.Checkpoint) -> None:
+        _load_module(checkpoint, "student", self.student)
+        _load_module(checkpoint, "ema", self.ema)
+        self.step_count = checkpoint.integer("step")
+        self.losses = checkpoint.tensor("losses").tolist()
+        self.objective.load(checkpoint)
+        self.reset_optimizer()  # the optimiser of the checkpoint's phase, then its state
+        self.optimizer.load(checkpoint, "optimizer")
+        self.noise.set_state(checkpoint.tensor("rng/noise"))
+        self.data.load_state({key[5:]: checkpoint.tensor(key) for key in checkpoint.tensor_keys("data/")})
+        # Last: skipping an iterable's used batches may draw from the global generator.
+        torch.set_rng_state(checkpoint.tensor("rng/global"))
+
+    def export(self) -> torch.nn.Module:
+        return _frozen_copy(self.ema)
+
+
+def loss_trainer(objective: Objective, student: torch.nn.Module, data: Any, **options: Any) -> Trainer:
+    """A :class:`fewstep.Trainer` that trains ``student`` (in place) on ``objective``'s loss.
+
+    Args:
+        objective: the loss object (:class:`DSMLoss`, :class:`fewstep.ProgressiveDistillationLoss`, ...).
+        student: the ``nn.Module`` to train; the EMA of its weights is what ``export()`` returns.
+        data: a floating tensor ``[N, ...]`` or a tuple of equally long tensors (shuffled passes with
+            ``batch_size`` rows, an epoch's leftover dropped), a callable ``data(batch_size, generator)
+            -> tensor``, or a re-iterable of batches (a ``DataLoader``;
+            ``batch_size`` must then be None).
+        **options: ``batch_size`` (default 64), ``lr``, ``min_lr``, ``warmup``, ``decay`` (``"cosine"``
+            or ``"linear"``), ``total_steps`` (the schedule's length; 0 = constant after warmup),
+            ``weight_decay``, ``betas``, ``ema`` (EMA decay), ``grad_clip`` (0 = off), ``seed``.
+    """
+    run = _LossRun(objective, student, data, **options)
+    return Trainer(run)
+
+
+def data_parallel(trainer: Trainer, group: Any = None) -> Trainer:
+    """Makes ``trainer`` this process's part of a data-parallel run over ``torch.distributed`` (``group``:
+    the default one; call ``torch.distributed.init_process_group`` first, e.g. under ``torchrun``).
+
+    Every process builds the same trainer (same seed and data), draws the whole batch and trains on its
+    rows; gradients are averaged with one all-reduce per step, so every process ends with the weights
+    one process gets on whole batches (up to summation order); only rank 0 writes checkpoints.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("data_parallel: torch.distributed is not initialised; call "
+                         "torch.distributed.init_process_group first (torchrun sets the environment)")
+    trainer.set_data_parallel(dist.get_rank(group), dist.get_world_size(group),
+                              functools.partial(_all_reduce_mean, group=group))
+    return trainer
+
+
+def _distributed(distributed: Optional[bool]) -> bool:
+    if distributed is not None:
+        return bool(distributed)
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _ready(objective: Objective, student: torch.nn.Module, data: Any, steps: int, *, checkpoint: PathArg,
+           checkpoint_every: int, resume: bool, progress: bool, callback: Optional[Callable],
+           distributed: Optional[bool], **options: Any) -> Trainer:
+    """The ready loops' common part: a loss trainer, resumed from `checkpoint`, trained up to `steps`."""
+    _check_int(steps, "steps", 1)
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint should be a path (str or os.PathLike), got {_type_name(checkpoint)}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback should be callable, got {_type_name(callback)}")
+    trainer = loss_trainer(objective, student, data, **options)
+    if checkpoint is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(checkpoint)), exist_ok=True)
+    if _distributed(distributed):
+        data_parallel(trainer)
+    if checkpoint is not None and resume:
+        trainer.resume(checkpoint)
+    trainer.train(max(0, steps - trainer.step_count), checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                  progress=progress, callback=callback)
+    return trainer
 
 
 class TrainResult(NamedTuple):
     """``train_denoiser``'s result: ``ema, losses = fs.train_denoiser(...)``."""
 
     ema: torch.nn.Module  # the EMA of the weights (eval mode, no grad): the network to sample with
-    losses: list[float]  # batch loss of every update from step 1, restored ones included
+    losses: list  # batch loss of every update from step 1, restored ones included
 
 
-def _parameters(net: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return [p for p in net.parameters() if p.requires_grad]
+def train_denoiser(net: torch.nn.Module, data: Any, schedule: _fewstep.NoiseSchedule, steps: int, *,
+                   prediction: str = "eps", weighting: str = "uniform", min_snr_gamma: float = 5.0,
+                   time_input: str = "t", time_scale: float = 1.0, t_min: Optional[float] = None,
+                   t_max: Optional[float] = None, batch_size: Optional[int] = None, lr: float = 2e-4,
+                   min_lr: float = 0.0, warmup: int = 0, weight_decay: float = 0.0, betas: tuple = (0.9, 0.999),
+                   ema: float = 0.999, grad_clip: float = 1.0, seed: int = 0, checkpoint: PathArg = None,
+                   checkpoint_every: int = 0, resume: bool = True, progress: bool = True,
+                   callback: Optional[Callable] = None, distributed: Optional[bool] = None) -> TrainResult:
+    """Train ``net`` (in place) by denoising score matching; return its EMA and the loss history.
 
-
-def _global_rng_state() -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_global_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _atomic_save(obj: Any, path: str) -> None:
-    """torch.save to a temporary file beside ``path``, flushed to disk, then renamed over it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-# Options that define the objective and the random streams: a checkpoint only resumes a run that
-# agrees on them. (lr, ema, grad_clip, steps, ... may change between calls, at the user's risk.)
-_RESUME_KEYS = ("prediction", "weighting", "min_snr_gamma", "time_input", "time_scale", "t_min", "t_max",
-                "schedule", "batch_size", "seed", "data")
-
-
-def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), net.parameters()):
-            e.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
-        for e, b in zip(ema.buffers(), net.buffers()):
-            e.copy_(b)
-
-
-def train_denoiser(
-    net: torch.nn.Module,
-    data: Union[torch.Tensor, Callable[[int, torch.Generator], torch.Tensor], Iterable],
-    schedule: _fewstep.NoiseSchedule,
-    steps: int,
-    *,
-    prediction: str = "eps",
-    weighting: str = "uniform",
-    min_snr_gamma: float = 5.0,
-    time_input: str = "t",
-    time_scale: float = 1.0,
-    t_min: Optional[float] = None,
-    t_max: Optional[float] = None,
-    batch_size: Optional[int] = None,
-    lr: float = 2e-4,
-    min_lr: float = 0.0,
-    warmup: int = 0,
-    weight_decay: float = 0.0,
-    betas: tuple[float, float] = (0.9, 0.999),
-    ema: float = 0.999,
-    grad_clip: float = 1.0,
-    seed: int = 0,
-    checkpoint: Union[str, os.PathLike, None] = None,
-    checkpoint_every: int = 0,
-    resume: bool = True,
-    progress: bool = True,
-    callback: Optional[Callable[[TrainStep], None]] = None,
-) -> TrainResult:
-    """Train ``net`` by denoising score matching; return its EMA and the loss history.
-
-    Each update: a batch ``x0`` from ``data``; ``t ~ U[t_min, t_max]`` and ``eps`` from the run's noise
-    generator (:class:`DSMLoss`); backward; learning rate :func:`lr_at` (linear warmup over ``warmup``
-    updates, then cosine decay to ``min_lr`` at ``steps``); gradient-norm clipping to ``grad_clip``;
-    :class:`torch.optim.AdamW`; EMA update ``ema_w <- ema * ema_w + (1 - ema) * w``. ``net`` is
-    trained in place (batches are moved to its device and floating dtype).
+    The one loop (:func:`loss_trainer`) with :class:`DSMLoss`: each update draws ``t`` and ``eps`` for
+    the batch, AdamW with linear warmup over ``warmup`` updates then cosine decay to ``min_lr`` at
+    ``steps``, gradient-norm clipping to ``grad_clip`` (0: off), EMA with decay ``ema``.
 
     Args:
-        net: an ``nn.Module`` (or TorchScript module) ``net(x_t, t_input) -> prediction`` with
-            trainable parameters. For several processes, use :class:`DSMLoss` in your own loop.
-        data: one of
-            - a floating tensor ``[N, ...]``: shuffled each epoch by the run's own data generator,
-              ``batch_size`` samples per update (an epoch's leftover smaller than a batch is dropped);
-            - a callable ``data(batch_size, generator) -> tensor`` drawing a fresh batch from the given
-              CPU generator (e.g. ``fewstep.GaussianMixture(...).sample``);
-            - a re-iterable of batches (``DataLoader``, list): tensors or tuples whose first item is
-              the tensor, started again when exhausted; ``batch_size`` must then be None.
-        schedule: the noise schedule.
-        steps: total number of updates of the run. A call that resumes from ``checkpoint`` continues
-            from the saved step up to ``steps`` (and returns at once if it is already there).
-        prediction, weighting, min_snr_gamma, time_input, time_scale, t_min, t_max: see :class:`DSMLoss`.
-        batch_size: samples per update for tensor or callable data (default 64).
-        lr, min_lr, warmup: peak learning rate, final learning rate and warmup updates.
-        weight_decay, betas: AdamW's (decoupled) weight decay and betas (eps is 1e-8).
-        ema: EMA decay in [0, 1] (0 keeps a copy of the latest weights).
-        grad_clip: maximum global gradient L2 norm; 0 disables clipping.
-        seed: seeds the noise (t, eps) and data-order generators. The global torch RNG (dropout,
-            ...) is not seeded, but its state is saved in checkpoints and restored on resume.
-        checkpoint: path of the checkpoint file (None: no checkpoints). It is written atomically
-            (temporary file + rename) every ``checkpoint_every`` updates and at the end, and holds
-            the network, the EMA, AdamW's state, the step, the loss history, every RNG state and the
-            data position. If it exists and ``resume`` is true, training continues from it, and the
-            result is bit-identical to a run that never stopped (same machine, threads and library
-            versions; for iterable data, provided a new pass over it yields the same batches).
-        checkpoint_every: updates between checkpoints (0: only at the end).
-        resume: continue from an existing ``checkpoint`` (False: start afresh and overwrite it).
-        progress: show a tqdm bar with the loss (mean of the last 100 updates) and the learning rate.
-        callback: called after every update with a :class:`TrainStep`.
+        net: an ``nn.Module`` ``net(x_t, t_input) -> prediction`` with trainable parameters.
+        data: see :func:`loss_trainer` (e.g. a tensor, ``fewstep.GaussianMixture(...).sample``, a DataLoader).
+        schedule, prediction, weighting, min_snr_gamma, time_input, time_scale, t_min, t_max: see :class:`DSMLoss`.
+        steps: total updates of the run; a call that resumes continues from the saved step up to ``steps``
+            (``steps`` may differ between calls; every other option must match the checkpoint's).
+        batch_size, lr, min_lr, warmup, weight_decay, betas, ema, grad_clip, seed: see :func:`loss_trainer`.
+        checkpoint: path of the checkpoint, written atomically every ``checkpoint_every`` updates (0: only at
+            the end) and at the end; with ``resume`` an existing one is continued bit-identically.
+        progress: a tqdm bar with the loss and learning rate; callback: called with a
+            :class:`fewstep.TrainStep` after every update.
+        distributed: split every batch across the processes of ``torch.distributed`` (default: when it is
+            initialised with more than one process; :func:`data_parallel`).
 
     Returns:
-        ``TrainResult(ema, losses)``: the EMA network (a deep copy of ``net``, eval mode, parameters
-        without grad) and the batch loss of every update (from step 1, including restored ones).
-
-    Raises:
-        ValueError / TypeError naming the argument for bad arguments or a checkpoint from another run;
-        RuntimeError if the loss becomes non-finite (nothing is updated by that batch).
+        ``TrainResult(ema, losses)``: the EMA network (a copy of ``net``, eval mode, no grad) and the batch
+        loss of every update (from step 1, restored ones included).
     """
-    if not isinstance(net, (torch.nn.Module, torch.jit.ScriptModule)):
-        raise TypeError(f"net should be a torch.nn.Module taking (x_t, t), got {_type_name(net)}")
-    params = _parameters(net)
-    if not params:
-        raise ValueError("net has no parameters that require grad; nothing to train")
-    if not isinstance(schedule, _fewstep.NoiseSchedule):
-        raise TypeError(f"schedule should be a fewstep schedule (e.g. fewstep.VPLinear()), got "
-                        f"{_type_name(schedule)}")
-    _check_int(steps, "steps", 1)
-    lr, min_lr, weight_decay, ema, grad_clip = _check_optimisation(lr, min_lr, warmup, weight_decay, ema, grad_clip)
-    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-        raise TypeError(f"betas should be a pair of floats, got {betas!r}")
-    betas = (_check_real(betas[0], "betas[0]"), _check_real(betas[1], "betas[1]"))
-    for i, b in enumerate(betas):
-        if not 0 <= b < 1:
-            raise ValueError(f"betas[{i}] should be in [0, 1), got {b:g}")
-    _check_run(seed, checkpoint, checkpoint_every, callback)
     dsm = DSMLoss(schedule, prediction=prediction, weighting=weighting, min_snr_gamma=min_snr_gamma,
                   time_input=time_input, time_scale=time_scale, t_min=t_min, t_max=t_max)
-    source = _data_source(data, batch_size, seed)
+    trainer = _ready(dsm, net, data, steps, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                     progress=progress, callback=callback, distributed=distributed, batch_size=batch_size, lr=lr,
+                     min_lr=min_lr, warmup=warmup, total_steps=steps, weight_decay=weight_decay, betas=betas,
+                     ema=ema, grad_clip=grad_clip, seed=seed)
+    return TrainResult(trainer.export(), list(trainer.impl.losses))
 
-    device, dtype = params[0].device, params[0].dtype
-    noise = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, eps=1e-8, weight_decay=weight_decay)
-    ema_net = copy.deepcopy(net)
-    for p in ema_net.parameters():
-        p.requires_grad_(False)
-    config = {
-        "prediction": dsm.prediction, "weighting": dsm.weighting, "min_snr_gamma": dsm.min_snr_gamma,
-        "time_input": dsm.time_input, "time_scale": dsm.time_scale, "t_min": dsm.t_min, "t_max": dsm.t_max,
-        "schedule": repr(schedule), "batch_size": getattr(source, "batch_size", None), "seed": seed,
-        "data": source.kind,
-    }
-    step = 0
-    losses: list[float] = []
-    path = os.fspath(checkpoint) if checkpoint is not None else None
 
-    if path is not None and resume and os.path.exists(path):
-        step, losses = _load_checkpoint(path, config, net, ema_net, optimizer, noise, source)
+class _ProgressBar:
+    """The tqdm bar of fewstep.Trainer.train (progress=True): mean loss of the last 100 steps, lr, extras."""
 
-    def save() -> None:
-        _atomic_save({
-            "format": CHECKPOINT_FORMAT,
-            "step": step,
-            "config": config,
-            "model": net.state_dict(),
-            "ema": ema_net.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": {"noise": noise.get_state(), "global": _global_rng_state()},
-            "data": source.state(),
-            "losses": list(losses),
-        }, path)
-
-    bar = None
-    if progress and step < steps:
+    def __init__(self, total: int, kind: str) -> None:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, initial=step, desc="fewstep train", unit="step", dynamic_ncols=True)
-    net.train()
-    try:
-        while step < steps:
-            x0 = source.next()
-            if not x0.is_floating_point():
-                raise TypeError(f"data batches should be floating point, got {x0.dtype}")
-            x0 = x0.to(device=device, dtype=dtype)
-            loss = dsm(net, x0, noise)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise RuntimeError(f"train_denoiser: the loss is {value} at update {step + 1}; lower lr or check "
-                                   f"the data and network")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float("nan")
-            if grad_clip > 0:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
-            rate = lr_at(step, lr, warmup, steps, min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = rate
-            optimizer.step()
-            _ema_update(ema_net, net, ema)
-            step += 1
-            losses.append(value)
-            if path is not None and checkpoint_every and step % checkpoint_every == 0 and step < steps:
-                save()
-            if bar is not None:
-                window = losses[-100:]
-                bar.set_postfix(loss=f"{sum(window) / len(window):.4g}", lr=f"{rate:.3g}", refresh=False)
-                bar.update(1)
-            if callback is not None:
-                callback(TrainStep(step=step, loss=value, lr=rate, grad_norm=grad_norm))
-        if path is not None:
-            save()
-    finally:
-        if bar is not None:
-            bar.close()
-    ema_net.eval()
-    return TrainResult(ema_net, losses)
+        self.bar = tqdm(total=total, desc=f"fewstep {kind}", unit="step", dynamic_ncols=True)
+        self.window: list = []
 
+    def update(self, stats: TrainStep) -> None:
+        self.window = (self.window + [stats.loss])[-100:]
+        extra = {k: f"{v:.4g}" for k, v in stats.extra.items()}
+        self.bar.set_postfix(loss=f"{sum(self.window) / len(self.window):.4g}", lr=f"{stats.lr:.3g}", **extra,
+                             refresh=False)
+        self.bar.update(1)
 
-def _load_checkpoint(path: str, config: dict, net: torch.nn.Module, ema_net: torch.nn.Module,
-                     optimizer: torch.optim.Optimizer, noise: torch.Generator, source: Any) -> tuple[int, list]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the path named
-        raise ValueError(f"checkpoint '{path}' could not be read as a train_denoiser checkpoint: {e}") from e
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint '{path}' is not a train_denoiser checkpoint (expected format "
-                         f"{CHECKPOINT_FORMAT!r}); pass resume=False to overwrite it")
-    saved = state["config"]
-    for key in _RESUME_KEYS:
-        if saved.get(key) != config[key]:
-            raise ValueError(f"checkpoint '{path}' was written with {key}={saved.get(key)!r}, this run has "
-                             f"{key}={config[key]!r}; use the same arguments to resume, or resume=False")
-    try:
-        net.load_state_dict(state["model"])
-        ema_net.load_state_dict(state["ema"])
-    except RuntimeError as e:
-        raise ValueError(f"checkpoint '{path}' holds another network: {e}") from e
-    optimizer.load_state_dict(state["optimizer"])
-    noise.set_state(state["rng"]["noise"])
-    source.load(state["data"])
-    # Last, since a resumed iterable may draw from the global RNG while it skips batches.
-    _set_global_rng_state(state["rng"]["global"])
-    return int(state["step"]), list(state["losses"])
+    def close(self) -> None:
+        self.bar.close()

@@ -29,7 +29,8 @@ at::Tensor step_size_features(const at::Tensor& x, const at::Tensor& e, const at
 }
 
 at::Tensor propose_step(const torch::jit::Module* head, const at::Tensor& features, const at::Tensor& remaining,
-                        int64_t index, int64_t budget, double spread) {
+                        int64_t index, int64_t budget, double spread,
+                        const std::function<at::Tensor(const at::Tensor&)>& batch_mean) {
   const int64_t k = budget - index;
   FEWSTEP_CHECK_VALUE(k >= 1, "propose_step: step index ", index, " is past the budget of ", budget, " steps");
   const at::Tensor share = remaining / static_cast<double>(k);
@@ -37,7 +38,8 @@ at::Tensor propose_step(const torch::jit::Module* head, const at::Tensor& featur
   const at::Tensor first = *head->parameters().begin();
   const c10::IValue out = const_cast<torch::jit::Module*>(head)->forward({features.to(first.scalar_type())});
   FEWSTEP_CHECK_TYPE(out.isTensor(), "micro step-size head: forward must return a tensor, got ", out.tagKind());
-  const at::Tensor u = at::sigmoid(out.toTensor().mean()).to(remaining.scalar_type());
+  const at::Tensor logits = out.toTensor();
+  const at::Tensor u = at::sigmoid(batch_mean ? batch_mean(logits) : logits.mean()).to(remaining.scalar_type());
   return share * (1.0 + spread * (2.0 * u - 1.0));
 }
 

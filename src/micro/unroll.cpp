@@ -39,7 +39,8 @@ UnrollResult unroll_micro(const Denoiser& teacher, const at::Tensor& x_T, const 
       t_next = spec.t_end;
     } else {
       const at::Tensor features = step_size_features(x, e, lambda, lambda_start, lambda_end, i, spec.budget);
-      lambda_next = lambda + propose_step(spec.step_size, features, lambda_end_t - lambda, i, spec.budget, spec.spread);
+      lambda_next = lambda + propose_step(spec.step_size, features, lambda_end_t - lambda, i, spec.budget, spec.spread,
+                                           spec.batch_mean);
       t_next = schedule.t_of_lambda(lambda_next.item<double>());
     }
     DenoiserOutput eval = teacher(spec.teacher_grad ? x : x.detach(), t);

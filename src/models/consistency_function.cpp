@@ -43,6 +43,15 @@ ConsistencyScalings consistency_scalings(const NoiseSchedule& schedule, const Co
 
 at::Tensor consistency_function(const torch::jit::Module& net, const NoiseSchedule& schedule,
                                 const ConsistencyParameterization& p, const at::Tensor& x, const at::Tensor& t) {
+  return consistency_function(
+      [&net](const at::Tensor& xin, const at::Tensor& t_in) {
+        return forward_network(net, xin, t_in, {}, {}, "consistency network");
+      },
+      schedule, p, x, t);
+}
+
+at::Tensor consistency_function(const ConsistencyNetwork& net, const NoiseSchedule& schedule,
+                                const ConsistencyParameterization& p, const at::Tensor& x, const at::Tensor& t) {
   FEWSTEP_CHECK_VALUE(x.defined() && x.dim() >= 1, "consistency_function: x must be a [B, ...] tensor");
   FEWSTEP_CHECK_VALUE(t.defined() && t.dim() == 1 && t.size(0) == x.size(0),
                       "consistency_function: t must be a [B] tensor of host times with B = ", x.size(0));
@@ -60,8 +69,7 @@ at::Tensor consistency_function(const torch::jit::Module& net, const NoiseSchedu
   const auto column = [&](const std::vector<double>& v) {
     return at::tensor(v, at::kDouble).to(x.options()).view(shape);
   };
-  const at::Tensor f = forward_network(net, x * column(in), at::tensor(t_in, at::kDouble).to(x.options()), {}, {},
-                                       "consistency network");
+  const at::Tensor f = net(x * column(in), at::tensor(t_in, at::kDouble).to(x.options()));
   FEWSTEP_CHECK_VALUE(f.sizes() == x.sizes(), "consistency network returned shape ", f.sizes(), " for input ",
                       x.sizes());
   return x * column(skip) + f * column(out);
@@ -69,16 +77,26 @@ at::Tensor consistency_function(const torch::jit::Module& net, const NoiseSchedu
 
 Denoiser consistency_denoiser(ScriptNet net, SchedulePtr schedule, const ConsistencyParameterization& p) {
   FEWSTEP_CHECK_VALUE(net != nullptr, "consistency_denoiser: net must not be null");
+  return consistency_denoiser(
+      [net](const at::Tensor& x, const at::Tensor& t_in) {
+        return forward_network(*net, x, t_in, {}, {}, "consistency network");
+      },
+      std::move(schedule), p);
+}
+
+Denoiser consistency_denoiser(ConsistencyNetwork net, SchedulePtr schedule, const ConsistencyParameterization& p,
+                              std::string description) {
+  FEWSTEP_CHECK_VALUE(net != nullptr, "consistency_denoiser: net must not be null");
   FEWSTEP_CHECK_VALUE(schedule != nullptr, "consistency_denoiser: schedule must not be null");
   p.validate();
   const NoiseSchedule* sched = schedule.get();
-  Denoiser::Direct fn = [net, sched, p](const at::Tensor& x, double t) {
+  Denoiser::Direct fn = [net = std::move(net), sched, p](const at::Tensor& x, double t) {
     const at::Tensor times = at::full({x.size(0)}, t, at::kDouble);
-    at::Tensor x0 = consistency_function(*net, *sched, p, x, times);
+    at::Tensor x0 = consistency_function(net, *sched, p, x, times);
     at::Tensor eps = (x - x0 * sched->alpha(t)) * (1.0 / sched->sigma(t));
     return DenoiserOutput{std::move(x0), std::move(eps)};
   };
-  return Denoiser::direct(std::move(fn), std::move(schedule), "consistency model");
+  return Denoiser::direct(std::move(fn), std::move(schedule), std::move(description));
 }
 
 }  // namespace fewstep

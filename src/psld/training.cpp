@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <mutex>
+#include <nlohmann/json.hpp>
 
 #include "fewstep/core/check.h"
 #include "fewstep/psld/hsm_loss.h"
@@ -80,20 +81,25 @@ Checkpoint PsldTrainer::state() const {
   at::Generator gen = s.generator;
   std::lock_guard<std::mutex> lock(gen.mutex());
   c.set_tensor("rng/hsm", gen.get_state());
-  c.set_int("config/steps", s.options.steps);
-  c.set_string("config/data", s.data->describe());
   return c;
 }
 
 void PsldTrainer::load_state(const Checkpoint& c) {
   Impl& s = *impl_;
   constexpr const char* who = "PsldTrainer.load_checkpoint";
-  check_setting(c, "steps", s.options.steps, who);
-  check_setting(c, "data", s.data->describe(), who);
   s.step = load_training_parts(c, {"model", s.network.get(), s.ema.get(), s.optimizer.get(), nullptr, s.data.get()},
                                who);
   std::lock_guard<std::mutex> lock(s.generator.mutex());
   s.generator.set_state(c.tensor("rng/hsm"));
+}
+
+std::string PsldTrainer::options_json() const {
+  const Impl& s = *impl_;
+  const PsldTrainOptions& o = s.options;
+  return nlohmann::json{{"steps", o.steps},   {"lr", o.lr},     {"warmup", o.warmup}, {"min_lr", o.min_lr},
+                        {"ema", o.ema},       {"grad_clip", o.grad_clip}, {"seed", o.seed},
+                        {"data", s.data->describe()}}
+      .dump();
 }
 
 int64_t PsldTrainer::step_count() const { return impl_->step; }

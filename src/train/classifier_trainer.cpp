@@ -8,6 +8,7 @@
 #include "fewstep/core/check.h"
 #include "fewstep/train/checkpoint.h"
 #include "fewstep/train/rng_bundle.h"
+#include "options_json.h"
 
 namespace fewstep {
 
@@ -48,6 +49,25 @@ ClassifierScore score_classifier(const torch::jit::Module& net, const at::Tensor
     loss_sum += at::nll_loss(at::log_softmax(logits, 1), y, {}, at::Reduction::Sum).item<double>();
   }
   return {n, static_cast<double>(correct) / static_cast<double>(n), loss_sum / static_cast<double>(n)};
+}
+
+namespace {
+
+template <class V, class O>
+void fields(V& v, O& o) {
+  json_options::optimizer_fields(v, o.optimizer);
+  v("flip", o.flip);
+  v("seed", o.seed);
+}
+
+}  // namespace
+
+std::string options_to_json(const ClassifierTrainerOptions& o) {
+  return json_options::write(o, [](auto& v, auto& x) { fields(v, x); });
+}
+
+void options_from_json(const std::string& json, ClassifierTrainerOptions& o) {
+  json_options::read(json, o, "ClassifierTrainerOptions", [](auto& v, auto& x) { fields(v, x); });
 }
 
 struct ClassifierTrainer::Impl {
@@ -107,7 +127,7 @@ TrainStepStats ClassifierTrainer::step() {
   const double loss_value = loss.item<double>();
   FEWSTEP_CHECK(std::isfinite(loss_value), "ClassifierTrainer: loss is ", loss_value, " at step ", s.step,
                 "; lower the learning rate (", s.options.optimizer.schedule.lr, ") or check the data");
-  const Optimizer::Stats o = s.optimizer->step(s.step);
+  const Optimizer::Stats o = update(*s.optimizer, s.step);
   ++s.step;
   return {s.step, loss_value, o.lr, o.grad_norm, {{"accuracy", accuracy}}};
 }
@@ -115,8 +135,6 @@ TrainStepStats ClassifierTrainer::step() {
 Checkpoint ClassifierTrainer::state() const {
   const Impl& s = *impl_;
   Checkpoint c;
-  c.set_int("config/flip", s.options.flip ? 1 : 0);
-  c.set_string("config/data", s.data->describe());
   save_training_parts(c, s.step, s.parts());
   return c;
 }
@@ -124,6 +142,12 @@ Checkpoint ClassifierTrainer::state() const {
 void ClassifierTrainer::load_state(const Checkpoint& c) {
   Impl& s = *impl_;
   s.step = load_training_parts(c, s.parts(), "ClassifierTrainer.load_checkpoint");
+}
+
+std::string ClassifierTrainer::options_json() const {
+  auto j = json_options::json::parse(options_to_json(impl_->options));
+  j["data"] = impl_->data->describe();
+  return j.dump();
 }
 
 int64_t ClassifierTrainer::planned_steps() const { return impl_->options.optimizer.schedule.total_steps; }

@@ -8,8 +8,38 @@
 #include "fewstep/train/checkpoint.h"
 #include "fewstep/train/ema.h"
 #include "fewstep/train/rng_bundle.h"
+#include "options_json.h"
 
 namespace fewstep {
+
+static void parse_enum(const std::string& name, LossWeighting& out) { out = parse_loss_weighting(name); }
+
+namespace {
+
+template <class V, class O>
+void fields(V& v, O& o) {
+  v("prediction", o.loss.prediction);
+  v("time_input", o.loss.time_input);
+  v("time_scale", o.loss.time_scale);
+  v("weighting", o.loss.weighting);
+  v("min_snr_gamma", o.loss.min_snr_gamma);
+  v("t_min", o.t_min);
+  v("t_max", o.t_max);
+  json_options::conditioning_fields(v, o.conditioning);
+  json_options::optimizer_fields(v, o.optimizer);
+  v("ema_decay", o.ema_decay);
+  v("seed", o.seed);
+}
+
+}  // namespace
+
+std::string options_to_json(const DenoiserTrainerOptions& o) {
+  return json_options::write(o, [](auto& v, auto& x) { fields(v, x); });
+}
+
+void options_from_json(const std::string& json, DenoiserTrainerOptions& o) {
+  json_options::read(json, o, "DenoiserTrainerOptions", [](auto& v, auto& x) { fields(v, x); });
+}
 
 struct DenoiserTrainer::Impl {
   ScriptNet net;
@@ -67,8 +97,10 @@ TrainStepStats DenoiserTrainer::step() {
   const int64_t n = x0.size(0);
   const at::Tensor t = s.t_min + (s.t_max - s.t_min) * at::rand({n}, gen, at::kDouble);
   const at::Tensor eps = at::randn(x0.sizes(), gen, at::TensorOptions().dtype(x0.scalar_type())).to(x0.device());
-  const DsmInputs in = dsm_inputs(x0, eps, t, *s.schedule, s.options.loss);
-  const at::Tensor y = draw_labels(batch, s.options.conditioning, s.rng.get("labels"), x0.device(), "DenoiserTrainer");
+  at::Tensor y = draw_labels(batch, s.options.conditioning, s.rng.get("labels"), x0.device(), "DenoiserTrainer");
+  // Drawn for the whole batch; with data parallelism this process trains on its rows.
+  const DsmInputs in = dsm_inputs(shard(x0), shard(eps), shard(t), *s.schedule, s.options.loss);
+  if (y.defined()) y = shard(y);
 
   at::Tensor loss;
   {
@@ -76,10 +108,10 @@ TrainStepStats DenoiserTrainer::step() {
     loss = dsm_loss(forward_network(*s.net, in.x_t, in.t_input, y, {}, "DenoiserTrainer"), in);
     loss.backward();
   }
-  const double loss_value = loss.item<double>();
+  const double loss_value = average_loss(loss.item<double>());
   FEWSTEP_CHECK(std::isfinite(loss_value), "DenoiserTrainer: loss is ", loss_value, " at step ", s.step,
                 "; lower the learning rate (", s.options.optimizer.schedule.lr, ") or check the data");
-  const Optimizer::Stats o = s.optimizer->step(s.step);
+  const Optimizer::Stats o = update(*s.optimizer, s.step);
   s.ema->update(*s.net);
   ++s.step;
   return {s.step, loss_value, o.lr, o.grad_norm};
@@ -88,25 +120,23 @@ TrainStepStats DenoiserTrainer::step() {
 Checkpoint DenoiserTrainer::state() const {
   const Impl& s = *impl_;
   Checkpoint c;
-  c.set_string("config/prediction", to_string(s.options.loss.prediction));
-  c.set_string("config/weighting", to_string(s.options.loss.weighting));
-  c.set_string("config/data", s.data->describe());
-  // Unconditional checkpoints carry no key, so those of earlier versions still load.
-  if (s.options.conditioning.conditional()) c.set_int("config/num_classes", s.options.conditioning.num_classes);
   save_training_parts(c, s.step, s.parts());
   return c;
 }
 
 void DenoiserTrainer::load_state(const Checkpoint& c) {
   Impl& s = *impl_;
-  constexpr const char* who = "DenoiserTrainer.load_checkpoint";
-  check_setting(c, "prediction", to_string(s.options.loss.prediction), who);
-  check_setting(c, "weighting", to_string(s.options.loss.weighting), who);
-  const int64_t classes = c.contains("config/num_classes") ? c.integer("config/num_classes") : 0;
-  FEWSTEP_CHECK_VALUE(classes == s.options.conditioning.num_classes, who, ": checkpoint '", c.source(),
-                      "' was trained with num_classes = ", classes, ", this trainer uses ",
-                      s.options.conditioning.num_classes);
-  s.step = load_training_parts(c, s.parts(), who);
+  s.step = load_training_parts(c, s.parts(), "DenoiserTrainer.load_checkpoint");
+}
+
+std::string DenoiserTrainer::options_json() const {
+  const Impl& s = *impl_;
+  auto j = json_options::json::parse(options_to_json(s.options));
+  j["t_min"] = s.t_min;
+  j["t_max"] = s.t_max;
+  j["schedule"] = s.schedule->repr();
+  j["data"] = s.data->describe();
+  return j.dump();
 }
 
 int64_t DenoiserTrainer::planned_steps() const { return impl_->options.optimizer.schedule.total_steps; }

@@ -22,15 +22,29 @@ std::vector<at::Tensor> tensors_of(const torch::jit::Module& m, bool parameters)
 }
 
 void check_same(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b, const char* what) {
-  FEWSTEP_CHECK_VALUE(a.size() == b.size(), "Ema.update: source has ", b.size(), " ", what, ", the average has ",
+  FEWSTEP_CHECK_VALUE(a.size() == b.size(), "ema_update: the network has ", b.size(), " ", what, ", the average has ",
                       a.size(), "; expected the network the average was made from");
   for (size_t i = 0; i < a.size(); ++i) {
-    FEWSTEP_CHECK_VALUE(a[i].sizes() == b[i].sizes(), "Ema.update: source ", what, " #", i, " has shape ", b[i].sizes(),
-                        ", the average has ", a[i].sizes());
+    FEWSTEP_CHECK_VALUE(a[i].sizes() == b[i].sizes(), "ema_update: the network's ", what, " #", i, " has shape ",
+                        b[i].sizes(), ", the average has ", a[i].sizes());
   }
 }
 
 }  // namespace
+
+void ema_update(const std::vector<at::Tensor>& avg, const std::vector<at::Tensor>& cur,
+                const std::vector<at::Tensor>& avg_b, const std::vector<at::Tensor>& cur_b, double decay) {
+  FEWSTEP_CHECK_VALUE(std::isfinite(decay) && decay >= 0.0 && decay <= 1.0, "ema_update: decay must be in [0, 1], got ",
+                      decay);
+  check_same(avg, cur, "parameters");
+  check_same(avg_b, cur_b, "buffers");
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < avg.size(); ++i) {
+    at::Tensor e = avg[i];
+    e.mul_(decay).add_(cur[i].detach(), 1.0 - decay);
+  }
+  for (size_t i = 0; i < avg_b.size(); ++i) at::Tensor(avg_b[i]).copy_(cur_b[i]);
+}
 
 Ema::Ema(const torch::jit::Module& source, double decay) : decay_(decay) {
   FEWSTEP_CHECK_VALUE(std::isfinite(decay) && decay >= 0.0 && decay <= 1.0, "Ema: decay must be in [0, 1], got ",
@@ -42,16 +56,8 @@ Ema::Ema(const torch::jit::Module& source, double decay) : decay_(decay) {
 }
 
 void Ema::update(const torch::jit::Module& source) {
-  const auto avg = tensors_of(*module_, true), cur = tensors_of(source, true);
-  const auto avg_b = tensors_of(*module_, false), cur_b = tensors_of(source, false);
-  check_same(avg, cur, "parameters");
-  check_same(avg_b, cur_b, "buffers");
-  at::NoGradGuard no_grad;
-  for (size_t i = 0; i < avg.size(); ++i) {
-    at::Tensor e = avg[i];
-    e.mul_(decay_).add_(cur[i].detach(), 1.0 - decay_);
-  }
-  for (size_t i = 0; i < avg_b.size(); ++i) at::Tensor(avg_b[i]).copy_(cur_b[i]);
+  ema_update(tensors_of(*module_, true), tensors_of(source, true), tensors_of(*module_, false),
+             tensors_of(source, false), decay_);
 }
 
 void Ema::reset(const torch::jit::Module& source) {

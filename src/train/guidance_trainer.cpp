@@ -10,8 +10,36 @@
 #include "fewstep/train/conditioning.h"
 #include "fewstep/train/ema.h"
 #include "fewstep/train/rng_bundle.h"
+#include "options_json.h"
 
 namespace fewstep {
+
+namespace {
+
+template <class V, class O>
+void fields(V& v, O& o) {
+  v("num_classes", o.num_classes);
+  v("guidance_min", o.guidance_min);
+  v("guidance_max", o.guidance_max);
+  v("prediction", o.prediction);
+  v("time_input", o.time_input);
+  v("time_scale", o.time_scale);
+  v("t_min", o.t_min);
+  v("t_max", o.t_max);
+  json_options::optimizer_fields(v, o.optimizer);
+  v("ema_decay", o.ema_decay);
+  v("seed", o.seed);
+}
+
+}  // namespace
+
+std::string options_to_json(const GuidanceTrainerOptions& o) {
+  return json_options::write(o, [](auto& v, auto& x) { fields(v, x); });
+}
+
+void options_from_json(const std::string& json, GuidanceTrainerOptions& o) {
+  json_options::read(json, o, "GuidanceTrainerOptions", [](auto& v, auto& x) { fields(v, x); });
+}
 
 void GuidanceTrainerOptions::validate() const {
   FEWSTEP_CHECK_VALUE(num_classes >= 1, "GuidanceTrainerOptions.num_classes must be >= 1, got ", num_classes);
@@ -75,18 +103,22 @@ TrainStepStats GuidanceDistillationTrainer::step() {
   const Batch batch = s.data->next();
   FEWSTEP_CHECK_VALUE(batch.x.defined() && batch.x.dim() >= 2, "GuidanceDistillationTrainer: data source ",
                       s.data->describe(), " returned a batch that is not a [B, ...] tensor");
-  const at::Tensor x0 = batch.x.to(first.device(), first.scalar_type());
-  const int64_t n = x0.size(0);
+  const at::Tensor x_all = batch.x.to(first.device(), first.scalar_type());
+  const int64_t n_all = x_all.size(0);
   ConditioningOptions labels_only;
   labels_only.num_classes = s.options.num_classes;
-  const at::Tensor y = draw_labels(batch, labels_only, s.rng.get("labels"), x0.device(), "GuidanceDistillationTrainer");
-
+  // Drawn for the whole batch; with data parallelism this process trains on its rows.
+  const at::Tensor y =
+      shard(draw_labels(batch, labels_only, s.rng.get("labels"), x_all.device(), "GuidanceDistillationTrainer"));
   at::Generator& gen = s.rng.get("noise");
-  const at::Tensor t = s.t_min + (s.t_max - s.t_min) * at::rand({n}, gen, at::kDouble);
-  const at::Tensor eps = at::randn(x0.sizes(), gen, at::TensorOptions().dtype(x0.scalar_type())).to(x0.device());
-  const at::Tensor w = (s.options.guidance_min + (s.options.guidance_max - s.options.guidance_min) *
-                                                     at::rand({n}, s.rng.get("guidance"), at::kDouble))
-                           .to(x0.options());
+  const at::Tensor t = shard(s.t_min + (s.t_max - s.t_min) * at::rand({n_all}, gen, at::kDouble)).contiguous();
+  const at::Tensor eps = shard(
+      at::randn(x_all.sizes(), gen, at::TensorOptions().dtype(x_all.scalar_type())).to(x_all.device()));
+  const at::Tensor w = shard((s.options.guidance_min + (s.options.guidance_max - s.options.guidance_min) *
+                                                           at::rand({n_all}, s.rng.get("guidance"), at::kDouble))
+                                 .to(x_all.options()));
+  const at::Tensor x0 = shard(x_all);
+  const int64_t n = x0.size(0);
   std::vector<double> alpha(n), sigma(n), t_in(n);
   const double* tp = t.data_ptr<double>();
   for (int64_t b = 0; b < n; ++b) {
@@ -118,31 +150,33 @@ TrainStepStats GuidanceDistillationTrainer::step() {
                .mean();
     loss.backward();
   }
-  const double loss_value = loss.item<double>();
+  const double loss_value = average_loss(loss.item<double>());
   FEWSTEP_CHECK(std::isfinite(loss_value), "GuidanceDistillationTrainer: loss is ", loss_value, " at step ", s.step,
                 "; lower the learning rate (", s.options.optimizer.schedule.lr, ")");
-  const Optimizer::Stats o = s.optimizer->step(s.step);
+  const Optimizer::Stats o = update(*s.optimizer, s.step);
   s.ema->update(*s.student);
   ++s.step;
   return {s.step, loss_value, o.lr, o.grad_norm, {}};
 }
 
 Checkpoint GuidanceDistillationTrainer::state() const {
-  const Impl& s = *impl_;
   Checkpoint c;
-  c.set_int("config/num_classes", s.options.num_classes);
-  c.set_string("config/prediction", to_string(s.options.prediction));
-  c.set_string("config/data", s.data->describe());
-  save_training_parts(c, s.step, s.parts());
+  save_training_parts(c, impl_->step, impl_->parts());
   return c;
 }
 
 void GuidanceDistillationTrainer::load_state(const Checkpoint& c) {
-  Impl& s = *impl_;
-  constexpr const char* who = "GuidanceDistillationTrainer.load_checkpoint";
-  check_setting(c, "num_classes", s.options.num_classes, who);
-  check_setting(c, "prediction", to_string(s.options.prediction), who);
-  s.step = load_training_parts(c, s.parts(), "GuidanceDistillationTrainer.load_checkpoint");
+  impl_->step = load_training_parts(c, impl_->parts(), "GuidanceDistillationTrainer.load_checkpoint");
+}
+
+std::string GuidanceDistillationTrainer::options_json() const {
+  const Impl& s = *impl_;
+  auto j = json_options::json::parse(options_to_json(s.options));
+  j["t_min"] = s.t_min;
+  j["t_max"] = s.t_max;
+  j["schedule"] = s.schedule->repr();
+  j["data"] = s.data->describe();
+  return j.dump();
 }
 
 int64_t GuidanceDistillationTrainer::step_count() const { return impl_->step; }

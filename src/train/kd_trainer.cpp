@@ -11,6 +11,7 @@
 #include "fewstep/solvers/registry.h"
 #include "fewstep/train/ema.h"
 #include "fewstep/train/rng_bundle.h"
+#include "options_json.h"
 
 namespace fewstep {
 
@@ -26,6 +27,30 @@ void KdTrainerOptions::validate() const {
   FEWSTEP_CHECK_VALUE(std::isfinite(ema_decay) && ema_decay >= 0.0 && ema_decay <= 1.0,
                       "KdTrainerOptions.ema_decay must be in [0, 1], got ", ema_decay);
   optimizer.schedule.validate();
+}
+
+namespace {
+
+template <class V, class O>
+void fields(V& v, O& o) {
+  v("timesteps", o.timesteps);
+  v("student_prediction", o.student_prediction);
+  v("time_input", o.time_input);
+  v("time_scale", o.time_scale);
+  v("batch", o.batch);
+  json_options::optimizer_fields(v, o.optimizer);
+  v("ema_decay", o.ema_decay);
+  v("seed", o.seed);
+}
+
+}  // namespace
+
+std::string options_to_json(const KdTrainerOptions& o) {
+  return json_options::write(o, [](auto& v, auto& x) { fields(v, x); });
+}
+
+void options_from_json(const std::string& json, KdTrainerOptions& o) {
+  json_options::read(json, o, "KdTrainerOptions", [](auto& v, auto& x) { fields(v, x); });
 }
 
 struct KnowledgeDistillationTrainer::Impl {
@@ -83,7 +108,8 @@ Denoiser KnowledgeDistillationTrainer::student_denoiser(const ScriptNet& net, co
 TrainStepStats KnowledgeDistillationTrainer::step() {
   Impl& s = *impl_;
   const at::Tensor& first = s.optimizer->parameters().front();
-  const at::Tensor index = s.order->next().labels;
+  // With data parallelism this process trains on its rows of the batch.
+  const at::Tensor index = shard(s.order->next().labels);
   const at::Tensor x_T = s.pairs.x_T.index_select(0, index).to(first.device(), first.scalar_type());
   const at::Tensor x_0 = s.pairs.x_0.index_select(0, index).to(first.device(), first.scalar_type());
   const at::Tensor y = s.pairs.labels.defined() ? s.pairs.labels.index_select(0, index).to(first.device()) : at::Tensor();
@@ -97,32 +123,32 @@ TrainStepStats KnowledgeDistillationTrainer::step() {
     loss = (out - x_0).pow(2).mean();
     loss.backward();
   }
-  const double loss_value = loss.item<double>();
+  const double loss_value = average_loss(loss.item<double>());
   FEWSTEP_CHECK(std::isfinite(loss_value), "KnowledgeDistillationTrainer: loss is ", loss_value, " at step ", s.step,
                 "; lower the learning rate (", s.options.optimizer.schedule.lr, ")");
-  const Optimizer::Stats o = s.optimizer->step(s.step);
+  const Optimizer::Stats o = update(*s.optimizer, s.step);
   s.ema->update(*s.student);
   ++s.step;
   return {s.step, loss_value, o.lr, o.grad_norm, {}};
 }
 
 Checkpoint KnowledgeDistillationTrainer::state() const {
-  const Impl& s = *impl_;
   Checkpoint c;
-  c.set_int("config/steps", static_cast<int64_t>(s.options.timesteps.size()) - 1);
-  c.set_string("config/student_prediction", to_string(s.options.student_prediction));
-  c.set_string("config/pairs", s.pairs.settings);
-  save_training_parts(c, s.step, s.parts());
+  save_training_parts(c, impl_->step, impl_->parts());
   return c;
 }
 
 void KnowledgeDistillationTrainer::load_state(const Checkpoint& c) {
-  Impl& s = *impl_;
-  constexpr const char* who = "KnowledgeDistillationTrainer.load_checkpoint";
-  check_setting(c, "steps", static_cast<int64_t>(s.options.timesteps.size()) - 1, who);
-  check_setting(c, "student_prediction", to_string(s.options.student_prediction), who);
-  check_setting(c, "pairs", s.pairs.settings, who);
-  s.step = load_training_parts(c, s.parts(), "KnowledgeDistillationTrainer.load_checkpoint");
+  impl_->step = load_training_parts(c, impl_->parts(), "KnowledgeDistillationTrainer.load_checkpoint");
+}
+
+std::string KnowledgeDistillationTrainer::options_json() const {
+  const Impl& s = *impl_;
+  auto j = json_options::json::parse(options_to_json(s.options));
+  j["schedule"] = s.schedule->repr();
+  j["pairs"] = s.pairs.settings;
+  j["pair_count"] = s.pairs.x_T.size(0);
+  return j.dump();
 }
 
 int64_t KnowledgeDistillationTrainer::step_count() const { return impl_->step; }

@@ -1,9 +1,12 @@
 #include "fewstep/train/micro_trainer.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "fewstep/core/check.h"
@@ -12,6 +15,7 @@
 #include "fewstep/micro/unroll.h"
 #include "fewstep/train/ema.h"
 #include "fewstep/train/rng_bundle.h"
+#include "options_json.h"
 
 namespace fewstep {
 
@@ -26,6 +30,72 @@ void MicroTrainerOptions::validate() const {
   FEWSTEP_CHECK_VALUE(std::isfinite(ema_decay) && ema_decay >= 0.0 && ema_decay <= 1.0,
                       "MicroTrainerOptions.ema_decay must be in [0, 1], got ", ema_decay);
   optimizer.schedule.validate();
+}
+
+namespace {
+
+using Average = std::function<void(const std::vector<at::Tensor>&)>;
+
+// The mean over the processes of a data-parallel run (train/trainer.h's DataParallel::average), as a
+// differentiable operation: forward y = mean_r x_r; backward dx_r = mean_r dy_r. The whole batch's
+// loss is the mean of the processes' losses, each depending on y, so ∂L/∂y is the mean of the
+// processes' upstream gradients; the trainer then averages the parameter gradients once more, which
+// with this backward gives exactly the whole batch's gradient (as SyncBatchNorm does for its statistics).
+struct ProcessMean : public torch::autograd::Function<ProcessMean> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& local, const Average* average) {
+    ctx->saved_data["average"] = reinterpret_cast<int64_t>(average);
+    at::Tensor out = local.detach().clone();
+    (*average)({out});
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto* average = reinterpret_cast<const Average*>(ctx->saved_data["average"].toInt());
+    at::Tensor g = grads[0].contiguous().clone();
+    (*average)({g});
+    return {g, at::Tensor()};
+  }
+};
+
+}  // namespace
+
+static void parse_enum(const std::string& name, MicroMode& out) { out = parse_micro_mode(name); }
+
+namespace {
+
+template <class V, class O>
+void fields(V& v, O& o) {
+  v("mode", o.mode);
+  v("sample_shape", o.heads.sample_shape);
+  v("width", o.heads.width);
+  v("blocks", o.heads.blocks);
+  v("frequencies", o.heads.frequencies);
+  v("embed", o.heads.embed);
+  v("groups", o.heads.groups);
+  v("step_features", o.heads.step_features);
+  v("step_width", o.heads.step_width);
+  v("history", o.heads.history);
+  v("batch", o.batch);
+  v("budget_min", o.budget_min);
+  v("budget_max", o.budget_max);
+  v("spread", o.spread);
+  v("segment_min", o.segment_min);
+  v("segment_max", o.segment_max);
+  v("teacher_grad", o.teacher_grad);
+  v("time_gradient", o.time_gradient);
+  json_options::optimizer_fields(v, o.optimizer);
+  v("ema_decay", o.ema_decay);
+  v("seed", o.seed);
+}
+
+}  // namespace
+
+std::string options_to_json(const MicroTrainerOptions& o) {
+  return json_options::write(o, [](auto& v, auto& x) { fields(v, x); });
+}
+
+void options_from_json(const std::string& json, MicroTrainerOptions& o) {
+  json_options::read(json, o, "MicroTrainerOptions", [](auto& v, auto& x) { fields(v, x); });
 }
 
 struct MicroTrainer::Impl {
@@ -66,8 +136,12 @@ struct MicroTrainer::Impl {
                      .dump();
     return i;
   }
-  at::Tensor residual_loss();
-  at::Tensor unrolled_loss(double& mse, int64_t& budget);
+  // `rows` keeps this process's rows of a whole batch's draws; `average` is the mean over processes.
+  using Rows = std::function<at::Tensor(const at::Tensor&)>;
+  at::Tensor residual_loss(const Rows& rows);
+  at::Tensor unrolled_loss(const Rows& rows, const std::function<double(double)>& average,
+                           const std::function<at::Tensor(const at::Tensor&)>& batch_mean, double& mse,
+                           int64_t& budget);
 };
 
 MicroTrainer::MicroTrainer(Denoiser teacher, std::string teacher_id, DenseTrajectories data,
@@ -118,13 +192,21 @@ MicroTrainer::MicroTrainer(Denoiser teacher, std::string teacher_id, DenseTrajec
 
 MicroTrainer::~MicroTrainer() = default;
 
-at::Tensor MicroTrainer::Impl::residual_loss() {
-  const at::Tensor index = order->next().labels;
-  const int64_t b = index.size(0), g = data.segments();
+at::Tensor MicroTrainer::Impl::residual_loss(const Rows& shard) {
+  const at::Tensor batch = order->next().labels;
+  const int64_t b_all = batch.size(0), g = data.segments();
   at::Generator& gen = rng.get("segments");
-  const at::Tensor length = at::randint(options.segment_min, segment_max + 1, {b}, gen, at::kLong);
+  const at::Tensor length_all = at::randint(options.segment_min, segment_max + 1, {b_all}, gen, at::kLong);
   // Start knot uniform over the positions where the segment fits.
-  const at::Tensor start = (at::rand({b}, gen, at::kDouble) * (g - length + 1).to(at::kDouble)).floor().to(at::kLong);
+  const at::Tensor start_all =
+      (at::rand({b_all}, gen, at::kDouble) * (g - length_all + 1).to(at::kDouble)).floor().to(at::kLong);
+  // History heads: the previous evaluation m' ∈ [segment_min, segment_max] knots earlier; where that
+  // falls before the first knot, none (the same knot: h_prev = 0), as at a run's first step.
+  const at::Tensor back_all = at::randint(options.segment_min, segment_max + 1, {b_all}, gen, at::kLong);
+  // Drawn for the whole batch; with data parallelism this process trains on its rows.
+  const at::Tensor index = shard(batch), length = shard(length_all), start = shard(start_all);
+  const at::Tensor back = shard(back_all);
+  const int64_t b = index.size(0);
   const at::Tensor end = start + length;
   const at::Tensor& lambdas = knot_lambdas;
   const auto first = *residual->parameters().begin();
@@ -134,9 +216,6 @@ at::Tensor MicroTrainer::Impl::residual_loss() {
     return all.flatten(0, 1).index_select(0, index * per + knot).to(first.scalar_type());
   };
   const at::Tensor x_s = rows(data.x, start), x_t = rows(data.x, end), eps = rows(data.eps, start);
-  // History heads: the previous evaluation m' ∈ [segment_min, segment_max] knots earlier; where that
-  // falls before the first knot, none (the same knot: h_prev = 0), as at a run's first step.
-  const at::Tensor back = at::randint(options.segment_min, segment_max + 1, {b}, gen, at::kLong);
   const at::Tensor before = start - back;
   const at::Tensor prev = at::where(before >= 0, before, start);
   const auto dtype = first.scalar_type();
@@ -152,8 +231,10 @@ at::Tensor MicroTrainer::Impl::residual_loss() {
   return ((pred - target) / c).pow(2).mean();
 }
 
-at::Tensor MicroTrainer::Impl::unrolled_loss(double& mse, int64_t& budget) {
-  const at::Tensor index = order->next().labels;
+at::Tensor MicroTrainer::Impl::unrolled_loss(const Rows& shard, const std::function<double(double)>& average,
+                                             const std::function<at::Tensor(const at::Tensor&)>& batch_mean,
+                                             double& mse, int64_t& budget) {
+  const at::Tensor index = shard(order->next().labels);
   const auto dtype = (*residual->parameters().begin()).scalar_type();
   const at::Tensor x_T = data.x.index_select(0, index).select(1, 0).to(dtype);
   const at::Tensor x_0 = data.x.index_select(0, index).select(1, data.segments()).to(dtype);
@@ -169,9 +250,12 @@ at::Tensor MicroTrainer::Impl::unrolled_loss(double& mse, int64_t& budget) {
   spec.t_end = data.times.back();
   spec.teacher_grad = options.teacher_grad;
   spec.time_gradient = options.time_gradient;
+  spec.batch_mean = batch_mean;  // h_φ's grid is the whole batch's (data parallelism: every process's rows)
   const at::Tensor err = (unroll_micro(teacher, x_T, spec).x - x_0).pow(2).mean();
-  mse = err.item<double>();
-  return err / err.detach().clamp_min(1e-30);
+  // The whole batch's error (the mean of the processes' shard errors) as the stop-gradient divisor:
+  // the averaged gradients are then those of log(error) over the whole batch.
+  mse = average(err.item<double>());
+  return err / std::max(mse, 1e-30);
 }
 
 TrainStepStats MicroTrainer::step() {
@@ -181,17 +265,23 @@ TrainStepStats MicroTrainer::step() {
   {
     ScopedUnoptimizedExecutor guard;
     at::Tensor loss;
+    const Impl::Rows rows = [this](const at::Tensor& t) { return shard(t); };
     if (s.options.mode == MicroMode::Residual) {
-      loss = s.residual_loss();
-      loss_value = loss.item<double>();
+      loss = s.residual_loss(rows);
+      loss_value = average_loss(loss.item<double>());
     } else {
-      loss = s.unrolled_loss(loss_value, budget);
+      std::function<at::Tensor(const at::Tensor&)> batch_mean;
+      if (data_parallel().world > 1) {
+        const Average* average = &data_parallel().average;
+        batch_mean = [average](const at::Tensor& logits) { return ProcessMean::apply(logits.mean(), average); };
+      }
+      loss = s.unrolled_loss(rows, [this](double v) { return average_loss(v); }, batch_mean, loss_value, budget);
     }
     loss.backward();
   }
   FEWSTEP_CHECK(std::isfinite(loss_value), "MicroTrainer: loss is ", loss_value, " at step ", s.step,
                 "; lower the learning rate (", s.options.optimizer.schedule.lr, ")");
-  const Optimizer::Stats o = s.optimizer->step(s.step);
+  const Optimizer::Stats o = update(*s.optimizer, s.step);
   if (s.trains_residual()) s.ema_residual->update(*s.residual);
   if (s.trains_step_size()) s.ema_step_size->update(*s.step_size);
   ++s.step;
@@ -203,12 +293,6 @@ TrainStepStats MicroTrainer::step() {
 Checkpoint MicroTrainer::state() const {
   const Impl& s = *impl_;
   Checkpoint c;
-  c.set_string("config/mode", to_string(s.options.mode));
-  c.set_string("config/heads", s.options.heads.describe());
-  c.set_string("config/trajectories", s.data.settings);
-  c.set_int("config/budget_min", s.options.budget_min);
-  c.set_int("config/budget_max", s.options.budget_max);
-  c.set_int("config/batch", s.options.batch);
   c.set_int("step", s.step);
   save_module_state(c, "residual", *s.residual);
   save_module_state(c, "step_size", *s.step_size);
@@ -222,15 +306,8 @@ Checkpoint MicroTrainer::state() const {
 
 void MicroTrainer::load_state(const Checkpoint& c) {
   Impl& s = *impl_;
-  constexpr const char* who = "MicroTrainer.load_checkpoint";
-  check_setting(c, "mode", to_string(s.options.mode), who);
-  check_setting(c, "heads", s.options.heads.describe(), who);
-  check_setting(c, "trajectories", s.data.settings, who);
-  check_setting(c, "budget_min", s.options.budget_min, who);
-  check_setting(c, "budget_max", s.options.budget_max, who);
-  check_setting(c, "batch", s.options.batch, who);
   const int64_t step = c.integer("step");
-  FEWSTEP_CHECK_VALUE(step >= 0, who, ": checkpoint '", c.source(), "' has step ", step);
+  FEWSTEP_CHECK_VALUE(step >= 0, "MicroTrainer.load_checkpoint: checkpoint '", c.source(), "' has step ", step);
   load_module_state(c, "residual", *s.residual);
   load_module_state(c, "step_size", *s.step_size);
   s.ema_residual->load(c, "ema_residual");
@@ -239,6 +316,14 @@ void MicroTrainer::load_state(const Checkpoint& c) {
   s.rng.load(c, "rng");
   load_data_position(c, *s.order);
   s.step = step;
+}
+
+std::string MicroTrainer::options_json() const {
+  const Impl& s = *impl_;
+  auto j = json_options::json::parse(options_to_json(s.options));
+  j["teacher"] = s.teacher_id;
+  j["trajectories"] = s.data.settings;
+  return j.dump();
 }
 
 int64_t MicroTrainer::step_count() const { return impl_->step; }

@@ -7,6 +7,7 @@
 
 #include "fewstep/core/check.h"
 #include "fewstep/train/checkpoint.h"
+#include "options_json.h"
 
 namespace fewstep {
 
@@ -19,6 +20,14 @@ torch::optim::AdamWParamState* state_of(torch::optim::AdamW& opt, const at::Tens
 }
 
 }  // namespace
+
+std::string options_to_json(const OptimizerOptions& o) {
+  return json_options::write(o, [](auto& v, auto& x) { json_options::optimizer_fields(v, x); });
+}
+
+void options_from_json(const std::string& json, OptimizerOptions& o) {
+  json_options::read(json, o, "OptimizerOptions", [](auto& v, auto& x) { json_options::optimizer_fields(v, x); });
+}
 
 Optimizer::Optimizer(std::vector<at::Tensor> parameters, OptimizerOptions options)
     : parameters_(std::move(parameters)), options_(options) {

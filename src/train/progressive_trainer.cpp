@@ -12,6 +12,7 @@
 #include "fewstep/train/ema.h"
 #include "fewstep/train/progressive_target.h"
 #include "fewstep/train/rng_bundle.h"
+#include "options_json.h"
 
 namespace fewstep {
 
@@ -77,6 +78,39 @@ void ProgressiveTrainerOptions::validate() const {
                         ", ", hi, "]");
   }
   optimizer.schedule.validate();
+}
+
+static void parse_enum(const std::string& name, ProgressiveWeighting& out) { out = parse_progressive_weighting(name); }
+
+namespace {
+
+template <class V, class O>
+void fields(V& v, O& o) {
+  v("initial_steps", o.initial_steps);
+  v("final_steps", o.final_steps);
+  v("iterations_per_round", o.iterations_per_round);
+  v("teacher_prediction", o.teacher_prediction);
+  v("student_prediction", o.student_prediction);
+  v("time_input", o.time_input);
+  v("time_scale", o.time_scale);
+  v("weighting", o.weighting);
+  v("t_min", o.t_min);
+  v("t_max", o.t_max);
+  json_options::conditioning_fields(v, o.conditioning);
+  v("guidance_range", o.guidance_range);
+  json_options::optimizer_fields(v, o.optimizer);
+  v("ema_decay", o.ema_decay);
+  v("seed", o.seed);
+}
+
+}  // namespace
+
+std::string options_to_json(const ProgressiveTrainerOptions& o) {
+  return json_options::write(o, [](auto& v, auto& x) { fields(v, x); });
+}
+
+void options_from_json(const std::string& json, ProgressiveTrainerOptions& o) {
+  json_options::read(json, o, "ProgressiveTrainerOptions", [](auto& v, auto& x) { fields(v, x); });
 }
 
 struct ProgressiveDistillationTrainer::Impl {
@@ -172,19 +206,24 @@ TrainStepStats ProgressiveDistillationTrainer::step() {
   Batch batch = s.data->next();
   FEWSTEP_CHECK_VALUE(batch.x.defined() && batch.x.dim() >= 2, "ProgressiveDistillationTrainer: data source ",
                       s.data->describe(), " returned a batch that is not a [B, ...] tensor");
-  const at::Tensor x0 = batch.x.to(first.device(), first.scalar_type());
-  const int64_t n = x0.size(0);
+  const at::Tensor x_all = batch.x.to(first.device(), first.scalar_type());
+  const int64_t n_all = x_all.size(0);
 
+  // Drawn for the whole batch; with data parallelism this process trains on its rows.
   at::Generator& gen = s.rng.get("noise");
-  const at::Tensor index = at::randint(1, s.steps_n + 1, {n}, gen, at::kLong);
-  const at::Tensor eps = at::randn(x0.sizes(), gen, at::TensorOptions().dtype(x0.scalar_type())).to(x0.device());
-  const at::Tensor y =
-      draw_labels(batch, s.options.conditioning, s.rng.get("labels"), x0.device(), "ProgressiveDistillationTrainer");
+  const at::Tensor index = shard(at::randint(1, s.steps_n + 1, {n_all}, gen, at::kLong));
+  const at::Tensor eps = shard(
+      at::randn(x_all.sizes(), gen, at::TensorOptions().dtype(x_all.scalar_type())).to(x_all.device()));
+  at::Tensor y = draw_labels(batch, s.options.conditioning, s.rng.get("labels"), x_all.device(),
+                             "ProgressiveDistillationTrainer");
+  if (y.defined()) y = shard(y);
   at::Tensor w;
   if (s.options.guidance_range) {
     const auto [lo, hi] = *s.options.guidance_range;
-    w = (lo + (hi - lo) * at::rand({n}, s.rng.get("guidance"), at::kDouble)).to(x0.options());
+    w = shard((lo + (hi - lo) * at::rand({n_all}, s.rng.get("guidance"), at::kDouble)).to(x_all.options()));
   }
+  const at::Tensor x0 = shard(x_all);
+  const int64_t n = x0.size(0);
 
   // Per-sample schedule values on the host in float64, then cast.
   std::vector<double> alpha(n), sigma(n), weight(n), t_in(n);
@@ -239,12 +278,12 @@ TrainStepStats ProgressiveDistillationTrainer::step() {
     loss = (loss_weight * (x0_hat - target.detach()).pow(2).flatten(1).mean(1)).mean();
     loss.backward();
   }
-  const double loss_value = loss.item<double>();
+  const double loss_value = average_loss(loss.item<double>());
   FEWSTEP_CHECK(std::isfinite(loss_value), "ProgressiveDistillationTrainer: loss is ", loss_value, " at step ", s.step,
                 " (round ", s.round, ", N = ", s.steps_n, "); lower the learning rate (",
                 s.options.optimizer.schedule.lr, ")");
   const int64_t in_round = s.step - s.round * s.options.iterations_per_round;
-  const Optimizer::Stats os = s.optimizer->step(in_round);
+  const Optimizer::Stats os = update(*s.optimizer, in_round);
   s.ema->update(*s.student);
   ++s.step;
   const double round_steps = static_cast<double>(s.steps_n);
@@ -255,52 +294,38 @@ TrainStepStats ProgressiveDistillationTrainer::step() {
 Checkpoint ProgressiveDistillationTrainer::state() const {
   const Impl& s = *impl_;
   Checkpoint c;
-  c.set_int("step", s.step);
   c.set_int("round", s.round);
   c.set_int("steps", s.steps_n);
-  c.set_int("config/initial_steps", s.options.initial_steps);
-  c.set_int("config/final_steps", s.options.final_steps);
-  c.set_int("config/iterations_per_round", s.options.iterations_per_round);
-  c.set_string("config/teacher_prediction", to_string(s.options.teacher_prediction));
-  c.set_string("config/student_prediction", to_string(s.options.student_prediction));
-  c.set_string("config/weighting", to_string(s.options.weighting));
-  c.set_string("config/data", s.data->describe());
-  c.set_int("config/num_classes", s.options.conditioning.num_classes);
-  c.set_int("config/guided", s.options.guidance_range ? 1 : 0);
-  save_module_state(c, "student", *s.student);
+  save_training_parts(c, s.step, {"student", s.student.get(), s.ema.get(), s.optimizer.get(),
+                                  const_cast<RngBundle*>(&s.rng), s.data.get()});
   save_module_state(c, "teacher", *s.teacher_net);
-  s.ema->save(c, "ema");
-  s.optimizer->save(c, "optimizer");
-  s.rng.save(c, "rng");
-  save_data_position(c, *s.data);
   return c;
 }
 
 void ProgressiveDistillationTrainer::load_state(const Checkpoint& c) {
   Impl& s = *impl_;
   constexpr const char* who = "ProgressiveDistillationTrainer.load_checkpoint";
-  check_setting(c, "initial_steps", s.options.initial_steps, who);
-  check_setting(c, "final_steps", s.options.final_steps, who);
-  check_setting(c, "iterations_per_round", s.options.iterations_per_round, who);
-  check_setting(c, "teacher_prediction", to_string(s.options.teacher_prediction), who);
-  check_setting(c, "student_prediction", to_string(s.options.student_prediction), who);
-  check_setting(c, "weighting", to_string(s.options.weighting), who);
-  check_setting(c, "num_classes", s.options.conditioning.num_classes, who);
-  check_setting(c, "guided", s.options.guidance_range ? 1 : 0, who);
   const int64_t step = c.integer("step"), round = c.integer("round");
   FEWSTEP_CHECK_VALUE(step >= 0 && round >= 0 && round < s.num_rounds &&
                           c.integer("steps") == (s.options.initial_steps >> round),
                       who, ": checkpoint '", c.source(), "' has inconsistent step ", step, ", round ", round,
                       ", steps ", c.integer("steps"));
-  load_module_state(c, "student", *s.student);
   load_module_state(c, "teacher", *s.teacher_net);
+  // The round's optimiser (fresh at each round) before its state is restored.
   s.set_round(round);
   s.fresh_optimizer();
-  s.optimizer->load(c, "optimizer");
-  s.ema->load(c, "ema");
-  s.rng.load(c, "rng");
-  load_data_position(c, *s.data);
-  s.step = step;
+  s.step = load_training_parts(c, {"student", s.student.get(), s.ema.get(), s.optimizer.get(), &s.rng, s.data.get()},
+                               who);
+}
+
+std::string ProgressiveDistillationTrainer::options_json() const {
+  const Impl& s = *impl_;
+  auto j = json_options::json::parse(options_to_json(s.options));
+  j["t_min"] = s.t_lo;
+  j["t_max"] = s.t_hi;
+  j["schedule"] = s.schedule->repr();
+  j["data"] = s.data->describe();
+  return j.dump();
 }
 
 int64_t ProgressiveDistillationTrainer::planned_steps() const {

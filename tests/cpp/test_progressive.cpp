@@ -289,10 +289,22 @@ TEST(ProgressiveTrainer, ExactResume) {
     EXPECT_TRUE(same_weights(*full->teacher(), *resumed->teacher())) << "k = " << k;
     EXPECT_TRUE(same_weights(*full->ema_student(), *resumed->ema_student())) << "k = " << k;
   }
-  // A checkpoint from other settings is refused, naming the setting.
+  // A checkpoint from other settings is refused, naming the setting and both values.
   auto other = make_trainer(quick_options(16, 2, 4));
-  const std::string msg = value_error_message([&] { other->load_checkpoint(dir + "/ckpt_4.pt"); });
-  EXPECT_NE(msg.find("initial_steps"), std::string::npos) << msg;
+  std::string msg = value_error_message([&] { other->load_checkpoint(dir + "/ckpt_4.pt"); });
+  EXPECT_NE(msg.find("initial_steps is 16 here, 8 in the checkpoint"), std::string::npos) << msg;
+  // Another time range (the grid of every round) used to continue silently: it is refused too.
+  auto range = quick_options(8, 2, 4);
+  range.t_min = 0.01;
+  auto shifted = make_trainer(range);
+  msg = value_error_message([&] { shifted->load_checkpoint(dir + "/ckpt_4.pt"); });
+  EXPECT_NE(msg.find("t_min is 0.01 here, 0.001 in the checkpoint"), std::string::npos) << msg;
+  range = quick_options(8, 2, 4);
+  range.t_max = 0.9;
+  shifted = make_trainer(range);
+  msg = value_error_message([&] { shifted->load_checkpoint(dir + "/ckpt_4.pt"); });
+  EXPECT_NE(msg.find("t_max is 0.9 here, 1.0 in the checkpoint"), std::string::npos) << msg;
+  EXPECT_EQ(shifted->step_count(), 0) << "a refused checkpoint must leave the trainer as it was";
   fs::remove_all(dir);
 }
 

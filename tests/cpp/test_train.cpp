@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -342,12 +343,12 @@ TEST(DenoiserTrainer, CheckpointFromAnotherSetupIsRejected) {
   o.loss.prediction = Prediction::X0;
   auto b = mixture_trainer(o);
   std::string msg = value_error_message([&] { b->load_checkpoint(dir + "/ckpt.pt"); });
-  EXPECT_NE(msg.find("prediction 'eps'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("prediction is \"x0\" here, \"eps\" in the checkpoint"), std::string::npos) << msg;
   // Another architecture.
   fewstep::MlpConfig wide = small_mlp();
   wide.hidden = 32;
   DenoiserTrainer c(fewstep::make_mlp(wide, 0), std::make_shared<fewstep::VPLinear>(),
-                    std::make_shared<fewstep::MixtureData>(mixture(), 8, uint64_t{0}), quick_options());
+                    std::make_shared<fewstep::MixtureData>(mixture(), 128, uint64_t{9}), quick_options());
   msg = value_error_message([&] { c.load_checkpoint(dir + "/ckpt.pt"); });
   EXPECT_NE(msg.find("shape"), std::string::npos) << msg;
   // Python-readable layout: one flat dict.
@@ -356,6 +357,82 @@ TEST(DenoiserTrainer, CheckpointFromAnotherSetupIsRejected) {
   EXPECT_TRUE(ck.contains("rng/noise"));
   EXPECT_TRUE(ck.contains("data/generator"));
   EXPECT_TRUE(ck.contains("optimizer/0/exp_avg"));
+  EXPECT_EQ(ck.string("format"), "fewstep.denoiser_trainer.v1");
+  EXPECT_EQ(ck.string("options"), a->options_json());
+}
+
+// The one resume check (train/trainer.h): every option is stored and compared; only the resumable ones
+// (total_steps) may change, and the front end's run options are compared the same way.
+TEST(Trainer, ResumeComparesEveryOptionExceptTheResumableOnes) {
+  at::set_num_threads(1);
+  const std::string dir = temp_dir("options");
+  auto a = mixture_trainer(quick_options());
+  a->set_run_options(R"({"--batch": 8, "--net": "mlp"})", {"--steps"});
+  a->train(3);
+  a->save_checkpoint(dir + "/ckpt.pt");
+  // total_steps may change: the run goes on with the new length of its learning-rate decay.
+  DenoiserTrainerOptions longer = quick_options();
+  longer.optimizer.schedule.total_steps += 10;
+  auto b = mixture_trainer(longer);
+  b->set_run_options(R"({"--batch": 8, "--net": "mlp", "--steps": 99})", {"--steps"});
+  ASSERT_TRUE(b->resume(dir + "/ckpt.pt"));
+  EXPECT_EQ(b->step_count(), 3);
+  for (const auto& [field, expected] : std::vector<std::pair<std::function<void(DenoiserTrainerOptions&)>, std::string>>{
+           {[](DenoiserTrainerOptions& o) { o.optimizer.schedule.lr = 0.5; }, "lr is 0.5 here"},
+           {[](DenoiserTrainerOptions& o) { o.ema_decay = 0.5; }, "ema_decay is 0.5 here"},
+           {[](DenoiserTrainerOptions& o) { o.seed = 9; }, "seed is 9 here, 123 in the checkpoint"},
+           {[](DenoiserTrainerOptions& o) { o.loss.time_scale = 2.0; }, "time_scale is 2.0 here, 1.0 in the checkpoint"},
+           {[](DenoiserTrainerOptions& o) { o.t_max = 0.5; }, "t_max is 0.5 here, 1.0 in the checkpoint"}}) {
+    DenoiserTrainerOptions o = quick_options();
+    field(o);
+    auto c = mixture_trainer(o);
+    c->set_run_options(R"({"--batch": 8, "--net": "mlp"})", {"--steps"});
+    const std::string msg = value_error_message([&] { c->load_checkpoint(dir + "/ckpt.pt"); });
+    EXPECT_NE(msg.find(expected), std::string::npos) << msg;
+    EXPECT_NE(msg.find("only total_steps may change"), std::string::npos) << msg;
+    EXPECT_EQ(c->step_count(), 0);
+  }
+  auto d = mixture_trainer(quick_options());
+  d->set_run_options(R"({"--batch": 16, "--net": "mlp"})");
+  const std::string msg = value_error_message([&] { d->load_checkpoint(dir + "/ckpt.pt"); });
+  EXPECT_NE(msg.find("--batch is 16 here, 8 in the checkpoint"), std::string::npos) << msg;
+  // A setting the checkpoint does not have differs too.
+  auto e = mixture_trainer(quick_options());
+  e->set_run_options(R"({"--batch": 8, "--net": "mlp", "--hidden": 4})");
+  EXPECT_NE(value_error_message([&] { e->load_checkpoint(dir + "/ckpt.pt"); }).find("--hidden is 4 here, absent"),
+            std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, OptionsRoundTripThroughJson) {
+  DenoiserTrainerOptions o = quick_options();
+  o.loss.prediction = Prediction::V;
+  o.t_min = 0.02;
+  o.optimizer.schedule.decay = fewstep::LrDecay::Linear;
+  o.conditioning.num_classes = 3;
+  const std::string j = fewstep::options_to_json(o);
+  DenoiserTrainerOptions back;
+  fewstep::options_from_json(j, back);
+  EXPECT_EQ(fewstep::options_to_json(back), j);
+  EXPECT_EQ(back.loss.prediction, Prediction::V);
+  ASSERT_TRUE(back.t_min.has_value());
+  EXPECT_EQ(*back.t_min, 0.02);
+  std::string msg = value_error_message([&] { fewstep::options_from_json(R"({"lrr": 1})", back); });
+  EXPECT_NE(msg.find("unknown option 'lrr'"), std::string::npos) << msg;
+  msg = value_error_message([&] { fewstep::options_from_json(R"({"decay": "step"})", back); });
+  EXPECT_NE(msg.find("decay should be 'cosine' or 'linear', got 'step'"), std::string::npos) << msg;
+  EXPECT_THROW(fewstep::options_from_json(R"({"lr": "fast"})", back), c10::TypeError);
+  EXPECT_THROW(fewstep::options_from_json(R"({"seed": -1})", back), c10::ValueError);
+}
+
+TEST(Trainer, CheckResumeOptionsNamesTheSettingAndBothValues) {
+  fewstep::check_resume_options("t", "c.pt", R"({"a": 1, "b": "x"})", R"({"b": "x", "a": 1})", {});
+  fewstep::check_resume_options("t", "c.pt", R"({"a": 1})", R"({"a": 2})", {"a"});
+  const std::string msg =
+      value_error_message([] { fewstep::check_resume_options("t", "c.pt", R"({"a": 1})", R"({"a": 2})", {}); });
+  EXPECT_NE(msg.find("t: checkpoint 'c.pt' was written with other options: a is 2 here, 1 in the checkpoint"),
+            std::string::npos)
+      << msg;
 }
 
 TEST(DenoiserTrainer, BadArgumentsAreNamed) {

@@ -119,3 +119,24 @@ def ddp_trained_states(tmp_path: Path, make_net: Callable, train: Callable, worl
 #: Skip marker for torch builds without gloo.
 needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available in this torch build")
+
+
+def _process_worker(rank: int, world: int, port: int, out_dir: str, fn: Callable) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.save(fn(), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_in_processes(tmp_path: Path, fn: Callable, world: int = 2) -> list:
+    """fn()'s result (tensors, dicts and lists of them) in each of `world` gloo processes, rank order
+    (fn must be a module-level function, so the spawned processes can import it)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_process_worker, args=(world, free_port(), str(tmp_path), fn), nprocs=world, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]

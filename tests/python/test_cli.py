@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import zlib
@@ -116,9 +117,23 @@ def test_resume_refuses_changed_flags_and_fresh_runs_refuse_existing_dirs(full_r
     bad = [a if a != "128" else "64" for a in TRAIN]
     proc = run(*bad, "--out", str(full_run), "--resume", check=False)
     assert proc.returncode == 2
-    assert "fewstep train: --batch 64 differs from the run in --out" in proc.stderr
+    assert "fewstep train: " in proc.stderr and "--batch is 64 here, 128 in the checkpoint" in proc.stderr
+    assert "only --steps may change" in proc.stderr
     proc = run(*TRAIN, "--out", str(full_run), check=False)
     assert proc.returncode == 2 and "already holds a run" in proc.stderr and "--resume" in proc.stderr
+
+
+def test_resume_may_extend_the_run(full_run: Path, tmp_path: Path) -> None:
+    # --steps is the one flag that may change on --resume: the run goes on to the new length. The warmup's
+    # default (--steps / 10) then changes too, and is refused like any other flag unless given.
+    out = tmp_path / "longer"
+    shutil.copytree(full_run, out)
+    longer = [a if a != "60" else "70" for a in TRAIN]
+    proc = run(*longer, "--out", str(out), "--resume", check=False)
+    assert proc.returncode == 2 and "--warmup is 7 here, 6 in the checkpoint" in proc.stderr
+    proc = run(*longer, "--warmup", "6", "--out", str(out), "--resume")
+    assert "resumed" in proc.stderr and "at step 60" in proc.stderr
+    assert json.loads((out / "model.json").read_text())["training"]["steps_done"] == 70
 
 
 def test_sample_scatter_png(full_run: Path, tmp_path: Path) -> None:

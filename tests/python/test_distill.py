@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import fewstep as fs
-from conftest import GaussianEps, ddp_trained_states, gaussian_ode_solution, needs_gloo
+from conftest import (BETA_MAX, BETA_MIN, GaussianEps, ddp_trained_states, gaussian_ode_solution, needs_gloo,
+                      vp_linear_log_alpha)
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
@@ -144,7 +145,7 @@ def test_pd_rounds_halve_the_steps_and_keep_the_teacher(vp: fs.VPLinear) -> None
     seen = []
     out = fs.distill_progressive(teacher, gmm_data, vp, initial_steps=8, final_steps=2, iterations=3,
                                  batch_size=8, callback=seen.append)
-    assert [s.steps for s in seen] == [8] * 3 + [4] * 3 + [2] * 3
+    assert [s.extra["N"] for s in seen] == [8] * 3 + [4] * 3 + [2] * 3
     assert [s.step for s in seen] == list(range(1, 10))
     assert sorted(out.students) == [2, 4, 8] and len(out.losses) == 9
     for n, grid in out.timesteps.items():
@@ -214,8 +215,10 @@ def test_pd_resume_is_bit_exact(tmp_path: Path) -> None:
         assert torch.equal(a, b), k
     assert sorted(resumed.students) == [1, 2, 4]
 
-    with pytest.raises(ValueError, match="was written with iterations=4, this run has iterations=5"):
+    with pytest.raises(ValueError, match="iterations is 5 here, 4 in the checkpoint"):
         pd_run(tmp_path / "b", iterations=5)
+    with pytest.raises(ValueError, match="t_min is 0.01 here, 0.001 in the checkpoint"):
+        pd_run(tmp_path / "b", t_min=0.01)
     fresh = pd_run(tmp_path / "b", resume=False)
     assert fresh.losses == full.losses
 
@@ -329,6 +332,134 @@ def test_guidance_loss_is_zero_for_the_guided_teacher(vp: fs.VPLinear) -> None:
     out = fs.distill_guidance(teacher, student, x0, labels, vp, 3, guidance_max=5.0, iterations=300, batch_size=16,
                               lr=2e-2, ema=0.0)
     assert gd(out.student, x0, labels, torch.Generator().manual_seed(1)).item() < 0.1 * start
+
+
+# ----------------------------------------------------------------------------------------------
+# Consistency distillation and training (new in Python): the loss against independent closed forms,
+# and the ready loop's exact resume.
+
+SIGMA_D = 0.5
+
+
+def vp_sigma_tilde(t: torch.Tensor) -> torch.Tensor:
+    """sigma/alpha of VP linear, written without fewstep (conftest's log alpha)."""
+    return torch.sqrt(torch.expm1(-2.0 * vp_linear_log_alpha(t)))
+
+
+def vp_time_of_sigma_tilde(st: torch.Tensor) -> torch.Tensor:
+    """Inverse of vp_sigma_tilde: log alpha = -log(1 + st^2)/2 is quadratic in t."""
+    a, b, c = 0.25 * (BETA_MAX - BETA_MIN), 0.5 * BETA_MIN, -0.5 * torch.log1p(st**2)
+    return (-b + torch.sqrt(b * b - 4 * a * c)) / (2 * a)
+
+
+def karras_levels(n: int, rho: float = 7.0) -> torch.Tensor:
+    """The n increasing levels: uniform in sigma_tilde^(1/rho) from t_min to t_max (Karras et al. 2022, eq. 5)."""
+    lo, hi = vp_sigma_tilde(torch.tensor(1e-3, dtype=torch.float64)), vp_sigma_tilde(torch.tensor(1.0, dtype=torch.float64))
+    st = (lo ** (1 / rho) + torch.arange(n, dtype=torch.float64) / (n - 1) * (hi ** (1 / rho) - lo ** (1 / rho))) ** rho
+    t = vp_time_of_sigma_tilde(st)
+    t[0] = 1e-3
+    return t
+
+
+def zero_net(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("method", ["cd", "ct", "ict"])
+def test_consistency_loss_matches_closed_forms(vp: fs.VPLinear, exact_gaussian: fs.Denoiser, method: str) -> None:
+    # With F = 0 the consistency function is f(x, t) = c_skip(t) x, c_skip = s_d^2 / ((st - st_min)^2 + s_d^2)
+    # (Song et al. 2023, arXiv 2303.01469, Appendix C, at the VE-equivalent level st = sigma/alpha): the loss
+    # is then known in closed form from the draws alone.
+    options = {"ct_s0": 6, "ct_s1": 10, "ict_s0": 5, "ict_s1": 10, "num_points": 7, "distance": "l2"}
+    if method == "ict":
+        options.update(distance="pseudo_huber", huber_c=0.03)
+    cm = fs.ConsistencyLoss(vp, method, exact_gaussian if method == "cd" else None, **options)
+    n = {"cd": 7, "ct": 6, "ict": 6}[method]  # N(0): num_points; CT: s0; iCT: s0 + 1
+    assert cm.points(0)[0] == n
+    levels = karras_levels(n)
+    torch.testing.assert_close(torch.tensor(cm.levels(0), dtype=torch.float64), levels, rtol=1e-12, atol=0)
+    x0 = torch.randn(12, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    draws = cm.draw((x0,), torch.Generator().manual_seed(2), 0)
+    _, index, z, _ = draws
+    assert index.min() >= 0 and index.max() <= n - 2
+    t_hi, t_lo = levels[index + 1], levels[index]
+    alpha = lambda t: torch.exp(vp_linear_log_alpha(t))[:, None]  # noqa: E731
+    sigma = lambda t: torch.sqrt(-torch.expm1(2 * vp_linear_log_alpha(t)))[:, None]  # noqa: E731
+    skip = lambda t: (SIGMA_D**2 / ((vp_sigma_tilde(t) - vp_sigma_tilde(torch.tensor(1e-3, dtype=torch.float64)))**2
+                                    + SIGMA_D**2))[:, None]  # noqa: E731
+    x_hi = alpha(t_hi) * x0 + sigma(t_hi) * z
+    if method == "cd":  # one Heun step of the teacher, row by row, through the library's sampler
+        x_lo = torch.cat([fs.sample(exact_gaussian, x_hi[b:b + 1], solver="heun",
+                                    timesteps=[float(t_hi[b]), float(t_lo[b])]).x for b in range(12)])
+    else:  # the same z at the lower level
+        x_lo = alpha(t_lo) * x0 + sigma(t_lo) * z
+    diff = skip(t_hi) * x_hi - skip(t_lo) * x_lo
+    if method == "ict":
+        d = torch.sqrt(diff.pow(2).sum(1) + 0.03**2) - 0.03
+        expected = (d / (vp_sigma_tilde(t_hi) - vp_sigma_tilde(t_lo))).mean()
+    else:
+        expected = diff.pow(2).mean(1).mean()
+    loss, extra = cm.step_loss(zero_net, draws, 0)
+    assert extra["N"] == n
+    torch.testing.assert_close(loss, expected, rtol=1e-9, atol=0)
+
+
+def consistency_run(tmp: Path, method: str, callback=None, iterations: int = 8, **kw) -> fs.DistillResult:
+    vp = fs.VPLinear()
+    teacher = fs.Denoiser.exact(fs.GaussianMixture.random(dim=2, components=3, seed=4), vp)
+    torch.manual_seed(0)
+    return fs.distill_consistency(TinyMLP(hidden=16), gmm_data, vp, method=method, teacher=teacher,
+                                  iterations=iterations, batch_size=16, lr=1e-3, ema=0.9, seed=5,
+                                  checkpoint=tmp / f"{method}.ckpt", checkpoint_every=4, callback=callback,
+                                  consistency={"num_points": 6, "ict_s0": 4, "ict_s1": 8}, **kw)
+
+
+@pytest.mark.parametrize("method", ["cd", "ct", "ict"])
+def test_consistency_resume_is_bit_exact(tmp_path: Path, method: str) -> None:
+    full = consistency_run(tmp_path / "a", method)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_6(info: fs.TrainStep) -> None:
+        if info.step == 6:
+            raise Stop
+
+    with pytest.raises(Stop):
+        consistency_run(tmp_path / "b", method, callback=stop_at_6)
+    resumed = consistency_run(tmp_path / "b", method)  # continues from the checkpoint of step 4
+    assert resumed.losses == full.losses and len(full.losses) == 8
+    for (k, a), b in zip(full.student.state_dict().items(), resumed.student.state_dict().values()):
+        assert torch.equal(a, b), k
+    a, b = fs.Checkpoint.load(tmp_path / "a" / f"{method}.ckpt"), fs.Checkpoint.load(tmp_path / "b" / f"{method}.ckpt")
+    assert a.tensor_keys() == b.tensor_keys() and ("target/body.0.weight" in a.tensor_keys()) == (method != "ict")
+    for key in a.tensor_keys():  # target network, EMA, AdamW, generators, data position
+        assert torch.equal(a.tensor(key), b.tensor(key)), key
+    with pytest.raises(ValueError, match="num_points is 7 here, 6 in the checkpoint"):
+        fs.distill_consistency(TinyMLP(hidden=16), gmm_data, fs.VPLinear(), method=method,
+                               teacher=fs.Denoiser.exact(fs.GaussianMixture.random(dim=2, components=3, seed=4),
+                                                         fs.VPLinear()),
+                               iterations=8, batch_size=16, lr=1e-3, ema=0.9, seed=5,
+                               checkpoint=tmp_path / "b" / f"{method}.ckpt",
+                               consistency={"num_points": 7, "ict_s0": 4, "ict_s1": 8})
+    # The one-step student samples through the library's consistency sampler.
+    model = fs.consistency_denoiser(full.student, fs.VPLinear(), sigma_data=0.5)
+    out = fs.sample(model, torch.randn(4, 2, dtype=torch.float64), solver="consistency", timesteps=full.timesteps[1])
+    assert out.nfe == 1 and torch.isfinite(out.x).all()
+
+
+def test_consistency_bad_options_name_the_option(vp: fs.VPLinear, exact_gaussian: fs.Denoiser) -> None:
+    with pytest.raises(ValueError, match="consistency method must be one of cd, ct, ict, got 'cm'"):
+        fs.ConsistencyLoss(vp, "cm")
+    with pytest.raises(TypeError, match="teacher should be a fewstep.Denoiser for method 'cd'"):
+        fs.ConsistencyLoss(vp, "cd")
+    with pytest.raises(ValueError, match="unknown option 'points'"):
+        fs.ConsistencyLoss(vp, "ct", points=3)
+    with pytest.raises(ValueError, match="num_points must be >= 2, got 1"):
+        fs.ConsistencyLoss(vp, "cd", exact_gaussian, num_points=1)
+    with pytest.raises(ValueError, match="teacher_solver must be deterministic"):
+        cm = fs.ConsistencyLoss(vp, "cd", exact_gaussian, teacher_solver="euler_maruyama")
+        cm(zero_net, torch.zeros(4, 3, dtype=torch.float64), torch.Generator().manual_seed(0))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -65,9 +66,9 @@ def test_dense_trajectories_shapes_and_cache(tmp_path: Path) -> None:
 def test_residual_training_lowers_the_loss_and_the_error() -> None:
     teacher = mixture_teacher()
     data = trajectories(teacher, n=256)
-    trainer = fs.MicroTrainer(teacher, TEACHER_ID, data, mode="residual", batch=64, lr=1e-3, ema_decay=0.9)
-    assert trainer.mode == "residual" and trainer.step_count == 0
-    untrained = trainer.sampler()
+    trainer = fs.Trainer.micro(teacher, TEACHER_ID, data, mode="residual", batch=64, lr=1e-3, ema_decay=0.9)
+    assert trainer.kind == "micro" and trainer.options["mode"] == "residual" and trainer.step_count == 0
+    untrained = trainer.export()
     summary = trainer.train(200, progress=False)
     assert summary["first_step"] == 0 and summary["last_step"] == 200 == trainer.step_count
     losses = summary["losses"]
@@ -76,12 +77,12 @@ def test_residual_training_lowers_the_loss_and_the_error() -> None:
     assert last < 0.5 * first, (first, last)
 
     stats = trainer.step()
-    assert stats["step"] == 201 and set(stats) == {"step", "loss", "lr", "grad_norm", "extras"}
+    assert stats.step == 201 and stats.extra == {} and math.isfinite(stats.loss) and stats.lr > 0
     # After only 200 steps the distilled step already beats DDIM (the untrained sampler) at 6 evaluations.
     x_T = noise(64)
     ref = fs.reference_solve(teacher, x_T).x
     err_untrained = (untrained.sample(teacher, x_T, 6).x - ref).norm()
-    err_trained = (trainer.sampler().sample(teacher, x_T, 6).x - ref).norm()
+    err_trained = (trainer.export().sample(teacher, x_T, 6).x - ref).norm()
     assert err_trained < 0.9 * err_untrained, (err_trained, err_untrained)
 
 
@@ -92,37 +93,39 @@ def test_exact_resume_is_bit_identical(tmp_path: Path, mode: str) -> None:
     settings = dict(mode=mode, batch=16, budget_min=3, budget_max=6, lr=1e-3, ema_decay=0.5, total_steps=6, seed=3)
     x_T = noise(8)
 
-    straight = fs.MicroTrainer(teacher, TEACHER_ID, data, **settings)
+    straight = fs.Trainer.micro(teacher, TEACHER_ID, data, **settings)
     straight.train(6, progress=False)
 
     ckpt = tmp_path / "micro.ckpt"
-    first = fs.MicroTrainer(teacher, TEACHER_ID, data, **settings)
-    first.train(3, checkpoint_path=ckpt, progress=False)
+    first = fs.Trainer.micro(teacher, TEACHER_ID, data, **settings)
+    first.train(3, checkpoint=ckpt, progress=False)
     assert ckpt.exists()
-    halfway = first.sampler().sample(teacher, x_T, 5).x
-    second = fs.MicroTrainer(teacher, TEACHER_ID, data, **settings)
+    halfway = first.export().sample(teacher, x_T, 5).x
+    second = fs.Trainer.micro(teacher, TEACHER_ID, data, **settings)
     assert not second.resume(tmp_path / "missing.ckpt")
     assert second.resume(ckpt) and second.step_count == 3
     second.train(3, progress=False)
 
-    a = straight.sampler().sample(teacher, x_T, 5).x
-    b = second.sampler().sample(teacher, x_T, 5).x
+    a = straight.export().sample(teacher, x_T, 5).x
+    b = second.export().sample(teacher, x_T, 5).x
     assert torch.equal(a, b)
     assert not torch.equal(a, halfway)  # the last 3 steps did change the heads
 
-    # A checkpoint of other settings is refused, naming the setting.
-    other = fs.MicroTrainer(teacher, TEACHER_ID, data, **{**settings, "batch": 8})
-    with pytest.raises(ValueError, match="batch"):
+    # A checkpoint of other settings is refused, naming the setting and both values.
+    other = fs.Trainer.micro(teacher, TEACHER_ID, data, **{**settings, "batch": 8})
+    with pytest.raises(ValueError, match="batch is 8 here, 16 in the checkpoint"):
         other.load_checkpoint(ckpt)
+    longer = fs.Trainer.micro(teacher, TEACHER_ID, data, **{**settings, "total_steps": 12})
+    assert longer.resume(ckpt) and longer.step_count == 3  # the run's length may change
 
 
 def test_save_load_round_trip_and_sampler_snapshot(tmp_path: Path) -> None:
     teacher = mixture_teacher()
     data = trajectories(teacher, n=64)
-    trainer = fs.MicroTrainer(teacher, TEACHER_ID, data, mode="joint", batch=16, budget_min=3, budget_max=6,
+    trainer = fs.Trainer.micro(teacher, TEACHER_ID, data, mode="joint", batch=16, budget_min=3, budget_max=6,
                               lr=1e-3, ema_decay=0.5, time_gradient=False)
     trainer.train(4, progress=False)
-    sampler = trainer.sampler()
+    sampler = trainer.export()
     x_T = noise(8)
     before = sampler.sample(teacher, x_T, 6)
     trainer.train(2, progress=False)  # the sampler is a snapshot: later steps do not change it
@@ -151,8 +154,8 @@ def test_save_load_round_trip_and_sampler_snapshot(tmp_path: Path) -> None:
 
 def test_another_teacher_is_refused(tmp_path: Path) -> None:
     teacher, other = mixture_teacher(0), mixture_teacher(1)
-    trainer = fs.MicroTrainer(teacher, TEACHER_ID, trajectories(teacher, n=32), mode="residual", batch=16)
-    sampler = trainer.sampler()
+    trainer = fs.Trainer.micro(teacher, TEACHER_ID, trajectories(teacher, n=32), mode="residual", batch=16)
+    sampler = trainer.export()
     sampler.check_teacher(teacher)  # no error
     with pytest.raises(ValueError, match="different teacher"):
         sampler.sample(other, noise(4), 4)
@@ -164,15 +167,15 @@ def test_another_teacher_is_refused(tmp_path: Path) -> None:
         fs.sample(other, noise(4), solver="micro", steps=4, path=str(path))
     # Warm-starting with a sampler of another teacher is refused too.
     with pytest.raises(ValueError, match="different teacher"):
-        fs.MicroTrainer(other, "other", trajectories(other, n=32), mode="joint", batch=16, init=sampler)
+        fs.Trainer.micro(other, "other", trajectories(other, n=32), mode="joint", batch=16, init=sampler)
 
 
 def test_micro_solver_through_fs_sample(tmp_path: Path) -> None:
     teacher = mixture_teacher()
-    trainer = fs.MicroTrainer(teacher, TEACHER_ID, trajectories(teacher, n=64), mode="residual", batch=32, lr=1e-3,
+    trainer = fs.Trainer.micro(teacher, TEACHER_ID, trajectories(teacher, n=64), mode="residual", batch=32, lr=1e-3,
                               ema_decay=0.5)
     trainer.train(20, progress=False)
-    sampler = trainer.sampler()
+    sampler = trainer.export()
     path = tmp_path / "micro.pt"
     sampler.save(path)
     x_T = noise(8)
@@ -187,10 +190,10 @@ def test_micro_solver_through_fs_sample(tmp_path: Path) -> None:
 
 def test_untrained_residual_sampler_is_ddim() -> None:
     teacher = mixture_teacher()
-    trainer = fs.MicroTrainer(teacher, TEACHER_ID, trajectories(teacher, n=32), mode="residual", batch=16)
+    trainer = fs.Trainer.micro(teacher, TEACHER_ID, trajectories(teacher, n=32), mode="residual", batch=16)
     x_T = noise(32)
     for nfe in (1, 5, 12):
-        micro = trainer.sampler().sample(teacher, x_T, nfe)
+        micro = trainer.export().sample(teacher, x_T, nfe)
         ddim = fs.sample(teacher, x_T, solver="ddim", steps=nfe)
         assert micro.nfe == ddim.nfe == nfe
         torch.testing.assert_close(micro.x, ddim.x, rtol=0, atol=1e-10)
@@ -203,13 +206,13 @@ def test_python_teacher_and_callback() -> None:
     teacher = fs.Denoiser(net, fs.VPLinear(beta_min=0.1, beta_max=20.0))
     data = fs.dense_trajectories(teacher, "gaussian eps", [3], 32, segments=8, substeps=2, progress=False)
     assert data.x.dtype == torch.float32
-    trainer = fs.MicroTrainer(teacher, "gaussian eps", data, mode="joint", batch=16, budget_min=2, budget_max=4)
+    trainer = fs.Trainer.micro(teacher, "gaussian eps", data, mode="joint", batch=16, budget_min=2, budget_max=4)
     seen = []
 
-    def callback(stats: dict) -> None:
-        seen.append((stats["step"], stats["extras"]["budget"]))
-        if stats["step"] == 2:
-            seen.append(trainer.sampler())  # the trainer is usable from its own callback
+    def callback(stats: fs.TrainStep) -> None:
+        seen.append((stats.step, stats.extra["budget"]))
+        if stats.step == 2:
+            seen.append(trainer.export())  # the trainer is usable from its own callback
 
     calls = net.calls
     summary = trainer.train(3, progress=False, callback=callback)
@@ -217,7 +220,7 @@ def test_python_teacher_and_callback() -> None:
     assert [s for s, _ in seen[:2]] == [1, 2] and isinstance(seen[2], fs.MicroSampler) and seen[3][0] == 3
     assert all(2 <= b <= 4 for _, b in (seen[0], seen[1], seen[3]))
 
-    def failing(stats: dict) -> None:
+    def failing(stats: fs.TrainStep) -> None:
         raise KeyError("stop here")
 
     with pytest.raises(KeyError, match="stop here"):
@@ -247,7 +250,7 @@ def test_bad_arguments_name_themselves(tmp_path: Path) -> None:
     teacher = mixture_teacher()
     data = trajectories(teacher, n=32)
     with pytest.raises(ValueError, match="mode should be 'residual', 'step_size' or 'joint', got 'bogus'"):
-        fs.MicroTrainer(teacher, TEACHER_ID, data, mode="bogus")
+        fs.Trainer.micro(teacher, TEACHER_ID, data, mode="bogus")
     with pytest.raises(ValueError, match=r"dtype should be torch.float32 or torch.float64, got torch.int64"):
         fs.dense_trajectories(teacher, TEACHER_ID, [4], 8, dtype=torch.int64)
     with pytest.raises(TypeError, match="dtype"):
@@ -257,30 +260,34 @@ def test_bad_arguments_name_themselves(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="n must be >= 1"):
         fs.dense_trajectories(teacher, TEACHER_ID, [4], 0)
     with pytest.raises(ValueError, match="batch"):
-        fs.MicroTrainer(teacher, TEACHER_ID, data, batch=0)
+        fs.Trainer.micro(teacher, TEACHER_ID, data, batch=0)
     with pytest.raises(ValueError, match="fewer than batch"):
-        fs.MicroTrainer(teacher, TEACHER_ID, data, batch=64)
+        fs.Trainer.micro(teacher, TEACHER_ID, data, batch=64)
     with pytest.raises(ValueError, match="spread"):
-        fs.MicroTrainer(teacher, TEACHER_ID, data, batch=16, spread=1.0)
+        fs.Trainer.micro(teacher, TEACHER_ID, data, batch=16, spread=1.0)
     with pytest.raises(ValueError, match="budget_min"):
-        fs.MicroTrainer(teacher, TEACHER_ID, data, batch=16, budget_min=6, budget_max=5)
+        fs.Trainer.micro(teacher, TEACHER_ID, data, batch=16, budget_min=6, budget_max=5)
     with pytest.raises(ValueError, match="lr"):
-        fs.MicroTrainer(teacher, TEACHER_ID, data, batch=16, lr=-1.0)
+        fs.Trainer.micro(teacher, TEACHER_ID, data, batch=16, lr=-1.0)
+    with pytest.raises(ValueError, match="unknown option 'learning_rate'"):
+        fs.Trainer.micro(teacher, TEACHER_ID, data, batch=16, learning_rate=1e-3)
+    with pytest.raises(TypeError, match="batch should be an int"):
+        fs.Trainer.micro(teacher, TEACHER_ID, data, batch=16.0)
     with pytest.raises(ValueError, match="decay should be 'cosine' or 'linear'"):
-        fs.MicroTrainer(teacher, TEACHER_ID, data, batch=16, decay="exponential")
+        fs.Trainer.micro(teacher, TEACHER_ID, data, batch=16, decay="exponential")
     with pytest.raises(TypeError, match="teacher"):
-        fs.MicroTrainer(None, TEACHER_ID, data)
+        fs.Trainer.micro(None, TEACHER_ID, data)
     with pytest.raises(TypeError, match="trajectories"):
-        fs.MicroTrainer(teacher, TEACHER_ID, None)
-    trainer = fs.MicroTrainer(teacher, TEACHER_ID, data, mode="residual", batch=16)
+        fs.Trainer.micro(teacher, TEACHER_ID, None)
+    trainer = fs.Trainer.micro(teacher, TEACHER_ID, data, mode="residual", batch=16)
     with pytest.raises(ValueError, match="steps"):
         trainer.train(-1, progress=False)
     with pytest.raises(TypeError, match="callback"):
         trainer.train(1, progress=False, callback=3)
-    with pytest.raises(TypeError, match="checkpoint_path"):
-        trainer.train(1, progress=False, checkpoint_path=3)
+    with pytest.raises(TypeError, match="checkpoint"):
+        trainer.train(1, progress=False, checkpoint=3)
     with pytest.raises(ValueError, match="nfe"):
-        trainer.sampler().sample(teacher, noise(2), 0)
+        trainer.export().sample(teacher, noise(2), 0)
     missing = tmp_path / "missing.pt"
     with pytest.raises(ValueError, match="missing.pt"):
         fs.MicroSampler.load(missing)
@@ -290,14 +297,14 @@ def test_bad_arguments_name_themselves(tmp_path: Path) -> None:
     not_a_sampler.write_text("hello")
     with pytest.raises(ValueError, match="not a TorchScript archive"):
         fs.MicroSampler.load(not_a_sampler)
-    assert trainer.sampler().controller(4) is None  # no step-size head in residual mode
+    assert trainer.export().controller(4) is None  # no step-size head in residual mode
 
 
 def test_training_releases_the_gil() -> None:
     # As in test_gil.py: while a worker thread trains (exact teacher, no Python callback), the main
     # thread keeps running bytecode; if train() held the GIL the largest gap would be the whole run.
     teacher = mixture_teacher()
-    trainer = fs.MicroTrainer(teacher, TEACHER_ID, trajectories(teacher, n=64), mode="residual", batch=64)
+    trainer = fs.Trainer.micro(teacher, TEACHER_ID, trajectories(teacher, n=64), mode="residual", batch=64)
     started, span = threading.Event(), {}
 
     def work() -> None:

@@ -290,7 +290,7 @@ def test_resume_is_bit_exact(tmp_path, vp: fs.VPLinear, kind: str) -> None:
     with pytest.raises(Interrupt):
         fs.train_denoiser(net_b, data, vp, batch_size=batch, checkpoint=tmp_path / "b.pt", checkpoint_every=k,
                           callback=stop, **common)
-    assert torch.load(tmp_path / "b.pt", weights_only=True)["step"] == k
+    assert fs.Checkpoint.load(tmp_path / "b.pt").integer("step") == k
     torch.manual_seed(12345)  # the global RNG moves on in between; resume restores it
     data, batch = make_data(kind)
     net_b = fresh()
@@ -302,14 +302,13 @@ def test_resume_is_bit_exact(tmp_path, vp: fs.VPLinear, kind: str) -> None:
         assert sa.keys() == sb.keys()
         for key in sa:
             assert torch.equal(sa[key], sb[key]), key
-    ca = torch.load(tmp_path / "a.pt", weights_only=True)
-    cb = torch.load(tmp_path / "b.pt", weights_only=True)
-    assert ca["step"] == cb["step"] == 2 * k
-    for i, state in ca["optimizer"]["state"].items():
-        for key, value in state.items():
-            assert torch.equal(value, cb["optimizer"]["state"][i][key])
-    assert torch.equal(ca["rng"]["noise"], cb["rng"]["noise"])
-    assert torch.equal(ca["rng"]["global"]["cpu"], cb["rng"]["global"]["cpu"])
+    ca, cb = fs.Checkpoint.load(tmp_path / "a.pt"), fs.Checkpoint.load(tmp_path / "b.pt")
+    assert ca.integer("step") == cb.integer("step") == 2 * k
+    assert ca.string("format") == "fewstep.dsm_loss_trainer.v1" and ca.string("options") == cb.string("options")
+    keys = ca.tensor_keys()
+    assert keys == cb.tensor_keys() and any(key.startswith("optimizer/") for key in keys)
+    for key in keys:  # weights, EMA, AdamW state, every generator, the data position, the losses
+        assert torch.equal(ca.tensor(key), cb.tensor(key)), key
     assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]  # atomic writes leave no temporaries
 
     # Already at `steps`: returns the saved state without training.
@@ -322,9 +321,18 @@ def test_checkpoint_from_another_run_is_refused(tmp_path, vp: fs.VPLinear) -> No
     data = torch.randn(16, 2)
     path = tmp_path / "run.pt"
     fs.train_denoiser(TinyMLP(hidden=8), data, vp, steps=2, batch_size=4, checkpoint=path, progress=False)
-    with pytest.raises(ValueError, match=r"prediction='eps'.*prediction='v'"):
-        fs.train_denoiser(TinyMLP(hidden=8), data, vp, steps=4, batch_size=4, prediction="v", checkpoint=path,
-                          progress=False)
+    # Every option is compared (the one check of train/trainer.h), naming the setting and both values ...
+    for change, message in (({"prediction": "v"}, 'prediction is "v" here, "eps" in the checkpoint'),
+                            ({"lr": 1e-3}, "lr is 0.001 here, 0.0002 in the checkpoint"),
+                            ({"ema": 0.5}, "ema_decay is 0.5 here, 0.999 in the checkpoint"),
+                            ({"batch_size": 8}, 'data is "tensor(n=16, batch=8)" here')):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            fs.train_denoiser(TinyMLP(hidden=8), data, vp, **{"steps": 4, "batch_size": 4, **change},
+                              checkpoint=path, progress=False)
+    # ... except the run's length: a finished run goes on with a longer learning-rate decay.
+    ema, losses = fs.train_denoiser(TinyMLP(hidden=8), data, vp, steps=3, batch_size=4, checkpoint=path,
+                                    progress=False)
+    assert len(losses) == 3
     with pytest.raises(ValueError, match="another network"):
         fs.train_denoiser(TinyMLP(hidden=9), data, vp, steps=4, batch_size=4, checkpoint=path, progress=False)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
@@ -334,33 +342,35 @@ def test_checkpoint_from_another_run_is_refused(tmp_path, vp: fs.VPLinear) -> No
     # resume=False starts afresh and overwrites.
     fs.train_denoiser(TinyMLP(hidden=8), data, vp, steps=3, batch_size=4, prediction="v", checkpoint=path,
                       resume=False, progress=False)
-    assert torch.load(path, weights_only=True)["config"]["prediction"] == "v"
+    assert '"prediction": "v"' in fs.Checkpoint.load(path).string("options")
 
 
 def test_progress_bar_shows_loss_and_lr(vp: fs.VPLinear, capsys) -> None:
     fs.train_denoiser(TinyMLP(hidden=8), torch.randn(16, 2), vp, steps=3, batch_size=4, progress=True)
     err = capsys.readouterr().err
-    assert "fewstep train" in err and "loss=" in err and "lr=" in err and "3/3" in err
+    assert "fewstep dsm_loss" in err and "loss=" in err and "lr=" in err and "3/3" in err
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"steps": 0}, ValueError, "steps should be >= 1, got 0"),
     ({"steps": 2.5}, TypeError, "steps should be an int, got float"),
-    ({"lr": -1.0}, ValueError, "lr should be positive, got -1.0"),
+    # The optimiser's options are checked by the C++ optimiser (train/optimizer.h), naming the field.
+    ({"lr": -1.0}, ValueError, "LrSchedule.lr must be finite and positive, got -1"),
     ({"lr": float("nan")}, ValueError, "lr should be finite, got nan"),
-    ({"min_lr": 1.0}, ValueError, "min_lr should be in [0, lr = 0.0002], got 1"),
-    ({"warmup": -3}, ValueError, "warmup should be >= 0, got -3"),
+    ({"min_lr": 1.0}, ValueError, "LrSchedule.min_lr must be in [0, lr = 0.0002], got 1"),
+    ({"warmup": -3}, ValueError, "LrSchedule.warmup_steps must be >= 0, got -3"),
+    ({"betas": (0.9, 1.0)}, ValueError, "OptimizerOptions.beta2 must be in [0, 1), got 1"),
+    ({"weight_decay": -1.0}, ValueError, "OptimizerOptions.weight_decay must be finite and >= 0, got -1"),
     ({"ema": 1.5}, ValueError, "ema should be a decay in [0, 1], got 1.5"),
-    ({"grad_clip": -1.0}, ValueError, "grad_clip should be >= 0 (0 disables clipping), got -1"),
-    ({"betas": (0.9, 1.0)}, ValueError, "betas[1] should be in [0, 1), got 1"),
     ({"batch_size": 0}, ValueError, "batch_size should be >= 1, got 0"),
     ({"batch_size": 17}, ValueError, "batch_size should be at most the number of samples in data (16), got 17"),
     ({"seed": -1}, ValueError, "seed should be >= 0, got -1"),
-    ({"checkpoint_every": -1}, ValueError, "checkpoint_every should be >= 0, got -1"),
-    ({"prediction": "noise"}, ValueError, "prediction should be one of 'eps', 'x0', 'v', 'score', 'flow', got 'noise'"),
-    ({"weighting": "snr"}, ValueError, "weighting should be one of 'uniform', 'truncated_snr', 'min_snr', got 'snr'"),
-    ({"time_input": "step"}, ValueError, "time_input should be one of 't', 'index', 'sigma', 'lambda', got 'step'"),
-    ({"min_snr_gamma": 0.0}, ValueError, "min_snr_gamma should be positive, got 0.0"),
+    ({"checkpoint_every": -1}, ValueError, "TrainLoopOptions.checkpoint_every must be >= 0, got -1"),
+    # The loss's settings are checked by the C++ options (dsm_loss.h), naming the setting.
+    ({"prediction": "noise"}, ValueError, "prediction must be one of 'eps', 'x0', 'v', 'score', 'flow', got 'noise'"),
+    ({"weighting": "snr"}, ValueError, "weighting must be one of 'uniform', 'truncated_snr', 'min_snr', got 'snr'"),
+    ({"time_input": "step"}, ValueError, "time_input must be one of 't', 'index', 'sigma', 'lambda', got 'step'"),
+    ({"min_snr_gamma": 0.0}, ValueError, "DsmOptions.min_snr_gamma must be finite and positive, got 0"),
     ({"time_scale": 0.0}, ValueError, "time_scale should be non-zero, got 0.0"),
     ({"t_min": 0.0}, ValueError, "t_min should be within the schedule's range [0.001, 1], got 0"),
     ({"t_max": 2.0}, ValueError, "t_max should be within the schedule's range [0.001, 1], got 2"),
@@ -390,7 +400,7 @@ def test_bad_data_and_net(vp: fs.VPLinear) -> None:
         fs.train_denoiser(net, [torch.randn(4, 2)], vp, steps=1, batch_size=4, progress=False)
     with pytest.raises(ValueError, match="data is an empty iterable"):
         fs.train_denoiser(net, [], vp, steps=1, progress=False)
-    with pytest.raises(ValueError, match="net has no parameters that require grad"):
+    with pytest.raises(ValueError, match="the network has no parameters that require grad"):
         fs.train_denoiser(torch.nn.Identity(), torch.randn(16, 2), vp, steps=1, batch_size=4, progress=False)
     with pytest.raises(TypeError, match="schedule should be a fewstep schedule"):
         fs.train_denoiser(net, torch.randn(16, 2), "vp", steps=1, batch_size=4, progress=False)
@@ -399,7 +409,7 @@ def test_bad_data_and_net(vp: fs.VPLinear) -> None:
     dsm = fs.DSMLoss(vp)
     with pytest.raises(ValueError, match=r"x0 should be a batch \[B, \.\.\.\] with at least 2 dimensions"):
         dsm(net, torch.randn(4))
-    with pytest.raises(ValueError, match=r"net\(x_t, t\) returned shape \(4, 3\), expected x0's shape \(4, 2\)"):
+    with pytest.raises(ValueError, match=r"net\(x_t, t\) returned shape \(4, 3\), expected \(4, 2\)"):
         dsm(lambda x, t: torch.zeros(4, 3), torch.randn(4, 2))
     with pytest.raises(ValueError, match=r"t should have shape \(4,\), got \(3,\)"):
         dsm(net, torch.randn(4, 2), t=torch.full((3,), 0.5))
@@ -462,3 +472,89 @@ def test_ddp_two_processes_gloo_match_one_process(tmp_path) -> None:
         # carried through 4 SGD steps (lr 0.05) of a 16-unit MLP -> ~1e-15; 1e-12 leaves margin.
         torch.testing.assert_close(states[0][key], ref, rtol=0, atol=1e-12)
         assert not torch.equal(ref, initial[key])  # training moved every tensor
+
+
+def test_the_documented_example_runs(tmp_path, monkeypatch) -> None:
+    """docs/python_training.md's first example, as written (it also runs again, resuming at once)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "python_training.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    first: dict = {}
+    exec(compile(code, "docs/python_training.md", "exec"), first)
+    assert first["x"].shape == (512, 2) and torch.isfinite(first["x"]).all()
+    assert first["one_step"].shape == (512, 2) and torch.isfinite(first["one_step"]).all()
+    assert first["trainer"].step_count == 300 and (tmp_path / "runs" / "ct.ckpt").is_file()
+    again: dict = {}
+    exec(compile(code.split("# The same run as a trainer")[0], "docs/python_training.md", "exec"), again)
+    assert again["losses"] == first["losses"]  # resumed from the finished checkpoint, not retrained
+
+
+# ----------------------------------------------------------------------------------------------
+# The C++ trainers through the same binding (fs.Trainer.<kind>): TorchScript networks, trained in place.
+
+
+class ScriptNet(torch.nn.Module):
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.l1 = torch.nn.Linear(4, 16, dtype=torch.float64)
+        self.l2 = torch.nn.Linear(16, 2, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(x.dtype)[:, None]
+        return self.l2(torch.tanh(self.l1(torch.cat([x, t, torch.cos(t)], 1))))
+
+
+def test_cpp_trainers_have_the_same_shape(tmp_path, vp: fs.VPLinear) -> None:
+    points = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def denoiser(seed: int = 0, **options) -> fs.Trainer:
+        settings = dict(lr=1e-2, total_steps=10, ema_decay=0.9, seed=1, prediction="v", **options)
+        return fs.Trainer.denoiser(torch.jit.script(ScriptNet(seed)), vp, fs.ShuffledBatches(points, None, 16, 2),
+                                   **settings)
+
+    full = denoiser()
+    full.train(10, progress=False)
+    assert full.kind == "denoiser" and full.step_count == 10 and full.options["prediction"] == "v"
+    first = denoiser()
+    first.train(4, checkpoint=tmp_path / "d.ckpt", progress=False)
+    resumed = denoiser(seed=5)  # other initial weights: everything comes from the checkpoint
+    assert resumed.resume(tmp_path / "d.ckpt") and resumed.step_count == 4
+    resumed.train(6, progress=False)
+    a, b = full.export(), resumed.export()
+    assert isinstance(a, torch.jit.ScriptModule)
+    for (key, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), key
+    with pytest.raises(ValueError, match=re.escape("lr is 0.005 here, 0.01 in the checkpoint")):
+        denoiser(lr=5e-3).load_checkpoint(tmp_path / "d.ckpt")
+    with pytest.raises(ValueError, match="unknown option 'learning_rate'"):
+        denoiser(learning_rate=1.0)
+    with pytest.raises(TypeError, match="net should be a torch.jit.ScriptModule"):
+        fs.Trainer.denoiser(ScriptNet(), vp, fs.ShuffledBatches(points, None, 16, 2))
+
+    # The network is the caller's ScriptModule, trained in place.
+    net = torch.jit.script(ScriptNet())
+    before = [p.detach().clone() for p in net.parameters()]
+    fs.Trainer.denoiser(net, vp, fs.ShuffledBatches(points, None, 16, 2), lr=1e-2).train(2, progress=False)
+    assert all(not torch.equal(p, q) for p, q in zip(net.parameters(), before))
+
+    # Progressive rounds, consistency distillation and knowledge distillation: the same calls.
+    data = fs.ShuffledBatches(points, None, 16, 2)
+    rounds = []
+    pd = fs.Trainer.progressive(torch.jit.script(ScriptNet()), vp, data, initial_steps=4, final_steps=2,
+                                iterations_per_round=2, teacher_prediction="eps", student_prediction="v")
+    pd.train(4, progress=False, callback=lambda s: rounds.append(s.extra["N"]))
+    assert rounds == [4, 4, 2, 2] and pd.planned_steps == 4
+    cd = fs.Trainer.consistency(torch.jit.script(ScriptNet()), vp, data, teacher=torch.jit.script(ScriptNet(3)),
+                                method="cd", num_points=5)
+    assert math.isfinite(cd.step().loss) and cd.step().extra["N"] == 5
+    kd = fs.Trainer.knowledge(torch.jit.script(ScriptNet()), vp, points, 0.5 * points, timesteps=[1.0, 0.001],
+                              batch=16)
+    assert kd.train(2, progress=False)["last_step"] == 2
+    with pytest.raises(ValueError, match="does not support data parallelism"):
+        images = torch.zeros(32, 1, 4, 4)
+        clf = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)))
+        fs.Trainer.classifier(clf, fs.ShuffledBatches(images, torch.arange(32) % 3, 8, 0)).set_data_parallel(
+            0, 2, lambda tensors: None)

@@ -26,6 +26,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "fewstep/control/controller.h"
@@ -41,9 +42,12 @@ at::Tensor step_size_features(const at::Tensor& x, const at::Tensor& e, const at
                               double lambda_end, int64_t index, int64_t budget);
 
 /// Δλ_i above as a 0-dim tensor in `remaining`'s dtype (differentiable in `remaining` and in the head's
-/// parameters). head null: the uniform share R/k. k = budget − index ≥ 1.
+/// parameters). head null: the uniform share R/k. k = budget − index ≥ 1. `batch_mean` (optional)
+/// replaces mean_b of the logits: data-parallel training passes the mean over every process's rows
+/// (train/micro_trainer.h), so the grid is the whole batch's.
 at::Tensor propose_step(const torch::jit::Module* head, const at::Tensor& features, const at::Tensor& remaining,
-                        int64_t index, int64_t budget, double spread);
+                        int64_t index, int64_t budget, double spread,
+                        const std::function<at::Tensor(const at::Tensor&)>& batch_mean = {});
 
 /// h_φ in the controller slot: accepts every attempt, needs no error estimate, takes exactly
 /// `budget` steps from t_start to t_end. ControllerState is unused (everything is in ControlInput).

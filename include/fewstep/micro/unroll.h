@@ -20,6 +20,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "fewstep/micro/micro_sampler.h"
@@ -47,6 +48,8 @@ struct UnrollSpec {
   /// whose position h_φ chose); δ in λ.
   bool time_gradient = true;
   double time_delta = 1e-3;
+  /// The mean of h_φ's per-sample logits (micro/step_size.h's propose_step); empty: the batch's own.
+  std::function<at::Tensor(const at::Tensor&)> batch_mean;
 };
 
 struct UnrollResult {

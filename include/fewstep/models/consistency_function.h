@@ -22,6 +22,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -48,13 +49,22 @@ struct ConsistencyScalings {
 ConsistencyScalings consistency_scalings(const NoiseSchedule& schedule, const ConsistencyParameterization& p,
                                          double t);
 
+/// The network F of a consistency function: F(c_in x, c_noise) → a tensor of x's shape.
+using ConsistencyNetwork = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& t_input)>;
+
 /// f(x, t) for a batch with per-row host times t ([B] float64 CPU tensor), differentiable through
-/// `net` (forward(x, t) → F). ValueError naming the argument for shape mismatches.
+/// `net`. ValueError naming the argument for shape mismatches.
+at::Tensor consistency_function(const ConsistencyNetwork& net, const NoiseSchedule& schedule,
+                                const ConsistencyParameterization& p, const at::Tensor& x, const at::Tensor& t);
+/// The same for a TorchScript module forward(x, t) → F.
 at::Tensor consistency_function(const torch::jit::Module& net, const NoiseSchedule& schedule,
                                 const ConsistencyParameterization& p, const at::Tensor& x, const at::Tensor& t);
 
 /// The consistency model as a Denoiser predicting x0 = f(x, t): what the `consistency` sampler and
 /// `fewstep sample` run. Takes the network by shared pointer (kept alive by the Denoiser).
 Denoiser consistency_denoiser(ScriptNet net, SchedulePtr schedule, const ConsistencyParameterization& p);
+/// The same for any network (e.g. a Python module); `description` names it in messages.
+Denoiser consistency_denoiser(ConsistencyNetwork net, SchedulePtr schedule, const ConsistencyParameterization& p,
+                              std::string description = "consistency model");
 
 }  // namespace fewstep

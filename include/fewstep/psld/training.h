@@ -53,6 +53,10 @@ class PsldTrainer final : public Trainer {
   int64_t step_count() const override;
   int64_t planned_steps() const override;
   const ScriptNet& export_net() const override;  ///< the EMA network
+  /// steps, lr, warmup, min_lr, ema, grad_clip, seed and the data source (train/trainer.h).
+  std::string options_json() const override;
+  /// `steps` (the run's planned length) may change on resume.
+  std::vector<std::string> resumable_options() const override { return {"steps"}; }
 
  private:
   struct Impl;

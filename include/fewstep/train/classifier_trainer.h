@@ -45,6 +45,12 @@ struct ClassifierScore {
 ClassifierScore score_classifier(const torch::jit::Module& net, const at::Tensor& images, const at::Tensor& labels,
                                  int64_t batch = 500);
 
+/// The options as a flat JSON object (train/trainer.h): flip, seed and the optimiser's keys
+/// (train/denoiser_trainer.h).
+std::string options_to_json(const ClassifierTrainerOptions& options);
+/// Sets the keys present in `json`; ValueError naming an unknown key, TypeError for a wrong type.
+void options_from_json(const std::string& json, ClassifierTrainerOptions& options);
+
 class ClassifierTrainer final : public Trainer {
  public:
   /// ValueError naming the argument for a null network/data, a network without a forward method
@@ -61,6 +67,8 @@ class ClassifierTrainer final : public Trainer {
   int64_t step_count() const override;
   int64_t planned_steps() const override;
   const ScriptNet& export_net() const override { return net(); }
+  /// options_to_json with the data source.
+  std::string options_json() const override;
 
   const ScriptNet& net() const;
   const ClassifierTrainerOptions& options() const;

@@ -29,6 +29,8 @@
 /// the data position; resuming is bit-identical to an uninterrupted run (train/trainer.h).
 #pragma once
 
+#include <ATen/core/Generator.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -80,6 +82,45 @@ struct ConsistencyTrainerOptions {
   void validate() const;
 };
 
+/// The options as a flat JSON object (train/trainer.h): method, sigma_data, t_min (the boundary; 0 =
+/// the schedule's), time_input, time_scale, teacher_prediction, teacher_time_input, teacher_time_scale,
+/// teacher_solver (the name of teacher_stepper when one is given), num_points, target_ema, ct_s0, ct_s1,
+/// ct_mu0, ct_total_steps, ict_s0, ict_s1, ict_total_steps, p_mean, p_std, rho, distance, huber_c,
+/// ema_decay, seed and the optimiser's keys (train/denoiser_trainer.h).
+std::string options_to_json(const ConsistencyTrainerOptions& options);
+/// Sets the keys present in `json`; ValueError naming an unknown key, TypeError for a wrong type.
+void options_from_json(const std::string& json, ConsistencyTrainerOptions& options);
+
+// The arithmetic of a consistency step, shared by ConsistencyTrainer and the Python loss
+// (python/fewstep/distill.py), so both compute the same numbers.
+
+/// N(k), the number of levels at step k (CD: num_points; CT, iCT: their curricula).
+int64_t consistency_points(const ConsistencyTrainerOptions& options, int64_t k);
+/// μ(k), the target network's EMA rate (CD: target_ema; CT: the curriculum's; iCT: 0).
+double consistency_target_ema(const ConsistencyTrainerOptions& options, int64_t k);
+/// The n increasing levels t_0 = t_lo < ... < t_{n−1} = t_max: the Karras ρ-grid in σ̃ = σ/α, with the
+/// first level exactly t_lo (f(·, t_lo) is the identity). ValueError for n < 2.
+std::vector<double> consistency_levels(const NoiseSchedule& schedule, int64_t n, double t_lo, double rho);
+/// `n` level indices i ∈ {0..N−2} drawn from `gen`: uniform (CD, CT) or iCT's discretised lognormal.
+at::Tensor consistency_draw_index(const NoiseSchedule& schedule, const ConsistencyTrainerOptions& options,
+                                  const std::vector<double>& levels, int64_t n, at::Generator& gen);
+
+/// Per row b (index i_b): the pair of times t_hi = t_{i+1} > t_lo = t_i, their α and σ, and the loss
+/// weight λ (1 for CD and CT, 1/(σ̃_hi − σ̃_lo) for iCT); [B] float64 CPU tensors.
+struct ConsistencyPairTimes {
+  at::Tensor t_hi, t_lo, alpha_hi, sigma_hi, alpha_lo, sigma_lo, weight;
+};
+ConsistencyPairTimes consistency_pair_times(const NoiseSchedule& schedule, const ConsistencyTrainerOptions& options,
+                                            const std::vector<double>& levels, const at::Tensor& index);
+/// CD's x̂_i: one step of `stepper` on `teacher` from t_{i+1} to t_i for every row of x_hi (rows grouped
+/// by index), without autograd.
+at::Tensor consistency_teacher_step(const Denoiser& teacher, const Stepper& stepper, const at::Tensor& x_hi,
+                                    const at::Tensor& index, const std::vector<double>& levels);
+/// The per-row distance d(a, b) ([B]): L2 mean_j (a−b)², L1 mean_j |a−b|, or pseudo-Huber
+/// √(‖a−b‖² + c²) − c with c = huber_c, or 0.00054 √dim when huber_c is 0.
+at::Tensor consistency_distance(const at::Tensor& a, const at::Tensor& b, ConsistencyDistance distance,
+                                double huber_c);
+
 class ConsistencyTrainer final : public Trainer {
  public:
   /// `student`: the network F (initialised by the caller, e.g. from the teacher's weights for CD).
@@ -97,6 +138,9 @@ class ConsistencyTrainer final : public Trainer {
   int64_t step_count() const override;
   int64_t planned_steps() const override;
   const ScriptNet& export_net() const override { return ema_student(); }
+  /// options_to_json with the boundary resolved, the schedule and the data source.
+  std::string options_json() const override;
+  bool supports_data_parallel() const override { return true; }
 
   /// N and μ at step k (CD: fixed).
   int64_t points_at(int64_t k) const;

@@ -44,6 +44,14 @@ struct DenoiserTrainerOptions {
   uint64_t seed = 0;
 };
 
+/// The options as a flat JSON object (train/trainer.h): prediction, time_input, time_scale, weighting,
+/// min_snr_gamma, t_min, t_max (null: the schedule's), num_classes, label_dropout, ema_decay, seed and
+/// the optimiser's lr, warmup, total_steps, min_lr, decay, beta1, beta2, eps, weight_decay, grad_clip.
+std::string options_to_json(const DenoiserTrainerOptions& options);
+/// Sets the keys present in `json` (a flat object as above); ValueError naming an unknown key or a
+/// bad value, TypeError for a value of the wrong type.
+void options_from_json(const std::string& json, DenoiserTrainerOptions& options);
+
 class DenoiserTrainer final : public Trainer {
  public:
   /// ValueError naming the argument for a null network/schedule/data, a network without trainable
@@ -55,8 +63,11 @@ class DenoiserTrainer final : public Trainer {
   std::string kind() const override { return "denoiser"; }
   TrainStepStats step() override;
   Checkpoint state() const override;
-  /// ValueError if the checkpoint has another prediction/weighting/conditioning or another network.
+  /// ValueError if the checkpoint holds another network.
   void load_state(const Checkpoint& checkpoint) override;
+  /// options_to_json with the time range resolved, the schedule and the data source.
+  std::string options_json() const override;
+  bool supports_data_parallel() const override { return true; }
   int64_t step_count() const override;
   int64_t planned_steps() const override;
   const ScriptNet& export_net() const override { return ema_net(); }

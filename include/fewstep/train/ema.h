@@ -8,11 +8,19 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "fewstep/nets/network.h"
 #include "fewstep/train/checkpoint.h"
 
 namespace fewstep {
+
+/// One averaging step over tensor lists (the networks' parameters and buffers in matching order):
+/// average ← decay·average + (1 − decay)·current for the parameters, buffers copied. What Ema::update does
+/// for a TorchScript module, and what the Python training loop does for an nn.Module. ValueError naming
+/// the position for lists of other lengths or shapes.
+void ema_update(const std::vector<at::Tensor>& average, const std::vector<at::Tensor>& current,
+                const std::vector<at::Tensor>& average_buffers, const std::vector<at::Tensor>& buffers, double decay);
 
 class Ema {
  public:

@@ -47,6 +47,13 @@ struct GuidanceTrainerOptions {
   void validate() const;
 };
 
+/// The options as a flat JSON object (train/trainer.h): num_classes, guidance_min, guidance_max,
+/// prediction, time_input, time_scale, t_min, t_max (null: the schedule's), ema_decay, seed and the
+/// optimiser's keys (train/denoiser_trainer.h).
+std::string options_to_json(const GuidanceTrainerOptions& options);
+/// Sets the keys present in `json`; ValueError naming an unknown key, TypeError for a wrong type.
+void options_from_json(const std::string& json, GuidanceTrainerOptions& options);
+
 class GuidanceDistillationTrainer final : public Trainer {
  public:
   /// `teacher`: forward(x, t, y) class-conditional (y = num_classes: no class); `student`:
@@ -63,6 +70,9 @@ class GuidanceDistillationTrainer final : public Trainer {
   int64_t step_count() const override;
   int64_t planned_steps() const override;
   const ScriptNet& export_net() const override { return ema_student(); }
+  /// options_to_json with the time range resolved, the schedule and the data source.
+  std::string options_json() const override;
+  bool supports_data_parallel() const override { return true; }
 
   const ScriptNet& student() const;
   const ScriptNet& ema_student() const;

@@ -44,6 +44,12 @@ struct KdTrainerOptions {
   void validate() const;
 };
 
+/// The options as a flat JSON object (train/trainer.h): timesteps (a list), student_prediction,
+/// time_input, time_scale, batch, ema_decay, seed and the optimiser's keys (train/denoiser_trainer.h).
+std::string options_to_json(const KdTrainerOptions& options);
+/// Sets the keys present in `json`; ValueError naming an unknown key, TypeError for a wrong type.
+void options_from_json(const std::string& json, KdTrainerOptions& options);
+
 class KnowledgeDistillationTrainer final : public Trainer {
  public:
   /// ValueError naming the argument for a null student/schedule, pairs with mismatched shapes or
@@ -59,6 +65,9 @@ class KnowledgeDistillationTrainer final : public Trainer {
   int64_t step_count() const override;
   int64_t planned_steps() const override;
   const ScriptNet& export_net() const override { return ema_student(); }
+  /// options_to_json with the schedule and the pairs' settings.
+  std::string options_json() const override;
+  bool supports_data_parallel() const override { return true; }
 
   const ScriptNet& student() const;
   const ScriptNet& ema_student() const;

@@ -54,6 +54,14 @@ struct MicroTrainerOptions {
   void validate() const;
 };
 
+/// The options as a flat JSON object (train/trainer.h): mode, the heads' sample_shape, width, blocks,
+/// frequencies, embed, groups, step_features, step_width, history, then batch, budget_min, budget_max,
+/// spread, segment_min, segment_max, teacher_grad, time_gradient, ema_decay, seed and the optimiser's
+/// keys (train/denoiser_trainer.h).
+std::string options_to_json(const MicroTrainerOptions& options);
+/// Sets the keys present in `json`; ValueError naming an unknown key, TypeError for a wrong type.
+void options_from_json(const std::string& json, MicroTrainerOptions& options);
+
 class MicroTrainer final : public Trainer {
  public:
   /// `teacher_id` names the teacher in exported samplers. `init` (may be null) provides starting
@@ -71,6 +79,12 @@ class MicroTrainer final : public Trainer {
   int64_t planned_steps() const override;
   /// The EMA of the trained head (the residual head, or the step-size head in step_size mode).
   const ScriptNet& export_net() const override;
+  /// options_to_json with the teacher's name and the trajectories' settings.
+  std::string options_json() const override;
+  /// Every process draws the whole batch (trajectories, knots, budget) and trains on its rows; in the
+  /// unrolled modes h_φ's step sizes come from the mean logit over every process's rows and the loss is
+  /// divided by the whole batch's error, so the averaged gradient is the whole batch's.
+  bool supports_data_parallel() const override { return true; }
 
   /// The sampler of the EMA heads (copies), with the teacher's identity probe.
   MicroSampler sampler() const;

@@ -32,6 +32,12 @@ struct OptimizerOptions {
   double grad_clip = 1.0;  // max global gradient norm; <= 0 disables clipping
 };
 
+/// The options as a flat JSON object: lr, warmup, total_steps, min_lr, decay ("cosine" or "linear"),
+/// beta1, beta2, eps, weight_decay, grad_clip (the keys every trainer's options share).
+std::string options_to_json(const OptimizerOptions& options);
+/// Sets the keys present in `json`; ValueError naming an unknown key, TypeError for a wrong type.
+void options_from_json(const std::string& json, OptimizerOptions& options);
+
 class Optimizer {
  public:
   struct Stats {

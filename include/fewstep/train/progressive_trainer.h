@@ -90,6 +90,14 @@ struct ProgressiveTrainerOptions {
   void validate() const;
 };
 
+/// The options as a flat JSON object (train/trainer.h): initial_steps, final_steps, iterations_per_round,
+/// teacher_prediction, student_prediction, time_input, time_scale, weighting, t_min, t_max (null: the
+/// schedule's), num_classes, label_dropout, guidance_range ([lo, hi] or null), ema_decay, seed and the
+/// optimiser's keys (train/denoiser_trainer.h; total_steps is replaced by iterations_per_round).
+std::string options_to_json(const ProgressiveTrainerOptions& options);
+/// Sets the keys present in `json`; ValueError naming an unknown key, TypeError for a wrong type.
+void options_from_json(const std::string& json, ProgressiveTrainerOptions& options);
+
 class ProgressiveDistillationTrainer final : public Trainer {
  public:
   /// `student` (optional) gives the student's architecture and initial weights (e.g. the teacher's
@@ -105,11 +113,14 @@ class ProgressiveDistillationTrainer final : public Trainer {
   /// extra {"N": the student steps this step trained}. ValueError once every round is done.
   TrainStepStats step() override;
   Checkpoint state() const override;
-  /// ValueError for other settings or another network.
+  /// ValueError for another network or an inconsistent round.
   void load_state(const Checkpoint& checkpoint) override;
   int64_t step_count() const override;
   int64_t planned_steps() const override;
   const ScriptNet& export_net() const override { return ema_student(); }
+  /// options_to_json with the grid range resolved, the schedule and the data source.
+  std::string options_json() const override;
+  bool supports_data_parallel() const override { return true; }
 
   int64_t round() const;          ///< 0-based
   int64_t current_steps() const;  ///< the current student's N

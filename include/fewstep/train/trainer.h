@@ -1,15 +1,32 @@
 /// @file train/trainer.h
-/// @brief The one shape of every fewstep trainer: step(), a state dict, atomic checkpoints, exact
-/// resume, and one training loop with a progress bar and periodic checkpoints.
+/// @brief The one shape of every fewstep trainer: step(), a state dict, its options as JSON,
+/// atomic checkpoints, exact resume with the options checked, data parallelism, and the one
+/// training loop.
 ///
-/// A trainer (denoiser, classifier, progressive / knowledge / guidance distillation, ...) implements
-/// `step()` (one optimisation step: batch, loss, backward, AdamW, EMA) and its state as a
-/// Checkpoint (train/checkpoint.h): step counter, networks, EMA, optimiser, every RNG state and
-/// the data position, under a "format" string naming the trainer kind. Everything else is here,
-/// written once: `save_checkpoint` (atomic), `load_checkpoint` (refuses another kind of checkpoint
-/// with a message naming both), `resume`, and `train(steps, loop)`. Loading a checkpoint into an
-/// equally built trainer and running on is bit-identical to a run that never stopped (same thread
-/// count; trainers run TorchScript unoptimised, see ScopedUnoptimizedExecutor in nets/network.h).
+/// A trainer (denoiser, classifier, progressive / knowledge / guidance / consistency distillation,
+/// micro-distillation, PSLD, or a loss written in Python) implements `step()` (one optimisation
+/// step: batch, loss, backward, update(), EMA), its state as a Checkpoint (train/checkpoint.h:
+/// step counter, networks, EMA, optimiser, every RNG state, the data position) and its options as
+/// a flat JSON object (`options_json()`). Everything else is here, written once:
+///  - `save_checkpoint` writes the state atomically with a "format" tag naming the kind and the
+///    options under "options";
+///  - `load_checkpoint` refuses another kind of checkpoint, then compares the stored options with
+///    the trainer's (`check_resume_options`): a setting that differs and is not in
+///    `resumable_options()` (by default only "total_steps", the planned length of the run) is
+///    refused with a ValueError naming the setting and both values;
+///  - `train(steps, loop)` is the training loop of the library, the Python package and the
+///    command line: progress bar or log lines, the per-step callback, periodic checkpoints, a stop
+///    request (Ctrl-C in the command line) that checkpoints before returning.
+/// Loading a checkpoint into an equally built trainer and running on is bit-identical to a run that
+/// never stopped (same thread count; trainers run TorchScript unoptimised, see
+/// ScopedUnoptimizedExecutor in nets/network.h).
+///
+/// Data parallelism (`set_data_parallel`): `world` processes build the same trainer (same seed,
+/// same data), every process draws the randomness of the whole batch and trains on its rows
+/// [rank·B/world, (rank+1)·B/world) (`shard`), and `update` averages the gradients over the
+/// processes (the caller's all-reduce) before the optimiser step. The mean of the shard losses'
+/// gradients is the gradient of the whole batch's mean loss, so every process ends with the
+/// weights of one process trained on whole batches, up to floating-point summation order.
 #pragma once
 
 #include <cstdint>
@@ -20,12 +37,12 @@
 
 #include "fewstep/nets/network.h"
 #include "fewstep/train/checkpoint.h"
+#include "fewstep/train/optimizer.h"
 
 namespace fewstep {
 
 class BatchSource;
 class Ema;
-class Optimizer;
 class RngBundle;
 
 struct TrainStepStats {
@@ -33,7 +50,7 @@ struct TrainStepStats {
   double loss = 0.0;
   double lr = 0.0;
   double grad_norm = 0.0;
-  /// Trainer-specific values for logs and the progress bar (e.g. {"accuracy", 0.91}, {"round", 2}).
+  /// Trainer-specific values for logs and the progress bar (e.g. {"accuracy", 0.91}, {"N", 4}).
   std::vector<std::pair<std::string, double>> extra;
 };
 
@@ -42,15 +59,35 @@ struct TrainSummary {
   int64_t last_step = 0;   ///< after
   std::vector<double> losses;
   double seconds = 0.0;
+  bool stopped = false;  ///< ended early by TrainLoopOptions::stop
 };
 
 struct TrainLoopOptions {
-  /// Written every `checkpoint_every` steps (0: only at the end) when non-empty.
+  /// Written every `checkpoint_every` steps (0: only at the end) and when stopped, if non-empty (by
+  /// rank 0 only under data parallelism).
   std::string checkpoint_path;
   int64_t checkpoint_every = 0;
   bool progress = true;  ///< progress bar on stderr (only when it is a terminal)
-  /// Called after every step (logging, exports); may be empty.
+  /// Called after every step (logging, exports at round ends); may be empty.
   std::function<void(const TrainStepStats&)> on_step;
+  /// Called after every checkpoint write (e.g. an export beside it); may be empty.
+  std::function<void()> on_checkpoint;
+  /// Asked before every step; true ends the loop early (with a checkpoint). May be empty.
+  std::function<bool()> stop;
+  std::string label;  ///< the progress bar's label (default: the trainer's kind)
+  /// Without a bar (progress off or stderr not a terminal): a line on stdout every `log_every`
+  /// steps and after the last, "step k/total  loss (mean of the last 100)  lr  grad  extras  it/s
+  /// eta" (0: none).
+  int64_t log_every = 0;
+};
+
+/// Data parallelism over `world` processes (see the file comment).
+struct DataParallel {
+  int64_t rank = 0;
+  int64_t world = 1;
+  /// Replaces every tensor by its mean over the processes, in place (e.g. an all-reduce); called with
+  /// the gradients before each update and with the loss. Required when world > 1.
+  std::function<void(const std::vector<at::Tensor>&)> average;
 };
 
 class Trainer {
@@ -62,26 +99,63 @@ class Trainer {
   virtual std::string kind() const = 0;
   /// One optimisation step.
   virtual TrainStepStats step() = 0;
-  /// Everything a resumed run needs (the state dict); "format" is added by save_checkpoint.
+  /// Everything a resumed run needs (the state dict); "format" and "options" are added by save_checkpoint.
   virtual Checkpoint state() const = 0;
-  /// Restores state(); ValueError naming the setting if the checkpoint was made with other settings.
+  /// Restores state() (the options were checked by load_checkpoint); ValueError for another network.
   virtual void load_state(const Checkpoint& checkpoint) = 0;
   virtual int64_t step_count() const = 0;
   /// Steps the trainer's schedule is planned for (0: open-ended); the loop's progress bar uses it.
   virtual int64_t planned_steps() const { return 0; }
-  /// The network to export (the EMA average for trainers that keep one).
+  /// The network to export (the EMA average for trainers that keep one); null for trainers whose
+  /// networks are not TorchScript modules (a loss written in Python).
   virtual const ScriptNet& export_net() const = 0;
+  /// Every option of the trainer (and what it was built on: schedule, data) as a flat JSON object,
+  /// e.g. {"lr": 0.0002, "prediction": "eps", "data": "ShuffledBatches(...)", ...}.
+  virtual std::string options_json() const = 0;
+  /// The options that may differ when a checkpoint is resumed: {"total_steps"} unless overridden.
+  virtual std::vector<std::string> resumable_options() const { return {"total_steps"}; }
+  /// Whether step() honours set_data_parallel (draws for the whole batch, trains on its shard).
+  virtual bool supports_data_parallel() const { return false; }
+
+  /// Options of whatever built the trainer (e.g. the command line's flags: {"--batch": 64, ...}), a
+  /// flat JSON object stored and compared on resume like the trainer's own, except `resumable`.
+  void set_run_options(const std::string& json_object, std::vector<std::string> resumable = {});
+  /// ValueError if the trainer does not support it, world < 1, rank outside [0, world) or no `average`.
+  void set_data_parallel(DataParallel parallel);
+  const DataParallel& data_parallel() const { return parallel_; }
 
   std::string checkpoint_format() const;
   void save_checkpoint(const std::string& path) const;
-  /// ValueError if `path` is missing or holds another kind of checkpoint.
+  /// ValueError if `path` is missing, holds another kind of checkpoint, or was written with options
+  /// that differ (other than the resumable ones).
   void load_checkpoint(const std::string& path);
   /// load_checkpoint if `path` exists; returns whether it did.
   bool resume(const std::string& path);
   /// `steps` more steps (>= 0) with a progress bar (smoothed loss, lr and the extras) and
   /// checkpoints as `loop` asks; the last step is always checkpointed when a path is given.
   TrainSummary train(int64_t steps, const TrainLoopOptions& loop = {});
+
+ protected:
+  /// This process's rows of a whole batch (dimension 0); the batch itself without data parallelism.
+  /// ValueError naming the sizes if the batch does not split evenly.
+  at::Tensor shard(const at::Tensor& batch) const;
+  /// The optimiser update of 0-based schedule step `schedule_step`, after averaging the gradients
+  /// over the processes.
+  Optimizer::Stats update(Optimizer& optimizer, int64_t schedule_step);
+  /// The loss over the processes (the whole batch's mean loss); `loss` itself without parallelism.
+  double average_loss(double loss);
+
+ private:
+  DataParallel parallel_;
+  std::string run_options_ = "{}";
+  std::vector<std::string> run_resumable_;
 };
+
+/// The one resume check: ValueError "<who>: checkpoint '<source>' was written with other options:
+/// <key> is <current value> here, <saved value> in the checkpoint (...)" for the first key of the flat
+/// JSON objects that differs and is not in `resumable` (a key missing on one side differs).
+void check_resume_options(const std::string& who, const std::string& source, const std::string& saved,
+                          const std::string& current, const std::vector<std::string>& resumable);
 
 /// The parts most trainers checkpoint, under fixed keys: "step", the trained network under
 /// `net_key`, "ema", "optimizer", "rng", "data/..." (the data source may be null: none stored).
@@ -100,10 +174,5 @@ int64_t load_training_parts(const Checkpoint& checkpoint, const TrainingParts& p
 /// The data source's position under "data/..." (every trainer stores it).
 void save_data_position(Checkpoint& checkpoint, const BatchSource& data);
 void load_data_position(const Checkpoint& checkpoint, BatchSource& data);
-
-/// ValueError "<who>: checkpoint '<source>' was trained with <key> '<theirs>', this trainer uses
-/// '<mine>'" when "config/<key>" differs (strings and integers).
-void check_setting(const Checkpoint& checkpoint, const std::string& key, const std::string& mine, const char* who);
-void check_setting(const Checkpoint& checkpoint, const std::string& key, int64_t mine, const char* who);
 
 }  // namespace fewstep
