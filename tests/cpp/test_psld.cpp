@@ -299,6 +299,16 @@ TEST(PsldSamplers, RegistryListsEverySamplerWithItsCost) {
   EXPECT_NE(bad_x.find("'B'"), std::string::npos);
   EXPECT_NE(value_error_message([] { psld_sampler("psld_roba", {{"score_m", std::string("A")}}); }).find("score_m"),
             std::string::npos);
+  // Options as the benchmark and the CLI read them from "key=value" text (core/options.h).
+  EXPECT_EQ(std::get<std::string>(parse_option_value("B")), "B");
+  EXPECT_EQ(std::get<int64_t>(parse_option_value("2")), 2);
+  EXPECT_EQ(std::get<double>(parse_option_value("0.5")), 0.5);
+  EXPECT_EQ(std::get<bool>(parse_option_value("false")), false);
+  auto parsed = std::dynamic_pointer_cast<const PsldReducedSplitting>(
+      psld_sampler("psld_roba", {{"lambda_s", parse_option_value("2")}, {"score_m", parse_option_value("B")}}));
+  ASSERT_NE(parsed, nullptr);
+  EXPECT_EQ(parsed->lambda_s(), 2.0);
+  EXPECT_FALSE(parsed->placement().momentum_in_o);
 }
 
 TEST(PsldSamplers, ModelCallsPerRunAreCountedAndReducedOnesCallOncePerStep) {
