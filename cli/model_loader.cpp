@@ -122,14 +122,7 @@ LoadedModel load_model(const ModelFlags& c) {
 std::pair<std::string, OptionValue> parse_option(const std::string& text) {
   const size_t eq = text.find('=');
   if (eq == std::string::npos || eq == 0) throw UsageError("--option '" + text + "' must look like key=value");
-  const std::string key = text.substr(0, eq), value = text.substr(eq + 1);
-  if (value == "true" || value == "false") return {key, value == "true"};
-  char* end = nullptr;
-  const long long i = std::strtoll(value.c_str(), &end, 10);
-  if (!value.empty() && *end == '\0') return {key, static_cast<int64_t>(i)};
-  const double d = std::strtod(value.c_str(), &end);
-  if (!value.empty() && *end == '\0') return {key, d};
-  return {key, value};
+  return {text.substr(0, eq), parse_option_value(text.substr(eq + 1))};
 }
 
 std::shared_ptr<const Stepper> make_stepper(const std::string& name, const std::vector<std::string>& option_texts,

@@ -47,6 +47,7 @@
 #include "fewstep/psld/mixture.h"
 #include "fewstep/psld/model.h"
 #include "fewstep/psld/process.h"
+#include "fewstep/psld/reference.h"
 #include "fewstep/psld/sampler.h"
 #include "fewstep/psld/sde_samplers.h"
 #include "fewstep/psld/splitting.h"

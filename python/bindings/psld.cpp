@@ -14,6 +14,7 @@
 #include "fewstep/psld/model.h"
 #include "fewstep/psld/process.h"
 #include "fewstep/psld/sampler.h"
+#include "fewstep/schedules/timesteps.h"
 #include "fewstep/core/noise.h"
 #include "options.h"
 
@@ -70,11 +71,11 @@ void bind_psld(py::module_& m) {
   m.def("psld_sampler_names", &fewstep::psld_sampler_names, "Names of the registered PSLD samplers.");
   m.def(
       "psld_grid",
-      [](const PsldProcess& p, int64_t steps) {
-        const std::vector<double> g = fewstep::psld_grid(p, steps);
-        return at::tensor(g, at::TensorOptions().dtype(at::kDouble));
+      [](const PsldProcess& p, int64_t steps, const std::string& spacing) {
+        return double_tensor(fewstep::psld_grid(p, steps, fewstep::parse_spacing(spacing)));
       },
-      py::arg("process"), py::arg("steps"), "steps + 1 decreasing times, uniform in t.");
+      py::arg("process"), py::arg("steps"), py::arg("spacing") = "time",
+      "steps + 1 decreasing times from t_max to t_min: spacing 'time' (uniform in t) or 'quadratic' (uniform in sqrt t).");
   m.def(
       "psld_sample",
       [](const PsldModel& model, const at::Tensor& z_T, const std::string& sampler, const std::vector<double>& grid,

@@ -6,7 +6,7 @@ The C++ side is ``include/fewstep/psld/`` (maths and measured accuracy in ``docs
     process = fs.PsldProcess()                                   # the paper's CIFAR-10 settings
     model = fs.PsldModel.exact(fs.GaussianMixture.random(dim=2, components=3, seed=0), process)
     z_T = process.prior_sample(1000, [2])                        # [1000, 4] augmented states
-    out = fs.psld_sample(model, z_T, "psld_robab", steps=49, seeds=range(1000))
+    out = fs.psld_sample(model, z_T, "psld_roba", steps=49, seeds=range(1000))
     out["x"], out["nfe"]                                         # data-space samples, score evaluations
 """
 
@@ -26,16 +26,17 @@ psld_grid = _fewstep.psld_grid
 psld_sampler_names = _fewstep.psld_sampler_names
 
 
-def psld_sample(model: PsldModel, z_T: torch.Tensor, sampler: str = "psld_robab", steps: Optional[int] = None,
-                timesteps: Union[torch.Tensor, Sequence[float], None] = None,
+def psld_sample(model: PsldModel, z_T: torch.Tensor, sampler: str = "psld_roba", steps: Optional[int] = None,
+                timesteps: Union[torch.Tensor, Sequence[float], None] = None, spacing: str = "time",
                 generator: Optional[torch.Generator] = None, seeds: Optional[Sequence[int]] = None,
                 denoise: bool = True, **options: Any) -> dict:
     """Run a PSLD sampler (``psld_sampler_names()``) from the augmented state ``z_T``, in C++.
 
-    Give ``steps`` (a grid uniform in t, :func:`psld_grid`) or an explicit decreasing ``timesteps``.
+    Give ``steps`` (a grid from :func:`psld_grid` with ``spacing`` "time" or "quadratic") or an
+    explicit decreasing ``timesteps``.
     Noise comes from ``generator`` or, with ``seeds``, one generator per sample. ``denoise`` ends with
     the Tweedie mean (one more score evaluation). ``options`` go to the sampler (e.g. ``lambda_s``,
-    ``reuse``, ``end_time`` for the reduced integrators). Returns ``{"x", "z", "nfe", "steps"}``.
+    ``reuse``, ``score_x``, ``score_m`` for the splitting integrators). Returns ``{"x", "z", "nfe", "steps"}``.
     """
     if not isinstance(model, PsldModel):
         raise TypeError(f"model should be a fewstep.PsldModel, got {type(model).__name__}")
@@ -46,7 +47,7 @@ def psld_sample(model: PsldModel, z_T: torch.Tensor, sampler: str = "psld_robab"
     if steps is not None:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps should be a positive int, got {steps!r}")
-        grid = psld_grid(model.process, steps).tolist()
+        grid = psld_grid(model.process, steps, spacing).tolist()
     else:
         grid = [float(t) for t in torch.as_tensor(timesteps, dtype=torch.float64).tolist()]
     if generator is not None and seeds is not None:

@@ -1,6 +1,7 @@
 #include "fewstep/core/options.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <sstream>
 
 #include "fewstep/core/check.h"
@@ -22,6 +23,16 @@ std::string to_string(const OptionValue& value) {
       },
       value);
   return out.str();
+}
+
+OptionValue parse_option_value(const std::string& text) {
+  if (text == "true" || text == "false") return text == "true";
+  char* end = nullptr;
+  const long long i = std::strtoll(text.c_str(), &end, 10);
+  if (!text.empty() && *end == '\0') return static_cast<int64_t>(i);
+  const double d = std::strtod(text.c_str(), &end);
+  if (!text.empty() && *end == '\0') return d;
+  return text;
 }
 
 namespace {

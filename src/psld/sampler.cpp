@@ -56,14 +56,27 @@ std::shared_ptr<const PsldSampler> psld_sampler(const std::string& name, const O
   return registry().make(name, options);
 }
 
-std::vector<double> psld_grid(const PsldProcess& process, int64_t steps, double t_start, double t_end) {
+std::vector<double> psld_grid(const PsldProcess& process, int64_t steps, Spacing spacing, double t_start,
+                              double t_end) {
   FEWSTEP_CHECK_VALUE(steps > 0, "psld_grid: steps must be positive, got ", steps);
+  FEWSTEP_CHECK_VALUE(spacing == Spacing::Time || spacing == Spacing::Quadratic,
+                      "psld_grid: spacing must be 'time' or 'quadratic' (PSLD has no scalar SNR), got '",
+                      to_string(spacing), "'");
   const double a = t_start < 0 ? process.t_max() : t_start;
   const double e = t_end < 0 ? process.t_min() : t_end;
   FEWSTEP_CHECK_VALUE(e > 0 && e < a && a <= process.t_max() * (1 + 1e-12), "psld_grid: need 0 < t_end < t_start <= t_max=",
                       process.t_max(), ", got t_start=", a, ", t_end=", e);
   std::vector<double> grid(static_cast<size_t>(steps + 1));
-  for (int64_t i = 0; i <= steps; ++i) grid[static_cast<size_t>(i)] = a + (e - a) * static_cast<double>(i) / steps;
+  for (int64_t i = 0; i <= steps; ++i) {
+    const double r = static_cast<double>(i) / static_cast<double>(steps);
+    double t = a + (e - a) * r;
+    if (spacing == Spacing::Quadratic) {
+      const double u = std::sqrt(a) + r * (std::sqrt(e) - std::sqrt(a));
+      t = u * u;
+    }
+    grid[static_cast<size_t>(i)] = t;
+  }
+  grid.front() = a;
   grid.back() = e;
   return grid;
 }

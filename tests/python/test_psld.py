@@ -62,12 +62,34 @@ def test_reduced_without_its_modifications_is_the_naive_integrator() -> None:
     assert not torch.allclose(reduced["x"], naive["x"])
 
 
+def test_score_placement_and_grid_spacing_options() -> None:
+    process, _, model = exact_2d()
+    z_T = process.prior_sample(32, [2], torch.Generator().manual_seed(4))
+    # Naive OBA evaluates for A and O by default (docs/psld.md); with both scores in O, once per step.
+    assert fs.psld_sample(model, z_T, "psld_noba", steps=10, seeds=range(32), denoise=False)["nfe"] == 20
+    both_in_o = fs.psld_sample(model, z_T, "psld_noba", steps=10, seeds=range(32), denoise=False, score_x="O")
+    assert both_in_o["nfe"] == 10
+    # The momentum score in B (the earlier split) is a different integrator; reduced OBAB then
+    # carries its last evaluation (one more call at the start).
+    in_b = fs.psld_sample(model, z_T, "psld_robab", steps=10, seeds=range(32), denoise=False, score_m="B")
+    assert in_b["nfe"] == 11
+    default = fs.psld_sample(model, z_T, "psld_robab", steps=10, seeds=range(32), denoise=False)
+    assert default["nfe"] == 10 and not torch.allclose(default["z"], in_b["z"])
+    # Quadratic spacing: uniform in sqrt(t), the same end points, smaller steps near the data.
+    uniform, quadratic = fs.psld_grid(process, 8), fs.psld_grid(process, 8, spacing="quadratic")
+    torch.testing.assert_close(quadratic, (torch.linspace(1.0, 1e-3 ** 0.5, 9, dtype=torch.float64)) ** 2)
+    assert quadratic[-2] - quadratic[-1] < uniform[-2] - uniform[-1]
+    out = fs.psld_sample(model, z_T, "psld_roba", steps=8, spacing="quadratic", seeds=range(32))
+    ref = fs.psld_sample(model, z_T, "psld_roba", timesteps=quadratic, seeds=range(32))
+    torch.testing.assert_close(out["x"], ref["x"], rtol=0, atol=0)
+
+
 @pytest.mark.skipif(not MODEL.exists(), reason="shipped PSLD model absent")
 def test_learned_model_samples() -> None:
     process = fs.PsldProcess()
     model = fs.PsldModel.torchscript(str(MODEL), process)
     z_T = process.prior_sample(16, [16], torch.Generator().manual_seed(3))
-    out = fs.psld_sample(model, z_T, "psld_robab", timesteps=fs.psld_grid(process, 20), generator=torch.Generator())
+    out = fs.psld_sample(model, z_T, "psld_roba", timesteps=fs.psld_grid(process, 20), generator=torch.Generator())
     assert out["x"].shape == (16, 16) and torch.isfinite(out["x"]).all()
 
 
@@ -82,5 +104,11 @@ def test_bad_arguments_name_the_argument() -> None:
         fs.psld_sample(model, z_T, steps=5, seeds=[1, 2])
     with pytest.raises(ValueError, match="has no option 'end_time'"):
         fs.psld_sample(model, z_T, "psld_roba", steps=5, end_time=True)
+    with pytest.raises(ValueError, match="score_m"):
+        fs.psld_sample(model, z_T, "psld_noba", steps=5, score_m="A")
+    with pytest.raises(ValueError, match="end_time"):  # the default split's final B holds no score
+        fs.psld_sample(model, z_T, "psld_robab", steps=5, end_time=False)
+    with pytest.raises(ValueError, match="spacing"):
+        fs.psld_grid(process, 5, spacing="logsnr")
     with pytest.raises(TypeError, match="fewstep.PsldModel"):
         fs.psld_sample("model", z_T, steps=5)

@@ -20,6 +20,10 @@ using OptionValue = std::variant<bool, int64_t, double, std::string>;
 /// Human-readable form of a value ("true", "3", "0.5", "'bh2'").
 std::string to_string(const OptionValue& value);
 
+/// The value of a "key=value" text as the front ends read it: true/false → bool, an integer →
+/// int64, a number → double, anything else → string.
+OptionValue parse_option_value(const std::string& text);
+
 class Options {
  public:
   Options() = default;

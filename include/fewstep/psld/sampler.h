@@ -32,6 +32,7 @@
 #include "fewstep/core/registry.h"
 #include "fewstep/psld/model.h"
 #include "fewstep/core/noise.h"
+#include "fewstep/schedules/timesteps.h"
 
 namespace fewstep {
 
@@ -84,8 +85,12 @@ const std::vector<PsldSamplerEntry>& registered_psld_samplers();
 std::vector<std::string> psld_sampler_names();
 std::shared_ptr<const PsldSampler> psld_sampler(const std::string& name, const Options& options = {});
 
-/// `steps` + 1 times uniform in t from t_start (default t_max) to t_end (default t_min), decreasing.
-std::vector<double> psld_grid(const PsldProcess& process, int64_t steps, double t_start = -1, double t_end = -1);
+/// `steps` + 1 decreasing times from t_start (default t_max) to t_end (default t_min), spaced as
+/// schedules/timesteps.h defines it: `Spacing::Time` (uniform in t, the default) or
+/// `Spacing::Quadratic` (uniform in √t, then squared: small steps near the data, like the PSLD
+/// authors' "quadratic" striding); other spacings need a scalar SNR and are a ValueError.
+std::vector<double> psld_grid(const PsldProcess& process, int64_t steps, Spacing spacing = Spacing::Time,
+                              double t_start = -1, double t_end = -1);
 
 struct PsldSampleOptions {
   /// Last-step denoising: after the last step, one more score evaluation at (z, t_end) and the
