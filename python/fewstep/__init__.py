@@ -41,6 +41,9 @@ from ._fewstep import (
     FlowMatching,
     class_histogram,
     class_histogram_kl,
+    clip_x0,
+    threshold_x0,
+    ve_view,
     convert_prediction,
     coupled_error,
     ddim_update,
@@ -56,11 +59,12 @@ from ._fewstep import (
     solvers,
     spacings,
 )
-from ._sampling import StepInfo, randn, reference_solve, sample, timesteps, validate_grid
+from ._sampling import StepInfo, randn, reference_solve, sample, sigmas, timesteps, timesteps_from_sigmas, validate_grid
 from . import train
 from . import distill
 from . import psld
 from . import micro
+from . import adapters
 from .micro import DenseTrajectories, MicroSampler, MicroTrainer, dense_trajectories, distill_micro
 from .psld import PsldModel, PsldProcess, psld_grid, psld_sample, psld_sampler_names
 from .distill import (
@@ -146,8 +150,12 @@ __all__ = [
     "VPDiscrete",
     "VPLinear",
     "__version__",
+    "adapters",
     "class_histogram",
     "class_histogram_kl",
+    "clip_x0",
+    "threshold_x0",
+    "ve_view",
     "convert_prediction",
     "coupled_error",
     "ddim_update",
@@ -175,12 +183,14 @@ __all__ = [
     "reference_solve",
     "sample",
     "scaled_error_norm",
+    "sigmas",
     "solver_info",
     "solver_names",
     "solvers",
     "spacings",
     "teacher_rollouts",
     "timesteps",
+    "timesteps_from_sigmas",
     "torch_version",
     "train",
     "train_denoiser",

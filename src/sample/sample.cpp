@@ -23,6 +23,13 @@ void check_finite(const at::Tensor& x, int64_t index, double t) {
                 " (t = ", t, ")");
 }
 
+/// The last step of a grid that ends at the σ = 0 marker (schedules/timesteps.h, FinalSigma::Zero):
+/// every first-order step from s to σ = 0 lands on the x̂_0 of its one evaluation at s.
+StepResult step_to_zero(ModelEvaluator& model, const at::Tensor& x, double s, SolverState state) {
+  auto out = model(x, s);
+  return StepResult{out.x0, out.x0, std::nullopt, std::move(state)};
+}
+
 Solution run(const Denoiser& model, const at::Tensor& x_T, const Stepper& stepper, const std::vector<double>& grid,
              const SampleOptions& options) {
   const int64_t num_steps = static_cast<int64_t>(grid.size()) - 1;
@@ -41,10 +48,13 @@ Solution run(const Denoiser& model, const at::Tensor& x_T, const Stepper& steppe
                        : options.generator   ? NoiseSampler(*options.generator)
                                              : NoiseSampler();
   ctx.noise = &noise;
+  const bool to_zero = ends_at_zero(grid);
   for (int64_t i = 0; i < num_steps; ++i) {
     ctx.index = i;
     const int64_t nfe_before = evaluator.nfe();
-    StepResult result = stepper.step(evaluator, x, grid[i], grid[i + 1], std::move(state), ctx);
+    StepResult result = to_zero && i == num_steps - 1
+                            ? step_to_zero(evaluator, x, grid[i], std::move(state))
+                            : stepper.step(evaluator, x, grid[i], grid[i + 1], std::move(state), ctx);
     x = std::move(result.x);
     state = std::move(result.state);
     if (options.check_finite) check_finite(x, i, grid[i + 1]);
@@ -68,7 +78,10 @@ Solution run(const Denoiser& model, const at::Tensor& x_T, const Stepper& steppe
 Solution sample(const Denoiser& model, const at::Tensor& x_T, const Stepper& stepper, const std::vector<double>& grid,
                 const SampleOptions& options) {
   check_input(x_T);
-  auto checked = validate_grid(model.schedule_ref(), grid);
+  auto checked = validate_grid(model.schedule_ref(), grid, /*allow_final_zero=*/true);
+  FEWSTEP_CHECK_VALUE(!(options.denoise_to_zero && ends_at_zero(checked)),
+                      "sample: denoise_to_zero cannot be combined with a grid ending at the sigma = 0 marker "
+                      "(final_sigma='zero' already ends with x0)");
   if (options.inference_mode) {
     c10::InferenceMode guard;
     return run(model, x_T, stepper, checked, options);

@@ -391,7 +391,7 @@ TEST(ScheduleErrors, InvalidParametersNameTheArgument) {
   expect_value_error([] { (void)fs::VE(kNaN, 80.0); }, V{"sigma_min"});
   // FlowMatching
   expect_value_error([] { (void)fs::FlowMatching(0.0, 0.999); }, V{"t_min"});
-  expect_value_error([] { (void)fs::FlowMatching(1e-3, 1.0); }, V{"t_max", "t_max=1"});
+  expect_value_error([] { (void)fs::FlowMatching(1e-3, 1.5); }, V{"t_max", "t_max=1.5"});  // t_max = 1 is allowed
   expect_value_error([] { (void)fs::FlowMatching(0.5, 0.4); }, V{"t_max"});
   expect_value_error([] { (void)fs::FlowMatching(1e-3, kNaN); }, V{"t_max"});
   // VPDiscrete
