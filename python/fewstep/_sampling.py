@@ -92,7 +92,8 @@ def timesteps_from_sigmas(schedule: _fewstep.NoiseSchedule, sigmas: TimeGrid, qu
     """The grid of ``schedule`` at the noise levels ``sigmas`` (sigma/alpha; a final 0 stays the sigma = 0 marker).
 
     With ``quantize`` (discrete schedules) each time moves to the trained timestep nearest in
-    log-SNR, a repeated one moving one step down, so the grid keeps its length without duplicates.
+    log-SNR, a repeated one moving one timestep up (from the small-sigma end, where sigma schedules are
+    densest), so the grid keeps its length without duplicates.
     """
     return _fewstep.timesteps_from_sigmas(schedule, sigmas, quantize)
 

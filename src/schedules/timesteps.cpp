@@ -306,37 +306,39 @@ std::vector<double> timesteps_from_sigmas(const NoiseSchedule& schedule, const s
   FEWSTEP_CHECK_VALUE(!quantize || n_train.has_value(), "timesteps_from_sigmas: quantize needs a discrete schedule ",
                       "(trained timesteps), got ", schedule.repr());
   const double s_lo = schedule.sigma_tilde(schedule.t_min()), s_hi = schedule.sigma_tilde(schedule.t_max());
-  std::vector<double> grid;
-  grid.reserve(sigma_values.size());
-  int64_t previous = std::numeric_limits<int64_t>::max();
-  for (size_t i = 0; i < sigma_values.size(); ++i) {
+  const bool zero = sigma_values.back() == 0.0;  // the σ = 0 marker
+  const size_t n = sigma_values.size() - (zero ? 1 : 0);
+  std::vector<double> grid(n);
+  for (size_t i = 0; i < n; ++i) {
     const double s = sigma_values[i];
-    if (s == 0.0 && i + 1 == sigma_values.size()) {
-      grid.push_back(0.0);  // the σ = 0 marker
-      break;
-    }
     FEWSTEP_CHECK_VALUE(std::isfinite(s) && s >= s_lo * (1.0 - 1e-6) && s <= s_hi * (1.0 + 1e-6),
                         "timesteps_from_sigmas: sigmas[", i, "]=", fmt_num(s), " is outside the schedule's range [",
                         fmt_num(s_lo), ", ", fmt_num(s_hi), "] (sigma/alpha of ", schedule.repr(), ")");
     double t = std::clamp(schedule.t_of_lambda(-std::log(s)), schedule.t_min(), schedule.t_max());
     if (s >= s_hi) t = schedule.t_max();
     if (s <= s_lo) t = schedule.t_min();
-    if (quantize) {
-      const int64_t N = *n_train;
-      const double pos = t * static_cast<double>(N) - 1.0;
+    grid[i] = t;
+  }
+  if (quantize) {
+    // Nearest trained timestep in λ; walking up from the smallest σ, a timestep not above the one
+    // below it moves one up, so the grid stays strictly decreasing with its length.
+    const int64_t N = *n_train;
+    auto knot_lambda = [&](int64_t k) { return schedule.lambda(static_cast<double>(k + 1) / static_cast<double>(N)); };
+    int64_t below = -1;
+    for (size_t j = n; j-- > 0;) {
+      const double pos = grid[j] * static_cast<double>(N) - 1.0;
       const int64_t lo = std::clamp<int64_t>(static_cast<int64_t>(std::floor(pos)), 0, N - 1);
       const int64_t hi = std::min<int64_t>(lo + 1, N - 1);
-      const double lambda = -std::log(s);
-      auto knot_lambda = [&](int64_t k) { return schedule.lambda(static_cast<double>(k + 1) / static_cast<double>(N)); };
+      const double lambda = -std::log(sigma_values[j]);
       int64_t k = std::abs(knot_lambda(lo) - lambda) <= std::abs(knot_lambda(hi) - lambda) ? lo : hi;
-      if (k >= previous) k = previous - 1;
-      FEWSTEP_CHECK_VALUE(k >= 0, "timesteps_from_sigmas: quantize ran out of trained timesteps at sigmas[", i,
-                          "]: more distinct levels than the schedule's ", N, " steps below it");
-      previous = k;
-      t = static_cast<double>(k + 1) / static_cast<double>(N);
+      if (k <= below) k = below + 1;
+      FEWSTEP_CHECK_VALUE(k < N, "timesteps_from_sigmas: quantize ran out of trained timesteps at sigmas[", j,
+                          "]: more distinct levels than the schedule's ", N, " timesteps");
+      below = k;
+      grid[j] = static_cast<double>(k + 1) / static_cast<double>(N);
     }
-    grid.push_back(t);
   }
+  if (zero) grid.push_back(0.0);
   check_grid(schedule, grid, "timesteps_from_sigmas", /*allow_final_zero=*/true);
   return grid;
 }

@@ -90,8 +90,9 @@ std::vector<std::string> sigma_kinds();
 
 /// Times of `schedule` at the noise levels σ̃ (decreasing; a final 0 becomes the σ = 0 marker):
 /// t = t(λ = −log σ̃), the schedule's exact inverse. With `quantize` (discrete schedules only) each
-/// time moves to the trained index whose λ is nearest, and an index equal to or above the previous
-/// one moves one below it, so no two grid points coincide and the step count stays. ValueError
+/// time moves to the trained timestep whose λ is nearest; going up from the smallest σ̃, a timestep
+/// not above the one below it moves one up, so no two grid points coincide and the step count
+/// stays (sigma schedules are densest at small σ). ValueError
 /// for a σ̃ outside the schedule's range (relative slack 1e-6) or for quantize on a continuous
 /// schedule.
 std::vector<double> timesteps_from_sigmas(const NoiseSchedule& schedule, const std::vector<double>& sigmas,
