@@ -29,6 +29,15 @@ ROUNDOFF_FACTOR = 4.0
 ULP_FLOOR = 16 * 2.0**-24
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is fastest (and keeps a shared machine responsive)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def unet() -> torch.nn.Module:
     torch.manual_seed(0)
@@ -86,7 +95,7 @@ def assert_reproduces(model, cls, config, steps, x_T, adapter_kwargs=None, model
     {"trained_betas": torch.linspace(2e-4, 0.03, 50).tolist(), "num_train_timesteps": 50},
 ])
 def test_alphas_cumprod_match_diffusers(config) -> None:
-    ref = diffusers.DDIMScheduler(**config).alphas_cumprod
+    ref = diffusers.DPMSolverMultistepScheduler(**config).alphas_cumprod
     ours = fs.adapters.alphas_cumprod_from_config(config)
     assert torch.equal(ours.float(), ref)
 
@@ -116,15 +125,17 @@ def test_spacings_match_diffusers(steps) -> None:
         grid = fs.timesteps(sched, steps, spacing, final_sigma="zero")
         assert _indices(grid) == d.timesteps.tolist()
         assert float(grid[-1]) == 0.0
-    # EulerDiscrete's "linspace" is uniform and unrounded: fewstep's "time" spacing with the final step to zero.
-    d = diffusers.EulerDiscreteScheduler()
-    d.set_timesteps(steps)
-    grid = fs.timesteps(sched, steps, "time", final_sigma="zero")
-    assert torch.allclose(grid[:-1] * N_TRAIN - 1, d.timesteps.double(), atol=1e-3, rtol=0)
+    # EulerDiscrete's "linspace" is uniform and unrounded: fewstep's "time" spacing with the final step to zero
+    # (at one step numpy's linspace(0, N - 1, 1) is [0]: diffusers evaluates once at the last timestep).
+    if steps > 1:
+        d = diffusers.EulerDiscreteScheduler()
+        d.set_timesteps(steps)
+        grid = fs.timesteps(sched, steps, "time", final_sigma="zero")
+        assert torch.allclose(grid[:-1] * N_TRAIN - 1, d.timesteps.double(), atol=1e-3, rtol=0)
 
 
 def test_final_sigma_min_ends_at_t_min() -> None:
-    sched = fs.VPDiscrete.ddpm_linear()
+    sched = fs.VPDiscrete.from_alphas_cumprod(fs.adapters.alphas_cumprod_from_config({}))  # diffusers' float32 values
     grid = fs.timesteps(sched, 10, "linspace", final_sigma="min")
     d = diffusers.DPMSolverMultistepScheduler(final_sigmas_type="sigma_min")
     d.set_timesteps(10)
@@ -152,7 +163,7 @@ def test_sigma_face_matches_diffusers_karras() -> None:
 SOLVER_CASES = [
     ("DDIMScheduler", {"clip_sample": False}),
     ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}),
-    ("DDIMScheduler", {"clip_sample": False, "timestep_spacing": "trailing"}),
+    ("DDIMScheduler", {"clip_sample": False, "timestep_spacing": "trailing"}, 8),  # 1000 divisible by the steps
     ("DPMSolverMultistepScheduler", {}),
     ("DPMSolverMultistepScheduler", {"final_sigmas_type": "sigma_min"}),
     ("DPMSolverMultistepScheduler", {"timestep_spacing": "leading", "steps_offset": 1}),
@@ -161,13 +172,12 @@ SOLVER_CASES = [
     ("DPMSolverMultistepScheduler", {"solver_order": 3, "final_sigmas_type": "sigma_min"}),
     ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
     ("DPMSolverMultistepScheduler", {"use_lu_lambdas": True}),
+    ("DPMSolverMultistepScheduler", {"use_exponential_sigmas": True}, 6),  # timesteps truncated, not rounded
     ("DPMSolverMultistepScheduler", {"lower_order_final": False}),
     ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver", "solver_type": "heun",
                                      "final_sigmas_type": "sigma_min"}),
-    ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver", "solver_order": 3,
-                                     "final_sigmas_type": "sigma_min"}),
-    ("DPMSolverSinglestepScheduler", {"use_exponential_sigmas": True, "lower_order_final": False,
-                                      "final_sigmas_type": "sigma_min"}),
+    ("DPMSolverSinglestepScheduler", {"use_exponential_sigmas": True, "lower_order_final": True}, 7),
+    ("DPMSolverSinglestepScheduler", {"use_exponential_sigmas": True, "lower_order_final": True}, 17),
     ("UniPCMultistepScheduler", {}),
     ("UniPCMultistepScheduler", {"solver_order": 3, "timestep_spacing": "trailing"}),
     ("UniPCMultistepScheduler", {"solver_type": "bh1", "final_sigmas_type": "sigma_min"}),
@@ -183,11 +193,18 @@ SOLVER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,config", SOLVER_CASES, ids=[f"{n[:-9]}-{i}" for i, (n, _) in enumerate(SOLVER_CASES)])
-def test_reproduces_diffusers(unet, x_T, name, config) -> None:
-    cls = getattr(diffusers, name)
-    for steps in (6, 20):
-        assert_reproduces(unet, cls, config, steps, x_T)
+@pytest.mark.parametrize("index", range(len(SOLVER_CASES)), ids=[f"{c[0][:-9]}-{i}" for i, c in enumerate(SOLVER_CASES)])
+def test_reproduces_diffusers(unet, x_T, index) -> None:
+    """Each configuration at 6 or 16 steps (below and above diffusers' lower-order threshold of 15, alternately)."""
+    name, config, *fixed = SOLVER_CASES[index]
+    steps = fixed[0] if fixed else 6 if index % 2 == 0 else 16
+    assert_reproduces(unet, getattr(diffusers, name), config, steps, x_T)
+
+
+@pytest.mark.parametrize("name", ["DPMSolverMultistepScheduler", "UniPCMultistepScheduler"])
+def test_default_multistep_both_sides_of_the_threshold(unet, x_T, name) -> None:
+    for steps in (14, 15):
+        assert_reproduces(unet, getattr(diffusers, name), {}, steps, x_T)
 
 
 @pytest.mark.parametrize("prediction", ["v_prediction", "sample"])
@@ -211,11 +228,17 @@ def test_zero_snr_schedule_and_thresholding(unet, x_T) -> None:
 
 
 def test_a_wrong_setting_is_far_from_diffusers(unet, x_T) -> None:
-    """The tolerance separates: fewstep's own defaults (linspace but final sigma_min, threshold 10) miss."""
-    ref = run_diffusers(unet, diffusers.DPMSolverMultistepScheduler(), 12, x_T)
-    adapter = fs.adapters.from_diffusers(unet, diffusers.DPMSolverMultistepScheduler())
-    out = fs.sample(adapter.denoiser, x_T.double(), solver="dpmpp_2m", steps=12, spacing="linspace")
-    assert relative_max(out.x, ref, ref) > 1e-3
+    """The tolerance separates: each convention fewstep defaulted to before misses by far more than round-off."""
+    steps = 12
+    ref32 = run_diffusers(unet, diffusers.DPMSolverMultistepScheduler(), steps, x_T)
+    ref64 = run_diffusers(unet, diffusers.DPMSolverMultistepScheduler(), steps, x_T.double(), torch.float64)
+    tol = ROUNDOFF_FACTOR * relative_max(ref32, ref64, ref32) + ULP_FLOOR
+    model = fs.adapters.from_diffusers(unet, diffusers.DPMSolverMultistepScheduler()).denoiser
+    right = {"spacing": "linspace", "final_sigma": "zero", "lower_order_final_steps": 15}
+    assert relative_max(fs.sample(model, x_T.double(), solver="dpmpp_2m", steps=steps, **right).x, ref32, ref32) <= tol
+    for wrong in ({"final_sigma": "min"}, {"spacing": "leading"}, {"spacing": "logsnr"}):
+        out = fs.sample(model, x_T.double(), solver="dpmpp_2m", steps=steps, **dict(right, **wrong))
+        assert relative_max(out.x, ref32, ref32) > 10 * tol, wrong
 
 
 # ---- conditioning, guidance, learned variance, pipeline folders --------------------------------
@@ -297,6 +320,10 @@ def test_unsupported_configurations_are_named(unet) -> None:
     adapter = fs.adapters.from_diffusers(unet, diffusers.DPMSolverMultistepScheduler(algorithm_type="dpmsolver",
                                                                                      final_sigmas_type="sigma_min"))
     with pytest.raises(ValueError, match="midpoint"):
+        adapter.settings(10)
+    adapter = fs.adapters.from_diffusers(unet, diffusers.DPMSolverMultistepScheduler(
+        algorithm_type="dpmsolver", solver_order=3, solver_type="heun", final_sigmas_type="sigma_min"))
+    with pytest.raises(ValueError, match="solver_order=3"):
         adapter.settings(10)
     with pytest.raises(ValueError, match="prediction_type"):
         fs.adapters.from_diffusers(unet, {"prediction_type": "score"})

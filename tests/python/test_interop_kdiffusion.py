@@ -42,6 +42,14 @@ def _load_k_diffusion_sampling() -> types.ModuleType:
     return sampling
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def kd() -> types.ModuleType:
     return _load_k_diffusion_sampling()
@@ -74,7 +82,7 @@ def _k_run(kd, fn, edm, x_T, sigmas, dtype):
 
 @pytest.mark.parametrize("sampler,solver", [("sample_euler", "euler"), ("sample_heun", "heun"),
                                             ("sample_dpmpp_2m", "dpmpp_2m")])
-@pytest.mark.parametrize("n", [6, 16])
+@pytest.mark.parametrize("n", [6, 12])
 def test_reproduces_k_diffusion(kd, edm, sampler, solver, n) -> None:
     x_T = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(1))
     sigmas = kd.get_sigmas_karras(n, 0.002, 80.0)  # float32, with k-diffusion's appended 0

@@ -155,8 +155,9 @@ class DiffusersNetwork(torch.nn.Module):
     """A diffusers model as a fewstep network ``(x, t) -> native prediction``.
 
     It casts ``x`` to the model's dtype, feeds the time fewstep gives it (the discrete timestep, as
-    a float; rounded to the nearest integer with ``round_timesteps``, which is what diffusers feeds a
-    model when a scheduler converts sigmas back to timesteps), unwraps the output (``.sample`` or the
+    a float; with ``timestep_rounding`` "round" or "floor" made an integer the way diffusers' multistep
+    schedulers do when they convert sigmas back to timesteps: ``.round()`` then an int64 cast, or the
+    cast alone, which truncates), unwraps the output (``.sample`` or the
     first element of a tuple), and keeps the first ``in_channels`` channels of a learned-variance
     output (guided-diffusion style models predict [eps, variance]). ``cond`` holds conditioning
     keyword arguments (``encoder_hidden_states``, ``class_labels``, ``added_cond_kwargs``, ...) with a
@@ -169,14 +170,16 @@ class DiffusersNetwork(torch.nn.Module):
         model: torch.nn.Module,
         cond: Optional[Mapping[str, Any]] = None,
         uncond: Optional[Mapping[str, Any]] = None,
-        round_timesteps: bool = False,
+        timestep_rounding: Optional[str] = None,
         learned_variance: Optional[bool] = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.cond = dict(cond or {})
         self.uncond = dict(uncond or {}) if uncond is not None else None
-        self.round_timesteps = bool(round_timesteps)
+        if timestep_rounding not in (None, "round", "floor"):
+            raise ValueError(f"timestep_rounding must be None, 'round' or 'floor', got {timestep_rounding!r}")
+        self.timestep_rounding = timestep_rounding
         self.learned_variance = learned_variance
         try:
             params = list(inspect.signature(model.forward).parameters)
@@ -190,8 +193,10 @@ class DiffusersNetwork(torch.nn.Module):
         return torch.float32
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, c: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.round_timesteps:
+        if self.timestep_rounding == "round":
             t = torch.round(t)
+        elif self.timestep_rounding == "floor":
+            t = torch.floor(t)
         kwargs = self.cond if c is None else _gather(self.cond, self.uncond, c)
         kwargs = _batched(kwargs, x.shape[0])
         if self._timestep_keyword:  # transformers: (hidden_states, encoder_hidden_states, ..., timestep)
@@ -416,9 +421,7 @@ def _grid(config: Mapping[str, Any], name: str, schedule: Any, steps: int, final
             else:  # use_exponential_sigmas, use_lu_lambdas: both uniform in log sigma
                 kind = "exponential"
             grid = _timesteps_from_sigmas(schedule, _sigmas(kind, steps, s_lo, s_hi, final_sigma="zero"))
-            cosine = config.get("beta_schedule") == "squaredcos_cap_v2"
-            rounded = not config.get("use_exponential_sigmas", False) and not cosine
-            return grid, rounded
+            return grid, _timestep_rounding(config, name) is not None
         names = {"linspace": "linspace", "leading": "leading_multistep", "trailing": "trailing"}
         if spacing not in names:
             raise _unsupported(f"timestep_spacing={spacing!r}")
@@ -499,12 +502,12 @@ def scheduler_settings(config: Any, name: Optional[str], schedule: Any, steps: i
         if algorithm == "dpmsolver":
             if order == 1:
                 return SamplerSettings("ddim", {}, grid)
-            if order == 2 and cfg.get("solver_type", "midpoint") == "midpoint":
-                raise _unsupported("DPMSolverMultistepScheduler(algorithm_type='dpmsolver', solver_type='midpoint') "
-                                   "(noise-prediction multistep DPM-Solver in its midpoint form; solver_type='heun' "
-                                   "is deis(variable='logrho'))")
-            # Exact integration of the Lagrange interpolant of eps in lambda: DEIS in log rho = -lambda.
-            return SamplerSettings("deis", dict(lower, order=order, variable="logrho"), grid)
+            if order == 2 and cfg.get("solver_type", "midpoint") == "heun":
+                # Exact integration of the linear interpolant of eps in lambda: DEIS in log rho = -lambda.
+                return SamplerSettings("deis", dict(lower, order=2, variable="logrho"), grid)
+            raise _unsupported(f"DPMSolverMultistepScheduler(algorithm_type='dpmsolver', solver_order={order}, "
+                               f"solver_type={cfg.get('solver_type', 'midpoint')!r}) (the noise-prediction multistep "
+                               "DPM-Solver; only its order-2 'heun' form is a fewstep solver: deis(variable='logrho'))")
         raise _unsupported(f"DPMSolverMultistepScheduler(algorithm_type={algorithm!r}) (stochastic)")
     if name == "DEISMultistepScheduler":
         return SamplerSettings("deis", dict(lower, order=order, variable="logrho"), grid)
@@ -515,16 +518,23 @@ def scheduler_settings(config: Any, name: Optional[str], schedule: Any, steps: i
                    "predict_x0": bool(cfg.get("predict_x0", True)), "lower_order_final": lof}
         return SamplerSettings("unipc", options, grid)
     if name == "DPMSolverSinglestepScheduler":
-        if (cfg.get("algorithm_type", "dpmsolver++") != "dpmsolver++" or order != 2 or lof or final != "min"
-                or not cfg.get("use_exponential_sigmas", False) or steps % 2):
+        # Orders [1, 2] * K + [1] with lower_order_final and 2K + 1 steps: K steps of DPM-Solver++(2S) whose
+        # intermediate evaluation is the grid's odd entry, then the step to sigma = 0. Uniform in log-SNR
+        # (exponential sigmas) the odd entries sit at r1 = 1/2.
+        if (cfg.get("algorithm_type", "dpmsolver++") != "dpmsolver++" or order != 2 or not lof or final != "zero"
+                or not cfg.get("use_exponential_sigmas", False) or steps % 2 == 0):
             raise _unsupported("DPMSolverSinglestepScheduler except dpmsolver++ order 2 with use_exponential_sigmas, "
-                               "lower_order_final=False, final_sigmas_type='sigma_min' and an even step count (its "
-                               "intermediate points are the grid's odd entries, which is r1 = 1/2 only on a grid "
+                               "lower_order_final=True, final_sigmas_type='zero' and an odd step count (its "
+                               "intermediate evaluations are the grid's odd entries, which is r1 = 1/2 only on a grid "
                                "uniform in log-SNR)")
-        return SamplerSettings("dpmpp_2s", {"r1": 0.5}, grid[::2].contiguous())
+        return SamplerSettings("dpmpp_2s", {"r1": 0.5}, torch.cat([grid[:-1:2], grid[-1:]]).contiguous())
     if name in _SIGMA_SCHEDULERS:
         ve_grid = torch.where(grid > 0, schedule.sigma_tilde(grid), torch.zeros_like(grid))
-        x_T_scale = math.sqrt(1.0 + float(ve_grid[0]) ** 2)
+        # diffusers starts them from noise * sigma_max with "linspace"/"trailing" (k-diffusion's convention,
+        # a VP state scaled by sigma_max/sqrt(1 + sigma_max^2)) and from noise * sqrt(1 + sigma_max^2) otherwise.
+        s_max = float(ve_grid[0])
+        spacing = cfg.get("timestep_spacing", "linspace")
+        x_T_scale = s_max if spacing in ("linspace", "trailing") else math.sqrt(1.0 + s_max**2)
         solver = "euler" if name == "EulerDiscreteScheduler" else "heun"
         return SamplerSettings(solver, {}, ve_grid, view="ve", x_T_scale=x_T_scale)
     raise _unsupported(f"scheduler {name}")
@@ -533,13 +543,17 @@ def scheduler_settings(config: Any, name: Optional[str], schedule: Any, steps: i
 # ---- entry points -----------------------------------------------------------------------------
 
 
-def _rounds_timesteps(config: Mapping[str, Any], name: str) -> bool:
-    """Whether the scheduler feeds the model rounded timesteps computed from sigmas (see _grid)."""
+def _timestep_rounding(config: Mapping[str, Any], name: str) -> Optional[str]:
+    """How the scheduler makes integers of the timesteps it computes from sigmas (None: it feeds them as floats).
+
+    The multistep schedulers round Karras and log-SNR timesteps (except for squaredcos_cap_v2) and then cast
+    every timestep to int64, which truncates the ones not rounded; EulerDiscrete/HeunDiscrete keep floats.
+    """
     if name in _SIGMA_SCHEDULERS or not _uses_sigma_formula(config):
-        return False
-    if config.get("use_exponential_sigmas", False):
-        return False
-    return config.get("beta_schedule") != "squaredcos_cap_v2"
+        return None
+    rounded = (config.get("use_karras_sigmas", False) or config.get("use_lu_lambdas", False)) and config.get(
+        "beta_schedule") != "squaredcos_cap_v2"
+    return "round" if rounded else "floor"
 
 
 def from_diffusers(
@@ -549,7 +563,7 @@ def from_diffusers(
     uncond: Optional[Mapping[str, Any]] = None,
     guidance_scale: Optional[float] = None,
     learned_variance: Optional[bool] = None,
-    round_timesteps: Optional[bool] = None,
+    timestep_rounding: Optional[str] = "auto",
 ) -> DiffusersAdapter:
     """A diffusers model and its scheduler (object, config mapping or ``scheduler_config.json``) as a fewstep model.
 
@@ -564,7 +578,8 @@ def from_diffusers(
             fewstep's batched guidance wrapper: one model call on [x; x] with [cond; uncond] per evaluation.
         learned_variance: keep the first half of the output channels (default: when the output has twice
             the input's channels, or the config's ``variance_type`` says learned).
-        round_timesteps: feed the model rounded timesteps (default: as the scheduler does).
+        timestep_rounding: None, "round" or "floor": how the model's timesteps are made integers (default: as
+            the scheduler does; see :class:`DiffusersNetwork`).
     """
     cfg, name = _config(scheduler)
     prediction_type = cfg.get("prediction_type", "flow_prediction" if name.startswith("FlowMatch") else "epsilon")
@@ -574,13 +589,13 @@ def from_diffusers(
     prediction = PREDICTIONS[prediction_type]
     if learned_variance is None and cfg.get("variance_type") in ("learned", "learned_range"):
         learned_variance = True
-    rounded = _rounds_timesteps(cfg, name) if round_timesteps is None else bool(round_timesteps)
+    rounding = _timestep_rounding(cfg, name) if timestep_rounding == "auto" else timestep_rounding
     guided = guidance_scale is not None
     if guided and uncond is None:
         raise ValueError("guidance_scale needs uncond= (the unconditional conditioning, e.g. empty-prompt embeddings)")
     if not guided and uncond is not None:
         raise ValueError("uncond= is only used with guidance_scale=")
-    network = DiffusersNetwork(model, cond, uncond if guided else None, rounded, learned_variance)
+    network = DiffusersNetwork(model, cond, uncond if guided else None, rounding, learned_variance)
     # Discrete VP models are fed their timestep; flow models sigma * num_train_timesteps (sigma = fewstep's t).
     flow = _is_flow(cfg, name)
     time_input, time_scale = ("t", float(cfg.get("num_train_timesteps", 1000))) if flow else ("index", 1.0)
