@@ -327,3 +327,53 @@ def test_unsupported_configurations_are_named(unet) -> None:
         adapter.settings(10)
     with pytest.raises(ValueError, match="prediction_type"):
         fs.adapters.from_diffusers(unet, {"prediction_type": "score"})
+
+
+# ---- flow matching -----------------------------------------------------------------------------
+
+
+def run_flow_diffusers(model, scheduler, steps, x_T, dtype=torch.float32, mu=None, **model_kwargs):
+    scheduler.set_timesteps(steps, mu=mu)
+    x = x_T.to(dtype)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            out = model(x.float(), timestep=t.expand(x.shape[0]), **model_kwargs).sample.to(dtype)
+            x = scheduler.step(out, t, x).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("config,mu", [({}, None), ({"shift": 3.0}, None),
+                                       ({"use_dynamic_shifting": True}, 0.8),
+                                       ({"use_dynamic_shifting": True, "time_shift_type": "linear"}, 1.6)])
+def test_flow_match_euler(unet, x_T, config, mu) -> None:
+    """FlowMatchEulerDiscrete (from sigma = 1, pure noise) is fewstep's ddim on FlowMatching(1e-6, 1)."""
+    steps = 7
+    cls = diffusers.FlowMatchEulerDiscreteScheduler
+    ref32 = run_flow_diffusers(unet, cls(**config), steps, x_T, mu=mu)
+    ref64 = run_flow_diffusers(unet, cls(**config), steps, x_T.double(), torch.float64, mu=mu)
+    adapter = fs.adapters.from_diffusers(unet, cls(**config))
+    assert adapter.prediction == "flow" and adapter.schedule.t_max == 1.0
+    out = adapter.sample(x_T.double(), steps, mu=mu)
+    assert out.nfe == steps
+    tol = ROUNDOFF_FACTOR * relative_max(ref32, ref64, ref32) + ULP_FLOOR
+    assert relative_max(out.x, ref32, ref32) <= tol
+    # Every other solver runs on the velocity model too, from the same grid.
+    other = fs.sample(adapter.denoiser, x_T.double(), solver="dpmpp_2m", timesteps=adapter.timesteps(steps, mu))
+    assert torch.isfinite(other.x).all()
+
+
+def test_flow_transformer_with_conditioning(x_T) -> None:
+    torch.manual_seed(6)
+    model = diffusers.SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=2, num_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=12, caption_projection_dim=16, pooled_projection_dim=6, out_channels=2,
+        pos_embed_max_size=8,
+    ).eval()
+    gen = torch.Generator().manual_seed(7)
+    cond = {"encoder_hidden_states": torch.randn(1, 3, 12, generator=gen), "pooled_projections": torch.randn(1, 6, generator=gen)}
+    batch = {k: v.expand(x_T.shape[0], *v.shape[1:]) for k, v in cond.items()}
+    cls = diffusers.FlowMatchEulerDiscreteScheduler
+    ref32 = run_flow_diffusers(model, cls(shift=3.0), 5, x_T, **batch)
+    ref64 = run_flow_diffusers(model, cls(shift=3.0), 5, x_T.double(), torch.float64, **batch)
+    out = fs.adapters.from_diffusers(model, cls(shift=3.0), cond=cond).sample(x_T.double(), 5)
+    assert relative_max(out.x, ref32, ref32) <= ROUNDOFF_FACTOR * relative_max(ref32, ref64, ref32) + ULP_FLOOR
