@@ -562,9 +562,10 @@ TEST(GridErrors, ValidateGrid) {
 
 TEST(DiscreteGrids, MultistepSpacingsMatchDiffusers) {
   auto s = fs::VPDiscrete::ddpm_linear(1000);
-  // linspace: round(linspace(0, 999, steps + 1))[::-1][:-1]; steps = 10: k·99.9 → 999, 899.1, ..., 99.9.
+  // linspace: round(linspace(0, 999, steps + 1))[::-1][:-1]; steps = 10: k·99.9 → 999, 899.1, ..., 599.4,
+  // 499.5 (a tie, to even: 500), ..., 99.9.
   EXPECT_EQ(fs::timesteps(*s, 10, "linspace"),
-            index_grid({999, 899, 799, 699, 600, 500, 400, 300, 200, 100}, 1000, 1e-3));
+            index_grid({999, 899, 799, 699, 599, 500, 400, 300, 200, 100}, 1000, 1e-3));
   // steps = 8: k·124.875; 4·124.875 = 499.5 is a tie that numpy rounds to even (500).
   EXPECT_EQ(fs::timesteps(*s, 8, "linspace"), index_grid({999, 874, 749, 624, 500, 375, 250, 125}, 1000, 1e-3));
   // leading_multistep: ratio ⌊1000/11⌋ = 90, indices (10−i)·90 + offset.
