@@ -23,14 +23,12 @@ or directly: ``python benchmarks/peers.py --help``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
 import platform
 import sys
 import time
-import types
 from typing import Any, Callable, Optional
 
 import torch
@@ -43,24 +41,6 @@ import fewstep as fs  # noqa: E402
 
 NFES = [4, 5, 6, 8, 10, 15, 20]
 N_TRAIN = 1000
-
-
-def load_k_diffusion() -> types.ModuleType:
-    """k-diffusion's sampling module alone (its package __init__ pulls its training stack)."""
-    if "k_diffusion.sampling" in sys.modules:
-        return sys.modules["k_diffusion.sampling"]
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None:
-        raise SystemExit("k-diffusion is not installed: pip install --no-deps -r requirements-interop.txt")
-    package = types.ModuleType("k_diffusion")
-    package.__path__ = list(spec.submodule_search_locations)
-    utils = types.ModuleType("k_diffusion.utils")
-    utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]
-    package.utils = utils
-    sys.modules["k_diffusion"], sys.modules["k_diffusion.utils"] = package, utils
-    import k_diffusion.sampling as sampling  # noqa: PLC0415
-
-    return sampling
 
 
 # ---- problems ---------------------------------------------------------------------------------
@@ -414,7 +394,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     import diffusers  # noqa: PLC0415
 
     diffusers.utils.logging.set_verbosity_error()
-    kd = load_k_diffusion()
+    kd = fs.adapters.load_k_diffusion_sampling()
     started = time.time()
     runs, lines = [], []
     best: dict = {}

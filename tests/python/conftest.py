@@ -119,3 +119,12 @@ def ddp_trained_states(tmp_path: Path, make_net: Callable, train: Callable, worl
 #: Skip marker for torch builds without gloo.
 needs_gloo = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available in this torch build")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-model tests (fastest for them; restores the count after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

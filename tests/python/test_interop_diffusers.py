@@ -18,6 +18,8 @@ import torch
 
 import fewstep as fs
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 diffusers = pytest.importorskip("diffusers")
 
 N_TRAIN = 1000
@@ -27,15 +29,6 @@ N_TRAIN = 1000
 # rounding of the float32 state, which fewstep's float64 state does not have.
 ROUNDOFF_FACTOR = 4.0
 ULP_FLOOR = 16 * 2.0**-24
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is fastest (and keeps a shared machine responsive)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -70,18 +63,23 @@ def relative_max(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> float
     return float((a.double() - b.double()).abs().max() / scale.double().abs().max())
 
 
+def assert_within_roundoff(x: torch.Tensor, ref32: torch.Tensor, ref64: torch.Tensor, what: str) -> None:
+    """x within ROUNDOFF_FACTOR x diffusers' own float32 round-off |ref32 - ref64| (relative max), plus ULP_FLOOR."""
+    roundoff = relative_max(ref32, ref64, ref32)
+    err = relative_max(x, ref32, ref32)
+    assert err <= ROUNDOFF_FACTOR * roundoff + ULP_FLOOR, (
+        f"{what}: fewstep differs from diffusers by {err:.2e} (relative max), diffusers' own float32 round-off "
+        f"{roundoff:.2e}")
+
+
 def assert_reproduces(model, cls, config, steps, x_T, adapter_kwargs=None, model_kwargs=None):
     model_kwargs = model_kwargs or {}
     ref32 = run_diffusers(model, cls(**config), steps, x_T, **model_kwargs)
     ref64 = run_diffusers(model, cls(**config), steps, x_T.double(), torch.float64, **model_kwargs)
     adapter = fs.adapters.from_diffusers(model, cls(**config), **(adapter_kwargs or {}))
     out = adapter.sample(x_T.double(), steps)
-    roundoff = relative_max(ref32, ref64, ref32)
-    err = relative_max(out.x, ref32, ref32)
-    tol = ROUNDOFF_FACTOR * roundoff + ULP_FLOOR
-    assert err <= tol, (f"{cls.__name__}({config}) at {steps} steps: fewstep differs from diffusers by {err:.2e} "
-                        f"(relative max), diffusers' own float32 round-off {roundoff:.2e}")
-    return adapter, out, err
+    assert_within_roundoff(out.x, ref32, ref64, f"{cls.__name__}({config}) at {steps} steps")
+    return adapter, out
 
 
 # ---- schedules and grids (no network) ----------------------------------------------------------
@@ -280,7 +278,7 @@ def test_classifier_free_guidance(cond_unet, x_T) -> None:
                                          uncond={"encoder_hidden_states": uncond}, guidance_scale=w)
     out = adapter.sample(x_T.double(), steps)
     assert out.nfe == steps  # one batched call on [x; x] per evaluation
-    assert relative_max(out.x, ref32, ref32) <= ROUNDOFF_FACTOR * relative_max(ref32, ref64, ref32) + ULP_FLOOR
+    assert_within_roundoff(out.x, ref32, ref64, "classifier-free guidance")
     # Plain conditioning (no guidance) passes the keyword arguments through.
     plain = fs.adapters.from_diffusers(cond_unet, scheduler, cond={"encoder_hidden_states": cond})
     assert_reproduces(cond_unet, diffusers.DPMSolverMultistepScheduler, {}, 8, x_T,
@@ -355,8 +353,7 @@ def test_flow_match_euler(unet, x_T, config, mu) -> None:
     assert adapter.prediction == "flow" and adapter.schedule.t_max == 1.0
     out = adapter.sample(x_T.double(), steps, mu=mu)
     assert out.nfe == steps
-    tol = ROUNDOFF_FACTOR * relative_max(ref32, ref64, ref32) + ULP_FLOOR
-    assert relative_max(out.x, ref32, ref32) <= tol
+    assert_within_roundoff(out.x, ref32, ref64, f"FlowMatchEulerDiscrete({config})")
     # Every other solver runs on the velocity model too, from the same grid.
     other = fs.sample(adapter.denoiser, x_T.double(), solver="dpmpp_2m", timesteps=adapter.timesteps(steps, mu))
     assert torch.isfinite(other.x).all()
@@ -376,4 +373,4 @@ def test_flow_transformer_with_conditioning(x_T) -> None:
     ref32 = run_flow_diffusers(model, cls(shift=3.0), 5, x_T, **batch)
     ref64 = run_flow_diffusers(model, cls(shift=3.0), 5, x_T.double(), torch.float64, **batch)
     out = fs.adapters.from_diffusers(model, cls(shift=3.0), cond=cond).sample(x_T.double(), 5)
-    assert relative_max(out.x, ref32, ref32) <= ROUNDOFF_FACTOR * relative_max(ref32, ref64, ref32) + ULP_FLOOR
+    assert_within_roundoff(out.x, ref32, ref64, "SD3 transformer")

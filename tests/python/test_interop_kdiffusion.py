@@ -1,13 +1,12 @@
 """fewstep reproduces k-diffusion's samplers on an EDM-style denoiser D(x, sigma) (docs/interop.md).
 
-k-diffusion is a test-only dependency installed without its heavy extras (requirements-interop.txt):
-its sampling module is loaded here on its own, with the one helper it takes from k_diffusion.utils.
+k-diffusion is a test-only dependency installed without its heavy extras (requirements-interop.txt);
+``fs.adapters.load_k_diffusion_sampling`` loads its sampling module alone.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import sys
 import types
 
 import pytest
@@ -15,44 +14,18 @@ import torch
 
 import fewstep as fs
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROUNDOFF_FACTOR = 4.0
 ULP_FLOOR = 16 * 2.0**-24
 
 
-def _load_k_diffusion_sampling() -> types.ModuleType:
-    if importlib.util.find_spec("k_diffusion") is None:
-        pytest.skip("k-diffusion is not installed (pip install --no-deps -r requirements-interop.txt)")
-    for dep in ("scipy", "torchdiffeq", "torchsde"):
-        if importlib.util.find_spec(dep) is None:
-            pytest.skip(f"k-diffusion's sampling module needs {dep}")
-    if "k_diffusion.sampling" in sys.modules:
-        return sys.modules["k_diffusion.sampling"]
-    # k_diffusion/__init__.py imports its training stack (wandb, clean-fid, CLIP...); the sampling module
-    # only needs utils.append_dims, provided here.
-    spec = importlib.util.find_spec("k_diffusion")
-    package = types.ModuleType("k_diffusion")
-    package.__path__ = list(spec.submodule_search_locations)
-    utils = types.ModuleType("k_diffusion.utils")
-    utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]
-    package.utils = utils
-    sys.modules.setdefault("k_diffusion", package)
-    sys.modules.setdefault("k_diffusion.utils", utils)
-    import k_diffusion.sampling as sampling  # noqa: PLC0415
-
-    return sampling
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def kd() -> types.ModuleType:
-    return _load_k_diffusion_sampling()
+    for dep in ("k_diffusion", "scipy", "torchdiffeq", "torchsde"):
+        if importlib.util.find_spec(dep) is None:
+            pytest.skip(f"{dep} is not installed (pip install --no-deps -r requirements-interop.txt)")
+    return fs.adapters.load_k_diffusion_sampling()
 
 
 class TinyEDMNet(torch.nn.Module):

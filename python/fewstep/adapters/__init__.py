@@ -23,7 +23,14 @@ from ._diffusers import (
     load_diffusers,
     schedule_from_config,
 )
-from ._edm import EDMPreconditioned, GuidedDiffusionEps, edm_denoiser, guided_diffusion_network, k_diffusion_denoiser
+from ._edm import (
+    EDMPreconditioned,
+    GuidedDiffusionEps,
+    edm_denoiser,
+    guided_diffusion_network,
+    k_diffusion_denoiser,
+    load_k_diffusion_sampling,
+)
 
 __all__ = [
     "DiffusersAdapter",
@@ -36,6 +43,7 @@ __all__ = [
     "from_diffusers",
     "guided_diffusion_network",
     "k_diffusion_denoiser",
+    "load_k_diffusion_sampling",
     "load_diffusers",
     "schedule_from_config",
 ]

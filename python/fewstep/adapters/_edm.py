@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+import types
 from typing import Any, Mapping, Optional
 
 import torch
@@ -116,3 +119,35 @@ def guided_diffusion_network(
     if n is None:
         raise ValueError(f"guided_diffusion_network needs a discrete schedule (VPDiscrete), got {schedule!r}")
     return _fewstep.Denoiser(GuidedDiffusionEps(net, cond, rescale_timesteps, n), schedule, "eps", "index")
+
+
+def load_k_diffusion_sampling() -> types.ModuleType:
+    """k-diffusion's ``sampling`` module, without the training stack its package ``__init__`` imports.
+
+    ``pip install --no-deps k-diffusion scipy torchdiffeq torchsde trampoline`` (requirements-interop.txt)
+    is enough for it: ``k_diffusion/__init__.py`` imports wandb, clean-fid, CLIP, kornia and torchvision for
+    training and evaluation, while ``k_diffusion.sampling`` needs only ``utils.append_dims`` from the package,
+    which this loader provides when ``k_diffusion`` itself is not importable. ImportError if k-diffusion or a
+    dependency of its sampling module is missing.
+    """
+    if "k_diffusion.sampling" in sys.modules:
+        return sys.modules["k_diffusion.sampling"]
+    spec = importlib.util.find_spec("k_diffusion")
+    if spec is None:
+        raise ImportError("k-diffusion is not installed (pip install --no-deps -r requirements-interop.txt)")
+    try:
+        import k_diffusion.sampling as sampling  # noqa: PLC0415 - the full package, when its extras are installed
+
+        return sampling
+    except ImportError:
+        for name in [n for n in sys.modules if n == "k_diffusion" or n.startswith("k_diffusion.")]:
+            del sys.modules[name]
+    package = types.ModuleType("k_diffusion")
+    package.__path__ = list(spec.submodule_search_locations)
+    utils = types.ModuleType("k_diffusion.utils")
+    utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]  # x with n - x.ndim trailing singleton axes
+    package.utils = utils
+    sys.modules["k_diffusion"], sys.modules["k_diffusion.utils"] = package, utils
+    import k_diffusion.sampling as sampling  # noqa: PLC0415
+
+    return sampling
