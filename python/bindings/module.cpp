@@ -22,6 +22,7 @@ void bind_distill(py::module_& m);
 void bind_psld(py::module_& m);
 void bind_micro(py::module_& m);
 void bind_transforms(py::module_& m);
+void bind_stepwise(py::module_& m);
 
 namespace {
 
@@ -65,4 +66,5 @@ PYBIND11_MODULE(_fewstep, m) {
   bind_psld(m);
   bind_micro(m);
   bind_transforms(m);
+  bind_stepwise(m);
 }

@@ -23,13 +23,6 @@ void check_finite(const at::Tensor& x, int64_t index, double t) {
                 " (t = ", t, ")");
 }
 
-/// The last step of a grid that ends at the σ = 0 marker (schedules/timesteps.h, FinalSigma::Zero):
-/// every first-order step from s to σ = 0 lands on the x̂_0 of its one evaluation at s.
-StepResult step_to_zero(ModelEvaluator& model, const at::Tensor& x, double s, SolverState state) {
-  auto out = model(x, s);
-  return StepResult{out.x0, out.x0, std::nullopt, std::move(state)};
-}
-
 Solution run(const Denoiser& model, const at::Tensor& x_T, const Stepper& stepper, const std::vector<double>& grid,
              const SampleOptions& options) {
   const int64_t num_steps = static_cast<int64_t>(grid.size()) - 1;

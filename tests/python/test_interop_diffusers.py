@@ -374,3 +374,60 @@ def test_flow_transformer_with_conditioning(x_T) -> None:
     ref64 = run_flow_diffusers(model, cls(shift=3.0), 5, x_T.double(), torch.float64, **batch)
     out = fs.adapters.from_diffusers(model, cls(shift=3.0), cond=cond).sample(x_T.double(), 5)
     assert_within_roundoff(out.x, ref32, ref64, "SD3 transformer")
+
+
+# ---- the drop-in scheduler and the step-wise API -----------------------------------------------
+
+
+def _pipeline_images(pipe, steps, seed=0):
+    return torch.from_numpy(pipe(batch_size=3, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
+                                 output_type="np").images)
+
+
+def test_fewstep_scheduler_in_a_stock_pipeline(unet) -> None:
+    """pipe.scheduler = FewstepScheduler.from_config(pipe.scheduler.config, solver=...) in diffusers' DDPMPipeline."""
+    FewstepScheduler = fs.adapters.FewstepScheduler
+    stock = diffusers.UniPCMultistepScheduler()
+    pipe = diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler(clip_sample=False))
+    pipe.set_progress_bar_config(disable=True)
+    steps = 8
+    x_T = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(0))  # what the pipeline draws
+
+    def image(x):
+        return (x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+
+    # UniPC's configuration with fewstep's unipc: stock diffusers UniPC to its float32 round-off.
+    pipe.scheduler = FewstepScheduler.from_config(stock.config, solver="unipc")
+    assert pipe.scheduler.config.solver == "unipc"
+    ours = _pipeline_images(pipe, steps)
+    ref32 = run_diffusers(unet, diffusers.UniPCMultistepScheduler(), steps, x_T)
+    ref64 = run_diffusers(unet, diffusers.UniPCMultistepScheduler(), steps, x_T.double(), torch.float64)
+    assert (ours - image(ref32)).abs().max() <= ROUNDOFF_FACTOR * (image(ref32) - image(ref64)).abs().max() + 1e-6
+    # Any one-evaluation solver and spacing: the pipeline's loop gives exactly fewstep's own sample.
+    pipe.scheduler = FewstepScheduler.from_config(pipe.scheduler.config, solver="dpmpp_3m", spacing="logsnr",
+                                                  final_sigma="zero")
+    images = _pipeline_images(pipe, steps)
+    adapter = fs.adapters.from_diffusers(unet, stock)
+    grid = fs.timesteps(adapter.schedule, steps, "logsnr", final_sigma="zero")
+    direct = fs.sample(adapter.denoiser, x_T, solver="dpmpp_3m", timesteps=grid).x
+    assert torch.equal(images, image(direct))
+    assert pipe.scheduler.init_noise_sigma == 1.0 and len(pipe.scheduler.timesteps) == steps
+    with pytest.raises(ValueError, match="one model evaluation per step"):
+        FewstepScheduler.from_config(stock.config, solver="heun")
+
+
+def test_stepwise_api_equals_the_driver(unet, x_T) -> None:
+    adapter = fs.adapters.from_diffusers(unet, diffusers.DPMSolverMultistepScheduler())
+    grid = fs.timesteps(adapter.schedule, 7, "linspace", final_sigma="zero")
+    stepper = fs.Stepper("dpmpp_2m", {"lower_order_final_steps": 15})
+    x, state = x_T, stepper.init(x_T)
+    for i in range(len(grid) - 1):
+        x, x0, state = stepper.step(adapter.denoiser, x, float(grid[i]), float(grid[i + 1]), state, index=i,
+                                    num_steps=len(grid) - 1)
+    driver = fs.sample(adapter.denoiser, x_T, solver="dpmpp_2m", timesteps=grid, lower_order_final_steps=15)
+    assert torch.equal(x, driver.x)
+    # A state is a value: stepping twice from it gives the same result.
+    s0 = stepper.init(x_T)
+    a = stepper.step(adapter.denoiser, x_T, float(grid[0]), float(grid[1]), s0, index=0, num_steps=7)
+    b = stepper.step(adapter.denoiser, x_T, float(grid[0]), float(grid[1]), s0, index=0, num_steps=7)
+    assert torch.equal(a.x, b.x) and a.nfe == 1

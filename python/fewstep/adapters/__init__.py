@@ -47,3 +47,12 @@ __all__ = [
     "load_diffusers",
     "schedule_from_config",
 ]
+
+
+def __getattr__(name: str):
+    # FewstepScheduler subclasses diffusers' SchedulerMixin/ConfigMixin: diffusers is imported when it is used.
+    if name == "FewstepScheduler":
+        from ._scheduler import FewstepScheduler
+
+        return FewstepScheduler
+    raise AttributeError(f"module 'fewstep.adapters' has no attribute {name!r}")
