@@ -4,7 +4,8 @@
 #    Fashion-MNIST),
 #    through apt-get when running as root and a package is missing;
 #  - a virtual environment .venv/ at the repository root with the pinned PyTorch (its
-#    LibTorch is what the C++ library links) and the Python test tools;
+#    LibTorch is what the C++ library links), the Python test tools, and the test-only
+#    interop packages (diffusers, k-diffusion: requirements-interop.txt);
 #  - a .pth file so that .venv's Python imports fewstep from python/ in this checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt; then
   echo "[deps] pip install -r requirements.txt failed (see above)" >&2
+  exit 1
+fi
+# Test/benchmark-only interop dependencies (diffusers, k-diffusion), fully pinned: --no-deps keeps
+# k-diffusion's training extras out (requirements-interop.txt says why).
+if ! .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-interop.txt; then
+  echo "[deps] pip install --no-deps -r requirements-interop.txt failed (see above)" >&2
   exit 1
 fi
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null  # notebook tests' kernel: this .venv

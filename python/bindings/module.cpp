@@ -22,6 +22,8 @@ void bind_distill(py::module_& m);
 void bind_psld(py::module_& m);
 void bind_micro(py::module_& m);
 void bind_teacher_cache(py::module_& m);
+void bind_transforms(py::module_& m);
+void bind_stepwise(py::module_& m);
 
 namespace {
 
@@ -65,4 +67,6 @@ PYBIND11_MODULE(_fewstep, m) {
   bind_distill(m);
   bind_psld(m);
   bind_micro(m);
+  bind_transforms(m);
+  bind_stepwise(m);
 }

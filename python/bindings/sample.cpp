@@ -148,7 +148,8 @@ void bind_sample(py::module_& m) {
       [](const std::shared_ptr<fewstep::Denoiser>& model, const at::Tensor& x_T, const std::string& solver,
          const py::dict& solver_options, std::optional<int64_t> steps, std::optional<int64_t> nfe,
          const py::object& timesteps, const std::string& spacing, std::optional<double> t_start,
-         std::optional<double> t_end, std::optional<double> rtol, std::optional<double> atol,
+         std::optional<double> t_end, std::optional<int64_t> steps_offset, const std::string& final_sigma,
+         std::optional<double> rtol, std::optional<double> atol,
          const std::shared_ptr<fewstep::StepController>& controller, const std::string& model_solver,
          const py::object& model_timesteps, bool denoise_to_zero, bool check_finite, bool keep_trajectory,
          const py::object& callback, std::optional<at::Generator> generator, const std::vector<uint64_t>& seeds) {
@@ -164,6 +165,8 @@ void bind_sample(py::module_& m) {
         request.spacing = fewstep::parse_spacing(spacing);
         request.t_start = t_start;
         request.t_end = t_end;
+        request.steps_offset = steps_offset;
+        request.final_sigma = fewstep::parse_final_sigma(final_sigma);
         request.rtol = rtol;
         request.atol = atol;
         request.controller = controller;
@@ -185,7 +188,7 @@ void bind_sample(py::module_& m) {
       py::arg("model"), py::arg("x_T"), py::kw_only(), py::arg("solver") = "", py::arg("solver_options") = py::dict(),
       py::arg("steps") = py::none(), py::arg("nfe") = py::none(), py::arg("timesteps") = py::none(),
       py::arg("spacing") = "logsnr", py::arg("t_start") = py::none(), py::arg("t_end") = py::none(),
-      py::arg("rtol") = py::none(), py::arg("atol") = py::none(), py::arg("controller") = nullptr,
+      py::arg("steps_offset") = py::none(), py::arg("final_sigma") = "min", py::arg("rtol") = py::none(), py::arg("atol") = py::none(), py::arg("controller") = nullptr,
       py::arg("model_solver") = "", py::arg("model_timesteps") = py::none(), py::arg("denoise_to_zero") = false,
       py::arg("check_finite") = false, py::arg("keep_trajectory") = false, py::arg("callback") = py::none(),
       py::arg("generator") = py::none(), py::arg("seeds") = std::vector<uint64_t>{},

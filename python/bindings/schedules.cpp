@@ -128,18 +128,23 @@ void bind_schedules(py::module_& m) {
 
   py::class_<fewstep::VPDiscrete, NoiseSchedule, std::shared_ptr<fewstep::VPDiscrete>>(
       m, "VPDiscrete", "VP schedule from a discrete DDPM schedule (betas or alphas_cumprod).")
-      .def_static("from_betas", [](const py::object& betas) {
-        return fewstep::VPDiscrete::from_betas(to_double_vector(betas, "betas"));
-      }, py::arg("betas"))
-      .def_static("from_alphas_cumprod", [](const py::object& ac) {
-        return fewstep::VPDiscrete::from_alphas_cumprod(to_double_vector(ac, "alphas_cumprod"));
-      }, py::arg("alphas_cumprod"))
+      .def_static("from_betas", [](const py::object& betas, const std::string& interpolation) {
+        return fewstep::VPDiscrete::from_betas(to_double_vector(betas, "betas"),
+                                               fewstep::parse_discrete_interpolation(interpolation));
+      }, py::arg("betas"), py::arg("interpolation") = "log_alpha")
+      .def_static("from_alphas_cumprod", [](const py::object& ac, const std::string& interpolation) {
+        return fewstep::VPDiscrete::from_alphas_cumprod(to_double_vector(ac, "alphas_cumprod"),
+                                                        fewstep::parse_discrete_interpolation(interpolation));
+      }, py::arg("alphas_cumprod"), py::arg("interpolation") = "log_alpha")
       .def_static("ddpm_linear", &fewstep::VPDiscrete::ddpm_linear, py::arg("num_train_steps") = 1000,
                   py::arg("beta_start") = 1e-4, py::arg("beta_end") = 0.02)
       .def_static("scaled_linear", &fewstep::VPDiscrete::scaled_linear, py::arg("num_train_steps") = 1000,
                   py::arg("beta_start") = 0.00085, py::arg("beta_end") = 0.012)
       .def_property_readonly("alphas_cumprod", [](const fewstep::VPDiscrete& s) {
         return to_tensor(s.alphas_cumprod());
+      })
+      .def_property_readonly("interpolation", [](const fewstep::VPDiscrete& s) {
+        return fewstep::to_string(s.interpolation());
       });
 
   py::class_<fewstep::VE, NoiseSchedule, std::shared_ptr<fewstep::VE>>(
@@ -153,20 +158,39 @@ void bind_schedules(py::module_& m) {
   m.def(
       "timesteps",
       [](const std::shared_ptr<NoiseSchedule>& schedule, int64_t steps, const std::string& spacing,
-         std::optional<double> t_start, std::optional<double> t_end, double rho) {
+         std::optional<double> t_start, std::optional<double> t_end, double rho, std::optional<int64_t> steps_offset,
+         const std::string& final_sigma) {
         FEWSTEP_CHECK_TYPE(schedule != nullptr, "schedule should be a fewstep schedule, got None");
-        return to_tensor(fewstep::timesteps(*schedule, steps, spacing, t_start, t_end, rho));
+        return to_tensor(fewstep::timesteps(*schedule, steps, spacing, t_start, t_end, rho, steps_offset,
+                                            fewstep::parse_final_sigma(final_sigma)));
       },
       py::arg("schedule"), py::arg("steps"), py::arg("spacing") = "logsnr", py::arg("t_start") = py::none(),
-      py::arg("t_end") = py::none(), py::arg("rho") = 7.0);
+      py::arg("t_end") = py::none(), py::arg("rho") = 7.0, py::arg("steps_offset") = py::none(),
+      py::arg("final_sigma") = "min");
   m.def(
       "validate_grid",
-      [](const std::shared_ptr<NoiseSchedule>& schedule, const py::object& grid) {
+      [](const std::shared_ptr<NoiseSchedule>& schedule, const py::object& grid, bool allow_final_zero) {
         FEWSTEP_CHECK_TYPE(schedule != nullptr, "schedule should be a fewstep schedule, got None");
-        return to_tensor(fewstep::validate_grid(*schedule, to_double_vector(grid, "timesteps")));
+        return to_tensor(fewstep::validate_grid(*schedule, to_double_vector(grid, "timesteps"), allow_final_zero));
       },
-      py::arg("schedule"), py::arg("timesteps"));
-  m.def("spacings", []() {
-    return std::vector<std::string>{"time", "logsnr", "quadratic", "karras", "leading", "trailing"};
-  });
+      py::arg("schedule"), py::arg("timesteps"), py::arg("allow_final_zero") = false);
+  m.def("spacings", &fewstep::spacing_names, "Every spacing name timesteps() accepts.");
+  m.def(
+      "sigmas",
+      [](const std::string& kind, int64_t steps, double sigma_min, double sigma_max, double rho,
+         const std::string& final_sigma) {
+        return to_tensor(
+            fewstep::sigmas(kind, steps, sigma_min, sigma_max, rho, fewstep::parse_final_sigma(final_sigma)));
+      },
+      py::arg("kind"), py::arg("steps"), py::arg("sigma_min") = 0.002, py::arg("sigma_max") = 80.0,
+      py::arg("rho") = 7.0, py::arg("final_sigma") = "min");
+  m.def("sigma_kinds", &fewstep::sigma_kinds, "The kinds sigmas() accepts.");
+  m.def(
+      "timesteps_from_sigmas",
+      [](const std::shared_ptr<NoiseSchedule>& schedule, const py::object& sigma_values, bool quantize) {
+        FEWSTEP_CHECK_TYPE(schedule != nullptr, "schedule should be a fewstep schedule, got None");
+        return to_tensor(
+            fewstep::timesteps_from_sigmas(*schedule, to_double_vector(sigma_values, "sigmas"), quantize));
+      },
+      py::arg("schedule"), py::arg("sigmas"), py::arg("quantize") = false);
 }

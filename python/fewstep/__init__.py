@@ -36,7 +36,10 @@ from ._fewstep import (
     ScheduleFamily,
     ShuffledBatches,
     Solution,
+    SolverState,
     StepController,
+    Stepper,
+    StepResult,
     VE,
     VPCosine,
     VPDiscrete,
@@ -44,6 +47,9 @@ from ._fewstep import (
     FlowMatching,
     class_histogram,
     class_histogram_kl,
+    clip_x0,
+    threshold_x0,
+    ve_view,
     convert_prediction,
     coupled_error,
     ddim_update,
@@ -65,11 +71,12 @@ from ._fewstep import (
     spacings,
     step_noise_seed,
 )
-from ._sampling import StepInfo, randn, reference_solve, sample, timesteps, validate_grid
+from ._sampling import StepInfo, randn, reference_solve, sample, sigmas, timesteps, timesteps_from_sigmas, validate_grid
 from . import train
 from . import distill
 from . import psld
 from . import micro
+from . import adapters
 from .micro import DenseTrajectories, MicroSampler, dense_trajectories, distill_micro
 from .psld import PsldModel, PsldProcess, psld_grid, psld_sample, psld_sampler_names
 from .distill import (
@@ -167,8 +174,11 @@ __all__ = [
     "ScheduleFamily",
     "ShuffledBatches",
     "Solution",
+    "SolverState",
     "StepController",
     "StepInfo",
+    "StepResult",
+    "Stepper",
     "TrainResult",
     "TrainStep",
     "Trainer",
@@ -177,8 +187,12 @@ __all__ = [
     "VPDiscrete",
     "VPLinear",
     "__version__",
+    "adapters",
     "class_histogram",
     "class_histogram_kl",
+    "clip_x0",
+    "threshold_x0",
+    "ve_view",
     "convert_prediction",
     "consistency_denoiser",
     "coupled_error",
@@ -214,6 +228,7 @@ __all__ = [
     "sample",
     "save_model_file",
     "scaled_error_norm",
+    "sigmas",
     "solver_info",
     "solver_names",
     "solvers",
@@ -221,6 +236,7 @@ __all__ = [
     "step_noise_seed",
     "teacher_rollouts",
     "timesteps",
+    "timesteps_from_sigmas",
     "torch_version",
     "train",
     "train_denoiser",

@@ -46,6 +46,8 @@ def timesteps(
     t_start: Optional[float] = None,
     t_end: Optional[float] = None,
     rho: float = 7.0,
+    steps_offset: Optional[int] = None,
+    final_sigma: str = "min",
 ) -> torch.Tensor:
     """Return a grid of ``steps + 1`` strictly decreasing times (float64 tensor).
 
@@ -53,21 +55,56 @@ def timesteps(
         schedule: the noise schedule whose range and log-SNR define the grid.
         steps: number of solver steps (> 0).
         spacing: ``"time"`` (uniform t), ``"logsnr"`` (uniform lambda), ``"quadratic"``,
-            ``"karras"`` (rho-spacing of sigma/alpha), or, for discrete schedules,
-            ``"leading"`` / ``"trailing"`` (diffusers' definitions).
+            ``"karras"`` (rho-spacing of sigma/alpha), or, for discrete schedules, diffusers'
+            ``"leading"`` (DDIM, Euler), ``"leading_multistep"`` (DPMSolverMultistep, UniPC, DEIS),
+            ``"linspace"`` (the multistep schedulers' default) and ``"trailing"``.
         t_start: first time (default ``schedule.t_max``).
         t_end: last time (default ``schedule.t_min``).
         rho: exponent of the ``"karras"`` spacing.
+        steps_offset: diffusers' ``steps_offset`` of the leading spacings (default 1).
+        final_sigma: ``"min"`` ends at ``t_end``; ``"zero"`` ends with the marker 0.0, a last step to
+            sigma = 0 that returns the previous evaluation's x0 (diffusers' ``final_sigmas_type="zero"``);
+            the grid still costs ``steps`` evaluations (docs/interop.md).
     """
-    return _fewstep.timesteps(schedule, steps, spacing, t_start, t_end, rho)
+    return _fewstep.timesteps(schedule, steps, spacing, t_start, t_end, rho, steps_offset, final_sigma)
 
 
-def validate_grid(schedule: _fewstep.NoiseSchedule, timesteps: TimeGrid) -> torch.Tensor:
+def sigmas(
+    kind: str,
+    steps: int,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+    rho: float = 7.0,
+    final_sigma: str = "min",
+) -> torch.Tensor:
+    """Noise levels sigma/alpha as k-diffusion users know them (float64, decreasing).
+
+    ``kind`` is ``"karras"``, ``"exponential"``, ``"polyexponential"`` or an Align Your Steps table
+    (``"ays_sd15"``, ``"ays_sdxl"``, ``"ays_svd"``, arXiv 2404.14507, log-linearly resampled to
+    ``steps``). ``steps + 1`` values from ``sigma_max`` to ``sigma_min``; with ``final_sigma="zero"``,
+    ``steps`` values then 0, as ``k_diffusion.sampling.get_sigmas_karras(steps, ...)`` returns them.
+    Turn them into a grid of any schedule with :func:`timesteps_from_sigmas`.
+    """
+    return _fewstep.sigmas(kind, steps, sigma_min, sigma_max, rho, final_sigma)
+
+
+def timesteps_from_sigmas(schedule: _fewstep.NoiseSchedule, sigmas: TimeGrid, quantize: bool = False) -> torch.Tensor:
+    """The grid of ``schedule`` at the noise levels ``sigmas`` (sigma/alpha; a final 0 stays the sigma = 0 marker).
+
+    With ``quantize`` (discrete schedules) each time moves to the trained timestep nearest in
+    log-SNR, a repeated one moving one timestep up (from the small-sigma end, where sigma schedules are
+    densest), so the grid keeps its length without duplicates.
+    """
+    return _fewstep.timesteps_from_sigmas(schedule, sigmas, quantize)
+
+
+def validate_grid(schedule: _fewstep.NoiseSchedule, timesteps: TimeGrid, allow_final_zero: bool = False) -> torch.Tensor:
     """Check an explicit grid (>= 2 finite, strictly decreasing times in the schedule's range).
 
+    With ``allow_final_zero`` the last time may be the sigma = 0 marker 0.0 (``final_sigma="zero"``).
     Returns it as a float64 tensor; raises ValueError naming the first offending entry.
     """
-    return _fewstep.validate_grid(schedule, timesteps)
+    return _fewstep.validate_grid(schedule, timesteps, allow_final_zero)
 
 
 def _check_type(value: Any, expected: type, name: str, what: str) -> None:
@@ -153,6 +190,8 @@ def sample(
     t_start: Optional[float] = None,
     t_end: Optional[float] = None,
     lower_order_final: Optional[bool] = None,
+    final_sigma: str = "min",
+    steps_offset: Optional[int] = None,
     denoise_to_zero: bool = False,
     check_finite: bool = False,
     keep_trajectory: bool = False,
@@ -198,6 +237,8 @@ def sample(
         t_start: start time for ``steps`` / adaptive runs (default ``schedule.t_max``).
         t_end: end time for ``steps`` / adaptive runs (default ``schedule.t_min``).
         lower_order_final: solver option of multistep solvers (passed only if not None).
+        final_sigma: ``"min"`` (default) or ``"zero"``: with ``steps``, how the grid ends (see :func:`timesteps`).
+        steps_offset: with ``steps`` and a leading spacing, diffusers' ``steps_offset`` (default 1).
         denoise_to_zero: after the last step, return the model's x0 prediction (one more call).
         check_finite: raise at the first step producing NaN/Inf (costs a sync per step).
         keep_trajectory: keep ``x`` at every grid point in ``Solution.trajectory`` (UniPC: the corrected
@@ -261,7 +302,7 @@ def sample(
     try:
         return _fewstep._sample(
             model, x_T, solver=solver or "", solver_options=options, steps=steps, nfe=nfe, timesteps=timesteps,
-            spacing=spacing, t_start=t_start, t_end=t_end,
+            spacing=spacing, t_start=t_start, t_end=t_end, steps_offset=steps_offset, final_sigma=final_sigma,
             rtol=None if rtol is None else float(rtol), atol=None if atol is None else float(atol),
             controller=controller, model_solver=model_solver, model_timesteps=model_timesteps,
             denoise_to_zero=bool(denoise_to_zero), check_finite=bool(check_finite),

@@ -70,12 +70,14 @@ struct Coefficients {
   double alpha, sigma;
 };
 
-Coefficients coefficients(const NoiseSchedule& schedule, double t) {
+Coefficients coefficients(const NoiseSchedule& schedule, double t, bool allow_zero_alpha = false) {
   FEWSTEP_CHECK_VALUE(std::isfinite(t), "t must be finite, got ", t);
   const double alpha = schedule.alpha(t);
   const double sigma = schedule.sigma(t);
   // Every conversion divides by α or σ; σ = 0 (the final data point) is handled by solvers, not here.
-  FEWSTEP_CHECK_VALUE(std::isfinite(alpha) && alpha > 0.0 && std::isfinite(sigma) && sigma > 0.0,
+  // α = 0 (pure noise, flow matching at t = 1) is fine for predictions that do not divide by α.
+  FEWSTEP_CHECK_VALUE(std::isfinite(alpha) && (alpha > 0.0 || (allow_zero_alpha && alpha == 0.0)) &&
+                          std::isfinite(sigma) && sigma > 0.0,
                       "t = ", t, " gives alpha = ", alpha, ", sigma = ", sigma, " under ", schedule.repr(),
                       "; expected both finite and positive (t inside (", schedule.t_min(), ", ", schedule.t_max(),
                       "))");
@@ -83,8 +85,8 @@ Coefficients coefficients(const NoiseSchedule& schedule, double t) {
 }
 
 // Time derivatives of α and σ for the flow-matching velocity u = α̇ x_0 + σ̇ ε.
-std::pair<double, double> rates(const NoiseSchedule& schedule, double t, const Coefficients& c) {
-  return {c.alpha * schedule.dlog_alpha_dt(t), c.sigma * schedule.dlog_sigma_dt(t)};
+std::pair<double, double> rates(const NoiseSchedule& schedule, double t) {
+  return {schedule.dalpha_dt(t), schedule.dsigma_dt(t)};
 }
 
 // a·x + b·y with host scalars: no device tensor is created, so this runs on any device.
@@ -103,7 +105,9 @@ DenoiserOutput convert_prediction(const at::Tensor& x, const at::Tensor& out, Pr
   FEWSTEP_CHECK_VALUE(x.defined() && out.defined(), "convert_prediction: x and out must be defined tensors");
   FEWSTEP_CHECK_VALUE(x.sizes() == out.sizes(), "convert_prediction: out has shape ", out.sizes(),
                       ", expected x's shape ", x.sizes());
-  const Coefficients c = coefficients(schedule, t);
+  const bool no_alpha_division = prediction == Prediction::X0 || prediction == Prediction::V ||
+                                 prediction == Prediction::Flow;
+  const Coefficients c = coefficients(schedule, t, no_alpha_division);
   const double a = c.alpha, s = c.sigma;
   switch (prediction) {
     case Prediction::Eps:
@@ -121,7 +125,7 @@ DenoiserOutput convert_prediction(const at::Tensor& x, const at::Tensor& out, Pr
       return {combine(x, 1.0 / a, out, s * s / a), eps};
     }
     case Prediction::Flow: {
-      const auto [da, ds] = rates(schedule, t, c);
+      const auto [da, ds] = rates(schedule, t);
       // [x; u] = [[α, σ], [α̇, σ̇]] [x_0; ε]; det = ασ̇ − σα̇ = −ασ dλ/dt > 0.
       const double det = a * ds - s * da;
       FEWSTEP_CHECK_VALUE(std::isfinite(det) && det != 0.0, "prediction 'flow' at t = ", t, " under ",
@@ -146,7 +150,7 @@ at::Tensor native_from_x0_eps(const at::Tensor& x0, const at::Tensor& eps, Predi
     case Prediction::V: return combine(eps, c.alpha, x0, -c.sigma);
     case Prediction::Score: return eps * (-1.0 / c.sigma);
     case Prediction::Flow: {
-      const auto [da, ds] = rates(schedule, t, c);
+      const auto [da, ds] = rates(schedule, t);
       return combine(x0, da, eps, ds);
     }
   }

@@ -111,8 +111,13 @@ ResolvedSample resolve(const SampleRequest& r) {
   if (!stepping.timesteps.empty()) {
     FEWSTEP_CHECK_VALUE(!r.t_start && !r.t_end, "t_start/t_end apply to steps=; an explicit timesteps= grid already "
                         "fixes them");
-    out.grid = validate_grid(schedule, stepping.timesteps);
+    FEWSTEP_CHECK_VALUE(r.final_sigma == FinalSigma::Min && !r.steps_offset, "final_sigma/steps_offset apply to "
+                        "steps=; an explicit timesteps= grid already fixes them (end it with 0.0 for a last step to "
+                        "sigma = 0)");
+    out.grid = validate_grid(schedule, stepping.timesteps, /*allow_final_zero=*/true);
   } else if (stepping.adaptive) {
+    FEWSTEP_CHECK_VALUE(r.final_sigma == FinalSigma::Min && !r.steps_offset, "final_sigma/steps_offset apply to a "
+                        "fixed grid (steps=), not to adaptive stepping");
     out.controller = r.controller ? r.controller
                                   : std::make_shared<PIDController>(r.rtol.value_or(kDpmSolverRtol),
                                                                     r.atol.value_or(kDpmSolverAtol));
@@ -130,7 +135,11 @@ ResolvedSample resolve(const SampleRequest& r) {
       steps = *stepping.steps;
       FEWSTEP_CHECK_VALUE(steps >= 1, "steps must be >= 1, got ", steps);
     }
-    if (auto plan = out.stepper->plan(schedule, steps, r.spacing, r.t_start, r.t_end)) {
+    // A solver may plan its own steps (dpm_solver_fast: steps is the budget); a grid that asks for
+    // diffusers' offsets or the final step to sigma = 0 is the generic one.
+    const bool generic = r.final_sigma != FinalSigma::Min || r.steps_offset.has_value();
+    auto plan = generic ? std::nullopt : out.stepper->plan(schedule, steps, r.spacing, r.t_start, r.t_end);
+    if (plan) {
       if (plan->stepper) out.stepper = plan->stepper;
       if (plan->controller) {
         out.controller = plan->controller;
@@ -140,7 +149,7 @@ ResolvedSample resolve(const SampleRequest& r) {
         out.grid = validate_grid(schedule, plan->grid);
       }
     } else {
-      out.grid = timesteps(schedule, steps, r.spacing, r.t_start, r.t_end);
+      out.grid = timesteps(schedule, steps, r.spacing, r.t_start, r.t_end, 7.0, r.steps_offset, r.final_sigma);
     }
   }
   if (!out.grid.empty()) {
@@ -149,7 +158,10 @@ ResolvedSample resolve(const SampleRequest& r) {
     out.t_end = out.grid.back();
   }
   schedule.check_time(out.t_start, "t_start");
-  schedule.check_time(out.t_end, "t_end");
+  const bool to_zero = !out.grid.empty() && ends_at_zero(out.grid);
+  if (!to_zero) schedule.check_time(out.t_end, "t_end");
+  FEWSTEP_CHECK_VALUE(!(to_zero && r.options.denoise_to_zero), "sample: denoise_to_zero cannot be combined with a "
+                      "grid ending at the sigma = 0 marker (final_sigma='zero' already ends with x0)");
   FEWSTEP_CHECK_VALUE(out.t_start > out.t_end, "sample: t_start must be greater than t_end (sampling runs from noise ",
                       "to data), got t_start = ", out.t_start, ", t_end = ", out.t_end);
   const StepperTraits& traits = out.stepper->traits();
@@ -231,7 +243,9 @@ Solution drive(const ResolvedSample& job) {
 
     ctx.index = solution.accepted;
     const int64_t nfe_before = evaluator.nfe();
-    StepResult result = stepper.step(evaluator, x, t, t_next, state, ctx);
+    // The σ = 0 marker of a fixed grid: one evaluation whose x̂_0 is the result (solvers/stepper.h).
+    StepResult result = fixed && t_next == 0.0 && t_end == 0.0 ? step_to_zero(evaluator, x, t, state)
+                                                                : stepper.step(evaluator, x, t, t_next, state, ctx);
     nfe_here += evaluator.nfe() - nfe_before;
     FEWSTEP_CHECK(!controller.requires_error_estimate() || (result.error && result.error->defined()),
                   "sample: solver '", traits.name, "' declares an error estimate but returned none at t = ", t);

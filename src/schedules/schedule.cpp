@@ -208,10 +208,29 @@ double VPCosine::t_of_lambda(double lambda) const {
 
 // ---- VPDiscrete ----
 
-VPDiscrete::VPDiscrete(std::vector<double> alphas_cumprod, std::string origin)
+DiscreteInterpolation parse_discrete_interpolation(const std::string& name) {
+  if (name == "log_alpha") return DiscreteInterpolation::LogAlpha;
+  if (name == "log_sigma") return DiscreteInterpolation::LogSigma;
+  if (name == "sigma") return DiscreteInterpolation::Sigma;
+  FEWSTEP_CHECK_VALUE(false, "VPDiscrete: interpolation must be 'log_alpha', 'log_sigma' or 'sigma', got interpolation='",
+                      name, "'");
+  return DiscreteInterpolation::LogAlpha;  // unreachable
+}
+
+std::string to_string(DiscreteInterpolation interpolation) {
+  switch (interpolation) {
+    case DiscreteInterpolation::LogAlpha: return "log_alpha";
+    case DiscreteInterpolation::LogSigma: return "log_sigma";
+    case DiscreteInterpolation::Sigma: return "sigma";
+  }
+  return "unknown";
+}
+
+VPDiscrete::VPDiscrete(std::vector<double> alphas_cumprod, std::string origin, DiscreteInterpolation interpolation)
     : NoiseSchedule(checked_discrete_t_min(alphas_cumprod), 1.0),
       alphas_cumprod_(std::move(alphas_cumprod)),
-      origin_(std::move(origin)) {
+      origin_(std::move(origin)),
+      interpolation_(interpolation) {
   const auto& ac = alphas_cumprod_;
   for (size_t n = 0; n < ac.size(); ++n) {
     // ᾱ = 1 would put σ = 0 (λ = ∞) at t_min, which no grid or solver could use.
@@ -223,22 +242,32 @@ VPDiscrete::VPDiscrete(std::vector<double> alphas_cumprod, std::string origin)
                           "]=", fmt_num(ac[n - 1]), ", alphas_cumprod[", n, "]=", fmt_num(ac[n]));
     }
   }
-  log_alphas_.resize(ac.size());
-  for (size_t n = 0; n < ac.size(); ++n) log_alphas_[n] = 0.5 * std::log(ac[n]);
+  knots_.resize(ac.size());
+  for (size_t n = 0; n < ac.size(); ++n) {
+    const double log_alpha = 0.5 * std::log(ac[n]);
+    const double log_sigma = 0.5 * std::log1p(-ac[n]);
+    switch (interpolation_) {
+      case DiscreteInterpolation::LogAlpha: knots_[n] = log_alpha; break;
+      case DiscreteInterpolation::LogSigma: knots_[n] = log_alpha - log_sigma; break;  // λ_n
+      case DiscreteInterpolation::Sigma: knots_[n] = -std::exp(log_sigma - log_alpha); break;  // −σ̃_n
+    }
+  }
 }
 
-std::shared_ptr<VPDiscrete> VPDiscrete::from_betas(const std::vector<double>& betas) {
+std::shared_ptr<VPDiscrete> VPDiscrete::from_betas(const std::vector<double>& betas,
+                                                   DiscreteInterpolation interpolation) {
   FEWSTEP_CHECK_VALUE(betas.size() >= 2, "VPDiscrete.from_betas: betas must have at least 2 entries, got ",
                       betas.size());
   for (size_t n = 0; n < betas.size(); ++n) {
     FEWSTEP_CHECK_VALUE(std::isfinite(betas[n]) && betas[n] > 0.0 && betas[n] < 1.0, "VPDiscrete.from_betas: betas[", n,
                         "] must be finite and in (0, 1), got betas[", n, "]=", fmt_num(betas[n]));
   }
-  return std::make_shared<VPDiscrete>(cumprod_one_minus(betas), "betas");
+  return std::make_shared<VPDiscrete>(cumprod_one_minus(betas), "betas", interpolation);
 }
 
-std::shared_ptr<VPDiscrete> VPDiscrete::from_alphas_cumprod(const std::vector<double>& alphas_cumprod) {
-  return std::make_shared<VPDiscrete>(alphas_cumprod, "alphas_cumprod");
+std::shared_ptr<VPDiscrete> VPDiscrete::from_alphas_cumprod(const std::vector<double>& alphas_cumprod,
+                                                            DiscreteInterpolation interpolation) {
+  return std::make_shared<VPDiscrete>(alphas_cumprod, "alphas_cumprod", interpolation);
 }
 
 std::shared_ptr<VPDiscrete> VPDiscrete::ddpm_linear(int64_t num_train_steps, double beta_start, double beta_end) {
@@ -263,7 +292,9 @@ std::shared_ptr<VPDiscrete> VPDiscrete::scaled_linear(int64_t num_train_steps, d
 }
 
 std::string VPDiscrete::repr() const {
-  return "VPDiscrete(N=" + std::to_string(log_alphas_.size()) + ", origin=" + origin_ + ")";
+  std::string out = "VPDiscrete(N=" + std::to_string(knots_.size()) + ", origin=" + origin_;
+  if (interpolation_ != DiscreteInterpolation::LogAlpha) out += ", interpolation=" + to_string(interpolation_);
+  return out + ")";
 }
 
 namespace {
@@ -275,29 +306,59 @@ size_t segment_of(double pos, size_t n) {
 }
 }  // namespace
 
-double VPDiscrete::log_alpha(double t) const {
-  const size_t n = log_alphas_.size();
+double VPDiscrete::knot_value(double t) const {
+  const size_t n = knots_.size();
   const double pos = t * static_cast<double>(n) - 1.0;
   const size_t k = segment_of(pos, n);
-  return log_alphas_[k] + (pos - static_cast<double>(k)) * (log_alphas_[k + 1] - log_alphas_[k]);
+  return knots_[k] + (pos - static_cast<double>(k)) * (knots_[k + 1] - knots_[k]);
 }
 
-double VPDiscrete::log_sigma(double t) const { return vp_log_sigma(log_alpha(t)); }
+double VPDiscrete::log_alpha(double t) const {
+  const double v = knot_value(t);
+  switch (interpolation_) {
+    case DiscreteInterpolation::LogAlpha: return v;
+    case DiscreteInterpolation::LogSigma: return vp_log_alpha_of_lambda(v);
+    case DiscreteInterpolation::Sigma: return -0.5 * std::log1p(v * v);  // α = 1/√(1 + σ̃²)
+  }
+  return v;
+}
+
+double VPDiscrete::log_sigma(double t) const {
+  if (interpolation_ == DiscreteInterpolation::LogSigma) return vp_log_sigma_of_lambda(knot_value(t));
+  return vp_log_sigma(log_alpha(t));
+}
 
 double VPDiscrete::dlog_alpha_dt(double t) const {
-  // Right-hand derivative at a knot (the segment starting there).
-  const size_t n = log_alphas_.size();
+  // Right-hand derivative at a knot (the segment starting there), times d log α / d(knot value).
+  const size_t n = knots_.size();
   const size_t k = segment_of(t * static_cast<double>(n) - 1.0, n);
-  return (log_alphas_[k + 1] - log_alphas_[k]) * static_cast<double>(n);
+  const double slope = (knots_[k + 1] - knots_[k]) * static_cast<double>(n);
+  switch (interpolation_) {
+    case DiscreteInterpolation::LogAlpha: return slope;
+    case DiscreteInterpolation::LogSigma: {  // d log α/dλ = σ² = 1/(1 + e^{2λ})
+      const double lambda = knot_value(t);
+      return slope * std::exp(vp_log_sigma_of_lambda(lambda) * 2.0);
+    }
+    case DiscreteInterpolation::Sigma: {  // v = −σ̃: d log α/dv = −v/(1 + v²)
+      const double v = knot_value(t);
+      return slope * (-v / (1.0 + v * v));
+    }
+  }
+  return slope;
 }
 
 double VPDiscrete::dlog_sigma_dt(double t) const { return vp_dlog_sigma_dt(log_alpha(t), dlog_alpha_dt(t)); }
 
 double VPDiscrete::t_of_lambda(double lambda) const {
-  // λ is monotone in log α, and log α is piecewise linear in t: invert that exactly.
-  const double target = vp_log_alpha_of_lambda(lambda);
+  // λ is monotone in the interpolated quantity, which is piecewise linear in t: invert that exactly.
+  double target = lambda;
+  switch (interpolation_) {
+    case DiscreteInterpolation::LogAlpha: target = vp_log_alpha_of_lambda(lambda); break;
+    case DiscreteInterpolation::LogSigma: target = lambda; break;
+    case DiscreteInterpolation::Sigma: target = -std::exp(-lambda); break;
+  }
   if (std::isnan(target)) return target;
-  const auto& la = log_alphas_;
+  const auto& la = knots_;
   const size_t n = la.size();
   size_t k;
   if (target >= la[0]) {
@@ -332,7 +393,7 @@ double VE::t_of_lambda(double lambda) const { return std::exp(-lambda); }
 // ---- FlowMatching ----
 
 FlowMatching::FlowMatching(double t_min, double t_max)
-    : NoiseSchedule(checked_vp_range("FlowMatching", t_min, t_max, /*open_at_one=*/true), t_max) {}
+    : NoiseSchedule(checked_vp_range("FlowMatching", t_min, t_max, /*open_at_one=*/false), t_max) {}
 
 std::string FlowMatching::repr() const {
   return "FlowMatching(t_min=" + fmt_num(t_min()) + ", t_max=" + fmt_num(t_max()) + ")";

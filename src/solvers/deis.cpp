@@ -38,9 +38,11 @@ std::vector<double> t_moments(const NoiseSchedule& schedule, double s, double t,
 
 DeisVariable parse_deis_variable(const std::string& name) {
   if (name == "t") return DeisVariable::T;
-  if (name == "lambda") return DeisVariable::Lambda;
+  // "logrho" is diffusers' DEISMultistepScheduler(solver_type="logrho"): log ρ = −λ, so a
+  // polynomial in log ρ is one in λ.
+  if (name == "lambda" || name == "logrho") return DeisVariable::Lambda;
   if (name == "rho") return DeisVariable::Rho;
-  FEWSTEP_CHECK_VALUE(false, "solver 'deis': variable must be 't', 'lambda' or 'rho', got '", name, "'");
+  FEWSTEP_CHECK_VALUE(false, "solver 'deis': variable must be 't', 'lambda' (= 'logrho', diffusers' DEIS), or 'rho', got '", name, "'");
   throw;  // unreachable
 }
 

@@ -42,6 +42,11 @@ StepperTraits& StepperTraits::with_options(std::vector<std::string> keys) {
   return *this;
 }
 
+StepResult step_to_zero(ModelEvaluator& model, const at::Tensor& x, double s, SolverState state) {
+  auto out = model(x, s);
+  return StepResult{out.x0, out.x0, std::nullopt, std::move(state)};
+}
+
 SolverState Stepper::init(const at::Tensor& /*x*/) const { return SolverState{}; }
 
 std::optional<StepPlan> Stepper::plan(const NoiseSchedule& /*schedule*/, int64_t /*steps*/, Spacing /*spacing*/,

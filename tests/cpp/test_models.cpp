@@ -18,6 +18,7 @@
 #include "fewstep/models/denoiser.h"
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/models/guidance.h"
+#include "fewstep/models/transforms.h"
 #include "fewstep/schedules/schedule.h"
 
 namespace {
@@ -620,3 +621,61 @@ TEST(Guidance, RunsOnMetaDevice) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Transforms: x̂_0 clipping and thresholding, the VE view
+// ---------------------------------------------------------------------------------------
+
+TEST(Transforms, ClipAndThresholdX0) {
+  auto sched = std::make_shared<fewstep::VPLinear>();
+  // A network whose x̂_0 is 3x: large values to clip.
+  fewstep::Denoiser net([](const at::Tensor& x, const at::Tensor&) { return x * 3.0; }, sched, Prediction::X0);
+  auto x = at::linspace(-1, 1, 24, at::kDouble).reshape({2, 12});
+  const double t = 0.4;
+  auto clipped = fewstep::clip_x0(net, 1.5)(x, t);
+  EXPECT_TRUE(at::allclose(clipped.x0, at::clamp(x * 3.0, -1.5, 1.5)));
+  // ε̂ is recomputed so that x = α x̂_0 + σ ε̂ still holds ...
+  EXPECT_TRUE(at::allclose(clipped.x0 * sched->alpha(t) + clipped.eps * sched->sigma(t), x, 1e-12, 1e-12));
+  // ... unless asked to keep the network's.
+  auto kept = fewstep::clip_x0(net, 1.5, false)(x, t);
+  EXPECT_TRUE(at::equal(kept.eps, net(x, t).eps));
+  // Dynamic thresholding: s = clamp(quantile(|x̂_0|, ratio), 1, max), x̂_0 ← clamp(x̂_0, −s, s)/s.
+  auto th = fewstep::threshold_x0(net, 0.5, 2.0)(x, t);
+  auto x0 = (x * 3.0);
+  for (int64_t b = 0; b < 2; ++b) {
+    const double q = at::quantile(x0[b].abs(), 0.5).item<double>();
+    const double s = std::min(std::max(q, 1.0), 2.0);
+    EXPECT_TRUE(at::allclose(th.x0[b], at::clamp(x0[b], -s, s) / s)) << b;
+  }
+  EXPECT_THROW(fewstep::clip_x0(net, 0.0), c10::ValueError);
+  EXPECT_THROW(fewstep::threshold_x0(net, 1.5), c10::ValueError);
+  EXPECT_THROW(fewstep::threshold_x0(net, 0.9, 0.5), c10::ValueError);
+}
+
+TEST(Transforms, VEViewIsTheSameModelAtXOverAlpha) {
+  auto sched = fewstep::VPDiscrete::ddpm_linear(1000);
+  auto gmm = fewstep::GaussianMixture::random(4, 3, 1);
+  auto vp = fewstep::Denoiser::exact(gmm, sched);
+  auto ve = fewstep::ve_view(vp);
+  EXPECT_EQ(ve.schedule_ref().family(), fewstep::ScheduleFamily::VE);
+  EXPECT_NEAR(ve.schedule_ref().t_max(), sched->sigma_tilde(1.0), 1e-12);
+  auto x = at::randn({3, 4}, at::kDouble);
+  for (double t : {0.002, 0.3, 0.77, 1.0}) {
+    const double st = sched->sigma_tilde(t);
+    auto a = vp(x, t);
+    auto b = ve(x / sched->alpha(t), st);
+    EXPECT_TRUE(at::allclose(a.x0, b.x0, 1e-9, 1e-9)) << t;
+    EXPECT_TRUE(at::allclose(a.eps, b.eps, 1e-9, 1e-9)) << t;
+  }
+  EXPECT_THROW(fewstep::ve_view(ve), c10::ValueError);  // already VE
+}
+
+TEST(Transforms, FlowPredictionAtPureNoise) {
+  // FlowMatching(…, 1): at t = 1 (α = 0) a velocity u = ε − x_0 still gives x̂_0 = x − u, ε̂ = x.
+  auto flow = std::make_shared<fewstep::FlowMatching>(1e-6, 1.0);
+  auto x = at::randn({2, 5}, at::kDouble), u = at::randn({2, 5}, at::kDouble);
+  auto r = fewstep::convert_prediction(x, u, Prediction::Flow, *flow, 1.0);
+  EXPECT_TRUE(at::allclose(r.x0, x - u));
+  EXPECT_TRUE(at::allclose(r.eps, x));
+  EXPECT_THROW(fewstep::convert_prediction(x, u, Prediction::Eps, *flow, 1.0), c10::ValueError);
+}

@@ -390,3 +390,41 @@ TEST(CrossInterface, CppRequestMatchesTheCli) {
   }
   std::filesystem::remove_all(dir);
 }
+
+TEST(Sample, FinalSigmaZeroEndsWithTheLastEvaluationsX0) {
+  // The grid's σ = 0 marker: the last step is one evaluation at the previous time whose x̂_0 is the
+  // result; the stepper's lower_order_final counts that step (num_steps includes it).
+  auto gmm = fs::GaussianMixture::random(3, 2, 0);
+  auto model = fs::Denoiser::exact(gmm, vp());
+  auto x_T = at::randn({5, 3}, generator(1)).to(at::kDouble);
+  const auto grid = fs::timesteps(*vp(), 6, fs::Spacing::LogSNR, std::nullopt, std::nullopt, 7.0, std::nullopt,
+                                  fs::FinalSigma::Zero);
+  ASSERT_EQ(grid.back(), 0.0);
+  std::vector<int64_t> num_steps;
+  fs::SampleOptions opts;
+  opts.callback = [&](const fs::StepInfo& info) { num_steps.push_back(info.num_steps); };
+  auto out = fs::sample(model, x_T, *fs::solver("dpmpp_2m"), grid, opts);
+  EXPECT_EQ(out.nfe, 6);
+  EXPECT_EQ(num_steps, std::vector<int64_t>(6, 6));
+  // The same as 5 steps of the solver (which sees 6 steps: no lowered order before the last)
+  // followed by x̂_0 at the fifth step's end.
+  std::vector<double> head(grid.begin(), grid.end() - 1);
+  fs::ModelEvaluator eval(model);
+  auto stepper = fs::solver("dpmpp_2m");
+  fs::SolverState state = stepper->init(x_T);
+  fs::StepContext ctx;
+  ctx.num_steps = 6;
+  at::Tensor x = x_T;
+  for (int64_t i = 0; i + 1 < static_cast<int64_t>(head.size()); ++i) {
+    ctx.index = i;
+    auto r = stepper->step(eval, x, head[i], head[i + 1], std::move(state), ctx);
+    x = r.x;
+    state = std::move(r.state);
+  }
+  auto expect = model(x, head.back()).x0;
+  EXPECT_TRUE(at::equal(out.x, expect));
+  // denoise_to_zero would evaluate at t = 0: refused.
+  fs::SampleOptions dz;
+  dz.denoise_to_zero = true;
+  EXPECT_THROW(fs::sample(model, x_T, *fs::solver("ddim"), grid, dz), c10::ValueError);
+}

@@ -391,7 +391,7 @@ TEST(ScheduleErrors, InvalidParametersNameTheArgument) {
   expect_value_error([] { (void)fs::VE(kNaN, 80.0); }, V{"sigma_min"});
   // FlowMatching
   expect_value_error([] { (void)fs::FlowMatching(0.0, 0.999); }, V{"t_min"});
-  expect_value_error([] { (void)fs::FlowMatching(1e-3, 1.0); }, V{"t_max", "t_max=1"});
+  expect_value_error([] { (void)fs::FlowMatching(1e-3, 1.5); }, V{"t_max", "t_max=1.5"});  // t_max = 1 is allowed
   expect_value_error([] { (void)fs::FlowMatching(0.5, 0.4); }, V{"t_max"});
   expect_value_error([] { (void)fs::FlowMatching(1e-3, kNaN); }, V{"t_max"});
   // VPDiscrete
@@ -554,4 +554,144 @@ TEST(GridErrors, ValidateGrid) {
   expect_value_error([&] { fs::validate_grid(s, {1.0 + 1e-9, 0.5}); }, V{"grid[0]=1.000000001"});
   // The first offending entry is the one reported.
   expect_value_error([&] { fs::validate_grid(s, {1.0, 0.9, 0.95, kNaN}); }, V{"grid[2]=0.95"});
+}
+
+// ---------------------------------------------------------------------------------------
+// diffusers' multistep spacings, final_sigma, the σ face, discrete interpolations
+// ---------------------------------------------------------------------------------------
+
+TEST(DiscreteGrids, MultistepSpacingsMatchDiffusers) {
+  auto s = fs::VPDiscrete::ddpm_linear(1000);
+  // linspace: round(linspace(0, 999, steps + 1))[::-1][:-1]; steps = 10: k·99.9 → 999, 899.1, ..., 599.4,
+  // 499.5 (a tie, to even: 500), ..., 99.9.
+  EXPECT_EQ(fs::timesteps(*s, 10, "linspace"),
+            index_grid({999, 899, 799, 699, 599, 500, 400, 300, 200, 100}, 1000, 1e-3));
+  // steps = 8: k·124.875; 4·124.875 = 499.5 is a tie that numpy rounds to even (500).
+  EXPECT_EQ(fs::timesteps(*s, 8, "linspace"), index_grid({999, 874, 749, 624, 500, 375, 250, 125}, 1000, 1e-3));
+  // leading_multistep: ratio ⌊1000/11⌋ = 90, indices (10−i)·90 + offset.
+  EXPECT_EQ(fs::timesteps(*s, 10, "leading_multistep", std::nullopt, std::nullopt, 7.0, 0),
+            index_grid({900, 810, 720, 630, 540, 450, 360, 270, 180, 90}, 1000, 1e-3));
+  EXPECT_EQ(fs::timesteps(*s, 10, "leading_multistep"),  // steps_offset defaults to 1
+            index_grid({901, 811, 721, 631, 541, 451, 361, 271, 181, 91}, 1000, 1e-3));
+  // DDIM's leading with diffusers' default steps_offset = 0 ends its evaluations at timestep 0, so
+  // only the final step to σ = 0 can follow.
+  auto g = fs::timesteps(*s, 4, "leading", std::nullopt, std::nullopt, 7.0, 0, fs::FinalSigma::Zero);
+  EXPECT_EQ(g, (std::vector<double>{0.751, 0.501, 0.251, 0.001, 0.0}));
+}
+
+TEST(DiscreteGrids, FinalSigmaZeroKeepsTheEvaluationsAndEndsAtTheMarker) {
+  auto s = fs::VPDiscrete::ddpm_linear(1000);
+  for (const char* sp : {"linspace", "leading", "leading_multistep", "trailing"}) {
+    const auto min = fs::timesteps(*s, 6, sp);
+    const auto zero = fs::timesteps(*s, 6, sp, std::nullopt, std::nullopt, 7.0, std::nullopt, fs::FinalSigma::Zero);
+    ASSERT_EQ(zero.size(), 7u) << sp;
+    EXPECT_EQ(std::vector<double>(zero.begin(), zero.end() - 1), std::vector<double>(min.begin(), min.end() - 1)) << sp;
+    EXPECT_EQ(zero.back(), 0.0);
+    EXPECT_TRUE(fs::ends_at_zero(zero));
+    EXPECT_FALSE(fs::ends_at_zero(min));
+  }
+  // Continuous spacings: `steps` evaluation times from t_start to t_end, then 0.
+  fs::VPLinear v;
+  const auto zero = fs::timesteps(v, 5, fs::Spacing::LogSNR, std::nullopt, std::nullopt, 7.0, std::nullopt,
+                                  fs::FinalSigma::Zero);
+  auto expect = fs::timesteps(v, 4, fs::Spacing::LogSNR);
+  expect.push_back(0.0);
+  EXPECT_EQ(zero, expect);
+  EXPECT_EQ(fs::timesteps(v, 1, "time", 0.7, std::nullopt, 7.0, std::nullopt, fs::FinalSigma::Zero),
+            (std::vector<double>{0.7, 0.0}));
+  // The marker is accepted only where asked for.
+  EXPECT_NO_THROW(fs::validate_grid(v, zero, true));
+  expect_value_error([&] { fs::validate_grid(v, zero); }, {"grid[5]=0"});
+  expect_value_error([&] { fs::validate_grid(v, {1.0, 0.0, 0.0}, true); }, {"grid[1]=0"});
+  expect_value_error([&] { fs::timesteps(v, 5, "time", std::nullopt, std::nullopt, 7.0, 1); }, {"steps_offset"});
+  expect_value_error([&] { fs::timesteps(*s, 5, "linspace", std::nullopt, 0.01, 7.0, std::nullopt,
+                                         fs::FinalSigma::Zero); }, {"t_end", "zero"});
+  expect_value_error([&] { fs::parse_final_sigma("none"); }, {"final_sigma", "'none'"});
+  EXPECT_EQ(fs::parse_final_sigma("sigma_min"), fs::FinalSigma::Min);
+  for (const auto& name : fs::spacing_names()) EXPECT_EQ(fs::to_string(fs::parse_spacing(name)), name);
+}
+
+TEST(SigmaFace, KarrasExponentialPolyexponential) {
+  const auto k = fs::sigmas("karras", 4, 0.1, 10.0, 7.0);
+  ASSERT_EQ(k.size(), 5u);
+  for (int i = 0; i <= 4; ++i) {
+    const double e = std::pow(std::pow(10.0, 1 / 7.0) + i / 4.0 * (std::pow(0.1, 1 / 7.0) - std::pow(10.0, 1 / 7.0)), 7);
+    EXPECT_NEAR(k[i], e, 1e-13 * e);
+  }
+  const auto z = fs::sigmas("exponential", 4, 0.1, 10.0, 7.0, fs::FinalSigma::Zero);
+  EXPECT_EQ(z.size(), 5u);
+  EXPECT_NEAR(z[1], std::exp(std::log(10.0) + (std::log(0.1) - std::log(10.0)) / 3.0), 1e-14);
+  EXPECT_EQ(z.back(), 0.0);
+  const auto p1 = fs::sigmas("polyexponential", 6, 0.1, 10.0, 1.0);
+  const auto ex = fs::sigmas("exponential", 6, 0.1, 10.0);
+  for (size_t i = 0; i < ex.size(); ++i) EXPECT_NEAR(p1[i], ex[i], 1e-13 * ex[i]);  // ρ = 1 is exponential
+  // Align Your Steps: the published 10-step table, and log-linear resampling keeps its ends.
+  const auto ays = fs::sigmas("ays_sd15", 10);
+  EXPECT_EQ(ays.size(), 11u);
+  EXPECT_DOUBLE_EQ(ays[1], 6.4745760956);
+  const auto ays20 = fs::sigmas("ays_sdxl", 20, 0, 0, 7.0, fs::FinalSigma::Zero);
+  EXPECT_EQ(ays20.size(), 21u);
+  EXPECT_DOUBLE_EQ(ays20[0], 14.6146412293);
+  EXPECT_NEAR(ays20[2], 6.3184485287, 1e-9);  // every other point of the resampled grid is a table entry
+  EXPECT_EQ(ays20.back(), 0.0);
+  expect_value_error([] { fs::sigmas("linear", 4); }, {"kind", "'linear'"});
+  expect_value_error([] { fs::sigmas("karras", 4, 1.0, 0.5); }, {"sigma_min", "sigma_max"});
+}
+
+TEST(SigmaFace, TimestepsFromSigmasInvertsAndQuantises) {
+  auto s = fs::VPDiscrete::ddpm_linear(1000);
+  const double lo = s->sigma_tilde(s->t_min()), hi = s->sigma_tilde(s->t_max());
+  const auto sig = fs::sigmas("karras", 12, lo, hi, 7.0, fs::FinalSigma::Zero);
+  const auto g = fs::timesteps_from_sigmas(*s, sig);
+  ASSERT_EQ(g.size(), sig.size());
+  EXPECT_EQ(g.front(), s->t_max());
+  EXPECT_EQ(g.back(), 0.0);
+  for (size_t i = 1; i + 1 < g.size(); ++i) EXPECT_NEAR(s->sigma_tilde(g[i]), sig[i], 1e-12 * sig[i]);
+  // Quantised: trained timesteps only, strictly decreasing, the same length; the low end of a
+  // Karras grid is denser than the timesteps, so duplicates move down one timestep each.
+  const auto q = fs::timesteps_from_sigmas(*s, fs::sigmas("karras", 40, lo, hi, 7.0), true);
+  ASSERT_EQ(q.size(), 41u);
+  for (size_t i = 0; i < q.size(); ++i) {
+    const double idx = q[i] * 1000 - 1;
+    EXPECT_NEAR(idx, std::round(idx), 1e-9) << i;
+    if (i > 0) EXPECT_LT(q[i], q[i - 1]);
+  }
+  EXPECT_EQ(q.back(), s->t_min());
+  // VE: t = σ.
+  fs::VE ve(0.002, 80);
+  EXPECT_EQ(fs::timesteps_from_sigmas(ve, {80.0, 1.0, 0.002}), (std::vector<double>{80.0, 1.0, 0.002}));
+  expect_value_error([&] { fs::timesteps_from_sigmas(ve, {100.0, 1.0}); }, {"sigmas[0]=100"});
+  expect_value_error([&] { fs::timesteps_from_sigmas(ve, {80.0, 1.0}, true); }, {"quantize", "discrete"});
+}
+
+TEST(DiscreteInterpolation, KnotsAgreeAndEachInterpolatesItsQuantity) {
+  const auto ac = fs::VPDiscrete::ddpm_linear(50, 1e-3, 0.2)->alphas_cumprod();
+  for (const char* name : {"log_alpha", "log_sigma", "sigma"}) {
+    const auto interp = fs::parse_discrete_interpolation(name);
+    EXPECT_EQ(fs::to_string(interp), name);
+    auto s = fs::VPDiscrete::from_alphas_cumprod(ac, interp);
+    for (int n = 0; n < 50; ++n) {
+      const double t = (n + 1) / 50.0;
+      EXPECT_NEAR(s->log_alpha(t), 0.5 * std::log(ac[n]), 1e-13) << name << " n=" << n;
+    }
+    for (double t : {0.031, 0.25, 0.5137, 0.97}) {
+      EXPECT_NEAR(s->t_of_lambda(s->lambda(t)), t, 1e-12) << name;
+      const double h = 1e-7;  // right derivative inside a segment
+      EXPECT_NEAR(s->dlog_alpha_dt(t), (s->log_alpha(t + h) - s->log_alpha(t)) / h, 1e-4) << name;
+    }
+    // Half-way between knots 10 and 11 the interpolated quantity is the mean of the knots'.
+    const double t = 11.5 / 50.0;
+    const double st10 = std::sqrt((1 - ac[10]) / ac[10]), st11 = std::sqrt((1 - ac[11]) / ac[11]);
+    if (interp == fs::DiscreteInterpolation::Sigma) EXPECT_NEAR(s->sigma_tilde(t), 0.5 * (st10 + st11), 1e-12);
+    if (interp == fs::DiscreteInterpolation::LogSigma) EXPECT_NEAR(s->sigma_tilde(t), std::sqrt(st10 * st11), 1e-12);
+  }
+  expect_value_error([] { fs::parse_discrete_interpolation("linear"); }, {"interpolation", "'linear'"});
+}
+
+TEST(FlowMatching, ReachesPureNoiseAtOne) {
+  fs::FlowMatching f(1e-6, 1.0);
+  EXPECT_EQ(f.alpha(1.0), 0.0);
+  EXPECT_EQ(f.dalpha_dt(1.0), -1.0);
+  EXPECT_EQ(f.dsigma_dt(0.3), 1.0);
+  EXPECT_EQ(fs::timesteps(f, 4, "time").front(), 1.0);
 }

@@ -140,3 +140,12 @@ def run_in_processes(tmp_path: Path, fn: Callable, world: int = 2) -> list:
 
     mp.spawn(_process_worker, args=(world, free_port(), str(tmp_path), fn), nprocs=world, join=True)
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-model tests (fastest for them; restores the count after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -76,6 +76,11 @@ struct SampleRequest {
   /// Grid spacing for steps/nfe; the time range for steps/nfe/adaptive (default: the schedule's).
   Spacing spacing = Spacing::LogSNR;
   std::optional<double> t_start, t_end;
+  /// With steps/nfe: diffusers' steps_offset of the leading spacings, and how the grid ends (Zero: the
+  /// σ = 0 marker, a last step that returns the previous evaluation's x̂_0; schedules/timesteps.h).
+  /// An explicit `timesteps` grid may end with the marker too; adaptive runs take neither.
+  std::optional<int64_t> steps_offset;
+  FinalSigma final_sigma = FinalSigma::Min;
 
   /// A model file's own sampler, used when the request names neither steps nor a solver.
   SamplerDefaults model_defaults;

@@ -78,7 +78,10 @@ struct Solution {
   int64_t rejected = 0;                ///< rejected attempts (adaptive driver only)
 };
 
-/// Runs `stepper` on an explicit grid (validated against the model's schedule).
+/// Runs `stepper` on an explicit grid (validated against the model's schedule). A grid ending at
+/// the σ = 0 marker 0.0 (FinalSigma::Zero, schedules/timesteps.h) ends with one evaluation at the
+/// previous time whose x̂_0 is the result; the stepper sees that step counted in num_steps (its
+/// lower_order_final counts it, as diffusers' schedulers do) but never the time 0.
 Solution sample(const Denoiser& model, const at::Tensor& x_T, const Stepper& stepper, const std::vector<double>& grid,
                 const SampleOptions& options = {});
 

@@ -44,6 +44,10 @@ class NoiseSchedule {
   virtual double dlog_sigma_dt(double t) const = 0;
   /// Inverse of λ(t); closed form where one exists, monotone interpolation otherwise.
   virtual double t_of_lambda(double lambda) const = 0;
+  /// dα/dt and dσ/dt. The defaults are α · d log α/dt and σ · d log σ/dt; a schedule where α
+  /// reaches 0 (flow matching at t = 1) overrides them with their finite values.
+  virtual double dalpha_dt(double t) const { return alpha(t) * dlog_alpha_dt(t); }
+  virtual double dsigma_dt(double t) const { return sigma(t) * dlog_sigma_dt(t); }
 
   /// Number of training timesteps of a discrete schedule (for "leading"/"trailing" grids
   /// and the "index" time input); nullopt for continuous schedules.
@@ -117,13 +121,28 @@ class VPCosine final : public NoiseSchedule {
   double log_alpha_0_;  // log cos(π/2 · s/(1+s))
 };
 
+/// How a discrete schedule is continued between its knots (VPDiscrete). The knots are exact
+/// under all three; they differ only between integer indices:
+///  - LogAlpha ("log_alpha", default): log α piecewise linear in t (DPM-Solver's convention);
+///  - LogSigma ("log_sigma"): log σ̃ = −λ piecewise linear, σ̃ = σ/α (k-diffusion's and diffusers'
+///    sigma-to-timestep map, used with Karras/exponential sigmas);
+///  - Sigma ("sigma"): σ̃ piecewise linear (diffusers' EulerDiscrete/HeunDiscrete sigmas at
+///    fractional timesteps, `np.interp`).
+enum class DiscreteInterpolation { LogAlpha, LogSigma, Sigma };
+/// "log_alpha", "log_sigma", "sigma" (ValueError otherwise).
+DiscreteInterpolation parse_discrete_interpolation(const std::string& name);
+std::string to_string(DiscreteInterpolation interpolation);
+
 /// VP from a discrete DDPM schedule of N steps. Step n (0-based) sits at t_n = (n+1)/N with
-/// log α_n = ½ log ᾱ_n; log α is piecewise linear in t between knots, so t(λ) is its exact
-/// inverse (monotone). Range [1/N, 1].
+/// log α_n = ½ log ᾱ_n; between knots the schedule follows `DiscreteInterpolation` (default log α
+/// piecewise linear in t), and t(λ) is its exact inverse (monotone). Range [1/N, 1].
 class VPDiscrete final : public NoiseSchedule {
  public:
-  static std::shared_ptr<VPDiscrete> from_betas(const std::vector<double>& betas);
-  static std::shared_ptr<VPDiscrete> from_alphas_cumprod(const std::vector<double>& alphas_cumprod);
+  static std::shared_ptr<VPDiscrete> from_betas(const std::vector<double>& betas,
+                                                DiscreteInterpolation interpolation = DiscreteInterpolation::LogAlpha);
+  static std::shared_ptr<VPDiscrete> from_alphas_cumprod(
+      const std::vector<double>& alphas_cumprod,
+      DiscreteInterpolation interpolation = DiscreteInterpolation::LogAlpha);
   /// DDPM's linear betas: linspace(beta_start, beta_end, N).
   static std::shared_ptr<VPDiscrete> ddpm_linear(int64_t num_train_steps = 1000, double beta_start = 1e-4,
                                                  double beta_end = 0.02);
@@ -139,16 +158,21 @@ class VPDiscrete final : public NoiseSchedule {
   double dlog_alpha_dt(double t) const override;
   double dlog_sigma_dt(double t) const override;
   double t_of_lambda(double lambda) const override;
-  std::optional<int64_t> num_train_steps() const override { return static_cast<int64_t>(log_alphas_.size()); }
+  std::optional<int64_t> num_train_steps() const override { return static_cast<int64_t>(knots_.size()); }
   const std::vector<double>& alphas_cumprod() const { return alphas_cumprod_; }
+  DiscreteInterpolation interpolation() const { return interpolation_; }
 
   /// Use the factories; public for std::make_shared.
-  VPDiscrete(std::vector<double> alphas_cumprod, std::string origin);
+  VPDiscrete(std::vector<double> alphas_cumprod, std::string origin,
+             DiscreteInterpolation interpolation = DiscreteInterpolation::LogAlpha);
 
  private:
+  /// The interpolated quantity at t (log α, λ or −σ̃; decreasing in t).
+  double knot_value(double t) const;
   std::vector<double> alphas_cumprod_;
-  std::vector<double> log_alphas_;  // ½ log ᾱ_n, strictly decreasing
+  std::vector<double> knots_;  // log α_n, λ_n or −σ̃_n: strictly decreasing
   std::string origin_;
+  DiscreteInterpolation interpolation_;
 };
 
 /// VE / EDM: α = 1, σ = t on [sigma_min, sigma_max] (Karras et al. 2022 defaults 0.002, 80).
@@ -165,8 +189,10 @@ class VE final : public NoiseSchedule {
   double t_of_lambda(double lambda) const override;
 };
 
-/// Flow matching / rectified flow: α = 1 − t, σ = t. The range stops short of both ends
-/// (default [1e-3, 0.999]) so λ stays finite; x_T ~ N(0, I) at t = 0.999 has α = 1e-3.
+/// Flow matching / rectified flow: α = 1 − t, σ = t. The default range [1e-3, 0.999] keeps λ finite
+/// (x_T ~ N(0, I) at t = 0.999 has α = 1e-3); t_max = 1 (α = 0, λ = −∞: pure noise, where diffusers'
+/// FlowMatchEulerDiscrete starts) is allowed for flow- and x0-predicting models, and there only DDIM
+/// (which on this schedule is exactly Euler in t) and solvers whose first step is DDIM can start.
 class FlowMatching final : public NoiseSchedule {
  public:
   explicit FlowMatching(double t_min = 1e-3, double t_max = 0.999);
@@ -178,6 +204,8 @@ class FlowMatching final : public NoiseSchedule {
   double dlog_alpha_dt(double t) const override;
   double dlog_sigma_dt(double t) const override { return 1.0 / t; }
   double t_of_lambda(double lambda) const override;
+  double dalpha_dt(double) const override { return -1.0; }
+  double dsigma_dt(double) const override { return 1.0; }
 };
 
 }  // namespace fewstep

@@ -15,7 +15,9 @@
 /// Order p = 1 is DDIM. The split into `deis_linear_factor` and `deis_nonlinear_term` is the seam
 /// where micro-distillation replaces the extrapolated integral by a learned network.
 ///
-/// Options: order (1–3, default 3), variable ("t" | "lambda" | "rho", default "t"),
+/// Options: order (1–3, default 3), variable ("t" | "lambda" | "rho", default "t"; "logrho" is
+/// "lambda" under the name of diffusers' DEISMultistepScheduler(solver_type="logrho"), which it
+/// reproduces: log ρ = −λ),
 /// lower_order_final (default true) with lower_order_final_steps (default 10): on grids with fewer
 /// steps, step i of N uses order min(order, N − i), as dpmpp_2m does. Declared order = `order`.
 #pragma once
@@ -27,7 +29,7 @@
 namespace fewstep {
 
 enum class DeisVariable { T, Lambda, Rho };
-/// "t", "lambda", "rho" (ValueError otherwise).
+/// "t", "lambda" (alias "logrho"), "rho" (ValueError otherwise).
 DeisVariable parse_deis_variable(const std::string& name);
 
 /// Exact linear factor α_t/α_s of the step from s to t.

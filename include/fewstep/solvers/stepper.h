@@ -129,6 +129,11 @@ struct StepPlan {
   std::optional<double> t_start, t_end;    ///< the controller's range (default: the request's)
 };
 
+/// The last step of a grid that ends at the σ = 0 marker (schedules/timesteps.h, FinalSigma::Zero):
+/// every first-order step from s to σ = 0 (DDIM, DPM-Solver(++), Euler in σ) lands on the x̂_0 of its
+/// one evaluation at s, so the driver takes it for any stepper.
+StepResult step_to_zero(ModelEvaluator& model, const at::Tensor& x, double s, SolverState state);
+
 class Stepper {
  public:
   virtual ~Stepper() = default;
