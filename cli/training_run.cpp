@@ -156,7 +156,7 @@ int TrainingRun::run(Trainer& trainer, const Loop& loop) {
     if (loop.on_save) loop.on_save();
   };
 
-  ProgressBar bar(loop.target - start, command_, true);
+  ProgressBar bar(loop.target - start, command_, ProgressOutput::kTerminalOnly);  // logs its own lines otherwise
   bool saved = start >= loop.target;
   double smoothed = recent_.empty() ? NAN : recent_.back();
   for (int64_t step = start; step < loop.target && g_stop_signal == 0; ++step) {

@@ -203,7 +203,7 @@ class EvalCommand final : public Command {
 
     const std::vector<uint64_t> seeds = sample_seeds(c.seed, c.n);
     const at::Tensor x_T = initial_noise(model.shape, seeds);
-    const GridSpec grid{c.steps, c.spacing, c.rtol, c.atol, c.denoise_to_zero};
+    const GridSpec grid{c.steps, c.spacing, c.rtol, c.atol, c.denoise_to_zero, /*explicit_grid=*/{}};
     const std::string label = c.solver + (grid.adaptive() ? " adaptive" : " " + std::to_string(c.steps));
     const auto t0 = Clock::now();
     int64_t nfe = 0;
@@ -237,7 +237,7 @@ class EvalCommand final : public Command {
     o << "model          " << model.path << " (" << model.schedule->repr() << ", " << model.prediction
       << " prediction)\n";
     o << "sampler        " << label << (grid.adaptive() ? "" : " steps (" + c.spacing + ")") << ", NFE " << nfe
-      << ", n " << c.n << ", seed " << c.seed << ": " << fmt(sample_seconds, "%.2f") << " s ("
+      << ", n " << c.n << ", seed " << c.seed << ": " << format_duration(sample_seconds) << " ("
       << fmt(1000.0 * sample_seconds / static_cast<double>(c.n), "%.3g") << " ms/sample)\n";
     if (stepper->traits().stochastic)
       o << "note           " << c.solver << " is stochastic: its coupled error includes its own noise\n";
@@ -352,7 +352,7 @@ class EvalCommand final : public Command {
     }
     const auto t0 = Clock::now();
     int64_t nfe = 0;
-    const GridSpec grid{c.reference_steps, c.reference_spacing, NAN, NAN, false};
+    const GridSpec grid{c.reference_steps, c.reference_spacing, NAN, NAN, false, /*explicit_grid=*/{}};
     const at::Tensor x = sample_all(model, x_T, *stepper, seeds, grid, "reference " + c.reference_solver, &nfe);
     const double seconds = seconds_since(t0);
     (*info)["nfe"] = nfe;
@@ -371,7 +371,7 @@ class EvalCommand final : public Command {
         ck.save(file);
         (*info)["file"] = file;
         where = "cached in " + file;
-        if (!c.quiet) std::cerr << "fewstep eval: reference (" << fmt(seconds, "%.1f") << " s) cached in " << file << "\n";
+        if (!c.quiet) std::cerr << "fewstep eval: reference (" << format_duration(seconds) << ") cached in " << file << "\n";
       } catch (const c10::Error& e) {
         where = "not cached: cannot write " + file;
         std::cerr << "fewstep eval: warning: cannot cache the reference in '" << file

@@ -25,7 +25,7 @@ using json = nlohmann::json;
 struct Config {
   ModelFlags model;
   std::string solver = "dpmpp_2m", spacing = "logsnr", out = "grid.png", micro;
-  int64_t steps = 10, n = 16, nrow = 0, padding = 2, size = 512;
+  int64_t steps = 10, n = 16, nrow = 0, padding = 2, scale = 1, size = 512;
   uint64_t seed = 0;
   double rtol = NAN, atol = NAN;
   bool denoise_to_zero = false, quiet = false;
@@ -87,6 +87,9 @@ class SampleCommand final : public Command {
     app.add_option("--padding", c.padding, "Pixels between grid images")
         ->check(non_negative())
         ->capture_default_str();
+    app.add_option("--scale", c.scale, "Enlarge the image grid: every pixel becomes a scale x scale block (1-64)")
+        ->check(CLI::Range(1, 64))
+        ->capture_default_str();
     app.add_option("--size", c.size, "Width and height of a scatter plot in pixels")
         ->check(positive())
         ->capture_default_str();
@@ -108,10 +111,15 @@ class SampleCommand final : public Command {
     const std::string out_dir = fsys::path(c.out).parent_path().string();
     if (!out_dir.empty() && !fsys::is_directory(out_dir))
       throw UsageError("--out '" + c.out + "': directory '" + out_dir + "' does not exist");
+    try {
+      check_png_path(c.out);  // before sampling, which may take minutes
+    } catch (const c10::ValueError& e) {
+      throw UsageError("--out: " + std::string(e.what_without_backtrace()));
+    }
     if (solver_flag_->count() > 0) make_stepper(c.solver, c.options);  // a bad --solver fails before loading
     const LoadedModel model = load_model(c.model);
     const std::vector<int64_t>& shape = model.shape;
-    GridSpec grid{c.steps, c.spacing, c.rtol, c.atol, c.denoise_to_zero};
+    GridSpec grid{c.steps, c.spacing, c.rtol, c.atol, c.denoise_to_zero, /*explicit_grid=*/{}};
     // A distilled student samples on its own grid unless the flags choose another.
     if (!model.timesteps.empty() && solver_flag_->count() == 0 && steps_flag_->count() == 0 && !grid.adaptive()) {
       c.solver = model.solver;
@@ -155,7 +163,11 @@ class SampleCommand final : public Command {
     if (shape.size() == 3) {
       if (shape[0] != 1 && shape[0] != 3)
         throw UsageError("samples of shape [" + std::to_string(shape[0]) + ", H, W] have neither 1 nor 3 channels");
-      image = image_grid(sol.x, c.nrow, c.padding);
+      ImageGridOptions grid_options;
+      grid_options.nrow = c.nrow;
+      grid_options.padding = c.padding;
+      grid_options.scale = c.scale;
+      image = image_grid(sol.x, grid_options);
     } else if (shape.size() == 1 && shape[0] >= 2) {
       image = scatter_image(sol.x, c.size);
     } else {
@@ -164,7 +176,7 @@ class SampleCommand final : public Command {
     write_png(c.out, image);
     if (!c.quiet) {
       std::cerr << "fewstep sample: " << c.n << " samples, " << c.solver << ", " << sol.steps << " steps, " << sol.nfe
-                << " NFE in " << seconds << " s -> " << c.out << " (" << image.size(1) << "x" << image.size(0)
+                << " NFE in " << format_duration(seconds) << " -> " << c.out << " (" << image.size(1) << "x" << image.size(0)
                 << ")\n";
     }
     return 0;

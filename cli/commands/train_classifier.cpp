@@ -52,14 +52,6 @@ struct Config {
   int64_t feature_dim = 128;
 };
 
-std::string minutes(double seconds) {
-  char buf[48];
-  if (seconds >= 60) std::snprintf(buf, sizeof buf, "%lld min %02lld s", static_cast<long long>(seconds) / 60,
-                                   static_cast<long long>(seconds) % 60);
-  else std::snprintf(buf, sizeof buf, "%.1f s", seconds);
-  return buf;
-}
-
 std::string grouped(int64_t n) {
   std::string d = std::to_string(n), out;
   for (size_t i = 0; i < d.size(); ++i) {
@@ -219,7 +211,7 @@ class TrainClassifierCommand final : public Command {
     };
 
     const int64_t start = trainer.step_count();
-    ProgressBar bar(steps - start, "train-classifier", true);
+    ProgressBar bar(steps - start, "train-classifier", ProgressOutput::kTerminalOnly);  // logs its own lines otherwise
     double loss = NAN, acc = NAN;
     for (int64_t step = start; step < steps && g_stop == 0; ++step) {
       const TrainStepStats st = trainer.step();
@@ -230,10 +222,10 @@ class TrainClassifierCommand final : public Command {
       acc = std::isnan(acc) ? batch_accuracy : 0.98 * acc + 0.02 * batch_accuracy;
       bar.update(st.step - start, {{"loss", loss}, {"acc", acc}, {"lr", st.lr}});
       if (!bar.active() && (st.step % c.log_every == 0 || st.step == steps)) {
-        std::printf("step %lld/%lld  epoch %.2f  loss %.4f  acc %.4f  lr %.3g  %.1f s\n",
+        std::printf("step %lld/%lld  epoch %.2f  loss %.4f  acc %.4f  lr %.3g  %s\n",
                     static_cast<long long>(st.step), static_cast<long long>(steps),
                     static_cast<double>(st.step) / static_cast<double>(data->batches_per_epoch()), loss, acc, st.lr,
-                    elapsed());
+                    format_duration(elapsed()).c_str());
         std::fflush(stdout);
       }
       if (c.checkpoint_every > 0 && st.step % c.checkpoint_every == 0 && st.step < steps) save();
@@ -287,7 +279,7 @@ class TrainClassifierCommand final : public Command {
       fsys::remove(state_file, ec);
     }
     std::printf("test accuracy %.4f (%lld images), test loss %.4f, final training loss %.4f, %s\n", score.accuracy,
-                static_cast<long long>(score.n), score.loss, final_loss, minutes(seconds).c_str());
+                static_cast<long long>(score.n), score.loss, final_loss, format_duration(seconds).c_str());
     std::cerr << "fewstep train-classifier: wrote " << model << ", " << sidecar_path(model) << ", " << card_path(model)
               << "\n";
     return 0;
@@ -315,7 +307,7 @@ class TrainClassifierCommand final : public Command {
     o << "| training-set accuracy | " << buf << " |\n";
     o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";
     o << "| seed | " << tr.at("seed").dump() << " |\n";
-    o << "| training time | " << minutes(tr.at("seconds").get<double>()) << " (" << tr.at("threads").dump()
+    o << "| training time | " << format_duration(tr.at("seconds").get<double>()) << " (" << tr.at("threads").dump()
       << (tr.at("threads").get<int>() == 1 ? " thread, " : " threads, ") << tr.at("machine").get<std::string>() << ") |\n";
     std::snprintf(buf, sizeof buf, "%.4f", tr.at("final_loss").get<double>());
     o << "| final loss | " << buf << " (mean cross-entropy of the last " << tr.at("final_loss_window").dump()

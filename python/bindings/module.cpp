@@ -21,6 +21,7 @@ void bind_train(py::module_& m);
 void bind_distill(py::module_& m);
 void bind_psld(py::module_& m);
 void bind_micro(py::module_& m);
+void bind_io(py::module_& m);
 
 namespace {
 
@@ -63,4 +64,5 @@ PYBIND11_MODULE(_fewstep, m) {
   bind_distill(m);
   bind_psld(m);
   bind_micro(m);
+  bind_io(m);
 }

@@ -46,16 +46,20 @@ from ._fewstep import (
     ddim_update,
     frechet_distance,
     gaussian_stats,
+    image_grid,
+    load_images,
     native_from_x0_eps,
     load_model_file,
     network_time,
     progressive_grid_time,
+    save_image_grid,
     scaled_error_norm,
     solver_info,
     solver_names,
     solvers,
     spacings,
 )
+from ._resources import model_path, models_dir, shipped_models
 from ._sampling import StepInfo, randn, reference_solve, sample, timesteps, validate_grid
 from . import train
 from . import distill
@@ -160,8 +164,12 @@ __all__ = [
     "export_student",
     "frechet_distance",
     "gaussian_stats",
+    "image_grid",
+    "load_images",
     "load_model_file",
     "micro",
+    "model_path",
+    "models_dir",
     "native_error_scale",
     "native_from_x0_eps",
     "network_time",
@@ -174,7 +182,9 @@ __all__ = [
     "randn",
     "reference_solve",
     "sample",
+    "save_image_grid",
     "scaled_error_norm",
+    "shipped_models",
     "solver_info",
     "solver_names",
     "solvers",

@@ -566,9 +566,9 @@ class _Loop:
     def bar(self, total: int, desc: str) -> Any:
         if not self.progress or self.step >= total:
             return None
-        from tqdm.auto import tqdm
+        from ._progress import progress_bar
 
-        return tqdm(total=total, initial=self.step, desc=desc, unit="step", dynamic_ncols=True)
+        return progress_bar(total, desc, initial=self.step)
 
     def report(self, bar: Any, value: float, rate: float, grad_norm: float, steps: int) -> None:
         if bar is not None:

@@ -685,9 +685,9 @@ def train_denoiser(
 
     bar = None
     if progress and step < steps:
-        from tqdm.auto import tqdm
+        from ._progress import progress_bar
 
-        bar = tqdm(total=steps, initial=step, desc="fewstep train", unit="step", dynamic_ncols=True)
+        bar = progress_bar(steps, "fewstep train", initial=step)
     net.train()
     try:
         while step < steps:

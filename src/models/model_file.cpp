@@ -124,10 +124,17 @@ ModelFile load_model_file(const std::string& model_path, const ModelConditioning
       built.emplace(Denoiser::torchscript(model_path, schedule, prediction, time_input, time_scale));
     }
     Denoiser denoiser = std::move(*built);
-    ModelFile file{std::move(denoiser),   std::move(schedule), prediction, std::move(shape),
-                   meta.value("name", fsys::path(model_path).stem().string()), model_path, meta.dump()};
-    file.num_classes = num_classes;
-    file.guidance_input = guidance_input;
+    ModelFile file{std::move(denoiser),
+                   std::move(schedule),
+                   prediction,
+                   std::move(shape),
+                   meta.value("name", fsys::path(model_path).stem().string()),
+                   model_path,
+                   meta.dump(),
+                   num_classes,
+                   guidance_input,
+                   /*solver=*/{},
+                   /*timesteps=*/{}};
     if (meta.contains("sampler")) {
       const json& sm = meta["sampler"];
       file.solver = sm.value("solver", std::string("ddim"));

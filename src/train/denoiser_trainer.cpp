@@ -82,7 +82,7 @@ TrainStepStats DenoiserTrainer::step() {
   const Optimizer::Stats o = s.optimizer->step(s.step);
   s.ema->update(*s.net);
   ++s.step;
-  return {s.step, loss_value, o.lr, o.grad_norm};
+  return {s.step, loss_value, o.lr, o.grad_norm, /*extra=*/{}};
 }
 
 Checkpoint DenoiserTrainer::state() const {
