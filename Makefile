@@ -45,9 +45,10 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	$(PYTHON) -m pytest -q tests/python
 
-# The pip wheel: built (reusing the build's compilations through ccache), installed into a fresh
-# virtual environment with only the pinned torch, imported, sampled, its `fewstep` command run.
-test-wheel: deps
+# The pip wheel, made from the build above (scripts/test_wheel.sh; WHEEL_BUILD_DIR=build-wheel builds
+# it from scratch as `pip install .` does), installed into a fresh virtual environment with only the
+# pinned torch, imported, sampled, its `fewstep` command run.
+test-wheel: build
 	JOBS=$(JOBS) PYTHON=$(PYTHON) bash scripts/test_wheel.sh
 
 # The main job: the shipped Fashion-MNIST teacher sampled by several solvers at 10 NFE beside a
@@ -60,4 +61,4 @@ bench: build
 	$(BUILD)/bin/fewstep-bench solvers --json out/bench/solvers.json
 
 clean:
-	rm -rf $(BUILD) build-wheel python/fewstep/_fewstep*.so python/fewstep/_fewstep.pyi
+	rm -rf $(BUILD) build-wheel build-wheel-test python/fewstep/_fewstep*.so python/fewstep/_fewstep.pyi

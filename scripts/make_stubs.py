@@ -1,7 +1,7 @@
 """Writes the type stubs of the extension module fewstep._fewstep (run by the build after linking it).
 
-Usage: python scripts/make_stubs.py OUT.pyi   (with the package that holds the built module on
-PYTHONPATH). pybind11-stubgen reads the signatures pybind11 records in the docstrings; the stub is
+Usage: python scripts/make_stubs.py OUT.pyi PACKAGE_PARENT, where PACKAGE_PARENT is the directory
+holding the fewstep package with the built module (put first on PYTHONPATH). pybind11-stubgen reads the signatures pybind11 records in the docstrings; the stub is
 written atomically. A failure prints a warning and exits 0 so that the build goes on;
 tests/python/test_package.py then fails on the missing or incomplete stub.
 """
@@ -16,10 +16,12 @@ from pathlib import Path
 
 
 def main() -> int:
-    out = Path(sys.argv[1])
+    out, parent = Path(sys.argv[1]), sys.argv[2]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (parent, env.get("PYTHONPATH", "")) if p)
     with tempfile.TemporaryDirectory(prefix="fewstep-stubs-") as tmp:
         proc = subprocess.run([sys.executable, "-m", "pybind11_stubgen", "fewstep._fewstep", "-o", tmp],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=env)
         made = Path(tmp) / "fewstep" / "_fewstep.pyi"
         if proc.returncode != 0 or not made.exists():
             print(f"warning: no type stubs for fewstep._fewstep (pybind11-stubgen exit {proc.returncode}):\n"

@@ -4,20 +4,31 @@
 # `fewstep` command (tests/wheel/check_wheel.py). Prints how long each part took and the wheel's size.
 #
 # The wheel is built with the development environment's Python (.venv, with scikit-build-core and
-# pybind11-stubgen) against its torch, in build-wheel/ beside build/, so ccache (CCACHE_BASEDIR at
-# the checkout, set by the Makefile) serves the compilations the development build already made.
+# pybind11-stubgen) against its torch. By default it is made from the development build in build/
+# (WHEEL_BUILD_DIR): scikit-build-core reconfigures that tree with the same settings, finds
+# everything built, and installs the CMake component "wheel" (python/CMakeLists.txt), so CI packages
+# exactly what its tests ran. WHEEL_BUILD_DIR=build-wheel builds as `pip install .` on a clean
+# machine does, in a tree of its own with only the library, the bindings and the CLI.
 # The fresh environment gets torch from pip's cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 python=${PYTHON:-.venv/bin/python}
-dist=build-wheel/dist
-venv=build-wheel/venv
+build_dir=${WHEEL_BUILD_DIR:-build}
+out=build-wheel-test
+dist=$out/dist
+venv=$out/venv
 start=$(date +%s)
 
+settings=(-C "build-dir=$build_dir")
+if [ "$build_dir" = build ]; then
+  # The development build's settings (Makefile): tests, benchmarks and examples are part of it.
+  settings+=(-C cmake.define.FEWSTEP_BUILD_TESTS=ON -C cmake.define.FEWSTEP_BUILD_BENCHMARKS=ON
+             -C cmake.define.FEWSTEP_BUILD_EXAMPLES=ON)
+fi
 rm -rf "$dist"
 CMAKE_GENERATOR="Unix Makefiles" CMAKE_BUILD_PARALLEL_LEVEL=${JOBS:-$(nproc)} \
-  "$python" -m pip wheel -q --no-build-isolation --no-deps --wheel-dir "$dist" .
+  "$python" -m pip wheel -q --no-build-isolation --no-deps "${settings[@]}" --wheel-dir "$dist" .
 built=$(date +%s)
 wheel=$(ls "$dist"/fewstep-*.whl)
 size=$(du -k "$wheel" | cut -f1)

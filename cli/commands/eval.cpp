@@ -158,7 +158,7 @@ class EvalCommand final : public Command {
     app.add_flag("--quiet", c.quiet, "No progress bars or cache messages (the results are still printed)");
   }
 
-  int run(const GlobalOptions& global) override {
+  int run(const GlobalOptions&) override {
     Config& c = config_;
     if (!fsys::exists(c.model.model)) throw UsageError("--model '" + c.model.model + "' does not exist");
     const auto stepper = make_stepper(c.solver, c.options);

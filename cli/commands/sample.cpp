@@ -104,7 +104,7 @@ class SampleCommand final : public Command {
     app.add_flag("--quiet", c.quiet, "No progress bar or summary line");
   }
 
-  int run(const GlobalOptions& global) override {
+  int run(const GlobalOptions&) override {
     Config& c = config_;
     if (!fsys::exists(c.model.model)) throw UsageError("--model '" + c.model.model + "' does not exist");
     if (std::isnan(c.rtol) != std::isnan(c.atol)) throw UsageError("--rtol and --atol must be given together");

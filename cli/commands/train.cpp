@@ -165,7 +165,7 @@ class TrainCommand final : public Command {
                                                  "$FEWSTEP_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)");
   }
 
-  int run(const GlobalOptions& global) override {
+  int run(const GlobalOptions&) override {
     resolve_defaults();
     TrainingRun run("train", config_.out, config_.resume, run_identity());
 
@@ -341,6 +341,7 @@ class TrainCommand final : public Command {
     } catch (const c10::Error& e) {
       throw UsageError("--data: " + std::string(e.what_without_backtrace()));
     }
+    std::cerr << "fewstep train: --data " << d.description << "\n";
     const int64_t channels = d.images.size(1), h = d.images.size(2), w = d.images.size(3);
     if (h != w)
       throw UsageError("--data '" + c.data + "': the UNet takes square images, these are " + std::to_string(w) + "x" +

@@ -110,7 +110,7 @@ class TrainClassifierCommand final : public Command {
         ->capture_default_str();
   }
 
-  int run(const GlobalOptions& global) override {
+  int run(const GlobalOptions&) override {
     const Config& c = config_;
     if (c.name.empty() || c.name.find('/') != std::string::npos)
       throw UsageError("--name '" + c.name + "' must be a plain file name without '/'");

@@ -121,10 +121,8 @@ at::Tensor decode_png(const uint8_t* data, size_t size, const std::string& name)
   }
   FEWSTEP_CHECK_VALUE(colour >= 0, "read_png: '", name, "' has no IHDR chunk");
   FEWSTEP_CHECK_VALUE(width > 0 && height > 0, "read_png: '", name, "' has size ", width, " x ", height);
-  FEWSTEP_CHECK_VALUE(depth == 8, "read_png: '", name, "' has bit depth ", depth,
-                      "; only 8-bit images are read (convert it, e.g. to 8-bit greyscale or RGB)");
   FEWSTEP_CHECK_VALUE(interlace == 0, "read_png: '", name, "' is interlaced (Adam7); save it without interlacing");
-  int64_t samples = 0;  // bytes per pixel
+  int64_t samples = 0;  // samples per pixel
   switch (colour) {
     case 0: samples = 1; break;  // grey
     case 2: samples = 3; break;  // RGB
@@ -133,25 +131,30 @@ at::Tensor decode_png(const uint8_t* data, size_t size, const std::string& name)
     case 6: samples = 4; break;  // RGBA
     default: FEWSTEP_CHECK_VALUE(false, "read_png: '", name, "' has the unknown colour type ", colour);
   }
+  // Allowed combinations (ISO/IEC 15948 §11.2.2, table 11.1).
+  const bool depth_ok = depth == 8 || depth == 16 ? colour != 3 || depth == 8
+                                                  : (colour == 0 || colour == 3) && (depth == 1 || depth == 2 || depth == 4);
+  FEWSTEP_CHECK_VALUE(depth_ok, "read_png: '", name, "' has bit depth ", depth, " with colour type ", colour,
+                      ", which PNG does not allow");
   FEWSTEP_CHECK_VALUE(colour != 3 || (!palette.empty() && palette.size() % 3 == 0), "read_png: '", name,
                       "' is a palette image without a valid PLTE chunk");
   FEWSTEP_CHECK_VALUE(!idat.empty(), "read_png: '", name, "' has no image data (IDAT)");
 
-  const size_t row = static_cast<size_t>(width * samples);
+  const size_t row = static_cast<size_t>((width * samples * depth + 7) / 8);  // bytes per scanline
   std::vector<uint8_t> raw((row + 1) * static_cast<size_t>(height));
   uLongf raw_size = static_cast<uLongf>(raw.size());
   const int rc = ::uncompress(raw.data(), &raw_size, idat.data(), static_cast<uLong>(idat.size()));
   FEWSTEP_CHECK_VALUE(rc == Z_OK && raw_size == raw.size(), "read_png: '", name,
                       "' is damaged (its image data does not inflate to ", raw.size(), " bytes; zlib code ", rc, ")");
 
-  // Undo the scanline filters in place (§9.2): each byte is predicted from its left (a), upper (b)
-  // and upper-left (c) neighbours of the same sample.
-  std::vector<uint8_t> pixels(row * static_cast<size_t>(height));
-  const size_t bpp = static_cast<size_t>(samples);
+  // Undo the scanline filters in place (§9.2): each byte is predicted from the corresponding bytes
+  // of the pixel to its left (a), above (b) and above-left (c); below 8 bits the "pixel" is one byte.
+  std::vector<uint8_t> unfiltered(row * static_cast<size_t>(height));
+  const size_t bpp = static_cast<size_t>(std::max<int64_t>(1, samples * depth / 8));
   for (int64_t y = 0; y < height; ++y) {
     const uint8_t filter = raw[static_cast<size_t>(y) * (row + 1)];
     const uint8_t* in = raw.data() + static_cast<size_t>(y) * (row + 1) + 1;
-    uint8_t* out = pixels.data() + static_cast<size_t>(y) * row;
+    uint8_t* out = unfiltered.data() + static_cast<size_t>(y) * row;
     const uint8_t* up = y > 0 ? out - row : nullptr;
     FEWSTEP_CHECK_VALUE(filter <= 4, "read_png: '", name, "' is damaged (filter type ", int(filter), " in row ", y,
                         ")");
@@ -168,20 +171,29 @@ at::Tensor decode_png(const uint8_t* data, size_t size, const std::string& name)
       out[i] = static_cast<uint8_t>(in[i] + predicted);
     }
   }
-
+  // Sample k of row y as 8 bits: sub-byte samples are packed from the high bits and scaled to
+  // 0..255 (grey) or kept as indices (palette); 16-bit samples keep their high byte.
+  auto sample = [&](int64_t y, int64_t k) -> int {
+    const uint8_t* r = unfiltered.data() + static_cast<size_t>(y) * row;
+    if (depth == 8) return r[k];
+    if (depth == 16) return r[2 * k];
+    const int64_t bit = k * depth;
+    const int v = (r[bit / 8] >> (8 - depth - bit % 8)) & ((1 << depth) - 1);
+    return colour == 3 ? v : v * 255 / ((1 << depth) - 1);
+  };
   const int64_t channels = (colour == 0 || colour == 4) ? 1 : 3;
   at::Tensor image = at::empty({height, width, channels}, at::TensorOptions().dtype(at::kByte));
   uint8_t* dst = image.data_ptr<uint8_t>();
-  const size_t n = static_cast<size_t>(width * height);
-  for (size_t i = 0; i < n; ++i) {
-    const uint8_t* px = pixels.data() + i * bpp;
-    if (colour == 3) {
-      const size_t k = px[0];
-      FEWSTEP_CHECK_VALUE(3 * k + 2 < palette.size(), "read_png: '", name, "' uses palette entry ", k, " of ",
-                          palette.size() / 3);
-      std::copy(palette.data() + 3 * k, palette.data() + 3 * k + 3, dst + 3 * i);
-    } else {
-      std::copy(px, px + channels, dst + i * static_cast<size_t>(channels));
+  for (int64_t y = 0; y < height; ++y) {
+    for (int64_t x = 0; x < width; ++x, dst += channels) {
+      if (colour == 3) {
+        const size_t k = static_cast<size_t>(sample(y, x));
+        FEWSTEP_CHECK_VALUE(3 * k + 2 < palette.size(), "read_png: '", name, "' uses palette entry ", k, " of ",
+                            palette.size() / 3);
+        std::copy(palette.data() + 3 * k, palette.data() + 3 * k + 3, dst);
+      } else {
+        for (int64_t ch = 0; ch < channels; ++ch) dst[ch] = static_cast<uint8_t>(sample(y, x * samples + ch));
+      }
     }
   }
   return image;

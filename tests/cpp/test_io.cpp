@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -60,9 +62,12 @@ std::vector<uint8_t> filter_rows(const std::vector<uint8_t>& pixels, int64_t wid
 
 // A PNG of `pixels` with the given colour type, every row filtered by filters[y % size], the
 // compressed stream split over two IDAT chunks.
+// `pixels` holds the packed scanlines (row_bytes each), `bpp` the filter's byte distance.
 std::vector<uint8_t> make_png(const std::vector<uint8_t>& pixels, int64_t width, int64_t height, int colour,
-                              int64_t bpp, const std::vector<int>& filters, const std::vector<uint8_t>& palette = {}) {
-  const std::vector<uint8_t> raw = filter_rows(pixels, width, height, bpp, filters);
+                              int64_t bpp, const std::vector<int>& filters, const std::vector<uint8_t>& palette = {},
+                              int depth = 8, int64_t row_bytes = 0) {
+  const int64_t row = row_bytes > 0 ? row_bytes : width * bpp;
+  const std::vector<uint8_t> raw = filter_rows(pixels, row / bpp, height, bpp, filters);
   uLongf size = ::compressBound(static_cast<uLong>(raw.size()));
   std::vector<uint8_t> packed(size);
   EXPECT_EQ(::compress2(packed.data(), &size, raw.data(), static_cast<uLong>(raw.size()), 9), Z_OK);
@@ -71,7 +76,7 @@ std::vector<uint8_t> make_png(const std::vector<uint8_t>& pixels, int64_t width,
   std::vector<uint8_t> ihdr;
   put_u32(ihdr, static_cast<uint32_t>(width));
   put_u32(ihdr, static_cast<uint32_t>(height));
-  ihdr.insert(ihdr.end(), {8, static_cast<uint8_t>(colour), 0, 0, 0});
+  ihdr.insert(ihdr.end(), {static_cast<uint8_t>(depth), static_cast<uint8_t>(colour), 0, 0, 0});
   put_chunk(out, "IHDR", ihdr);
   if (!palette.empty()) put_chunk(out, "PLTE", palette);
   const size_t half = packed.size() / 2;
@@ -119,6 +124,29 @@ TEST(Png, PaletteImagesBecomeRgb) {
             std::string::npos);
 }
 
+TEST(Png, SubByteAndSixteenBitDepths) {
+  // 2-bit grey, 5 x 3: levels 0..3 scale to 0, 85, 170, 255; rows of ceil(10 / 8) = 2 bytes.
+  const std::vector<int> levels = {0, 1, 2, 3, 3, 2, 1, 0, 0, 1, 3, 3, 3, 3, 2};
+  std::vector<uint8_t> packed(6, 0);
+  for (int y = 0; y < 3; ++y) {
+    for (int x = 0; x < 5; ++x) packed[y * 2 + (2 * x) / 8] |= static_cast<uint8_t>(levels[y * 5 + x] << (6 - (2 * x) % 8));
+  }
+  const std::vector<uint8_t> grey = make_png(packed, 5, 3, 0, 1, {0, 4, 3}, {}, 2, 2);
+  const at::Tensor g = fewstep::decode_png(grey.data(), grey.size(), "grey2");
+  ASSERT_EQ(g.sizes(), (std::vector<int64_t>{3, 5, 1}));
+  for (int k = 0; k < 15; ++k) EXPECT_EQ(g.view(-1)[k].item<int>(), 85 * levels[k]) << k;
+  // 4-bit palette, 3 x 1: indices 2, 0, 1.
+  const std::vector<uint8_t> palette = {10, 20, 30, 40, 50, 60, 70, 80, 90};
+  const std::vector<uint8_t> pal = make_png({0x20, 0x10}, 3, 1, 3, 1, {1}, palette, 4, 2);
+  const at::Tensor p = fewstep::decode_png(pal.data(), pal.size(), "pal4");
+  EXPECT_TRUE(at::equal(p.view(-1), at::tensor({70, 80, 90, 10, 20, 30, 40, 50, 60}).to(at::kByte)));
+  // 16-bit RGB, 2 x 2: the high byte of each big-endian sample; the filters work on 6-byte pixels.
+  const std::vector<uint8_t> wide = random_bytes(2 * 2 * 6, 7);
+  const std::vector<uint8_t> rgb16 = make_png(wide, 2, 2, 2, 6, {2, 4}, {}, 16);
+  const at::Tensor w = fewstep::decode_png(rgb16.data(), rgb16.size(), "rgb16");
+  for (int k = 0; k < 12; ++k) EXPECT_EQ(w.view(-1)[k].item<int>(), wide[2 * k]) << k;
+}
+
 TEST(Png, WriteThenReadIsTheIdentity) {
   const std::string dir = scratch_dir("io", "roundtrip");
   for (int64_t c : {1, 3}) {
@@ -145,10 +173,11 @@ TEST(Png, DamagedOrUnsupportedFilesAreNamed) {
             }).find("not a PNG"),
             std::string::npos);
   std::vector<uint8_t> deep = png;
-  deep[8 + 8 + 8] = 16;  // IHDR bit depth, then fix the CRC
-  const uint32_t crc = static_cast<uint32_t>(::crc32(0L, deep.data() + 12, 17));
-  for (int i = 0; i < 4; ++i) deep[29 + i] = static_cast<uint8_t>(crc >> (24 - 8 * i));
-  EXPECT_NE(value_error_message([&] { fewstep::decode_png(deep.data(), deep.size(), "d.png"); }).find("bit depth 16"),
+  deep[8 + 8 + 8] = 4;  // IHDR bit depth 4 with colour type 2 (RGB): not a PNG combination; fix the CRC
+  const uint32_t crc4 = static_cast<uint32_t>(::crc32(0L, deep.data() + 12, 17));
+  for (int i = 0; i < 4; ++i) deep[29 + i] = static_cast<uint8_t>(crc4 >> (24 - 8 * i));
+  EXPECT_NE(value_error_message([&] { fewstep::decode_png(deep.data(), deep.size(), "d.png"); })
+                .find("'d.png' has bit depth 4 with colour type 2"),
             std::string::npos);
   EXPECT_NE(value_error_message([] { fewstep::read_png("/nonexistent/e.png"); }).find("'/nonexistent/e.png'"),
             std::string::npos);
@@ -218,10 +247,12 @@ std::vector<uint8_t> npy(const std::string& descr, const std::string& shape, con
                        ", 'shape': " + shape + ", }";
   while ((10 + header.size() + 1) % 64 != 0) header += ' ';
   header += '\n';
-  std::vector<uint8_t> out = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<uint8_t>(header.size() & 0xff),
+  const uint8_t prefix[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<uint8_t>(header.size() & 0xff),
                               static_cast<uint8_t>(header.size() >> 8)};
-  out.insert(out.end(), header.begin(), header.end());
-  out.insert(out.end(), data.begin(), data.end());
+  std::vector<uint8_t> out(10 + header.size() + data.size());
+  std::copy(prefix, prefix + 10, out.begin());
+  std::copy(header.begin(), header.end(), out.begin() + 10);
+  std::copy(data.begin(), data.end(), out.begin() + 10 + static_cast<std::ptrdiff_t>(header.size()));
   return out;
 }
 

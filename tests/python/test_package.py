@@ -109,19 +109,32 @@ def test_shipped_models() -> None:
 
 # ---- images ------------------------------------------------------------------------------
 
+def _grid_by_hand(x: torch.Tensor, nrow: int, padding: int, scale: int, lo: float, hi: float) -> torch.Tensor:
+    """image_grid written again here: bytes, tiles row by row, mid-grey padding, pixel blocks."""
+    n, c, h, w = x.shape
+    rows = -(-n // nrow)
+    to_bytes = lambda v: ((v.float() - lo) * (255.0 / (hi - lo))).round().clamp(0, 255).to(torch.uint8)
+    grid = torch.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), 128, dtype=torch.uint8)
+    for k in range(n):
+        y, x0 = padding + (k // nrow) * (h + padding), padding + (k % nrow) * (w + padding)
+        grid[y:y + h, x0:x0 + w] = to_bytes(x[k]).permute(1, 2, 0)
+    return grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+
+
 def test_save_image_grid_writes_what_image_grid_returns(tmp_path: Path) -> None:
-    x = torch.linspace(0.0, 1.0, 6 * 3 * 4 * 5).view(6, 3, 4, 5)
+    x = torch.rand(5, 3, 4, 6, generator=torch.Generator().manual_seed(0))
     grid = fs.image_grid(x, nrow=3, padding=1, scale=2, value_range=(0.0, 1.0))
-    assert grid.dtype == torch.uint8 and tuple(grid.shape) == (2 * (2 * 5 + 1), 2 * (3 * 6 + 1), 3)
-    # Image 0's first pixel (value 0) is black, image 5's last (value 1) white; padding mid grey.
-    assert grid[2, 2].tolist() == [0, 0, 0] and grid[0, 0].tolist() == [128, 128, 128]
-    assert grid[2 * 10 - 1, 2 * 18 - 1].tolist() == [255, 255, 255]
+    assert grid.dtype == torch.uint8 and tuple(grid.shape) == (2 * (2 * 5 + 1), 2 * (3 * 7 + 1), 3)
+    assert torch.equal(grid, _grid_by_hand(x, 3, 1, 2, 0.0, 1.0))
     saved = fs.save_image_grid(x, tmp_path / "g.png", nrow=3, padding=1, scale=2, value_range=(0.0, 1.0))
     assert torch.equal(saved, grid)
     from PIL import Image
 
     with Image.open(tmp_path / "g.png") as im:
-        assert torch.equal(torch.from_numpy(np.asarray(im.convert("RGB"))), grid)
+        assert torch.equal(torch.from_numpy(np.array(im.convert("RGB"))), grid)
+    # str paths too; the default range is [-1, 1] with mid-grey padding.
+    default = fs.save_image_grid(x * 2 - 1, str(tmp_path / "d.png"))
+    assert torch.equal(default, _grid_by_hand(x * 2 - 1, 3, 2, 1, -1.0, 1.0))
 
 
 def test_image_arguments_are_checked(tmp_path: Path) -> None:

@@ -6,10 +6,11 @@
 /// (PNG specification, ISO/IEC 15948). No interlacing, palettes or ancillary chunks: enough for
 /// sample grids, readable by every image viewer, Pillow and matplotlib.
 ///
-/// The decoder reads what common encoders write for 8-bit images: greyscale, RGB, palette, with or
-/// without alpha (dropped), every scanline filter (None, Sub, Up, Average, Paeth; ISO/IEC 15948
-/// §9), the image data split over several IDAT chunks. It refuses, naming the file and the
-/// feature, interlaced images and bit depths other than 8.
+/// The decoder reads what common encoders write: greyscale, RGB and palette images, with or without
+/// alpha (dropped), at every bit depth PNG allows (1, 2, 4 bits for grey and palette, whose grey
+/// levels are scaled to 0..255; 16-bit samples keep their high byte), every scanline filter (None,
+/// Sub, Up, Average, Paeth; ISO/IEC 15948 §9), the image data split over several IDAT chunks. It
+/// refuses interlaced images, naming the file.
 #pragma once
 
 #include <ATen/core/Tensor.h>
