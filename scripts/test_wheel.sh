@@ -9,7 +9,7 @@
 # everything built, and installs the CMake component "wheel" (python/CMakeLists.txt), so CI packages
 # exactly what its tests ran. WHEEL_BUILD_DIR=build-wheel builds as `pip install .` on a clean
 # machine does, in a tree of its own with only the library, the bindings and the CLI.
-# The fresh environment gets torch from pip's cache.
+# The fresh environment gets torch linked from .venv (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -36,6 +36,40 @@ echo "[wheel] built $(basename "$wheel") ($((size / 1024)) MiB) in $((built - st
 
 rm -rf "$venv"
 "$python" -m venv "$venv"  # from .venv's base interpreter, without .venv's packages
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
+if [ "${WHEEL_TEST_TORCH:-link}" = link ]; then
+  # torch (5.8 GB with its CUDA libraries), numpy and tqdm, with everything they require, linked into
+  # the fresh environment from .venv (files and metadata, so pip sees them installed); nothing else
+  # of .venv (no pytest, no matplotlib, not the checkout's own fewstep). WHEEL_TEST_TORCH=download
+  # installs them with pip instead (minutes: the package index here forbids caching them).
+  "$python" - "$site" <<'PY'
+import importlib.metadata as md
+import os
+import re
+import sys
+
+site = sys.argv[1]
+todo, seen, linked = ["torch", "numpy", "tqdm"], set(), 0
+while todo:
+    name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+    if name in seen:
+        continue
+    seen.add(name)
+    try:
+        dist = md.distribution(name)
+    except md.PackageNotFoundError:
+        continue
+    todo += [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in dist.requires or [] if "extra ==" not in r]
+    base = str(dist.locate_file(""))
+    for top in sorted({f.parts[0] for f in dist.files or [] if f.parts and f.parts[0] != ".."}):
+        if os.path.exists(os.path.join(base, top)) and not os.path.lexists(os.path.join(site, top)):
+            os.symlink(os.path.join(base, top), os.path.join(site, top))
+            linked += 1
+print(f"[wheel] linked {len(seen)} distributions ({linked} entries) from .venv: torch, numpy, tqdm and their requirements")
+PY
+else
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -c requirements.txt torch numpy tqdm
+fi
 # requirements.txt as constraints: the wheel's torch, numpy and tqdm at the pinned versions.
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -c requirements.txt "$wheel"
 installed=$(date +%s)

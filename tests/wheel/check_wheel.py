@@ -24,7 +24,7 @@ passed = 0
 site = Path(sysconfig.get_paths()["platlib"]).resolve()
 package = Path(fs.__file__).resolve().parent
 assert package.parent == site, f"fewstep imported from {package}, not from the fresh environment's {site}"
-assert checkout not in package.parents, f"fewstep imported from the checkout: {package}"
+assert package != checkout / "python" / "fewstep", f"fewstep imported from the checkout: {package}"
 assert importlib.metadata.version("fewstep") == fs.__version__, (importlib.metadata.version("fewstep"), fs.__version__)
 for name in ("py.typed", "_fewstep.pyi", "libfewstep.so", "bin/fewstep"):
     assert (package / name).is_file(), f"{name} is missing from the wheel"
