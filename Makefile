@@ -6,7 +6,18 @@ BUILD    := build
 JOBS     ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps configure build test test-cpp test-python demo bench clean
+# ccache: paths relative to the checkout (so a fresh clone, and the wheel build in build-wheel/,
+# reuse earlier compilations) and the sloppiness CMake's precompiled headers need.
+CCACHE_BASEDIR ?= $(CURDIR)
+CCACHE_SLOPPINESS ?= pch_defines,time_macros
+export CCACHE_BASEDIR CCACHE_SLOPPINESS
+# CI (CI=true) builds with warnings as errors: the build stays warning-free with -Wall -Wextra.
+ifeq ($(CI),true)
+  CMAKE_ARGS += -DFEWSTEP_WARNINGS_AS_ERRORS=ON
+  export FEWSTEP_WARNINGS_AS_ERRORS := ON
+endif
+
+.PHONY: all deps configure build test test-cpp test-python test-wheel demo bench clean
 
 all: build
 
@@ -34,6 +45,12 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	$(PYTHON) -m pytest -q tests/python
 
+# The pip wheel, made from the build above (scripts/test_wheel.sh; WHEEL_BUILD_DIR=build-wheel builds
+# it from scratch as `pip install .` does), installed into a fresh virtual environment with only the
+# pinned torch, imported, sampled, its `fewstep` command run.
+test-wheel: build
+	JOBS=$(JOBS) PYTHON=$(PYTHON) bash scripts/test_wheel.sh
+
 # The main job: the shipped Fashion-MNIST teacher sampled by several solvers at 10 NFE beside a
 # high-NFE reference; grids (PNG), table.md and demo.json land in out/demo/.
 demo: build
@@ -44,4 +61,4 @@ bench: build
 	$(BUILD)/bin/fewstep-bench solvers --json out/bench/solvers.json
 
 clean:
-	rm -rf $(BUILD) python/fewstep/_fewstep*.so
+	rm -rf $(BUILD) build-wheel build-wheel-test python/fewstep/_fewstep*.so python/fewstep/_fewstep.pyi

@@ -79,6 +79,20 @@ inline CLI::Validator non_negative() { return at_least(0.0); }
 /// (core/noise.h, SplitMix64), so streams never coincide.
 using fewstep::derive_seed;
 
+/// The candidate nearest to `typed` by edit distance (insertions, deletions, substitutions and
+/// swaps of neighbours each count 1), if it is near enough to be a typo (distance <= 1 for short
+/// words, about a third of the length for longer ones, or `typed` is a prefix of exactly one
+/// candidate); "" otherwise.
+std::string closest_match(const std::string& typed, const std::vector<std::string>& candidates);
+
+/// For a command line CLI11 refused: "unknown subcommand/flag ... did you mean ...?" with the list of
+/// subcommands where one was expected, or "" when the mistake is of another kind (then CLI11's own
+/// message stands).
+std::string explain_parse_error(const CLI::App& root, int argc, char** argv);
+
+/// "  name   description" lines of the subcommands of `app`.
+std::string subcommand_list(const CLI::App& app);
+
 /// The command line as typed (shell-quoted where needed), for model cards.
 std::string command_line();
 void set_command_line(int argc, char** argv);

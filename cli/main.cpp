@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   CLI::App app{"fewstep " + fewstep::version() +
                ": few-step diffusion sampling and distillation over LibTorch.\n"
                "Run 'fewstep <subcommand> --help' for the flags of one subcommand."};
+  app.name("fewstep");  // not argv[0], which may be a build path
   app.require_subcommand(1, 1);
   app.fallthrough();  // global flags may also follow the subcommand's name
   app.set_version_flag("--version", "fewstep " + fewstep::version() + " (LibTorch " + fewstep::torch_version() + ")");
@@ -51,7 +52,11 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << prefix << ": " << e.what() << "\nRun '" << prefix << " --help' for the flags and an example.\n";
+    // A mistyped subcommand or flag gets a suggestion (and the list of subcommands) instead of
+    // CLI11's "The following arguments were not expected".
+    const std::string explained = explain_parse_error(app, argc, argv);
+    std::cerr << prefix << ": " << (explained.empty() ? std::string(e.what()) : explained) << "\nRun '" << prefix
+              << " --help' for the flags and an example.\n";
     return 2;
   }
 

@@ -10,6 +10,7 @@
 #include "command.h"
 #include "fewstep/core/atomic_file.h"
 #include "fewstep/models/model_file.h"
+#include "fewstep/core/progress_bar.h"
 
 namespace fewstep::cli {
 
@@ -17,15 +18,6 @@ namespace {
 
 std::string with_extension(const std::string& path, const char* ext) {
   return std::filesystem::path(path).replace_extension(ext).string();
-}
-
-std::string duration_text(double seconds) {
-  const auto s = static_cast<long long>(std::llround(seconds));
-  char buf[64];
-  if (s >= 3600) std::snprintf(buf, sizeof buf, "%lld h %02lld min", s / 3600, (s % 3600) / 60);
-  else if (s >= 60) std::snprintf(buf, sizeof buf, "%lld min %02lld s", s / 60, s % 60);
-  else std::snprintf(buf, sizeof buf, "%.1f s", seconds);
-  return buf;
 }
 
 std::string thousands(int64_t n) {
@@ -84,7 +76,7 @@ std::string render_card(const nlohmann::json& m, const std::string& model_file) 
   o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";
   o << "| status | " << (done >= total ? "complete" : "in progress") << ": " << done << " / " << total << " steps |\n";
   o << "| seed | " << tr.at("seed").dump() << " |\n";
-  o << "| training time | " << duration_text(tr.at("seconds").get<double>()) << " ("
+  o << "| training time | " << format_duration(tr.at("seconds").get<double>()) << " ("
     << tr.at("threads").dump() << " threads, " << tr.at("machine").get<std::string>() << ") |\n";
   char loss[64];
   std::snprintf(loss, sizeof loss, "%.5g", tr.at("final_loss").get<double>());

@@ -40,7 +40,7 @@ if(FEWSTEP_TORCH_FROM_PYTHON)
   if(NOT _fewstep_torch_rc EQUAL 0)
     message(FATAL_ERROR
       "fewstep: could not import torch with ${_fewstep_py}:\n${_fewstep_torch_err}\n"
-      "Run 'make deps' (creates .venv with the pinned torch), pass -DFEWSTEP_PYTHON=/path/to/python, "
+      "Pass -DFEWSTEP_PYTHON=/path/to/a/python/with/torch (in a fewstep checkout 'make deps' creates .venv), "
       "or use a standalone LibTorch with -DFEWSTEP_TORCH_FROM_PYTHON=OFF -DCMAKE_PREFIX_PATH=/path/to/libtorch.")
   endif()
   string(REPLACE "\n" ";" _fewstep_torch_info "${_fewstep_torch_info}")
@@ -54,10 +54,13 @@ if(FEWSTEP_TORCH_FROM_PYTHON)
   target_include_directories(fewstep::torch SYSTEM INTERFACE
     "${FEWSTEP_TORCH_DIR}/include" "${FEWSTEP_TORCH_DIR}/include/torch/csrc/api/include")
   target_compile_definitions(fewstep::torch INTERFACE _GLIBCXX_USE_CXX11_ABI=${_fewstep_abi})
+  # --no-as-needed: every binary that links fewstep names libtorch, libtorch_cpu and libc10 itself,
+  # so the loader finds them through that binary's RUNPATH (CMake adds LibTorch's directory, as for
+  # any library linked by full path) and libfewstep.so needs no path of its own to LibTorch.
+  # libtorch.so also brings the CUDA kernels of a CUDA build, which nothing references by symbol.
   target_link_libraries(fewstep::torch INTERFACE
-    "-Wl,--no-as-needed" "${FEWSTEP_LIB_torch}" "-Wl,--as-needed"
-    "${FEWSTEP_LIB_torch_cpu}" "${FEWSTEP_LIB_c10}")
-  target_link_options(fewstep::torch INTERFACE "LINKER:-rpath,${FEWSTEP_TORCH_LIBDIR}")
+    "-Wl,--no-as-needed" "${FEWSTEP_LIB_torch}" "${FEWSTEP_LIB_torch_cpu}" "${FEWSTEP_LIB_c10}"
+    "-Wl,--as-needed")
   message(STATUS "fewstep: torch ${FEWSTEP_TORCH_VERSION} from ${FEWSTEP_TORCH_DIR} (via ${_fewstep_py})")
 else()
   find_package(Torch REQUIRED)
@@ -68,5 +71,6 @@ else()
   endif()
   list(GET TORCH_LIBRARIES 0 _fewstep_first)
   set(FEWSTEP_TORCH_VERSION "${Torch_VERSION}")
+  set(FEWSTEP_TORCH_LIBDIR "${TORCH_INSTALL_PREFIX}/lib")
   message(STATUS "fewstep: LibTorch ${Torch_VERSION} via find_package(Torch)")
 endif()

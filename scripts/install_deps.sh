@@ -6,7 +6,7 @@
 #  - a virtual environment .venv/ at the repository root with the pinned PyTorch (its
 #    LibTorch is what the C++ library links), the Python test tools, and the test-only
 #    interop packages (diffusers, k-diffusion: requirements-interop.txt);
-#  - a .pth file so that .venv's Python imports fewstep from python/ in this checkout.
+#  - this checkout installed editable into .venv (fewstep imported from python/, the `fewstep` command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -46,6 +46,13 @@ if ! .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r
   exit 1
 fi
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null  # notebook tests' kernel: this .venv
+# This checkout as an editable install (pyproject.toml): python/ on sys.path, `pip show fewstep`
+# finds it, `.venv/bin/fewstep` runs build/bin/fewstep. No build happens here; `make build` writes
+# the extension into python/fewstep/.
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-echo "$root/python" > "$site/fewstep-dev.pth"
+rm -f "$site/fewstep-dev.pth"  # the path entry of earlier checkouts, before the editable install
+if ! .venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .; then
+  echo "[deps] pip install -e . failed (see above)" >&2
+  exit 1
+fi
 echo "[deps] done in $(( $(date +%s) - start )) s; torch $(.venv/bin/python -c 'import torch; print(torch.__version__)')"

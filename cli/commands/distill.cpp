@@ -17,6 +17,8 @@ class DistillCommand final : public Command {
  public:
   void configure(CLI::App& app) override {
     app.require_subcommand(0, 1);  // none: run() names the methods
+    // From the registry, so every method (each registers itself from cli/distill/) is named.
+    app.description("Distil a teacher into a few-step student: " + names());
     for (const DistillMethodInfo& m : distill_methods()) {
       CLI::App* sub = app.add_subcommand(m.name, m.description);
       sub->footer(m.footer);
@@ -42,7 +44,7 @@ class DistillCommand final : public Command {
 };
 
 const bool registered = register_command(
-    {"distill", "Distil a teacher into a few-step student (progressive, kd, guidance)",
+    {"distill", "Distil a teacher into a few-step student",
      "Run `fewstep distill <method> --help` for each method's flags. Students are TorchScript files with a\n"
      "sidecar naming their own step grid, so `fewstep sample --model student.pt` runs them directly.",
      [] { return std::make_unique<DistillCommand>(); }});

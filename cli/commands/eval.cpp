@@ -132,7 +132,7 @@ class EvalCommand final : public Command {
     app.add_flag("--quiet", c.quiet, "No progress bars or cache messages (the results are still printed)");
   }
 
-  int run(const GlobalOptions& global) override {
+  int run(const GlobalOptions&) override {
     Config& c = config_;
     if (!fsys::exists(c.model.model)) throw UsageError("--model '" + c.model.model + "' does not exist");
     if (!c.sampler.solver.empty()) make_stepper(c.sampler.solver, {});  // a bad --solver fails before loading
@@ -209,7 +209,7 @@ class EvalCommand final : public Command {
     o << "model          " << model.path << " (" << model.schedule->repr() << ", " << model.prediction
       << " prediction)\n";
     o << "sampler        " << label << (job.adaptive() ? "" : " steps (" + c.sampler.spacing + ")") << ", NFE " << nfe
-      << ", n " << c.n << ", seed " << c.seed << ": " << fmt(sample_seconds, "%.2f") << " s ("
+      << ", n " << c.n << ", seed " << c.seed << ": " << format_duration(sample_seconds) << " ("
       << fmt(1000.0 * sample_seconds / static_cast<double>(c.n), "%.3g") << " ms/sample)\n";
     if (job.stepper->traits().stochastic)
       o << "note           " << job.solver << " is stochastic: its coupled error includes its own noise\n";
@@ -321,10 +321,10 @@ class EvalCommand final : public Command {
     (*info)["seconds"] = seconds;
     if (!solve.cache_file.empty()) {
       where = "cached in " + solve.cache_file;
-      if (!c.quiet) std::cerr << "fewstep eval: reference (" << fmt(seconds, "%.1f") << " s) cached in "
+      if (!c.quiet) std::cerr << "fewstep eval: reference (" << format_duration(seconds) << ") cached in "
                               << solve.cache_file << "\n";
     }
-    (*info)["description"] = what + ", NFE " + std::to_string(solve.nfe) + ", " + fmt(seconds, "%.1f") + " s, " + where;
+    (*info)["description"] = what + ", NFE " + std::to_string(solve.nfe) + ", " + format_duration(seconds) + ", " + where;
     return x;
   }
 

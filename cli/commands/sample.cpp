@@ -27,7 +27,7 @@ struct Config {
   ModelFlags model;
   SamplerFlags sampler;
   std::string out = "grid.png", micro, save_samples;
-  int64_t n = 16, nrow = 0, padding = 2, size = 512;
+  int64_t n = 16, nrow = 0, padding = 2, scale = 1, size = 512;
   uint64_t seed = 0;
   bool quiet = false;
 };
@@ -78,6 +78,9 @@ class SampleCommand final : public Command {
     app.add_option("--padding", c.padding, "Pixels between grid images")
         ->check(non_negative())
         ->capture_default_str();
+    app.add_option("--scale", c.scale, "Enlarge the image grid: every pixel becomes a scale x scale block (1-64)")
+        ->check(CLI::Range(1, 64))
+        ->capture_default_str();
     app.add_option("--size", c.size, "Width and height of a scatter plot in pixels")
         ->check(positive())
         ->capture_default_str();
@@ -90,13 +93,18 @@ class SampleCommand final : public Command {
     app.add_flag("--quiet", c.quiet, "No progress bar or summary line");
   }
 
-  int run(const GlobalOptions& global) override {
+  int run(const GlobalOptions&) override {
     Config& c = config_;
     if (!fsys::exists(c.model.model)) throw UsageError("--model '" + c.model.model + "' does not exist");
     for (const auto& [flag, file] : {std::pair<std::string, std::string>{"--out", c.out}, {"--save-samples", c.save_samples}}) {
       const std::string dir = fsys::path(file).parent_path().string();
       if (!dir.empty() && !fsys::is_directory(dir))
         throw UsageError(flag + " '" + file + "': directory '" + dir + "' does not exist");
+    }
+    try {
+      check_png_path(c.out);  // before sampling, which may take minutes
+    } catch (const c10::ValueError& e) {
+      throw UsageError("--out: " + std::string(e.what_without_backtrace()));
     }
     if (!c.micro.empty()) {
       if (!c.sampler.solver.empty()) throw UsageError("--micro is the solver 'micro' with that file; drop --solver");
@@ -120,7 +128,11 @@ class SampleCommand final : public Command {
     if (shape.size() == 3) {
       if (shape[0] != 1 && shape[0] != 3)
         throw UsageError("samples of shape [" + std::to_string(shape[0]) + ", H, W] have neither 1 nor 3 channels");
-      image = image_grid(sol.x, c.nrow, c.padding);
+      ImageGridOptions grid_options;
+      grid_options.nrow = c.nrow;
+      grid_options.padding = c.padding;
+      grid_options.scale = c.scale;
+      image = image_grid(sol.x, grid_options);
     } else if (shape.size() == 1 && shape[0] >= 2) {
       image = scatter_image(sol.x, c.size);
     } else {
@@ -137,7 +149,7 @@ class SampleCommand final : public Command {
     }
     if (!c.quiet) {
       std::cerr << "fewstep sample: " << c.n << " samples, " << label << ", " << sol.steps << " steps, " << sol.nfe
-                << " NFE in " << seconds << " s -> " << c.out << " (" << image.size(1) << "x" << image.size(0)
+                << " NFE in " << format_duration(seconds) << " -> " << c.out << " (" << image.size(1) << "x" << image.size(0)
                 << ")\n";
     }
     return 0;

@@ -22,6 +22,7 @@
 #include "../schedule_spec.h"
 #include "../training_run.h"
 #include "fewstep/data/fashion_mnist.h"
+#include "fewstep/data/image_files.h"
 #include "fewstep/data/mixture_data.h"
 #include "fewstep/data/shuffled_batches.h"
 #include "fewstep/models/denoiser.h"
@@ -71,10 +72,12 @@ class TrainCommand final : public Command {
     app.add_option("--data", c.data,
                    "Training data: 'fmnist' (Fashion-MNIST train split, 60000 28x28 images in [-1, 1]; Debian "
                    "package dataset-fashion-mnist), 'gmm2d' / 'gmm16d' (a fixed random 8-component Gaussian "
-                   "mixture in 2 / 16 dimensions, as in fewstep-bench)")
+                   "mixture in 2 / 16 dimensions, as in fewstep-bench), or your own square images: a folder of "
+                   ".png files (one subfolder per class gives labels) or a .npz file with an array 'images' "
+                   "([N, H, W], [N, C, H, W] or [N, H, W, C]; uint8, or floats in [-1, 1]) and optionally 'labels'")
         ->required()
-        ->check(CLI::IsMember({"fmnist", "gmm2d", "gmm16d"}));
-    app.add_option("--net", c.net, "Network: 'unet' (28x28 images), 'mlp' (vectors), 'auto' = unet for fmnist, mlp "
+        ->check(data_validator());
+    app.add_option("--net", c.net, "Network: 'unet' (images), 'mlp' (vectors), 'auto' = unet for images, mlp "
                                    "for the mixtures")
         ->check(CLI::IsMember({"auto", "unet", "mlp"}))
         ->capture_default_str();
@@ -163,7 +166,7 @@ class TrainCommand final : public Command {
                                                  "$FEWSTEP_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)");
   }
 
-  int run(const GlobalOptions& global) override {
+  int run(const GlobalOptions&) override {
     resolve_defaults();
     TrainingRun run("train", config_.out, config_.resume, run_identity(), {"--steps"});
 
@@ -225,10 +228,12 @@ class TrainCommand final : public Command {
  private:
   void resolve_defaults() {
     Config& c = config_;
-    const bool images = c.data == "fmnist";
+    const bool images = !is_mixture(c.data);
     if (c.net == "auto") c.net = images ? "unet" : "mlp";
-    if (images && c.net != "unet") throw UsageError("--net mlp cannot take --data fmnist images; use --net unet");
-    if (!images && c.net != "mlp") throw UsageError("--net unet needs --data fmnist (28x28 images); use --net mlp");
+    if (images && c.net != "unet")
+      throw UsageError("--net mlp cannot take --data " + c.data + " (images); use --net unet");
+    if (!images && c.net != "mlp")
+      throw UsageError("--net unet needs images (--data fmnist, a folder or a .npz file); use --net mlp");
     if (c.batch == 0) c.batch = images ? 128 : 512;
     if (c.lr == 0.0) c.lr = c.net == "unet" ? 5e-4 : 1e-3;
     if (c.warmup < 0) c.warmup = std::min<int64_t>(500, c.steps / 10);
@@ -293,6 +298,7 @@ class TrainCommand final : public Command {
                                           " images, pixels scaled to [-1, 1])"}};
       return {source, j, {1, 28, 28}};
     }
+    if (!is_mixture(c.data)) return user_images();
     const int64_t dim = c.data == "gmm2d" ? 2 : 16;
     if (c.gmm_components < 1) throw UsageError("--gmm-components must be >= 1");
     std::shared_ptr<const GaussianMixture> mixture = GaussianMixture::random(dim, c.gmm_components, c.gmm_seed);
@@ -307,11 +313,63 @@ class TrainCommand final : public Command {
     return {source, j, {dim}};
   }
 
+  static bool is_mixture(const std::string& data) { return data == "gmm2d" || data == "gmm16d"; }
+
+  static CLI::Validator data_validator() {
+    return CLI::Validator(
+        [](std::string& value) -> std::string {
+          if (value == "fmnist" || is_mixture(value) || fsys::is_directory(value)) return "";
+          if (fsys::path(value).extension() == ".npz") {
+            return fsys::is_regular_file(value) ? "" : "'" + value + "' does not exist";
+          }
+          return "'" + value + "' is none of fmnist, gmm2d, gmm16d, a folder of .png files or a .npz file";
+        },
+        "fmnist|gmm2d|gmm16d|FOLDER|FILE.npz");
+  }
+
+  // --data <folder or .npz>: the user's images (data/image_files.h), square, labelled if the data are.
+  std::tuple<std::shared_ptr<BatchSource>, json, std::vector<int64_t>> user_images() const {
+    const Config& c = config_;
+    ImageDataset d;
+    try {
+      d = load_image_dataset(c.data);
+    } catch (const c10::Error& e) {
+      throw UsageError("--data: " + std::string(e.what_without_backtrace()));
+    }
+    std::cerr << "fewstep train: --data " << d.description << "\n";
+    const int64_t channels = d.images.size(1), h = d.images.size(2), w = d.images.size(3);
+    if (h != w)
+      throw UsageError("--data '" + c.data + "': the UNet takes square images, these are " + std::to_string(w) + "x" +
+                       std::to_string(h));
+    if (d.images.size(0) < c.batch)
+      throw UsageError("--data '" + c.data + "' holds " + std::to_string(d.images.size(0)) +
+                       " images, fewer than one --batch of " + std::to_string(c.batch));
+    if (c.num_classes > 0) {
+      if (!d.labels.defined())
+        throw UsageError("--num-classes needs labelled --data: one subfolder per class, or a 'labels' array");
+      if (static_cast<int64_t>(d.classes.size()) > c.num_classes)
+        throw UsageError("--num-classes " + std::to_string(c.num_classes) + " but --data '" + c.data + "' has " +
+                         std::to_string(d.classes.size()) + " classes");
+    }
+    const uint64_t data_seed = derive_seed(c.seed, 1);
+    auto source = std::make_shared<ShuffledBatches>(d.images, c.num_classes > 0 ? d.labels : at::Tensor(), c.batch,
+                                                    data_seed);
+    json j = {{"name", "images"},
+              {"path", fsys::absolute(c.data).lexically_normal().string()},
+              {"images", d.images.size(0)},
+              {"shape", {channels, h, w}},
+              {"description", d.description}};
+    if (!d.classes.empty()) j["classes"] = d.classes;
+    return {source, j, {channels, h, w}};
+  }
+
   std::pair<ScriptNet, json> make_network(const std::vector<int64_t>& shape) const {
     const Config& c = config_;
     try {
       if (c.net == "unet") {
         UNetConfig u;
+        u.in_channels = shape[0];
+        u.image_size = shape[1];
         u.base_channels = c.base_channels;
         u.channel_mult = c.channel_mult;
         u.res_blocks = c.res_blocks;
@@ -376,6 +434,8 @@ const bool registered = register_command(
      "  fewstep train --data gmm2d --steps 2000 --out runs/gmm2d\n"
      "  fewstep train --data fmnist --net unet --prediction eps --schedule vp_linear --steps 20000 \\\n"
      "      --batch 128 --lr 5e-4 --ema 0.999 --seed 0 --checkpoint-every 500 --out runs/fmnist --threads 2\n"
+     "  fewstep train --data my_images/ --steps 20000 --out runs/mine     (a folder of .png files)\n"
+     "  fewstep train --data faces.npz --steps 20000 --out runs/faces    (np.savez('faces.npz', images=x))\n"
      "  (interrupted? rerun the same command with --resume)\n\n"
      "--out receives checkpoint.pt (weights, EMA, AdamW state, RNG states, data position), run.json (the\n"
      "flags, checked on --resume), and the exported EMA network <name>.pt with its sidecar <name>.json\n"

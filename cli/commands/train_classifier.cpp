@@ -53,14 +53,6 @@ struct Config {
   int64_t feature_dim = 128;
 };
 
-std::string minutes(double seconds) {
-  char buf[48];
-  if (seconds >= 60) std::snprintf(buf, sizeof buf, "%lld min %02lld s", static_cast<long long>(seconds) / 60,
-                                   static_cast<long long>(seconds) % 60);
-  else std::snprintf(buf, sizeof buf, "%.1f s", seconds);
-  return buf;
-}
-
 std::string grouped(int64_t n) {
   std::string d = std::to_string(n), out;
   for (size_t i = 0; i < d.size(); ++i) {
@@ -119,7 +111,7 @@ class TrainClassifierCommand final : public Command {
         ->capture_default_str();
   }
 
-  int run(const GlobalOptions& global) override {
+  int run(const GlobalOptions&) override {
     const Config& c = config_;
     if (c.name.empty() || c.name.find('/') != std::string::npos)
       throw UsageError("--name '" + c.name + "' must be a plain file name without '/'");
@@ -274,7 +266,7 @@ class TrainClassifierCommand final : public Command {
       fsys::remove(state_file, ec);
     }
     std::printf("test accuracy %.4f (%lld images), test loss %.4f, final training loss %.4f, %s\n", score.accuracy,
-                static_cast<long long>(score.n), score.loss, final_loss, minutes(seconds).c_str());
+                static_cast<long long>(score.n), score.loss, final_loss, format_duration(seconds).c_str());
     std::cerr << "fewstep train-classifier: wrote " << model << ", " << model_sidecar_path(model) << ", " << card_path(model)
               << "\n";
     return 0;
@@ -302,7 +294,7 @@ class TrainClassifierCommand final : public Command {
     o << "| training-set accuracy | " << buf << " |\n";
     o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";
     o << "| seed | " << tr.at("seed").dump() << " |\n";
-    o << "| training time | " << minutes(tr.at("seconds").get<double>()) << " (" << tr.at("threads").dump()
+    o << "| training time | " << format_duration(tr.at("seconds").get<double>()) << " (" << tr.at("threads").dump()
       << (tr.at("threads").get<int>() == 1 ? " thread, " : " threads, ") << tr.at("machine").get<std::string>() << ") |\n";
     std::snprintf(buf, sizeof buf, "%.4f", tr.at("final_loss").get<double>());
     o << "| final loss | " << buf << " (mean cross-entropy of the last " << tr.at("final_loss_window").dump()

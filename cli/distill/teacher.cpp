@@ -9,6 +9,7 @@
 
 #include "../command.h"
 #include "../model_card.h"
+#include "fewstep/core/progress_bar.h"
 #include "fewstep/data/fashion_mnist.h"
 #include "fewstep/data/mixture_data.h"
 #include "fewstep/data/shuffled_batches.h"
@@ -148,8 +149,7 @@ std::string render_student_card(const json& m, const std::string& file) {
   o << "\n\n| | |\n|---|---|\n";
   o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.1f min", tr.at("seconds").get<double>() / 60.0);
-  o << "| training time | " << buf << " (" << tr.at("threads").dump() << " threads, "
+  o << "| training time | " << format_duration(tr.at("seconds").get<double>()) << " (" << tr.at("threads").dump() << " threads, "
     << tr.at("machine").get<std::string>() << ") |\n";
   std::snprintf(buf, sizeof buf, "%.5g", tr.at("final_loss").get<double>());
   o << "| final loss | " << buf << " (mean of the last " << tr.at("final_loss_window").dump() << " steps) |\n";

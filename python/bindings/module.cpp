@@ -24,6 +24,7 @@ void bind_micro(py::module_& m);
 void bind_teacher_cache(py::module_& m);
 void bind_transforms(py::module_& m);
 void bind_stepwise(py::module_& m);
+void bind_io(py::module_& m);
 
 namespace {
 
@@ -69,4 +70,5 @@ PYBIND11_MODULE(_fewstep, m) {
   bind_micro(m);
   bind_transforms(m);
   bind_stepwise(m);
+  bind_io(m);
 }

@@ -55,6 +55,8 @@ from ._fewstep import (
     ddim_update,
     frechet_distance,
     gaussian_stats,
+    image_grid,
+    load_images,
     native_from_x0_eps,
     cache_directory,
     load_model_file,
@@ -64,6 +66,7 @@ from ._fewstep import (
     save_model_file,
     upgrade_model_file,
     progressive_grid_time,
+    save_image_grid,
     scaled_error_norm,
     solver_info,
     solver_names,
@@ -71,6 +74,7 @@ from ._fewstep import (
     spacings,
     step_noise_seed,
 )
+from ._resources import model_path, models_dir, shipped_models
 from ._sampling import StepInfo, randn, reference_solve, sample, sigmas, timesteps, timesteps_from_sigmas, validate_grid
 from . import train
 from . import distill
@@ -209,10 +213,14 @@ __all__ = [
     "frechet_distance",
     "gaussian_stats",
     "cache_directory",
+    "image_grid",
+    "load_images",
     "load_model_file",
     "loss_trainer",
     "micro",
     "model_sidecar_path",
+    "model_path",
+    "models_dir",
     "native_error_scale",
     "native_from_x0_eps",
     "network_time",
@@ -226,8 +234,10 @@ __all__ = [
     "read_model_file_info",
     "reference_solve",
     "sample",
+    "save_image_grid",
     "save_model_file",
     "scaled_error_norm",
+    "shipped_models",
     "sigmas",
     "solver_info",
     "solver_names",

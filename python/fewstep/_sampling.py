@@ -113,9 +113,9 @@ def _check_type(value: Any, expected: type, name: str, what: str) -> None:
 
 
 def _progress_bar(total: int, solver: str) -> Any:
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
-    return tqdm(total=total, desc=f"fewstep {solver}", unit="step", dynamic_ncols=True)
+    return progress_bar(total, f"fewstep {solver}")
 
 
 def _check_seeds(seeds: Any) -> list[int]:

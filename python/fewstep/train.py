@@ -760,9 +760,9 @@ class _ProgressBar:
     """The tqdm bar of fewstep.Trainer.train (progress=True): mean loss of the last 100 steps, lr, extras."""
 
     def __init__(self, total: int, kind: str) -> None:
-        from tqdm.auto import tqdm
+        from ._progress import progress_bar
 
-        self.bar = tqdm(total=total, desc=f"fewstep {kind}", unit="step", dynamic_ncols=True)
+        self.bar = progress_bar(total, f"fewstep {kind}")
         self.window: list = []
 
     def update(self, stats: TrainStep) -> None:

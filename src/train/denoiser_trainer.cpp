@@ -114,7 +114,7 @@ TrainStepStats DenoiserTrainer::step() {
   const Optimizer::Stats o = update(*s.optimizer, s.step);
   s.ema->update(*s.net);
   ++s.step;
-  return {s.step, loss_value, o.lr, o.grad_norm};
+  return {s.step, loss_value, o.lr, o.grad_norm, /*extra=*/{}};
 }
 
 Checkpoint DenoiserTrainer::state() const {

@@ -161,7 +161,10 @@ TrainSummary Trainer::train(int64_t steps, const TrainLoopOptions& loop) {
   const auto start = std::chrono::steady_clock::now();
   const std::string label = loop.label.empty() ? kind() : loop.label;
   const int64_t total = std::max(planned_steps(), summary.first_step + steps);
-  ProgressBar bar(steps, label, loop.progress);
+  // A bar on a terminal; in a log, the loop's own lines every log_every steps (or the bar's periodic ones).
+  ProgressBar bar(steps, label, !loop.progress         ? ProgressOutput::kOff
+                                : loop.log_every > 0 ? ProgressOutput::kTerminalOnly
+                                                     : ProgressOutput::kAuto);
   const bool log = !bar.active() && loop.log_every > 0;
   // With data parallelism every process holds the same state: rank 0 writes the checkpoints.
   const bool writes = !loop.checkpoint_path.empty() && parallel_.rank == 0;

@@ -361,8 +361,12 @@ TEST_P(ConsistencyResume, ResumeIsBitExactWithEveryNetworkState) {
     for (auto ia = pa.begin(), ib = pb.begin(); ia != pa.end(); ++ia, ++ib) EXPECT_TRUE(at::equal(*ia, *ib));
   }
   // N and μ follow the method's schedule.
-  if (method == fewstep::ConsistencyMethod::Distillation) EXPECT_EQ(full->points_at(5), 8);
-  if (method == fewstep::ConsistencyMethod::ImprovedTraining) EXPECT_EQ(full->target_ema_at(3), 0.0);
+  if (method == fewstep::ConsistencyMethod::Distillation) {
+    EXPECT_EQ(full->points_at(5), 8);
+  }
+  if (method == fewstep::ConsistencyMethod::ImprovedTraining) {
+    EXPECT_EQ(full->target_ema_at(3), 0.0);
+  }
   // Another method's checkpoint is refused, naming the setting.
   auto other = small_trainer(method == fewstep::ConsistencyMethod::Training ? fewstep::ConsistencyMethod::Distillation
                                                                            : fewstep::ConsistencyMethod::Training);

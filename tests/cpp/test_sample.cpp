@@ -17,7 +17,7 @@ using fewstep::testing::generator;
 namespace {
 fs::SchedulePtr vp() { return std::make_shared<fs::VPLinear>(0.1, 20.0); }
 fs::Denoiser toy_model() {
-  return fs::Denoiser([](const at::Tensor& x, const at::Tensor& t) { return 0.5 * x; }, vp(), fs::Prediction::Eps);
+  return fs::Denoiser([](const at::Tensor& x, const at::Tensor& /*t*/) { return 0.5 * x; }, vp(), fs::Prediction::Eps);
 }
 std::string message(const c10::Error& e) { return e.what_without_backtrace(); }
 }  // namespace

@@ -211,7 +211,7 @@ TEST(HandComputation, DdimEqualsNoiseFormUpdate) {
 
 TEST(HandComputation, EulerOnVEIsKarrasEuler) {
   auto schedule = std::make_shared<fs::VE>(0.002, 80.0);
-  fs::Denoiser model([](const at::Tensor& x, const at::Tensor& t) { return 0.2 * x; }, schedule,
+  fs::Denoiser model([](const at::Tensor& x, const at::Tensor& /*t*/) { return 0.2 * x; }, schedule,
                      fs::Prediction::X0);  // D(x, σ) = 0.2 x
   auto x = at::randn({3, 2}, generator(6), at::kDouble);
   const double s = 10.0, t = 4.0;
@@ -260,7 +260,7 @@ TEST(HandComputation, DpmSolverPP2MThreeSteps) {
 
 TEST(HandComputation, HeunIsTrapezoidOnPFODE) {
   auto schedule = std::make_shared<fs::FlowMatching>();
-  fs::Denoiser model([](const at::Tensor& x, const at::Tensor& t) { return -0.5 * x; }, schedule,
+  fs::Denoiser model([](const at::Tensor& x, const at::Tensor& /*t*/) { return -0.5 * x; }, schedule,
                      fs::Prediction::Flow);  // velocity u(x) = −x/2
   auto x = at::randn({3, 2}, generator(9), at::kDouble);
   const double s = 0.9, t = 0.5;

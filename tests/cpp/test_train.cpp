@@ -36,7 +36,6 @@
 #include "fewstep/train/dsm_loss.h"
 #include "fewstep/train/ema.h"
 #include "fewstep/train/lr_schedule.h"
-#include "fewstep/core/progress_bar.h"
 
 extern char** environ;
 
@@ -445,14 +444,6 @@ TEST(DenoiserTrainer, BadArgumentsAreNamed) {
                               std::make_shared<fewstep::MixtureData>(mixture(), 8, uint64_t{0}));
             }).find("net"),
             std::string::npos);
-}
-
-TEST(ProgressBar, RendersCountsRateAndValues) {
-  fewstep::ProgressBar bar(1000, "train", /*enabled=*/false);
-  EXPECT_FALSE(bar.active());
-  const std::string line = bar.render(370, 12.0, {{"loss", 0.0123}, {"lr", 2e-4}});
-  EXPECT_NE(line.find("train  37%|"), std::string::npos) << line;
-  EXPECT_NE(line.find("370/1000 [00:12<00:20, 30.8 it/s, loss=0.0123, lr=0.0002]"), std::string::npos) << line;
 }
 
 // ---------------------------------------------------------------------------------------------

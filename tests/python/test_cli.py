@@ -211,7 +211,7 @@ def test_bad_flags_name_the_flag_or_file(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--out" in proc.stderr
 
     proc = run("train", "--data", "gmm2d", "--net", "unet", "--steps", "5", "--out", str(tmp_path / "r"), check=False)
-    assert proc.returncode == 2 and "--net unet needs --data fmnist" in proc.stderr
+    assert proc.returncode == 2 and "--net unet needs images" in proc.stderr
 
     proc = run("sample", "--model", str(model), "--out", str(tmp_path / "no" / "dir.png"), check=False)
     assert proc.returncode == 2 and "--out" in proc.stderr and "does not exist" in proc.stderr

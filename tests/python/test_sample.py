@@ -134,7 +134,9 @@ def test_callback_exception_propagates(exact_gaussian: fs.Denoiser, x_T: torch.T
         fs.sample(exact_gaussian, x_T, steps=5, callback=stop)
 
 
-def test_progress_bar(exact_gaussian: fs.Denoiser, x_T: torch.Tensor, capsys: pytest.CaptureFixture) -> None:
+def test_progress_bar(exact_gaussian: fs.Denoiser, x_T: torch.Tensor, capsys: pytest.CaptureFixture,
+                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEWSTEP_PROGRESS_INTERVAL", "0")  # captured stderr is a log: a line per update
     out = fs.sample(exact_gaussian, x_T, solver="ddim", steps=4, progress=True)
     err = capsys.readouterr().err
     assert out.nfe == 4

@@ -345,7 +345,8 @@ def test_checkpoint_from_another_run_is_refused(tmp_path, vp: fs.VPLinear) -> No
     assert '"prediction": "v"' in fs.Checkpoint.load(path).string("options")
 
 
-def test_progress_bar_shows_loss_and_lr(vp: fs.VPLinear, capsys) -> None:
+def test_progress_bar_shows_loss_and_lr(vp: fs.VPLinear, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("FEWSTEP_PROGRESS_INTERVAL", "0")  # captured stderr is a log: a line per update
     fs.train_denoiser(TinyMLP(hidden=8), torch.randn(16, 2), vp, steps=3, batch_size=4, progress=True)
     err = capsys.readouterr().err
     assert "fewstep dsm_loss" in err and "loss=" in err and "lr=" in err and "3/3" in err
