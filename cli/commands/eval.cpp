@@ -275,7 +275,7 @@ class EvalCommand final : public Command {
     return at::cat(parts, 0);
   }
 
-  at::Tensor get_reference(const LoadedModel& model, const at::Tensor& x_T, const std::vector<uint64_t>& seeds,
+  at::Tensor get_reference(const LoadedModel& model, const at::Tensor& x_T, const std::vector<uint64_t>& /*seeds*/,
                            json* info) const {
     const Config& c = config_;
     const std::vector<int64_t> want = x_T.sizes().vec();

@@ -20,6 +20,7 @@
 #include "../command.h"
 #include "../model_card.h"
 #include "../training_run.h"
+#include "fewstep/core/progress_bar.h"
 #include "fewstep/data/fashion_mnist.h"
 #include "fewstep/data/shuffled_batches.h"
 #include "fewstep/models/model_file.h"

@@ -283,7 +283,9 @@ TEST(ConsistencyDistillation, LossDecreases) {
   ConsistencyTrainer trainer(fewstep::make_mlp(c, 8), schedule, data, o, exact_gaussian_eps(at::kFloat));
   const at::Tensor held_out = gaussian_data(512, 99)->next().x.to(at::kFloat);
   const double start = trainer.loss_on(held_out, 5);
-  trainer.train(300, {"", 0, false, nullptr});
+  fewstep::TrainLoopOptions quiet;
+  quiet.progress = false;
+  trainer.train(300, quiet);
   EXPECT_LT(trainer.loss_on(held_out, 5), 0.3 * start);
 }
 

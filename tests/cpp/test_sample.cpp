@@ -308,7 +308,9 @@ TEST(SampleRequest, TrajectoryAndCallbackReportTheCorrectedValue) {
     ctx.index = i;
     auto result = stepper->step(evaluator, x, grid[i], grid[i + 1], std::move(state), ctx);
     ASSERT_EQ(result.revised_start.has_value(), i > 0) << i;
-    if (i > 0) EXPECT_TRUE(at::equal(*result.revised_start, with.trajectory[i])) << i;
+    if (i > 0) {
+      EXPECT_TRUE(at::equal(*result.revised_start, with.trajectory[i])) << i;
+    }
     predicted.push_back(result.x);
     x = result.x;
     state = std::move(result.state);

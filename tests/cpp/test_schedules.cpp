@@ -654,7 +654,9 @@ TEST(SigmaFace, TimestepsFromSigmasInvertsAndQuantises) {
   for (size_t i = 0; i < q.size(); ++i) {
     const double idx = q[i] * 1000 - 1;
     EXPECT_NEAR(idx, std::round(idx), 1e-9) << i;
-    if (i > 0) EXPECT_LT(q[i], q[i - 1]);
+    if (i > 0) {
+      EXPECT_LT(q[i], q[i - 1]);
+    }
   }
   EXPECT_EQ(q.back(), s->t_min());
   // VE: t = σ.
@@ -682,8 +684,12 @@ TEST(DiscreteInterpolation, KnotsAgreeAndEachInterpolatesItsQuantity) {
     // Half-way between knots 10 and 11 the interpolated quantity is the mean of the knots'.
     const double t = 11.5 / 50.0;
     const double st10 = std::sqrt((1 - ac[10]) / ac[10]), st11 = std::sqrt((1 - ac[11]) / ac[11]);
-    if (interp == fs::DiscreteInterpolation::Sigma) EXPECT_NEAR(s->sigma_tilde(t), 0.5 * (st10 + st11), 1e-12);
-    if (interp == fs::DiscreteInterpolation::LogSigma) EXPECT_NEAR(s->sigma_tilde(t), std::sqrt(st10 * st11), 1e-12);
+    if (interp == fs::DiscreteInterpolation::Sigma) {
+      EXPECT_NEAR(s->sigma_tilde(t), 0.5 * (st10 + st11), 1e-12);
+    }
+    if (interp == fs::DiscreteInterpolation::LogSigma) {
+      EXPECT_NEAR(s->sigma_tilde(t), std::sqrt(st10 * st11), 1e-12);
+    }
   }
   expect_value_error([] { fs::parse_discrete_interpolation("linear"); }, {"interpolation", "'linear'"});
 }

@@ -48,7 +48,8 @@ TEST(Registry, HasTheFoundationSteppers) {
 // initialisation) are the traits of a default-built stepper.
 TEST(Registry, TraitsAreThoseOfTheDefaultStepper) {
   for (const auto& e : fs::registered_steppers()) {
-    const auto& built = fs::solver(e.traits.name)->traits();
+    const auto stepper = fs::solver(e.traits.name);  // keeps the traits alive
+    const auto& built = stepper->traits();
     EXPECT_EQ(e.traits.options, built.options) << e.traits.name;
     EXPECT_EQ(e.traits.order, built.order) << e.traits.name;
     EXPECT_EQ(e.traits.nfe_per_step, built.nfe_per_step) << e.traits.name;

@@ -512,7 +512,7 @@ def test_cpp_trainers_have_the_same_shape(tmp_path, vp: fs.VPLinear) -> None:
     points = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
     def denoiser(seed: int = 0, **options) -> fs.Trainer:
-        settings = dict(lr=1e-2, total_steps=10, ema_decay=0.9, seed=1, prediction="v", **options)
+        settings = {**dict(lr=1e-2, total_steps=10, ema_decay=0.9, seed=1, prediction="v"), **options}
         return fs.Trainer.denoiser(torch.jit.script(ScriptNet(seed)), vp, fs.ShuffledBatches(points, None, 16, 2),
                                    **settings)
 
