@@ -26,10 +26,10 @@ package = Path(fs.__file__).resolve().parent
 assert package.parent == site, f"fewstep imported from {package}, not from the fresh environment's {site}"
 assert package != checkout / "python" / "fewstep", f"fewstep imported from the checkout: {package}"
 assert importlib.metadata.version("fewstep") == fs.__version__, (importlib.metadata.version("fewstep"), fs.__version__)
-for name in ("py.typed", "_fewstep.pyi", "libfewstep.so", "bin/fewstep"):
+for name in ("py.typed", "_fewstep.pyi", "libfewstep.so.0", "bin/fewstep"):  # the library under its soname
     assert (package / name).is_file(), f"{name} is missing from the wheel"
 print(f"ok  fewstep {fs.__version__} from {package} (torch {torch.__version__}) with py.typed, stubs, "
-      "libfewstep.so, bin/fewstep")
+      "libfewstep.so.0, bin/fewstep")
 passed += 1
 
 # The exact Gaussian mixture of examples/cmake_consumer: 10 DPM-Solver++(2M) steps are close to 400.
