@@ -95,6 +95,7 @@ LoadedModel load_model(const ModelFlags& c) {
     m.denoiser = std::make_shared<const Denoiser>(std::move(f.denoiser));
     m.solver = f.solver;
     m.timesteps = f.timesteps;
+    m.tuned_grids = f.info.tuned_grids;
     return m;
   }
   if (c.label >= 0 || !std::isnan(c.guidance))
@@ -166,6 +167,12 @@ void add_sampler_flags(CLI::App& app, SamplerFlags& f) {
   app.add_option("--spacing", f.spacing, "Time grid: logsnr (uniform in log-SNR), time, quadratic, karras, "
                                          "leading/trailing (discrete schedules)")
       ->check(CLI::IsMember({"logsnr", "time", "quadratic", "karras", "leading", "trailing"}))
+      ->each([&f](const std::string&) { f.spacing_given = true; })
+      ->capture_default_str();
+  app.add_option("--grid", f.grid, "tuned: with --steps/--nfe, sample on the model file's tuned grid for this solver "
+                                   "and NFE when it has one (fewstep tune-grid --write-sidecar); default: the grid "
+                                   "--spacing makes (passing --spacing also does this)")
+      ->check(CLI::IsMember({"tuned", "default"}))
       ->capture_default_str();
   app.add_option("--option", f.options, "Solver option key=value (repeatable), e.g. --option lower_order_final=false");
   app.add_option("--rtol", f.rtol, "Adaptive sampling: relative tolerance of a PID step-size controller instead of "
@@ -199,7 +206,8 @@ SampleRequest sampler_request(const LoadedModel& model, const SamplerFlags& f, c
   if (!std::isnan(f.rtol)) r.rtol = f.rtol;
   if (!std::isnan(f.atol)) r.atol = f.atol;
   r.options.denoise_to_zero = f.denoise_to_zero;
-  r.model_defaults = {model.solver, model.timesteps};
+  r.model_defaults = {model.solver, model.timesteps, model.tuned_grids};
+  r.use_tuned_grid = f.grid == "tuned" && !f.spacing_given;
   r.fallback_steps = kDefaultSteps;
   return r;
 }

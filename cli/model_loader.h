@@ -50,6 +50,7 @@ struct LoadedModel {
   double guidance = NAN;
   std::string solver;             ///< a distilled student's own sampler ("" if none)
   std::vector<double> timesteps;  ///< ... and its grid
+  std::vector<ModelTunedGrid> tuned_grids;  ///< the sidecar's optimised grids (grids/optimize.h)
   /// Everything above plus the model file's path, size and modification time, as JSON.
   nlohmann::json identity() const;
 };
@@ -70,13 +71,15 @@ std::shared_ptr<const Stepper> make_stepper(const std::string& name, const std::
 /// seed, seed + 1, ..., seed + n − 1: sample i starts from noise seeded with seed + i.
 std::vector<uint64_t> sample_seeds(uint64_t seed, int64_t n);
 
-/// The flags that say how to sample: --solver, --option, --steps, --nfe, --spacing, --rtol, --atol,
+/// The flags that say how to sample: --solver, --option, --steps, --nfe, --spacing, --grid, --rtol, --atol,
 /// --denoise-to-zero.
 struct SamplerFlags {
   std::string solver;                ///< "" = the model file's own solver, else dpmpp_2m
   std::vector<std::string> options;  ///< key=value
   int64_t steps = 0, nfe = 0;        ///< 0 = not given
   std::string spacing = "logsnr";
+  bool spacing_given = false;        ///< --spacing was passed (it then overrides a tuned grid)
+  std::string grid = "tuned";        ///< --grid: "tuned" (the model file's tuned grid if it has one) or "default"
   double rtol = NAN, atol = NAN;
   bool denoise_to_zero = false;
 };

@@ -191,7 +191,7 @@ class EvalCommand final : public Command {
                 {"solver", job.solver},
                 {"options", c.sampler.options},
                 {"steps", job.adaptive() ? json(nullptr) : json(steps)},
-                {"spacing", c.sampler.spacing},
+                {"spacing", job.tuned_grid ? std::string("tuned") : c.sampler.spacing},
                 {"rtol", job.adaptive() && !std::isnan(c.sampler.rtol) ? json(c.sampler.rtol) : json(nullptr)},
                 {"atol", job.adaptive() && !std::isnan(c.sampler.atol) ? json(c.sampler.atol) : json(nullptr)},
                 {"denoise_to_zero", c.sampler.denoise_to_zero},
@@ -208,7 +208,7 @@ class EvalCommand final : public Command {
     std::ostringstream o;
     o << "model          " << model.path << " (" << model.schedule->repr() << ", " << model.prediction
       << " prediction)\n";
-    o << "sampler        " << label << (job.adaptive() ? "" : " steps (" + c.sampler.spacing + ")") << ", NFE " << nfe
+    o << "sampler        " << label << (job.adaptive() ? "" : " steps (" + (job.tuned_grid ? std::string("the model file's tuned grid") : c.sampler.spacing) + ")") << ", NFE " << nfe
       << ", n " << c.n << ", seed " << c.seed << ": " << format_duration(sample_seconds) << " ("
       << fmt(1000.0 * sample_seconds / static_cast<double>(c.n), "%.3g") << " ms/sample)\n";
     if (job.stepper->traits().stochastic)

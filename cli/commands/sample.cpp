@@ -117,6 +117,9 @@ class SampleCommand final : public Command {
     if (!c.micro.empty()) request.solver_options.set("path", c.micro);
     ResolvedSample job = resolve_request(request);
     const std::string label = job.solver + (c.micro.empty() ? "" : " " + c.micro);
+    if (job.tuned_grid && !c.quiet)
+      std::cerr << "fewstep sample: using the model file's tuned grid for " << job.solver << " at NFE "
+                << job.tuned_grid->nfe << " (--grid default or --spacing for a generated one)\n";
     ProgressBar bar(job.adaptive() ? 0 : static_cast<int64_t>(job.grid.size()) - 1, "sample " + label, !c.quiet);
     job.options.callback = [&](const StepInfo& info) { bar.update(info.index + 1, {{"nfe", double(info.nfe)}}); };
     const auto t0 = std::chrono::steady_clock::now();

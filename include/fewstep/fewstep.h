@@ -21,6 +21,7 @@
 #include "fewstep/data/image_files.h"
 #include "fewstep/data/mixture_data.h"
 #include "fewstep/data/shuffled_batches.h"
+#include "fewstep/grids/optimize.h"
 #include "fewstep/io/npz.h"
 #include "fewstep/io/png.h"
 #include "fewstep/metrics/class_histogram.h"

@@ -181,6 +181,7 @@ py::dict info_dict(const fewstep::ModelFileInfo& info) {
   d["network"] = info.network.empty() ? py::object(py::none()) : json_loads(info.network);
   d["solver"] = info.solver.empty() ? py::object(py::none()) : py::object(py::str(info.solver));
   d["timesteps"] = info.timesteps.empty() ? py::object(py::none()) : py::cast(double_tensor(info.timesteps));
+  d["tuned_grids"] = tuned_grids_to_python(info.tuned_grids);
   d["default_guidance"] = info.default_guidance ? py::object(py::float_(*info.default_guidance)) : py::object(py::none());
   if (info.consistency) {
     py::dict c;
@@ -383,6 +384,7 @@ void bind_models(py::module_& m) {
         out["timesteps"] = file.timesteps.empty()
                                ? py::object(py::none())
                                : py::cast(at::tensor(file.timesteps, at::TensorOptions().dtype(at::kDouble)));
+        out["tuned_grids"] = tuned_grids_to_python(file.info.tuned_grids);
         out["sha256"] = file.sha256;
         out["schema"] = file.info.schema;
         return out;
@@ -390,7 +392,8 @@ void bind_models(py::module_& m) {
       py::arg("path"), py::arg("label") = py::none(), py::arg("guidance") = py::none(),
       "Loads a model written by `fewstep train` or `fewstep distill` (TorchScript + sidecar .json) into a dict: "
       "denoiser, schedule, prediction, sample_shape, name, path, sidecar_json, num_classes, guidance_input, "
-      "solver and timesteps (a distilled student's own grid; None otherwise). label (int or [batch] integer "
+      "solver and timesteps (a distilled student's own grid; None otherwise), tuned_grids (optimised grids, "
+      "docs/grids.md). label (int or [batch] integer "
       "tensor; None = no class) and guidance (scale s) condition a class-conditional model. ValueError naming "
       "the file when either file is missing or the .pt does not match its sidecar's SHA-256, or naming "
       "label/guidance when the network cannot take them.");

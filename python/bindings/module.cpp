@@ -25,6 +25,7 @@ void bind_teacher_cache(py::module_& m);
 void bind_transforms(py::module_& m);
 void bind_stepwise(py::module_& m);
 void bind_io(py::module_& m);
+void bind_grids(py::module_& m);
 
 namespace {
 
@@ -71,4 +72,5 @@ PYBIND11_MODULE(_fewstep, m) {
   bind_transforms(m);
   bind_stepwise(m);
   bind_io(m);
+  bind_grids(m);
 }

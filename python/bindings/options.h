@@ -24,3 +24,15 @@ at::Tensor double_tensor(const std::vector<double>& values);
 /// False → "" (no cache), True → the default root, a str or os.PathLike → that directory. TypeError
 /// naming `arg` otherwise.
 std::string cache_root_arg(const pybind11::object& cache, const char* arg = "cache");
+
+/// A torch.dtype as a scalar type (the validity of the type is the caller's check); TypeError otherwise.
+at::ScalarType dtype_of(const pybind11::object& dtype);
+
+namespace fewstep {
+struct ModelTunedGrid;
+}  // namespace fewstep
+
+/// A model file's tuned grids as a list of dicts {solver, options, nfe, timesteps, fit} and back
+/// (bindings/grids.cpp).
+pybind11::list tuned_grids_to_python(const std::vector<fewstep::ModelTunedGrid>& grids);
+std::vector<fewstep::ModelTunedGrid> tuned_grids_from_python(const pybind11::object& grids);

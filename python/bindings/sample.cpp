@@ -116,6 +116,8 @@ void bind_sample(py::module_& m) {
       .def_readonly("steps", &fewstep::Solution::steps, "Number of steps taken.")
       .def_readonly("accepted", &fewstep::Solution::accepted, "Accepted steps (adaptive sampling; 0 on a fixed grid).")
       .def_readonly("rejected", &fewstep::Solution::rejected, "Rejected step attempts (adaptive sampling).")
+      .def_readonly("tuned_grid", &fewstep::Solution::tuned_grid,
+                    "True when the grid was the model file's tuned grid for this solver and NFE (docs/grids.md).")
       .def_property_readonly(
           "timesteps", [](const fewstep::Solution& s) { return double_tensor(s.timesteps); },
           "The grid used (float64 tensor).")
@@ -151,7 +153,8 @@ void bind_sample(py::module_& m) {
          std::optional<double> t_end, std::optional<int64_t> steps_offset, const std::string& final_sigma,
          std::optional<double> rtol, std::optional<double> atol,
          const std::shared_ptr<fewstep::StepController>& controller, const std::string& model_solver,
-         const py::object& model_timesteps, bool denoise_to_zero, bool check_finite, bool keep_trajectory,
+         const py::object& model_timesteps, const py::object& model_tuned_grids, bool use_tuned_grid,
+         bool denoise_to_zero, bool check_finite, bool keep_trajectory,
          const py::object& callback, std::optional<at::Generator> generator, const std::vector<uint64_t>& seeds) {
         FEWSTEP_CHECK_TYPE(model != nullptr, "model should be a fewstep.Denoiser, got None");
         fewstep::SampleRequest request;
@@ -172,6 +175,8 @@ void bind_sample(py::module_& m) {
         request.controller = controller;
         request.model_defaults.solver = model_solver;
         if (!model_timesteps.is_none()) request.model_defaults.timesteps = grid_from_object(model_timesteps);
+        request.model_defaults.tuned_grids = tuned_grids_from_python(model_tuned_grids);
+        request.use_tuned_grid = use_tuned_grid;
         request.options.denoise_to_zero = denoise_to_zero;
         request.options.check_finite = check_finite;
         request.options.keep_trajectory = keep_trajectory;
@@ -189,7 +194,8 @@ void bind_sample(py::module_& m) {
       py::arg("steps") = py::none(), py::arg("nfe") = py::none(), py::arg("timesteps") = py::none(),
       py::arg("spacing") = "logsnr", py::arg("t_start") = py::none(), py::arg("t_end") = py::none(),
       py::arg("steps_offset") = py::none(), py::arg("final_sigma") = "min", py::arg("rtol") = py::none(), py::arg("atol") = py::none(), py::arg("controller") = nullptr,
-      py::arg("model_solver") = "", py::arg("model_timesteps") = py::none(), py::arg("denoise_to_zero") = false,
+      py::arg("model_solver") = "", py::arg("model_timesteps") = py::none(), py::arg("model_tuned_grids") = py::none(),
+      py::arg("use_tuned_grid") = true, py::arg("denoise_to_zero") = false,
       py::arg("check_finite") = false, py::arg("keep_trajectory") = false, py::arg("callback") = py::none(),
       py::arg("generator") = py::none(), py::arg("seeds") = std::vector<uint64_t>{},
       "One sampling request (sample/request.h), interpreted and run in C++. Use fewstep.sample.");

@@ -26,15 +26,11 @@ std::string cache_root_arg(const py::object& cache, const char* arg) {
   return root;
 }
 
-namespace {
-
 at::ScalarType dtype_of(const py::object& dtype) {
   FEWSTEP_CHECK_TYPE(THPDtype_Check(dtype.ptr()), "dtype should be torch.float32 or torch.float64, got ",
                      std::string(py::repr(dtype)));
   return reinterpret_cast<THPDtype*>(dtype.ptr())->scalar_type;
 }
-
-}  // namespace
 
 void bind_teacher_cache(py::module_& m) {
   m.def("cache_directory", &fewstep::cache_directory, py::arg("sub") = "",

@@ -81,6 +81,7 @@ from . import distill
 from . import psld
 from . import micro
 from . import adapters
+from .grids import OptimizedGrid, optimize_timesteps
 from .micro import DenseTrajectories, MicroSampler, dense_trajectories, distill_micro
 from .psld import PsldModel, PsldProcess, psld_grid, psld_sample, psld_sampler_names
 from .distill import (
@@ -165,6 +166,7 @@ __all__ = [
     "GaussianMixture",
     "GaussianStats",
     "GuidanceDistillationLoss",
+    "OptimizedGrid",
     "KnowledgeDistillationLoss",
     "MicroSampler",
     "MixtureData",
@@ -192,6 +194,7 @@ __all__ = [
     "VPLinear",
     "__version__",
     "adapters",
+    "optimize_timesteps",
     "class_histogram",
     "class_histogram_kl",
     "clip_x0",

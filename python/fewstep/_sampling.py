@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
@@ -185,7 +186,7 @@ def sample(
     x_T: torch.Tensor,
     solver: Optional[str] = None,
     steps: Optional[int] = None,
-    spacing: str = "logsnr",
+    spacing: Optional[str] = None,
     timesteps: Optional[TimeGrid] = None,
     t_start: Optional[float] = None,
     t_end: Optional[float] = None,
@@ -205,6 +206,7 @@ def sample(
     label: Union[int, torch.Tensor, None] = None,
     guidance: Optional[float] = None,
     nfe: Optional[int] = None,
+    grid: str = "tuned",
     **solver_options: Union[bool, int, float, str],
 ) -> _fewstep.Solution:
     """Sample from ``model`` starting at ``x_T``, with a registered solver, in C++.
@@ -232,7 +234,8 @@ def sample(
         steps: steps of a generated grid, as the solver reads them (its plan): grid steps for most solvers,
             the evaluation budget for ``dpm_solver_fast``, the budget of a ``micro`` sampler file (whose
             step-size head then places the steps).
-        spacing: grid spacing for ``steps`` (``"logsnr"``, ``"time"``, ``"karras"``, ...).
+        spacing: grid spacing for ``steps`` (``"logsnr"``, the default, ``"time"``, ``"karras"``, ...). Passing
+            it also overrides a model file's tuned grid.
         timesteps: explicit decreasing grid (tensor or sequence of floats).
         t_start: start time for ``steps`` / adaptive runs (default ``schedule.t_max``).
         t_end: end time for ``steps`` / adaptive runs (default ``schedule.t_min``).
@@ -263,6 +266,10 @@ def sample(
             guidance input of a guidance-distilled student).
         nfe: an evaluation budget instead of ``steps``: the step count that spends exactly ``nfe`` model
             evaluations (ValueError if the solver cannot).
+        grid: ``"tuned"`` (default): with ``steps``/``nfe`` and a model file path, sample on the file's tuned grid
+            for this solver, options and NFE when it has one (:func:`optimize_timesteps`, docs/grids.md;
+            ``Solution.tuned_grid`` says so and the ``fewstep`` logger logs it); ``"default"``: the grid
+            ``spacing`` makes.
         **solver_options: further solver options (bool, int, float or str).
 
     Returns:
@@ -270,10 +277,13 @@ def sample(
         included), ``.steps``, ``.accepted``/``.rejected`` (adaptive),
         ``.timesteps`` (float64 tensor), ``.trajectory`` (if kept) and ``.stats``.
     """
-    model_solver, model_timesteps = "", None
+    model_solver, model_timesteps, model_tuned_grids = "", None, None
+    if grid not in ("tuned", "default"):
+        raise ValueError(f"grid should be 'tuned' or 'default', got {grid!r}")
     if isinstance(model, (str, os.PathLike)):
         file = _fewstep.load_model_file(os.fspath(model), label, guidance)
         model = file["denoiser"]
+        model_tuned_grids = file["tuned_grids"]
         if file["timesteps"] is not None:
             model_solver, model_timesteps = file["solver"] or "", file["timesteps"]
     elif label is not None or guidance is not None:
@@ -300,17 +310,22 @@ def sample(
 
     hook, bars = _step_hook(progress, solver or model_solver or "sample", callback)
     try:
-        return _fewstep._sample(
+        solution = _fewstep._sample(
             model, x_T, solver=solver or "", solver_options=options, steps=steps, nfe=nfe, timesteps=timesteps,
-            spacing=spacing, t_start=t_start, t_end=t_end, steps_offset=steps_offset, final_sigma=final_sigma,
+            spacing="logsnr" if spacing is None else spacing, t_start=t_start, t_end=t_end, steps_offset=steps_offset, final_sigma=final_sigma,
             rtol=None if rtol is None else float(rtol), atol=None if atol is None else float(atol),
             controller=controller, model_solver=model_solver, model_timesteps=model_timesteps,
+            model_tuned_grids=model_tuned_grids, use_tuned_grid=grid == "tuned" and spacing is None,
             denoise_to_zero=bool(denoise_to_zero), check_finite=bool(check_finite),
             keep_trajectory=bool(keep_trajectory), callback=hook, generator=generator, seeds=seed_list,
         )
     finally:
         for bar in bars:
             bar.close()
+    if solution.tuned_grid:
+        logging.getLogger("fewstep").info("fs.sample: using the model file's tuned grid for %s at NFE %d "
+                                          "(grid='default' or spacing= for a generated one)", solver or "dpmpp_2m", solution.nfe)
+    return solution
 
 
 def reference_solve(

@@ -35,7 +35,7 @@ const std::set<std::string>& reserved_keys() {
   static const std::set<std::string> keys = {
       "format",  "schema",   "model_sha256",     "sidecar_sha256", "model", "name", "schedule",
       "prediction", "time_input", "time_scale",  "sample_shape", "network",  "sampler",
-      "default_guidance", "consistency", "parameters", "fewstep_version", "torch_version"};
+      "default_guidance", "consistency", "parameters", "fewstep_version", "torch_version", "tuned_grids"};
   return keys;
 }
 
@@ -51,6 +51,53 @@ bool is_solver_name(const std::string& s) {
 std::string seal_of(json meta) {
   meta.erase("sidecar_sha256");
   return sha256_hex(meta.dump());
+}
+
+// The optional "tuned_grids" list: optimised time grids keyed by solver, options and NFE (each grid
+// inside the schedule's range, at most one entry per key).
+std::vector<ModelTunedGrid> tuned_grids_from_json(const json& list, const NoiseSchedule& schedule,
+                                                  const std::string& where) {
+  FEWSTEP_CHECK_VALUE(list.is_array(), where, ": tuned_grids must be a list, got ", list.dump());
+  std::vector<ModelTunedGrid> out;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const json& e = list[i];
+    const std::string at = where + ": tuned_grids[" + std::to_string(i) + "]";
+    FEWSTEP_CHECK_VALUE(e.is_object() && e.contains("solver") && e.contains("nfe") && e.contains("timesteps"), at,
+                        " must be an object with \"solver\", \"nfe\" and \"timesteps\", got ", e.dump());
+    ModelTunedGrid g;
+    g.solver = e["solver"].get<std::string>();
+    FEWSTEP_CHECK_VALUE(is_solver_name(g.solver), at, ": solver must be a solver name, got '", g.solver, "'");
+    g.nfe = e["nfe"].get<int64_t>();
+    FEWSTEP_CHECK_VALUE(g.nfe >= 1, at, ": nfe must be >= 1, got ", g.nfe);
+    if (e.contains("options")) g.options = e["options"].get<std::map<std::string, std::string>>();
+    g.timesteps = e["timesteps"].get<std::vector<double>>();
+    try {
+      validate_grid(schedule, g.timesteps);
+    } catch (const c10::ValueError& err) {
+      FEWSTEP_CHECK_VALUE(false, at, ": timesteps ", e["timesteps"].dump(), " is not a grid of ", schedule.repr(),
+                          ": ", err.what_without_backtrace());
+    }
+    g.fit = e.value("fit", json::object()).dump();
+    for (const ModelTunedGrid& other : out)
+      FEWSTEP_CHECK_VALUE(!other.same_key(g), at, ": a second grid for solver '", g.solver, "' at nfe ", g.nfe,
+                          " with the same options");
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+json tuned_grid_to_json(const ModelTunedGrid& g, const std::string& who) {
+  for (size_t i = 0; i < g.timesteps.size(); ++i)
+    FEWSTEP_CHECK_VALUE(std::isfinite(g.timesteps[i]), who, ": tuned grid timesteps[", i, "] must be finite, got ",
+                        g.timesteps[i]);
+  json fit;
+  try {
+    fit = json::parse(g.fit.empty() ? std::string("{}") : g.fit);
+  } catch (const json::exception& e) {
+    FEWSTEP_CHECK_VALUE(false, who, ": tuned grid fit is not JSON: ", e.what());
+  }
+  FEWSTEP_CHECK_VALUE(fit.is_object(), who, ": tuned grid fit must be a JSON object, got ", fit.dump());
+  return {{"solver", g.solver}, {"options", g.options}, {"nfe", g.nfe}, {"timesteps", g.timesteps}, {"fit", fit}};
 }
 
 // A sidecar as ModelFileInfo; every check of a field lives here (load and save both use it).
@@ -135,6 +182,7 @@ ModelFileInfo info_from_json(const json& meta, const std::string& where, const s
                             info.schedule->repr(), ": ", e.what_without_backtrace());
       }
     }
+    if (meta.contains("tuned_grids")) info.tuned_grids = tuned_grids_from_json(meta["tuned_grids"], *info.schedule, where);
     if (meta.contains("default_guidance")) {
       FEWSTEP_CHECK_VALUE(meta["default_guidance"].is_number(), where, ": default_guidance must be a number, got ",
                           meta["default_guidance"].dump());
@@ -209,6 +257,11 @@ json info_to_json(const ModelFileInfo& info, const std::string& model_path) {
   } else {
     FEWSTEP_CHECK_VALUE(info.solver.empty(), who, ": solver '", info.solver,
                         "' needs timesteps (the grid it samples on)");
+  }
+  if (!info.tuned_grids.empty()) {
+    json list = json::array();
+    for (const ModelTunedGrid& g : info.tuned_grids) list.push_back(tuned_grid_to_json(g, who));
+    meta["tuned_grids"] = list;
   }
   if (info.default_guidance) {
     FEWSTEP_CHECK_VALUE(std::isfinite(*info.default_guidance), who, ": default_guidance must be finite, got ",
@@ -432,7 +485,12 @@ Denoiser ModelFile::conditioned(const ModelConditioning& conditioning) const {
 }
 
 std::string ModelFile::file_fingerprint() const {
-  return Sha256().field("fewstep.model_file").field(sha256).field(sha256_hex(info.sidecar_json)).hex_digest();
+  // The sidecar without what cannot change the network's outputs: its tuned grids (written by
+  // save_tuned_grid after the fact, so caches of the model's solves survive them) and the seal over them.
+  json side = json::parse(info.sidecar_json);
+  side.erase("tuned_grids");
+  side.erase("sidecar_sha256");
+  return Sha256().field("fewstep.model_file").field(sha256).field(sha256_hex(side.dump())).hex_digest();
 }
 
 std::string upgrade_model_file(const std::string& model_path) {
@@ -465,6 +523,49 @@ std::string upgrade_model_file(const std::string& model_path) {
   meta["sidecar_sha256"] = seal_of(meta);
   info_from_json(meta, "upgrade_model_file('" + model_path + "')", fsys::path(model_path).stem().string());
   write_sidecar(side, meta);
+  return meta.dump(2) + "\n";
+}
+
+std::string ModelTunedGrid::options_text() const {
+  std::string text;
+  for (const auto& [key, value] : options) text += (text.empty() ? "" : ",") + key + "=" + value;
+  return text;
+}
+
+bool ModelTunedGrid::same_key(const ModelTunedGrid& other) const {
+  return solver == other.solver && nfe == other.nfe && options == other.options;
+}
+
+std::map<std::string, std::string> tuned_grid_options(const Options& options) {
+  std::map<std::string, std::string> out;
+  for (const auto& [key, value] : options.values()) out[key] = to_string(value);
+  return out;
+}
+
+std::string save_tuned_grid(const std::string& model_path, const ModelTunedGrid& grid) {
+  // The file as load reads it: sidecar sealed, .pt matching its recorded SHA-256.
+  const ModelFileInfo old = read_model_file_info(model_path);
+  const std::string bytes = read_file(model_path, "save_tuned_grid: model_path");
+  FEWSTEP_CHECK_VALUE(old.model_sha256.empty() || old.model_sha256 == sha256_hex(bytes), "save_tuned_grid: '",
+                      model_path, "' does not match the SHA-256 its sidecar records; it is corrupted or was replaced");
+  ModelFileInfo info = old;
+  bool replaced = false;
+  for (ModelTunedGrid& g : info.tuned_grids)
+    if (g.same_key(grid)) {
+      g = grid;
+      replaced = true;
+    }
+  if (!replaced) info.tuned_grids.push_back(grid);
+  const json previous = json::parse(old.sidecar_json);
+  json meta = info_to_json(info, model_path);
+  meta["model_sha256"] = sha256_hex(bytes);
+  meta["parameters"] = old.parameters;
+  for (const char* key : {"fewstep_version", "torch_version", "model"})
+    if (previous.contains(key)) meta[key] = previous[key];
+  meta["sidecar_sha256"] = seal_of(meta);
+  // Every field checked as on load (the new grid against the schedule) before the file is replaced.
+  info_from_json(meta, "save_tuned_grid('" + model_path + "')", fsys::path(model_path).stem().string());
+  write_sidecar(model_sidecar_path(model_path), meta);
   return meta.dump(2) + "\n";
 }
 

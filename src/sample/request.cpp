@@ -84,6 +84,17 @@ Stepping choose_stepping(const SampleRequest& r, std::string& solver) {
   return s;
 }
 
+/// The tuned grid fitted for `solver` with `options` at the NFE `steps` spends, if the file has one.
+std::shared_ptr<const ModelTunedGrid> tuned_grid_for(const std::vector<ModelTunedGrid>& grids, const std::string& solver,
+                                                     const Options& options, const Stepper& stepper, int64_t steps) {
+  const auto wanted = tuned_grid_options(options);
+  for (const ModelTunedGrid& g : grids)
+    if (g.solver == solver && g.options == wanted && static_cast<int64_t>(g.timesteps.size()) == steps + 1 &&
+        g.nfe == stepper.nfe_for_steps(steps))
+      return std::make_shared<const ModelTunedGrid>(g);
+  return nullptr;
+}
+
 }  // namespace
 
 ResolvedSample resolve(const SampleRequest& r) {
@@ -138,7 +149,9 @@ ResolvedSample resolve(const SampleRequest& r) {
     // A solver may plan its own steps (dpm_solver_fast: steps is the budget); a grid that asks for
     // diffusers' offsets or the final step to sigma = 0 is the generic one.
     const bool generic = r.final_sigma != FinalSigma::Min || r.steps_offset.has_value();
-    auto plan = generic ? std::nullopt : out.stepper->plan(schedule, steps, r.spacing, r.t_start, r.t_end);
+    if (!generic && r.use_tuned_grid && !r.stepper && !r.t_start && !r.t_end)
+      out.tuned_grid = tuned_grid_for(r.model_defaults.tuned_grids, out.solver, r.solver_options, *out.stepper, steps);
+    auto plan = out.tuned_grid || generic ? std::nullopt : out.stepper->plan(schedule, steps, r.spacing, r.t_start, r.t_end);
     if (plan) {
       if (plan->stepper) out.stepper = plan->stepper;
       if (plan->controller) {
@@ -148,6 +161,8 @@ ResolvedSample resolve(const SampleRequest& r) {
       } else {
         out.grid = validate_grid(schedule, plan->grid);
       }
+    } else if (out.tuned_grid) {
+      out.grid = validate_grid(schedule, out.tuned_grid->timesteps);
     } else {
       out.grid = timesteps(schedule, steps, r.spacing, r.t_start, r.t_end, 7.0, r.steps_offset, r.final_sigma);
     }
@@ -303,11 +318,15 @@ Solution drive(const ResolvedSample& job) {
 Solution ResolvedSample::run() const {
   FEWSTEP_CHECK_VALUE(model && stepper && controller && x_T.defined(), "ResolvedSample::run: not resolved (use "
                       "resolve(request))");
+  Solution solution;
   if (options.inference_mode) {
     c10::InferenceMode guard;
-    return drive(*this);
+    solution = drive(*this);
+  } else {
+    solution = drive(*this);
   }
-  return drive(*this);
+  solution.tuned_grid = tuned_grid != nullptr;
+  return solution;
 }
 
 Solution sample(const SampleRequest& request) { return resolve(request).run(); }

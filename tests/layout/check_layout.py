@@ -15,7 +15,7 @@ import sys
 
 # Bottom to top; an area may include itself and the areas before it (docs/architecture.md).
 LAYERS = ["core", "schedules", "nets", "models", "io", "control", "solvers", "sample", "data", "metrics", "micro",
-          "train", "psld"]
+          "train", "grids", "psld"]
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]fewstep/([a-z_]+)/[^">]+[">]')
 UMBRELLA_ENTRY = re.compile(r'^\s*#\s*include\s*"(fewstep/[^"]+)"')

@@ -17,6 +17,8 @@
 ///    "time_input", "time_scale", "sample_shape" (one sample without the batch dimension);
 ///  - optional "sampler": {"solver", "timesteps": [t_0 > ... > t_N]}: the grid a distilled student
 ///    was trained for; `fewstep sample` and `fs.sample(path)` use it unless told otherwise;
+///  - optional "tuned_grids": [{"solver", "options", "nfe", "timesteps", "fit"}]: optimised time grids
+///    (grids/optimize.h, docs/grids.md), used by a request for that solver, options and NFE;
 ///  - optional "network": {"kind", "config"} (nets/network_spec.h). config.num_classes > 0 makes a
 ///    class-conditional network forward(x, t, y) (y = num_classes: no class); config.guidance_input
 ///    adds a guidance weight w: forward(x, t, y, w). ModelConditioning picks the class and guidance:
@@ -38,11 +40,13 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "fewstep/core/options.h"
 #include "fewstep/models/denoiser.h"
 #include "fewstep/schedules/schedule.h"
 
@@ -65,6 +69,23 @@ struct ModelConsistency {
   double t_min = 0.0;  ///< 0 = the schedule's t_min
 };
 
+/// One optimised time grid of a model (grids/optimize.h): the grid `solver` with `options` samples on
+/// when a request asks for that solver at `nfe` evaluations (sample/request.h).
+struct ModelTunedGrid {
+  std::string solver;
+  std::map<std::string, std::string> options;  ///< solver options as text (tuned_grid_options)
+  int64_t nfe = 0;
+  std::vector<double> timesteps;  ///< t_0 > ... > t_N
+  std::string fit = "{}";         ///< JSON object text: the method and the settings it was fitted with
+  /// "key=value,..." (sorted), for messages.
+  std::string options_text() const;
+  /// Same solver, options and NFE: one entry per key in a sidecar.
+  bool same_key(const ModelTunedGrid& other) const;
+};
+
+/// A solver's option bag as the text map tuned grids are keyed by.
+std::map<std::string, std::string> tuned_grid_options(const Options& options);
+
 /// Everything a sidecar says. `save_model_file` reads the fields marked "written"; the fields
 /// marked "read" are filled by read_model_file_info / load_model_file.
 struct ModelFileInfo {
@@ -80,6 +101,7 @@ struct ModelFileInfo {
   std::vector<double> timesteps;      ///< a student's own grid (empty: sampled on any grid)
   std::optional<double> default_guidance;
   std::optional<ModelConsistency> consistency;
+  std::vector<ModelTunedGrid> tuned_grids;  ///< optional "tuned_grids": optimised grids by solver + NFE
   std::string metadata = "{}";        ///< JSON object text: every other field, kept as given
 
   // read
@@ -146,6 +168,12 @@ ModelFileInfo parse_model_sidecar(const std::string& json_text, const std::strin
 /// every problem read_model_file_info names, a missing or corrupted .pt; ValueError naming
 /// `conditioning` when it asks for labels or guidance the network cannot take.
 ModelFile load_model_file(const std::string& model_path, const ModelConditioning& conditioning = {});
+
+/// Adds `grid` to the sidecar's "tuned_grids" (replacing the entry of the same solver, options and
+/// NFE), re-sealing the sidecar; the .pt is not rewritten and must match its recorded SHA-256.
+/// ValueError naming the file or field as load_model_file does; the grid is validated against the
+/// schedule before the sidecar is replaced (atomically). Returns the new sidecar text.
+std::string save_tuned_grid(const std::string& model_path, const ModelTunedGrid& grid);
 
 /// Rewrites the sidecar of `model_path` in the current schema, recording the SHA-256 of the .pt
 /// as it is now (the .pt is not rewritten). For upgrading schema-1 files whose .pt is known to be

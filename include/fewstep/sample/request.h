@@ -14,6 +14,9 @@
 ///     `nfe` (the step count whose cost is exactly nfe, then the plan), `timesteps` (an explicit grid)
 ///     or adaptive step control (`rtol`/`atol`: a PIDController, DPM-Solver's value for the one not
 ///     given; or a `controller`);
+///     With steps/nfe, a model file's tuned grid for that solver, options and NFE (model_defaults.
+///     tuned_grids, grids/optimize.h) replaces the generated one unless use_tuned_grid is false or the
+///     request sets t_start/t_end/steps_offset/final_sigma;
 ///  2. a model file's own sampler (`model_defaults`: a distilled student samples on its own grid with
 ///     its own solver) when the request names neither steps nor a solver;
 ///  3. a solver's own default (traits.adaptive_by_default: dpm_adaptive runs adaptively with
@@ -33,6 +36,7 @@
 #include "fewstep/control/controller.h"
 #include "fewstep/core/options.h"
 #include "fewstep/models/denoiser.h"
+#include "fewstep/models/model_file.h"
 #include "fewstep/sample/sample.h"
 #include "fewstep/schedules/timesteps.h"
 #include "fewstep/solvers/stepper.h"
@@ -48,6 +52,9 @@ constexpr double kDpmSolverAtol = 0.0078;
 struct SamplerDefaults {
   std::string solver;
   std::vector<double> timesteps;  ///< empty: the file has no sampler of its own
+  /// The file's optimised grids (ModelFile::info.tuned_grids; grids/optimize.h): a request with
+  /// steps/nfe for a solver, options and NFE one of them was fitted for samples on it (see resolve).
+  std::vector<ModelTunedGrid> tuned_grids;
 };
 
 struct SampleRequest {
@@ -84,6 +91,10 @@ struct SampleRequest {
 
   /// A model file's own sampler, used when the request names neither steps nor a solver.
   SamplerDefaults model_defaults;
+  /// With steps/nfe and none of spacing-setting fields t_start/t_end/steps_offset/final_sigma: sample on
+  /// the model file's tuned grid for this solver, options and NFE when it has one (model_defaults.
+  /// tuned_grids). False when the caller chose a spacing (`--spacing`, `--grid default`).
+  bool use_tuned_grid = true;
   /// Steps when nothing else says how to step (0: a ValueError instead).
   int64_t fallback_steps = 0;
 
@@ -101,6 +112,8 @@ struct ResolvedSample {
   std::shared_ptr<const StepController> controller;
   double t_start = 0.0, t_end = 0.0;
   std::vector<double> grid;  ///< the fixed grid (empty when the controller chooses the steps)
+  /// The model file's tuned grid that `grid` is (null otherwise), for the interfaces to say so.
+  std::shared_ptr<const ModelTunedGrid> tuned_grid;
   SampleOptions options;
 
   bool adaptive() const { return grid.empty(); }

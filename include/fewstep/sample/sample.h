@@ -76,6 +76,7 @@ struct Solution {
   std::vector<StepStats> stats;
   int64_t accepted = 0;                ///< accepted steps (= steps on a fixed grid)
   int64_t rejected = 0;                ///< rejected attempts (adaptive driver only)
+  bool tuned_grid = false;             ///< the grid was the model file's tuned grid (sample/request.h)
 };
 
 /// Runs `stepper` on an explicit grid (validated against the model's schedule). A grid ending at
