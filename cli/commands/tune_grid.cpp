@@ -47,6 +47,9 @@ class TuneGridCommand final : public Command {
     app.add_option("--heldout-n", c.fit.heldout_n, "Held-out samples that score the grid")->capture_default_str();
     app.add_option("--heldout-seed", c.fit.heldout_seed, "First held-out seed")->capture_default_str();
     app.add_option("--candidates", c.fit.candidates, "dp: candidate times (log-SNR spaced)")->capture_default_str();
+    app.add_flag("--dp-one-step{false}", c.fit.dp_history, "dp: cost every jump by one step from a fresh solver "
+                                                           "state (GITS), also for multistep solvers, instead of "
+                                                           "with the history along the path");
     app.add_option("--substeps", c.fit.substeps, "Reference solver steps per candidate interval (reference steps = "
                                                  "candidates x substeps)")
         ->capture_default_str();

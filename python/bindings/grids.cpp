@@ -62,6 +62,8 @@ void bind_grids(py::module_& m) {
           "The solver options the grid is for (values as text).")
       .def_readonly("nfe", &OptimizedGrid::nfe)
       .def_readonly("method", &OptimizedGrid::method)
+      .def_readonly("dp_history", &OptimizedGrid::dp_history,
+                    "dp: the jump costs carried the multistep solver's history along the path.")
       .def_readonly("reference_nfe", &OptimizedGrid::reference_nfe, "Evaluations of one reference solve.")
       .def_readonly("train_error", &OptimizedGrid::train_error, "Median per-sample RMS error on the training seeds.")
       .def_readonly("heldout_error", &OptimizedGrid::heldout_error, "Median per-sample RMS error on held-out seeds.")
@@ -83,7 +85,7 @@ void bind_grids(py::module_& m) {
          int64_t nfe, const std::string& method, const std::vector<int64_t>& sample_shape, int64_t n, uint64_t seed,
          int64_t heldout_n, uint64_t heldout_seed, int64_t candidates, int64_t substeps,
          const std::string& reference_solver, int64_t iterations, double lr, double fd_step, const py::object& dtype,
-         int64_t batch, const py::object& cache, bool progress) {
+         int64_t batch, const py::object& cache, bool progress, bool dp_history) {
         FEWSTEP_CHECK_TYPE(model != nullptr, "model should be a fewstep.Denoiser, got None");
         fewstep::GridFitSettings s;
         s.sample_shape = sample_shape;
@@ -101,6 +103,7 @@ void bind_grids(py::module_& m) {
         s.batch = batch;
         s.cache_root = cache_root_arg(cache);
         s.progress = progress;
+        s.dp_history = dp_history;
         const fewstep::Options options = options_from_dict(solver_options);
         auto out = std::make_shared<OptimizedGrid>();
         {
@@ -112,7 +115,7 @@ void bind_grids(py::module_& m) {
       py::arg("model"), py::arg("solver"), py::arg("solver_options"), py::arg("nfe"), py::arg("method"),
       py::arg("sample_shape"), py::arg("n"), py::arg("seed"), py::arg("heldout_n"), py::arg("heldout_seed"),
       py::arg("candidates"), py::arg("substeps"), py::arg("reference_solver"), py::arg("iterations"), py::arg("lr"),
-      py::arg("fd_step"), py::arg("dtype"), py::arg("batch"), py::arg("cache"), py::arg("progress"),
+      py::arg("fd_step"), py::arg("dtype"), py::arg("batch"), py::arg("cache"), py::arg("progress"), py::arg("dp_history"),
       "grids/optimize.h's optimize_timesteps. Use fewstep.optimize_timesteps.");
 
   m.def(

@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "fewstep/core/check.h"
+#include "fewstep/core/noise.h"
 #include "fewstep/core/progress_bar.h"
 #include "fewstep/sample/sample.h"
 #include "fewstep/sample/teacher_cache.h"
@@ -56,16 +57,49 @@ TeacherSolve reference(const Denoiser& model, const GridFitSettings& s, uint64_t
   return teacher_solve(model, spec, s.cache_root);
 }
 
-/// GITS: the one-step cost matrix on the candidate times and the least-cost path of `steps` jumps.
+/// GITS: local costs of jumps between candidate times from the teacher's states, and the least-cost
+/// path of `steps` jumps. A jump i → j is one step of the solver from x_i; with `history` (multistep
+/// solvers), a jump i → j that follows h → i carries the evaluation at the teacher's (x_h, t_h) as the
+/// solver's history, and the path's state is its last jump (h, i). The last jump (into t_M) is
+/// taken as the run's last step (ctx.is_last(): lower_order_final applies).
 std::vector<double> dp_grid(const Denoiser& model, const Stepper& stepper, const TeacherSolve& train, int64_t steps,
-                            bool progress) {
+                            bool history, const GridFitSettings& settings) {
   c10::InferenceMode guard;
   const std::vector<double>& T = train.times;
   const int64_t M = static_cast<int64_t>(T.size()) - 1;
   constexpr double kInf = std::numeric_limits<double>::infinity();
-  std::vector<std::vector<double>> cost(M + 1, std::vector<double>(M + 1, kInf));
+  const bool progress = settings.progress;
 
-  // Every jump from t_i starts with the evaluation at the teacher's (x_i, t_i): made once per i.
+  // How much an error made at t_j still weighs at t_min: g_j = median over probe samples of
+  // |Φ_j(x_j + δ) − Φ_j(x_j)| / |δ|, Φ_j the reference solver on the candidate times from t_j, δ a small
+  // per-sample-seeded Gaussian direction (linearised propagation; 1 without `propagate`).
+  std::vector<double> gain(static_cast<size_t>(M + 1), 1.0);
+  if (settings.dp_propagate) {
+    const int64_t P = std::min<int64_t>(train.x.size(0), 16);
+    std::vector<uint64_t> seeds;
+    for (int64_t k = 0; k < P; ++k) seeds.push_back(settings.seed + 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(k));
+    const at::Tensor direction = randn_per_sample(settings.sample_shape, seeds, train.x.options());
+    const double rel = settings.dtype == at::kDouble ? 1e-5 : 1e-2;
+    const auto ref = solver(settings.reference_solver);
+    ProgressBar bar(M, "grid error propagation", progress);
+    for (int64_t j = 0; j < M; ++j) {
+      const at::Tensor x_j = train.x.select(1, j).narrow(0, 0, P);
+      const at::Tensor scale = x_j.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12);
+      std::vector<int64_t> shape(static_cast<size_t>(x_j.dim()), 1);
+      shape[0] = P;
+      const at::Tensor delta = direction * (rel * scale).view(shape);
+      const std::vector<double> sub(T.begin() + j, T.end());
+      const Solution sol = sample(model, at::cat({x_j, x_j + delta}), *ref, sub);
+      const at::Tensor ratio = rms(sol.x.narrow(0, P, P), sol.x.narrow(0, 0, P)) / rms(delta, at::zeros_like(delta));
+      gain[static_cast<size_t>(j)] = median_of(ratio);
+      bar.update(j + 1);
+    }
+    bar.close();
+  }
+
+  // The evaluation at every teacher state, made once: every jump from t_i starts with it.
+  std::vector<DenoiserOutput> evals;
+  for (int64_t i = 0; i < M; ++i) evals.push_back(model(train.x.select(1, i), T[static_cast<size_t>(i)]));
   struct Anchor {
     at::Tensor x;
     double t = 0.0;
@@ -79,51 +113,112 @@ std::vector<double> dp_grid(const Denoiser& model, const Stepper& stepper, const
       },
       model.schedule(), model.description());
 
+  // cost(h, i, j) for h < i < j (h = −1: no history, the path's first jump or a one-step cost).
+  const int64_t H = history ? M + 1 : 1;  // history slots: h + 1
+  std::vector<double> cost(static_cast<size_t>(H * (M + 1) * (M + 1)), kInf);
+  auto at_cost = [&](int64_t h, int64_t i, int64_t j) -> double& {
+    return cost[static_cast<size_t>(((history ? h + 1 : 0) * (M + 1) + i) * (M + 1) + j)];
+  };
   ProgressBar bar(M, "grid costs", progress);
   for (int64_t i = 0; i < M; ++i) {
     const at::Tensor x_i = train.x.select(1, i);
     anchor->x = x_i;
-    anchor->t = T[i];
-    anchor->out = model(x_i, T[i]);
-    std::vector<at::Tensor> row;
-    for (int64_t j = i + 1; j <= M; ++j) {
-      ModelEvaluator evaluator(cached);
-      StepContext ctx;  // a lone step: index 0, no grid (num_steps = −1)
-      const StepResult r = stepper.step(evaluator, x_i, T[i], T[j], stepper.init(x_i), ctx);
-      row.push_back(rms(r.x, train.x.select(1, j)).mean());
-    }
-    const at::Tensor costs = at::stack(row).contiguous();
-    const double* c = costs.data_ptr<double>();
-    for (int64_t j = i + 1; j <= M; ++j) {
-      const double v = c[j - i - 1];
-      cost[i][j] = std::isfinite(v) ? v : kInf;
+    anchor->t = T[static_cast<size_t>(i)];
+    anchor->out = evals[static_cast<size_t>(i)];
+    // Without history every jump is costed from a fresh state; with it, only jumps from t_0 are.
+    const int64_t h_first = history && i > 0 ? 0 : -1;
+    const int64_t h_last = history && i > 0 ? i - 1 : -1;
+    for (int64_t h = h_first; h <= h_last; ++h) {
+      std::vector<at::Tensor> row;
+      for (int64_t j = i + 1; j <= M; ++j) {
+        SolverState state = stepper.init(x_i);
+        StepContext ctx;
+        if (h >= 0) {
+          const DenoiserOutput& e = evals[static_cast<size_t>(h)];
+          state.history.push_back(HistoryEntry{T[static_cast<size_t>(h)], e.x0, e.eps});
+          ctx.index = 1;
+        }
+        if (j == M) {  // the run's last step
+          ctx.num_steps = steps;
+          ctx.index = steps - 1;
+        }
+        ModelEvaluator evaluator(cached);
+        const StepResult r = stepper.step(evaluator, x_i, T[static_cast<size_t>(i)], T[static_cast<size_t>(j)],
+                                          std::move(state), ctx);
+        row.push_back((rms(r.x, train.x.select(1, j)) * gain[static_cast<size_t>(j)]).pow(2).mean());
+      }
+      const at::Tensor costs = at::stack(row).contiguous();
+      const double* c = costs.data_ptr<double>();
+      for (int64_t j = i + 1; j <= M; ++j) {
+        const double v = c[j - i - 1];
+        at_cost(h, i, j) = std::isfinite(v) ? v : kInf;
+      }
     }
     bar.update(i + 1);
   }
   bar.close();
 
-  // D[k][j]: least cost of reaching candidate j from candidate 0 in k jumps.
-  std::vector<std::vector<double>> D(steps + 1, std::vector<double>(M + 1, kInf));
-  std::vector<std::vector<int64_t>> parent(steps + 1, std::vector<int64_t>(M + 1, -1));
-  D[0][0] = 0.0;
-  for (int64_t k = 1; k <= steps; ++k)
-    for (int64_t j = k; j <= M; ++j)
-      for (int64_t i = k - 1; i < j; ++i) {
-        const double v = D[k - 1][i] + cost[i][j];
-        if (v < D[k][j]) {
-          D[k][j] = v;
-          parent[k][j] = i;
+  std::vector<int64_t> path;
+  if (history) {
+    // F[k][(p, j)]: least cost of reaching candidate j in k jumps, the last from p (p = −1 collapses the
+    // previous point when the cost has no history).
+    const int64_t P = M + 1;
+    auto slot = [&](int64_t p, int64_t j) { return static_cast<size_t>(p * (M + 1) + j); };
+    std::vector<std::vector<double>> F(static_cast<size_t>(steps + 1), std::vector<double>(P * (M + 1), kInf));
+    std::vector<std::vector<int64_t>> parent(static_cast<size_t>(steps + 1), std::vector<int64_t>(P * (M + 1), -1));
+    for (int64_t j = 1; j <= M; ++j) F[1][slot(0, j)] = at_cost(-1, 0, j);
+    for (int64_t k = 2; k <= steps; ++k)
+      for (int64_t i = k - 1; i < M; ++i)
+        for (int64_t h = k - 2; h < i; ++h) {
+          const double before = F[static_cast<size_t>(k - 1)][slot(h, i)];
+          if (!std::isfinite(before)) continue;
+          for (int64_t j = i + 1; j <= M; ++j) {
+            const double v = before + at_cost(h, i, j);
+            if (v < F[static_cast<size_t>(k)][slot(i, j)]) {
+              F[static_cast<size_t>(k)][slot(i, j)] = v;
+              parent[static_cast<size_t>(k)][slot(i, j)] = h;
+            }
+          }
         }
+    double best = kInf;
+    int64_t bi = -1;
+    for (int64_t i = 0; i < M; ++i)
+      if (F[static_cast<size_t>(steps)][slot(i, M)] < best) {
+        best = F[static_cast<size_t>(steps)][slot(i, M)];
+        bi = i;
       }
-  FEWSTEP_CHECK(std::isfinite(D[steps][M]), "optimize_timesteps: every path of ", steps, " steps has a non-finite "
-                "cost (the solver diverges between the candidate times)");
-  std::vector<int64_t> path = {M};
-  for (int64_t k = steps, j = M; k > 0; --k) {
-    j = parent[k][j];
-    path.push_back(j);
+    FEWSTEP_CHECK(std::isfinite(best), "optimize_timesteps: every path of ", steps, " steps has a non-finite cost "
+                  "(the solver diverges between the candidate times)");
+    path = {M, bi};
+    for (int64_t k = steps, i = bi, j = M; k > 1; --k) {
+      const int64_t h = parent[static_cast<size_t>(k)][slot(i, j)];
+      path.push_back(h);
+      j = i;
+      i = h;
+    }
+  } else {
+    std::vector<std::vector<double>> D(static_cast<size_t>(steps + 1), std::vector<double>(M + 1, kInf));
+    std::vector<std::vector<int64_t>> from(static_cast<size_t>(steps + 1), std::vector<int64_t>(M + 1, -1));
+    D[0][0] = 0.0;
+    for (int64_t k = 1; k <= steps; ++k)
+      for (int64_t j = k; j <= M; ++j)
+        for (int64_t i = k - 1; i < j; ++i) {
+          const double v = D[static_cast<size_t>(k - 1)][static_cast<size_t>(i)] + at_cost(-1, i, j);
+          if (v < D[static_cast<size_t>(k)][static_cast<size_t>(j)]) {
+            D[static_cast<size_t>(k)][static_cast<size_t>(j)] = v;
+            from[static_cast<size_t>(k)][static_cast<size_t>(j)] = i;
+          }
+        }
+    FEWSTEP_CHECK(std::isfinite(D[static_cast<size_t>(steps)][static_cast<size_t>(M)]), "optimize_timesteps: every "
+                  "path of ", steps, " steps has a non-finite cost (the solver diverges between the candidate times)");
+    path = {M};
+    for (int64_t k = steps, j = M; k > 0; --k) {
+      j = from[static_cast<size_t>(k)][static_cast<size_t>(j)];
+      path.push_back(j);
+    }
   }
   std::vector<double> grid;
-  for (auto it = path.rbegin(); it != path.rend(); ++it) grid.push_back(T[*it]);
+  for (auto it = path.rbegin(); it != path.rend(); ++it) grid.push_back(T[static_cast<size_t>(*it)]);
   return grid;
 }
 
@@ -249,7 +344,8 @@ OptimizedGrid optimize_timesteps(const Denoiser& model, const std::string& name,
   const TeacherSolve held = reference(model, settings, settings.heldout_seed, settings.heldout_n, false,
                                       "reference solves (held-out)");
   out.reference_nfe = train.nfe;
-  out.times = method == "dp" ? dp_grid(model, *stepper, train, steps, settings.progress)
+  out.dp_history = method == "dp" && settings.dp_history && traits.multistep;
+  out.times = method == "dp" ? dp_grid(model, *stepper, train, steps, out.dp_history, settings)
                              : gradient_grid(model, name, options, train, steps, settings, out.loss);
   out.train_error = median_of(grid_errors(model, name, options, out.times, train.x_T(), train.x_end(), settings.batch));
   out.heldout_error = median_of(grid_errors(model, name, options, out.times, held.x_T(), held.x_end(), settings.batch));
@@ -283,7 +379,11 @@ std::string OptimizedGrid::fit_json() const {
               {"best_fixed", {{"spacing", best_fixed_spacing}, {"heldout_error", best_fixed_error}}},
               {"fit_seconds", fit_seconds},
               {"fewstep_version", fewstep::version()}};
-  if (method == "dp") fit["candidates"] = s.candidates;
+  if (method == "dp") {
+    fit["candidates"] = s.candidates;
+    fit["dp_propagated"] = s.dp_propagate;
+    fit["dp_cost"] = dp_history ? "with the multistep history along the path" : "one step from a fresh state (GITS)";
+  }
   if (method == "gradient") {
     fit["iterations"] = s.iterations;
     fit["lr"] = s.lr;

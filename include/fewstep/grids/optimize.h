@@ -14,9 +14,11 @@
 ///  - "dp" (GITS, Chen et al. 2024, arXiv 2405.11326, §3.2): the cost of jumping from candidate t_i
 ///    to t_j is the mean error of one step of the solver from the teacher's state at t_i against
 ///    the teacher's state at t_j; dynamic programming finds the path t_max → t_min of exactly
-///    `steps_for_nfe(solver, nfe)` jumps of least total cost. The step starts from a fresh solver
-///    state, so a multistep solver is costed by its first (lower-order) step, as GITS costs its
-///    multistep solvers by a one-step cost; the grid is then run with the full multistep solver.
+///    `steps_for_nfe(solver, nfe)` jumps of least total cost. GITS costs multistep solvers by that
+///    one-step cost from a fresh state (their first, lower-order step); here, by default
+///    (`dp_history`), a multistep solver's jump i → j following h → i is costed with the
+///    evaluation at the teacher's (x_h, t_h) as its history (one previous evaluation: order 2 for
+///    third-order multistep solvers), so the cost is the step the run takes.
 ///  - "gradient" (LD3, Tong et al. 2024, arXiv 2405.15506, §3): the times are parametrised by
 ///    softmax increments in λ = log(α/σ) between the schedule's ends (the uniform log-SNR grid at
 ///    θ = 0), the loss is the mean squared error of the solver's x_0 on that grid against the
@@ -48,6 +50,14 @@ struct GridFitSettings {
   uint64_t heldout_seed = 1000000;
   int64_t candidates = 100;           ///< candidate times of the DP (log-SNR spaced, ends included)
   int64_t substeps = 4;               ///< reference steps per candidate interval
+  /// dp with a multistep solver: cost a jump i → j with the evaluation at the teacher's state of the
+  /// path's previous point as the solver's history (the DP's state is then the last jump: O(M³)
+  /// steps); false: GITS's plain one-step cost from a fresh state (O(M²)).
+  bool dp_history = true;
+  /// dp: weigh the error of a jump landing at t_j by how much an error at t_j changes the end state
+  /// (measured by the reference solver on the candidate times from 16 training states); false: GITS's
+  /// unweighted local error.
+  bool dp_propagate = true;
   std::string reference_solver = "unipc";
   at::ScalarType dtype = at::kDouble;  ///< of x_T, the teacher solves and the fitted solves
   // gradient method
@@ -68,6 +78,7 @@ struct OptimizedGrid {
   Options solver_options;
   int64_t nfe = 0;
   std::string method;         ///< "dp" or "gradient"
+  bool dp_history = false;    ///< dp: the cost carried the multistep history (settings.dp_history and a multistep solver)
   GridFitSettings settings;
   int64_t reference_nfe = 0;  ///< evaluations of one reference solve
   double train_error = 0.0;   ///< median over training samples
