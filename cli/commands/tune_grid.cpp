@@ -50,6 +50,8 @@ class TuneGridCommand final : public Command {
     app.add_flag("--dp-one-step{false}", c.fit.dp_history, "dp: cost every jump by one step from a fresh solver "
                                                            "state (GITS), also for multistep solvers, instead of "
                                                            "with the history along the path");
+    app.add_flag("--dp-unweighted{false}", c.fit.dp_propagate, "dp: sum the plain local errors (GITS) instead of "
+                                                               "the squared errors propagated to t_min");
     app.add_option("--substeps", c.fit.substeps, "Reference solver steps per candidate interval (reference steps = "
                                                  "candidates x substeps)")
         ->capture_default_str();

@@ -85,7 +85,7 @@ void bind_grids(py::module_& m) {
          int64_t nfe, const std::string& method, const std::vector<int64_t>& sample_shape, int64_t n, uint64_t seed,
          int64_t heldout_n, uint64_t heldout_seed, int64_t candidates, int64_t substeps,
          const std::string& reference_solver, int64_t iterations, double lr, double fd_step, const py::object& dtype,
-         int64_t batch, const py::object& cache, bool progress, bool dp_history) {
+         int64_t batch, const py::object& cache, bool progress, bool dp_history, bool dp_propagate) {
         FEWSTEP_CHECK_TYPE(model != nullptr, "model should be a fewstep.Denoiser, got None");
         fewstep::GridFitSettings s;
         s.sample_shape = sample_shape;
@@ -104,6 +104,7 @@ void bind_grids(py::module_& m) {
         s.cache_root = cache_root_arg(cache);
         s.progress = progress;
         s.dp_history = dp_history;
+        s.dp_propagate = dp_propagate;
         const fewstep::Options options = options_from_dict(solver_options);
         auto out = std::make_shared<OptimizedGrid>();
         {
@@ -116,6 +117,7 @@ void bind_grids(py::module_& m) {
       py::arg("sample_shape"), py::arg("n"), py::arg("seed"), py::arg("heldout_n"), py::arg("heldout_seed"),
       py::arg("candidates"), py::arg("substeps"), py::arg("reference_solver"), py::arg("iterations"), py::arg("lr"),
       py::arg("fd_step"), py::arg("dtype"), py::arg("batch"), py::arg("cache"), py::arg("progress"), py::arg("dp_history"),
+      py::arg("dp_propagate"),
       "grids/optimize.h's optimize_timesteps. Use fewstep.optimize_timesteps.");
 
   m.def(

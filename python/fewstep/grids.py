@@ -30,6 +30,7 @@ def optimize_timesteps(
     candidates: int = 100,
     substeps: int = 4,
     dp_history: bool = True,
+    dp_propagate: bool = True,
     reference_solver: str = "unipc",
     iterations: int = 300,
     lr: float = 0.05,
@@ -57,6 +58,8 @@ def optimize_timesteps(
             arXiv 2405.15506; ``iterations``, ``lr``, ``fd_step``).
         dp_history: with a multistep solver, cost each jump with the solver's history along the path (the
             step the run takes); False: GITS's one-step cost from a fresh state.
+        dp_propagate: weigh each jump's error by the measured sensitivity of x_0 to the state where it
+            lands and sum squares (docs/grids.md); False: GITS's plain sum of local errors.
         dtype: of x_T, the reference and the fitted solves (torch.float64 or torch.float32).
         cache: cache of the reference solves: None (none), True (:func:`cache_directory`) or a directory.
         write_sidecar: store the grid in the model file's sidecar (``model`` must be a path).
@@ -88,7 +91,7 @@ def optimize_timesteps(
     grid = _fewstep._optimize_timesteps(
         model, solver, dict(solver_options), nfe, method, [int(d) for d in sample_shape], n, seed, heldout_n,
         heldout_seed, candidates, substeps, reference_solver, iterations, float(lr), float(fd_step), dtype, batch,
-        cache, bool(progress), bool(dp_history))
+        cache, bool(progress), bool(dp_history), bool(dp_propagate))
     if write_sidecar:
         _fewstep._save_optimized_grid(path, grid)
     return grid

@@ -12,8 +12,9 @@
 /// train/held-out errors are medians over samples.
 ///
 ///  - "dp" (GITS, Chen et al. 2024, arXiv 2405.11326, §3.2): the cost of jumping from candidate t_i
-///    to t_j is the mean error of one step of the solver from the teacher's state at t_i against
-///    the teacher's state at t_j; dynamic programming finds the path t_max → t_min of exactly
+///    to t_j is the error of one step of the solver from the teacher's state at t_i against the
+///    teacher's state at t_j, weighted by the measured sensitivity of the end state to the state at
+///    t_j and squared (`dp_propagate`, docs/grids.md); dynamic programming finds the path t_max → t_min of exactly
 ///    `steps_for_nfe(solver, nfe)` jumps of least total cost. GITS costs multistep solvers by that
 ///    one-step cost from a fresh state (their first, lower-order step); here, by default
 ///    (`dp_history`), a multistep solver's jump i → j following h → i is costed with the
