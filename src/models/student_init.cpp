@@ -160,7 +160,7 @@ ScriptNet student_from_teacher(const torch::jit::Module& teacher, const NoiseSch
       << "    shape: List[int] = [n]\n"
       << "    for _ in range(x.dim() - 1):\n"
       << "        shape.append(1)\n"
-      << "    tt = t.to(torch.float64).reshape(-1)\n"
+      << "    tt = t.double().reshape(-1)\n"
       << "    if tt.numel() == 1:\n"
       << "        tt = tt.expand(n)\n"
       << "    tt = tt.reshape(shape)\n"
@@ -171,16 +171,16 @@ ScriptNet student_from_teacher(const torch::jit::Module& teacher, const NoiseSch
     const double t_min = c.t_min > 0.0 ? c.t_min : schedule.t_min();
     const double sd = c.sigma_data, sd2 = sd * sd;
     // x = u / c_in, c_in = 1/√(σ² + α² σ_d²) (models/consistency_function.h).
-    src << "    xd = x.to(torch.float64) * torch.sqrt(s * s + a * a * " << lit(sd2) << ")\n"
+    src << "    xd = x.double() * torch.sqrt(s * s + a * a * " << lit(sd2) << ")\n"
         << "    xin = xd.to(x.dtype)\n";
     src << "    st = s / a\n"
         << "    dd = torch.clamp(st - " << lit(schedule.sigma_tilde(t_min)) << ", min=0.0)\n"
         << "    c_skip = " << lit(sd2) << " / (dd * dd + " << lit(sd2) << ")\n"
         << "    c_out = " << lit(sd) << " * dd / torch.sqrt(st * st + " << lit(sd2) << ")\n";
   } else {
-    src << "    xd = x.to(torch.float64)\n    xin = x\n";
+    src << "    xd = x.double()\n    xin = x\n";
   }
-  src << "    o = " << call.str() << ".to(torch.float64)\n"
+  src << "    o = " << call.str() << ".double()\n"
       << "    px = " << x0.x << "\n    po = " << x0.o << "\n    qx = " << eps.x << "\n    qo = " << eps.o << "\n";
   if (target.consistency) {
     // F = (x̂₀ − c_skip x)/c_out; 0 where c_out = 0 (the boundary, f = x there).
