@@ -48,7 +48,7 @@ struct Config {
   std::string mixture_teacher = "models/gmm16d-mlp-eps.pt";
   std::string mixture_pd = "models/distilled/gmm16d-pd-{N}step.pt";
   std::string mixture_kd = "models/distilled/gmm16d-kd-{N}step.pt";
-  // Consistency students ({M} = cd, ct, ict): 1- and 2-step `consistency` samplers.
+  // Consistency students ({M} = cd, ct, ict, ect): 1- and 2-step `consistency` samplers.
   std::string cm = "models/distilled/fmnist-{M}-{N}step.pt";
   std::string mixture_cm = "models/distilled/gmm16d-{M}-{N}step.pt";
   std::string classifier = "models/fmnist-classifier.pt";
@@ -144,7 +144,7 @@ class DistillBench : public Command {
     app.add_option("--guided-pd", c_.guided_pd, "Its progressive-distillation students")->capture_default_str();
     app.add_option("--mixture-teacher", c_.mixture_teacher, "16-D mixture teacher")->capture_default_str();
     app.add_option("--mixture-pd", c_.mixture_pd, "Its progressive-distillation students")->capture_default_str();
-    app.add_option("--cm", c_.cm, "Consistency students ({M} = cd, ct, ict; {N} = steps)")->capture_default_str();
+    app.add_option("--cm", c_.cm, "Consistency students ({M} = cd, ct, ict, ect; {N} = steps)")->capture_default_str();
     app.add_option("--mixture-cm", c_.mixture_cm, "16-D mixture consistency students")->capture_default_str();
     app.add_option("--mixture-kd", c_.mixture_kd, "Its knowledge-distillation students")->capture_default_str();
     app.add_option("--classifier", c_.classifier, "Classifier of FD-FMNIST")->capture_default_str();
@@ -248,7 +248,8 @@ class DistillBench : public Command {
                                            {"KD student", c_.kd},
                                            {"consistency student (CD)", with_method(c_.cm, "cd")},
                                            {"consistency student (CT)", with_method(c_.cm, "ct")},
-                                           {"consistency student (iCT)", with_method(c_.cm, "ict")}}) {
+                                           {"consistency student (iCT)", with_method(c_.cm, "ict")},
+                                           {"consistency student (ECT)", with_method(c_.cm, "ect")}}) {
         const std::string path = with_steps(pattern, n);
         if (!fsys::exists(path)) continue;
         const ModelFile m = load_model_file(path);
@@ -329,7 +330,8 @@ class DistillBench : public Command {
                                            {"KD student", c_.mixture_kd},
                                            {"consistency student (CD)", with_method(c_.mixture_cm, "cd")},
                                            {"consistency student (CT)", with_method(c_.mixture_cm, "ct")},
-                                           {"consistency student (iCT)", with_method(c_.mixture_cm, "ict")}}) {
+                                           {"consistency student (iCT)", with_method(c_.mixture_cm, "ict")},
+                                           {"consistency student (ECT)", with_method(c_.mixture_cm, "ect")}}) {
         const std::string path = with_steps(pattern, n);
         if (!fsys::exists(path)) continue;
         const ModelFile m = load_model_file(path);

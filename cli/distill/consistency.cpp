@@ -11,6 +11,7 @@
 #include "../training_run.h"
 #include "method.h"
 #include "teacher.h"
+#include "fewstep/models/student_init.h"
 #include "fewstep/nets/network_spec.h"
 #include "fewstep/train/consistency_trainer.h"
 
@@ -23,8 +24,11 @@ class ConsistencyMethodCommand final : public Command {
  public:
   void configure(CLI::App& app) override {
     flags_.add_to(app);
-    app.add_option("--method", method_, "cd (distil the teacher), ct or ict (train without it)")
-        ->check(CLI::IsMember({"cd", "ct", "ict"}))
+    app.add_option("--method", method_,
+                   "cd (distil the teacher's ODE steps), ct or ict (consistency training on data), ect (easy "
+                   "consistency tuning, arXiv 2406.14548: training on data with a shrinking continuous pair); every "
+                   "method starts at the teacher in function space")
+        ->check(CLI::IsMember({"cd", "ct", "ict", "ect"}))
         ->capture_default_str();
     app.add_option("--iterations", iterations_, "Optimisation steps K")->check(positive())->capture_default_str();
     app.add_option("--num-points", num_points_, "cd: N points of the Karras grid")->check(CLI::Range(2, 100000))
@@ -33,10 +37,17 @@ class ConsistencyMethodCommand final : public Command {
         ->capture_default_str();
     app.add_option("--teacher-solver", teacher_solver_, "cd: deterministic solver of the teacher's ODE step")
         ->capture_default_str();
-    app.add_option("--distance", distance_, "l2, l1 or pseudo_huber (default: l2 for cd/ct, pseudo_huber for ict)")
+    app.add_option("--distance", distance_, "l2, l1 or pseudo_huber (default: l2 for cd/ct, pseudo_huber for ict/ect)")
         ->check(CLI::IsMember({"l2", "l1", "pseudo_huber"}));
     app.add_option("--sigma-data", sigma_data_, "sigma_d of the parameterisation")->check(positive())->capture_default_str();
     app.add_option("--ct-s0", ct_s0_, "ct: initial discretisation s0")->capture_default_str();
+    app.add_option("--ect-q", ect_q_, "ect: the pair gap t - r shrinks by q per stage")->check(CLI::Range(1.000001, 1e6))
+        ->capture_default_str();
+    app.add_option("--ect-k", ect_k_, "ect: n(t) = 1 + k sigmoid(-b t) in the mapping function")->capture_default_str();
+    app.add_option("--ect-b", ect_b_, "ect: b of n(t)")->capture_default_str();
+    app.add_option("--ect-stages", ect_stages_, "ect: stages over the run (the gap shrinks at each)")
+        ->check(positive())
+        ->capture_default_str();
     app.add_option("--ct-s1", ct_s1_, "ct: final discretisation s1")->capture_default_str();
     app.add_option("--ct-mu0", ct_mu0_, "ct: initial target EMA rate mu0")->capture_default_str();
     app.add_option("--ict-s0", ict_s0_, "ict: initial discretisation s0")->capture_default_str();
@@ -49,22 +60,23 @@ class ConsistencyMethodCommand final : public Command {
 
   int run(const GlobalOptions&) override {
     const ConsistencyMethod method = parse_consistency_method(method_);
-    if (distance_.empty()) distance_ = method == ConsistencyMethod::ImprovedTraining ? "pseudo_huber" : "l2";
+    if (distance_.empty())
+      distance_ = method == ConsistencyMethod::ImprovedTraining || method == ConsistencyMethod::EasyTuning
+                      ? "pseudo_huber"
+                      : "l2";
     json identity = flags_.identity();
     identity.update({{"--method", method_}, {"--iterations", iterations_}, {"--num-points", num_points_},
                      {"--target-ema", target_ema_}, {"--teacher-solver", teacher_solver_}, {"--distance", distance_},
                      {"--sigma-data", sigma_data_}, {"--ct-s0", ct_s0_}, {"--ct-s1", ct_s1_}, {"--ct-mu0", ct_mu0_},
                      {"--ict-s0", ict_s0_}, {"--ict-s1", ict_s1_}});
+    if (method == ConsistencyMethod::EasyTuning)  // only then: earlier runs' records stay comparable
+      identity.update({{"--ect-q", ect_q_}, {"--ect-k", ect_k_}, {"--ect-b", ect_b_}, {"--ect-stages", ect_stages_}});
     TrainingRun run("distill consistency", flags_.out, flags_.resume, identity);
     teacher_ = load_teacher(flags_.teacher);
     if (teacher_.num_classes > 0)
       throw UsageError("--teacher '" + flags_.teacher + "' is class-conditional; consistency models here are "
                        "unconditional");
     const std::string spec = teacher_.sidecar.at("network").dump();
-    // cd starts from the teacher's weights (the paper's initialisation); ct/ict from a fresh network.
-    ScriptNet student = network_from_spec(spec, flags_.seed, "--teacher sidecar");
-    if (method == ConsistencyMethod::Distillation) copy_weights(*teacher_.net, *student);
-
     ConsistencyTrainerOptions o;
     o.method = method;
     o.function.sigma_data = sigma_data_;
@@ -78,10 +90,17 @@ class ConsistencyMethodCommand final : public Command {
     o.target_ema = target_ema_;
     o.ct = {ct_s0_, ct_s1_, ct_mu0_, iterations_};
     o.ict = {ict_s0_, ict_s1_, iterations_};
+    o.ect = {ect_q_, ect_k_, ect_b_, ect_stages_, iterations_};
     o.distance = parse_consistency_distance(distance_);
     o.optimizer = flags_.optimizer(iterations_, /*linear_decay=*/false);
     o.ema_decay = flags_.ema;
     o.seed = flags_.seed;
+    // Every method starts at the teacher in function space (models/student_init.h): the teacher's
+    // network wrapped so that f(x, t) = the teacher's x0 prediction for t > t_min (Song et al. 2023 start
+    // CD from the teacher's weights; ECT, arXiv 2406.14548, starts CT from the diffusion model).
+    ScriptNet student = student_from_teacher(*teacher_.net, *teacher_.schedule,
+                                             {teacher_.prediction, teacher_.time_input, teacher_.time_scale},
+                                             {Prediction::X0, o.function});
     ConsistencyTrainer trainer(student, teacher_.schedule,
                                teacher_data(teacher_, flags_.batch, derive_seed(flags_.seed, 1), flags_.fmnist_dir),
                                o, method == ConsistencyMethod::Distillation ? teacher_.net : nullptr);
@@ -100,6 +119,8 @@ class ConsistencyMethodCommand final : public Command {
         info.consistency = ModelConsistency{sigma_data_, teacher_.schedule->t_min()};
         info.distillation = {{"consistency_method", method_}, {"steps", steps}, {"iterations", iterations_},
                              {"distance", distance_}, {"batch", flags_.batch}, {"lr", flags_.lr}, {"ema", flags_.ema}};
+        if (method == ConsistencyMethod::EasyTuning)
+          info.distillation.update({{"ect_q", ect_q_}, {"ect_k", ect_k_}, {"ect_b", ect_b_}, {"ect_stages", ect_stages_}});
         if (method == ConsistencyMethod::Distillation)
           info.distillation.update({{"num_points", num_points_}, {"target_ema", target_ema_},
                                     {"teacher_solver", teacher_solver_}});
@@ -125,15 +146,18 @@ class ConsistencyMethodCommand final : public Command {
   std::string method_ = "cd", teacher_solver_ = "heun", distance_;
   int64_t iterations_ = 2000, num_points_ = 18;
   double target_ema_ = 0.95, sigma_data_ = 0.5, ct_mu0_ = 0.9, mid_sigma_ = 0.8;
-  int64_t ct_s0_ = 2, ct_s1_ = 150, ict_s0_ = 10, ict_s1_ = 1280;
+  int64_t ct_s0_ = 2, ct_s1_ = 150, ict_s0_ = 10, ict_s1_ = 1280, ect_stages_ = 8;
+  double ect_q_ = 2.0, ect_k_ = 8.0, ect_b_ = 1.0;
   Teacher teacher_;
 };
 
 const bool registered = register_distill_method(
-    {"consistency", "Consistency distillation / training (Song et al. 2023; iCT, Song & Dhariwal 2023)",
+    {"consistency",
+     "Consistency distillation / training (Song et al. 2023; iCT, Song & Dhariwal 2023; ECT, Geng et al. 2024)",
      "Examples:\n"
      "  fewstep distill consistency --method cd --teacher models/fmnist-unet-eps.pt --iterations 2000 --out runs/cd\n"
      "  fewstep distill consistency --method ict --teacher models/gmm16d-mlp-eps.pt --iterations 4000 --out runs/ict\n"
+     "  fewstep distill consistency --method ect --teacher models/fmnist-unet-eps.pt --iterations 4000 --out runs/ect\n"
      "Writes <name>-1step.pt and <name>-2step.pt (solver `consistency`): fewstep sample --model runs/cd/student-1step.pt",
      [] { return std::make_unique<ConsistencyMethodCommand>(); }});
 

@@ -11,6 +11,7 @@
 #include "../training_run.h"
 #include "method.h"
 #include "teacher.h"
+#include "fewstep/models/student_init.h"
 #include "fewstep/sample/teacher_cache.h"
 #include "fewstep/schedules/timesteps.h"
 #include "fewstep/train/kd_trainer.h"
@@ -88,10 +89,10 @@ class KdMethod final : public Command {
     o.optimizer = flags_.optimizer(iterations_, /*linear_decay=*/false);
     o.ema_decay = flags_.ema;
     o.seed = flags_.seed;
-    // The student starts as the teacher (re-read as its own prediction type it is a different
-    // function unless the types agree; the optimisation takes it from there).
-    ScriptNet student = std::make_shared<torch::jit::Module>(teacher_.net->clone());
-    for (const at::Tensor& p : student->parameters(true)) at::Tensor(p).requires_grad_(true);
+    // The student starts as the teacher in function space (models/student_init.h).
+    ScriptNet student = student_from_teacher(*teacher_.net, *teacher_.schedule,
+                                             {teacher_.prediction, teacher_.time_input, teacher_.time_scale},
+                                             {o.student_prediction, std::nullopt});
     KnowledgeDistillationTrainer trainer(student, teacher_.schedule, std::move(pairs), o);
     run.restore(trainer);
 

@@ -1,5 +1,7 @@
 #include "teacher.h"
 
+#include "fewstep/models/student_init.h"
+
 #include <iostream>
 #include <torch/script.h>
 
@@ -149,8 +151,13 @@ std::string render_student_card(const json& m, const std::string& file) {
   o << "\n\n| | |\n|---|---|\n";
   o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";
   char buf[64];
-  o << "| training time | " << format_duration(tr.at("seconds").get<double>()) << " (" << tr.at("threads").dump() << " threads, "
+  const double seconds = tr.at("seconds").get<double>();
+  o << "| training time | " << format_duration(seconds) << " (" << tr.at("threads").dump() << " threads, "
     << tr.at("machine").get<std::string>() << ") |\n";
+  if (tr.contains("steps_done") && seconds > 0.0) {
+    std::snprintf(buf, sizeof buf, "%.3g", tr.at("steps_done").get<double>() / seconds);
+    o << "| throughput | " << buf << " iterations/s over " << tr.at("steps_done").dump() << " iterations |\n";
+  }
   std::snprintf(buf, sizeof buf, "%.5g", tr.at("final_loss").get<double>());
   o << "| final loss | " << buf << " (mean of the last " << tr.at("final_loss_window").dump() << " steps) |\n";
   for (const auto& [k, v] : m.at("distillation").items())
@@ -179,7 +186,15 @@ std::string export_student(const torch::jit::Module& net, const Teacher& teacher
   m.time_scale = teacher.time_scale;
   m.sample_shape = teacher.sample_shape;
   m.name = info.name;
-  m.network = info.network.dump();
+  json network = info.network;
+  // A student that started as the teacher in function space is the teacher's network behind a fixed
+  // output conversion (models/student_init.h): the spec says so.
+  StudentTarget target{info.prediction, std::nullopt};
+  if (info.consistency) target.consistency = ConsistencyParameterization{info.consistency->sigma_data};
+  const std::string output_map =
+      student_output_map_json({teacher.prediction, teacher.time_input, teacher.time_scale}, target);
+  if (!output_map.empty() && network.is_object()) network["output_map"] = json::parse(output_map);
+  m.network = network.dump();
   if (!info.timesteps.empty()) {
     m.solver = info.solver;
     m.timesteps = info.timesteps;

@@ -40,6 +40,7 @@
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/models/guidance.h"
 #include "fewstep/models/model_file.h"
+#include "fewstep/models/student_init.h"
 #include "fewstep/models/transforms.h"
 #include "fewstep/nets/classifier.h"
 #include "fewstep/nets/micro_heads.h"

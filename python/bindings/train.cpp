@@ -20,6 +20,7 @@
 #include "fewstep/data/mixture_data.h"
 #include "fewstep/data/shuffled_batches.h"
 #include "fewstep/models/denoiser.h"
+#include "fewstep/models/student_init.h"
 #include "fewstep/schedules/schedule.h"
 #include "fewstep/train/classifier_trainer.h"
 #include "fewstep/train/consistency_trainer.h"
@@ -209,6 +210,33 @@ std::string path_arg(const py::object& obj, const char* arg, bool allow_none) {
 }
 
 void bind_train(py::module_& m) {
+  m.def(
+      "student_from_teacher",
+      [](const py::object& teacher, const std::shared_ptr<NoiseSchedule>& schedule, const std::string& prediction,
+         const std::string& student_prediction, const std::string& time_input, double time_scale,
+         const py::object& consistency_sigma_data, double consistency_t_min) {
+        FEWSTEP_CHECK_TYPE(schedule != nullptr, "schedule should be a fewstep schedule, got None");
+        const ScriptNet net = script_net(teacher, "teacher");
+        const fewstep::TeacherParameterization tp{fewstep::parse_prediction(prediction),
+                                                  fewstep::parse_time_input(time_input), time_scale};
+        fewstep::StudentTarget target{fewstep::parse_prediction(student_prediction), std::nullopt};
+        if (!consistency_sigma_data.is_none())
+          target.consistency = fewstep::ConsistencyParameterization{consistency_sigma_data.cast<double>(),
+                                                                    consistency_t_min, tp.time_input, tp.time_scale};
+        ScriptNet student;
+        {
+          py::gil_scoped_release release;
+          student = fewstep::student_from_teacher(*net, *schedule, tp, target);
+        }
+        return script_module(*student);
+      },
+      py::arg("teacher"), py::arg("schedule"), py::kw_only(), py::arg("prediction") = "eps",
+      py::arg("student_prediction") = "v", py::arg("time_input") = "t", py::arg("time_scale") = 1.0,
+      py::arg("consistency_sigma_data") = py::none(), py::arg("consistency_t_min") = 0.0,
+      "The teacher as a student in function space (models/student_init.h): a TorchScript module wrapping a copy "
+      "of the teacher with the exact conversion of its output to `student_prediction`, or, with "
+      "consistency_sigma_data, to the network F of the consistency function f = c_skip x + c_out F(c_in x, t), "
+      "so that f equals the teacher's x0 prediction. At iteration 0 the student is the teacher.");
   // ---------------------------------------------------------------------------------------------
   // Denoising score matching: only the arithmetic; the network call stays in Python (train.py).
   m.def(

@@ -73,6 +73,7 @@ from ._fewstep import (
     solvers,
     spacings,
     step_noise_seed,
+    student_from_teacher,
 )
 from ._resources import model_path, models_dir, shipped_models
 from ._sampling import StepInfo, randn, reference_solve, sample, sigmas, timesteps, timesteps_from_sigmas, validate_grid
@@ -149,6 +150,7 @@ def _check_torch_version() -> None:
 _check_torch_version()
 
 __all__ = [
+    "student_from_teacher",
     "BatchSource",
     "Checkpoint",
     "ConsistencyLoss",

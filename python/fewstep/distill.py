@@ -521,6 +521,9 @@ class ConsistencyLoss(Objective):
                  teacher: Optional[_fewstep.Denoiser] = None, teacher_solver: str = "heun", **options: Any) -> None:
         super().__init__()
         self.schedule = _check_schedule(schedule)
+        if method == "ect":
+            raise ValueError("method 'ect' (easy consistency tuning, arXiv 2406.14548) runs in the C++ trainer: "
+                             "fewstep.Trainer.consistency(student, schedule, data, method='ect', ...)")
         if method == "cd" and not isinstance(teacher, _fewstep.Denoiser):
             raise TypeError(f"teacher should be a fewstep.Denoiser for method 'cd', got {_type_name(teacher)}")
         self.settings = _fewstep._consistency_options(dict(options, method=method, teacher_solver=teacher_solver))
@@ -636,8 +639,10 @@ def distill_progressive(teacher: torch.nn.Module, data: Any, schedule: _fewstep.
     """Progressive distillation, all rounds: ``initial_steps`` -> ``initial_steps/2`` -> ... -> ``final_steps``.
 
     Round r trains a student with ``N = initial_steps / 2^r`` steps against a teacher running 2N DDIM
-    steps (:class:`ProgressiveDistillationLoss`) for ``iterations`` updates. The student starts as a copy
-    of ``teacher`` (or as ``student``); after a round the student's EMA becomes the teacher (read with
+    steps (:class:`ProgressiveDistillationLoss`) for ``iterations`` updates. The student starts as the
+    teacher in function space when ``teacher`` is a ``torch.jit.ScriptModule`` (:func:`student_from_teacher`:
+    the teacher behind the exact conversion of its prediction to ``student_prediction``), as a copy of a
+    plain ``nn.Module`` teacher (read as ``student_prediction``), or as ``student``; after a round the student's EMA becomes the teacher (read with
     ``student_prediction``) and the next student, the optimiser is reset and the learning rate decays
     again. ``teacher`` (an ``nn.Module`` ``teacher(x, t_input)`` predicting ``prediction`` on ``schedule``)
     is never modified; ``data`` is clean data as for :func:`fewstep.train_denoiser`.
@@ -647,10 +652,18 @@ def distill_progressive(teacher: torch.nn.Module, data: Any, schedule: _fewstep.
     """
     if not isinstance(teacher, torch.nn.Module):
         raise TypeError(f"teacher should be a torch.nn.Module taking (x, t), got {_type_name(teacher)}")
+    first = student
+    if student is None and isinstance(teacher, torch.jit.ScriptModule):
+        # The teacher in function space (models/student_init.h): round 0's teacher is the same function.
+        first = _fewstep.student_from_teacher(teacher, schedule, prediction=prediction,
+                                              student_prediction=student_prediction, time_input=time_input,
+                                              time_scale=time_scale)
+        teacher, prediction = first, student_prediction
+    elif student is None:
+        first = copy.deepcopy(teacher)
     rounds = _ProgressiveRounds(teacher, schedule, prediction, initial_steps, final_steps, iterations,
                                 student_prediction=student_prediction, weighting=weighting, time_input=time_input,
                                 time_scale=time_scale, t_min=t_min, t_max=t_max)
-    first = copy.deepcopy(teacher) if student is None else student
     trainer = _loop(rounds, first, data, rounds.rounds * iterations, iterations, {"decay": "linear", **loop})
     students, grids = {}, {}
     for n, state in rounds.students.items():

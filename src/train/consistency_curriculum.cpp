@@ -38,6 +38,26 @@ int64_t IctCurriculum::points(int64_t k) const {
   return static_cast<int64_t>(n) + 1;
 }
 
+void EctCurriculum::validate() const {
+  FEWSTEP_CHECK_VALUE(std::isfinite(q) && q > 1.0, "EctCurriculum.q must be > 1, got ", q);
+  FEWSTEP_CHECK_VALUE(std::isfinite(k) && k >= 0.0, "EctCurriculum.k must be >= 0, got ", k);
+  FEWSTEP_CHECK_VALUE(std::isfinite(b) && b >= 0.0, "EctCurriculum.b must be >= 0, got ", b);
+  FEWSTEP_CHECK_VALUE(stages >= 1, "EctCurriculum.stages must be >= 1, got ", stages);
+  FEWSTEP_CHECK_VALUE(total_steps >= 1, "EctCurriculum.total_steps must be >= 1, got ", total_steps);
+}
+
+int64_t EctCurriculum::stage(int64_t step) const {
+  const int64_t s = static_cast<int64_t>((static_cast<double>(std::max<int64_t>(step, 0)) * static_cast<double>(stages)) /
+                                         static_cast<double>(total_steps));
+  return std::min(s, stages - 1);
+}
+
+double EctCurriculum::r(double t, int64_t step) const {
+  const double n = 1.0 + k / (1.0 + std::exp(b * t));  // 1 + k sigmoid(−b t)
+  const double decay = std::pow(q, -static_cast<double>(stage(step) + 1));
+  return std::max(0.0, t * (1.0 - decay * n));
+}
+
 std::vector<double> lognormal_index_probabilities(const std::vector<double>& sigmas, double p_mean, double p_std) {
   FEWSTEP_CHECK_VALUE(sigmas.size() >= 2, "lognormal_index_probabilities: need >= 2 noise levels, got ",
                       sigmas.size());

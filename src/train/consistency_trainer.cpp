@@ -22,7 +22,8 @@ ConsistencyMethod parse_consistency_method(const std::string& name) {
   if (name == "cd") return ConsistencyMethod::Distillation;
   if (name == "ct") return ConsistencyMethod::Training;
   if (name == "ict") return ConsistencyMethod::ImprovedTraining;
-  FEWSTEP_CHECK_VALUE(false, "consistency method must be one of cd, ct, ict, got '", name, "'");
+  if (name == "ect") return ConsistencyMethod::EasyTuning;
+  FEWSTEP_CHECK_VALUE(false, "consistency method must be one of cd, ct, ict, ect, got '", name, "'");
   throw;  // unreachable
 }
 
@@ -31,6 +32,7 @@ std::string to_string(ConsistencyMethod method) {
     case ConsistencyMethod::Distillation: return "cd";
     case ConsistencyMethod::Training: return "ct";
     case ConsistencyMethod::ImprovedTraining: return "ict";
+    case ConsistencyMethod::EasyTuning: return "ect";
   }
   return "?";
 }
@@ -66,6 +68,7 @@ void ConsistencyTrainerOptions::validate() const {
                       ema_decay);
   if (method == ConsistencyMethod::Training) ct.validate();
   if (method == ConsistencyMethod::ImprovedTraining) ict.validate();
+  if (method == ConsistencyMethod::EasyTuning) ect.validate();
   optimizer.schedule.validate();
 }
 
@@ -94,6 +97,11 @@ void fields(V& v, O& o) {
   v("ict_s0", o.ict.s0);
   v("ict_s1", o.ict.s1);
   v("ict_total_steps", o.ict.total_steps);
+  v("ect_q", o.ect.q);
+  v("ect_k", o.ect.k);
+  v("ect_b", o.ect.b);
+  v("ect_stages", o.ect.stages);
+  v("ect_total_steps", o.ect.total_steps);
   v("p_mean", o.p_mean);
   v("p_std", o.p_std);
   v("rho", o.rho);
@@ -121,6 +129,7 @@ int64_t consistency_points(const ConsistencyTrainerOptions& o, int64_t k) {
     case ConsistencyMethod::Distillation: return o.num_points;
     case ConsistencyMethod::Training: return o.ct.points(k);
     case ConsistencyMethod::ImprovedTraining: return o.ict.points(k);
+    case ConsistencyMethod::EasyTuning: return 0;
   }
   return o.num_points;
 }
@@ -129,7 +138,8 @@ double consistency_target_ema(const ConsistencyTrainerOptions& o, int64_t k) {
   switch (o.method) {
     case ConsistencyMethod::Distillation: return o.target_ema;
     case ConsistencyMethod::Training: return o.ct.target_ema(k);
-    case ConsistencyMethod::ImprovedTraining: return 0.0;
+    case ConsistencyMethod::ImprovedTraining:
+    case ConsistencyMethod::EasyTuning: return 0.0;
   }
   return 0.0;
 }
@@ -170,6 +180,36 @@ ConsistencyPairTimes consistency_pair_times(const NoiseSchedule& schedule, const
   }
   const auto tensor = [](const std::vector<double>& v) { return at::tensor(v, at::kDouble); };
   return {tensor(t_hi), tensor(t_lo), tensor(a_hi), tensor(s_hi), tensor(a_lo), tensor(s_lo), tensor(w)};
+}
+
+ConsistencyPairTimes ect_pair_times(const NoiseSchedule& schedule, const ConsistencyTrainerOptions& o, int64_t k,
+                                    double t_lo, const at::Tensor& normals) {
+  FEWSTEP_CHECK_VALUE(o.method == ConsistencyMethod::EasyTuning, "ect_pair_times: method is '", to_string(o.method),
+                      "', expected 'ect'");
+  const at::Tensor nrm = normals.to(at::kCPU, at::kDouble).contiguous();
+  const int64_t n = nrm.numel();
+  const double* np = nrm.data_ptr<double>();
+  const double s_min = schedule.sigma_tilde(t_lo), s_max = schedule.sigma_tilde(schedule.t_max());
+  // σ̃ → the schedule's time (λ = −log σ̃), pinned to the range's ends.
+  const auto time_of = [&](double s) {
+    if (s <= s_min) return t_lo;
+    if (s >= s_max) return schedule.t_max();
+    return std::clamp(schedule.t_of_lambda(-std::log(s)), t_lo, schedule.t_max());
+  };
+  std::vector<double> t_hi(n), t_r(n), a_hi(n), s_hi(n), a_lo(n), s_lo(n), w(n);
+  std::vector<uint8_t> data(n);
+  for (int64_t b = 0; b < n; ++b) {
+    const double st = std::clamp(std::exp(o.p_mean + o.p_std * np[b]), s_min, s_max);
+    const double sr = o.ect.r(st, k);
+    t_hi[b] = time_of(st), t_r[b] = time_of(sr);
+    data[b] = sr <= s_min;
+    w[b] = 1.0 / (st - sr);
+    a_hi[b] = schedule.alpha(t_hi[b]), s_hi[b] = schedule.sigma(t_hi[b]);
+    a_lo[b] = schedule.alpha(t_r[b]), s_lo[b] = schedule.sigma(t_r[b]);
+  }
+  const auto tensor = [](const std::vector<double>& v) { return at::tensor(v, at::kDouble); };
+  return {tensor(t_hi), tensor(t_r), tensor(a_hi), tensor(s_hi), tensor(a_lo), tensor(s_lo), tensor(w),
+          at::tensor(std::vector<int64_t>(data.begin(), data.end()), at::kLong).to(at::kBool)};
 }
 
 at::Tensor consistency_teacher_step(const Denoiser& teacher, const Stepper& stepper, const at::Tensor& x_hi,
@@ -233,7 +273,10 @@ struct ConsistencyTrainer::Impl {
   double t_lo = 0.0;
 
   explicit Impl(ConsistencyTrainerOptions o) : options(std::move(o)), rng(options.seed) {}
-  bool has_target() const { return options.method != ConsistencyMethod::ImprovedTraining; }
+  bool has_target() const {
+    return options.method != ConsistencyMethod::ImprovedTraining && options.method != ConsistencyMethod::EasyTuning;
+  }
+  bool ect() const { return options.method == ConsistencyMethod::EasyTuning; }
 
   int64_t points(int64_t k) const { return consistency_points(options, k); }
   double mu(int64_t k) const { return consistency_target_ema(options, k); }
@@ -252,15 +295,17 @@ struct ConsistencyTrainer::Impl {
   // (this process's shard); backward-ready when grad is on.
   at::Tensor loss(const at::Tensor& x_all, int64_t k, RngBundle& draws,
                   const std::function<at::Tensor(const at::Tensor&)>& rows) const {
-    const std::vector<double> lv = levels(points(k));
+    const std::vector<double> lv = ect() ? std::vector<double>{} : levels(points(k));
     at::Generator& gen = draws.get("noise");
-    const at::Tensor index = rows(consistency_draw_index(*schedule, options, lv, x_all.size(0), gen));
+    const at::Tensor index = ect() ? at::randn({x_all.size(0)}, gen, at::kDouble)  // ECT: the lognormal's normals
+                                   : consistency_draw_index(*schedule, options, lv, x_all.size(0), gen);
     const at::Tensor z =
         rows(at::randn(x_all.sizes(), gen, at::TensorOptions().dtype(x_all.scalar_type())).to(x_all.device()));
     const uint64_t dropout_seed = static_cast<uint64_t>(
         at::randint(0, std::numeric_limits<int64_t>::max(), {1}, draws.get("dropout"), at::kLong).item<int64_t>());
     const at::Tensor x0 = rows(x_all);
-    const ConsistencyPairTimes p = consistency_pair_times(*schedule, options, lv, index);
+    const ConsistencyPairTimes p = ect() ? ect_pair_times(*schedule, options, k, t_lo, rows(index))
+                                         : consistency_pair_times(*schedule, options, lv, rows(index));
     std::vector<int64_t> shape(static_cast<size_t>(x0.dim()), 1);
     shape[0] = x0.size(0);
     const auto column = [&](const at::Tensor& v) { return v.to(x0.options()).view(shape); };
@@ -269,7 +314,7 @@ struct ConsistencyTrainer::Impl {
     {
       at::NoGradGuard no_grad;
       x_lo = options.method == ConsistencyMethod::Distillation
-                 ? consistency_teacher_step(teacher(), *teacher_step, x_hi, index, lv)
+                 ? consistency_teacher_step(teacher(), *teacher_step, x_hi, rows(index), lv)
                  : x0 * column(p.alpha_lo) + z * column(p.sigma_lo);
     }
     const ConsistencyParameterization& f = options.function;
@@ -280,6 +325,7 @@ struct ConsistencyTrainer::Impl {
       at::NoGradGuard no_grad;
       const torch::jit::Module& net = has_target() ? *target : *student;
       tgt = with_dropout_seed(dropout_seed, [&] { return consistency_function(net, *schedule, f, x_lo, p.t_lo); });
+      if (p.to_data.defined()) tgt = at::where(p.to_data.to(x0.device()).view(shape), x0, tgt);  // ECT's diffusion limit
     }
     const at::Tensor d = consistency_distance(online, tgt, options.distance, options.huber_c);
     return (d * p.weight.to(d.options())).mean();
@@ -351,17 +397,19 @@ TrainStepStats ConsistencyTrainer::step() {
   const double mu = s.mu(k);
   if (s.has_target()) ema_towards(*s.target, *s.student, mu);
   s.step += 1;
+  if (s.ect()) return {s.step, value, o.lr, o.grad_norm, {{"stage", double(s.options.ect.stage(k))}}};
   return {s.step, value, o.lr, o.grad_norm, {{"N", double(s.points(k))}, {"mu", mu}}};
 }
 
-double ConsistencyTrainer::loss_on(const at::Tensor& x0, uint64_t seed) const {
+double ConsistencyTrainer::loss_on(const at::Tensor& x0, uint64_t seed, int64_t at_step) const {
   const Impl& s = *impl_;
   FEWSTEP_CHECK_VALUE(x0.defined() && x0.dim() >= 2, "ConsistencyTrainer.loss_on: x0 must be a [B, ...] tensor");
   const at::Tensor& first = s.optimizer->parameters().front();
   RngBundle draws(seed);
   at::NoGradGuard no_grad;
   ScopedUnoptimizedExecutor guard;
-  return s.loss(x0.to(first.device(), first.scalar_type()), s.step, draws, [](const at::Tensor& t) { return t; })
+  return s.loss(x0.to(first.device(), first.scalar_type()), at_step >= 0 ? at_step : s.step, draws,
+                [](const at::Tensor& t) { return t; })
       .item<double>();
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "fewstep/core/check.h"
+#include "fewstep/models/student_init.h"
 #include "fewstep/train/checkpoint.h"
 #include "fewstep/train/ema.h"
 #include "fewstep/train/progressive_target.h"
@@ -127,6 +128,7 @@ struct ProgressiveDistillationTrainer::Impl {
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<Ema> ema;
   Prediction teacher_prediction = Prediction::Eps;  // of teacher_net in the current round
+  Prediction round0_prediction = Prediction::Eps;   // of teacher_net in round 0
   RngBundle rng;
 
   Impl(SchedulePtr s, std::shared_ptr<BatchSource> d, ProgressiveTrainerOptions o)
@@ -143,7 +145,7 @@ struct ProgressiveDistillationTrainer::Impl {
   void set_round(int64_t r) {
     round = r;
     steps_n = options.initial_steps >> r;
-    teacher_prediction = r == 0 ? options.teacher_prediction : options.student_prediction;
+    teacher_prediction = r == 0 ? round0_prediction : options.student_prediction;
   }
   Denoiser teacher(const at::Tensor& y, const at::Tensor& w) const {
     return wrap(teacher_net, schedule, teacher_prediction, options.time_input, options.time_scale, y, w);
@@ -181,8 +183,19 @@ ProgressiveDistillationTrainer::ProgressiveDistillationTrainer(ScriptNet teacher
   s.num_rounds = rounds;
   {
     at::NoGradGuard no_grad;
-    s.teacher_net = std::make_shared<torch::jit::Module>(teacher->clone());
-    s.student = std::make_shared<torch::jit::Module>(student != nullptr ? student->clone() : teacher->clone());
+    if (student != nullptr) {
+      s.teacher_net = std::make_shared<torch::jit::Module>(teacher->clone());
+      s.student = std::make_shared<torch::jit::Module>(student->clone());
+      s.round0_prediction = s.options.teacher_prediction;
+    } else {
+      // The teacher in function space (models/student_init.h): at iteration 0 the student's
+      // prediction is the teacher's, and round 0's teacher is that same function.
+      s.student = student_from_teacher(
+          *teacher, *s.schedule, {s.options.teacher_prediction, s.options.time_input, s.options.time_scale},
+          {s.options.student_prediction, std::nullopt});
+      s.teacher_net = std::make_shared<torch::jit::Module>(s.student->clone());
+      s.round0_prediction = s.options.student_prediction;
+    }
     for (const at::Tensor& p : s.teacher_net->parameters(true)) at::Tensor(p).requires_grad_(false);
     for (const at::Tensor& p : s.student->parameters(true)) at::Tensor(p).requires_grad_(true);
   }

@@ -19,7 +19,10 @@
 #include "fewstep/core/check.h"
 #include "fewstep/data/mixture_data.h"
 #include "fewstep/models/denoiser.h"
+#include "fewstep/models/consistency_function.h"
 #include "fewstep/models/gaussian_mixture.h"
+#include "fewstep/models/student_init.h"
+#include "fewstep/sample/sample.h"
 #include "fewstep/nets/mlp.h"
 #include "fewstep/schedules/schedule.h"
 #include "fewstep/solvers/ddim.h"
@@ -321,6 +324,124 @@ TEST(ProgressiveTrainer, EpsStudentRefusedAtTwoOrFewerSteps) {
   auto bad = quick_options(8, 3, 4);
   const std::string msg = value_error_message([&] { make_trainer(bad); });
   EXPECT_NE(msg.find("power of 2"), std::string::npos) << msg;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Students start at the teacher in function space (models/student_init.h)
+
+fewstep::Denoiser net_denoiser(const fewstep::ScriptNet& net, const fewstep::SchedulePtr& schedule, Prediction p) {
+  return fewstep::Denoiser(
+      [net](const at::Tensor& x, const at::Tensor& t) {
+        at::NoGradGuard no_grad;
+        return net->forward({x, t}).toTensor();
+      },
+      schedule, p);
+}
+
+std::vector<double> student_grid(int64_t n, const fewstep::NoiseSchedule& s) {
+  std::vector<double> grid;
+  for (int64_t i = n; i >= 0; --i)
+    grid.push_back(fewstep::progressive_grid_time(static_cast<double>(i), n, s.t_min(), s.t_max()));
+  return grid;
+}
+
+// The untrained N-step progressive student (iteration 0, its EMA), sampled with DDIM on its own grid,
+// is the teacher's N-step DDIM on that grid, to float64 round-off (before: an ε teacher read as a
+// v student sampled noise).
+TEST(StudentInit, UntrainedProgressiveStudentIsTheTeachersDdim) {
+  at::set_num_threads(1);
+  const fewstep::SchedulePtr schedule = std::make_shared<fewstep::VPLinear>();
+  for (Prediction student_p : {Prediction::V, Prediction::X0}) {
+    fewstep::ScriptNet teacher = fewstep::make_mlp(tiny_mlp(), 5);
+    teacher->to(at::kDouble);
+    auto o = quick_options(4, 2, 5);
+    o.teacher_prediction = Prediction::Eps;
+    o.student_prediction = student_p;
+    ProgressiveDistillationTrainer tr(teacher, schedule,
+                                      std::make_shared<fewstep::MixtureData>(mixture(), 64, uint64_t{9}), o);
+    const fewstep::Denoiser student = net_denoiser(tr.ema_student(), schedule, student_p);
+    const fewstep::Denoiser teach = net_denoiser(teacher, schedule, Prediction::Eps);
+    const at::Tensor x_T = at::randn({16, 2}, gen(21), at::kDouble);
+    const auto grid = student_grid(4, *schedule);
+    const fewstep::DdimStepper ddim;
+    const at::Tensor a = fewstep::sample(student, x_T, ddim, grid).x;
+    const at::Tensor b = fewstep::sample(teach, x_T, ddim, grid).x;
+    const double err = (a - b).abs().max().item<double>();
+    EXPECT_LT(err, 1e-10) << to_string(student_p);
+    // A copy of the weights read as the student's type is another function entirely.
+    const at::Tensor c = fewstep::sample(net_denoiser(teacher, schedule, student_p), x_T, ddim, grid).x;
+    EXPECT_GT((c - b).abs().max().item<double>(), 1e-2);
+  }
+}
+
+// The wrapper on every schedule family with a TorchScript form and every native target: the
+// student's (x̂0, ε̂) equal the teacher's at random times, in float64.
+TEST(StudentInit, ConversionIsExactOnEverySchedule) {
+  const std::vector<fewstep::SchedulePtr> schedules = {
+      std::make_shared<fewstep::VPLinear>(), std::make_shared<fewstep::VPCosine>(), std::make_shared<fewstep::VE>(),
+      std::make_shared<fewstep::FlowMatching>()};
+  fewstep::ScriptNet teacher = fewstep::make_mlp(tiny_mlp(), 7);
+  teacher->to(at::kDouble);
+  const at::Tensor x = at::randn({6, 2}, gen(3), at::kDouble);
+  for (const auto& s : schedules) {
+    for (Prediction from : {Prediction::Eps, Prediction::X0, Prediction::V}) {
+      for (Prediction to : {Prediction::Eps, Prediction::X0, Prediction::V, Prediction::Score}) {
+        const fewstep::ScriptNet student = fewstep::student_from_teacher(*teacher, *s, {from}, {to, std::nullopt});
+        for (double u : {0.05, 0.4, 0.9}) {
+          const double t = s->t_min() + u * (s->t_max() - s->t_min());
+          const auto want = net_denoiser(teacher, s, from)(x, t);
+          const auto got = net_denoiser(student, s, to)(x, t);
+          const double scale = 1.0 + want.x0.abs().max().item<double>();
+          EXPECT_LT((got.x0 - want.x0).abs().max().item<double>(), 1e-11 * scale / s->alpha(t))
+              << s->name() << " " << to_string(from) << "->" << to_string(to) << " t=" << t;
+        }
+      }
+    }
+  }
+  // No TorchScript form: a clear error naming what is missing.
+  const std::string msg = value_error_message([&] {
+    fewstep::student_from_teacher(*teacher, *fewstep::VPDiscrete::ddpm_linear(), {Prediction::Eps},
+                                  {Prediction::V, std::nullopt});
+  });
+  EXPECT_NE(msg.find("VPDiscrete"), std::string::npos) << msg;
+}
+
+// The consistency student at iteration 0: f(x, t) = the teacher's x̂0(x, t) for t > t_min and
+// f(x, t_min) = x (the boundary condition); so one-step consistency sampling from x_T is the teacher's
+// one DDIM step from t_max to sigma = 0, x̂0(x_T, t_max).
+TEST(StudentInit, UntrainedConsistencyStudentIsTheTeachersDenoiser) {
+  at::NoGradGuard no_grad;
+  for (const fewstep::SchedulePtr& schedule :
+       std::vector<fewstep::SchedulePtr>{std::make_shared<fewstep::VPLinear>(), std::make_shared<fewstep::VE>()}) {
+    fewstep::ScriptNet teacher = fewstep::make_mlp(tiny_mlp(), 9);
+    teacher->to(at::kDouble);
+    fewstep::ConsistencyParameterization p;
+    const fewstep::ScriptNet student =
+        fewstep::student_from_teacher(*teacher, *schedule, {Prediction::Eps}, {Prediction::X0, p});
+    const at::Tensor x = at::randn({6, 2}, gen(4), at::kDouble);
+    const fewstep::Denoiser teach = net_denoiser(teacher, schedule, Prediction::Eps);
+    for (double u : {0.01, 0.3, 1.0}) {
+      const double t = schedule->t_min() + u * (schedule->t_max() - schedule->t_min());
+      const at::Tensor f = fewstep::consistency_function(*student, *schedule, p, x, at::full({6}, t, at::kDouble));
+      const at::Tensor want = teach(x, t).x0;
+      EXPECT_LT((f - want).abs().max().item<double>(), 1e-9 * (1.0 + want.abs().max().item<double>()))
+          << schedule->name() << " t=" << t;
+    }
+    const at::Tensor at_min =
+        fewstep::consistency_function(*student, *schedule, p, x, at::full({6}, schedule->t_min(), at::kDouble));
+    EXPECT_TRUE(at::equal(at_min, x));
+    // One step from t_max with the consistency solver = the teacher's DDIM from t_max to sigma = 0.
+    const fewstep::Denoiser cm = fewstep::consistency_denoiser(student, schedule, p);
+    const at::Tensor x_T = at::randn({6, 2}, gen(5), at::kDouble) * schedule->sigma(schedule->t_max());
+    const fewstep::DdimStepper ddim;
+    fewstep::SampleOptions so;
+    so.generator = gen(6);
+    const at::Tensor one =
+        fewstep::sample(cm, x_T, *fewstep::solver("consistency"), {schedule->t_max(), schedule->t_min()}, so).x;
+    const at::Tensor ref = fewstep::sample(teach, x_T, ddim, {schedule->t_max(), 0.0}).x;
+    EXPECT_LT((one - ref).abs().max().item<double>(), 1e-9 * (1.0 + ref.abs().max().item<double>()))
+        << schedule->name();
+  }
 }
 
 }  // namespace

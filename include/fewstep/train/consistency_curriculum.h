@@ -13,6 +13,11 @@
 /// with the loss weight λ(σ_i) = 1/(σ_{i+1} − σ_i) (eq. (9)). The σ_i are the N points of the Karras
 /// ρ-grid (ρ = 7) between σ_min and σ_max — here the VE-equivalent levels σ̃ = σ/α of the schedule,
 /// so the same formulas serve VP schedules.
+/// Easy consistency tuning (Geng et al. 2024, arXiv 2406.14548, "ECT", §3 and the mapping function
+/// of its continuous-time training): the pair (t, r) is continuous, t ~ lognormal(P_mean, P_std) in σ̃
+/// and r = t (1 − n(t)/q^(s+1)), clamped at 0, with n(t) = 1 + k·sigmoid(−b t) and s = the stage,
+/// s = ⌊step · stages / K⌋: at stage 0 most pairs have r = 0 (the target is the data: diffusion
+/// training, where the tuning starts from a diffusion model), and Δt = t − r shrinks by q at every stage.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +39,16 @@ struct IctCurriculum {
   int64_t total_steps = 1;     ///< K
   int64_t points(int64_t k) const;  ///< N(k)
   void validate() const;
+};
+
+struct EctCurriculum {
+  double q = 2.0;            ///< Δt shrinks by q per stage
+  double k = 8.0, b = 1.0;   ///< n(t) = 1 + k sigmoid(−b t)
+  int64_t stages = 8;        ///< stages over the run
+  int64_t total_steps = 1;   ///< K
+  int64_t stage(int64_t step) const;             ///< ⌊step · stages / K⌋, at most stages − 1
+  double r(double t, int64_t step) const;       ///< the paired level r(t) >= 0 (σ̃ units)
+  void validate() const;  ///< ValueError naming the field
 };
 
 /// The probabilities p(i), i = 0..N−2, of iCT's discretised lognormal over the increasing levels

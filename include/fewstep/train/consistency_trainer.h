@@ -1,7 +1,7 @@
 /// @file train/consistency_trainer.h
-/// @brief Consistency distillation (CD), consistency training (CT) and improved consistency
-/// training (iCT) in one trainer (Song et al. 2023, arXiv 2303.01469, Algorithms 2 and 3; Song &
-/// Dhariwal 2023, arXiv 2310.14189).
+/// @brief Consistency distillation (CD), consistency training (CT), improved consistency
+/// training (iCT) and easy consistency tuning (ECT) in one trainer (Song et al. 2023, arXiv 2303.01469,
+/// Algorithms 2 and 3; Song & Dhariwal 2023, arXiv 2310.14189; Geng et al. 2024, arXiv 2406.14548).
 ///
 /// Levels. The N points of a step are the Karras ρ-grid t_0 = t_min < t_1 < ... < t_{N−1} = t_max
 /// (uniform in σ̃^{1/ρ}, σ̃ = σ/α: `timesteps(schedule, N − 1, Spacing::Karras)` reversed).
@@ -18,6 +18,13 @@
 /// network (θ⁻ = θ without gradient). An evaluation EMA (ema_decay) is kept and exported.
 ///
 /// N: fixed `num_points` (CD), the CT curriculum N(k), or iCT's doubling curriculum.
+///
+/// ECT: no levels. Per row, σ̃_t ~ lognormal(P_mean, P_std) (clamped to the schedule's range), σ̃_r from
+/// the mapping function (train/consistency_curriculum.h, EctCurriculum), t and r the schedule's times of
+/// those levels, x_t and x_r from one z as in CT; the target is f_{θ⁻}(x_r, r) with θ⁻ = θ without
+/// gradient (as iCT), or x_0 itself where σ̃_r <= σ̃(t_min) (the diffusion limit); weight 1/(σ̃_t − σ̃_r)
+/// and the pseudo-Huber distance (the paper's adaptive weighting and loss). The student is meant to start
+/// at a diffusion model (models/student_init.h).
 ///
 /// Dropout. Both passes of a step run with the same dropout masks: before each, the global CPU
 /// generator (which TorchScript dropout draws from) is seeded with one value drawn from the run's
@@ -48,8 +55,8 @@
 
 namespace fewstep {
 
-enum class ConsistencyMethod { Distillation, Training, ImprovedTraining };
-/// "cd", "ct", "ict" (ValueError otherwise).
+enum class ConsistencyMethod { Distillation, Training, ImprovedTraining, EasyTuning };
+/// "cd", "ct", "ict", "ect" (ValueError otherwise).
 ConsistencyMethod parse_consistency_method(const std::string& name);
 std::string to_string(ConsistencyMethod method);
 
@@ -71,6 +78,7 @@ struct ConsistencyTrainerOptions {
   double target_ema = 0.95;                       ///< CD's μ
   CtCurriculum ct;                                ///< CT's N(k), μ(k); total_steps = K
   IctCurriculum ict;                              ///< iCT's N(k); total_steps = K
+  EctCurriculum ect;                              ///< ECT's mapping function and stages; total_steps = K
   double p_mean = -1.1, p_std = 2.0;              ///< iCT's lognormal
   double rho = 7.0;
   ConsistencyDistance distance = ConsistencyDistance::L2;
@@ -85,7 +93,8 @@ struct ConsistencyTrainerOptions {
 /// The options as a flat JSON object (train/trainer.h): method, sigma_data, t_min (the boundary; 0 =
 /// the schedule's), time_input, time_scale, teacher_prediction, teacher_time_input, teacher_time_scale,
 /// teacher_solver (the name of teacher_stepper when one is given), num_points, target_ema, ct_s0, ct_s1,
-/// ct_mu0, ct_total_steps, ict_s0, ict_s1, ict_total_steps, p_mean, p_std, rho, distance, huber_c,
+/// ct_mu0, ct_total_steps, ict_s0, ict_s1, ict_total_steps, ect_q, ect_k, ect_b, ect_stages,
+/// ect_total_steps, p_mean, p_std, rho, distance, huber_c,
 /// ema_decay, seed and the optimiser's keys (train/denoiser_trainer.h).
 std::string options_to_json(const ConsistencyTrainerOptions& options);
 /// Sets the keys present in `json`; ValueError naming an unknown key, TypeError for a wrong type.
@@ -94,7 +103,7 @@ void options_from_json(const std::string& json, ConsistencyTrainerOptions& optio
 // The arithmetic of a consistency step, shared by ConsistencyTrainer and the Python loss
 // (python/fewstep/distill.py), so both compute the same numbers.
 
-/// N(k), the number of levels at step k (CD: num_points; CT, iCT: their curricula).
+/// N(k), the number of levels at step k (CD: num_points; CT, iCT: their curricula; ECT: 0, continuous).
 int64_t consistency_points(const ConsistencyTrainerOptions& options, int64_t k);
 /// μ(k), the target network's EMA rate (CD: target_ema; CT: the curriculum's; iCT: 0).
 double consistency_target_ema(const ConsistencyTrainerOptions& options, int64_t k);
@@ -109,11 +118,17 @@ at::Tensor consistency_draw_index(const NoiseSchedule& schedule, const Consisten
 /// weight λ (1 for CD and CT, 1/(σ̃_hi − σ̃_lo) for iCT); [B] float64 CPU tensors.
 struct ConsistencyPairTimes {
   at::Tensor t_hi, t_lo, alpha_hi, sigma_hi, alpha_lo, sigma_lo, weight;
+  at::Tensor to_data;  ///< ECT: [B] bool, rows whose target is x_0 (undefined for the level methods)
 };
 ConsistencyPairTimes consistency_pair_times(const NoiseSchedule& schedule, const ConsistencyTrainerOptions& options,
                                             const std::vector<double>& levels, const at::Tensor& index);
 /// CD's x̂_i: one step of `stepper` on `teacher` from t_{i+1} to t_i for every row of x_hi (rows grouped
 /// by index), without autograd.
+/// ECT's pairs at step k from `normals` ([B] standard normal draws): σ̃_t = exp(P_mean + P_std n)
+/// clamped to [σ̃(t_min), σ̃(t_max)], σ̃_r = EctCurriculum::r(σ̃_t, k), t_hi/t_lo their times (t_lo clamped
+/// at the boundary), weight 1/(σ̃_t − σ̃_r), to_data where σ̃_r <= σ̃(t_min).
+ConsistencyPairTimes ect_pair_times(const NoiseSchedule& schedule, const ConsistencyTrainerOptions& options, int64_t k,
+                                    double t_lo, const at::Tensor& normals);
 at::Tensor consistency_teacher_step(const Denoiser& teacher, const Stepper& stepper, const at::Tensor& x_hi,
                                     const at::Tensor& index, const std::vector<double>& levels);
 /// The per-row distance d(a, b) ([B]): L2 mean_j (a−b)², L1 mean_j |a−b|, or pseudo-Huber
@@ -131,7 +146,7 @@ class ConsistencyTrainer final : public Trainer {
   ~ConsistencyTrainer() override;
 
   std::string kind() const override { return "consistency"; }
-  /// extra: {"N", points}, {"mu", target EMA rate}.
+  /// extra: {"N", points}, {"mu", target EMA rate} (ECT: {"stage", s}).
   TrainStepStats step() override;
   Checkpoint state() const override;
   void load_state(const Checkpoint& checkpoint) override;
@@ -150,7 +165,8 @@ class ConsistencyTrainer final : public Trainer {
   /// The loss of the current online and target networks on x0 at N = points_at(step_count()), with
   /// draws from a generator seeded with `seed` (the run's RNG untouched), without gradients or an
   /// update: for tests and evaluation.
-  double loss_on(const at::Tensor& x0, uint64_t seed) const;
+  /// `at_step` (>= 0) evaluates at that step's N or ECT stage instead.
+  double loss_on(const at::Tensor& x0, uint64_t seed, int64_t at_step = -1) const;
 
   const ScriptNet& student() const;
   const ScriptNet& target() const;  ///< θ⁻ (iCT: the student itself)

@@ -3,8 +3,11 @@
 ///
 /// Rounds. Round r (0-based) trains a student with N_r = initial_steps / 2^r steps against a
 /// teacher that runs 2 N_r DDIM steps (train/progressive_target.h); the last round has
-/// N = final_steps. Round 0's teacher is the given network; the student starts as a deep copy
-/// of it (`Module::clone()`). After `iterations_per_round` steps of a round that is not the last,
+/// N = final_steps. The student starts as the teacher in function space (models/student_init.h:
+/// a copy of the given network behind the exact conversion of its prediction to the student's), and
+/// round 0's teacher is that same function read as the student's type, so at iteration 0 the N-step
+/// student is the teacher's N-step DDIM. (A student given explicitly is used as given, with the
+/// given teacher read as teacher_prediction in round 0.) After `iterations_per_round` steps of a round that is not the last,
 /// the student's EMA weights are copied into the teacher (which from then on is read with the
 /// student's prediction type) and into the student, N halves, the AdamW state is dropped (a fresh optimiser) and the EMA
 /// restarts from the student. The given teacher module is never modified (the trainer keeps its own copy).
