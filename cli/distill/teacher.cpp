@@ -149,8 +149,7 @@ std::string render_student_card(const json& m, const std::string& file) {
   o << "\n\n| | |\n|---|---|\n";
   o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";
   char buf[64];
-  o << "| training time | " << format_duration(tr.at("seconds").get<double>()) << " (" << tr.at("threads").dump() << " threads, "
-    << tr.at("machine").get<std::string>() << ") |\n";
+  o << "| training time | " << training_time_cell(tr) << " |\n";
   std::snprintf(buf, sizeof buf, "%.5g", tr.at("final_loss").get<double>());
   o << "| final loss | " << buf << " (mean of the last " << tr.at("final_loss_window").dump() << " steps) |\n";
   for (const auto& [k, v] : m.at("distillation").items())

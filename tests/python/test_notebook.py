@@ -77,7 +77,11 @@ def test_quickstart_notebook_executes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "dpmpp_2m, 10 steps: NFE = 10" in text
     table = text[text.index("NFE  "):].splitlines()
     assert all(s in table[0] for s in ("ddim", "dpmpp_2m", "unipc", "deis"))
-    rows = [line.split() for line in table[1:] if line.strip() and line.split()[0].isdigit()]
+    rows = []
+    for line in table[1:]:  # the rows: an NFE and four errors
+        if not re.fullmatch(r"\s*\d+(\s+\d\.\d\de[-+]\d\d){4}\s*", line):
+            break
+        rows.append(line.split())
     assert [int(r[0]) for r in rows] == [5, 6, 8, 10, 12, 15, 20]
     # Every solver gets closer to the reference with more evaluations (5 -> 20 NFE).
     for j in range(1, 5):
