@@ -62,6 +62,22 @@ void write_text_file(const std::string& path, const std::string& text) {
   }
 }
 
+std::string training_time_cell(const nlohmann::json& tr) {
+  const double seconds = tr.at("seconds").get<double>();
+  const int threads = tr.at("threads").get<int>();
+  std::ostringstream o;
+  o << format_duration(seconds) << " (" << threads << (threads == 1 ? " thread, " : " threads, ")
+    << tr.at("machine").get<std::string>();
+  const char* key = tr.contains("steps_done") ? "steps_done" : tr.contains("steps") ? "steps" : nullptr;
+  if (key != nullptr && tr.at(key).is_number() && seconds > 0) {
+    char rate[32];
+    std::snprintf(rate, sizeof rate, "%.2f", tr.at(key).get<double>() / seconds);
+    o << "; " << rate << " it/s";
+  }
+  o << ")";
+  return o.str();
+}
+
 std::string render_card(const nlohmann::json& m, const std::string& model_file) {
   const nlohmann::json& tr = m.at("training");
   std::ostringstream o;
@@ -76,8 +92,7 @@ std::string render_card(const nlohmann::json& m, const std::string& model_file) 
   o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";
   o << "| status | " << (done >= total ? "complete" : "in progress") << ": " << done << " / " << total << " steps |\n";
   o << "| seed | " << tr.at("seed").dump() << " |\n";
-  o << "| training time | " << format_duration(tr.at("seconds").get<double>()) << " ("
-    << tr.at("threads").dump() << " threads, " << tr.at("machine").get<std::string>() << ") |\n";
+  o << "| training time | " << training_time_cell(tr) << " |\n";
   char loss[64];
   std::snprintf(loss, sizeof loss, "%.5g", tr.at("final_loss").get<double>());
   o << "| final loss | " << loss << " (mean batch loss of the last " << tr.at("final_loss_window").dump()

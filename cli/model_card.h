@@ -20,6 +20,11 @@ std::optional<nlohmann::json> read_sidecar(const std::string& model_path);
 /// Writes text atomically (temporary file + rename); UsageError naming the path on failure.
 void write_text_file(const std::string& path, const std::string& text);
 
+/// The "training time" cell of a card from a sidecar's "training" block: the time (format_duration),
+/// threads, machine and the mean iterations per second over the run (steps_done, or steps, / seconds),
+/// e.g. "1 h 16 min (1 thread, AMD EPYC, 2 cores; 2.60 it/s)".
+std::string training_time_cell(const nlohmann::json& training);
+
 /// The Markdown card for a sidecar (model file name given for the usage lines).
 std::string render_card(const nlohmann::json& meta, const std::string& model_file);
 

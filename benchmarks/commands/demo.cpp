@@ -130,7 +130,7 @@ class DemoCommand : public Command {
     eval_options.cache_dir = c.out;  // test-set statistics and floor features, reused by later runs
     FmnistEvaluator evaluator(c.classifier, eval_options);
     std::cerr << "classifier: " << c.classifier << " (test accuracy " << fixed(100 * evaluator.test_accuracy(), 2)
-              << "%), set up in " << fixed(seconds_since(eval_start), 1) << " s\n";
+              << "%), set up in " << format_duration(seconds_since(eval_start)) << "\n";
 
     double ref_seconds = 0;
     const at::Tensor x_ref = reference_sample(model, x_T, c, &ref_seconds);

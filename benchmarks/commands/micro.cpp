@@ -44,7 +44,8 @@ using json = nlohmann::json;
 struct Config {
   std::string mixture_teacher = "models/gmm16d-mlp-eps.pt";  // its sidecar names the exact mixture
   std::string mixture_samplers = "models/distilled/gmm16d-micro-{M}.pt";
-  std::string fmnist_teacher = "models/fmnist-unet-eps.pt";
+  // The shipped Fashion-MNIST micro samplers refuse any teacher but the one they were trained on.
+  std::string fmnist_teacher = "models/fmnist-unet-eps-v1.pt";
   std::string fmnist_samplers = "models/distilled/fmnist-micro-{M}.pt";
   std::string classifier = "models/fmnist-classifier.pt";
   std::string fmnist_dir;

@@ -20,6 +20,7 @@
 #include "../machine.h"
 #include "../report.h"
 #include "fewstep/core/check.h"
+#include "fewstep/core/progress_bar.h"
 #include "fewstep/data/mixture_data.h"
 #include "fewstep/metrics/mmd.h"
 #include "fewstep/models/gaussian_mixture.h"
@@ -368,7 +369,7 @@ class PsldBench : public Command {
     double final_loss = 0;
     const size_t window = std::min<size_t>(100, result.losses.size());
     for (size_t i = result.losses.size() - window; i < result.losses.size(); ++i) final_loss += result.losses[i] / window;
-    std::cout << "  done in " << fixed(result.seconds, 1) << " s, final loss (mean of last " << window
+    std::cout << "  done in " << format_duration(result.seconds) << ", final loss (mean of last " << window
               << ") " << final_loss << "\n";
     fsys::create_directories(fsys::path(c_.model).parent_path().empty() ? "." : fsys::path(c_.model).parent_path());
     save_network(*result.ema, c_.model);

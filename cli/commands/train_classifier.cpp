@@ -295,8 +295,7 @@ class TrainClassifierCommand final : public Command {
     o << "| training-set accuracy | " << buf << " |\n";
     o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";
     o << "| seed | " << tr.at("seed").dump() << " |\n";
-    o << "| training time | " << format_duration(tr.at("seconds").get<double>()) << " (" << tr.at("threads").dump()
-      << (tr.at("threads").get<int>() == 1 ? " thread, " : " threads, ") << tr.at("machine").get<std::string>() << ") |\n";
+    o << "| training time | " << training_time_cell(tr) << " |\n";
     std::snprintf(buf, sizeof buf, "%.4f", tr.at("final_loss").get<double>());
     o << "| final loss | " << buf << " (mean cross-entropy of the last " << tr.at("final_loss_window").dump()
       << " training batches) |\n";

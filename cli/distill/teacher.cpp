@@ -151,13 +151,7 @@ std::string render_student_card(const json& m, const std::string& file) {
   o << "\n\n| | |\n|---|---|\n";
   o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";
   char buf[64];
-  const double seconds = tr.at("seconds").get<double>();
-  o << "| training time | " << format_duration(seconds) << " (" << tr.at("threads").dump() << " threads, "
-    << tr.at("machine").get<std::string>() << ") |\n";
-  if (tr.contains("steps_done") && seconds > 0.0) {
-    std::snprintf(buf, sizeof buf, "%.3g", tr.at("steps_done").get<double>() / seconds);
-    o << "| throughput | " << buf << " iterations/s over " << tr.at("steps_done").dump() << " iterations |\n";
-  }
+  o << "| training time | " << training_time_cell(tr) << " |\n";
   std::snprintf(buf, sizeof buf, "%.5g", tr.at("final_loss").get<double>());
   o << "| final loss | " << buf << " (mean of the last " << tr.at("final_loss_window").dump() << " steps) |\n";
   for (const auto& [k, v] : m.at("distillation").items())

@@ -10,6 +10,7 @@
 #include <optional>
 #include <utility>
 
+#include "fewstep/core/progress_bar.h"
 #include "fewstep/data/image_files.h"
 #include "fewstep/io/png.h"
 
@@ -32,6 +33,9 @@ fewstep::ImageGridOptions grid_options(int64_t nrow, int64_t padding, int64_t sc
 }  // namespace
 
 void bind_io(py::module_& m) {
+  m.def("format_duration", &fewstep::format_duration, py::arg("seconds"),
+        "A duration as people write it: '850 ms', '18.5 s', '3 min 05 s', '2 h 07 min'; the one formatter "
+        "behind the command line, the benchmarks, the progress lines and the model cards.");
   m.def(
       "image_grid",
       [](const at::Tensor& images, int64_t nrow, int64_t padding, int64_t scale, std::pair<double, double> value_range,

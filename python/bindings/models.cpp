@@ -24,6 +24,7 @@
 #include "fewstep/nets/network.h"
 #include "fewstep/schedules/schedule.h"
 #include "options.h"
+#include "trainer.h"  // path_arg
 
 namespace py = pybind11;
 using fewstep::Denoiser;
@@ -353,7 +354,8 @@ void bind_models(py::module_& m) {
 
   m.def(
       "load_model_file",
-      [](const std::string& path, const py::object& label, std::optional<double> guidance) {
+      [](const py::object& path_obj, const py::object& label, std::optional<double> guidance) {
+        const std::string path = path_arg(path_obj, "path", false);
         fewstep::ModelConditioning conditioning;
         if (!label.is_none()) {
           if (py::isinstance<py::int_>(label) && !py::isinstance<py::bool_>(label)) {
@@ -402,7 +404,8 @@ void bind_models(py::module_& m) {
         "'dir/name.pt' -> 'dir/name.json': where a model file's sidecar lives.");
   m.def(
       "read_model_file_info",
-      [](const std::string& path) {
+      [](const py::object& path_obj) {
+        const std::string path = path_arg(path_obj, "path", false);
         fewstep::ModelFileInfo info;
         {
           py::gil_scoped_release release;
@@ -422,11 +425,12 @@ void bind_models(py::module_& m) {
       py::arg("sidecar"), "read_model_file_info of a sidecar given as a dict (or its JSON text).");
   m.def(
       "save_model_file",
-      [](const std::string& path, const py::object& net, const std::shared_ptr<NoiseSchedule>& schedule,
+      [](const py::object& path_obj, const py::object& net, const std::shared_ptr<NoiseSchedule>& schedule,
          const std::string& prediction, const std::vector<int64_t>& sample_shape, const std::string& time_input,
          double time_scale, const std::optional<std::string>& name, const py::object& network,
          const std::optional<std::string>& solver, const py::object& timesteps,
          const std::optional<double>& default_guidance, const py::object& consistency, const py::object& metadata) {
+        const std::string path = path_arg(path_obj, "path", false);
         fewstep::ModelFileInfo info;
         info.schedule = require_schedule(schedule);
         info.prediction = fewstep::parse_prediction(prediction);
@@ -480,7 +484,8 @@ void bind_models(py::module_& m) {
       "records the .pt's SHA-256, are replaced atomically. Returns the sidecar as a dict.");
   m.def(
       "upgrade_model_file",
-      [](const std::string& path) {
+      [](const py::object& path_obj) {
+        const std::string path = path_arg(path_obj, "path", false);
         std::string written;
         {
           py::gil_scoped_release release;

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -97,6 +98,11 @@ def test_train_writes_model_card_and_sidecar(full_run: Path) -> None:
     for text in ("fewstep train --data gmm2d", "| seed | 3 |", "final loss", "parameters", "VPLinear",
                  "| prediction | eps |", "time input", "training time"):
         assert text in card, text
+    # The card states the training time, the machine and the mean iterations per second of the run.
+    row = next(line for line in card.splitlines() if line.startswith("| training time |"))
+    assert meta["training"]["machine"] in row, row
+    rate = float(re.search(r"; (\d+\.\d\d) it/s\) \|$", row).group(1))
+    assert rate == pytest.approx(60 / meta["training"]["seconds"], rel=0.01, abs=0.006), row
 
 
 def test_resume_after_stop_matches_an_uninterrupted_run(full_run: Path, tmp_path: Path) -> None:

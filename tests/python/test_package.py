@@ -105,6 +105,23 @@ def test_shipped_models() -> None:
     assert fs.model_path("gmm2d-mlp-eps").is_file()
     with pytest.raises(ValueError, match="no shipped model named 'nope'; the shipped models are: .*fmnist-unet-eps"):
         fs.model_path("nope")
+    # The path model_path returns (a pathlib.Path) goes straight into the model-file functions.
+    teacher = fs.load_model_file(fs.model_path("gmm2d-mlp-eps"))
+    assert teacher["name"] == "gmm2d-mlp-eps" and teacher["sample_shape"] == [2]
+    assert fs.read_model_file_info(fs.model_path("gmm2d-mlp-eps"))["name"] == "gmm2d-mlp-eps"
+    with pytest.raises(TypeError, match="path should be a str or os.PathLike, got int"):
+        fs.load_model_file(3)
+    # The first Fashion-MNIST teacher stays shipped beside the current one: its students need it.
+    v1 = fs.read_model_file_info(fs.model_path("fmnist-unet-eps-v1"))
+    for student in ("distilled/fmnist-pd-4step", "distilled/fmnist-kd-1step", "distilled/fmnist-cd-1step"):
+        record = fs.read_model_file_info(fs.model_path(student))["metadata"]["distillation"]
+        assert record["teacher"] == "models/fmnist-unet-eps-v1.pt" and record["teacher_sha256"] == v1["model_sha256"]
+
+
+def test_format_duration() -> None:
+    # The one formatter of the command line, the benchmarks and the model cards, bound as is.
+    assert [fs.format_duration(s) for s in (0.85, 18.5244, 185.4, 7620.0)] == \
+        ["850 ms", "18.5 s", "3 min 05 s", "2 h 07 min"]
 
 
 # ---- images ------------------------------------------------------------------------------
