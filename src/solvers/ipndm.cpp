@@ -22,14 +22,42 @@ const std::vector<double>& adams_bashforth_weights(int64_t order) {
 }
 
 int64_t ipndm_max_order(const Options& options, const std::string& owner) {
-  options.check_known({"max_order"}, owner);
   const int64_t max_order = options.get_int("max_order", 4);
   FEWSTEP_CHECK_VALUE(max_order >= 1 && max_order <= 4, owner, ": max_order must be 1, 2, 3 or 4, got ", max_order);
   return max_order;
 }
 
+namespace {
+
+/// The weights of the authors' variable-step sampler (solvers/ipndm_v.h), in their variables:
+/// h_n = ρ_t − ρ_s, h_{n−1} = ρ_s − ρ_{s_1}, h_{n−2} = ρ_{s_1} − ρ_{s_2}, h_{n−3} = ρ_{s_2} − ρ_{s_3}.
+std::vector<double> official_variable_weights(const std::vector<double>& rho, double rho_t) {
+  const size_t p = rho.size();
+  const double hn = rho_t - rho[0];
+  if (p == 1) return {1.0};
+  const double hn1 = rho[0] - rho[1];
+  const double a = hn / hn1;
+  if (p == 2) return {(2.0 + a) / 2.0, -a / 2.0};
+  const double hn2 = rho[1] - rho[2];
+  const double temp1 = (1.0 - hn / (3.0 * (hn + hn1)) * (hn * (hn + hn1)) / (hn1 * (hn1 + hn2))) / 2.0;
+  if (p == 3) {
+    return {(2.0 + a) / 2.0 + temp1, -a / 2.0 - (1.0 + hn1 / hn2) * temp1, temp1 * hn1 / hn2};
+  }
+  const double hn3 = rho[2] - rho[3];
+  const double temp2 = ((1.0 - hn / (3.0 * (hn + hn1))) / 2.0 + (1.0 - hn / (2.0 * (hn + hn1))) * hn /
+                        (6.0 * (hn + hn1 + hn2))) * (hn * (hn + hn1) * (hn + hn1 + hn2)) /
+                       (hn1 * (hn1 + hn2) * (hn1 + hn2 + hn3));
+  const double q = hn1 * (hn1 + hn2) / (hn2 * (hn2 + hn3));
+  return {(2.0 + a) / 2.0 + temp1 + temp2,
+          -a / 2.0 - (1.0 + hn1 / hn2) * temp1 - (1.0 + hn1 / hn2 + q) * temp2,
+          temp1 * hn1 / hn2 + (hn1 / hn2 + q * (1.0 + hn2 / hn3)) * temp2,
+          -temp2 * q * hn1 / hn2};
+}
+
+}  // namespace
+
 StepResult ipndm_step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
-                      int64_t max_order, bool variable_step) {
+                      int64_t max_order, IpndmWeights weights) {
   const auto& sc = model.schedule();
   auto out = model(x, s);
   auto& hist = state.history;
@@ -41,13 +69,19 @@ StepResult ipndm_step(ModelEvaluator& model, const at::Tensor& x, double s, doub
     eps.push_back(hist[hist.size() - k].eps);
   }
   std::vector<double> c;
-  if (variable_step) {
+  if (weights == IpndmWeights::Exact) {
     c = deis_coefficients(sc, times, t, DeisVariable::Rho);
   } else {
     // α_t (ρ_t − ρ_s) = α_t e^{−λ_s} expm1(−h).
     const double h = sc.lambda(t) - sc.lambda(s);
     const double scale = sc.alpha(t) * std::exp(sc.log_sigma(s) - sc.log_alpha(s)) * std::expm1(-h);
-    c = adams_bashforth_weights(p);
+    if (weights == IpndmWeights::Fixed) {
+      c = adams_bashforth_weights(p);
+    } else {
+      std::vector<double> rho;
+      for (double time : times) rho.push_back(std::exp(-sc.lambda(time)));
+      c = official_variable_weights(rho, std::exp(-sc.lambda(t)));
+    }
     for (auto& w : c) w *= scale;
   }
   at::Tensor x_next = x * deis_linear_factor(sc, s, t);
@@ -57,7 +91,9 @@ StepResult ipndm_step(ModelEvaluator& model, const at::Tensor& x, double s, doub
   return StepResult{x_next, out.x0, std::nullopt, std::move(state)};
 }
 
-IpndmStepper::IpndmStepper(const Options& options) : max_order_(ipndm_max_order(options, "solver 'ipndm'")) {
+IpndmStepper::IpndmStepper(const Options& options) {
+  options.check_known({"max_order"}, "solver 'ipndm'");
+  max_order_ = ipndm_max_order(options, "solver 'ipndm'");
   traits_ = StepperTraits::named("ipndm",
       "iPNDM: Adams-Bashforth on eps in rho = sigma/alpha with fixed weights, orders up to 4 (Zhang & Chen 2022, "
       "arXiv 2204.13902)")
@@ -69,7 +105,7 @@ IpndmStepper::IpndmStepper(const Options& options) : max_order_(ipndm_max_order(
 
 StepResult IpndmStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
                               const StepContext& /*ctx*/) const {
-  return ipndm_step(model, x, s, t, std::move(state), max_order_, false);
+  return ipndm_step(model, x, s, t, std::move(state), max_order_, IpndmWeights::Fixed);
 }
 
 }  // namespace fewstep

@@ -190,6 +190,18 @@ def test_relations_between_the_forms(problem) -> None:
     a = fs.sample(model, x_T, solver="ipndm", timesteps=rho_grid).x
     b = fs.sample(model, x_T, solver="ipndm_v", timesteps=rho_grid).x
     assert relative_difference(a, b) < 1e-10
+    # The authors' closed forms are the Adams-Bashforth weights on equal steps up to order 3; their
+    # order-4 weights are not (leading weight 57/24 instead of 55/24, solvers/ipndm_v.h).
+    for order, same in ((3, True), (4, False)):
+        c = fs.sample(model, x_T, solver="ipndm_v", timesteps=rho_grid, weights="official", max_order=order).x
+        d = fs.sample(model, x_T, solver="ipndm", timesteps=rho_grid, max_order=order).x
+        assert (relative_difference(c, d) < 1e-10) == same, order
+    # The authors' closed forms (weights="official") are the exact weights up to order 2 on any grid,
+    # and not from order 3 on non-uniform steps (solvers/ipndm_v.h).
+    for order, same in ((2, True), (3, False), (4, False)):
+        official = run("ipndm_v", max_order=order, weights="official")
+        exact = run("ipndm_v", max_order=order)
+        assert (relative_difference(official, exact) < 1e-12) == same, order
 
 
 # ------------------------------------------------------------------ convergence orders
@@ -228,6 +240,10 @@ def test_options_are_checked() -> None:
     for solver in ("ipndm", "ipndm_v"):
         with pytest.raises(ValueError, match="max_order must be 1, 2, 3 or 4, got 5"):
             fs.sample(model, x, solver=solver, steps=3, max_order=5)
+    with pytest.raises(ValueError, match="weights must be 'exact' or 'official'"):
+        fs.sample(model, x, solver="ipndm_v", steps=3, weights="fixed")
+    with pytest.raises(ValueError, match="weights"):
+        fs.sample(model, x, solver="ipndm", steps=3, weights="official")
     with pytest.raises(ValueError, match="d2_weight"):
         fs.sample(model, x, solver="dpm_solver_3m", steps=3, d2_weight="half")
     with pytest.raises(ValueError, match="variant"):

@@ -30,9 +30,12 @@ namespace fewstep {
 /// The fixed Adams–Bashforth weights b_j of order p (1–4), most recent evaluation first.
 const std::vector<double>& adams_bashforth_weights(int64_t order);
 
-/// One iPNDM step (both forms): evaluates at (x, s), extrapolates with up to `max_order` evaluations.
+/// How an iPNDM step weighs its evaluations.
+enum class IpndmWeights { Fixed, Exact, Official };
+
+/// One iPNDM step (every form): evaluates at (x, s), extrapolates with up to `max_order` evaluations.
 StepResult ipndm_step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
-                      int64_t max_order, bool variable_step);
+                      int64_t max_order, IpndmWeights weights);
 
 /// Reads and checks the max_order option of `owner`.
 int64_t ipndm_max_order(const Options& options, const std::string& owner);
