@@ -146,6 +146,13 @@ def main() -> None:
             ("dpmpp_3m", {"lower_order_final": lof}, fixed(1), "dpmsolver++",
              dict(order=3, method="multistep", lower_order_final=lof)),
         ]
+        for v in ["dpmsolver", "taylor"]:
+            pairs += [
+                ("dpm_solver_2m", {"variant": v, "lower_order_final": lof}, fixed(1), "dpmsolver",
+                 dict(order=2, method="multistep", solver_type=v, lower_order_final=lof)),
+                ("dpm_solver_3m", {"variant": v, "d2_weight": "official", "lower_order_final": lof}, fixed(1),
+                 "dpmsolver", dict(order=3, method="multistep", solver_type=v, lower_order_final=lof)),
+            ]
     pairs.append(("ddim", {}, fixed(1), "dpmsolver++", dict(order=1, method="multistep")))
 
     print("\n## Part 1: fewstep vs the official code on the same grid (uniform log-SNR)")
@@ -203,6 +210,11 @@ def main() -> None:
         "dpmpp_2s": [{"variant": "taylor"}],
         "dpmpp_2m": [{"lower_order_final": False}],
         "dpmpp_3m": [{"lower_order_final": False}, {"variant": "official"}],
+        "dpm_solver_2m": [{"variant": "taylor"}, {"lower_order_final": False}],
+        "dpm_solver_3m": [{"d2_weight": "official"}, {"variant": "taylor"}, {"lower_order_final": False},
+                          {"d2_weight": "official", "lower_order_final": False}],
+        "ipndm": [{"max_order": 3}, {"max_order": 2}],
+        "ipndm_v": [{"max_order": 3}, {"max_order": 2}],
     }
     fewstep_configs = []
     for info in fs.solvers():

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <thread>
 
+#include "fewstep/core/malloc_tuning.h"
 #include "fewstep/version.h"
 
 #ifndef FEWSTEP_BENCH_BUILD_TYPE
@@ -76,6 +77,7 @@ MachineInfo machine_info() {
   info.build_type = FEWSTEP_BENCH_BUILD_TYPE;
   info.os = os_name();
   info.timestamp_utc = now_utc();
+  info.allocator = fewstep::tune_malloc_for_tensors();  // already applied at startup: reports it
   return info;
 }
 
@@ -84,7 +86,8 @@ void print_machine(std::ostream& out, const MachineInfo& m) {
       << " logical), " << m.os << "\n"
       << "threads : " << m.torch_threads << " intra-op, " << m.torch_interop_threads << " inter-op (LibTorch)\n"
       << "versions: fewstep " << m.fewstep_version << ", torch " << m.torch_version << ", " << m.compiler << ", "
-      << m.build_type << " build\n";
+      << m.build_type << " build\n"
+      << "malloc  : " << m.allocator << "\n";
 }
 
 nlohmann::json to_json(const MachineInfo& m) {
@@ -98,7 +101,8 @@ nlohmann::json to_json(const MachineInfo& m) {
           {"compiler", m.compiler},
           {"build_type", m.build_type},
           {"os", m.os},
-          {"timestamp_utc", m.timestamp_utc}};
+          {"timestamp_utc", m.timestamp_utc},
+          {"allocator", m.allocator}};
 }
 
 }  // namespace fewstep::bench

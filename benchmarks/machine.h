@@ -21,6 +21,7 @@ struct MachineInfo {
   std::string build_type;
   std::string os;
   std::string timestamp_utc;  ///< ISO 8601, when the info was taken
+  std::string allocator;      ///< fewstep::tune_malloc_for_tensors()'s account of the allocator settings
 };
 
 MachineInfo machine_info();

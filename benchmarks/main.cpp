@@ -6,9 +6,11 @@
 #include <utility>
 
 #include "command.h"
+#include "fewstep/core/malloc_tuning.h"
 
 int main(int argc, char** argv) {
   using namespace fewstep::bench;
+  fewstep::tune_malloc_for_tensors();  // core/malloc_tuning.h
   CLI::App app{"fewstep-bench: accuracy-per-NFE and speed tables for fewstep's samplers"};
   app.require_subcommand(1, 1);
   app.fallthrough();  // global options may also follow the subcommand's name

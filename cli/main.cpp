@@ -8,10 +8,12 @@
 #include <utility>
 
 #include "command.h"
+#include "fewstep/core/malloc_tuning.h"
 #include "fewstep/version.h"
 
 int main(int argc, char** argv) {
   using namespace fewstep::cli;
+  fewstep::tune_malloc_for_tensors();  // keep network activations' pages between calls (core/malloc_tuning.h)
   set_command_line(argc, argv);
   CLI::App app{"fewstep " + fewstep::version() +
                ": few-step diffusion sampling and distillation over LibTorch.\n"

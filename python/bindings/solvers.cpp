@@ -20,6 +20,7 @@ py::dict traits_dict(const fewstep::StepperTraits& t) {
   d["multistep"] = t.multistep;
   d["revises_start"] = t.revises_start;
   d["adaptive_by_default"] = t.adaptive_by_default;
+  d["needs"] = fewstep::to_string(t.needs);
   d["summary"] = t.summary;
   d["options"] = t.options;
   return d;

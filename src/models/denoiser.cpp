@@ -62,6 +62,15 @@ std::string to_string(TimeInput time_input) {
   return "";
 }
 
+std::string to_string(Needs needs) {
+  switch (needs) {
+    case Needs::Both: return "both";
+    case Needs::Eps: return "eps";
+    case Needs::X0: return "x0";
+  }
+  return "";
+}
+
 // ---- conversions ----
 
 namespace {
@@ -101,7 +110,7 @@ std::string format_double(double v) {
 }  // namespace
 
 DenoiserOutput convert_prediction(const at::Tensor& x, const at::Tensor& out, Prediction prediction,
-                                  const NoiseSchedule& schedule, double t) {
+                                  const NoiseSchedule& schedule, double t, Needs needs) {
   FEWSTEP_CHECK_VALUE(x.defined() && out.defined(), "convert_prediction: x and out must be defined tensors");
   FEWSTEP_CHECK_VALUE(x.sizes() == out.sizes(), "convert_prediction: out has shape ", out.sizes(),
                       ", expected x's shape ", x.sizes());
@@ -109,20 +118,21 @@ DenoiserOutput convert_prediction(const at::Tensor& x, const at::Tensor& out, Pr
                                  prediction == Prediction::Flow;
   const Coefficients c = coefficients(schedule, t, no_alpha_division);
   const double a = c.alpha, s = c.sigma;
+  // Only what the caller reads (Needs); a field that is `out` itself costs nothing and is always set.
+  const bool x0 = needs != Needs::Eps, eps = needs != Needs::X0;
   switch (prediction) {
     case Prediction::Eps:
-      return {combine(x, 1.0 / a, out, -s / a), out};
+      return {x0 ? combine(x, 1.0 / a, out, -s / a) : at::Tensor(), out};
     case Prediction::X0:
-      return {out, combine(x, 1.0 / s, out, -a / s)};
+      return {out, eps ? combine(x, 1.0 / s, out, -a / s) : at::Tensor()};
     case Prediction::V: {
       // v = α ε − σ x_0 and x = α x_0 + σ ε: a rotation scaled by α² + σ² (= 1 for VP).
       const double n = a * a + s * s;
-      return {combine(x, a / n, out, -s / n), combine(x, s / n, out, a / n)};
+      return {x0 ? combine(x, a / n, out, -s / n) : at::Tensor(), eps ? combine(x, s / n, out, a / n) : at::Tensor()};
     }
     case Prediction::Score: {
-      at::Tensor eps = out * (-s);
       // x̂_0 = (x − σ ε̂)/α = (x + σ² s)/α
-      return {combine(x, 1.0 / a, out, s * s / a), eps};
+      return {x0 ? combine(x, 1.0 / a, out, s * s / a) : at::Tensor(), eps ? out * (-s) : at::Tensor()};
     }
     case Prediction::Flow: {
       const auto [da, ds] = rates(schedule, t);
@@ -131,7 +141,8 @@ DenoiserOutput convert_prediction(const at::Tensor& x, const at::Tensor& out, Pr
       FEWSTEP_CHECK_VALUE(std::isfinite(det) && det != 0.0, "prediction 'flow' at t = ", t, " under ",
                           schedule.repr(), ": the system [x; u] = [[alpha, sigma], [alpha', sigma']] [x0; eps] is "
                           "singular (determinant ", det, "); expected a strictly decreasing log-SNR");
-      return {combine(x, ds / det, out, -s / det), combine(x, -da / det, out, a / det)};
+      return {x0 ? combine(x, ds / det, out, -s / det) : at::Tensor(),
+              eps ? combine(x, -da / det, out, a / det) : at::Tensor()};
     }
   }
   FEWSTEP_CHECK_VALUE(false, "convert_prediction: unknown prediction ", static_cast<int>(prediction));
@@ -220,10 +231,10 @@ std::string describe_network(const std::string& source, const NoiseSchedule& sch
   return s.str();
 }
 
-Denoiser::Direct wrap_network(Denoiser::Network network, SchedulePtr schedule, Prediction prediction,
-                              TimeInput time_input, double time_scale) {
+std::function<DenoiserOutput(const at::Tensor&, double, Needs)> wrap_network(
+    Denoiser::Network network, SchedulePtr schedule, Prediction prediction, TimeInput time_input, double time_scale) {
   return [network = std::move(network), schedule = std::move(schedule), prediction, time_input, time_scale](
-             const at::Tensor& x, double t) -> DenoiserOutput {
+             const at::Tensor& x, double t, Needs needs) -> DenoiserOutput {
     FEWSTEP_CHECK_VALUE(x.defined() && x.dim() >= 1, "Denoiser: x must be a tensor with a batch dimension, got ",
                         x.defined() ? std::to_string(x.dim()) + "-D" : std::string("an undefined tensor"));
     FEWSTEP_CHECK_TYPE(x.is_floating_point(), "Denoiser: x must be floating point, got ", x.scalar_type());
@@ -238,7 +249,7 @@ Denoiser::Direct wrap_network(Denoiser::Network network, SchedulePtr schedule, P
                         ", expected x's device ", x.device());
     // A network in another precision (e.g. half) must not change the state's dtype.
     if (out.scalar_type() != x.scalar_type()) out = out.to(x.scalar_type());
-    return convert_prediction(x, out, prediction, *schedule, t);
+    return convert_prediction(x, out, prediction, *schedule, t, needs);
   };
 }
 
@@ -274,9 +285,11 @@ Denoiser Denoiser::with_fingerprint(Fingerprint fingerprint) const {
 }
 
 Denoiser::Denoiser(Direct fn, SchedulePtr schedule, std::string description)
-    : fn_(std::move(fn)), schedule_(std::move(schedule)), description_(std::move(description)) {
-  FEWSTEP_CHECK_VALUE(static_cast<bool>(fn_), "Denoiser.direct: fn must be a callable, got an empty function");
+    : schedule_(std::move(schedule)), description_(std::move(description)) {
+  FEWSTEP_CHECK_VALUE(static_cast<bool>(fn), "Denoiser.direct: fn must be a callable, got an empty function");
   check_schedule(schedule_, "Denoiser.direct");
+  // A direct model gives both predictions whatever the caller needs.
+  fn_ = [fn = std::move(fn)](const at::Tensor& x, double t, Needs /*needs*/) { return fn(x, t); };
 }
 
 Denoiser Denoiser::torchscript(const std::string& path, SchedulePtr schedule, Prediction prediction,
@@ -325,11 +338,11 @@ Denoiser Denoiser::direct(Direct fn, SchedulePtr schedule, std::string descripti
   return Denoiser(std::move(fn), std::move(schedule), std::move(description));
 }
 
-DenoiserOutput Denoiser::operator()(const at::Tensor& x, double t) const {
+DenoiserOutput Denoiser::operator()(const at::Tensor& x, double t, Needs needs) const {
   FEWSTEP_CHECK_VALUE(std::isfinite(t), description_, ": t must be finite, got ", t);
-  DenoiserOutput out = fn_(x, t);
-  FEWSTEP_CHECK_VALUE(out.x0.defined() && out.eps.defined(), description_,
-                      ": the model returned an undefined x0 or eps at t = ", t);
+  DenoiserOutput out = fn_(x, t, needs);
+  FEWSTEP_CHECK_VALUE((needs == Needs::Eps || out.x0.defined()) && (needs == Needs::X0 || out.eps.defined()),
+                      description_, ": the model returned an undefined x0 or eps at t = ", t);
   return out;
 }
 

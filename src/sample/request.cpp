@@ -219,7 +219,10 @@ Solution drive(const ResolvedSample& job) {
   const int error_order = traits.has_error_estimate ? traits.order : 0;
   const std::vector<double>* fixed = controller.fixed_grid();
 
-  ModelEvaluator evaluator(model);
+  // Evaluations fill only what the stepper reads (StepperTraits::needs) unless the loop reports x̂_0
+  // (callbacks; adaptive controllers read it) or the request asks for everything.
+  const bool lean = !options.full_evaluations && fixed && !options.callback;
+  ModelEvaluator evaluator(model, lean ? traits.needs : Needs::Both);
   Solution solution;
   solution.timesteps.push_back(t_start);
   if (fixed) solution.stats.reserve(fixed->size() - 1);
@@ -230,6 +233,7 @@ Solution drive(const ResolvedSample& job) {
   ctx.num_steps = fixed ? static_cast<int64_t>(fixed->size()) - 1 : -1;
   ctx.grid = fixed;
   ctx.noise = &noise;
+  ctx.wants_error = options.full_evaluations || controller.requires_error_estimate();
 
   std::optional<Report> held;
   auto report = [&](const Report& r) {
@@ -304,7 +308,7 @@ Solution drive(const ResolvedSample& job) {
   }
   if (held) report(*held);
   if (options.denoise_to_zero) {
-    x = evaluator(x, t_end).x0;
+    x = evaluator(x, t_end, Needs::X0).x0;
     if (options.check_finite) check_finite(x, solution.accepted, 0.0);
   }
   solution.x = x;

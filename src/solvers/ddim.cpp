@@ -7,10 +7,26 @@
 
 namespace fewstep {
 
-at::Tensor ddim_update(const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& x0, double s, double t) {
+namespace {
+struct DdimCoefficients {
+  double ratio, c0;  // x_t = ratio x − c0 x̂_0
+};
+DdimCoefficients ddim_coefficients(const NoiseSchedule& schedule, double s, double t) {
   const double h = schedule.lambda(t) - schedule.lambda(s);
-  const double ratio = std::exp(schedule.log_sigma(t) - schedule.log_sigma(s));
-  return x * ratio - x0 * (schedule.alpha(t) * std::expm1(-h));
+  return {std::exp(schedule.log_sigma(t) - schedule.log_sigma(s)), schedule.alpha(t) * std::expm1(-h)};
+}
+}  // namespace
+
+at::Tensor ddim_update(const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& x0, double s, double t) {
+  const DdimCoefficients c = ddim_coefficients(schedule, s, t);
+  return x * c.ratio - x0 * c.c0;
+}
+
+at::Tensor ddim_update_consuming(const NoiseSchedule& schedule, const at::Tensor& x, at::Tensor& x0_scratch, double s,
+                                 double t) {
+  const DdimCoefficients c = ddim_coefficients(schedule, s, t);
+  at::Tensor out = x * c.ratio;
+  return out.sub_(x0_scratch.mul_(c.c0));
 }
 
 at::Tensor ddim_eta_update(const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& x0, double s,
@@ -35,6 +51,7 @@ DdimStepper::DdimStepper(const Options& options) {
       "DDIM (Song et al. 2021, eq. 12/16): eta = 0 deterministic first-order exponential integrator (default), eta "
       "> 0 stochastic with sigma_t(eta)")
       .with_stochastic(eta_ > 0.0)
+      .with_needs(Needs::X0)
       .with_options({"eta"});
 }
 

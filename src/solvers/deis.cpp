@@ -101,7 +101,7 @@ at::Tensor deis_nonlinear_term(const NoiseSchedule& schedule, const std::vector<
                       times.size(), " times");
   const auto c = deis_coefficients(schedule, times, t, variable);
   at::Tensor out = eps[0] * c[0];
-  for (size_t j = 1; j < c.size(); ++j) out = out + eps[j] * c[j];
+  for (size_t j = 1; j < c.size(); ++j) out.add_(eps[j] * c[j]);  // in place: the same bits
   return out;
 }
 
@@ -119,6 +119,7 @@ DeisStepper::DeisStepper(const Options& options) {
       "2022, arXiv 2204.13902)")
       .with_order(static_cast<int>(order_))
       .with_multistep()
+      .with_needs(Needs::Eps)
       .with_options(deis_option_names());
 }
 
@@ -136,7 +137,8 @@ StepResult DeisStepper::step(ModelEvaluator& model, const at::Tensor& x, double 
     times.push_back(hist[hist.size() - k].t);
     eps.push_back(hist[hist.size() - k].eps);
   }
-  auto x_next = x * deis_linear_factor(schedule, s, t) + deis_nonlinear_term(schedule, times, eps, t, variable_);
+  at::Tensor x_next = x * deis_linear_factor(schedule, s, t);
+  x_next.add_(deis_nonlinear_term(schedule, times, eps, t, variable_));
   hist.push_back(HistoryEntry{s, out.x0, out.eps});
   if (static_cast<int64_t>(hist.size()) > order_ - 1) hist.erase(hist.begin(), hist.end() - (order_ - 1));
   return StepResult{x_next, out.x0, std::nullopt, std::move(state)};

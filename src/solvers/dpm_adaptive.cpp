@@ -24,6 +24,7 @@ DpmAdaptiveStepper::DpmAdaptiveStepper(const Options& options) {
       .with_nfe_per_step(p.nfe_per_step)
       .with_error_estimate()
       .with_adaptive_default()
+      .with_needs(Needs::Eps)
       .with_options({"order"});
 }
 

@@ -18,7 +18,8 @@ const StepperTraits& DpmSolver12Stepper::traits() const {
       "DPM-Solver-12 (Lu et al. 2022, sec. 4): DPM-Solver-2 with an embedded DPM-Solver-1 error estimate")
       .with_order(2)
       .with_nfe_per_step(2)
-      .with_error_estimate();
+      .with_error_estimate()
+      .with_needs(Needs::Eps);
   return traits;
 }
 

@@ -19,7 +19,8 @@ const StepperTraits& DpmSolver23Stepper::traits() const {
       "DPM-Solver-23 (Lu et al. 2022, sec. 4): DPM-Solver-3 with an embedded DPM-Solver-2 error estimate")
       .with_order(3)
       .with_nfe_per_step(3)
-      .with_error_estimate();
+      .with_error_estimate()
+      .with_needs(Needs::Eps);
   return traits;
 }
 

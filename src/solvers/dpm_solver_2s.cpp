@@ -59,6 +59,7 @@ const StepperTraits& DpmSolver2SStepper::traits() const {
       "DPM-Solver-2, singlestep, noise prediction (Lu et al. 2022, arXiv 2206.00927, Alg. 1)")
       .with_order(2)
       .with_nfe_per_step(2)
+      .with_needs(Needs::Eps)
       .with_options({"variant", "r1"});
   return traits;
 }

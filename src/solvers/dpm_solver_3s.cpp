@@ -55,6 +55,7 @@ const StepperTraits& DpmSolver3SStepper::traits() const {
       "DPM-Solver-3, singlestep, noise prediction (Lu et al. 2022, arXiv 2206.00927, Alg. 2)")
       .with_order(3)
       .with_nfe_per_step(3)
+      .with_needs(Needs::Eps)
       .with_options({"variant", "r1", "r2"});
   return traits;
 }

@@ -40,6 +40,7 @@ const StepperTraits& DpmSolverFastStepper::traits() const {
       "DPM-Solver-fast: orders 3,...,3 then 2/1 spending exactly steps = NFE (Lu et al. 2022, arXiv 2206.00927)")
       .with_order(3)
       .with_nfe_per_step(3)
+      .with_needs(Needs::Eps)
       .with_options({"variant", "nfe"});
   return traits;
 }

@@ -18,6 +18,7 @@ const StepperTraits& DpmSolverPP2MStepper::traits() const {
       "DPM-Solver++(2M), data prediction, multistep (Lu et al. 2022, Alg. 2)")
       .with_order(2)
       .with_multistep()
+      .with_needs(Needs::X0)
       .with_options({"lower_order_final", "lower_order_final_steps"});
   return traits;
 }
@@ -35,9 +36,11 @@ StepResult DpmSolverPP2MStepper::step(ModelEvaluator& model, const at::Tensor& x
     const double lambda_s = schedule.lambda(s);
     const double h = schedule.lambda(t) - lambda_s;
     const double r = (lambda_s - schedule.lambda(prev.t)) / h;
-    // D = x̂_s + (x̂_s − x̂_prev)/(2r): second-order extrapolation of x̂_0 over the step.
-    auto d = out.x0 + (out.x0 - prev.x0) * (0.5 / r);
-    x_next = ddim_update(schedule, x, d, s, t);
+    // D = x̂_s + (x̂_s − x̂_prev)/(2r): second-order extrapolation of x̂_0 over the step, formed in
+    // place (the same bits as out-of-place: a + b = b + a in IEEE arithmetic).
+    at::Tensor d = at::sub(out.x0, prev.x0);
+    d.mul_(0.5 / r).add_(out.x0);
+    x_next = ddim_update_consuming(schedule, x, d, s, t);
   }
   state.history.clear();
   state.history.push_back(HistoryEntry{s, out.x0, out.eps});

@@ -19,6 +19,7 @@ const StepperTraits& DpmSolverPP2SStepper::traits() const {
       "DPM-Solver++(2S), singlestep, data prediction (Lu et al. 2022, arXiv 2211.01095, Alg. 1)")
       .with_order(2)
       .with_nfe_per_step(2)
+      .with_needs(Needs::X0)
       .with_options({"variant", "r1"});
   return traits;
 }

@@ -12,7 +12,8 @@ EulerStepper::EulerStepper(const Options& options) { options.check_known(traits(
 
 const StepperTraits& EulerStepper::traits() const {
   static const StepperTraits traits = StepperTraits::named("euler",
-      "Explicit Euler on the probability-flow ODE in t (Song et al. 2021)");
+      "Explicit Euler on the probability-flow ODE in t (Song et al. 2021)")
+      .with_needs(Needs::Eps);
   return traits;
 }
 

@@ -13,13 +13,14 @@ const StepperTraits& HeunEulerStepper::traits() const {
       "Heun-Euler embedded pair on the probability-flow ODE in t: Heun (order 2) with an Euler error estimate")
       .with_order(2)
       .with_nfe_per_step(2)
-      .with_error_estimate();
+      .with_error_estimate()
+      .with_needs(Needs::Eps);
   return traits;
 }
 
 StepResult HeunEulerStepper::step(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
-                                  const StepContext& /*ctx*/) const {
-  return heun_step_with_error(model, x, s, t, std::move(state));
+                                  const StepContext& ctx) const {
+  return heun_step_with_error(model, x, s, t, std::move(state), ctx.wants_error);
 }
 
 }  // namespace fewstep

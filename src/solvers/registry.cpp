@@ -20,6 +20,10 @@
 #include "fewstep/solvers/dpm_solver_12.h"
 #include "fewstep/solvers/dpm_solver_23.h"
 #include "fewstep/solvers/dpm_adaptive.h"
+#include "fewstep/solvers/dpm_solver_2m.h"
+#include "fewstep/solvers/dpm_solver_3m.h"
+#include "fewstep/solvers/ipndm.h"
+#include "fewstep/solvers/ipndm_v.h"
 
 namespace fewstep {
 
@@ -37,8 +41,12 @@ StepperRegistry& registry() {
       stepper_entry<DpmSolverFastStepper>(),
       stepper_entry<DpmSolverPP2SStepper>(),
       stepper_entry<DpmSolverPP3MStepper>(),
+      stepper_entry<DpmSolver2MStepper>(),
+      stepper_entry<DpmSolver3MStepper>(),
       stepper_entry<UniPCStepper>(),
       stepper_entry<DeisStepper>(),
+      stepper_entry<IpndmStepper>(),
+      stepper_entry<IpndmVStepper>(),
       stepper_entry<DdpmStepper>(),
       stepper_entry<EulerMaruyamaStepper>(),
       stepper_entry<DpmSolverPP2MSdeStepper>(),

@@ -41,9 +41,13 @@ StepperTraits& StepperTraits::with_options(std::vector<std::string> keys) {
   options = std::move(keys);
   return *this;
 }
+StepperTraits& StepperTraits::with_needs(Needs value) {
+  needs = value;
+  return *this;
+}
 
 StepResult step_to_zero(ModelEvaluator& model, const at::Tensor& x, double s, SolverState state) {
-  auto out = model(x, s);
+  auto out = model(x, s, Needs::X0);
   return StepResult{out.x0, out.x0, std::nullopt, std::move(state)};
 }
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "fewstep/core/malloc_tuning.h"
 #include "fewstep/core/progress_bar.h"
 
 namespace {
@@ -103,3 +104,18 @@ TEST(FormatDuration, ReadsAsAPersonWouldWriteIt) {
 }
 
 }  // namespace
+
+// Applied once per process; later calls report the same settings. Under the test runner the
+// environment may set FEWSTEP_MALLOC_TUNING=0 or glibc's own variables: each has its own account.
+TEST(MallocTuning, AppliedOnceAndReported) {
+  const std::string first = fewstep::tune_malloc_for_tensors();
+  EXPECT_FALSE(first.empty());
+  EXPECT_EQ(fewstep::tune_malloc_for_tensors(), first);
+#if defined(__GLIBC__)
+  const char* off = std::getenv("FEWSTEP_MALLOC_TUNING");
+  if ((off == nullptr || std::string(off) != "0") && std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr &&
+      std::getenv("MALLOC_TRIM_THRESHOLD_") == nullptr) {
+    EXPECT_EQ(first, "glibc mmap_threshold=32MiB trim_threshold=1GiB");
+  }
+#endif
+}

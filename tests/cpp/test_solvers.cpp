@@ -135,6 +135,31 @@ TEST_P(StepperContract, RunsOnMetaDevice) {
   EXPECT_EQ(out.x.sizes(), x_T.sizes());
 }
 
+// A stepper's declared needs (StepperTraits::needs) only skip work: the same bits as evaluations
+// converted into both predictions (SampleOptions::full_evaluations), for networks of every kind of
+// prediction, and the Denoiser then really leaves the unneeded prediction out.
+TEST_P(StepperContract, DeclaredNeedsGiveTheSameBits) {
+  const auto& traits = fs::stepper_traits(GetParam());
+  for (auto prediction : {fs::Prediction::Eps, fs::Prediction::X0, fs::Prediction::V}) {
+    fs::Denoiser model([](const at::Tensor& x, const at::Tensor& t) { return 0.3 * x + 0.1 * t.view({-1, 1}); },
+                       vp(), prediction);
+    auto x_T = at::randn({5, 4}, generator(4), at::kDouble);
+    const auto grid = fs::timesteps(model.schedule_ref(), 6, fs::Spacing::LogSNR);
+    auto stepper = fs::solver(GetParam());
+    fs::SampleOptions full, lean;
+    full.full_evaluations = true;
+    full.generator = generator(9);
+    lean.generator = generator(9);
+    auto a = fs::sample(model, x_T, *stepper, grid, full);
+    auto b = fs::sample(model, x_T, *stepper, grid, lean);
+    EXPECT_TRUE(at::equal(a.x, b.x)) << GetParam() << " prediction " << fs::to_string(prediction);
+    EXPECT_EQ(a.nfe, b.nfe);
+    const auto out = model(x_T, 0.5, traits.needs);
+    EXPECT_EQ(out.x0.defined(), traits.needs != fs::Needs::Eps || prediction == fs::Prediction::X0) << GetParam();
+    EXPECT_EQ(out.eps.defined(), traits.needs != fs::Needs::X0 || prediction == fs::Prediction::Eps) << GetParam();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllRegistered, StepperContract, ::testing::ValuesIn(fs::stepper_names()),
                          [](const auto& info) { return info.param; });
 
@@ -187,6 +212,32 @@ TEST_P(ConvergenceOrder, GaussianMixtureAgainstReferenceSolve) {
 
 INSTANTIATE_TEST_SUITE_P(Deterministic, ConvergenceOrder, ::testing::ValuesIn(deterministic_steppers()),
                          [](const auto& info) { return info.param; });
+
+TEST(Needs, NoiseFormSteppersSkipTheDataPredictionAndUnreadErrorEstimates) {
+  EXPECT_EQ(fs::stepper_traits("euler").needs, fs::Needs::Eps);
+  EXPECT_EQ(fs::stepper_traits("dpm_solver_3m").needs, fs::Needs::Eps);
+  EXPECT_EQ(fs::stepper_traits("dpmpp_2m").needs, fs::Needs::X0);
+  EXPECT_EQ(fs::stepper_traits("unipc").needs, fs::Needs::Both);
+  // Heun declares no error estimate and computes none; heun_euler computes its estimate when asked.
+  auto model = fs::Denoiser::exact(mixture(), vp());
+  auto x = at::randn({3, 4}, generator(12), at::kDouble);
+  fs::ModelEvaluator eval(model, fs::Needs::Eps);
+  fs::StepContext ctx;
+  auto heun = fs::solver("heun")->step(eval, x, 0.8, 0.6, {}, ctx);
+  EXPECT_FALSE(heun.error.has_value());
+  auto pair = fs::solver("heun_euler")->step(eval, x, 0.8, 0.6, {}, ctx);
+  ASSERT_TRUE(pair.error.has_value());
+  ctx.wants_error = false;
+  auto quiet = fs::solver("heun_euler")->step(eval, x, 0.8, 0.6, {}, ctx);
+  EXPECT_FALSE(quiet.error.has_value());
+  EXPECT_TRUE(at::equal(quiet.x, pair.x));
+  EXPECT_TRUE(at::equal(heun.x, pair.x));
+  // The σ = 0 marker asks for x̂_0 whatever the evaluator's default.
+  fs::Denoiser net([](const at::Tensor& y, const at::Tensor& /*t*/) { return 0.3 * y; }, vp(), fs::Prediction::Eps);
+  fs::ModelEvaluator eps_only(net, fs::Needs::Eps);
+  EXPECT_FALSE(eps_only(x, 0.5).x0.defined());
+  EXPECT_TRUE(fs::step_to_zero(eps_only, x, 0.5, {}).x.defined());
+}
 
 // ---------------------------------------------------------------- hand computations
 

@@ -67,6 +67,10 @@ DETERMINISTIC_VARIANTS = [
     ("dpmpp_3m@official", "dpmpp_3m", {"variant": "official"}),
     ("dpmpp_2m@denoise_to_zero", "dpmpp_2m", {"denoise_to_zero": True, "steps": 9}),
     ("heun@time", "heun", {"spacing": "time"}),
+    ("dpm_solver_2m@taylor", "dpm_solver_2m", {"variant": "taylor"}),
+    ("dpm_solver_3m@official", "dpm_solver_3m", {"d2_weight": "official"}),
+    ("ipndm@karras", "ipndm", {"spacing": "karras"}),
+    ("ipndm_v@karras", "ipndm_v", {"spacing": "karras"}),
 ]
 
 ADAPTIVE = [

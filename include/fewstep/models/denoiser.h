@@ -47,6 +47,12 @@ struct DenoiserOutput {
   at::Tensor eps;
 };
 
+/// Which of the two predictions a caller reads (StepperTraits::needs). A network's native output is
+/// converted only into those; the other field may be left undefined (it is filled when it costs
+/// nothing, e.g. ε̂ of an ε network). Exact and direct models always fill both.
+enum class Needs { Both, Eps, X0 };
+std::string to_string(Needs needs);
+
 class Denoiser {
  public:
   /// A network: (x, t_input[batch]) ↦ native prediction, same shape as x.
@@ -73,8 +79,9 @@ class Denoiser {
   /// A model that directly returns (x̂_0, ε̂); `description` shows up in messages and repr.
   static Denoiser direct(Direct fn, SchedulePtr schedule, std::string description);
 
-  /// Evaluates the model at host time t (in the schedule's range).
-  DenoiserOutput operator()(const at::Tensor& x, double t) const;
+  /// Evaluates the model at host time t (in the schedule's range). `needs` names the predictions
+  /// the caller reads; the others may come back undefined (see Needs).
+  DenoiserOutput operator()(const at::Tensor& x, double t, Needs needs = Needs::Both) const;
 
   const SchedulePtr& schedule() const { return schedule_; }
   const NoiseSchedule& schedule_ref() const { return *schedule_; }
@@ -89,16 +96,19 @@ class Denoiser {
   Denoiser with_fingerprint(Fingerprint fingerprint) const;
 
  private:
+  /// The model with the predictions it must fill (Needs).
+  using Evaluate = std::function<DenoiserOutput(const at::Tensor& x, double t, Needs needs)>;
   Denoiser(Direct fn, SchedulePtr schedule, std::string description);
-  Direct fn_;
+  Evaluate fn_;
   SchedulePtr schedule_;
   std::string description_;
   Fingerprint fingerprint_;
 };
 
-/// Converts a native network output to (x̂_0, ε̂) at time t (exposed for tests and trainers).
+/// Converts a native network output to (x̂_0, ε̂) at time t (exposed for tests and trainers); with
+/// `needs` Eps or X0 only that one is computed (the other is set only when it is `out` itself).
 DenoiserOutput convert_prediction(const at::Tensor& x, const at::Tensor& out, Prediction prediction,
-                                  const NoiseSchedule& schedule, double t);
+                                  const NoiseSchedule& schedule, double t, Needs needs = Needs::Both);
 /// The inverse: the native target a network predicting `prediction` should output.
 at::Tensor native_from_x0_eps(const at::Tensor& x0, const at::Tensor& eps, Prediction prediction,
                               const NoiseSchedule& schedule, double t);

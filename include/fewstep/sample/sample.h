@@ -47,6 +47,10 @@ struct SampleOptions {
   bool keep_trajectory = false;
   /// Run under c10::InferenceMode (no autograd). Off when gradients must flow (trainers).
   bool inference_mode = true;
+  /// Convert every evaluation into both x̂_0 and ε̂ and compute every error estimate, whatever the
+  /// stepper reads (StepperTraits::needs): the cost of sampling before steppers declared their needs,
+  /// for side-by-side benchmarks (fewstep-bench-speed). The samples are the same bits either way.
+  bool full_evaluations = false;
   /// Called after every accepted step. With a stepper that revises its start point (UniPC's
   /// corrector, StepperTraits::revises_start) the call for step i comes once step i + 1 has corrected
   /// x at t_next, with the corrected value (the last one after the loop).

@@ -19,6 +19,10 @@ namespace fewstep {
 
 /// The deterministic DDIM update from (x_s, x̂_0) at s to t, exposed for reuse (trainers).
 at::Tensor ddim_update(const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& x0, double s, double t);
+/// The same update, bit for bit, using `x0_scratch` (a temporary of the caller, overwritten) for its
+/// intermediate: one full-size allocation fewer in the multistep hot loops.
+at::Tensor ddim_update_consuming(const NoiseSchedule& schedule, const at::Tensor& x, at::Tensor& x0_scratch, double s,
+                                 double t);
 
 /// The stochastic DDIM update (η ∈ [0, 1]) from (x_s, x̂_0) at s to t with the standard normal draw z.
 at::Tensor ddim_eta_update(const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& x0, double s,

@@ -11,8 +11,10 @@
 namespace fewstep {
 
 /// One Heun step from s to t with its embedded Euler error estimate x_Heun − x_Euler
-/// (shared by `heun` and the `heun_euler` pair; the step itself does not depend on the flag).
-StepResult heun_step_with_error(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state);
+/// (shared by `heun` and the `heun_euler` pair); with_error = false skips the estimate (`heun`, and
+/// `heun_euler` when nothing reads it). The step itself does not depend on the flag.
+StepResult heun_step_with_error(ModelEvaluator& model, const at::Tensor& x, double s, double t, SolverState state,
+                                 bool with_error = true);
 
 class HeunStepper final : public Stepper {
  public:

@@ -48,6 +48,11 @@ struct StepperTraits {
   /// Sampled adaptively (PID control with DPM-Solver's tolerances) when a request names no steps,
   /// NFE budget, grid or tolerances (sample/request.h).
   bool adaptive_by_default = false;
+  /// The predictions step() reads from its evaluations (models/denoiser.h): Eps or X0 lets the
+  /// Denoiser skip converting a network's output into the other (one or two full passes per
+  /// evaluation). StepResult::x0 may then be undefined; the loop asks for both whenever it reports
+  /// x̂_0 (callbacks, adaptive controllers).
+  Needs needs = Needs::Both;
   std::string summary;                ///< one line, with the paper it implements
   std::vector<std::string> options;   ///< accepted option keys
 
@@ -62,22 +67,27 @@ struct StepperTraits {
   StepperTraits& with_revised_start(bool value = true);
   StepperTraits& with_adaptive_default(bool value = true);
   StepperTraits& with_options(std::vector<std::string> keys);
+  StepperTraits& with_needs(Needs value);
 };
 
-/// Counts and forwards model calls. One per sampling run.
+/// Counts and forwards model calls. One per sampling run. `needs` is what its calls fill by default
+/// (the stepper's StepperTraits::needs, or Both); a call may ask for more.
 class ModelEvaluator {
  public:
-  explicit ModelEvaluator(const Denoiser& model) : model_(&model) {}
-  DenoiserOutput operator()(const at::Tensor& x, double t) {
+  explicit ModelEvaluator(const Denoiser& model, Needs needs = Needs::Both) : model_(&model), needs_(needs) {}
+  DenoiserOutput operator()(const at::Tensor& x, double t) { return (*this)(x, t, needs_); }
+  DenoiserOutput operator()(const at::Tensor& x, double t, Needs needs) {
     ++nfe_;
-    return (*model_)(x, t);
+    return (*model_)(x, t, needs);
   }
   int64_t nfe() const { return nfe_; }
+  Needs needs() const { return needs_; }
   const Denoiser& model() const { return *model_; }
   const NoiseSchedule& schedule() const { return model_->schedule_ref(); }
 
  private:
   const Denoiser* model_;
+  Needs needs_;
   int64_t nfe_ = 0;
 };
 
@@ -102,6 +112,9 @@ struct SolverState {
 /// the steps, num_steps = −1, grid = nullptr and index counts the steps accepted so far.
 struct StepContext {
   int64_t index = 0;
+  /// The loop reads StepResult::error (an adaptive controller); steppers whose error estimate is
+  /// optional skip computing it otherwise.
+  bool wants_error = true;
   int64_t num_steps = -1;
   const std::vector<double>* grid = nullptr;
   NoiseSampler* noise = nullptr;  ///< set by the driver; stochastic steppers draw from it
