@@ -39,6 +39,17 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_option("--guidance", f.guidance, "Class-conditional model: guidance scale s (1 = conditional model; "
                                            "classifier-free guidance costs two calls per evaluation unless the model "
                                            "takes s as input)");
+  app.add_option("--device", f.device, "Where the network and the state live: cpu, cuda or cuda:N (default cpu; "
+                                       "the model file is mapped there as it is read; docs/gpu.md)");
+  app.add_option("--dtype", f.dtype, "Precision of the network's parameters and of the state: float32 or float64 "
+                                     "(default: the file's parameters, a float32 state; solver coefficients are "
+                                     "float64 on the host either way)");
+}
+
+at::TensorOptions LoadedModel::state_options() const {
+  return at::TensorOptions()
+      .dtype(placement.dtype.value_or(at::kFloat))
+      .device(placement.device.value_or(at::Device(at::kCPU)));
 }
 
 json LoadedModel::identity() const {
@@ -54,7 +65,8 @@ json LoadedModel::identity() const {
           {"time_scale", time_scale},
           {"shape", shape},
           {"class", label},
-          {"guidance", std::isnan(guidance) ? json() : json(guidance)}};
+          {"guidance", std::isnan(guidance) ? json() : json(guidance)},
+          {"dtype", dtype_name(state_options().dtype().toScalarType())}};
 }
 
 LoadedModel load_model(const ModelFlags& c) {
@@ -69,6 +81,11 @@ LoadedModel load_model(const ModelFlags& c) {
                      "\"; pass " + flag);
   };
   LoadedModel m;
+  try {
+    m.placement = parse_placement(c.device, c.dtype, "--device", "--dtype");
+  } catch (const c10::ValueError& e) {
+    throw UsageError(e.what_without_backtrace());
+  }
   m.path = c.model;
   m.label = c.label;
   m.guidance = c.guidance;
@@ -80,7 +97,7 @@ LoadedModel load_model(const ModelFlags& c) {
     if (!std::isnan(c.guidance)) cond.guidance = c.guidance;
     std::optional<ModelFile> loaded;
     try {
-      loaded.emplace(load_model_file(c.model, cond));
+      loaded.emplace(load_model_file(c.model, cond, m.placement));
     } catch (const c10::Error& e) {
       throw UsageError("--model '" + c.model + "': " + e.what_without_backtrace());
     }
@@ -113,7 +130,8 @@ LoadedModel load_model(const ModelFlags& c) {
   }
   try {
     m.denoiser = std::make_shared<const Denoiser>(Denoiser::torchscript(
-        c.model, m.schedule, parse_prediction(m.prediction), parse_time_input(m.time_input), m.time_scale));
+        c.model, m.schedule, parse_prediction(m.prediction), parse_time_input(m.time_input), m.time_scale,
+        m.placement));
   } catch (const c10::Error& e) {
     throw UsageError("--model '" + c.model + "' cannot be loaded as TorchScript: " + e.what_without_backtrace());
   }
@@ -194,6 +212,7 @@ SampleRequest sampler_request(const LoadedModel& model, const SamplerFlags& f, c
   SampleRequest r;
   r.model = model.denoiser;
   r.sample_shape = model.shape;
+  r.x_T_options = model.state_options();
   r.options.seeds = seeds;
   r.solver = f.solver;
   for (const auto& text : f.options) {

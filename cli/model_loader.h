@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "fewstep/core/device.h"
 #include "fewstep/core/options.h"
 #include "fewstep/models/denoiser.h"
 #include "fewstep/sample/request.h"
@@ -31,10 +32,11 @@ struct ModelFlags {
   std::vector<int64_t> shape;
   int64_t label = -1;        ///< --class: class of a conditional model (-1: none)
   double guidance = NAN;     ///< --guidance: guidance scale of a conditional model
+  std::string device, dtype;  ///< --device, --dtype ("" = cpu / the file's parameters, float32 state)
 };
 
 /// Declares --model (required), --schedule, --prediction, --time-input, --time-scale, --shape,
-/// --class and --guidance.
+/// --class, --guidance, --device and --dtype.
 void add_model_flags(CLI::App& app, ModelFlags& flags);
 
 /// A model ready to sample, with the settings it was read with (for messages, JSON and cache keys).
@@ -51,6 +53,9 @@ struct LoadedModel {
   std::string solver;             ///< a distilled student's own sampler ("" if none)
   std::vector<double> timesteps;  ///< ... and its grid
   std::vector<ModelTunedGrid> tuned_grids;  ///< the sidecar's optimised grids (grids/optimize.h)
+  Placement placement;            ///< --device/--dtype as parsed by the library (core/device.h)
+  /// The sampled state's options: --device (default cpu), --dtype (default float32).
+  at::TensorOptions state_options() const;
   /// Everything above plus the model file's path, size and modification time, as JSON.
   nlohmann::json identity() const;
 };
@@ -89,7 +94,7 @@ constexpr int64_t kDefaultSteps = 10;
 void add_sampler_flags(CLI::App& app, SamplerFlags& flags);
 
 /// The request these flags make for `model`, starting from n samples of per-sample seeds
-/// (x_T = randn_per_sample of the model's shape, float32): the model file's own sampler as defaults,
+/// (x_T = randn_per_sample of the model's shape, in model.state_options()): the model file's own sampler as defaults,
 /// kDefaultSteps as the fallback. UsageError naming --solver / --option for an unknown solver or a
 /// malformed option.
 SampleRequest sampler_request(const LoadedModel& model, const SamplerFlags& flags, const std::vector<uint64_t>& seeds);

@@ -87,7 +87,7 @@ class SampleCommand final : public Command {
     app.add_option("--micro", c.micro, "A micro-distilled sampler (fewstep distill micro) of this --model: the solver "
                                        "'micro' with this file; --steps is then its budget of teacher evaluations "
                                        "(learned step sizes and nonlinear term)");
-    app.add_option("--save-samples", c.save_samples, "Also write the samples to this file: {\"x\": float32 [n, ...], "
+    app.add_option("--save-samples", c.save_samples, "Also write the samples to this file: {\"x\": [n, ...] in --dtype, "
                                                      "\"nfe\", \"steps\", \"solver\"} (torch.load(path, "
                                                      "weights_only=False) reads it; fewstep eval --reference takes it)");
     app.add_flag("--quiet", c.quiet, "No progress bar or summary line");
@@ -126,6 +126,7 @@ class SampleCommand final : public Command {
     const Solution sol = run_request(job);
     bar.close();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const at::Tensor x = sol.x.to(at::kCPU);  // one copy off the device, after the loop (docs/gpu.md)
 
     at::Tensor image;
     if (shape.size() == 3) {
@@ -135,16 +136,16 @@ class SampleCommand final : public Command {
       grid_options.nrow = c.nrow;
       grid_options.padding = c.padding;
       grid_options.scale = c.scale;
-      image = image_grid(sol.x, grid_options);
+      image = image_grid(x, grid_options);
     } else if (shape.size() == 1 && shape[0] >= 2) {
-      image = scatter_image(sol.x, c.size);
+      image = scatter_image(x, c.size);
     } else {
       throw UsageError("cannot draw samples of this --shape as a PNG (expected [C, H, W] or a vector of >= 2)");
     }
     write_png(c.out, image);
     if (!c.save_samples.empty()) {
       TensorArchive archive;
-      archive.set_tensor("x", sol.x.contiguous());
+      archive.set_tensor("x", x.contiguous());
       archive.set_int("nfe", sol.nfe);
       archive.set_int("steps", sol.steps);
       archive.set_string("solver", job.solver);

@@ -9,6 +9,7 @@
 #include "fewstep/core/atomic_file.h"
 #include "fewstep/core/cache_dir.h"
 #include "fewstep/core/check.h"
+#include "fewstep/core/device.h"
 #include "fewstep/core/json_text.h"
 #include "fewstep/core/malloc_tuning.h"
 #include "fewstep/core/noise.h"

@@ -168,6 +168,13 @@ torch::jit::Module script_module_arg(const py::object& net, const std::string& p
   return *fewstep::load_network_bytes(bytes, path, "save_model_file").module;
 }
 
+/// device=/dtype= as the library's names (core/device.h parses them): None → "", a str as given, a
+/// torch.device / torch.dtype as str() prints it ("cuda:0", "torch.float64").
+fewstep::Placement placement_arg(const py::object& device, const py::object& dtype) {
+  const auto text = [](const py::object& obj) { return obj.is_none() ? std::string() : std::string(py::str(obj)); };
+  return fewstep::parse_placement(text(device), text(dtype));
+}
+
 py::tuple output_tuple(const fewstep::DenoiserOutput& out) { return py::make_tuple(out.x0, out.eps); }
 
 /// ModelFileInfo as a dict (see fewstep.read_model_file_info).
@@ -269,15 +276,19 @@ void bind_models(py::module_& m) {
       .def_static(
           "torchscript",
           [](const std::string& path, const std::shared_ptr<NoiseSchedule>& schedule, const std::string& prediction,
-             const std::string& time_input, double time_scale) {
+             const std::string& time_input, double time_scale, const py::object& device, const py::object& dtype) {
             auto sched = require_schedule(schedule);
             auto pred = fewstep::parse_prediction(prediction);
             auto tin = fewstep::parse_time_input(time_input);
+            const fewstep::Placement placement = placement_arg(device, dtype);
             py::gil_scoped_release release;
-            return Denoiser::torchscript(path, sched, pred, tin, time_scale);
+            return Denoiser::torchscript(path, sched, pred, tin, time_scale, placement);
           },
           py::arg("path"), py::arg("schedule"), py::arg("prediction") = "eps", py::arg("time_input") = "t",
-          py::arg("time_scale") = 1.0)
+          py::arg("time_scale") = 1.0, py::kw_only(), py::arg("device") = py::none(), py::arg("dtype") = py::none(),
+          "Loads a TorchScript network forward(x, t) -> prediction. device ('cpu', 'cuda', 'cuda:N' or a "
+          "torch.device) maps it there as it is read (map_location); dtype (float32/float64, str or torch.dtype) "
+          "converts its parameters; None keeps what the file holds. Pass x on that device and in that dtype.")
       .def_static(
           "exact",
           [](const std::shared_ptr<GaussianMixture>& mixture, const std::shared_ptr<NoiseSchedule>& schedule) {
@@ -354,8 +365,10 @@ void bind_models(py::module_& m) {
 
   m.def(
       "load_model_file",
-      [](const py::object& path_obj, const py::object& label, std::optional<double> guidance) {
+      [](const py::object& path_obj, const py::object& label, std::optional<double> guidance,
+         const py::object& device, const py::object& dtype) {
         const std::string path = path_arg(path_obj, "path", false);
+        const fewstep::Placement placement = placement_arg(device, dtype);
         fewstep::ModelConditioning conditioning;
         if (!label.is_none()) {
           if (py::isinstance<py::int_>(label) && !py::isinstance<py::bool_>(label)) {
@@ -370,7 +383,7 @@ void bind_models(py::module_& m) {
         conditioning.guidance = guidance;
         fewstep::ModelFile file = [&] {
           py::gil_scoped_release release;
-          return fewstep::load_model_file(path, conditioning);
+          return fewstep::load_model_file(path, conditioning, placement);
         }();
         py::dict out;
         out["denoiser"] = std::make_shared<Denoiser>(std::move(file.denoiser));
@@ -391,12 +404,15 @@ void bind_models(py::module_& m) {
         out["schema"] = file.info.schema;
         return out;
       },
-      py::arg("path"), py::arg("label") = py::none(), py::arg("guidance") = py::none(),
+      py::arg("path"), py::arg("label") = py::none(), py::arg("guidance") = py::none(), py::kw_only(),
+      py::arg("device") = py::none(), py::arg("dtype") = py::none(),
       "Loads a model written by `fewstep train` or `fewstep distill` (TorchScript + sidecar .json) into a dict: "
       "denoiser, schedule, prediction, sample_shape, name, path, sidecar_json, num_classes, guidance_input, "
       "solver and timesteps (a distilled student's own grid; None otherwise), tuned_grids (optimised grids, "
       "docs/grids.md). label (int or [batch] integer "
-      "tensor; None = no class) and guidance (scale s) condition a class-conditional model. ValueError naming "
+      "tensor; None = no class) and guidance (scale s) condition a class-conditional model. device ('cpu', 'cuda', "
+      "'cuda:N' or a torch.device; map_location) and dtype (float32/float64) place the network; None keeps the "
+      "file's. ValueError naming "
       "the file when either file is missing or the .pt does not match its sidecar's SHA-256, or naming "
       "label/guidance when the network cannot take them.");
 

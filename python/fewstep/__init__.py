@@ -84,6 +84,7 @@ from . import psld
 from . import micro
 from . import adapters
 from .grids import OptimizedGrid, optimize_timesteps
+from ._export import ExportableDenoiser, export
 from .micro import DenseTrajectories, MicroSampler, dense_trajectories, distill_micro
 from .psld import PsldModel, PsldProcess, psld_grid, psld_sample, psld_sampler_names
 from .distill import (
@@ -163,6 +164,7 @@ __all__ = [
     "DistillResult",
     "DistillStep",
     "EDM",
+    "ExportableDenoiser",
     "FlowMatching",
     "FmnistEvaluator",
     "FmnistReport",
@@ -215,6 +217,7 @@ __all__ = [
     "distill_knowledge",
     "distill_micro",
     "distill_progressive",
+    "export",
     "export_student",
     "frechet_distance",
     "gaussian_stats",

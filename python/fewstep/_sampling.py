@@ -227,7 +227,7 @@ def sample(
     it per call, and exceptions they raise reach the caller unchanged.
 
     Args:
-        model: a :class:`Denoiser`, or the path of a model file.
+        model: a :class:`Denoiser`, or the path of a model file (loaded on ``x_T``'s device, in its dtype).
         x_T: the starting state at ``t_start``; its dtype and device are kept throughout.
         solver: a name from :func:`solvers` (ValueError listing them otherwise); default ``"dpmpp_2m"``, or a
             student model file's own solver.
@@ -281,7 +281,9 @@ def sample(
     if grid not in ("tuned", "default"):
         raise ValueError(f"grid should be 'tuned' or 'default', got {grid!r}")
     if isinstance(model, (str, os.PathLike)):
-        file = _fewstep.load_model_file(os.fspath(model), label, guidance)
+        _check_type(x_T, torch.Tensor, "x_T", "a torch.Tensor")
+        # The network goes where x_T is, in its dtype (docs/gpu.md).
+        file = _fewstep.load_model_file(os.fspath(model), label, guidance, device=x_T.device, dtype=x_T.dtype)
         model = file["denoiser"]
         model_tuned_grids = file["tuned_grids"]
         if file["timesteps"] is not None:

@@ -293,10 +293,10 @@ Denoiser::Denoiser(Direct fn, SchedulePtr schedule, std::string description)
 }
 
 Denoiser Denoiser::torchscript(const std::string& path, SchedulePtr schedule, Prediction prediction,
-                               TimeInput time_input, double time_scale) {
+                               TimeInput time_input, double time_scale, const Placement& placement) {
   check_schedule(schedule, "Denoiser.torchscript");
   check_time_options(*schedule, time_input, time_scale);
-  const LoadedNetwork loaded = load_network_checked(path, "Denoiser.torchscript");
+  const LoadedNetwork loaded = load_network_checked(path, "Denoiser.torchscript", "", "", {}, true, placement);
   auto module = loaded.module;
   Network network = [module, path](const at::Tensor& x, const at::Tensor& t) -> at::Tensor {
     c10::IValue out = module->forward(std::vector<c10::IValue>{x, t});

@@ -464,12 +464,14 @@ std::string save_model_file(const std::string& model_path, const torch::jit::Mod
   return meta.dump(2) + "\n";
 }
 
-ModelFile load_model_file(const std::string& model_path, const ModelConditioning& conditioning) {
+ModelFile load_model_file(const std::string& model_path, const ModelConditioning& conditioning,
+                          const Placement& placement) {
   std::error_code ec;
   FEWSTEP_CHECK_VALUE(fsys::is_regular_file(model_path, ec), "model_path '", model_path, "' is not a file");
   ModelFileInfo info = read_model_file_info(model_path);
   LoadedNetwork loaded = load_network_checked(model_path, "load_model_file", info.model_sha256,
-                                              "its sidecar '" + model_sidecar_path(model_path) + "'");
+                                              "its sidecar '" + model_sidecar_path(model_path) + "'", {}, true,
+                                              placement);
   // A placeholder until the network is wrapped (the wrapping needs the finished record).
   Denoiser placeholder = Denoiser::direct([](const at::Tensor& x, double) { return DenoiserOutput{x, x}; },
                                           info.schedule, "unbuilt");

@@ -110,19 +110,20 @@ at::Tensor with_dropout_seed(uint64_t seed, const std::function<at::Tensor()>& f
 
 LoadedNetwork load_network_checked(const std::string& path, const char* who, const std::string& expected_sha256,
                                    const std::string& recorded_in, const std::vector<std::string>& extra_files,
-                                   bool require_forward) {
+                                   bool require_forward, const Placement& placement) {
   const std::string bytes = read_file(path, std::string(who) + ": path");
   const std::string sha256 = sha256_hex(bytes);
   FEWSTEP_CHECK_VALUE(expected_sha256.empty() || sha256 == expected_sha256, who, ": '", path,
                       "' is corrupted or was replaced: its SHA-256 is ", sha256, " but ", recorded_in,
                       " records ", expected_sha256, " (re-export the model, or restore the file)");
-  LoadedNetwork out = load_network_bytes(bytes, path, who, extra_files, require_forward);
+  LoadedNetwork out = load_network_bytes(bytes, path, who, extra_files, require_forward, placement);
   out.sha256 = sha256;
   return out;
 }
 
 LoadedNetwork load_network_bytes(const std::string& bytes, const std::string& path, const char* who,
-                                 const std::vector<std::string>& extra_files, bool require_forward) {
+                                 const std::vector<std::string>& extra_files, bool require_forward,
+                                 const Placement& placement) {
   LoadedNetwork out;
   out.sha256 = sha256_hex(bytes);
   out.module = std::make_shared<torch::jit::Module>();
@@ -130,10 +131,10 @@ LoadedNetwork load_network_bytes(const std::string& bytes, const std::string& pa
   for (const auto& name : extra_files) extra[name] = "";
   std::string error;
   try {
-    // Parameters stay on the device they were saved from; the caller passes x on that device
-    // (or calls torch.jit.load(..., map_location=...) + save beforehand).
+    // Tensors go to placement.device as they are read (map_location), else stay on the device they
+    // were saved from; the caller passes x on that device.
     std::istringstream in(bytes, std::ios::binary);
-    *out.module = torch::jit::load(in, c10::nullopt, extra);
+    *out.module = torch::jit::load(in, placement.device, extra);
   } catch (const c10::Error& e) {
     error = e.what_without_backtrace();
   } catch (const std::exception& e) {
@@ -143,6 +144,7 @@ LoadedNetwork load_network_bytes(const std::string& bytes, const std::string& pa
   FEWSTEP_CHECK_VALUE(!require_forward || out.module->find_method("forward").has_value(), who, ": the module at path '",
                       path, "' has no forward method; expected forward(x, t) -> Tensor");
   out.module->eval();
+  if (placement.dtype) out.module->to(*placement.dtype);  // floating parameters and buffers only
   out.extra_files.insert(extra.begin(), extra.end());
   return out;
 }

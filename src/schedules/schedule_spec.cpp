@@ -47,10 +47,14 @@ SchedulePtr schedule_from_spec(const std::string& spec_json, const std::string& 
   const std::string name = spec["name"];
   if (name == "vp_discrete" && spec.contains("alphas_cumprod")) {
     for (const auto& [key, value] : spec.items())
-      FEWSTEP_CHECK_VALUE(key == "name" || key == "repr" || key == "alphas_cumprod", source,
+      FEWSTEP_CHECK_VALUE(key == "name" || key == "repr" || key == "alphas_cumprod" || key == "interpolation", source,
                           ": schedule 'vp_discrete' given by its alphas_cumprod takes no parameter '", key, "'");
     try {
-      return VPDiscrete::from_alphas_cumprod(spec["alphas_cumprod"].get<std::vector<double>>());
+      // "interpolation" (absent = log_alpha): how the schedule continues between trained timesteps.
+      const DiscreteInterpolation interpolation =
+          spec.contains("interpolation") ? parse_discrete_interpolation(spec["interpolation"].get<std::string>())
+                                         : DiscreteInterpolation::LogAlpha;
+      return VPDiscrete::from_alphas_cumprod(spec["alphas_cumprod"].get<std::vector<double>>(), interpolation);
     } catch (const json::exception& e) {
       FEWSTEP_CHECK_VALUE(false, source, ": bad alphas_cumprod of schedule 'vp_discrete': ", e.what());
     } catch (const c10::ValueError& e) {
@@ -94,6 +98,7 @@ std::string schedule_spec(const NoiseSchedule& schedule) {
     spec = {{"name", "vp_cosine"}, {"s", s->s()}};
   } else if (const auto* s = dynamic_cast<const VPDiscrete*>(&schedule)) {
     spec = {{"name", "vp_discrete"}, {"alphas_cumprod", s->alphas_cumprod()}};
+    if (s->interpolation() != DiscreteInterpolation::LogAlpha) spec["interpolation"] = to_string(s->interpolation());
   } else if (dynamic_cast<const VE*>(&schedule) != nullptr) {
     spec = {{"name", "ve"}, {"sigma_min", schedule.t_min()}, {"sigma_max", schedule.t_max()}};
   } else if (dynamic_cast<const FlowMatching*>(&schedule) != nullptr) {

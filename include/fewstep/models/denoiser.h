@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 
+#include "fewstep/core/device.h"
 #include "fewstep/schedules/schedule.h"
 
 namespace fewstep {
@@ -70,10 +71,12 @@ class Denoiser {
            double time_scale = 1.0, Fingerprint network_fingerprint = {});
 
   /// Loads a TorchScript module (torch::jit::load) whose forward(x, t) returns the prediction.
-  /// The module stays on the device it was saved from; pass x on that device.
-  /// ValueError naming the path if it cannot be read.
+  /// `placement` (core/device.h) maps it to a device as it is read and converts its parameters to a
+  /// dtype; unset, the module stays on the device it was saved from. Pass x on that device and in
+  /// that dtype. ValueError naming the path if it cannot be read.
   static Denoiser torchscript(const std::string& path, SchedulePtr schedule, Prediction prediction,
-                              TimeInput time_input = TimeInput::T, double time_scale = 1.0);
+                              TimeInput time_input = TimeInput::T, double time_scale = 1.0,
+                              const Placement& placement = {});
   /// The exact denoiser of a Gaussian mixture under `schedule` (any family).
   static Denoiser exact(std::shared_ptr<const GaussianMixture> mixture, SchedulePtr schedule);
   /// A model that directly returns (x̂_0, ε̂); `description` shows up in messages and repr.

@@ -166,8 +166,12 @@ ModelFileInfo parse_model_sidecar(const std::string& json_text, const std::strin
 /// Loads `model_path` and its sidecar: the .pt is read once, its SHA-256 checked against the
 /// sidecar's (schema 2), and the network built from those bytes. ValueError naming the file for
 /// every problem read_model_file_info names, a missing or corrupted .pt; ValueError naming
-/// `conditioning` when it asks for labels or guidance the network cannot take.
-ModelFile load_model_file(const std::string& model_path, const ModelConditioning& conditioning = {});
+/// `conditioning` when it asks for labels or guidance the network cannot take. `placement`
+/// (core/device.h; fs.load_model_file(device=, dtype=), --device/--dtype) maps the network to a
+/// device as it is read and converts its parameters to a dtype; sample with x on that device and in
+/// that dtype. The checksum is of the file as written, whatever the placement.
+ModelFile load_model_file(const std::string& model_path, const ModelConditioning& conditioning = {},
+                          const Placement& placement = {});
 
 /// Adds `grid` to the sidecar's "tuned_grids" (replacing the entry of the same solver, options and
 /// NFE), re-sealing the sidecar; the .pt is not rewritten and must match its recorded SHA-256.

@@ -23,6 +23,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "fewstep/core/device.h"
+
 namespace torch::jit {
 struct Module;
 }  // namespace torch::jit
@@ -67,12 +69,16 @@ struct LoadedNetwork {
 /// (ValueError naming `who`, the path and `recorded_in`, where the checksum came from) before the
 /// archive is parsed. `extra_files` names the extra files to read. `require_forward`: refuse a
 /// module without a forward method.
+/// `placement` (core/device.h): the device the archive's tensors are mapped to as it is read (a file
+/// saved from a GPU loads on a CPU-only machine) and the floating dtype its parameters and buffers are
+/// converted to; unset fields keep what the file holds.
 LoadedNetwork load_network_checked(const std::string& path, const char* who, const std::string& expected_sha256 = "",
                                    const std::string& recorded_in = "", const std::vector<std::string>& extra_files = {},
-                                   bool require_forward = true);
+                                   bool require_forward = true, const Placement& placement = {});
 /// The same from bytes already read (`path` is used in messages only).
 LoadedNetwork load_network_bytes(const std::string& bytes, const std::string& path, const char* who,
-                                 const std::vector<std::string>& extra_files = {}, bool require_forward = true);
+                                 const std::vector<std::string>& extra_files = {}, bool require_forward = true,
+                                 const Placement& placement = {});
 
 /// SHA-256 over the records of a TorchScript archive (name and content, sorted by name), except
 /// the extra files named in `skip_extra` and the archive's per-write serialisation id: a checksum

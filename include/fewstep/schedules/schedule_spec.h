@@ -5,7 +5,8 @@
 ///   {"name": "vp_linear", "beta_min": 0.1, "beta_max": 20, "t_min": 0.001, "t_max": 1}
 /// A discrete schedule is either DDPM's linear betas ({"name": "vp_discrete", "betas": "linear",
 /// "num_train_steps", "beta_start", "beta_end"}) or its ᾱ_n listed ({"name": "vp_discrete",
-/// "alphas_cumprod": [...]}).
+/// "alphas_cumprod": [...]}, with "interpolation": "log_sigma" or "sigma" when it is not the default
+/// log_alpha continuation between trained timesteps, schedules/schedule.h).
 /// Missing parameters take the family's defaults (default_schedule_spec); unknown ones are refused,
 /// so a typo in a sidecar cannot silently give another schedule. Specs travel as JSON text so that
 /// this header needs no JSON library.

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 
 from .. import _fewstep
+from .._export import ExportableDenoiser
 from .._sampling import sample as _sample
 from .._sampling import sigmas as _sigmas
 from .._sampling import timesteps as _timesteps
@@ -608,7 +609,8 @@ def from_diffusers(
                                             guidance_scale=float(guidance_scale), prediction=prediction,
                                             time_input=time_input, time_scale=time_scale)
     else:
-        denoiser = _fewstep.Denoiser(network, schedule, prediction, time_input, time_scale)
+        denoiser = ExportableDenoiser(network, schedule, prediction, time_input, time_scale,
+                                      conditioning=list(cond or {}), source=f"diffusers {type(model).__name__}")
     return DiffusersAdapter(network, cfg, name, schedule, denoiser, prediction)
 
 

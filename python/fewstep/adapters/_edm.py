@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from .. import _fewstep
+from .._export import ExportableDenoiser
 
 
 class EDMPreconditioned(torch.nn.Module):
@@ -63,7 +64,8 @@ def k_diffusion_denoiser(
     this VE model take the same steps, and the exponential integrators (``dpmpp_2m``, ``unipc``, ...)
     their usual ones. Grids: ``fs.timesteps_from_sigmas(model.schedule, fs.sigmas("karras", n, ...))``.
     """
-    return _fewstep.Denoiser(_CallWithCond(model, cond), _fewstep.VE(sigma_min, sigma_max), "x0", "t")
+    return ExportableDenoiser(_CallWithCond(model, cond), _fewstep.VE(sigma_min, sigma_max), "x0", "t",
+                              conditioning=list(cond or {}), source=f"k-diffusion denoiser {type(model).__name__}")
 
 
 def edm_denoiser(
@@ -78,7 +80,8 @@ def edm_denoiser(
     See :class:`EDMPreconditioned` for the formulas; ``sigma_data`` is the data's standard deviation the
     network was trained with (0.5 for EDM's image models).
     """
-    return _fewstep.Denoiser(EDMPreconditioned(raw, sigma_data, cond), _fewstep.VE(sigma_min, sigma_max), "x0", "t")
+    return ExportableDenoiser(EDMPreconditioned(raw, sigma_data, cond), _fewstep.VE(sigma_min, sigma_max), "x0", "t",
+                              conditioning=list(cond or {}), source=f"EDM-preconditioned {type(raw).__name__}")
 
 
 class GuidedDiffusionEps(torch.nn.Module):
@@ -118,7 +121,8 @@ def guided_diffusion_network(
     n = schedule.num_train_steps
     if n is None:
         raise ValueError(f"guided_diffusion_network needs a discrete schedule (VPDiscrete), got {schedule!r}")
-    return _fewstep.Denoiser(GuidedDiffusionEps(net, cond, rescale_timesteps, n), schedule, "eps", "index")
+    return ExportableDenoiser(GuidedDiffusionEps(net, cond, rescale_timesteps, n), schedule, "eps", "index",
+                              conditioning=list(cond or {}), source=f"guided-diffusion {type(net).__name__}")
 
 
 def load_k_diffusion_sampling() -> types.ModuleType:
