@@ -5,14 +5,19 @@
 #include <ATen/Parallel.h>
 
 #include <chrono>
+#include <cmath>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "../command.h"
 #include "../machine.h"
 #include "../report.h"
 #include "fewstep/core/check.h"
+#include "fewstep/core/device.h"
+#include "fewstep/core/noise.h"
+#include "fewstep/models/model_file.h"
 #include "fewstep/models/denoiser.h"
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/sample/reference.h"
@@ -36,9 +41,11 @@ struct Config {
   std::vector<std::string> solvers = {"all"};
   std::string spacing = "logsnr";
   std::string dtype = "float64";
+  std::string device;  // "" = cpu
+  std::string model;   // a model file instead of the exact mixture
   std::string json = "out/bench/solvers.json";
   double beta_min = 0.1, beta_max = 20.0;
-  double t_start = 1.0, t_end = 1e-3;
+  double t_start = NAN, t_end = NAN;  // NaN = the schedule's t_max / t_min
   double ref_tol = 1e-10;        // rtol = atol of the checking solve
   double ref_tight_tol = 1e-12;  // rtol = atol of the reference itself
   double agreement = 1e-8;       // required max per-sample distance between the two
@@ -159,11 +166,17 @@ class SolversCommand final : public Command {
     app.add_option("--solvers", c_.solvers, "'all' (deterministic solvers) or a comma-separated list")
         ->delimiter(',')->capture_default_str();
     app.add_option("--spacing", c_.spacing, "time grid: time, logsnr, quadratic, karras")->capture_default_str();
-    app.add_option("--dtype", c_.dtype, "sampling dtype (the reference is always float64)")
-        ->check(CLI::IsMember({"float32", "float64"}))->capture_default_str();
+    app.add_option("--dtype", c_.dtype, "sampling dtype: float32 or float64 (the reference is always float64; a "
+                                        "--model network is converted to it)")
+        ->capture_default_str();
+    app.add_option("--device", c_.device, "cpu, cuda or cuda:N: where the state (and a --model network) live "
+                                          "(default cpu; docs/gpu.md)");
+    app.add_option("--model", c_.model, "a model file (fewstep train/distill, fs.export) instead of the exact "
+                                        "mixture: x_T are its samples' noise, the reference a float64 solve of it "
+                                        "(loosen --ref-tol/--ref-tight-tol/--ref-agreement for float32 networks)");
     app.add_option("--json", c_.json, "where to write the JSON report")->capture_default_str();
-    app.add_option("--t-start", c_.t_start, "start time")->capture_default_str();
-    app.add_option("--t-end", c_.t_end, "end time")->capture_default_str();
+    app.add_option("--t-start", c_.t_start, "start time (default: the schedule's t_max, 1 for the mixture)");
+    app.add_option("--t-end", c_.t_end, "end time (default: the schedule's t_min, 1e-3 for the mixture)");
     app.add_option("--ref-tol", c_.ref_tol, "rtol = atol of the checking reference solve")->capture_default_str();
     app.add_option("--ref-tight-tol", c_.ref_tight_tol, "rtol = atol of the reference solve")
         ->capture_default_str();
@@ -187,23 +200,57 @@ int SolversCommand::run(const GlobalOptions& global) {
   const MachineInfo machine = machine_info();
   print_machine(std::cout, machine);
 
-  // Problem: exact denoiser of a random mixture; x_T ~ N(0, I) (α_T ≈ 0.0066, so ≈ p_T).
-  auto schedule = std::make_shared<VPLinear>(c_.beta_min, c_.beta_max);
-  auto mixture = GaussianMixture::random(c_.dim, c_.components, c_.seed);
-  auto model = Denoiser::exact(mixture, schedule);
-  const auto dtype = c_.dtype == "float32" ? at::kFloat : at::kDouble;
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(c_.seed + 1);
-  const at::Tensor x_T = at::randn({c_.samples, c_.dim}, gen, at::kDouble).to(dtype);
-  std::cout << "problem : " << c_.components << "-component GaussianMixture::random(dim=" << c_.dim
-            << ", seed=" << c_.seed << "), exact denoiser, " << schedule->repr() << ", t = " << c_.t_start << " -> "
-            << c_.t_end << ", " << c_.samples << " samples (" << c_.dtype << "), spacing " << to_string(spacing)
-            << "\n";
+  // --device/--dtype are parsed by the library (core/device.h), like every other door's.
+  const Placement placement = parse_placement(c_.device, c_.dtype, "--device", "--dtype");
+  const at::TensorOptions state = at::TensorOptions().dtype(*placement.dtype).device(
+      placement.device.value_or(at::Device(at::kCPU)));
+  SchedulePtr schedule;
+  std::optional<Denoiser> loaded;
+  at::Tensor x_T;
+  std::string problem;
+  if (c_.model.empty()) {
+    // Problem: exact denoiser of a random mixture; x_T ~ N(0, I) (α_T ≈ 0.0066, so ≈ p_T).
+    schedule = std::make_shared<VPLinear>(c_.beta_min, c_.beta_max);
+    auto mixture = GaussianMixture::random(c_.dim, c_.components, c_.seed);
+    loaded = Denoiser::exact(mixture, schedule);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(c_.seed + 1);
+    x_T = at::randn({c_.samples, c_.dim}, gen, at::kDouble).to(state);
+    problem = std::to_string(c_.components) + "-component GaussianMixture::random(dim=" + std::to_string(c_.dim) +
+              ", seed=" + std::to_string(c_.seed) + "), exact denoiser";
+  } else {
+    // A model file, e.g. an exported pretrained network (docs/interop.md): sample i starts from
+    // randn_per_sample(seed + 1 + i), the x_T `fewstep sample --seed <seed + 1>` draws.
+    const ModelFile file = load_model_file(c_.model, {}, placement);
+    schedule = file.schedule;
+    loaded = file.denoiser;
+    std::vector<uint64_t> seeds(static_cast<size_t>(c_.samples));
+    for (int64_t i = 0; i < c_.samples; ++i) seeds[static_cast<size_t>(i)] = c_.seed + 1 + static_cast<uint64_t>(i);
+    x_T = randn_per_sample(file.sample_shape, seeds, state);
+    problem = "model file " + c_.model;
+  }
+  const Denoiser& model = *loaded;
+  if (std::isnan(c_.t_start)) c_.t_start = schedule->t_max();
+  if (std::isnan(c_.t_end)) c_.t_end = schedule->t_min();
+  std::cout << "problem : " << problem << ", " << schedule->repr() << ", t = " << c_.t_start << " -> " << c_.t_end
+            << ", " << c_.samples << " samples (" << c_.dtype << ", " << state.device() << "), spacing "
+            << to_string(spacing) << "\n";
 
   // Reference: two tolerances; the looser one's distance to the tighter bounds the error of both.
   std::cerr << "[solvers] reference solves (Dormand-Prince 5(4) in lambda, float64) ..." << std::endl;
   const at::Tensor x_T64 = x_T.to(at::kDouble);
-  const ReferenceRun check = run_reference(model, x_T64, c_, c_.ref_tol);
-  const ReferenceRun ref = run_reference(model, x_T64, c_, c_.ref_tight_tol);
+  // The reference state is float64; a network kept in float32 is evaluated in float32, whose round-off
+  // then bounds the reference's accuracy (loosen --ref-tol/--ref-tight-tol/--ref-agreement for it).
+  const Denoiser reference_model =
+      c_.model.empty() || state.dtype() == at::kDouble
+          ? model
+          : Denoiser::direct(
+                [model](const at::Tensor& x, double t) {
+                  const DenoiserOutput o = model(x.to(at::kFloat), t);
+                  return DenoiserOutput{o.x0.to(at::kDouble), o.eps.to(at::kDouble)};
+                },
+                schedule, "float32 evaluations of " + model.description());
+  const ReferenceRun check = run_reference(reference_model, x_T64, c_, c_.ref_tol);
+  const ReferenceRun ref = run_reference(reference_model, x_T64, c_, c_.ref_tight_tol);
   const ErrorStats agreement = error_stats(per_sample_error(check.result.x, ref.result.x));
   const bool reference_ok = agreement.max <= c_.agreement;
   for (const auto* r : {&check, &ref}) {
@@ -225,6 +272,8 @@ int SolversCommand::run(const GlobalOptions& global) {
                    {"solvers", c_.solvers},
                    {"spacing", to_string(spacing)},
                    {"dtype", c_.dtype},
+                   {"device", state.device().str()},
+                   {"model", c_.model},
                    {"schedule", schedule->repr()},
                    {"t_start", c_.t_start},
                    {"t_end", c_.t_end},

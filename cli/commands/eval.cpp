@@ -221,7 +221,7 @@ class EvalCommand final : public Command {
         << "  max " << fmt(e.max) << "   (per-sample RMS over coordinates vs the reference)\n";
     }
     if (evaluator) {
-      const FmnistReport r = evaluator->evaluate(samples);
+      const FmnistReport r = evaluator->evaluate(samples.to(at::kFloat));
       std::vector<double> counts(r.class_counts.data_ptr<double>(), r.class_counts.data_ptr<double>() + 10);
       out["fd_fmnist"] = {{"fd", r.fd},
                           {"fd_floor", r.fd_floor},
@@ -272,7 +272,7 @@ class EvalCommand final : public Command {
       parts.push_back(sol.x);
     }
     bar.close();
-    return at::cat(parts, 0);
+    return at::cat(parts, 0).to(at::kCPU);  // the metrics run on the CPU
   }
 
   at::Tensor get_reference(const LoadedModel& model, const at::Tensor& x_T, const std::vector<uint64_t>& /*seeds*/,
@@ -288,7 +288,7 @@ class EvalCommand final : public Command {
       at::Tensor x = read_reference(c.reference_file, "--reference").first;
       check_shape(x, "--reference '" + c.reference_file + "'");
       *info = {{"file", c.reference_file}, {"description", "from --reference " + c.reference_file}};
-      return x.to(at::kFloat);
+      return x.to(x_T.scalar_type());
     }
     const std::string what = c.reference_solver + ", " + std::to_string(c.reference_steps) + " steps (" +
                              c.reference_spacing + ")";
@@ -300,6 +300,7 @@ class EvalCommand final : public Command {
     spec.solver = c.reference_solver;
     spec.grid = timesteps(*model.schedule, c.reference_steps, c.reference_spacing);
     spec.dtype = x_T.scalar_type();
+    spec.device = x_T.device();
     spec.batch = c.batch;
     spec.progress = !c.quiet;
     spec.label = "reference " + c.reference_solver;

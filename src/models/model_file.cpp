@@ -320,6 +320,17 @@ void probe_network(const torch::jit::Module& net, const ModelFileInfo& info, con
                       c10::IntArrayRef(shape), " to shape ", out.sizes(), "; it must return its input's shape");
 }
 
+// The device and floating dtype of a loaded network (its first floating parameter or buffer; CPU and
+// float32 without one): conditioning tensors are put there once, so that no evaluation copies them
+// from the host (a synchronous copy on a GPU, docs/gpu.md).
+at::TensorOptions network_options(const torch::jit::Module& net) {
+  for (const at::Tensor& p : net.parameters(/*recurse=*/true))
+    if (p.is_floating_point()) return at::TensorOptions().device(p.device()).dtype(p.scalar_type());
+  for (const at::Tensor& b : net.buffers(/*recurse=*/true))
+    if (b.is_floating_point()) return at::TensorOptions().device(b.device()).dtype(b.scalar_type());
+  return at::TensorOptions().dtype(at::kFloat);
+}
+
 // Builds the Denoiser of a loaded network for `c` (see ModelConditioning).
 Denoiser conditioned_denoiser(const ModelFile& f, const ModelConditioning& c) {
   const std::string& path = f.path;
@@ -342,6 +353,10 @@ Denoiser conditioned_denoiser(const ModelFile& f, const ModelConditioning& c) {
     h.field("labels");
     sha256_update(h, labels);
   }
+  const at::TensorOptions net_options = network_options(*module);
+  const at::Device device = net_options.device();
+  if (labels.defined()) labels = labels.to(device);
+  const at::Tensor null_label = at::full({1}, info.num_classes, at::TensorOptions().dtype(at::kLong).device(device));
   const auto finish = [&h](const Denoiser& d, double guidance) {
     char text[32];
     std::snprintf(text, sizeof text, "%.17g", guidance);
@@ -366,8 +381,8 @@ Denoiser conditioned_denoiser(const ModelFile& f, const ModelConditioning& c) {
     const std::optional<double> s = c.guidance ? c.guidance : info.default_guidance;
     FEWSTEP_CHECK_VALUE(s.has_value(), "model '", path, "' takes a guidance weight as input; pass conditioning.guidance");
     FEWSTEP_CHECK_VALUE(std::isfinite(*s), "conditioning.guidance must be finite, got ", *s);
-    const at::Tensor y = labels.defined() ? labels : at::full({1}, info.num_classes, at::kLong);
-    const at::Tensor w = at::full({1}, *s, at::kDouble);
+    const at::Tensor y = labels.defined() ? labels : null_label;
+    const at::Tensor w = at::full({1}, *s, net_options);
     Denoiser::Network fn = [module, y, w, path](const at::Tensor& x, const at::Tensor& t) {
       return forward_network(*module, x, t, y.to(x.device()), w.to(x.device(), x.scalar_type()), path.c_str());
     };
@@ -381,12 +396,12 @@ Denoiser conditioned_denoiser(const ModelFile& f, const ModelConditioning& c) {
     ConditionalNetwork net = [module, path](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
       return forward_network(*module, x, t, y, {}, path.c_str());
     };
-    return finish(classifier_free_guidance(std::move(net), schedule, info.prediction, labels,
-                                           at::full({1}, info.num_classes, at::kLong), s, info.time_input,
+    return finish(classifier_free_guidance(std::move(net), schedule, info.prediction, labels, null_label, s,
+                                           info.time_input,
                                            info.time_scale),
                   s);
   }
-  const at::Tensor y = labels.defined() ? labels : at::full({1}, info.num_classes, at::kLong);
+  const at::Tensor y = labels.defined() ? labels : null_label;
   Denoiser::Network fn = [module, y, path](const at::Tensor& x, const at::Tensor& t) {
     return forward_network(*module, x, t, y.to(x.device()), {}, path.c_str());
   };

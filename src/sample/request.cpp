@@ -97,6 +97,10 @@ std::shared_ptr<const ModelTunedGrid> tuned_grid_for(const std::vector<ModelTune
 
 }  // namespace
 
+double prior_scale(const NoiseSchedule& schedule, double t_start) {
+  return schedule.family() == ScheduleFamily::VE ? schedule.sigma(t_start) : 1.0;
+}
+
 ResolvedSample resolve(const SampleRequest& r) {
   FEWSTEP_CHECK_VALUE(r.model != nullptr, "sample: model must not be null");
   const NoiseSchedule& schedule = r.model->schedule_ref();
@@ -179,6 +183,8 @@ ResolvedSample resolve(const SampleRequest& r) {
                       "grid ending at the sigma = 0 marker (final_sigma='zero' already ends with x0)");
   FEWSTEP_CHECK_VALUE(out.t_start > out.t_end, "sample: t_start must be greater than t_end (sampling runs from noise ",
                       "to data), got t_start = ", out.t_start, ", t_end = ", out.t_end);
+  if (!r.x_T.defined() && schedule.family() == ScheduleFamily::VE)
+    out.x_T = out.x_T * prior_scale(schedule, out.t_start);  // drawn noise is the prior at t_start
   const StepperTraits& traits = out.stepper->traits();
   FEWSTEP_CHECK_VALUE(!out.controller->requires_error_estimate() || traits.has_error_estimate, "sample: solver '",
                       traits.name, "' gives no error estimate, which ", out.controller->describe(),

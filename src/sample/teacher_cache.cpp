@@ -13,6 +13,7 @@
 #include "fewstep/core/progress_bar.h"
 #include "fewstep/core/sha256.h"
 #include "fewstep/core/tensor_archive.h"
+#include "fewstep/sample/request.h"
 #include "fewstep/sample/sample.h"
 #include "fewstep/schedules/timesteps.h"
 #include "fewstep/solvers/registry.h"
@@ -50,6 +51,15 @@ json solve_key(const std::string& fingerprint, const TeacherSolveSpec& spec, int
           {"keep_every", keep_every},
           {"keep_eps", spec.keep_eps},
           {"num_classes", spec.num_classes}};
+}
+
+// The key with what only some solves have (so that the keys of the others stay as they were): the
+// device when it is not the CPU, the scale of x_T when it is not 1 (VE teachers, request.h prior_scale).
+json solve_key_on(const std::string& fingerprint, const TeacherSolveSpec& spec, int64_t keep_every, double x_T_scale) {
+  json key = solve_key(fingerprint, spec, keep_every);
+  if (!spec.device.is_cpu()) key["device"] = spec.device.str();
+  if (x_T_scale != 1.0) key["x_T_scale"] = x_T_scale;
+  return key;
 }
 
 std::vector<uint64_t> seeds_of(const TeacherSolveSpec& spec) {
@@ -150,7 +160,10 @@ TeacherSolve teacher_solve(const Denoiser& teacher, const TeacherSolveSpec& spec
   TeacherSolve out;
   std::string file;
   const std::optional<std::string> fingerprint = teacher.fingerprint();
-  out.key = solve_key(fingerprint ? *fingerprint : "no fingerprint: " + teacher.description(), spec, k).dump();
+  // x_T is the prior at the grid's first time: randn_per_sample, times sigma(t_0) for VE teachers.
+  const double x_T_scale = prior_scale(teacher.schedule_ref(), spec.grid.front());
+  out.key = solve_key_on(fingerprint ? *fingerprint : "no fingerprint: " + teacher.description(), spec, k, x_T_scale)
+                .dump();
   if (!cache_root.empty()) {
     FEWSTEP_CHECK_VALUE(fingerprint.has_value(), "teacher_solve: caching needs a teacher with a content fingerprint, ",
                         "and ", teacher.description(), " has none (a network given as a plain callable). Give it one "
@@ -158,7 +171,8 @@ TeacherSolve teacher_solve(const Denoiser& teacher, const TeacherSolveSpec& spec
                         "C++: Denoiser::with_fingerprint), load it from a file, or solve without a cache");
     file = (fsys::path(teacher_cache_dir(cache_root)) / (sha256_hex(out.key).substr(0, 32) + ".pt")).string();
   }
-  const at::Tensor x_T = randn_per_sample(spec.sample_shape, seeds_of(spec), at::TensorOptions().dtype(spec.dtype));
+  at::Tensor x_T = randn_per_sample(spec.sample_shape, seeds_of(spec), at::TensorOptions().dtype(spec.dtype));
+  if (x_T_scale != 1.0) x_T = x_T * x_T_scale;
   if (!file.empty()) {
     if (auto cached = read_cached(file, out.key, spec, kept, x_T, &out.note)) {
       cached->key = out.key;
@@ -185,12 +199,13 @@ TeacherSolve teacher_solve(const Denoiser& teacher, const TeacherSolveSpec& spec
       // j = i/k its x̂_0 gives ε̂_j = (x_j − α x̂_0)/σ; the step landing on point (i+1)/k stores x.
       if (spec.keep_eps && info.index % k == 0) {
         const int64_t j = info.index / k;
-        eb.select(1, j).copy_((xb.select(1, j) - schedule.alpha(info.t) * info.x0) / schedule.sigma(info.t));
+        eb.select(1, j).copy_((xb.select(1, j) - schedule.alpha(info.t) * info.x0.to(at::kCPU)) / schedule.sigma(info.t));
       }
       if ((info.index + 1) % k == 0) xb.select(1, (info.index + 1) / k).copy_(info.x);
     };
     const Denoiser model = spec.num_classes > 0 ? conditioned(out.labels.narrow(0, start, b)) : teacher;
-    const Solution sol = sample(model, xb.select(1, 0).clone(), *stepper, spec.grid, so);
+    const Solution sol = sample(model, xb.select(1, 0).to(spec.device, /*non_blocking=*/false, /*copy=*/true), *stepper,
+                                spec.grid, so);
     xb.select(1, kept).copy_(sol.x);
     out.nfe = sol.nfe;
     bar.update(start + b);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -24,6 +25,7 @@
 
 #include "fewstep/core/atomic_file.h"
 #include "fewstep/core/cache_dir.h"
+#include "fewstep/core/device.h"
 #include "fewstep/core/json_text.h"
 #include "fewstep/core/noise.h"
 #include "fewstep/core/sha256.h"
@@ -795,4 +797,80 @@ TEST(FullDisk, WritersFailCleanlyOnASmallTmpfs) {
   msg = error_message([&] { fs::save_network(*fs::make_mlp(large, 3), dir + "/net.pt"); });
   EXPECT_NE(msg.find(dir + "/net.pt"), std::string::npos) << msg;
   EXPECT_EQ(list_dir(dir), (std::vector<std::string>{"model.json", "model.pt"}));
+}
+
+// ------------------------------------------------------------------------------ device and dtype placement
+
+TEST(Placement, ParsesDevicesAndDtypesAndNamesBadValues) {
+  EXPECT_EQ(fs::parse_device("cpu"), at::Device(at::kCPU));
+  EXPECT_EQ(fs::parse_dtype("float32"), at::kFloat);
+  EXPECT_EQ(fs::parse_dtype("torch.float64"), at::kDouble);  // str(torch.float64)
+  EXPECT_EQ(fs::parse_dtype("double"), at::kDouble);
+  EXPECT_EQ(fs::dtype_name(at::kDouble), "float64");
+  EXPECT_TRUE(fs::parse_placement("", "").empty());
+  for (const char* bad : {"gpu", "cuda:x", "mps", "CPU", ""}) {
+    const std::string msg = value_error_message([&] { fs::parse_device(bad, "--device"); });
+    EXPECT_NE(msg.find(std::string("--device must be 'cpu', 'cuda' or 'cuda:N', got '") + bad + "'"), std::string::npos)
+        << msg;
+  }
+  for (const char* bad : {"int8", "float16", "bfloat16", "torch.half"}) {
+    const std::string msg = value_error_message([&] { fs::parse_dtype(bad, "--dtype"); });
+    EXPECT_NE(msg.find(std::string("--dtype must be 'float32' or 'float64', got '") + bad + "'"), std::string::npos)
+        << msg;
+  }
+  if (!fs::cuda_available()) {
+    for (const char* cuda : {"cuda", "cuda:0", "cuda:3"}) {
+      const std::string msg = value_error_message([&] { fs::parse_device(cuda, "--device"); });
+      EXPECT_NE(msg.find(std::string("--device '") + cuda + "': CUDA is not available in this build or on this machine"),
+                std::string::npos)
+          << msg;
+    }
+  }
+}
+
+TEST(Placement, ModelFileLoadsInFloat64AndAgreesWithFloat32) {
+  const std::string dir = scratch_dir("files", "placement");
+  const fs::MlpConfig c = small_mlp();
+  const std::string path = dir + "/model.pt";
+  fs::save_model_file(path, *fs::make_mlp(c, 4), teacher_info(c));
+  fs::Placement p64;
+  p64.device = at::Device(at::kCPU);
+  p64.dtype = at::kDouble;
+  const fs::ModelFile f64 = fs::load_model_file(path, {}, p64);
+  const fs::ModelFile f32 = fs::load_model_file(path);
+  EXPECT_EQ(f64.sha256, f32.sha256);  // the file as written, whatever the placement
+  const at::Tensor x = at::randn({64, 3}, fs::testing::generator(5), at::kDouble);
+  const auto grid = fs::timesteps(*f32.schedule, 8, "logsnr");
+  const at::Tensor y64 = fs::sample(f64.denoiser, x, *fs::solver("dpmpp_2m"), grid).x;
+  const at::Tensor y32 = fs::sample(f32.denoiser, x.to(at::kFloat), *fs::solver("dpmpp_2m"), grid).x;
+  ASSERT_EQ(y64.scalar_type(), at::kDouble);
+  ASSERT_EQ(y32.scalar_type(), at::kFloat);
+  // float32 round-off u = 2^-24 per operation; evaluations of a width-16 MLP and 8 solver steps whose
+  // gain is of order one: 8 steps x 256 u x max|y| bounds the difference (tests/python/test_device.py).
+  const double tol = 8 * 256 * std::ldexp(1.0, -24) * y64.abs().max().item<double>();
+  const double diff = (y64 - y32.to(at::kDouble)).abs().max().item<double>();
+  EXPECT_GT(diff, 0.0);
+  EXPECT_LE(diff, tol);
+  // Denoiser::torchscript takes the same placement.
+  const fs::Denoiser d = fs::Denoiser::torchscript(path, f32.schedule, f32.prediction, fs::TimeInput::T, 1.0, p64);
+  EXPECT_TRUE(at::equal(d(x, 0.5).x0, f64.denoiser(x, 0.5).x0));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Placement, ModelFileSamplesOnCuda) {
+  if (!fs::cuda_available()) GTEST_SKIP() << "CUDA is not available in this build or on this machine";
+  const std::string dir = scratch_dir("files", "cuda");
+  const fs::MlpConfig c = small_mlp();
+  const std::string path = dir + "/model.pt";
+  fs::save_model_file(path, *fs::make_mlp(c, 4), teacher_info(c));
+  const fs::ModelFile cpu = fs::load_model_file(path);
+  const fs::ModelFile gpu = fs::load_model_file(path, {}, fs::parse_placement("cuda", "float32"));
+  const at::Tensor x = at::randn({64, 3}, fs::testing::generator(5), at::kFloat);
+  const auto grid = fs::timesteps(*cpu.schedule, 8, "logsnr");
+  const at::Tensor a = fs::sample(cpu.denoiser, x, *fs::solver("dpmpp_2m"), grid).x;
+  const at::Tensor b = fs::sample(gpu.denoiser, x.to(at::kCUDA), *fs::solver("dpmpp_2m"), grid).x;
+  ASSERT_TRUE(b.is_cuda());
+  const double tol = 8 * 256 * std::ldexp(1.0, -24) * a.abs().max().item<double>();
+  EXPECT_LE((b.cpu() - a).abs().max().item<double>(), tol);
+  std::filesystem::remove_all(dir);
 }

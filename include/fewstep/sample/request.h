@@ -121,6 +121,12 @@ struct ResolvedSample {
   Solution run() const;
 };
 
+/// The standard deviation of the prior at t_start that x_T drawn from seeds is scaled by: σ(t_start)
+/// for VE/EDM schedules (x_T ~ N(0, σ_max² I), Karras et al. 2022, arXiv 2206.00364, Algorithm 1),
+/// 1 for VP and flow matching (whose prior is N(0, I)). A request's drawn x_T and a cached teacher
+/// solve's (sample/teacher_cache.h) both use it; an x_T given by the caller is used as given.
+double prior_scale(const NoiseSchedule& schedule, double t_start);
+
 /// Interprets a request (see the file comment); ValueError naming the field for a bad one.
 ResolvedSample resolve(const SampleRequest& request);
 /// resolve(request).run().

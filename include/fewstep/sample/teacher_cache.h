@@ -6,7 +6,8 @@
 /// Luhman 2021, arXiv 2101.02388), micro-distillation learns from dense teacher trajectories
 /// (docs/micro.md), and `fewstep eval` measures a solver against a fine reference solve of the same
 /// model. All three are this: sample i starts from x_T drawn by `randn_per_sample` with seed
-/// `seed + i` (core/noise.h; the same x_T as `fs.randn(shape, seeds)` and `fewstep sample --seed`),
+/// `seed + i` (core/noise.h; the same x_T as `fs.randn(shape, seeds)` and `fewstep sample --seed`;
+/// times σ(t_0) for VE teachers, sample/request.h prior_scale),
 /// is solved by a deterministic registered stepper on a given grid, and x is kept at every
 /// `keep_every`-th grid point (and optionally the teacher's ε̂ there).
 ///
@@ -49,6 +50,9 @@ struct TeacherSolveSpec {
   /// > 0: sample i is solved with class label i % num_classes (teacher_solve's `conditioned`).
   int64_t num_classes = 0;
   at::ScalarType dtype = at::kFloat;  ///< of x_T, the solve and the kept tensors (float32 or float64)
+  /// Where the solve runs (the teacher's device); the kept tensors are stored on the CPU. Part of the
+  /// key when it is not the CPU (kernels on another device may round differently).
+  at::Device device = at::kCPU;
   int64_t batch = 256;                ///< samples per solve; does not change the result
   bool progress = true;               ///< a progress bar on stderr (terminals only)
   std::string label = "teacher solves";  ///< the progress bar's title
