@@ -21,6 +21,7 @@
 #include "fewstep/models/denoiser.h"
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/sample/reference.h"
+#include "fewstep/sample/request.h"
 #include "fewstep/sample/sample.h"
 #include "fewstep/schedules/schedule.h"
 #include "fewstep/schedules/timesteps.h"
@@ -206,7 +207,7 @@ int SolversCommand::run(const GlobalOptions& global) {
       placement.device.value_or(at::Device(at::kCPU)));
   SchedulePtr schedule;
   std::optional<Denoiser> loaded;
-  at::Tensor x_T;
+  at::Tensor x_T;  // scaled to the prior at t_start below
   std::string problem;
   if (c_.model.empty()) {
     // Problem: exact denoiser of a random mixture; x_T ~ N(0, I) (α_T ≈ 0.0066, so ≈ p_T).
@@ -231,6 +232,7 @@ int SolversCommand::run(const GlobalOptions& global) {
   const Denoiser& model = *loaded;
   if (std::isnan(c_.t_start)) c_.t_start = schedule->t_max();
   if (std::isnan(c_.t_end)) c_.t_end = schedule->t_min();
+  if (!c_.model.empty()) x_T = x_T * prior_scale(*schedule, c_.t_start);  // the prior at t_start (VE: sigma_max)
   std::cout << "problem : " << problem << ", " << schedule->repr() << ", t = " << c_.t_start << " -> " << c_.t_end
             << ", " << c_.samples << " samples (" << c_.dtype << ", " << state.device() << "), spacing "
             << to_string(spacing) << "\n";

@@ -188,3 +188,33 @@ def test_pipeline_folder_converts_with_one_command(unet, tmp_path: Path, capsys)
     assert torch.equal(info["schedule"].alpha(t), adapter.schedule.alpha(t))
     assert main([str(tmp_path / "nowhere"), str(tmp_path / "x.pt")]) == 2
     assert "model_index.json" in capsys.readouterr().err
+
+
+BENCH = BIN.parent / "fewstep-bench"
+
+
+@needs_cli
+def test_exported_model_runs_in_eval_and_the_benchmark(unet, tmp_path: Path) -> None:
+    adapter = fs.adapters.from_diffusers(unet, diffusers.DDPMScheduler())
+    path = tmp_path / "unet.pt"
+    fs.export(adapter, path)
+    # fewstep eval: the coupled error of 4 DDIM steps against a 40-step reference from the same x_T.
+    cli("eval", "--model", str(path), "--solver", "ddim", "--steps", "4", "--n", "3", "--reference-steps", "40",
+        "--no-cache", "--quiet", "--json", str(tmp_path / "eval.json"))
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["nfe"] == 4 and report["coupled_error"]["median"] > 0
+    # fewstep-bench solvers on the file: every cell runs at its NFE against a float64 reference solve.
+    if not BENCH.is_file():
+        pytest.skip(f"{BENCH} is not built")
+    proc = subprocess.run([str(BENCH), "--threads", "1", "solvers", "--model", str(path), "--dtype", "float32",
+                           "--samples", "2", "--nfe", "4,8", "--solvers", "ddim,dpmpp_2m", "--ref-tol", "1e-4",
+                           "--ref-tight-tol", "1e-6", "--ref-agreement", "1e-2", "--json", str(tmp_path / "b.json")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    bench = json.loads((tmp_path / "b.json").read_text())
+    assert bench["config"]["model"] == str(path)
+    assert "model file" in proc.stdout
+    cells = {(r["solver"], r["nfe_target"]): r for r in bench["results"]}
+    assert all(r["status"] == "ok" for r in cells.values()), cells
+    for solver in ("ddim", "dpmpp_2m"):  # more evaluations, closer to the reference
+        assert cells[(solver, 8)]["error"]["median"] < cells[(solver, 4)]["error"]["median"]
