@@ -7,7 +7,7 @@
 
 namespace fewstep {
 
-bool cuda_available() { return at::hasCUDA() && at::detail::getCUDAHooks().getNumGPUs() > 0; }
+bool cuda_available() { return at::hasCUDA() && at::getNumGPUs() > 0; }
 
 c10::Device parse_device(const std::string& text, const std::string& arg) {
   std::optional<c10::Device> device;
@@ -22,9 +22,10 @@ c10::Device parse_device(const std::string& text, const std::string& arg) {
   FEWSTEP_CHECK_VALUE(device.has_value(), arg, " must be 'cpu', 'cuda' or 'cuda:N', got '", text, "'");
   if (device->is_cuda()) {
     FEWSTEP_CHECK_VALUE(cuda_available(), arg, " '", text, "': CUDA is not available in this build or on this machine (",
-                        at::hasCUDA() ? "LibTorch has CUDA but no GPU is visible" : "LibTorch was built without CUDA",
+                        at::detail::getCUDAHooks().hasCUDART() ? "LibTorch has CUDA but no GPU is visible"
+                                                               : "this LibTorch has no CUDA",
                         "); use 'cpu', or build fewstep against a CUDA LibTorch (docs/gpu.md)");
-    const int64_t count = at::detail::getCUDAHooks().getNumGPUs();
+    const int64_t count = static_cast<int64_t>(at::getNumGPUs());
     FEWSTEP_CHECK_VALUE(!device->has_index() || device->index() < count, arg, " '", text, "': this machine has ",
                         count, " CUDA device(s), cuda:0 to cuda:", count - 1);
   }
