@@ -39,11 +39,11 @@ test-cpp: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 test-python: build
-	$(PYTHON) -m pytest -q tests/python
+	$(PYTHON) -m pytest -q tests/python tests/fault
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
-	$(PYTHON) -m pytest -q tests/python
+	$(PYTHON) -m pytest -q tests/python tests/fault
 
 # The pip wheel, made from the build above (scripts/test_wheel.sh; WHEEL_BUILD_DIR=build-wheel builds
 # it from scratch as `pip install .` does), installed into a fresh virtual environment with only the

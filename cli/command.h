@@ -7,6 +7,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
@@ -74,6 +76,48 @@ inline CLI::Validator at_least(double lo, bool strict = false) {
 }
 inline CLI::Validator positive() { return at_least(0.0, true); }
 inline CLI::Validator non_negative() { return at_least(0.0); }
+
+/// Check of a real-valued flag: a finite number (NaN and Inf are refused, never read as "unset").
+inline CLI::Validator finite_number() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(value.c_str(), &end);
+        if (value.empty() || *end != '\0') return "'" + value + "' is not a number";
+        if (!std::isfinite(v)) return "must be a finite number, got " + value;
+        return "";
+      },
+      "finite");
+}
+
+/// Check of an unsigned 64-bit flag (seeds): decimal digits in [0, 2^64 - 1]; "-1" is refused rather than
+/// wrapped to 2^64 - 1, and a larger number rather than clamped.
+inline CLI::Validator unsigned_integer() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos)
+          return "must be an integer in [0, 18446744073709551615], got " + value;
+        errno = 0;
+        (void)std::strtoull(value.c_str(), nullptr, 10);
+        if (errno == ERANGE) return "must be an integer in [0, 18446744073709551615], got " + value;
+        return "";
+      },
+      "UINT64");
+}
+
+/// Check of an integer flag that sizes an allocation (--n): in [1, hi].
+inline CLI::Validator count_at_most(int64_t hi) {
+  return CLI::Validator(
+      [hi](std::string& value) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        const long long v = std::strtoll(value.c_str(), &end, 10);
+        if (value.empty() || *end != '\0') return "'" + value + "' is not an integer";
+        if (errno == ERANGE || v < 1 || v > hi) return "must be in [1, " + std::to_string(hi) + "], got " + value;
+        return "";
+      },
+      "1.." + std::to_string(hi));
+}
 
 /// A seed for another purpose derived from `seed`: the library's counter-based derivation
 /// (core/noise.h, SplitMix64), so streams never coincide.

@@ -3,13 +3,31 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <csignal>
 #include <cstring>
 #include <iostream>
 #include <utility>
 
 #include "command.h"
+#include "fewstep/core/interrupt.h"
 #include "fewstep/core/malloc_tuning.h"
 #include "fewstep/version.h"
+
+namespace {
+
+// SIGINT/SIGTERM stop the library's loops between steps (core/interrupt.h); the training commands
+// install their own handlers, which stop after the current step and write a checkpoint.
+volatile std::sig_atomic_t g_signal = 0;
+extern "C" void on_signal(int sig) {
+  g_signal = sig;
+  std::signal(sig, SIG_DFL);  // a second Ctrl-C kills at once
+}
+int pending_signal() { return g_signal; }
+
+constexpr int kMaxThreads = 1024;  // --threads: more than any machine fewstep runs on; a typo otherwise
+
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace fewstep::cli;
@@ -25,8 +43,8 @@ int main(int argc, char** argv) {
   GlobalOptions global;
   app.add_option("--threads", global.threads,
                  "LibTorch intra-op threads (0 = LibTorch's default, usually one per core). Training resumes "
-                 "bit-exactly only with the same thread count.")
-      ->check(non_negative());
+                 "bit-exactly only with the same thread count; at most " + std::to_string(kMaxThreads) + ".")
+      ->check(CLI::Range(0, kMaxThreads));
 
   std::vector<std::pair<CLI::App*, std::unique_ptr<Command>>> commands;
   for (const auto& info : registered_commands()) {
@@ -35,6 +53,20 @@ int main(int argc, char** argv) {
     auto command = info.make();
     command->configure(*sub);
     commands.emplace_back(sub, std::move(command));
+  }
+  // Every seed flag (--seed, --gmm-seed, --pairs-seed, ...) is an unsigned 64-bit integer: "-1" is refused
+  // rather than wrapped to 2^64 - 1 by the conversion (one check here rather than one per flag).
+  std::vector<CLI::App*> apps = {&app};
+  for (size_t i = 0; i < apps.size(); ++i) {
+    for (CLI::App* sub : apps[i]->get_subcommands([](const CLI::App*) { return true; })) apps.push_back(sub);
+    for (CLI::Option* opt : apps[i]->get_options()) {
+      for (const std::string& name : opt->get_lnames()) {
+        if (name == "seed" || (name.size() > 5 && name.compare(name.size() - 5, 5, "-seed") == 0)) {
+          opt->check(unsigned_integer());
+          break;
+        }
+      }
+    }
   }
 
   // Name the subcommand in parse errors, and point at its --help.
@@ -63,11 +95,17 @@ int main(int argc, char** argv) {
   }
 
   if (global.threads > 0) at::set_num_threads(global.threads);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  fewstep::set_interrupt_check(&pending_signal);
   for (auto& [sub, command] : commands) {
     if (!sub->parsed()) continue;
     const std::string name = "fewstep " + sub->get_name();
     try {
       return command->run(global);
+    } catch (const fewstep::Interrupted& e) {
+      std::cerr << name << ": interrupted by signal " << e.signal() << "; files already written are complete\n";
+      return 128 + e.signal();
     } catch (const UsageError& e) {
       std::cerr << name << ": " << e.what() << "\n";
       return 2;

@@ -31,14 +31,15 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
       ->check(CLI::IsMember({"eps", "x0", "v", "score", "flow"}));
   app.add_option("--time-input", f.time_input, "Override the sidecar's time input: t, index, sigma, lambda")
       ->check(CLI::IsMember({"t", "index", "sigma", "lambda"}));
-  app.add_option("--time-scale", f.time_scale, "Override the sidecar's time-input multiplier");
+  app.add_option("--time-scale", f.time_scale, "Override the sidecar's time-input multiplier")->check(positive());
   app.add_option("--shape", f.shape, "Shape of one sample without the batch, e.g. 1,28,28 (default: sidecar)")
       ->delimiter(',');
   app.add_option("--class", f.label, "Class-conditional model: the class to sample (default: no class)")
       ->check(non_negative());
   app.add_option("--guidance", f.guidance, "Class-conditional model: guidance scale s (1 = conditional model; "
                                            "classifier-free guidance costs two calls per evaluation unless the model "
-                                           "takes s as input)");
+                                           "takes s as input)")
+      ->check(finite_number());
   app.add_option("--device", f.device, "Where the network and the state live: cpu, cuda or cuda:N (default cpu; "
                                        "the model file is mapped there as it is read; docs/gpu.md)");
   app.add_option("--dtype", f.dtype, "Precision of the network's parameters and of the state: float32 or float64 "
@@ -65,7 +66,7 @@ json LoadedModel::identity() const {
           {"time_scale", time_scale},
           {"shape", shape},
           {"class", label},
-          {"guidance", std::isnan(guidance) ? json() : json(guidance)},
+          {"guidance", guidance ? json(*guidance) : json()},
           {"dtype", dtype_name(state_options().dtype().toScalarType())}};
 }
 
@@ -90,11 +91,11 @@ LoadedModel load_model(const ModelFlags& c) {
   m.label = c.label;
   m.guidance = c.guidance;
   const bool overrides = !c.schedule.empty() || !c.prediction.empty() || !c.time_input.empty() ||
-                         !std::isnan(c.time_scale);
+                         c.time_scale.has_value();
   if (side && !overrides) {
     ModelConditioning cond;
     if (c.label >= 0) cond.labels = at::full({1}, c.label, at::kLong);
-    if (!std::isnan(c.guidance)) cond.guidance = c.guidance;
+    if (c.guidance) cond.guidance = *c.guidance;
     std::optional<ModelFile> loaded;
     try {
       loaded.emplace(load_model_file(c.model, cond, m.placement));
@@ -115,7 +116,7 @@ LoadedModel load_model(const ModelFlags& c) {
     m.tuned_grids = f.info.tuned_grids;
     return m;
   }
-  if (c.label >= 0 || !std::isnan(c.guidance))
+  if (c.label >= 0 || c.guidance)
     throw UsageError("--class/--guidance need the model's sidecar and no --schedule/--prediction/--time-input/"
                      "--time-scale overrides");
   m.schedule_spec = !c.schedule.empty() ? default_schedule_spec(c.schedule) : need("--schedule", "schedule");
@@ -123,7 +124,7 @@ LoadedModel load_model(const ModelFlags& c) {
   m.schedule = make_schedule(m.schedule_spec, c.schedule.empty() ? side_name : "--schedule");
   m.prediction = !c.prediction.empty() ? c.prediction : need("--prediction", "prediction").get<std::string>();
   m.time_input = !c.time_input.empty() ? c.time_input : (side ? side->value("time_input", std::string("t")) : "t");
-  m.time_scale = !std::isnan(c.time_scale) ? c.time_scale : (side ? side->value("time_scale", 1.0) : 1.0);
+  m.time_scale = c.time_scale ? *c.time_scale : (side ? side->value("time_scale", 1.0) : 1.0);
   m.shape = !c.shape.empty() ? c.shape : need("--shape", "sample_shape").get<std::vector<int64_t>>();
   for (int64_t d : m.shape) {
     if (d <= 0) throw UsageError("--shape entries must be positive");
@@ -195,8 +196,10 @@ void add_sampler_flags(CLI::App& app, SamplerFlags& f) {
   app.add_option("--option", f.options, "Solver option key=value (repeatable), e.g. --option lower_order_final=false");
   app.add_option("--rtol", f.rtol, "Adaptive sampling: relative tolerance of a PID step-size controller instead of "
                                    "a grid (solvers with an error estimate, e.g. dpm_adaptive; default 0.05 when "
-                                   "only --atol is given)");
-  app.add_option("--atol", f.atol, "Adaptive sampling: absolute tolerance (default 0.0078 when only --rtol is given)");
+                                   "only --atol is given)")
+      ->check(positive());
+  app.add_option("--atol", f.atol, "Adaptive sampling: absolute tolerance (default 0.0078 when only --rtol is given)")
+      ->check(positive());
   app.add_flag("--denoise-to-zero", f.denoise_to_zero, "Finish with the model's x0 prediction at t_min (+1 NFE)");
 }
 
@@ -222,8 +225,8 @@ SampleRequest sampler_request(const LoadedModel& model, const SamplerFlags& f, c
   if (f.steps > 0) r.steps = f.steps;
   if (f.nfe > 0) r.nfe = f.nfe;
   r.spacing = parse_spacing(f.spacing);
-  if (!std::isnan(f.rtol)) r.rtol = f.rtol;
-  if (!std::isnan(f.atol)) r.atol = f.atol;
+  r.rtol = f.rtol;
+  r.atol = f.atol;
   r.options.denoise_to_zero = f.denoise_to_zero;
   r.model_defaults = {model.solver, model.timesteps, model.tuned_grids};
   r.use_tuned_grid = f.grid == "tuned" && !f.spacing_given;

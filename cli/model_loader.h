@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,11 +29,11 @@ namespace fewstep::cli {
 /// --model and the flags that override its sidecar.
 struct ModelFlags {
   std::string model, schedule, prediction, time_input;
-  double time_scale = NAN;
+  std::optional<double> time_scale;
   std::vector<int64_t> shape;
-  int64_t label = -1;        ///< --class: class of a conditional model (-1: none)
-  double guidance = NAN;     ///< --guidance: guidance scale of a conditional model
-  std::string device, dtype;  ///< --device, --dtype ("" = cpu / the file's parameters, float32 state)
+  int64_t label = -1;               ///< --class: class of a conditional model (-1: none)
+  std::optional<double> guidance;  ///< --guidance: guidance scale of a conditional model
+  std::string device, dtype;       ///< --device, --dtype ("" = cpu / the file's parameters, float32 state)
 };
 
 /// Declares --model (required), --schedule, --prediction, --time-input, --time-scale, --shape,
@@ -49,7 +50,7 @@ struct LoadedModel {
   double time_scale = 1.0;
   std::vector<int64_t> shape;  ///< one sample, without the batch
   int64_t label = -1;
-  double guidance = NAN;
+  std::optional<double> guidance;
   std::string solver;             ///< a distilled student's own sampler ("" if none)
   std::vector<double> timesteps;  ///< ... and its grid
   std::vector<ModelTunedGrid> tuned_grids;  ///< the sidecar's optimised grids (grids/optimize.h)
@@ -73,6 +74,10 @@ std::pair<std::string, OptionValue> parse_option(const std::string& text);
 std::shared_ptr<const Stepper> make_stepper(const std::string& name, const std::vector<std::string>& options,
                                             const std::string& flag = "--solver");
 
+/// The most samples --n may ask for (sample, eval): beyond it the seeds and noise would not fit in memory
+/// anyway, and the error names --n before anything is allocated.
+constexpr int64_t kMaxSamples = 10'000'000;
+
 /// seed, seed + 1, ..., seed + n − 1: sample i starts from noise seeded with seed + i.
 std::vector<uint64_t> sample_seeds(uint64_t seed, int64_t n);
 
@@ -85,7 +90,7 @@ struct SamplerFlags {
   std::string spacing = "logsnr";
   bool spacing_given = false;        ///< --spacing was passed (it then overrides a tuned grid)
   std::string grid = "tuned";        ///< --grid: "tuned" (the model file's tuned grid if it has one) or "default"
-  double rtol = NAN, atol = NAN;
+  std::optional<double> rtol, atol;
   bool denoise_to_zero = false;
 };
 /// Steps when neither --steps, --nfe, --rtol/--atol nor the model file's own grid say otherwise.

@@ -16,6 +16,8 @@
 #include "model_card.h"
 #include <c10/util/Exception.h>
 
+#include "fewstep/core/atomic_file.h"
+
 namespace fewstep::cli {
 
 namespace {
@@ -58,12 +60,14 @@ std::string clock_text(double seconds) {
 }
 
 json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in.good()) throw UsageError("'" + path + "' cannot be read");
+  std::string text;
   try {
-    json j;
-    in >> j;
-    return j;
+    text = read_file(path, "run file");  // names the path when it is missing or a directory
+  } catch (const c10::Error& e) {
+    throw UsageError(e.what_without_backtrace());
+  }
+  try {
+    return json::parse(text);
   } catch (const json::exception& e) {
     throw UsageError("'" + path + "' is not valid JSON: " + e.what());
   }

@@ -24,6 +24,7 @@
 #include "../model_loader.h"
 #include "fewstep/metrics/coupled_error.h"
 #include "fewstep/metrics/fmnist_evaluator.h"
+#include "fewstep/core/atomic_file.h"
 #include "fewstep/core/cache_dir.h"
 #include "fewstep/sample/teacher_cache.h"
 #include "fewstep/schedules/timesteps.h"
@@ -62,9 +63,13 @@ std::pair<at::Tensor, std::string> read_reference(const std::string& path, const
   } catch (const c10::Error&) {
     // not one: a plain tensor file, read below
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw UsageError(flag + " '" + path + "' does not exist or cannot be read");
-  const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string text;
+  try {
+    text = read_file(path, flag);  // names the path when it is missing or a directory
+  } catch (const c10::Error& e) {
+    throw UsageError(e.what_without_backtrace());
+  }
+  const std::vector<char> bytes(text.begin(), text.end());
   c10::IValue value;
   try {
     value = torch::pickle_load(bytes);
@@ -100,6 +105,7 @@ class EvalCommand final : public Command {
     add_sampler_flags(app, c.sampler);
     app.add_option("--n", c.n, "Number of samples (FD is biased by n: compare values at equal n only)")
         ->check(at_least(2))
+        ->check(count_at_most(kMaxSamples))
         ->capture_default_str();
     app.add_option("--seed", c.seed, "Sample i starts from noise seeded with seed + i (as 'fewstep sample')")
         ->capture_default_str();
@@ -192,8 +198,8 @@ class EvalCommand final : public Command {
                 {"options", c.sampler.options},
                 {"steps", job.adaptive() ? json(nullptr) : json(steps)},
                 {"spacing", job.tuned_grid ? std::string("tuned") : c.sampler.spacing},
-                {"rtol", job.adaptive() && !std::isnan(c.sampler.rtol) ? json(c.sampler.rtol) : json(nullptr)},
-                {"atol", job.adaptive() && !std::isnan(c.sampler.atol) ? json(c.sampler.atol) : json(nullptr)},
+                {"rtol", job.adaptive() && c.sampler.rtol ? json(*c.sampler.rtol) : json(nullptr)},
+                {"atol", job.adaptive() && c.sampler.atol ? json(*c.sampler.atol) : json(nullptr)},
                 {"denoise_to_zero", c.sampler.denoise_to_zero},
                 {"n", c.n},
                 {"seed", c.seed},

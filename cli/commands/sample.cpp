@@ -64,7 +64,7 @@ class SampleCommand final : public Command {
     Config& c = config_;
     add_model_flags(app, c.model);
     add_sampler_flags(app, c.sampler);
-    app.add_option("--n", c.n, "Number of samples")->check(positive())->capture_default_str();
+    app.add_option("--n", c.n, "Number of samples")->check(count_at_most(kMaxSamples))->capture_default_str();
     app.add_option("--seed", c.seed, "Sample i starts from noise seeded with seed + i, so '--seed 5 --n 1' "
                                      "reproduces sample 5 of '--seed 0 --n 16' (stochastic solvers draw their step "
                                      "noise from other streams of the same seeds)")

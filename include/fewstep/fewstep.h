@@ -10,6 +10,7 @@
 #include "fewstep/core/cache_dir.h"
 #include "fewstep/core/check.h"
 #include "fewstep/core/device.h"
+#include "fewstep/core/interrupt.h"
 #include "fewstep/core/json_text.h"
 #include "fewstep/core/malloc_tuning.h"
 #include "fewstep/core/noise.h"

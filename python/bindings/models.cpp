@@ -12,7 +12,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "fewstep/core/check.h"
 #include "fewstep/core/sha256.h"
@@ -67,9 +69,10 @@ fewstep::SchedulePtr require_schedule(const std::shared_ptr<NoiseSchedule>& sche
   return schedule;
 }
 
-Denoiser::Network python_network(py::object net) {
+Denoiser::Network python_network(py::object net, std::vector<SharedObject>& held) {
   check_callable(net);
   SharedObject fn = hold(std::move(net));
+  held.push_back(fn);
   return [fn](const at::Tensor& x, const at::Tensor& t) -> at::Tensor {
     py::gil_scoped_acquire gil;
     py::object out = (*fn)(x, t);
@@ -77,9 +80,10 @@ Denoiser::Network python_network(py::object net) {
   };
 }
 
-fewstep::ConditionalNetwork python_conditional_network(py::object net) {
+fewstep::ConditionalNetwork python_conditional_network(py::object net, std::vector<SharedObject>& held_out) {
   check_callable(net);
   SharedObject fn = hold(std::move(net));
+  held_out.push_back(fn);
   return [fn](const at::Tensor& x, const at::Tensor& t, const at::Tensor& cond) -> at::Tensor {
     py::gil_scoped_acquire gil;
     py::object out = (*fn)(x, t, cond);
@@ -106,11 +110,13 @@ std::string module_fingerprint(const py::object& module) {
 
 /// fingerprint= of fewstep.Denoiser: None (an nn.Module's weights, else none), a str, or a callable
 /// returning a str (called whenever the fingerprint is needed).
-Denoiser::Fingerprint fingerprint_arg(const py::object& fingerprint, const py::object& net) {
+Denoiser::Fingerprint fingerprint_arg(const py::object& fingerprint, const py::object& net,
+                                      std::vector<SharedObject>& held_out) {
   if (fingerprint.is_none()) {
     const py::object nn_module = py::module_::import("torch").attr("nn").attr("Module");
     if (!py::isinstance(net, nn_module)) return {};
     SharedObject held = hold(net);
+    held_out.push_back(held);
     return [held] {
       py::gil_scoped_acquire gil;
       return module_fingerprint(*held);
@@ -124,6 +130,7 @@ Denoiser::Fingerprint fingerprint_arg(const py::object& fingerprint, const py::o
   FEWSTEP_CHECK_TYPE(PyCallable_Check(fingerprint.ptr()), "fingerprint should be None, a str or a callable returning a "
                      "str, got ", type_name(fingerprint));
   SharedObject held = hold(fingerprint);
+  held_out.push_back(held);
   return [held] {
     py::gil_scoped_acquire gil;
     const py::object out = (*held)();
@@ -213,6 +220,79 @@ std::shared_ptr<NoiseSchedule> mutable_schedule(const fewstep::SchedulePtr& s) {
   return std::const_pointer_cast<NoiseSchedule>(s);
 }
 
+// ---- Python's cyclic GC through a Denoiser (a net that keeps a reference to its own Denoiser) ----
+// The Python objects a Denoiser built here holds (its net, its fingerprint callable) are recorded
+// with the Denoiser; the Python type fewstep.Denoiser gets tp_traverse/tp_clear that show them to
+// the collector. A reference is shown only while the wrapper is the Denoiser's sole owner and the
+// Denoiser the object's sole C++ holder (the use counts recorded at construction): a Denoiser also
+// held by C++ (a trainer, a sampler) keeps its net alive, as it must. Touched only under the GIL.
+struct HeldObjects {
+  std::weak_ptr<const Denoiser> owner;
+  std::vector<std::pair<std::weak_ptr<py::object>, long>> objects;  // with the use count of sole ownership
+};
+
+std::unordered_map<const Denoiser*, HeldObjects>& held_table() {
+  static auto* table = new std::unordered_map<const Denoiser*, HeldObjects>();  // never destroyed (exit order)
+  return *table;
+}
+
+std::shared_ptr<Denoiser> with_held(std::shared_ptr<Denoiser> d, std::vector<SharedObject> held) {
+  auto& table = held_table();
+  for (auto it = table.begin(); it != table.end();) it = it->second.owner.expired() ? table.erase(it) : std::next(it);
+  HeldObjects entry{d, {}};
+  for (const SharedObject& h : held) entry.objects.emplace_back(h, 0);
+  held.clear();  // drop the local copies: what remains is the Denoiser's
+  for (auto& [weak, count] : entry.objects) count = weak.use_count();
+  table[d.get()] = std::move(entry);
+  return d;
+}
+
+/// The entry of the Denoiser held by `self`, if the wrapper is its sole owner; else nullptr.
+HeldObjects* solely_held(PyObject* self) {
+  auto* inst = reinterpret_cast<py::detail::instance*>(self);
+  py::detail::value_and_holder vh = inst->get_value_and_holder();
+  if (!vh.holder_constructed()) return nullptr;
+  const auto& holder = vh.holder<std::shared_ptr<Denoiser>>();
+  if (!holder || holder.use_count() != 1) return nullptr;
+  auto it = held_table().find(holder.get());
+  if (it == held_table().end()) return nullptr;
+  const auto owner = it->second.owner.lock();
+  return owner == holder ? &it->second : nullptr;
+}
+
+int denoiser_traverse(PyObject* self, visitproc visit, void* arg) {
+#if PY_VERSION_HEX >= 0x03090000
+  Py_VISIT(Py_TYPE(self));
+#endif
+  if (HeldObjects* held = solely_held(self)) {
+    for (const auto& [weak, count] : held->objects) {
+      if (weak.use_count() != count) continue;
+      if (const SharedObject obj = weak.lock()) Py_VISIT(obj->ptr());
+    }
+  }
+  return 0;
+}
+
+int denoiser_clear(PyObject* self) {
+  if (HeldObjects* held = solely_held(self)) {
+    for (const auto& [weak, count] : held->objects) {
+      if (weak.use_count() != count) continue;
+      if (const SharedObject obj = weak.lock()) {
+        py::object dropped = std::move(*obj);  // the slot is empty before the object may be freed
+        *obj = py::none();
+      }
+    }
+  }
+  return 0;
+}
+
+void denoiser_gc_setup(PyHeapTypeObject* heap_type) {
+  PyTypeObject& type = heap_type->ht_type;
+  type.tp_flags |= Py_TPFLAGS_HAVE_GC;
+  type.tp_traverse = denoiser_traverse;
+  type.tp_clear = denoiser_clear;
+}
+
 }  // namespace
 
 void bind_models(py::module_& m) {
@@ -259,14 +339,19 @@ void bind_models(py::module_& m) {
       });
 
   py::class_<Denoiser, std::shared_ptr<Denoiser>>(
-      m, "Denoiser", "The model object solvers see: (x, t) -> (x0_hat, eps_hat).")
+      m, "Denoiser", "The model object solvers see: (x, t) -> (x0_hat, eps_hat).",
+      py::custom_type_setup(denoiser_gc_setup))
       .def(py::init([](py::object net, const std::shared_ptr<NoiseSchedule>& schedule, const std::string& prediction,
                        const std::string& time_input, double time_scale, const py::object& fingerprint) {
              auto sched = require_schedule(schedule);
-             Denoiser::Fingerprint identity = fingerprint_arg(fingerprint, net);
-             return std::make_shared<Denoiser>(python_network(std::move(net)), sched,
-                                               fewstep::parse_prediction(prediction),
-                                               fewstep::parse_time_input(time_input), time_scale, std::move(identity));
+             std::vector<SharedObject> held;
+             Denoiser::Fingerprint identity = fingerprint_arg(fingerprint, net, held);
+             Denoiser::Network network = python_network(std::move(net), held);
+             return with_held(std::make_shared<Denoiser>(std::move(network), sched,
+                                                         fewstep::parse_prediction(prediction),
+                                                         fewstep::parse_time_input(time_input), time_scale,
+                                                         std::move(identity)),
+                              std::move(held));
            }),
            py::arg("net"), py::arg("schedule"), py::arg("prediction") = "eps", py::arg("time_input") = "t",
            py::arg("time_scale") = 1.0, py::kw_only(), py::arg("fingerprint") = py::none(),
@@ -302,10 +387,12 @@ void bind_models(py::module_& m) {
              const py::object& uncond, double guidance_scale, const std::string& prediction,
              const std::string& time_input, double time_scale) {
             auto sched = require_schedule(schedule);
-            return fewstep::classifier_free_guidance(
-                python_conditional_network(std::move(net)), sched, fewstep::parse_prediction(prediction),
-                as_tensor(cond, "cond"), as_tensor(uncond, "uncond"), guidance_scale,
-                fewstep::parse_time_input(time_input), time_scale);
+            std::vector<SharedObject> held;
+            auto network = python_conditional_network(std::move(net), held);
+            auto guided = std::make_shared<Denoiser>(fewstep::classifier_free_guidance(
+                std::move(network), sched, fewstep::parse_prediction(prediction), as_tensor(cond, "cond"),
+                as_tensor(uncond, "uncond"), guidance_scale, fewstep::parse_time_input(time_input), time_scale));
+            return with_held(std::move(guided), std::move(held));
           },
           py::arg("net"), py::kw_only(), py::arg("schedule"), py::arg("cond"), py::arg("uncond"),
           py::arg("guidance_scale"), py::arg("prediction") = "eps", py::arg("time_input") = "t",
@@ -313,6 +400,7 @@ void bind_models(py::module_& m) {
       .def(
           "__call__",
           [](const Denoiser& d, const at::Tensor& x, double t) {
+            d.schedule_ref().check_time(t, "t");  // [t_min, t_max] up to a relative 1e-12
             fewstep::DenoiserOutput out;
             {
               py::gil_scoped_release release;

@@ -95,7 +95,11 @@ fewstep::Options options_from_dict(const py::dict& dict) {
     if (py::isinstance<py::bool_>(value)) {
       options.set(key, value.cast<bool>());
     } else if (py::isinstance<py::int_>(value)) {
-      options.set(key, value.cast<int64_t>());
+      int overflow = 0;
+      const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+      FEWSTEP_CHECK_VALUE(overflow == 0, "option '", key, "' must fit in a 64-bit integer, got ",
+                          std::string(py::str(value)));
+      options.set(key, static_cast<int64_t>(v));
     } else if (py::isinstance<py::float_>(value)) {
       options.set(key, value.cast<double>());
     } else if (py::isinstance<py::str>(value)) {

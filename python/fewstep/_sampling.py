@@ -156,6 +156,9 @@ def randn(
         raise ValueError(f"shape should be a non-empty sequence of non-negative ints, got {shape!r}")
     if dims[0] != len(seed_list):
         raise ValueError(f"shape[0] should equal len(seeds): got shape {dims} and {len(seed_list)} seeds")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype should be a real floating-point torch.dtype (torch.float32, torch.float64, ...), "
+                        f"got {dtype!r}")
     out = _fewstep._randn_per_sample(list(dims[1:]), seed_list)
     return out.to(dtype=dtype if dtype is not None else torch.get_default_dtype(), device=device)
 

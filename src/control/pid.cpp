@@ -26,6 +26,9 @@ double scaled_error_norm(const at::Tensor& error, const at::Tensor& x, const at:
                       x.sizes(), ", ", x_next.sizes());
   FEWSTEP_CHECK_VALUE(x.dim() >= 1 && x.size(0) >= 1, "scaled_error_norm: x must have a batch dimension, got shape ",
                       x.sizes());
+  FEWSTEP_CHECK_VALUE(std::isfinite(rtol) && rtol >= 0, "scaled_error_norm: rtol must be >= 0 and finite, got ", rtol);
+  FEWSTEP_CHECK_VALUE(std::isfinite(atol) && atol >= 0, "scaled_error_norm: atol must be >= 0 and finite, got ", atol);
+  FEWSTEP_CHECK_VALUE(rtol > 0 || atol > 0, "scaled_error_norm: rtol and atol must not both be 0");
   auto scale = at::maximum(x.abs(), x_next.abs()) * rtol + atol;
   auto w = (error / scale).reshape({x.size(0), -1});
   // Half precision would overflow the squares; accumulate in at least float32.

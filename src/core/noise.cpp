@@ -19,6 +19,9 @@ std::vector<at::Generator> cpu_generators(const std::vector<uint64_t>& seeds, bo
 
 at::Tensor draw_rows(std::vector<at::Generator>& generators, at::IntArrayRef sample_shape,
                      const at::TensorOptions& options) {
+  const at::ScalarType dtype = at::typeMetaToScalarType(options.dtype());
+  FEWSTEP_CHECK_TYPE(at::isFloatingType(dtype), "standard normal noise needs a real floating-point dtype (float32, "
+                     "float64, ...), got ", dtype);
   std::vector<at::Tensor> rows;
   rows.reserve(generators.size());
   for (auto& g : generators) rows.push_back(at::randn(sample_shape, g, at::TensorOptions().dtype(at::kDouble)));

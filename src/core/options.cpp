@@ -1,7 +1,9 @@
 #include "fewstep/core/options.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <limits>
 #include <sstream>
 
 #include "fewstep/core/check.h"
@@ -28,8 +30,14 @@ std::string to_string(const OptionValue& value) {
 OptionValue parse_option_value(const std::string& text) {
   if (text == "true" || text == "false") return text == "true";
   char* end = nullptr;
+  errno = 0;
   const long long i = std::strtoll(text.c_str(), &end, 10);
-  if (!text.empty() && *end == '\0') return static_cast<int64_t>(i);
+  if (!text.empty() && *end == '\0') {
+    // An integer outside int64 is an error, not the clamped LLONG_MAX strtoll returns.
+    FEWSTEP_CHECK_VALUE(errno != ERANGE, "the integer '", text, "' is outside the 64-bit range [",
+                        std::numeric_limits<int64_t>::min(), ", ", std::numeric_limits<int64_t>::max(), "]");
+    return static_cast<int64_t>(i);
+  }
   const double d = std::strtod(text.c_str(), &end);
   if (!text.empty() && *end == '\0') return d;
   return text;

@@ -1,6 +1,7 @@
 #include "fewstep/core/sha256.h"
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <vector>
 
@@ -126,6 +127,9 @@ std::string sha256_hex(const void* data, size_t size) { return Sha256().update(d
 std::string sha256_hex(const std::string& text) { return sha256_hex(text.data(), text.size()); }
 
 std::string sha256_file(const std::string& path) {
+  std::error_code ec;
+  FEWSTEP_CHECK_VALUE(!std::filesystem::is_directory(path, ec), "sha256_file: path '", path,
+                      "' is a directory, not a file");
   std::ifstream in(path, std::ios::binary);
   FEWSTEP_CHECK_VALUE(in.good(), "sha256_file: cannot open path '", path, "' (missing or unreadable file)");
   Sha256 h;

@@ -247,6 +247,9 @@ std::function<DenoiserOutput(const at::Tensor&, double, Needs)> wrap_network(
                         ", expected x's shape ", x.sizes(), " (prediction '", to_string(prediction), "')");
     FEWSTEP_CHECK_VALUE(out.device() == x.device(), "Denoiser: the network output is on ", out.device(),
                         ", expected x's device ", x.device());
+    FEWSTEP_CHECK_TYPE(out.is_floating_point(), "Denoiser: the network returned a ", out.scalar_type(),
+                       " tensor at t = ", t, "; it must return real floating-point values (x is ", x.scalar_type(),
+                       ")");
     // A network in another precision (e.g. half) must not change the state's dtype.
     if (out.scalar_type() != x.scalar_type()) out = out.to(x.scalar_type());
     return convert_prediction(x, out, prediction, *schedule, t, needs);

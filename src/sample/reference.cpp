@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "fewstep/core/check.h"
+#include "fewstep/core/interrupt.h"
 
 namespace fewstep {
 
@@ -66,6 +67,7 @@ class Problem {
 
   // dy/dλ = e^λ x̂_0(σ y, t(λ)).
   at::Tensor rhs(double lam, const at::Tensor& y) {
+    check_interrupt();  // Ctrl-C between evaluations (core/interrupt.h)
     const double t = time_at(lam);
     auto out = model_(y * schedule_.sigma(t), t);
     ++nfe_;

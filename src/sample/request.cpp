@@ -5,9 +5,13 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+#include <string>
+
 #include "fewstep/control/grid.h"
 #include "fewstep/control/pid.h"
 #include "fewstep/core/check.h"
+#include "fewstep/core/interrupt.h"
 #include "fewstep/core/noise.h"
 #include "fewstep/solvers/registry.h"
 
@@ -24,12 +28,28 @@ std::string error_estimating_solvers() {
   return names;
 }
 
+/// "NaN at index (0, 3)": the first non-finite element of x (x has one).
+std::string first_non_finite(const at::Tensor& x) {
+  const at::Tensor where = at::nonzero(at::logical_not(at::isfinite(x)).reshape(x.sizes()));
+  if (where.size(0) == 0) return "no non-finite value";
+  const at::Tensor index = where[0];
+  std::string text;
+  for (int64_t d = 0; d < index.numel(); ++d) text += (d ? ", " : "") + std::to_string(index[d].item<int64_t>());
+  at::Tensor value = x;
+  for (int64_t d = 0; d < index.numel(); ++d) value = value[index[d].item<int64_t>()];
+  const double v = value.item<double>();
+  return std::string(std::isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf") + " at index (" + text + ")";
+}
+
+bool all_finite(const at::Tensor& x) { return x.device().is_meta() || at::isfinite(x).all().item<bool>(); }
+
 void check_x_T(const at::Tensor& x_T) {
   FEWSTEP_CHECK_VALUE(x_T.defined(), "sample: x_T is an undefined tensor");
   FEWSTEP_CHECK_VALUE(x_T.dim() >= 1 && x_T.size(0) >= 1,
                       "sample: x_T must have a batch dimension of size >= 1, got shape ", x_T.sizes());
   FEWSTEP_CHECK_TYPE(at::isFloatingType(x_T.scalar_type()), "sample: x_T must be a floating-point tensor, got ",
                      x_T.scalar_type());
+  FEWSTEP_CHECK_VALUE(all_finite(x_T), "sample: x_T must be finite, got ", first_non_finite(x_T));
 }
 
 at::Tensor starting_noise(const SampleRequest& r) {
@@ -141,14 +161,16 @@ ResolvedSample resolve(const SampleRequest& r) {
   } else {
     int64_t steps = 0;
     if (stepping.nfe) {
-      FEWSTEP_CHECK_VALUE(*stepping.nfe >= 1, "nfe must be >= 1, got ", *stepping.nfe);
+      FEWSTEP_CHECK_VALUE(*stepping.nfe >= 1 && *stepping.nfe <= kMaxGridSteps, "nfe must be in [1, ", kMaxGridSteps,
+                          "], got ", *stepping.nfe);
       steps = steps_for_nfe(*out.stepper, *stepping.nfe);
       FEWSTEP_CHECK_VALUE(steps > 0, "solver '", out.solver, "' cannot spend exactly nfe=", *stepping.nfe,
                           " evaluations (it spends ", out.stepper->traits().nfe_per_step,
                           " per step); pass a multiple of that, or steps=");
     } else {
       steps = *stepping.steps;
-      FEWSTEP_CHECK_VALUE(steps >= 1, "steps must be >= 1, got ", steps);
+      FEWSTEP_CHECK_VALUE(steps >= 1 && steps <= kMaxGridSteps, "steps must be in [1, ", kMaxGridSteps, "], got ",
+                          steps);
     }
     // A solver may plan its own steps (dpm_solver_fast: steps is the budget); a grid that asks for
     // diffusers' offsets or the final step to sigma = 0 is the generic one.
@@ -196,9 +218,8 @@ ResolvedSample resolve(const SampleRequest& r) {
 namespace {
 
 void check_finite(const at::Tensor& x, int64_t index, double t) {
-  if (x.device().is_meta()) return;  // nothing to check on shape-only tensors
-  FEWSTEP_CHECK(at::isfinite(x).all().item<bool>(), "sample: non-finite values (NaN/Inf) in x after step ", index,
-                " (t = ", t, ")");
+  FEWSTEP_CHECK(all_finite(x), "sample: non-finite values (NaN/Inf) in x after step ", index, " (t = ", t, "): ",
+                first_non_finite(x));
 }
 
 /// A step's report, held back while a later step may still revise its x (traits.revises_start).
@@ -257,6 +278,7 @@ Solution drive(const ResolvedSample& job) {
   int64_t nfe_here = 0;
 
   while (t > t_end) {
+    check_interrupt();  // Ctrl-C between steps (core/interrupt.h)
     const int64_t attempts = solution.accepted + solution.rejected;
     FEWSTEP_CHECK(attempts < controller.max_steps(), "sample: reached max_steps = ", controller.max_steps(),
                   " attempted steps (", solution.accepted, " accepted, ", solution.rejected, " rejected) at t = ", t,
@@ -281,6 +303,11 @@ Solution drive(const ResolvedSample& job) {
     ControlDecision decision = controller.decide(input, std::move(cstate));
     cstate = std::move(decision.state);
     if (!decision.accept) {
+      // A model that returns NaN/Inf makes every attempt fail: name it at the first one rather than
+      // shrinking the step until max_steps (only rejected attempts pay for this check).
+      if (result.x0.defined())
+        FEWSTEP_CHECK(all_finite(result.x0), "sample: the model returned non-finite values (NaN/Inf) in x̂_0 at step ",
+                      solution.accepted, " (t = ", t, " -> ", t_next, "): ", first_non_finite(result.x0));
       ++solution.rejected;
       ++rejected_here;
       t_next = decision.t_next;

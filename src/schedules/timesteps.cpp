@@ -153,7 +153,8 @@ std::string to_string(FinalSigma final_sigma) { return final_sigma == FinalSigma
 std::vector<double> timesteps(const NoiseSchedule& schedule, int64_t steps, Spacing spacing,
                               std::optional<double> t_start, std::optional<double> t_end, double rho,
                               std::optional<int64_t> steps_offset, FinalSigma final_sigma) {
-  FEWSTEP_CHECK_VALUE(steps >= 1, "timesteps: steps must be >= 1, got steps=", steps);
+  FEWSTEP_CHECK_VALUE(steps >= 1 && steps <= kMaxGridSteps, "timesteps: steps must be in [1, ", kMaxGridSteps,
+                      "], got steps=", steps);
   FEWSTEP_CHECK_VALUE(std::isfinite(rho) && rho > 0.0, "timesteps: rho must be finite and > 0, got rho=", fmt_num(rho));
   const bool leading = spacing == Spacing::Leading || spacing == Spacing::LeadingMultistep;
   FEWSTEP_CHECK_VALUE(leading || !steps_offset.has_value(), "timesteps: steps_offset applies to the 'leading' and ",

@@ -13,6 +13,7 @@
 namespace fewstep {
 
 double progressive_grid_time(double i, int64_t steps, double t_lo, double t_hi) {
+  FEWSTEP_CHECK_VALUE(steps >= 1, "progressive_grid_time: steps must be >= 1, got ", steps);
   // i = steps must give t_hi exactly, i = 0 t_lo exactly.
   if (i >= static_cast<double>(steps)) return t_hi;
   if (i <= 0.0) return t_lo;

@@ -12,6 +12,7 @@
 #include <numeric>
 
 #include "fewstep/core/check.h"
+#include "fewstep/core/interrupt.h"
 #include "fewstep/core/progress_bar.h"
 #include "fewstep/data/batch_source.h"
 #include "fewstep/train/ema.h"
@@ -181,6 +182,7 @@ TrainSummary Trainer::train(int64_t steps, const TrainLoopOptions& loop) {
       summary.stopped = true;
       break;
     }
+    check_interrupt();  // Ctrl-C between steps (core/interrupt.h); the last checkpoint stays as written
     const TrainStepStats st = step();
     summary.losses.push_back(st.loss);
     // Single-batch losses are noisy: the bar shows an exponential average.

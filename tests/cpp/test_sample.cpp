@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <future>
@@ -429,4 +430,90 @@ TEST(Sample, FinalSigmaZeroEndsWithTheLastEvaluationsX0) {
   fs::SampleOptions dz;
   dz.denoise_to_zero = true;
   EXPECT_THROW(fs::sample(model, x_T, *fs::solver("ddim"), grid, dz), c10::ValueError);
+}
+
+// ---- interrupts between steps (core/interrupt.h) ----
+namespace {
+std::atomic<int> g_calls{0};
+std::atomic<int> g_fire_at{0};
+int interrupt_after_calls() { return ++g_calls >= g_fire_at ? 2 : 0; }  // 2 = SIGINT
+struct InterruptCheckScope {
+  explicit InterruptCheckScope(int fire_at) {
+    g_calls = 0;
+    g_fire_at = fire_at;
+    previous = fs::set_interrupt_check(&interrupt_after_calls);
+  }
+  ~InterruptCheckScope() { fs::set_interrupt_check(previous); }
+  fs::InterruptCheck previous;
+};
+}  // namespace
+
+TEST(Interrupt, SamplingLoopStopsBetweenSteps) {
+  auto model = fs::Denoiser::exact(fs::GaussianMixture::random(3, 2, 0), vp());
+  auto x_T = at::randn({2, 3}, generator(0));
+  int64_t steps_seen = 0;
+  fs::SampleOptions opts;
+  opts.callback = [&](const fs::StepInfo&) { ++steps_seen; };
+  {
+    InterruptCheckScope scope(/*fire_at=*/5);
+    try {
+      fs::sample(model, x_T, "heun", 100, fs::Spacing::Time, {}, opts);
+      FAIL() << "not interrupted";
+    } catch (const fs::Interrupted& e) {
+      EXPECT_EQ(e.signal(), 2);
+    }
+  }
+  EXPECT_EQ(steps_seen, 4);  // checked before each step: the 5th check fired
+  // Without a pending interrupt (no check installed) the same run completes.
+  EXPECT_EQ(fs::sample(model, x_T, "heun", 100, fs::Spacing::Time, {}, {}).steps, 100);
+}
+
+TEST(Interrupt, ReferenceSolveStopsBetweenEvaluations) {
+  auto model = fs::Denoiser::exact(fs::GaussianMixture::random(3, 2, 0), vp());
+  auto x_T = at::randn({2, 3}, generator(1)).to(at::kDouble);
+  InterruptCheckScope scope(/*fire_at=*/20);
+  EXPECT_THROW(fs::reference_solve(model, x_T, vp()->t_max(), vp()->t_min(), fs::ReferenceOptions{}), fs::Interrupted);
+  EXPECT_EQ(g_calls.load(), 20);
+}
+
+TEST(Sample, NonFiniteInputsAndModelOutputsAreNamedAtOnce) {
+  auto model = fs::Denoiser::exact(fs::GaussianMixture::random(3, 2, 0), vp());
+  auto x_T = at::randn({2, 3}, generator(0));
+  x_T[1][2] = NAN;
+  try {
+    fs::SampleRequest bad;
+    bad.model = std::make_shared<fs::Denoiser>(model);
+    bad.x_T = x_T;
+    bad.solver = "dpm_adaptive";
+    fs::sample(bad);
+    FAIL() << "accepted a NaN x_T";
+  } catch (const c10::ValueError& e) {
+    EXPECT_NE(message(e).find("x_T must be finite, got NaN at index (1, 2)"), std::string::npos) << message(e);
+  }
+  int64_t calls = 0;
+  fs::Denoiser nan_model([&](const at::Tensor& x, const at::Tensor&) { ++calls; return x * NAN; }, vp(),
+                         fs::Prediction::Eps);
+  fs::SampleRequest r;
+  r.model = std::make_shared<fs::Denoiser>(nan_model);
+  r.x_T = at::randn({2, 3}, generator(0));
+  r.solver = "dpm_adaptive";
+  try {
+    fs::sample(r);
+    FAIL() << "a NaN model was sampled";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(message(e).find("the model returned non-finite values (NaN/Inf)"), std::string::npos) << message(e);
+  }
+  EXPECT_LT(calls, 10);  // named at the first rejected attempt, not after max_steps
+}
+
+TEST(SampleRequest, StepCountsAreBoundedBeforeAllocation) {
+  fs::SampleRequest r;
+  r.model = std::make_shared<fs::Denoiser>(toy_model());
+  r.x_T = at::randn({2, 3}, generator(0));
+  r.steps = int64_t{1} << 62;
+  EXPECT_THROW(fs::resolve(r), c10::ValueError);
+  r.steps.reset();
+  r.nfe = fs::kMaxGridSteps + 1;
+  EXPECT_THROW(fs::resolve(r), c10::ValueError);
+  EXPECT_THROW(fs::timesteps(*vp(), fs::kMaxGridSteps + 1), c10::ValueError);
 }

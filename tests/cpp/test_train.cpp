@@ -557,3 +557,34 @@ TEST(AtomicWrite, SigkillLeavesACompleteFile) {
 }
 
 }  // namespace
+
+namespace {
+int always_interrupted() { return 15; }  // SIGTERM
+}  // namespace
+
+TEST(Trainer, InterruptStopsBetweenStepsAndKeepsTheLastCheckpoint) {
+  at::set_num_threads(1);
+  const std::string dir = temp_dir("interrupt");
+  auto trainer = mixture_trainer(quick_options());
+  trainer->train(6, checkpointing(dir + "/ckpt.pt", 3));
+  const std::string before = fewstep::read_file(dir + "/ckpt.pt", "checkpoint");
+  int64_t steps_run = 0;
+  fewstep::TrainLoopOptions loop = checkpointing(dir + "/ckpt.pt", 1);
+  loop.on_step = [&](const fewstep::TrainStepStats&) {
+    if (++steps_run == 2) fewstep::set_interrupt_check(&always_interrupted);
+  };
+  try {
+    trainer->train(100, loop);
+    FAIL() << "not interrupted";
+  } catch (const fewstep::Interrupted& e) {
+    EXPECT_EQ(e.signal(), 15);
+  }
+  fewstep::set_interrupt_check(nullptr);
+  EXPECT_EQ(steps_run, 2);
+  EXPECT_EQ(trainer->step_count(), 8);
+  // The checkpoint of step 8 was written whole before the interrupt; it resumes.
+  auto resumed = mixture_trainer(quick_options(), 77);
+  ASSERT_TRUE(resumed->resume(dir + "/ckpt.pt"));
+  EXPECT_EQ(resumed->step_count(), 8);
+  EXPECT_NE(fewstep::read_file(dir + "/ckpt.pt", "checkpoint"), before);
+}

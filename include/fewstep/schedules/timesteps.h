@@ -53,6 +53,11 @@ enum class FinalSigma { Min, Zero };
 FinalSigma parse_final_sigma(const std::string& name);
 std::string to_string(FinalSigma final_sigma);
 
+/// The most steps a grid (and a sampling request's steps= or nfe=) may have: far more than any
+/// sampler needs, and small enough that the grid (8 bytes a step) is allocated at once; a larger
+/// value is a ValueError naming it before anything is allocated (docs/reliability.md).
+constexpr int64_t kMaxGridSteps = 1'000'000;
+
 /// Grid of steps+1 times, t_start (default t_max) down to t_end (default t_min), or down to the
 /// σ = 0 marker 0.0 with FinalSigma::Zero. `steps_offset` (default 1) applies to the "leading"
 /// spacings only (ValueError otherwise).
