@@ -31,7 +31,9 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
       ->check(CLI::IsMember({"eps", "x0", "v", "score", "flow"}));
   app.add_option("--time-input", f.time_input, "Override the sidecar's time input: t, index, sigma, lambda")
       ->check(CLI::IsMember({"t", "index", "sigma", "lambda"}));
-  app.add_option("--time-scale", f.time_scale, "Override the sidecar's time-input multiplier")->check(positive());
+  app.add_option("--time-scale", f.time_scale, "Override the sidecar's time-input multiplier")
+      ->check(positive())
+      ->check(finite_number());
   app.add_option("--shape", f.shape, "Shape of one sample without the batch, e.g. 1,28,28 (default: sidecar)")
       ->delimiter(',');
   app.add_option("--class", f.label, "Class-conditional model: the class to sample (default: no class)")
@@ -142,7 +144,11 @@ LoadedModel load_model(const ModelFlags& c) {
 std::pair<std::string, OptionValue> parse_option(const std::string& text) {
   const size_t eq = text.find('=');
   if (eq == std::string::npos || eq == 0) throw UsageError("--option '" + text + "' must look like key=value");
-  return {text.substr(0, eq), parse_option_value(text.substr(eq + 1))};
+  try {
+    return {text.substr(0, eq), parse_option_value(text.substr(eq + 1))};
+  } catch (const c10::Error& e) {
+    throw UsageError("--option '" + text + "': " + e.what_without_backtrace());
+  }
 }
 
 std::shared_ptr<const Stepper> make_stepper(const std::string& name, const std::vector<std::string>& option_texts,
@@ -197,9 +203,11 @@ void add_sampler_flags(CLI::App& app, SamplerFlags& f) {
   app.add_option("--rtol", f.rtol, "Adaptive sampling: relative tolerance of a PID step-size controller instead of "
                                    "a grid (solvers with an error estimate, e.g. dpm_adaptive; default 0.05 when "
                                    "only --atol is given)")
-      ->check(positive());
+      ->check(positive())
+      ->check(finite_number());
   app.add_option("--atol", f.atol, "Adaptive sampling: absolute tolerance (default 0.0078 when only --rtol is given)")
-      ->check(positive());
+      ->check(positive())
+      ->check(finite_number());
   app.add_flag("--denoise-to-zero", f.denoise_to_zero, "Finish with the model's x0 prediction at t_min (+1 NFE)");
 }
 

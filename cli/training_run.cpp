@@ -106,10 +106,21 @@ void TrainingRun::restore(Trainer& trainer) {
     throw UsageError(std::string(e.what_without_backtrace()) + "; a resumed run must use the flags it started with");
   }
   if (fsys::exists(state_file_)) {
-    const json st = read_json_file(state_file_);
-    seconds_before_ = st.value("seconds", 0.0);
-    recent_.clear();
-    for (double l : st.value("recent_losses", std::vector<double>{})) recent_.push_back(l);
+    // The state file holds only what the log shows (time so far, recent losses, threads); one that cannot
+    // be read (a non-finite loss is written as null) must not stop a resume that the checkpoint allows.
+    json st;
+    try {
+      st = read_json_file(state_file_);
+      seconds_before_ = st.value("seconds", 0.0);
+      recent_.clear();
+      for (const json& l : st.value("recent_losses", json::array())) {
+        if (l.is_number()) recent_.push_back(l.get<double>());
+      }
+    } catch (const std::exception& e) {
+      std::cerr << "fewstep " << command_ << ": warning: ignoring the run state '" << state_file_ << "': " << e.what()
+                << "\n";
+      st = json::object();
+    }
     const int before = st.value("threads", 0);
     if (before > 0 && before != at::get_num_threads()) {
       std::cerr << "fewstep " << command_ << ": warning: the run so far used " << before << " threads, this session "

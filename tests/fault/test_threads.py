@@ -47,7 +47,7 @@ def test_threads_match_sequential_bits(kind: str, trained: Path) -> None:
     if kind == "exact":
         model, dim = _exact_model(), 4
     else:
-        model, dim = fs.load_model_file(str(trained / "model.pt")), 2
+        model, dim = fs.load_model_file(str(trained / "model.pt"))["denoiser"], 2
     solvers = ["dpmpp_2m", "heun", "euler_maruyama", "dpm_adaptive"]
     n_jobs = 64 if SOAK else 16
     jobs = []
