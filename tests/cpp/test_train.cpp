@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "fewstep/core/atomic_file.h"
+#include "fewstep/core/interrupt.h"
 #include "fewstep/core/check.h"
 #include "fewstep/data/mixture_data.h"
 #include "fewstep/data/shuffled_batches.h"

@@ -77,3 +77,13 @@ def python_argv(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished small run: model.pt + sidecar + checkpoint.pt (uninterrupted, the reference bits)."""
+    if not BIN.is_file():
+        pytest.skip(f"{BIN} is not built")
+    out = tmp_path_factory.mktemp("fault") / "full"
+    run(*TRAIN, "--out", str(out))
+    return out

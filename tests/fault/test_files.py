@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import fewstep as fs
-from faultlib import TRAIN, needs_cli, run
+from faultlib import TRAIN, needs_cli, run, trained  # noqa: F401 - the fixture
 
 pytestmark = needs_cli
 

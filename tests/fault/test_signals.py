@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from faultlib import BIN, SOAK, TRAIN, needs_cli, python_argv, run, signal_when
+from faultlib import BIN, SOAK, TRAIN, needs_cli, python_argv, run, signal_when, trained  # noqa: F401 - the fixture
 
 pytestmark = needs_cli
 

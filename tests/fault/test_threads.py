@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fewstep as fs
-from faultlib import SOAK
+from faultlib import SOAK, trained  # noqa: F401 - the fixture
 
 
 def _exact_model() -> fs.Denoiser:
