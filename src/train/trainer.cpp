@@ -204,8 +204,9 @@ TrainSummary Trainer::train(int64_t steps, const TrainLoopOptions& loop) {
       std::fflush(stdout);
     }
     saved_last = false;
-    if (writes && loop.checkpoint_every > 0 && st.step % loop.checkpoint_every == 0) checkpoint();
+    // on_step first: a checkpoint's callback (the CLI's run state and model card) sees this step's loss.
     if (loop.on_step) loop.on_step(st);
+    if (writes && loop.checkpoint_every > 0 && st.step % loop.checkpoint_every == 0) checkpoint();
   }
   bar.close();
   if (writes && !saved_last && !summary.losses.empty()) checkpoint();

@@ -80,8 +80,8 @@ def test_cli_sigkill_during_checkpoint_writes_never_loses_the_checkpoint(tmp_pat
     """Checkpoints every step: kills land inside writes; every checkpoint left behind loads (or the run
     has none yet), and the run resumes."""
     out = tmp_path / "run"
-    # --checkpoint-every 2 (1 trips a separate bug of `fewstep train`: see docs/reliability.md, "Open")
-    train = [a if a != "5" else "2" for a in TRAIN]
+    # --checkpoint-every 1: a checkpoint (and model export) after every step
+    train = [a if a != "5" else "1" for a in TRAIN]
     rng = random.Random(1)
     for i in range(10 if SOAK else 3):
         argv = [str(BIN), *train, "--out", str(out)] + (["--resume"] if out.exists() else [])
