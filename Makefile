@@ -33,7 +33,7 @@ $(BUILD)/CMakeCache.txt: $(VENV)/.deps-stamp CMakeLists.txt
 configure: $(BUILD)/CMakeCache.txt
 
 build: configure
-	@start=$$(date +%s); cmake --build $(BUILD) -j $(JOBS); echo "[build] $$(( $$(date +%s) - start )) s"
+	@start=$$(date +%s); cmake --build $(BUILD) -j $(JOBS) && echo "[build] $$(( $$(date +%s) - start )) s"
 
 test-cpp: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

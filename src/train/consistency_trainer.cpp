@@ -179,7 +179,7 @@ ConsistencyPairTimes consistency_pair_times(const NoiseSchedule& schedule, const
       w[b] = 1.0 / (schedule.sigma_tilde(t_hi[b]) - schedule.sigma_tilde(t_lo[b]));
   }
   const auto tensor = [](const std::vector<double>& v) { return at::tensor(v, at::kDouble); };
-  return {tensor(t_hi), tensor(t_lo), tensor(a_hi), tensor(s_hi), tensor(a_lo), tensor(s_lo), tensor(w)};
+  return {tensor(t_hi), tensor(t_lo), tensor(a_hi), tensor(s_hi), tensor(a_lo), tensor(s_lo), tensor(w), at::Tensor()};
 }
 
 ConsistencyPairTimes ect_pair_times(const NoiseSchedule& schedule, const ConsistencyTrainerOptions& o, int64_t k,
