@@ -222,7 +222,7 @@ TEST(SampleRequest, DefaultsInTheirOrder) {
   EXPECT_NE(adaptive.controller->describe().find("rtol=0.05"), std::string::npos) << adaptive.controller->describe();
   // A model file's own sampler when the request names neither steps nor a solver ...
   auto r = request_of("");
-  r.model_defaults = {"ddim", {0.9, 0.4, 0.05}};
+  r.model_defaults = {"ddim", {0.9, 0.4, 0.05}, {}};
   auto own = fs::resolve(r);
   EXPECT_EQ(own.solver, "ddim");
   EXPECT_EQ(own.grid, (std::vector<double>{0.9, 0.4, 0.05}));
