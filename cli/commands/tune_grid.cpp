@@ -23,7 +23,7 @@ using json = nlohmann::json;
 
 struct Config {
   ModelFlags model;
-  std::string solver, method = "dp", dtype = "float64", cache_dir, json_out;
+  std::string solver, method = "dp", cache_dir, json_out;
   std::vector<std::string> options;
   int64_t nfe = 0;
   GridFitSettings fit;
@@ -59,9 +59,6 @@ class TuneGridCommand final : public Command {
     app.add_option("--iterations", c.fit.iterations, "gradient: Adam iterations")->capture_default_str();
     app.add_option("--lr", c.fit.lr, "gradient: Adam's learning rate on the softmax logits")->capture_default_str();
     app.add_option("--fd-step", c.fit.fd_step, "gradient: forward-difference step in log-SNR")->capture_default_str();
-    app.add_option("--dtype", c.dtype, "float64 or float32: x_T, the reference and the fitted solves")
-        ->check(CLI::IsMember({"float32", "float64"}))
-        ->capture_default_str();
     app.add_option("--batch", c.fit.batch, "Samples per solve")->capture_default_str();
     app.add_option("--cache-dir", c.cache_dir, "Cache root of the reference solves (<dir>/teacher-solves/; default "
                                                "$FEWSTEP_CACHE_DIR, $XDG_CACHE_HOME/fewstep or ~/.cache/fewstep)");
@@ -74,7 +71,12 @@ class TuneGridCommand final : public Command {
 
   int run(const GlobalOptions&) override {
     Config& c = config_;
+    // Without --dtype the network and the solves run in float64 (the grid is fitted to the reference, not
+    // to float32 rounding); --dtype float32 fits it in the precision a float32 run samples in.
+    if (c.model.dtype.empty()) c.model.dtype = "float64";
     const LoadedModel model = load_model(c.model);
+    if (model.placement.device && !model.placement.device->is_cpu())
+      throw UsageError("--device '" + c.model.device + "': tune-grid runs its reference solves on the CPU");
     Options options;
     for (const auto& text : c.options) {
       auto [key, value] = parse_option(text);
@@ -83,7 +85,7 @@ class TuneGridCommand final : public Command {
     make_stepper(c.solver, c.options);  // names the flag for an unknown solver or option
     GridFitSettings fit = c.fit;
     fit.sample_shape = model.shape;
-    fit.dtype = c.dtype == "float32" ? at::kFloat : at::kDouble;
+    fit.dtype = model.placement.dtype.value_or(at::kDouble);
     fit.progress = !c.quiet;
     if (!c.no_cache) fit.cache_root = c.cache_dir.empty() ? cache_directory() : c.cache_dir;
     OptimizedGrid grid;
@@ -103,6 +105,9 @@ class TuneGridCommand final : public Command {
                 static_cast<long long>(fit.n), grid.heldout_error, static_cast<long long>(fit.heldout_n));
     std::printf("best fixed     %s: held-out %.4g (ratio tuned/fixed %.3f)\n", grid.best_fixed_spacing.c_str(),
                 grid.best_fixed_error, grid.heldout_error / grid.best_fixed_error);
+    if (grid.selected != "fitted")
+      std::printf("selected       %s: it beat the fitted grid on the training seeds (fitted: train %.4g)\n",
+                  grid.selected.c_str(), grid.fitted_train_error);
     if (!c.json_out.empty()) {
       json out = {{"model", model.path}, {"solver", grid.solver}, {"options", c.options}, {"nfe", grid.nfe},
                   {"times", grid.times}, {"fit", fit_json}};
@@ -129,6 +134,7 @@ const bool registered = register_command(
      "Examples:\n"
      "  fewstep tune-grid --model models/fmnist-unet-eps.pt --solver unipc --nfe 5 --method dp --dtype float32 "
      "--write-sidecar\n"
+     "--dtype is the precision of x_T, the reference and the fitted solves (default float64 here).\n"
      "  fewstep sample --model models/fmnist-unet-eps.pt --solver unipc --steps 5   # uses the tuned grid\n",
      [] { return std::make_unique<TuneGridCommand>(); }});
 

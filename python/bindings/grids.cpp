@@ -67,6 +67,11 @@ void bind_grids(py::module_& m) {
       .def_readonly("reference_nfe", &OptimizedGrid::reference_nfe, "Evaluations of one reference solve.")
       .def_readonly("train_error", &OptimizedGrid::train_error, "Median per-sample RMS error on the training seeds.")
       .def_readonly("heldout_error", &OptimizedGrid::heldout_error, "Median per-sample RMS error on held-out seeds.")
+      .def_readonly("selected", &OptimizedGrid::selected,
+                    "'fitted', or 'fixed <spacing>' when that fixed grid beat the fit on the training seeds (and "
+                    "is returned instead; docs/grids.md).")
+      .def_readonly("fitted_train_error", &OptimizedGrid::fitted_train_error,
+                    "The fitted grid's median training error (train_error when selected == 'fitted').")
       .def_readonly("best_fixed_spacing", &OptimizedGrid::best_fixed_spacing)
       .def_readonly("best_fixed_error", &OptimizedGrid::best_fixed_error,
                     "Held-out median error of the best fixed spacing for the same solver and NFE.")

@@ -3,8 +3,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "fewstep/grids/optimize.h"
 #include "fewstep/models/gaussian_mixture.h"
@@ -39,6 +42,22 @@ void expect_grid_shape(const fs::OptimizedGrid& g, const fs::NoiseSchedule& sche
   for (size_t i = 1; i < g.times.size(); ++i) EXPECT_LT(g.times[i], g.times[i - 1]);
 }
 
+/// The references of `n` seeds from `seed`, solved again as the fit solves them (without the cache).
+fs::TeacherSolve references(const fs::Denoiser& model, const fs::GridFitSettings& s, uint64_t seed, int64_t n) {
+  fs::TeacherSolveSpec spec;
+  spec.sample_shape = s.sample_shape;
+  spec.n = n;
+  spec.seed = seed;
+  spec.solver = s.reference_solver;
+  spec.grid = fs::timesteps(model.schedule_ref(), s.candidates * s.substeps, fs::Spacing::LogSNR);
+  spec.dtype = at::kDouble;
+  spec.progress = false;
+  return fs::teacher_solve(model, spec);
+}
+
+const std::vector<fs::Spacing> kFixedSpacings = {fs::Spacing::LogSNR, fs::Spacing::Time, fs::Spacing::Quadratic,
+                                                 fs::Spacing::Karras};
+
 template <typename F>
 std::string value_error(F&& f) {
   try {
@@ -67,8 +86,38 @@ TEST(Grids, DynamicProgrammingBeatsEveryFixedSpacingOnHeldOutSeeds) {
   }
 }
 
-// LD3 (arXiv 2405.15506): descent on the times lowers the training loss, and the grid it finds is
-// better than the uniform log-SNR grid it starts from on samples it never saw.
+// The selection: whatever the surrogate found, the returned grid's median training error is at most
+// every fixed spacing's (recomputed here from fresh references), and the record says which grid it is.
+TEST(Grids, TunedGridIsNeverWorseThanAFixedSpacingOnTheTrainingSeeds) {
+  const fs::Denoiser model = mixture_model();
+  fs::GridFitSettings s = small_settings();
+  s.candidates = 12;  // a coarse DP, which a fixed grid can beat
+  const fs::TeacherSolve train = references(model, s, s.seed, s.n);
+  for (int64_t nfe : {4, 8}) {
+    const fs::OptimizedGrid g = fs::optimize_timesteps(model, "dpmpp_2m", {}, nfe, "dp", s);
+    expect_grid_shape(g, model.schedule_ref(), nfe);
+    const double own = at::quantile(fs::grid_errors(model, "dpmpp_2m", {}, g.times, train.x_T(), train.x_end()), 0.5)
+                           .item<double>();
+    EXPECT_NEAR(own, g.train_error, 1e-12 * own);
+    for (fs::Spacing spacing : kFixedSpacings) {
+      const double fixed =
+          at::quantile(fs::grid_errors(model, "dpmpp_2m", {}, fs::timesteps(model.schedule_ref(), nfe, spacing),
+                                       train.x_T(), train.x_end()),
+                       0.5)
+              .item<double>();
+      EXPECT_LE(g.train_error, fixed * (1 + 1e-12)) << "nfe " << nfe << " vs " << fs::to_string(spacing);
+    }
+    if (g.selected == "fitted") {
+      EXPECT_DOUBLE_EQ(g.train_error, g.fitted_train_error);
+    } else {
+      EXPECT_EQ(g.selected.rfind("fixed ", 0), 0u) << g.selected;
+      EXPECT_LT(g.train_error, g.fitted_train_error);
+    }
+  }
+}
+
+// LD3 (arXiv 2405.15506): descent on the times from the best fixed spacing lowers the training loss, and
+// the grid it finds beats the uniform log-SNR grid on samples it never saw.
 TEST(Grids, GradientMethodLowersTheLossAndGeneralises) {
   const fs::Denoiser model = mixture_model();
   fs::GridFitSettings s = small_settings();
@@ -78,18 +127,21 @@ TEST(Grids, GradientMethodLowersTheLossAndGeneralises) {
   expect_grid_shape(g, model.schedule_ref(), 5);
   ASSERT_EQ(static_cast<int64_t>(g.loss.size()), s.iterations + 1);
   const double best = *std::min_element(g.loss.begin(), g.loss.end());
-  EXPECT_LT(best, 0.5 * g.loss.front());  // the start is the uniform log-SNR grid (θ = 0)
+  EXPECT_LT(best, g.loss.front());
+  // The start is the fixed spacing of least training loss (LD3 starts from a standard schedule): the
+  // first scored iterate is that grid, up to the round trip t -> λ -> softmax -> λ -> t.
+  const fs::TeacherSolve train = references(model, s, s.seed, s.n);
+  double start = std::numeric_limits<double>::infinity();
+  for (fs::Spacing spacing : kFixedSpacings)
+    start = std::min(start, fs::grid_errors(model, "dpmpp_2m", {}, fs::timesteps(model.schedule_ref(), 5, spacing),
+                                            train.x_T(), train.x_end())
+                                .pow(2)
+                                .mean()
+                                .item<double>());
+  EXPECT_NEAR(g.loss.front(), start, 1e-6 * start);
 
   // The held-out references of the fit, solved again through the cache-less teacher solve.
-  fs::TeacherSolveSpec spec;
-  spec.sample_shape = s.sample_shape;
-  spec.n = s.heldout_n;
-  spec.seed = s.heldout_seed;
-  spec.solver = s.reference_solver;
-  spec.grid = fs::timesteps(model.schedule_ref(), s.candidates * s.substeps, fs::Spacing::LogSNR);
-  spec.dtype = at::kDouble;
-  spec.progress = false;
-  const fs::TeacherSolve held = fs::teacher_solve(model, spec);
+  const fs::TeacherSolve held = references(model, s, s.heldout_seed, s.heldout_n);
   const double uniform =
       at::quantile(fs::grid_errors(model, "dpmpp_2m", {}, fs::timesteps(model.schedule_ref(), 5, fs::Spacing::LogSNR),
                                    held.x_T(), held.x_end()),
