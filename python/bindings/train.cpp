@@ -99,7 +99,7 @@ auto locked(PyTrainer& t, F&& f) {
 /// taken per call), whose protocol is documented in python/fewstep/train.py (class _LossRun).
 class PythonTrainer final : public Trainer {
  public:
-  explicit PythonTrainer(py::object impl) : impl_(hold(std::move(impl))) {
+  explicit PythonTrainer(std::shared_ptr<py::object> impl) : impl_(std::move(impl)) {
     kind_ = py::str((*impl_).attr("kind"));
   }
   std::string kind() const override { return kind_; }
@@ -177,7 +177,8 @@ machine, thread count and versions).)doc";
 }  // namespace
 
 std::shared_ptr<PyTrainer> wrap_trainer(std::shared_ptr<Trainer> trainer,
-                                        std::function<py::object(Trainer&)> product, py::object keep) {
+                                        std::function<py::object(Trainer&)> product,
+                                        std::shared_ptr<py::object> keep) {
   auto out = std::make_shared<PyTrainer>();
   out->trainer = std::move(trainer);
   out->product = product ? std::move(product) : [](Trainer& t) -> py::object {
@@ -185,8 +186,50 @@ std::shared_ptr<PyTrainer> wrap_trainer(std::shared_ptr<Trainer> trainer,
     if (!net) return py::none();
     return script_module(*net);
   };
-  out->keep = std::move(keep);
+  out->keep = keep ? std::move(keep) : hold(py::none());
+  out->keep_sole_count = out->keep.use_count();
   return out;
+}
+
+// ---- Python's cyclic GC through a Trainer (a Python loss or net that keeps a reference to its trainer) ----
+// The reference to `keep` is shown to the collector only while the Python wrapper is the PyTrainer's
+// sole owner, the PyTrainer its C++ trainer's, and nothing else holds `keep` (the count recorded by
+// wrap_trainer): otherwise C++ keeps the object alive, as it must. Touched only under the GIL.
+namespace {
+
+PyTrainer* solely_held_trainer(PyObject* self) {
+  auto* inst = reinterpret_cast<py::detail::instance*>(self);
+  py::detail::value_and_holder vh = inst->get_value_and_holder();
+  if (!vh.holder_constructed()) return nullptr;
+  const auto& holder = vh.holder<std::shared_ptr<PyTrainer>>();
+  if (!holder || holder.use_count() != 1 || !holder->keep) return nullptr;
+  if (holder->trainer && holder->trainer.use_count() != 1) return nullptr;
+  return holder->keep.use_count() == holder->keep_sole_count ? holder.get() : nullptr;
+}
+
+int trainer_traverse(PyObject* self, visitproc visit, void* arg) {
+#if PY_VERSION_HEX >= 0x03090000
+  Py_VISIT(Py_TYPE(self));
+#endif
+  if (PyTrainer* t = solely_held_trainer(self)) Py_VISIT(t->keep->ptr());
+  return 0;
+}
+
+int trainer_clear(PyObject* self) {
+  if (PyTrainer* t = solely_held_trainer(self)) {
+    py::object dropped = std::move(*t->keep);  // the slot is empty before the object may be freed
+    *t->keep = py::none();
+  }
+  return 0;
+}
+
+}  // namespace
+
+void trainer_gc_setup(PyHeapTypeObject* heap_type) {
+  PyTypeObject& type = heap_type->ht_type;
+  type.tp_flags |= Py_TPFLAGS_HAVE_GC;
+  type.tp_traverse = trainer_traverse;
+  type.tp_clear = trainer_clear;
 }
 
 std::string options_json_of(const py::dict& options) {
@@ -428,10 +471,12 @@ void bind_train(py::module_& m) {
                ", lr=" + std::to_string(s.lr) + ")";
       });
 
-  py::class_<PyTrainer, std::shared_ptr<PyTrainer>> cls(m, "Trainer", kTrainerDoc);
+  py::class_<PyTrainer, std::shared_ptr<PyTrainer>> cls(m, "Trainer", kTrainerDoc,
+                                                        py::custom_type_setup(trainer_gc_setup));
   cls.def(py::init([](py::object impl) {
-            auto trainer = std::make_shared<PythonTrainer>(impl);
-            return wrap_trainer(trainer, [](Trainer&) -> py::object { return py::none(); }, impl);
+            std::shared_ptr<py::object> held = hold(std::move(impl));
+            auto trainer = std::make_shared<PythonTrainer>(held);
+            return wrap_trainer(trainer, [](Trainer&) -> py::object { return py::none(); }, std::move(held));
           }),
           py::arg("impl"),
           "The trainer of a loss written in Python; `impl` is a fewstep.train._LossRun (use "
@@ -514,7 +559,7 @@ void bind_train(py::module_& m) {
             py::gil_scoped_release release;
             std::lock_guard<std::recursive_mutex> lock(t.mutex);
             py::gil_scoped_acquire gil;
-            if (!t.keep.is_none() && py::hasattr(t.keep, "export")) return t.keep.attr("export")();
+            if (!t.keep->is_none() && py::hasattr(*t.keep, "export")) return t.keep->attr("export")();
             return t.product(*t.trainer);
           },
           "The trained product, a snapshot (later steps do not change it): the EMA network (a ScriptModule, or a "
@@ -538,8 +583,8 @@ void bind_train(py::module_& m) {
               tr.set_data_parallel(p);
               return 0;
             });
-            if (!t.keep.is_none() && py::hasattr(t.keep, "set_data_parallel"))
-              t.keep.attr("set_data_parallel")(rank, world, average);
+            if (!t.keep->is_none() && py::hasattr(*t.keep, "set_data_parallel"))
+              t.keep->attr("set_data_parallel")(rank, world, average);
           },
           py::arg("rank"), py::arg("world"), py::arg("average"),
           "Data parallelism: this is process `rank` of `world`; every process draws the whole batch and trains on "
@@ -564,7 +609,7 @@ void bind_train(py::module_& m) {
           [](PyTrainer& t) { return locked(t, [](Trainer& tr) { return tr.resumable_options(); }); },
           "The options that may differ when resuming (e.g. ['total_steps']).")
       .def_property_readonly(
-          "impl", [](PyTrainer& t) { return t.keep; },
+          "impl", [](PyTrainer& t) { return *t.keep; },
           "The Python implementation of a Python loss's trainer (student, EMA, objective); None otherwise.")
       .def("__repr__", [](PyTrainer& t) {
         return locked(t, [](Trainer& tr) {

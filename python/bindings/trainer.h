@@ -19,15 +19,22 @@ struct PyTrainer {
   std::recursive_mutex mutex;
   /// What export() returns (called with the lock held and the GIL taken).
   std::function<pybind11::object(fewstep::Trainer&)> product;
-  /// Python objects the trainer uses (a Python loss's implementation, a Python teacher, ...).
-  pybind11::object keep;
+  /// The Python object the trainer uses (a Python loss's implementation; None for the C++ trainers),
+  /// held once for the wrapper and the C++ trainer alike, so that the fewstep.Trainer type can show
+  /// the reference to Python's cyclic GC (tp_traverse/tp_clear in train.cpp). Never null.
+  std::shared_ptr<pybind11::object> keep;
+  /// keep.use_count() when only this wrapper and its trainer hold it (recorded by wrap_trainer).
+  long keep_sole_count = 0;
 };
 
 /// A C++ trainer for Python; `product` builds what export() returns (default: a copy of export_net()
 /// as a torch.jit.ScriptModule).
 std::shared_ptr<PyTrainer> wrap_trainer(std::shared_ptr<fewstep::Trainer> trainer,
                                         std::function<pybind11::object(fewstep::Trainer&)> product = {},
-                                        pybind11::object keep = pybind11::none());
+                                        std::shared_ptr<pybind11::object> keep = nullptr);
+
+/// Python's cyclic GC for the fewstep.Trainer type (py::custom_type_setup).
+void trainer_gc_setup(PyHeapTypeObject* heap_type);
 
 /// A Python options dict (keyword arguments) as the JSON object the options_from_json functions read.
 std::string options_json_of(const pybind11::dict& options);

@@ -138,6 +138,38 @@ def test_denoiser_in_use_keeps_its_net(vp):
     assert torch.equal(eps, torch.zeros(2, 3))
 
 
+class TrainerHoldingNet(torch.nn.Module):
+    """A student that keeps a reference to the trainer training it (e.g. to read its step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3)
+        self.payload = torch.nn.Parameter(torch.zeros(1 << 20), requires_grad=False)
+        self.trainer = None
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+def test_student_holding_its_own_trainer_is_collected(vp):
+    net = TrainerHoldingNet()
+    net.trainer = fs.train.loss_trainer(fs.DSMLoss(vp), net, torch.randn(32, 3), batch_size=8)
+    net.trainer.step()
+    gone = weakref.ref(net)
+    del net
+    gc.collect()
+    assert gone() is None
+
+
+def test_trainer_in_use_keeps_its_student(vp):
+    """The GC never frees a Python loss's student while its trainer is reachable."""
+    net = TrainerHoldingNet()
+    trainer = fs.train.loss_trainer(fs.DSMLoss(vp), net, torch.randn(32, 3), batch_size=8)
+    net.trainer = trainer
+    del net
+    gc.collect()
+    assert trainer.step().step == 1 and trainer.impl is not None
+
 # ---- item: NaN and out-of-range values ----
 
 def test_randn_rejects_non_float_dtypes():
