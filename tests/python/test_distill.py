@@ -449,7 +449,7 @@ def test_consistency_resume_is_bit_exact(tmp_path: Path, method: str) -> None:
 
 
 def test_consistency_bad_options_name_the_option(vp: fs.VPLinear, exact_gaussian: fs.Denoiser) -> None:
-    with pytest.raises(ValueError, match="consistency method must be one of cd, ct, ict, got 'cm'"):
+    with pytest.raises(ValueError, match="consistency method must be one of cd, ct, ict, ect, got 'cm'"):
         fs.ConsistencyLoss(vp, "cm")
     with pytest.raises(TypeError, match="teacher should be a fewstep.Denoiser for method 'cd'"):
         fs.ConsistencyLoss(vp, "cd")

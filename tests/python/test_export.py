@@ -203,12 +203,14 @@ def test_exported_model_runs_in_eval_and_the_benchmark(unet, tmp_path: Path) -> 
         "--no-cache", "--quiet", "--json", str(tmp_path / "eval.json"))
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["nfe"] == 4 and report["coupled_error"]["median"] > 0
-    # fewstep-bench solvers on the file: every cell runs at its NFE against a float64 reference solve.
+    # fewstep-bench solvers on the file: every cell runs at its NFE against a float64 reference solve. The
+    # random UNet's ODE is stiff near t = 1 (x̂₀ = (x − σ ε̂)/α with α = 0.006): the two adaptive references
+    # agree to 1e-2 only from rtol 1e-7 / 1e-9 (at 1e-4 / 1e-6 they differ by 2.6, at 1e-6 / 1e-8 by 3e-2).
     if not BENCH.is_file():
         pytest.skip(f"{BENCH} is not built")
     proc = subprocess.run([str(BENCH), "--threads", "1", "solvers", "--model", str(path), "--dtype", "float32",
-                           "--samples", "2", "--nfe", "4,8", "--solvers", "ddim,dpmpp_2m", "--ref-tol", "1e-4",
-                           "--ref-tight-tol", "1e-6", "--ref-agreement", "1e-2", "--json", str(tmp_path / "b.json")],
+                           "--samples", "2", "--nfe", "4,8", "--solvers", "ddim,dpmpp_2m", "--ref-tol", "1e-7",
+                           "--ref-tight-tol", "1e-9", "--ref-agreement", "1e-2", "--json", str(tmp_path / "b.json")],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     bench = json.loads((tmp_path / "b.json").read_text())

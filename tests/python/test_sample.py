@@ -20,7 +20,7 @@ def test_solvers_listing() -> None:
     names = [i["name"] for i in infos]
     assert {"euler", "heun", "ddim", "dpmpp_2m"} <= set(names)
     keys = {"name", "order", "nfe_per_step", "stochastic", "has_error_estimate", "multistep", "revises_start",
-            "adaptive_by_default", "summary", "options"}
+            "adaptive_by_default", "needs", "summary", "options"}
     for info in infos:
         assert set(info) == keys
         assert fs.solver_info(info["name"]) == info
@@ -29,6 +29,9 @@ def test_solvers_listing() -> None:
     assert fs.solver_info("heun")["nfe_per_step"] == 2
     assert fs.solver_info("unipc")["revises_start"] and not fs.solver_info("dpmpp_2m")["revises_start"]
     assert fs.solver_info("dpm_adaptive")["adaptive_by_default"]
+    # What a step reads from the denoiser: noise-prediction solvers ε, data-prediction ones x̂₀.
+    assert fs.solver_info("dpm_solver_2m")["needs"] == "eps" and fs.solver_info("dpmpp_2m")["needs"] == "x0"
+    assert {i["needs"] for i in infos} <= {"eps", "x0", "both"}
 
 
 def test_dpmpp_2m_matches_closed_form_and_converges_at_second_order(exact_gaussian: fs.Denoiser,
