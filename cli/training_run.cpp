@@ -17,6 +17,7 @@
 #include <c10/util/Exception.h>
 
 #include "fewstep/core/atomic_file.h"
+#include "fewstep/core/device.h"
 
 namespace fewstep::cli {
 
@@ -38,6 +39,15 @@ double now_seconds() {
 }
 
 }  // namespace
+
+c10::Device training_device(const std::string& flag_value) {
+  if (flag_value.empty()) return c10::Device(c10::kCPU);
+  try {
+    return parse_device(flag_value, "--device");
+  } catch (const c10::Error& e) {
+    throw UsageError(e.what_without_backtrace());
+  }
+}
 
 std::string machine_text() {
   std::ifstream in("/proc/cpuinfo");
@@ -163,11 +173,11 @@ int TrainingRun::run(Trainer& trainer, const Loop& loop) {
   options.checkpoint_every = loop.checkpoint_every;
   options.label = command_;
   options.log_every = loop.log_every;
-  options.on_step = [&](const TrainStepStats& st) {
+  options.record_step = [&](const TrainStepStats& st) {
     recent_.push_back(st.loss);
     if (recent_.size() > kLossWindow) recent_.pop_front();
-    if (loop.on_step) loop.on_step(st);
   };
+  options.on_step = loop.on_step;
   options.on_checkpoint = [&] {
     write_state(trainer);
     if (loop.on_save) loop.on_save();

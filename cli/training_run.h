@@ -6,6 +6,7 @@
 // compared on --resume like its own options (a changed flag is refused, naming it and both values).
 #pragma once
 
+#include <c10/core/Device.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -61,6 +62,10 @@ class TrainingRun {
   double session_start_ = 0.0;
   std::deque<double> recent_;
 };
+
+/// The --device of a training command, parsed by the library (core/device.h): cpu for "", else
+/// cpu, cuda or cuda:N. UsageError naming --device and the value (also when CUDA is not available).
+c10::Device training_device(const std::string& flag_value);
 
 /// "model name, N cores" from /proc/cpuinfo.
 std::string machine_text();

@@ -45,7 +45,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Config {
   std::string data, net = "auto", prediction = "eps", schedule = "vp_linear", weighting = "uniform";
-  std::string time_input = "t", out, name = "model", fmnist_dir, init_from;
+  std::string time_input = "t", out, name = "model", fmnist_dir, init_from, device;
   double time_scale = 1.0, beta_min = 0.1, beta_max = 20.0;
   int64_t steps = 0, stop_at = 0, batch = 0, warmup = -1, checkpoint_every = 500, log_every = 100;
   double lr = 0.0, min_lr = 0.0, weight_decay = 0.0, grad_clip = 1.0, ema = 0.999, min_snr_gamma = 5.0;
@@ -162,18 +162,23 @@ class TrainCommand final : public Command {
     app.add_option("--blocks", c.blocks, "mlp: residual blocks")->capture_default_str();
     app.add_option("--gmm-components", c.gmm_components, "gmm2d/gmm16d: mixture components")->capture_default_str();
     app.add_option("--gmm-seed", c.gmm_seed, "gmm2d/gmm16d: seed of GaussianMixture::random")->capture_default_str();
+    app.add_option("--device", c.device, "Where the network and the batches live: cpu, cuda or cuda:N (default cpu; "
+                                         "the data and every training draw are made on the host, so a run's numbers "
+                                         "do not depend on it beyond kernel rounding; docs/gpu.md)");
     app.add_option("--fmnist-dir", c.fmnist_dir, "fmnist: directory of the IDX .gz files (default "
                                                  "$FEWSTEP_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)");
   }
 
   int run(const GlobalOptions&) override {
     resolve_defaults();
+    const c10::Device device = training_device(config_.device);
     TrainingRun run("train", config_.out, config_.resume, run_identity(), {"--steps"});
 
     // Everything below is a function of the flags, so a resumed process rebuilds the same objects.
     const SchedulePtr schedule = make_schedule(schedule_spec_, "--schedule");
     auto [data, data_json, sample_shape] = make_data();
     auto [net, net_json] = make_network(sample_shape);
+    net->to(device);
     DenoiserTrainerOptions opt;
     opt.loss.prediction = parse_prediction(config_.prediction);
     opt.loss.time_input = parse_time_input(config_.time_input);
@@ -195,7 +200,8 @@ class TrainCommand final : public Command {
     std::cerr << "fewstep train: " << net_json["kind"].get<std::string>() << " with "
               << parameter_count(*net) << " parameters, " << data->describe() << ", " << schedule->repr()
               << ", prediction " << config_.prediction << ", steps " << start << " -> " << target << " of "
-              << config_.steps << ", " << run.threads() << " threads\n";
+              << config_.steps << ", " << (device.is_cpu() ? std::to_string(run.threads()) + " threads"
+                                                            : "on " + device.str()) << "\n";
 
     // The model file's record (models/model_file.h); the library adds the format, checksum,
     // parameter count and versions when it writes the file.

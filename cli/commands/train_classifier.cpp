@@ -209,7 +209,7 @@ class TrainClassifierCommand final : public Command {
     loop.label = "train-classifier";
     loop.log_every = c.log_every;
     loop.stop = [] { return g_stop != 0; };
-    loop.on_step = [&](const TrainStepStats& st) {
+    loop.record_step = [&](const TrainStepStats& st) {
       recent.push_back(st.loss);
       if (static_cast<int64_t>(recent.size()) > kLossWindow) recent.pop_front();
     };

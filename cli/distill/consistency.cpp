@@ -1,6 +1,9 @@
-// `fewstep distill consistency`: consistency distillation (cd) from the teacher, or consistency
-// training (ct, ict) on the teacher's data and architecture without its weights
-// (train/consistency_trainer.h). Exports 1- and 2-step samplers of the `consistency` solver.
+// `fewstep distill consistency`: consistency distillation (cd) from the teacher, consistency training
+// (ct, ict) on the teacher's data, and easy consistency tuning (ect) of the teacher
+// (train/consistency_trainer.h). The student starts as the teacher in function space, or, with
+// --init random, as a freshly initialised network of the teacher's architecture (ct and ict then use
+// the model file only for its architecture, schedule and data). Exports 1- and 2-step samplers of
+// the `consistency` solver.
 #include <ATen/ATen.h>
 #include <torch/script.h>
 
@@ -29,6 +32,12 @@ class ConsistencyMethodCommand final : public Command {
                    "consistency tuning, arXiv 2406.14548: training on data with a shrinking continuous pair); every "
                    "method starts at the teacher in function space")
         ->check(CLI::IsMember({"cd", "ct", "ict", "ect"}))
+        ->capture_default_str();
+    app.add_option("--init", init_,
+                   "teacher (the student starts as the teacher's x0 prediction) or random (a fresh network of the "
+                   "teacher's architecture, seeded by --seed: consistency training from scratch, the teacher's "
+                   "weights unused by ct and ict; not for ect, which tunes the teacher)")
+        ->check(CLI::IsMember({"teacher", "random"}))
         ->capture_default_str();
     app.add_option("--iterations", iterations_, "Optimisation steps K")->check(positive())->capture_default_str();
     app.add_option("--num-points", num_points_, "cd: N points of the Karras grid")->check(CLI::Range(2, 100000))
@@ -71,8 +80,13 @@ class ConsistencyMethodCommand final : public Command {
                      {"--ict-s0", ict_s0_}, {"--ict-s1", ict_s1_}});
     if (method == ConsistencyMethod::EasyTuning)  // only then: earlier runs' records stay comparable
       identity.update({{"--ect-q", ect_q_}, {"--ect-k", ect_k_}, {"--ect-b", ect_b_}, {"--ect-stages", ect_stages_}});
+    const bool fresh = init_ == "random";
+    if (fresh && method == ConsistencyMethod::EasyTuning)
+      throw UsageError("--init random with --method ect: easy consistency tuning starts from the diffusion model "
+                       "(use --method ct or ict to train from scratch)");
+    if (fresh) identity["--init"] = init_;  // only then: earlier runs' records stay comparable
     TrainingRun run("distill consistency", flags_.out, flags_.resume, identity);
-    teacher_ = load_teacher(flags_.teacher);
+    teacher_ = load_teacher(flags_.teacher, flags_.training_device());
     if (teacher_.num_classes > 0)
       throw UsageError("--teacher '" + flags_.teacher + "' is class-conditional; consistency models here are "
                        "unconditional");
@@ -95,12 +109,16 @@ class ConsistencyMethodCommand final : public Command {
     o.optimizer = flags_.optimizer(iterations_, /*linear_decay=*/false);
     o.ema_decay = flags_.ema;
     o.seed = flags_.seed;
-    // Every method starts at the teacher in function space (models/student_init.h): the teacher's
-    // network wrapped so that f(x, t) = the teacher's x0 prediction for t > t_min (Song et al. 2023 start
-    // CD from the teacher's weights; ECT, arXiv 2406.14548, starts CT from the diffusion model).
-    ScriptNet student = student_from_teacher(*teacher_.net, *teacher_.schedule,
-                                             {teacher_.prediction, teacher_.time_input, teacher_.time_scale},
-                                             {Prediction::X0, o.function});
+    // By default every method starts at the teacher in function space (models/student_init.h): the
+    // teacher's network wrapped so that f(x, t) = the teacher's x0 prediction for t > t_min (Song et al.
+    // 2023 start CD from the teacher's weights; ECT, arXiv 2406.14548, starts CT from the diffusion
+    // model). --init random: the teacher's architecture with fresh weights, F of f = c_skip x + c_out F.
+    ScriptNet student =
+        fresh ? network_from_spec(spec, flags_.seed, "--teacher sidecar")
+              : student_from_teacher(*teacher_.net, *teacher_.schedule,
+                                     {teacher_.prediction, teacher_.time_input, teacher_.time_scale},
+                                     {Prediction::X0, o.function});
+    if (fresh) student->to(flags_.training_device());
     ConsistencyTrainer trainer(student, teacher_.schedule,
                                teacher_data(teacher_, flags_.batch, derive_seed(flags_.seed, 1), flags_.fmnist_dir),
                                o, method == ConsistencyMethod::Distillation ? teacher_.net : nullptr);
@@ -117,7 +135,8 @@ class ConsistencyMethodCommand final : public Command {
         info.solver = "consistency";
         info.timesteps = grid(steps);
         info.consistency = ModelConsistency{sigma_data_, teacher_.schedule->t_min()};
-        info.distillation = {{"consistency_method", method_}, {"steps", steps}, {"iterations", iterations_},
+        info.teacher_output_map = !fresh;
+        info.distillation = {{"consistency_method", method_}, {"init", init_}, {"steps", steps}, {"iterations", iterations_},
                              {"distance", distance_}, {"batch", flags_.batch}, {"lr", flags_.lr}, {"ema", flags_.ema}};
         if (method == ConsistencyMethod::EasyTuning)
           info.distillation.update({{"ect_q", ect_q_}, {"ect_k", ect_k_}, {"ect_b", ect_b_}, {"ect_stages", ect_stages_}});
@@ -143,7 +162,7 @@ class ConsistencyMethodCommand final : public Command {
   }
 
   DistillFlags flags_;
-  std::string method_ = "cd", teacher_solver_ = "heun", distance_;
+  std::string method_ = "cd", teacher_solver_ = "heun", distance_, init_ = "teacher";
   int64_t iterations_ = 2000, num_points_ = 18;
   double target_ema_ = 0.95, sigma_data_ = 0.5, ct_mu0_ = 0.9, mid_sigma_ = 0.8;
   int64_t ct_s0_ = 2, ct_s1_ = 150, ict_s0_ = 10, ict_s1_ = 1280, ect_stages_ = 8;
@@ -158,6 +177,8 @@ const bool registered = register_distill_method(
      "  fewstep distill consistency --method cd --teacher models/fmnist-unet-eps.pt --iterations 2000 --out runs/cd\n"
      "  fewstep distill consistency --method ict --teacher models/gmm16d-mlp-eps.pt --iterations 4000 --out runs/ict\n"
      "  fewstep distill consistency --method ect --teacher models/fmnist-unet-eps.pt --iterations 4000 --out runs/ect\n"
+     "  fewstep distill consistency --method ict --init random --teacher models/gmm2d-mlp-eps.pt --out runs/ict0\n"
+     "    (consistency training from scratch: the model file gives the architecture, schedule and data)\n"
      "Writes <name>-1step.pt and <name>-2step.pt (solver `consistency`): fewstep sample --model runs/cd/student-1step.pt",
      [] { return std::make_unique<ConsistencyMethodCommand>(); }});
 

@@ -34,7 +34,7 @@ class GuidanceMethod final : public Command {
                      {"--guidance-min", guidance_min_},
                      {"--guidance-max", guidance_max_}});
     TrainingRun run("distill guidance", flags_.out, flags_.resume, identity);
-    teacher_ = load_teacher(flags_.teacher);
+    teacher_ = load_teacher(flags_.teacher, flags_.training_device());
     if (teacher_.num_classes < 1)
       throw UsageError("--teacher '" + flags_.teacher + "' is not class-conditional (train one with `fewstep train "
                        "--num-classes 10 --label-dropout 0.1`)");
@@ -44,6 +44,7 @@ class GuidanceMethod final : public Command {
     // The student: the teacher's architecture plus a guidance input, the teacher's weights copied in.
     const std::string spec = teacher_.sidecar.at("network").dump();
     ScriptNet student = network_from_spec(spec, flags_.seed, "--teacher sidecar", /*guidance_input=*/1);
+    student->to(flags_.training_device());
     copy_weights(*teacher_.net, *student);
 
     GuidanceTrainerOptions o;

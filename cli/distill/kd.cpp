@@ -49,7 +49,7 @@ class KdMethod final : public Command {
                      {"--teacher-solver", teacher_solver_}, {"--teacher-steps", teacher_steps_},
                      {"--pairs-seed", pairs_seed_}});
     TrainingRun run("distill kd", flags_.out, flags_.resume, identity);
-    teacher_ = load_teacher(flags_.teacher);
+    teacher_ = load_teacher(flags_.teacher, flags_.training_device());
     if (teacher_.sidecar.value("network", json::object()).value("config", json::object()).value("guidance_input", false))
       throw UsageError("--teacher '" + flags_.teacher + "' takes a guidance weight; kd distils plain teachers");
 
@@ -65,6 +65,7 @@ class KdMethod final : public Command {
     spec.solver = teacher_solver_;
     spec.grid = timesteps(*teacher_.schedule, teacher_steps_, "logsnr");
     spec.num_classes = teacher_.num_classes;
+    spec.device = flags_.training_device();
     spec.label = "kd: teacher rollouts";
     const std::shared_ptr<const ModelFile> file = teacher_.file;
     const TeacherSolve solve = teacher_solve(file->denoiser, spec, cache_root(cache_dir_, no_cache_),

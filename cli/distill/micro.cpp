@@ -75,6 +75,9 @@ class MicroMethod final : public Command {
                      {"--segments", segments_},   {"--substeps", substeps_},  {"--trajectory-seed", trajectory_seed_},
                      {"--trajectory-dtype", trajectory_dtype_}});
     TrainingRun run("distill micro", flags_.out, flags_.resume, identity);
+    if (flags_.training_device() != c10::Device(c10::kCPU))
+      throw UsageError("--device '" + flags_.device + "': distill micro trains its small heads on the CPU (the "
+                       "teacher's trajectories are made and cached there); leave --device out");
     teacher_ = load_teacher(flags_.teacher);
     if (teacher_.num_classes > 0)
       throw UsageError("--teacher '" + flags_.teacher + "' is class-conditional; micro distils unconditional teachers");

@@ -56,7 +56,7 @@ class ProgressiveMethod final : public Command {
                      {"--weighting", weighting_},
                      {"--guidance-range", guidance_range_}});
     TrainingRun run("distill progressive", flags_.out, flags_.resume, identity);
-    teacher_ = load_teacher(flags_.teacher);
+    teacher_ = load_teacher(flags_.teacher, flags_.training_device());
     const bool guided = !guidance_range_.empty();
     const bool teacher_guided = teacher_.sidecar.value("network", json::object())
                                     .value("config", json::object())

@@ -26,7 +26,7 @@ using json = nlohmann::json;
 namespace fsys = std::filesystem;
 }  // namespace
 
-Teacher load_teacher(const std::string& path) {
+Teacher load_teacher(const std::string& path, const c10::Device& device) {
   Teacher t;
   t.path = path;
   std::error_code ec;
@@ -35,7 +35,9 @@ Teacher load_teacher(const std::string& path) {
     throw UsageError("--teacher '" + path + "' has no sidecar '" + model_sidecar_path(path) +
                      "' (written by `fewstep train`; it names the schedule, prediction and data)");
   try {
-    t.file = std::make_shared<const ModelFile>(load_model_file(path));
+    fewstep::Placement placement;
+    placement.device = device;
+    t.file = std::make_shared<const ModelFile>(load_model_file(path, {}, placement));
   } catch (const c10::Error& e) {
     throw UsageError("--teacher '" + path + "': " + e.what_without_backtrace());
   }
@@ -77,6 +79,9 @@ void DistillFlags::add_to(CLI::App& app) {
   app.add_option("--log-every", log_every, "Log line every K steps when stderr is not a terminal")
       ->check(positive())
       ->capture_default_str();
+  app.add_option("--device", device, "Where the teacher, the student and the batches live: cpu, cuda or cuda:N "
+                                     "(default cpu; the data is drawn on the host, so a run's numbers do not "
+                                     "depend on it beyond kernel rounding; docs/gpu.md)");
   app.add_option("--fmnist-dir", fmnist_dir, "Fashion-MNIST directory (default $FEWSTEP_FASHION_MNIST_DIR or "
                                              "/usr/share/datasets/fashion-mnist)");
 }
@@ -86,6 +91,8 @@ json DistillFlags::identity() const {
           {"--min-lr", min_lr},   {"--warmup", warmup},       {"--weight-decay", weight_decay},
           {"--grad-clip", grad_clip}, {"--ema", ema},         {"--seed", seed}};
 }
+
+c10::Device DistillFlags::training_device() const { return cli::training_device(device); }
 
 TrainingRun::Loop DistillFlags::loop(int64_t total_steps) const {
   TrainingRun::Loop l;
@@ -186,8 +193,11 @@ std::string export_student(const torch::jit::Module& net, const Teacher& teacher
   StudentTarget target{info.prediction, std::nullopt};
   if (info.consistency) target.consistency = ConsistencyParameterization{info.consistency->sigma_data};
   const std::string output_map =
-      student_output_map_json({teacher.prediction, teacher.time_input, teacher.time_scale}, target);
+      info.teacher_output_map
+          ? student_output_map_json({teacher.prediction, teacher.time_input, teacher.time_scale}, target)
+          : std::string();
   if (!output_map.empty() && network.is_object()) network["output_map"] = json::parse(output_map);
+  if (!info.teacher_output_map && network.is_object()) network.erase("output_map");  // a fresh network
   m.network = network.dump();
   if (!info.timesteps.empty()) {
     m.solver = info.solver;

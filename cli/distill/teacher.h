@@ -35,9 +35,9 @@ struct Teacher {
   int64_t num_classes = 0;
 };
 
-/// load_model_file of --teacher. UsageError naming --teacher when the file or its sidecar is
-/// missing, invalid or corrupted.
-Teacher load_teacher(const std::string& path);
+/// load_model_file of --teacher, its network mapped to `device` as it is read. UsageError naming
+/// --teacher when the file or its sidecar is missing, invalid or corrupted.
+Teacher load_teacher(const std::string& path, const c10::Device& device = c10::Device(c10::kCPU));
 
 /// The teacher's training data (sidecar "data": fmnist or a GaussianMixture::random mixture),
 /// batches of `batch` drawn with `seed`. `fmnist_dir` overrides the dataset location.
@@ -50,7 +50,7 @@ std::string cache_root(const std::string& flag, bool no_cache);
 
 /// The flags every distillation method shares.
 struct DistillFlags {
-  std::string teacher, out, name = "student", fmnist_dir;
+  std::string teacher, out, name = "student", fmnist_dir, device;
   int64_t batch = 64, warmup = 0, checkpoint_every = 500, log_every = 100;
   double lr = 2e-4, min_lr = 0.0, weight_decay = 0.0, grad_clip = 1.0, ema = 0.995;
   uint64_t seed = 0;
@@ -61,6 +61,9 @@ struct DistillFlags {
   nlohmann::json identity() const;
   /// AdamW options for a run of `total_steps` (linear or cosine decay).
   OptimizerOptions optimizer(int64_t total_steps, bool linear_decay) const;
+  /// --device as parsed by the library (core/device.h): where the teacher, the student and the batches
+  /// live (default cpu). UsageError naming the flag and the value.
+  c10::Device training_device() const;
   /// The training loop of a run of `total_steps`, with these flags' checkpoint and log intervals.
   TrainingRun::Loop loop(int64_t total_steps) const;
 };
@@ -76,6 +79,9 @@ struct StudentInfo {
   double default_guidance = 0.0;  // > 0: written as the sidecar's default_guidance
   std::string solver = "ddim";     // the sampler of `timesteps`
   std::optional<ModelConsistency> consistency;  // a consistency model's scalings
+  /// The student started as the teacher in function space (models/student_init.h), so its network is
+  /// the teacher's behind a fixed output conversion, recorded in the spec; false for a fresh network.
+  bool teacher_output_map = true;
 };
 
 /// Writes dir/<name>.pt (eval-mode copy of `net`) and its sidecar with save_model_file, then the

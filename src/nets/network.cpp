@@ -31,7 +31,18 @@ std::string serialize_network(const torch::jit::Module& module, const std::strin
   std::string error;
   try {
     torch::jit::ExtraFilesMap extra(extra_files.begin(), extra_files.end());
-    module.save(out, extra);
+    // Files hold CPU tensors, so a network trained on a GPU loads on any machine (loaders map it
+    // to the device asked for).
+    bool on_cpu = true;
+    for (const at::Tensor& p : module.parameters()) on_cpu = on_cpu && p.device().is_cpu();
+    for (const at::Tensor& b : module.buffers()) on_cpu = on_cpu && b.device().is_cpu();
+    if (on_cpu) {
+      module.save(out, extra);
+    } else {
+      torch::jit::Module copy = module.clone();
+      copy.to(at::kCPU);
+      copy.save(out, extra);
+    }
   } catch (const c10::Error& e) {
     error = e.what_without_backtrace();
   } catch (const std::exception& e) {

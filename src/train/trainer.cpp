@@ -204,9 +204,12 @@ TrainSummary Trainer::train(int64_t steps, const TrainLoopOptions& loop) {
       std::fflush(stdout);
     }
     saved_last = false;
-    // on_step first: a checkpoint's callback (the CLI's run state and model card) sees this step's loss.
-    if (loop.on_step) loop.on_step(st);
+    // The record first (a checkpoint's callback, e.g. the CLI's run state and model card, sees this step's
+    // loss), then the checkpoint, then the caller's callback: if it stops the run by throwing, the step's
+    // checkpoint is already written.
+    if (loop.record_step) loop.record_step(st);
     if (writes && loop.checkpoint_every > 0 && st.step % loop.checkpoint_every == 0) checkpoint();
+    if (loop.on_step) loop.on_step(st);
   }
   bar.close();
   if (writes && !saved_last && !summary.losses.empty()) checkpoint();

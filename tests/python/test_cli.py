@@ -236,3 +236,49 @@ def test_help_describes_every_flag_with_an_example(sub: str) -> None:
 def test_solvers_lists_the_registry() -> None:
     proc = run("solvers")
     assert "dpmpp_2m: order 2" in proc.stdout and "ddim: order 1" in proc.stdout
+
+
+class TinyEps(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.lin(torch.cat([x, t[:, None].to(x.dtype) / 1000.0], dim=1))
+
+
+def test_export_makes_a_model_file_of_a_torchscript_network(tmp_path: Path) -> None:
+    """`fewstep export`: the file samples exactly as the TorchScript network with the same settings does."""
+    import fewstep as fs
+
+    torch.manual_seed(0)
+    torch.jit.script(TinyEps()).save(str(tmp_path / "net.pt"))
+    model = tmp_path / "model.pt"
+    spec = '{"name": "vp_linear", "beta_min": 0.1, "beta_max": 15}'
+    args = ["export", "--network", str(tmp_path / "net.pt"), "--schedule", spec, "--prediction", "eps",
+            "--time-scale", "1000", "--shape", "2", "--out", str(model)]
+    run(*args)
+    info = fs.read_model_file_info(str(model))
+    assert info["sample_shape"] == [2] and info["prediction"] == "eps" and info["time_scale"] == 1000
+    assert info["sidecar"]["schedule"]["beta_max"] == 15 and info["metadata"]["export"]["source"].endswith("net.pt")
+    x_T = fs.randn((8, 2), seeds=range(8))
+    direct = fs.Denoiser.torchscript(str(tmp_path / "net.pt"), fs.VPLinear(beta_min=0.1, beta_max=15),
+                                     prediction="eps", time_scale=1000)
+    expect = fs.sample(direct, x_T, solver="dpmpp_2m", steps=6).x
+    assert torch.equal(fs.sample(str(model), x_T, solver="dpmpp_2m", steps=6).x, expect)
+    proc = run("sample", "--model", str(model), "--n", "4", "--out", str(tmp_path / "s.png"), "--quiet")
+    # Refusals name the flag or file; nothing is replaced without --force.
+
+    def with_flag(flag: str, value: str) -> list:
+        bad = list(args)
+        bad[bad.index(flag) + 1] = value
+        return bad
+
+    cases = [(args, "exists"), (with_flag("--shape", "0") + ["--force"], "--shape"),
+             (with_flag("--schedule", "{oops") + ["--force"], "--schedule"),
+             (with_flag("--network", str(tmp_path / "s.png")) + ["--force"], "--network"),
+             (with_flag("--shape", "5") + ["--force"], str(model))]  # the network cannot take 5 features
+    for bad, named in cases:
+        proc = run(*bad, check=False)
+        assert proc.returncode == 2 and named in proc.stderr, proc.stderr
+    assert fs.read_model_file_info(str(model))["sidecar"]["schedule"]["beta_max"] == 15

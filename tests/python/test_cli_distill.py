@@ -166,6 +166,32 @@ def test_consistency_students_sample_in_one_and_two_calls(method: str, tmp_path:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_consistency_training_from_scratch_does_not_read_the_teacher_weights(pd_run: Path, tmp_path: Path) -> None:
+    """ct/ict with --init random use the model file for its architecture, schedule and data only: two model
+    files of one architecture with different weights (the teacher and a distilled student of it) give the
+    same student, bit for bit; the default (--init teacher) does not."""
+    import fewstep as fs
+
+    common = ["distill", "consistency", "--method", "ict", "--iterations", "12", "--batch", "32",
+              "--checkpoint-every", "0", "--threads", "1", "--ict-s0", "4", "--ict-s1", "16"]
+    templates = {"t": TEACHER, "s": pd_run / "student-2step.pt"}
+    for key, template in templates.items():
+        run(*common, "--init", "random", "--teacher", str(template), "--out", str(tmp_path / key))
+        run(*common, "--teacher", str(template), "--out", str(tmp_path / (key + "-init")))
+    weights = {k: torch.jit.load(str(tmp_path / k / "student-1step.pt")).state_dict()
+               for k in ("t", "s", "t-init", "s-init")}
+    assert all(torch.equal(weights["t"][k], weights["s"][k]) for k in weights["t"])
+    a, b = weights["t-init"], weights["s-init"]  # the student wraps the template's network (its keys may differ)
+    assert set(a) != set(b) or not all(torch.equal(a[k], b[k]) for k in a)
+    side = json.loads((tmp_path / "t" / "student-1step.json").read_text())
+    assert side["distillation"]["init"] == "random" and "output_map" not in side["network"]
+    out = fs.sample(str(tmp_path / "t" / "student-2step.pt"), torch.randn(20, 2), seeds=list(range(20)))
+    assert out.nfe == 2 and torch.isfinite(out.x).all()
+    ect = [a if a != "ict" else "ect" for a in common]
+    proc = run(*ect, "--init", "random", "--teacher", str(TEACHER), "--out", str(tmp_path / "e"), check=False)
+    assert proc.returncode == 2 and "--init random" in proc.stderr and "ect" in proc.stderr
+
+
 def test_micro_residual_then_joint_samples_and_resumes(tmp_path: Path) -> None:
     """`fewstep distill micro` on the 2-D teacher's exact mixture: residual, then joint from it."""
     import fewstep as fs

@@ -150,3 +150,49 @@ def test_cli_cuda_matches_cpu(tmp_path: Path) -> None:
     cpu = torch.load(tmp_path / "cpu.pt", weights_only=False)["x"]
     assert not gpu.is_cuda  # written from the host copy
     assert float((gpu - cpu).abs().max()) <= tolerance(STEPS, cpu)
+
+
+# ---- training on a device: fewstep train / fewstep distill --device ----
+
+TRAIN = ["train", "--data", "gmm2d", "--net", "mlp", "--hidden", "32", "--blocks", "1", "--steps", "12", "--batch",
+         "64", "--seed", "1", "--checkpoint-every", "0"]
+DISTILL = ["distill", "progressive", "--teacher", str(REPO / "models" / "gmm2d-mlp-eps.pt"), "--initial-steps", "2",
+           "--final-steps", "1", "--iterations", "4", "--batch", "32", "--export-from", "0", "--checkpoint-every", "0"]
+
+
+def model_sha(model: Path) -> str:
+    return fs.read_model_file_info(str(model))["model_sha256"]
+
+
+@needs_cli
+def test_cli_training_device_cpu_is_the_default(tmp_path: Path) -> None:
+    """--device cpu changes nothing: the same weights, bit for bit, as a run without the flag."""
+    cli(*TRAIN, "--out", str(tmp_path / "a"))
+    cli(*TRAIN, "--out", str(tmp_path / "b"), "--device", "cpu")
+    assert model_sha(tmp_path / "a" / "model.pt") == model_sha(tmp_path / "b" / "model.pt")
+    cli(*DISTILL, "--out", str(tmp_path / "pa"))
+    cli(*DISTILL, "--out", str(tmp_path / "pb"), "--device", "cpu")
+    assert model_sha(tmp_path / "pa" / "student-1step.pt") == model_sha(tmp_path / "pb" / "student-1step.pt")
+
+
+@needs_cli
+def test_cli_training_device_errors_name_the_flag(tmp_path: Path) -> None:
+    runs = [(TRAIN, "tpu", "'tpu'"), (DISTILL, "gpu0", "'gpu0'"),
+            (["distill", "micro", "--teacher", model_file()], "cuda:x", "'cuda:x'")]
+    if not torch.cuda.is_available():
+        runs += [(TRAIN, "cuda", "CUDA is not available"), (DISTILL, "cuda:0", "CUDA is not available")]
+    for i, (args, device, named) in enumerate(runs):
+        proc = cli(*args, "--out", str(tmp_path / f"r{i}"), "--device", device, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert "--device" in proc.stderr and named in proc.stderr, proc.stderr
+
+
+@needs_cli
+@needs_cuda
+def test_cli_trains_on_cuda_and_the_file_loads_on_the_cpu(tmp_path: Path) -> None:
+    cli(*TRAIN, "--out", str(tmp_path / "g"), "--device", "cuda")
+    cli(*TRAIN, "--out", str(tmp_path / "c"))
+    x_T = fs.randn((16, 2), seeds=range(16))
+    gpu = fs.sample(str(tmp_path / "g" / "model.pt"), x_T, solver="dpmpp_2m", steps=STEPS).x
+    cpu = fs.sample(str(tmp_path / "c" / "model.pt"), x_T, solver="dpmpp_2m", steps=STEPS).x
+    assert not gpu.is_cuda and float((gpu - cpu).abs().max()) < 1e-2 * float(cpu.abs().max())

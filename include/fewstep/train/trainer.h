@@ -68,8 +68,12 @@ struct TrainLoopOptions {
   std::string checkpoint_path;
   int64_t checkpoint_every = 0;
   bool progress = true;  ///< progress bar on stderr (only when it is a terminal)
-  /// Called after every step (logging, exports at round ends); may be empty.
+  /// Called after every step, once the step's checkpoint (if one is due) is written: a callback that
+  /// stops the run by throwing leaves that checkpoint behind (logging, exports at round ends); may be empty.
   std::function<void(const TrainStepStats&)> on_step;
+  /// Called after every step before its checkpoint, for the bookkeeping on_checkpoint reads (e.g. the
+  /// CLI's loss window, so a checkpoint's record includes its own step); may be empty; should not throw.
+  std::function<void(const TrainStepStats&)> record_step;
   /// Called after every checkpoint write (e.g. an export beside it); may be empty.
   std::function<void()> on_checkpoint;
   /// Asked before every step; true ends the loop early (with a checkpoint). May be empty.
