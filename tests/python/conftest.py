@@ -149,3 +149,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tiny_unet2d(channels: int) -> torch.nn.Module:
+    """A small randomly initialised diffusers UNet2DModel (8×8, seeded; no hub access), in eval mode, for the
+    interop and export tests. diffusers is imported here, so only the tests that use it need it."""
+    import diffusers  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    model = diffusers.UNet2DModel(
+        sample_size=8, in_channels=channels, out_channels=channels, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )
+    return model.eval()

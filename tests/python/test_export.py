@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import fewstep as fs
+from conftest import tiny_unet2d
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -56,13 +57,7 @@ def cli_samples(tmp_path: Path, model: Path, *args: str) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def unet() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = diffusers.UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
-    return model.eval()
+    return tiny_unet2d(1)
 
 
 class TinyEDMNet(torch.nn.Module):

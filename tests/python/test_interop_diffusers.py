@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import fewstep as fs
+from conftest import tiny_unet2d
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,13 +34,7 @@ ULP_FLOOR = 16 * 2.0**-24
 
 @pytest.fixture(scope="module")
 def unet() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = diffusers.UNet2DModel(
-        sample_size=8, in_channels=2, out_channels=2, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
-    return model.eval()
+    return tiny_unet2d(2)
 
 
 @pytest.fixture(scope="module")
