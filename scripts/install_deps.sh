@@ -30,6 +30,18 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# Disk space first: torch with its CUDA libraries takes about 7 GB in .venv and pip unpacks the
+# wheels beside it; a build adds about 2 GB. Running out half-way leaves a broken .venv and a pip
+# traceback, so say what is needed up front (FEWSTEP_MIN_FREE_GB overrides the estimate).
+if .venv/bin/python -c 'import torch' >/dev/null 2>&1; then need_gb=3; else need_gb=12; fi
+need_gb=${FEWSTEP_MIN_FREE_GB:-$need_gb}
+free_gb=$(( $(df -Pk "$root" | awk 'NR==2 {print $4}') / 1024 / 1024 ))
+if (( free_gb < need_gb )); then
+  echo "[deps] only ${free_gb} GB free on the file system of $root; installing and building needs" \
+       "about ${need_gb} GB (set FEWSTEP_MIN_FREE_GB to change the check)" >&2
+  exit 1
+fi
+
 python=${FEWSTEP_BOOTSTRAP_PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "[deps] creating .venv with $($python --version 2>&1)"
