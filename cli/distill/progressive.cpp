@@ -41,6 +41,16 @@ class ProgressiveMethod final : public Command {
                                                         "guidance`): draw w ~ U[lo, hi] per example, e.g. 1,4")
         ->delimiter(',')
         ->expected(2);
+    app.add_option("--first-round-substeps", first_round_substeps_,
+                   "Teacher DDIM steps per student step in the first round (even; 2 = the paper). More give a "
+                   "target closer to the teacher's ODE, for a chain that starts at few steps")
+        ->check(CLI::Range(2, 1024))
+        ->capture_default_str();
+    app.add_option("--student-init", student_init_,
+                   "Start the student from this model file's network (e.g. an earlier student of the same "
+                   "teacher, to refine it with --first-round-substeps) instead of the teacher; it must predict "
+                   "--student-prediction and take the teacher's time input")
+        ->check(CLI::ExistingFile);
     app.add_option("--export-from", export_from_, "Export the students of rounds with at most this many steps "
                                                   "(0 = every round)")
         ->check(non_negative())
@@ -55,6 +65,9 @@ class ProgressiveMethod final : public Command {
                      {"--student-prediction", student_prediction_},
                      {"--weighting", weighting_},
                      {"--guidance-range", guidance_range_}});
+    // Only when set, so runs started before these flags existed still resume.
+    if (first_round_substeps_ != 2) identity["--first-round-substeps"] = first_round_substeps_;
+    if (!student_init_.empty()) identity["--student-init"] = student_init_;
     TrainingRun run("distill progressive", flags_.out, flags_.resume, identity);
     teacher_ = load_teacher(flags_.teacher, flags_.training_device());
     const bool guided = !guidance_range_.empty();
@@ -66,8 +79,27 @@ class ProgressiveMethod final : public Command {
                                 "guidance`); '" + flags_.teacher + "' has none"
                               : "--teacher '" + flags_.teacher + "' takes a guidance weight; give --guidance-range");
 
+    if (first_round_substeps_ % 2 != 0)
+      throw UsageError("--first-round-substeps must be even (the target's midpoint is a teacher state), got " +
+                       std::to_string(first_round_substeps_));
+    ScriptNet student;
+    if (!student_init_.empty()) {
+      const Teacher init = load_teacher(student_init_, flags_.training_device(), "--student-init");
+      if (to_string(init.prediction) != student_prediction_ || init.time_input != teacher_.time_input ||
+          init.time_scale != teacher_.time_scale || init.sample_shape != teacher_.sample_shape ||
+          init.num_classes != teacher_.num_classes)
+        throw UsageError("--student-init '" + student_init_ + "' predicts " + to_string(init.prediction) +
+                         " with time input " + to_string(init.time_input) +
+                         "; it must predict --student-prediction (" + student_prediction_ +
+                         ") and match the teacher's time input (" + to_string(teacher_.time_input) +
+                         "), time scale, sample shape and classes");
+      student = init.net;
+      student_network_ = init.sidecar.at("network");
+    }
+
     ProgressiveTrainerOptions o;
     o.initial_steps = initial_steps_;
+    o.first_round_substeps = first_round_substeps_;
     o.final_steps = final_steps_;
     o.iterations_per_round = iterations_;
     o.teacher_prediction = teacher_.prediction;
@@ -85,7 +117,7 @@ class ProgressiveMethod final : public Command {
       trainer = std::make_unique<ProgressiveDistillationTrainer>(
           teacher_.net, teacher_.schedule, teacher_data(teacher_, flags_.batch, derive_seed(flags_.seed, 1),
                                                         flags_.fmnist_dir),
-          o);
+          o, student);
     } catch (const c10::Error& e) {
       throw UsageError(e.what_without_backtrace());
     }
@@ -118,16 +150,18 @@ class ProgressiveMethod final : public Command {
     info.name = flags_.name + "-" + std::to_string(n) + "step";
     info.method = "progressive";
     info.prediction = o.student_prediction;
-    info.network = teacher_.sidecar.at("network");
+    info.network = student_init_.empty() ? teacher_.sidecar.at("network") : student_network_;
     for (int64_t i = n; i >= 0; --i) info.timesteps.push_back(progressive_grid_time(static_cast<double>(i), n, lo, hi));
     info.distillation = {{"steps", n},
                          {"initial_steps", o.initial_steps},
+                         {"first_round_substeps", o.first_round_substeps},
                          {"iterations_per_round", o.iterations_per_round},
                          {"weighting", to_string(o.weighting)},
                          {"student_prediction", to_string(o.student_prediction)},
                          {"batch", flags_.batch},
                          {"lr", flags_.lr},
                          {"ema", flags_.ema}};
+    if (!student_init_.empty()) info.distillation["student_init"] = student_init_;
     if (o.guidance_range) {
       info.distillation["guidance_range"] = {o.guidance_range->first, o.guidance_range->second};
       info.default_guidance = teacher_.sidecar.value("default_guidance", 0.0);
@@ -139,10 +173,11 @@ class ProgressiveMethod final : public Command {
   }
 
   DistillFlags flags_;
-  int64_t initial_steps_ = 64, final_steps_ = 1, iterations_ = 1000, export_from_ = 8;
-  std::string student_prediction_ = "v", weighting_ = "truncated_snr";
+  int64_t initial_steps_ = 64, final_steps_ = 1, iterations_ = 1000, export_from_ = 8, first_round_substeps_ = 2;
+  std::string student_prediction_ = "v", weighting_ = "truncated_snr", student_init_;
   std::vector<double> guidance_range_;
   Teacher teacher_;
+  json student_network_;  // the --student-init file's architecture
 };
 
 const bool registered = register_distill_method(

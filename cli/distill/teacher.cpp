@@ -26,20 +26,20 @@ using json = nlohmann::json;
 namespace fsys = std::filesystem;
 }  // namespace
 
-Teacher load_teacher(const std::string& path, const c10::Device& device) {
+Teacher load_teacher(const std::string& path, const c10::Device& device, const std::string& flag) {
   Teacher t;
   t.path = path;
   std::error_code ec;
-  if (!fsys::is_regular_file(path, ec)) throw UsageError("--teacher '" + path + "' is not a file");
+  if (!fsys::is_regular_file(path, ec)) throw UsageError(flag + " '" + path + "' is not a file");
   if (!fsys::exists(model_sidecar_path(path), ec))
-    throw UsageError("--teacher '" + path + "' has no sidecar '" + model_sidecar_path(path) +
+    throw UsageError(flag + " '" + path + "' has no sidecar '" + model_sidecar_path(path) +
                      "' (written by `fewstep train`; it names the schedule, prediction and data)");
   try {
     fewstep::Placement placement;
     placement.device = device;
     t.file = std::make_shared<const ModelFile>(load_model_file(path, {}, placement));
   } catch (const c10::Error& e) {
-    throw UsageError("--teacher '" + path + "': " + e.what_without_backtrace());
+    throw UsageError(flag + " '" + path + "': " + e.what_without_backtrace());
   }
   const ModelFileInfo& info = t.file->info;
   t.sidecar = json::parse(info.sidecar_json);  // validated by the library

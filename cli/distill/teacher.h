@@ -35,9 +35,10 @@ struct Teacher {
   int64_t num_classes = 0;
 };
 
-/// load_model_file of --teacher, its network mapped to `device` as it is read. UsageError naming
-/// --teacher when the file or its sidecar is missing, invalid or corrupted.
-Teacher load_teacher(const std::string& path, const c10::Device& device = c10::Device(c10::kCPU));
+/// load_model_file of --teacher (or of the model-file flag `flag`), its network mapped to `device` as
+/// it is read. UsageError naming the flag when the file or its sidecar is missing, invalid or corrupted.
+Teacher load_teacher(const std::string& path, const c10::Device& device = c10::Device(c10::kCPU),
+                     const std::string& flag = "--teacher");
 
 /// The teacher's training data (sidecar "data": fmnist or a GaussianMixture::random mixture),
 /// batches of `batch` drawn with `seed`. `fmnist_dir` overrides the dataset location.

@@ -82,16 +82,17 @@ void bind_distill(py::module_& m) {
   m.def(
       "_progressive_target",
       [](const std::shared_ptr<Denoiser>& teacher, const at::Tensor& z_t, const at::Tensor& index, int64_t steps,
-         double t_lo, double t_hi) {
+         double t_lo, double t_hi, int64_t substeps) {
         const Denoiser& d = require_teacher(teacher);
         fewstep::ProgressiveTarget out;
         {
           py::gil_scoped_release release;
-          out = fewstep::progressive_target(d, z_t, index, steps, t_lo, t_hi);
+          out = fewstep::progressive_target(d, z_t, index, steps, t_lo, t_hi, substeps);
         }
         return py::make_tuple(out.target, out.t, out.z_mid, out.z_end);
       },
       py::arg("teacher"), py::arg("z_t"), py::arg("index"), py::arg("steps"), py::arg("t_lo"), py::arg("t_hi"),
+      py::arg("substeps") = 2,
       "fewstep::progressive_target: (target x~, t [B] float64, teacher z_mid, teacher z_end).");
   // The pieces of a consistency step (train/consistency_trainer.h), for the Python loss
   // (python/fewstep/distill.py's ConsistencyLoss): options are the trainer's flat keys.

@@ -655,7 +655,7 @@ void bind_train(py::module_& m) {
       },
       py::arg("teacher"), py::arg("schedule"), py::arg("data"), py::kw_only(), py::arg("student") = py::none(),
       "Progressive distillation (train/progressive_trainer.h). Options: initial_steps, final_steps, "
-      "iterations_per_round, teacher_prediction, student_prediction, time_input, time_scale, weighting, t_min, t_max, "
+      "iterations_per_round, first_round_substeps, teacher_prediction, student_prediction, time_input, time_scale, weighting, t_min, t_max, "
       "num_classes, label_dropout, guidance_range, ema_decay, seed and the optimiser's.");
   cls.def_static(
       "knowledge",

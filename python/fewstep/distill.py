@@ -127,8 +127,9 @@ class ProgressiveDistillationLoss(Objective):
 
     ``loss = pd(student, x0)``. Per example: ``i ~ U{1..steps}``, ``t = tau(i)`` on the student grid
     (:func:`progressive_timesteps`), ``z_t = alpha_t x0 + sigma_t eps``; the teacher takes two DDIM steps
-    ``t -> tau(i - 1/2) -> tau(i - 1)`` with the library's ``ddim`` stepper (in C++, no autograd), which
-    gives the target ``x~`` (the teacher's own data prediction at the grid's last step). The student's
+    ``t -> tau(i - 1/2) -> tau(i - 1)`` (``substeps`` of them on the uniform subdivision, if given) with
+    the library's ``ddim`` stepper (in C++, no autograd), which gives the target ``x~`` (the teacher's
+    own data prediction at the grid's last step). The student's
     native output ``student(z_t, t_input)`` is converted to its data prediction ``x0_hat`` and the loss is
     ``mean_b w_b mean_j (x0_hat - x~)^2`` with ``w = max(SNR, 1)`` or ``SNR + 1``.
 
@@ -140,17 +141,22 @@ class ProgressiveDistillationLoss(Objective):
         weighting: ``"truncated_snr"`` (``max(SNR, 1)``) or ``"snr_plus_one"``.
         time_input, time_scale: what the student receives as time (as in :class:`fewstep.Denoiser`).
         t_min, t_max: the grid's range, default the schedule's.
+        substeps: teacher DDIM calls per student step (even; 2 = the paper). More make the target closer
+            to the teacher's ODE, for a first round that starts at few steps (docs/distillation.md).
     """
 
     kind = "progressive"
 
     def __init__(self, teacher: _fewstep.Denoiser, steps: int, student_prediction: str = "v",
                  weighting: str = "truncated_snr", time_input: str = "t", time_scale: float = 1.0,
-                 t_min: Optional[float] = None, t_max: Optional[float] = None) -> None:
+                 t_min: Optional[float] = None, t_max: Optional[float] = None, substeps: int = 2) -> None:
         super().__init__()
         if not isinstance(teacher, _fewstep.Denoiser):
             raise TypeError(f"teacher should be a fewstep.Denoiser, got {_type_name(teacher)}")
         _check_int(steps, "steps", 1)
+        _check_int(substeps, "substeps", 2)
+        if substeps % 2 or substeps > 1024:
+            raise ValueError(f"substeps should be an even number in [2, 1024], got {substeps}")
         _check_choice(student_prediction, "student_prediction", STUDENT_PREDICTIONS)
         if student_prediction == "eps" and steps <= 2:
             raise ValueError(f"student_prediction 'eps' cannot be distilled to steps = {steps} (<= 2): a 1-2 step "
@@ -161,16 +167,20 @@ class ProgressiveDistillationLoss(Objective):
         self.time_scale = _check_time_input(self.schedule, time_input, time_scale)
         self.t_min, self.t_max = _time_range(self.schedule, t_min, t_max)
         self.steps, self.student_prediction, self.weighting = steps, student_prediction, weighting
-        self.time_input = time_input
+        self.time_input, self.substeps = time_input, substeps
 
     def extra_repr(self) -> str:
-        return (f"steps={self.steps}, student_prediction={self.student_prediction!r}, weighting={self.weighting!r}, "
+        return (f"steps={self.steps}, substeps={self.substeps}, student_prediction={self.student_prediction!r}, "
+                f"weighting={self.weighting!r}, "
                 f"time_input={self.time_input!r}, t_min={self.t_min:g}, t_max={self.t_max:g}")
 
     def options(self) -> dict:
-        return {"steps": self.steps, "student_prediction": self.student_prediction, "weighting": self.weighting,
-                "time_input": self.time_input, "time_scale": self.time_scale, "t_min": self.t_min,
-                "t_max": self.t_max, "teacher": self.teacher.description}
+        out = {"steps": self.steps, "student_prediction": self.student_prediction, "weighting": self.weighting,
+               "time_input": self.time_input, "time_scale": self.time_scale, "t_min": self.t_min,
+               "t_max": self.t_max, "teacher": self.teacher.description}
+        if self.substeps != 2:  # only when set: checkpoints written before the option still resume
+            out["substeps"] = self.substeps
+        return out
 
     def timesteps(self) -> torch.Tensor:
         """The student's sampling grid (:func:`progressive_timesteps` of this round)."""
@@ -209,7 +219,7 @@ class ProgressiveDistillationLoss(Objective):
         with torch.no_grad():
             z_t = alpha * x0 + sigma * eps.to(device=x0.device, dtype=x0.dtype)
             target, _, _, _ = _fewstep._progressive_target(self.teacher, z_t, index, self.steps, self.t_min,
-                                                           self.t_max)
+                                                           self.t_max, self.substeps)
         snr = (self.schedule.alpha(t) / self.schedule.sigma(t)) ** 2
         weight = snr.clamp(min=1.0) if self.weighting == "truncated_snr" else snr + 1.0
         t_input = _network_times(self.schedule, t, self.time_input, self.time_scale, x0)
@@ -242,8 +252,13 @@ class _ProgressiveRounds(Objective):
     kind = "progressive"
 
     def __init__(self, teacher: torch.nn.Module, schedule: _fewstep.NoiseSchedule, prediction: str,
-                 initial_steps: int, final_steps: int, iterations: int, **loss: Any) -> None:
+                 initial_steps: int, final_steps: int, iterations: int, first_round_substeps: int = 2,
+                 **loss: Any) -> None:
         super().__init__()
+        _check_int(first_round_substeps, "first_round_substeps", 2)
+        if first_round_substeps % 2 or first_round_substeps > 1024:
+            raise ValueError(f"first_round_substeps should be an even number in [2, 1024], got {first_round_substeps}")
+        self.first_round_substeps = first_round_substeps
         _check_int(initial_steps, "initial_steps", 1)
         _check_int(final_steps, "final_steps", 1)
         ratio = initial_steps // final_steps
@@ -265,7 +280,10 @@ class _ProgressiveRounds(Objective):
             teacher = _fewstep.Denoiser(self.teacher, schedule=self.schedule, prediction=prediction,
                                         time_input=self.loss_settings["time_input"],
                                         time_scale=self.loss_settings["time_scale"])
-            self._round = (r, ProgressiveDistillationLoss(teacher, self.initial_steps >> r, **self.loss_settings))
+            # Later rounds' teacher is the previous student, trained for its own 2N-step grid: 2 calls.
+            substeps = self.first_round_substeps if r == 0 else 2
+            self._round = (r, ProgressiveDistillationLoss(teacher, self.initial_steps >> r, substeps=substeps,
+                                                          **self.loss_settings))
         return self._round[1]
 
     def _loss_at(self, step: int) -> ProgressiveDistillationLoss:
@@ -273,9 +291,12 @@ class _ProgressiveRounds(Objective):
 
     def options(self) -> dict:
         last = self._round_loss(self.rounds - 1)
-        return dict(last.options(), steps=None, prediction=self.prediction, initial_steps=self.initial_steps,
-                    final_steps=self.final_steps, iterations=self.iterations, schedule=repr(self.schedule),
-                    teacher=None)
+        out = dict(last.options(), steps=None, prediction=self.prediction, initial_steps=self.initial_steps,
+                   final_steps=self.final_steps, iterations=self.iterations, schedule=repr(self.schedule),
+                   teacher=None)
+        if self.first_round_substeps != 2:  # only when set: older checkpoints still resume
+            out["first_round_substeps"] = self.first_round_substeps
+        return out
 
     def planned_steps(self, total_steps: int) -> int:
         return self.rounds * self.iterations
@@ -635,7 +656,7 @@ def distill_progressive(teacher: torch.nn.Module, data: Any, schedule: _fewstep.
                         iterations: int = 1000, student_prediction: str = "v", weighting: str = "truncated_snr",
                         time_input: str = "t", time_scale: float = 1.0, t_min: Optional[float] = None,
                         t_max: Optional[float] = None, student: Optional[torch.nn.Module] = None,
-                        **loop: Any) -> DistillResult:
+                        first_round_substeps: int = 2, **loop: Any) -> DistillResult:
     """Progressive distillation, all rounds: ``initial_steps`` -> ``initial_steps/2`` -> ... -> ``final_steps``.
 
     Round r trains a student with ``N = initial_steps / 2^r`` steps against a teacher running 2N DDIM
@@ -645,7 +666,9 @@ def distill_progressive(teacher: torch.nn.Module, data: Any, schedule: _fewstep.
     plain ``nn.Module`` teacher (read as ``student_prediction``), or as ``student``; after a round the student's EMA becomes the teacher (read with
     ``student_prediction``) and the next student, the optimiser is reset and the learning rate decays
     again. ``teacher`` (an ``nn.Module`` ``teacher(x, t_input)`` predicting ``prediction`` on ``schedule``)
-    is never modified; ``data`` is clean data as for :func:`fewstep.train_denoiser`.
+    is never modified; ``data`` is clean data as for :func:`fewstep.train_denoiser`. ``first_round_substeps``
+    (even, default 2) is how many teacher DDIM calls make round 0's target per student step: more bring
+    the target closer to the teacher's ODE when the chain starts at few steps (later rounds use 2).
     """ + _LOOP_DOC + """
     Returns a :class:`DistillResult` with the final EMA student, the losses, and the EMA student and grid
     of every finished round.
@@ -662,8 +685,9 @@ def distill_progressive(teacher: torch.nn.Module, data: Any, schedule: _fewstep.
     elif student is None:
         first = copy.deepcopy(teacher)
     rounds = _ProgressiveRounds(teacher, schedule, prediction, initial_steps, final_steps, iterations,
-                                student_prediction=student_prediction, weighting=weighting, time_input=time_input,
-                                time_scale=time_scale, t_min=t_min, t_max=t_max)
+                                first_round_substeps=first_round_substeps, student_prediction=student_prediction,
+                                weighting=weighting, time_input=time_input, time_scale=time_scale, t_min=t_min,
+                                t_max=t_max)
     trainer = _loop(rounds, first, data, rounds.rounds * iterations, iterations, {"decay": "linear", **loop})
     students, grids = {}, {}
     for n, state in rounds.students.items():

@@ -32,8 +32,10 @@ at::Tensor progressive_x0_from_two_steps(const NoiseSchedule& schedule, const at
 }
 
 ProgressiveTarget progressive_target(const Denoiser& teacher, const at::Tensor& z_t, const at::Tensor& index,
-                                     int64_t steps, double t_lo, double t_hi) {
+                                     int64_t steps, double t_lo, double t_hi, int64_t substeps) {
   FEWSTEP_CHECK_VALUE(steps >= 1, "progressive_target: steps must be >= 1, got ", steps);
+  FEWSTEP_CHECK_VALUE(substeps >= 2 && substeps % 2 == 0 && substeps <= 1024,
+                      "progressive_target: substeps must be an even number in [2, 1024], got ", substeps);
   FEWSTEP_CHECK_VALUE(t_lo < t_hi, "progressive_target: need t_lo < t_hi, got t_lo = ", t_lo, ", t_hi = ", t_hi);
   const NoiseSchedule& schedule = teacher.schedule_ref();
   schedule.check_time(t_lo, "progressive_target t_lo");
@@ -63,34 +65,44 @@ ProgressiveTarget progressive_target(const Denoiser& teacher, const at::Tensor& 
   out.t = at::empty({n}, at::kDouble);
   double* tp = out.t.data_ptr<double>();
   at::NoGradGuard no_grad;
-  const int64_t teacher_steps = 2 * steps;
+  const int64_t teacher_steps = substeps * steps;
+  const double k = static_cast<double>(substeps);
   for (const auto& [i, members] : groups) {
     const double t = progressive_grid_time(static_cast<double>(i), steps, t_lo, t_hi);
-    const double t_mid = progressive_grid_time(i - 0.5, steps, t_lo, t_hi);
     const double t_end = progressive_grid_time(static_cast<double>(i - 1), steps, t_lo, t_hi);
     for (int64_t b : members) tp[b] = t;
     const at::Tensor rows =
         at::tensor(members, at::TensorOptions().dtype(at::kLong)).to(z_t.device());
     const at::Tensor z = z_t.index_select(0, rows);
 
+    // `substeps` teacher DDIM calls on the uniform subdivision τ(i − j/K), j = 1..K.
     ModelEvaluator model(teacher);
     SolverState state = ddim->init(z);
     StepContext ctx;
     ctx.num_steps = teacher_steps;
-    ctx.index = teacher_steps - 2 * i;  // step number on the teacher's 2N-step grid
-    StepResult first = ddim->step(model, z, t, t_mid, std::move(state), ctx);
-    ctx.index += 1;
-    StepResult second = ddim->step(model, first.x, t_mid, t_end, std::move(first.state), ctx);
+    ctx.index = teacher_steps - substeps * i;  // step number on the teacher's K·N-step grid
+    at::Tensor x = z, z_mid, last_x0;
+    for (int64_t j = 1; j <= substeps; ++j) {
+      const double from = progressive_grid_time(static_cast<double>(i) - static_cast<double>(j - 1) / k, steps,
+                                                t_lo, t_hi);
+      const double to = progressive_grid_time(static_cast<double>(i) - static_cast<double>(j) / k, steps, t_lo, t_hi);
+      StepResult r = ddim->step(model, x, from, to, std::move(state), ctx);
+      ctx.index += 1;
+      x = r.x;
+      last_x0 = r.x0;
+      state = std::move(r.state);
+      if (2 * j == substeps) z_mid = x;
+    }
     at::Tensor z_end, target;
     if (i == 1) {
       // Last step of the grid: σ_{t''} = 0, so z_{t''} is the teacher's x̂ and x̃ = z_{t''}.
-      z_end = second.x0;
-      target = second.x0;
+      z_end = last_x0;
+      target = last_x0;
     } else {
-      z_end = second.x;
+      z_end = x;
       target = progressive_x0_from_two_steps(schedule, z, z_end, t, t_end);
     }
-    out.z_mid.index_copy_(0, rows, first.x);
+    out.z_mid.index_copy_(0, rows, z_mid);
     out.z_end.index_copy_(0, rows, z_end);
     out.target.index_copy_(0, rows, target);
   }

@@ -58,6 +58,9 @@ void ProgressiveTrainerOptions::validate() const {
                       initial_steps, ", final_steps = ", final_steps);
   FEWSTEP_CHECK_VALUE(iterations_per_round >= 1, "ProgressiveTrainerOptions.iterations_per_round must be >= 1, got ",
                       iterations_per_round);
+  FEWSTEP_CHECK_VALUE(first_round_substeps >= 2 && first_round_substeps % 2 == 0 && first_round_substeps <= 1024,
+                      "ProgressiveTrainerOptions.first_round_substeps must be an even number in [2, 1024], got ",
+                      first_round_substeps);
   for (const auto& [field, p] : {std::pair<const char*, Prediction>{"teacher_prediction", teacher_prediction},
                                  {"student_prediction", student_prediction}}) {
     FEWSTEP_CHECK_VALUE(p == Prediction::Eps || p == Prediction::X0 || p == Prediction::V,
@@ -90,6 +93,7 @@ void fields(V& v, O& o) {
   v("initial_steps", o.initial_steps);
   v("final_steps", o.final_steps);
   v("iterations_per_round", o.iterations_per_round);
+  v("first_round_substeps", o.first_round_substeps);
   v("teacher_prediction", o.teacher_prediction);
   v("student_prediction", o.student_prediction);
   v("time_input", o.time_input);
@@ -147,6 +151,7 @@ struct ProgressiveDistillationTrainer::Impl {
     steps_n = options.initial_steps >> r;
     teacher_prediction = r == 0 ? round0_prediction : options.student_prediction;
   }
+  int64_t substeps() const { return round == 0 ? options.first_round_substeps : 2; }
   Denoiser teacher(const at::Tensor& y, const at::Tensor& w) const {
     return wrap(teacher_net, schedule, teacher_prediction, options.time_input, options.time_scale, y, w);
   }
@@ -262,7 +267,7 @@ TrainStepStats ProgressiveDistillationTrainer::step() {
   // guidance weights are bound to each group's teacher here.
   at::Tensor target;
   if (!y.defined() && !w.defined()) {
-    target = progressive_target(s.teacher({}, {}), z_t, index, s.steps_n, s.t_lo, s.t_hi).target;
+    target = progressive_target(s.teacher({}, {}), z_t, index, s.steps_n, s.t_lo, s.t_hi, s.substeps()).target;
   } else {
     target = at::empty_like(z_t);
     for (int64_t v = 1; v <= s.steps_n; ++v) {
@@ -273,7 +278,7 @@ TrainStepStats ProgressiveDistillationTrainer::step() {
                                          w.defined() ? w.index_select(0, rows_dev) : at::Tensor());
       target.index_copy_(0, rows_dev,
                          progressive_target(teacher, z_t.index_select(0, rows_dev), index.index_select(0, rows),
-                                            s.steps_n, s.t_lo, s.t_hi)
+                                            s.steps_n, s.t_lo, s.t_hi, s.substeps())
                              .target);
     }
   }
@@ -334,6 +339,8 @@ void ProgressiveDistillationTrainer::load_state(const Checkpoint& c) {
 std::string ProgressiveDistillationTrainer::options_json() const {
   const Impl& s = *impl_;
   auto j = json_options::json::parse(options_to_json(s.options));
+  // Absent at its default, so checkpoints written before the option existed still resume.
+  if (s.options.first_round_substeps == 2) j.erase("first_round_substeps");
   j["t_min"] = s.t_lo;
   j["t_max"] = s.t_hi;
   j["schedule"] = s.schedule->repr();

@@ -22,6 +22,7 @@
 #include "fewstep/models/consistency_function.h"
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/models/student_init.h"
+#include "fewstep/sample/reference.h"
 #include "fewstep/sample/sample.h"
 #include "fewstep/nets/mlp.h"
 #include "fewstep/schedules/schedule.h"
@@ -156,6 +157,65 @@ TEST(ProgressiveTarget, FiniteEverywhereWithTheExactMixtureTeacher) {
       EXPECT_TRUE(at::allclose(student, tgt.z_end.slice(0, b, b + 1), 1e-10, 1e-12)) << "steps " << steps << ", i " << i;
     }
   }
+}
+
+// K substeps: the target makes one student DDIM step land on K teacher DDIM calls along the uniform
+// subdivision (computed here call by call); K = 2 is the default exactly. As K grows the landing point
+// tends to the teacher's exact ODE flow from t to t'' at DDIM's first order: doubling K halves the error.
+TEST(ProgressiveTarget, SubstepsComposeKTeacherCallsAndConvergeAtFirstOrder) {
+  auto schedule = std::make_shared<fewstep::VPLinear>();
+  const fewstep::Denoiser exact = fewstep::Denoiser::exact(mixture(), schedule);
+  const int64_t steps = 4;
+  const double lo = schedule->t_min(), hi = schedule->t_max();
+  const at::Tensor index = at::tensor({2, 3, 4, 2, 3, 4}, at::kLong);  // i = 1 has no landing state
+  const int64_t n = index.size(0);
+  const at::Tensor z = at::randn({n, 2}, gen(8), at::kDouble);
+  const auto two = fewstep::progressive_target(exact, z, index, steps, lo, hi);
+  const auto two_explicit = fewstep::progressive_target(exact, z, index, steps, lo, hi, 2);
+  EXPECT_TRUE(at::equal(two.target, two_explicit.target));
+
+  const auto ddim = fewstep::solver("ddim");
+  std::vector<double> errors;
+  for (int64_t k : {4, 8, 16, 32}) {
+    const auto tgt = fewstep::progressive_target(exact, z, index, steps, lo, hi, k);
+    double err = 0.0;
+    for (int64_t b = 0; b < n; ++b) {
+      const int64_t i = index[b].item<int64_t>();
+      const double t = fewstep::progressive_grid_time(i, steps, lo, hi);
+      const double t_end = fewstep::progressive_grid_time(i - 1, steps, lo, hi);
+      at::Tensor x = z.slice(0, b, b + 1), mid;
+      fewstep::ModelEvaluator model(exact);
+      fewstep::StepContext ctx;
+      fewstep::SolverState state = ddim->init(x);
+      for (int64_t j = 1; j <= k; ++j) {
+        auto r = ddim->step(model, x, fewstep::progressive_grid_time(i - double(j - 1) / k, steps, lo, hi),
+                            fewstep::progressive_grid_time(i - double(j) / k, steps, lo, hi), std::move(state), ctx);
+        x = r.x;
+        state = std::move(r.state);
+        if (2 * j == k) mid = x;
+      }
+      EXPECT_TRUE(at::allclose(tgt.z_end.slice(0, b, b + 1), x, 1e-10, 1e-12)) << "K " << k << ", i " << i;
+      EXPECT_TRUE(at::allclose(tgt.z_mid.slice(0, b, b + 1), mid, 1e-10, 1e-12)) << "K " << k << ", i " << i;
+      const at::Tensor student = fewstep::ddim_update(*schedule, z.slice(0, b, b + 1), tgt.target.slice(0, b, b + 1),
+                                                      t, t_end);
+      EXPECT_TRUE(at::allclose(student, x, 1e-10, 1e-12)) << "K " << k << ", i " << i;
+      fewstep::ReferenceOptions ro;
+      ro.rtol = ro.atol = 1e-12;
+      const at::Tensor flow = fewstep::reference_solve(exact, z.slice(0, b, b + 1), t, t_end, ro).x;
+      err = std::max(err, (tgt.z_end.slice(0, b, b + 1) - flow).abs().max().item<double>());
+    }
+    errors.push_back(err);
+  }
+  for (size_t j = 1; j < errors.size(); ++j) {
+    const double ratio = errors[j - 1] / errors[j];
+    std::cerr << "[ info ] K " << (4 << (j - 1)) << " -> " << (4 << j) << ": error " << errors[j - 1] << " -> "
+              << errors[j] << " (ratio " << ratio << ")\n";
+    EXPECT_GT(ratio, 1.7) << "first order: doubling K should about halve the error";
+    EXPECT_LT(ratio, 2.4);
+  }
+  EXPECT_NE(value_error_message([&] { fewstep::progressive_target(exact, z, index, steps, lo, hi, 3); })
+                .find("substeps must be an even number"),
+            std::string::npos);
 }
 
 TEST(ProgressiveTarget, BadIndicesAreNamed) {
@@ -324,6 +384,31 @@ TEST(ProgressiveTrainer, EpsStudentRefusedAtTwoOrFewerSteps) {
   auto bad = quick_options(8, 3, 4);
   const std::string msg = value_error_message([&] { make_trainer(bad); });
   EXPECT_NE(msg.find("power of 2"), std::string::npos) << msg;
+}
+
+// first_round_substeps: validated by name, stored in the options (absent from the checkpoint's
+// options at its default, so older checkpoints resume), and changing round 0's target only: from
+// the same draws a K = 8 trainer's round-0 loss differs from the K = 2 one.
+TEST(ProgressiveTrainer, FirstRoundSubstepsChangeRoundZerosTarget) {
+  at::set_num_threads(1);
+  auto bad = quick_options(4, 2, 3);
+  bad.first_round_substeps = 3;
+  std::string msg = value_error_message([&] { make_trainer(bad); });
+  EXPECT_NE(msg.find("first_round_substeps must be an even number"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("got 3"), std::string::npos) << msg;
+
+  auto o2 = quick_options(4, 2, 3), o8 = o2;
+  o8.first_round_substeps = 8;
+  ProgressiveTrainerOptions back;
+  fewstep::options_from_json(fewstep::options_to_json(o8), back);
+  EXPECT_EQ(back.first_round_substeps, 8);
+  auto a = make_trainer(o2), b = make_trainer(o8);
+  EXPECT_EQ(a->options_json().find("first_round_substeps"), std::string::npos);
+  EXPECT_NE(b->options_json().find("\"first_round_substeps\":8"), std::string::npos) << b->options_json();
+  const double la = a->step().loss, lb = b->step().loss;
+  EXPECT_GT(std::abs(la - lb), 1e-6 * std::abs(la)) << "K = 8 must change round 0's target";
+  for (int i = 0; i < 5; ++i) b->step();  // through round 1 (teacher = the round-0 student, 2 calls)
+  EXPECT_TRUE(b->finished());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -94,6 +94,27 @@ def test_resume_refuses_other_flags(pd_run: Path) -> None:
     assert proc.returncode == 2 and "pass --resume" in proc.stderr
 
 
+def test_progressive_refines_a_student_against_more_teacher_steps(pd_run: Path, tmp_path: Path) -> None:
+    # --student-init starts from an earlier student (here the 2-step one; lr ~ 0 and no EMA keep its
+    # weights), --first-round-substeps is recorded in the exported student's card.
+    init = pd_run / "student-2step.pt"
+    args = ["distill", "progressive", "--teacher", str(TEACHER), "--initial-steps", "2", "--final-steps", "2",
+            "--iterations", "3", "--batch", "16", "--threads", "1", "--lr", "1e-12", "--ema", "0",
+            "--first-round-substeps", "8", "--student-init", str(init), "--export-from", "0"]
+    run(*args, "--out", str(tmp_path / "r"))
+    side = json.loads((tmp_path / "r" / "student-2step.json").read_text())
+    assert side["distillation"]["first_round_substeps"] == 8
+    assert side["distillation"]["student_init"] == str(init)
+    a = torch.jit.load(str(init)).state_dict()
+    b = torch.jit.load(str(tmp_path / "r" / "student-2step.pt")).state_dict()
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
+    # Bad values name the flag and the value.
+    proc = run(*[a if a != "8" else "3" for a in args], "--out", str(tmp_path / "odd"), check=False)
+    assert proc.returncode == 2 and "--first-round-substeps must be even" in proc.stderr and "got 3" in proc.stderr
+    proc = run(*args, "--student-prediction", "x0", "--out", str(tmp_path / "x0"), check=False)
+    assert proc.returncode == 2 and f"--student-init '{init}' predicts v" in proc.stderr, proc.stderr
+
+
 def test_kd_caches_rollouts(tmp_path: Path) -> None:
     args = ["distill", "kd", "--teacher", str(TEACHER), "--steps", "2", "--pairs", "256", "--teacher-steps", "10",
             "--iterations", "20", "--batch", "64", "--cache-dir", str(tmp_path / "cache"), "--threads", "1"]

@@ -86,6 +86,22 @@ def test_pd_target_makes_one_student_step_land_on_two_teacher_steps(vp: fs.VPLin
     torch.testing.assert_close(inp.weight, snr.clamp(min=1.0))
 
 
+def test_pd_target_with_substeps_lands_on_k_teacher_steps(vp: fs.VPLinear) -> None:
+    teacher = mixture_teacher(vp)
+    steps, k = 2, 6
+    pd = fs.ProgressiveDistillationLoss(teacher, steps, substeps=k)
+    assert pd.options()["substeps"] == k and "substeps" not in fs.ProgressiveDistillationLoss(teacher, 2).options()
+    x0 = torch.randn(4, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    inp = pd.inputs(x0, torch.Generator().manual_seed(6), index=torch.tensor([2, 2, 2, 2]))
+    t = fs.progressive_grid_time(2, steps, vp.t_min, vp.t_max)
+    grid = [fs.progressive_grid_time(2 - j / k, steps, vp.t_min, vp.t_max) for j in range(k + 1)]
+    teacher_k = fs.sample(teacher, inp.z_t, solver="ddim", timesteps=grid).x
+    torch.testing.assert_close(fs.ddim_update(vp, inp.z_t, inp.target, t, grid[-1]), teacher_k, rtol=0, atol=1e-12)
+    for bad in (3, 0):
+        with pytest.raises(ValueError, match="substeps"):
+            fs.ProgressiveDistillationLoss(teacher, steps, substeps=bad)
+
+
 @pytest.mark.parametrize("prediction", ["v", "x0", "eps"])
 def test_pd_loss_is_zero_for_the_student_that_predicts_the_target(vp: fs.VPLinear, prediction: str) -> None:
     teacher = mixture_teacher(vp)
@@ -136,6 +152,15 @@ def pd_run(tmp: Optional[Path], callback=None, resume: bool = True, **kw) -> fs.
                 resume=resume)
     args.update(kw)
     return fs.distill_progressive(teacher, gmm_data, fs.VPLinear(), **args)
+
+
+def test_pd_first_round_substeps_change_round_zero_only(vp: fs.VPLinear) -> None:
+    two = pd_run(None, initial_steps=2, final_steps=1, iterations=2)
+    eight = pd_run(None, initial_steps=2, final_steps=1, iterations=2, first_round_substeps=8)
+    assert abs(two.losses[0] - eight.losses[0]) > 1e-9 * abs(two.losses[0])  # same draws, other target
+    assert sorted(eight.students) == [1, 2]
+    with pytest.raises(ValueError, match="first_round_substeps should be an even number in \\[2, 1024\\], got 5"):
+        pd_run(None, first_round_substeps=5)
 
 
 def test_pd_rounds_halve_the_steps_and_keep_the_teacher(vp: fs.VPLinear) -> None:

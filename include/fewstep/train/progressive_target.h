@@ -42,8 +42,8 @@ double progressive_grid_time(double i, int64_t steps, double t_lo, double t_hi);
 
 struct ProgressiveTarget {
   at::Tensor target;  ///< x̃, z_t's shape and dtype
-  at::Tensor z_mid;   ///< teacher z_{t'} (first DDIM call)
-  at::Tensor z_end;   ///< teacher z_{t''} (second DDIM call); at i = 1 the teacher's x̂ (σ_{t''} = 0)
+  at::Tensor z_mid;   ///< teacher z_{t'} (after the first half of the calls: the first of two)
+  at::Tensor z_end;   ///< teacher z_{t''} (last DDIM call); at i = 1 the teacher's x̂ (σ_{t''} = 0)
   at::Tensor t;       ///< [B] float64 (CPU) student times τ(i)
 };
 
@@ -51,8 +51,14 @@ struct ProgressiveTarget {
 /// 1..steps) of the `steps`-step grid of [t_lo, t_hi]. The teacher is evaluated once per distinct
 /// index (the `ddim` stepper takes host times), without autograd. ValueError naming the argument
 /// for an index out of range, a shape mismatch or a bad range.
+///
+/// `substeps` K (even, default 2 = the paper) generalises the teacher's two calls to K DDIM calls on
+/// the uniform subdivision τ(i − j/K), j = 1..K; the closed form is the same with z_{t''} the K-th
+/// state (at i = 1 the K-th call's x̂). K > 2 gives a target closer to the teacher's ODE at K/2 the
+/// cost per target: round 0 of a chain that starts at few steps uses it in place of the rounds it
+/// skips (train/progressive_trainer.h, first_round_substeps). z_mid is then the state at τ(i − ½).
 ProgressiveTarget progressive_target(const Denoiser& teacher, const at::Tensor& z_t, const at::Tensor& index,
-                                     int64_t steps, double t_lo, double t_hi);
+                                     int64_t steps, double t_lo, double t_hi, int64_t substeps = 2);
 
 /// The closed form alone, at host times t (of z_t) and t'' (of z_end), for tests and reuse:
 /// (z_end − (σ_{t''}/σ_t) z_t) / (α_{t''} − (σ_{t''}/σ_t) α_t).

@@ -77,6 +77,11 @@ struct ProgressiveTrainerOptions {
   int64_t initial_steps = 1024;  ///< student steps N of round 0 (the teacher runs 2N)
   int64_t final_steps = 1;       ///< student steps of the last round; initial_steps / final_steps a power of 2
   int64_t iterations_per_round = 1000;
+  /// Teacher DDIM calls per student step in round 0 (even; 2 = the paper). Round 0's teacher is the
+  /// diffusion model, whose target improves with more calls: K > 2 stands in for the log2(K/2) rounds
+  /// a chain starting at initial_steps skips (K·initial_steps teacher steps). Later rounds' teacher is
+  /// the previous student, trained for its own 2N-step grid, so they always use 2.
+  int64_t first_round_substeps = 2;
   Prediction teacher_prediction = Prediction::Eps;  ///< what the given teacher network predicts
   Prediction student_prediction = Prediction::V;    ///< x0 or v (eps refused at <= 2 steps)
   TimeInput time_input = TimeInput::T;              ///< teacher's and student's time input
@@ -94,6 +99,7 @@ struct ProgressiveTrainerOptions {
 };
 
 /// The options as a flat JSON object (train/trainer.h): initial_steps, final_steps, iterations_per_round,
+/// first_round_substeps,
 /// teacher_prediction, student_prediction, time_input, time_scale, weighting, t_min, t_max (null: the
 /// schedule's), num_classes, label_dropout, guidance_range ([lo, hi] or null), ema_decay, seed and the
 /// optimiser's keys (train/denoiser_trainer.h; total_steps is replaced by iterations_per_round).
