@@ -110,10 +110,7 @@ DeisStepper::DeisStepper(const Options& options) {
   order_ = options.get_int("order", 3);
   FEWSTEP_CHECK_VALUE(order_ >= 1 && order_ <= 3, "solver 'deis': order must be 1, 2 or 3, got ", order_);
   variable_ = parse_deis_variable(options.get_string("variable", "t"));
-  lower_order_final_ = options.get_bool("lower_order_final", true);
-  lower_order_final_steps_ = options.get_int("lower_order_final_steps", 10);
-  FEWSTEP_CHECK_VALUE(lower_order_final_steps_ >= 0, "solver 'deis': lower_order_final_steps must be >= 0, got ",
-                      lower_order_final_steps_);
+  lower_order_final_ = LowerOrderFinal::from_options(options, "solver 'deis'");
   traits_ = StepperTraits::named("deis",
       "DEIS: exact linear part + polynomial extrapolation of eps in t, lambda or rho (tAB/rhoAB-DEIS, Zhang & Chen "
       "2022, arXiv 2204.13902)")
@@ -128,9 +125,7 @@ StepResult DeisStepper::step(ModelEvaluator& model, const at::Tensor& x, double 
   const auto& schedule = model.schedule();
   auto out = model(x, s);
   auto& hist = state.history;
-  int64_t p = std::min<int64_t>(order_, static_cast<int64_t>(hist.size()) + 1);
-  if (lower_order_final_ && ctx.num_steps >= 0 && ctx.num_steps < lower_order_final_steps_)
-    p = std::max<int64_t>(1, std::min<int64_t>(p, ctx.num_steps - ctx.index));
+  const int64_t p = lower_order_final_.order(order_, hist.size(), ctx);
   std::vector<double> times{s};
   std::vector<at::Tensor> eps{out.eps};
   for (int64_t k = 1; k < p; ++k) {

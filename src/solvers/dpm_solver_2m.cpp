@@ -7,14 +7,6 @@
 
 namespace fewstep {
 
-int64_t multistep_order(int64_t max_order, size_t history, const StepContext& ctx, bool lower_order_final,
-                        int64_t lower_order_final_steps) {
-  int64_t order = std::min<int64_t>(max_order, static_cast<int64_t>(history) + 1);
-  if (lower_order_final && ctx.num_steps >= 0 && ctx.num_steps < lower_order_final_steps)
-    order = std::max<int64_t>(1, std::min<int64_t>(order, ctx.num_steps - ctx.index));
-  return order;
-}
-
 at::Tensor dpm_solver_multistep_update(const NoiseSchedule& sc, const at::Tensor& x, const std::vector<double>& times,
                                        const std::vector<at::Tensor>& eps, double t, int64_t order,
                                        DpmSolverVariant variant, double d2_weight) {
@@ -56,10 +48,7 @@ DpmSolver2MStepper::DpmSolver2MStepper(const Options& options) {
   const std::string owner = "solver 'dpm_solver_2m'";
   options.check_known(traits().options, owner);
   variant_ = parse_dpm_solver_variant(options.get_string("variant", "dpmsolver"), owner);
-  lower_order_final_ = options.get_bool("lower_order_final", true);
-  lower_order_final_steps_ = options.get_int("lower_order_final_steps", 10);
-  FEWSTEP_CHECK_VALUE(lower_order_final_steps_ >= 0, owner, ": lower_order_final_steps must be >= 0, got ",
-                      lower_order_final_steps_);
+  lower_order_final_ = LowerOrderFinal::from_options(options, owner);
 }
 
 const StepperTraits& DpmSolver2MStepper::traits() const {
@@ -76,7 +65,7 @@ StepResult DpmSolver2MStepper::step(ModelEvaluator& model, const at::Tensor& x, 
                                     SolverState state, const StepContext& ctx) const {
   auto out = model(x, s);
   auto& hist = state.history;
-  const int64_t order = multistep_order(2, hist.size(), ctx, lower_order_final_, lower_order_final_steps_);
+  const int64_t order = lower_order_final_.order(2, hist.size(), ctx);
   std::vector<double> times{s};
   std::vector<at::Tensor> eps{out.eps};
   if (order == 2) {

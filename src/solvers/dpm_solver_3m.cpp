@@ -12,10 +12,7 @@ DpmSolver3MStepper::DpmSolver3MStepper(const Options& options) {
   FEWSTEP_CHECK_VALUE(d2 == "taylor" || d2 == "official", owner, ": d2_weight must be 'taylor' or 'official', got '",
                       d2, "'");
   d2_weight_ = d2 == "taylor" ? 2.0 : 1.0;
-  lower_order_final_ = options.get_bool("lower_order_final", true);
-  lower_order_final_steps_ = options.get_int("lower_order_final_steps", 10);
-  FEWSTEP_CHECK_VALUE(lower_order_final_steps_ >= 0, owner, ": lower_order_final_steps must be >= 0, got ",
-                      lower_order_final_steps_);
+  lower_order_final_ = LowerOrderFinal::from_options(options, owner);
 }
 
 const StepperTraits& DpmSolver3MStepper::traits() const {
@@ -32,7 +29,7 @@ StepResult DpmSolver3MStepper::step(ModelEvaluator& model, const at::Tensor& x, 
                                     SolverState state, const StepContext& ctx) const {
   auto out = model(x, s);
   auto& hist = state.history;
-  const int64_t order = multistep_order(3, hist.size(), ctx, lower_order_final_, lower_order_final_steps_);
+  const int64_t order = lower_order_final_.order(3, hist.size(), ctx);
   std::vector<double> times{s};
   std::vector<at::Tensor> eps{out.eps};
   for (int64_t k = 1; k < order; ++k) {

@@ -7,10 +7,7 @@ namespace fewstep {
 
 DpmSolverPP2MStepper::DpmSolverPP2MStepper(const Options& options) {
   options.check_known(traits().options, "solver 'dpmpp_2m'");
-  lower_order_final_ = options.get_bool("lower_order_final", true);
-  lower_order_final_steps_ = options.get_int("lower_order_final_steps", 10);
-  FEWSTEP_CHECK_VALUE(lower_order_final_steps_ >= 0, "solver 'dpmpp_2m': lower_order_final_steps must be >= 0, got ",
-                      lower_order_final_steps_);
+  lower_order_final_ = LowerOrderFinal::from_options(options, "solver 'dpmpp_2m'");
 }
 
 const StepperTraits& DpmSolverPP2MStepper::traits() const {
@@ -27,9 +24,8 @@ StepResult DpmSolverPP2MStepper::step(ModelEvaluator& model, const at::Tensor& x
                                       SolverState state, const StepContext& ctx) const {
   const auto& schedule = model.schedule();
   auto out = model(x, s);
-  const bool final_lower = lower_order_final_ && ctx.is_last() && ctx.num_steps < lower_order_final_steps_;
   at::Tensor x_next;
-  if (state.history.empty() || final_lower) {
+  if (lower_order_final_.order(2, state.history.size(), ctx) == 1) {
     x_next = ddim_update(schedule, x, out.x0, s, t);
   } else {
     const HistoryEntry& prev = state.history.back();

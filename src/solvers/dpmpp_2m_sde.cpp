@@ -21,10 +21,7 @@ DpmSolverPP2MSdeStepper::DpmSolverPP2MSdeStepper(const Options& options) {
   FEWSTEP_CHECK_VALUE(variant == "midpoint" || variant == "heun",
                       "solver 'dpmpp_2m_sde': variant must be 'midpoint' or 'heun', got '", variant, "'");
   heun_ = variant == "heun";
-  lower_order_final_ = options.get_bool("lower_order_final", true);
-  lower_order_final_steps_ = options.get_int("lower_order_final_steps", 10);
-  FEWSTEP_CHECK_VALUE(lower_order_final_steps_ >= 0,
-                      "solver 'dpmpp_2m_sde': lower_order_final_steps must be >= 0, got ", lower_order_final_steps_);
+  lower_order_final_ = LowerOrderFinal::from_options(options, "solver 'dpmpp_2m_sde'");
 }
 
 const StepperTraits& DpmSolverPP2MSdeStepper::traits() const {
@@ -47,8 +44,7 @@ StepResult DpmSolverPP2MSdeStepper::step(ModelEvaluator& model, const at::Tensor
   const double alpha_t = schedule.alpha(t);
   // First-order part: DDPM's posterior mean (σ_t/σ_s) e^{−h} x_s + α_t (1 − e^{−2h}) x̂_s.
   auto x_next = x * std::exp(schedule.log_sigma(t) - schedule.log_sigma(s) - h) + out.x0 * (alpha_t * one_minus_e2h);
-  const bool final_lower = lower_order_final_ && ctx.is_last() && ctx.num_steps < lower_order_final_steps_;
-  if (!state.history.empty() && !final_lower) {
+  if (lower_order_final_.order(2, state.history.size(), ctx) == 2) {
     const HistoryEntry& prev = state.history.back();
     const double r = (lambda_s - schedule.lambda(prev.t)) / h;
     const double coef = heun_ ? alpha_t * heun_coefficient(2.0 * h) : 0.5 * alpha_t * one_minus_e2h;

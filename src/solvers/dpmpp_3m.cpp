@@ -10,16 +10,13 @@ namespace fewstep {
 
 DpmSolverPP3MStepper::DpmSolverPP3MStepper(const Options& options) {
   options.check_known(traits().options, "solver 'dpmpp_3m'");
-  lower_order_final_ = options.get_bool("lower_order_final", true);
-  lower_order_final_steps_ = options.get_int("lower_order_final_steps", 10);
+  lower_order_final_ = LowerOrderFinal::from_options(options, "solver 'dpmpp_3m'");
   const std::string variant = options.get_string("variant", "taylor");
   FEWSTEP_CHECK_VALUE(variant == "taylor" || variant == "official", "solver 'dpmpp_3m': variant must be 'taylor' or ",
                       "'official', got '", variant, "'");
   // The official code's multistep update weights D_2 = h² x̂''/2 by −α_t φ_3 where the Taylor
   // expansion needs −α_t φ_3 h² x̂'' (see the header): half the second-derivative term.
   d2_weight_ = variant == "taylor" ? 2.0 : 1.0;
-  FEWSTEP_CHECK_VALUE(lower_order_final_steps_ >= 0, "solver 'dpmpp_3m': lower_order_final_steps must be >= 0, got ",
-                      lower_order_final_steps_);
 }
 
 const StepperTraits& DpmSolverPP3MStepper::traits() const {
@@ -37,9 +34,7 @@ StepResult DpmSolverPP3MStepper::step(ModelEvaluator& model, const at::Tensor& x
   const auto& sc = model.schedule();
   auto out = model(x, s);
   // Order: limited by the history (warm-up) and, on short grids, by the steps left.
-  int64_t order = std::min<int64_t>(3, static_cast<int64_t>(state.history.size()) + 1);
-  if (lower_order_final_ && ctx.num_steps >= 0 && ctx.num_steps < lower_order_final_steps_)
-    order = std::min(order, ctx.num_steps - ctx.index);
+  const int64_t order = lower_order_final_.order(3, state.history.size(), ctx);
   at::Tensor x_next;
   if (order <= 1) {
     x_next = ddim_update(sc, x, out.x0, s, t);

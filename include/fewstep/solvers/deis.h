@@ -24,6 +24,7 @@
 
 #include <vector>
 
+#include "fewstep/solvers/lower_order_final.h"
 #include "fewstep/solvers/stepper.h"
 
 namespace fewstep {
@@ -54,8 +55,7 @@ class DeisStepper final : public Stepper {
  private:
   int64_t order_;
   DeisVariable variable_;
-  bool lower_order_final_;
-  int64_t lower_order_final_steps_;
+  LowerOrderFinal lower_order_final_;
   StepperTraits traits_;
 };
 

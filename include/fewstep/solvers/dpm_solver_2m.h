@@ -23,15 +23,10 @@
 #include <vector>
 
 #include "fewstep/solvers/dpm_solver_2s.h"
+#include "fewstep/solvers/lower_order_final.h"
 #include "fewstep/solvers/stepper.h"
 
 namespace fewstep {
-
-/// The order of multistep step `ctx.index`: min(max_order, history + 1), capped on short grids by
-/// the steps left when `lower_order_final` (grids of fewer than `lower_order_final_steps` steps), as
-/// the DPM-Solver(++) multistep steppers do.
-int64_t multistep_order(int64_t max_order, size_t history, const StepContext& ctx, bool lower_order_final,
-                        int64_t lower_order_final_steps);
 
 /// Multistep DPM-Solver update of `order` (1–3) from s to t in noise form. `eps` holds ε̂ at
 /// `times` (times[0] = s, most recent first; at least `order` of them). `d2_weight` multiplies the
@@ -50,8 +45,7 @@ class DpmSolver2MStepper final : public Stepper {
 
  private:
   DpmSolverVariant variant_;
-  bool lower_order_final_;
-  int64_t lower_order_final_steps_;
+  LowerOrderFinal lower_order_final_;
 };
 
 }  // namespace fewstep

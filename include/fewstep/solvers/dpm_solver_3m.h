@@ -24,6 +24,7 @@
 #pragma once
 
 #include "fewstep/solvers/dpm_solver_2m.h"
+#include "fewstep/solvers/lower_order_final.h"
 
 namespace fewstep {
 
@@ -37,8 +38,7 @@ class DpmSolver3MStepper final : public Stepper {
  private:
   DpmSolverVariant variant_;
   double d2_weight_;
-  bool lower_order_final_;
-  int64_t lower_order_final_steps_;
+  LowerOrderFinal lower_order_final_;
 };
 
 }  // namespace fewstep

@@ -9,6 +9,7 @@
 ///    it stabilises very few-step sampling.
 #pragma once
 
+#include "fewstep/solvers/lower_order_final.h"
 #include "fewstep/solvers/stepper.h"
 
 namespace fewstep {
@@ -21,8 +22,7 @@ class DpmSolverPP2MStepper final : public Stepper {
                   const StepContext& ctx) const override;
 
  private:
-  bool lower_order_final_;
-  int64_t lower_order_final_steps_;
+  LowerOrderFinal lower_order_final_;
 };
 
 }  // namespace fewstep

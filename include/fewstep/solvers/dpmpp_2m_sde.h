@@ -17,6 +17,7 @@
 
 #include <string>
 
+#include "fewstep/solvers/lower_order_final.h"
 #include "fewstep/solvers/stepper.h"
 
 namespace fewstep {
@@ -30,8 +31,7 @@ class DpmSolverPP2MSdeStepper final : public Stepper {
 
  private:
   bool heun_ = false;
-  bool lower_order_final_ = true;
-  int64_t lower_order_final_steps_ = 10;
+  LowerOrderFinal lower_order_final_;
 };
 
 }  // namespace fewstep

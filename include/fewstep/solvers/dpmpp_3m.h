@@ -24,6 +24,7 @@
 ///    although its docstring says < 15); it stabilises very few-step sampling.
 #pragma once
 
+#include "fewstep/solvers/lower_order_final.h"
 #include "fewstep/solvers/stepper.h"
 
 namespace fewstep {
@@ -36,8 +37,7 @@ class DpmSolverPP3MStepper final : public Stepper {
                   const StepContext& ctx) const override;
 
  private:
-  bool lower_order_final_;
-  int64_t lower_order_final_steps_;
+  LowerOrderFinal lower_order_final_;
   double d2_weight_;
 };
 
