@@ -83,21 +83,32 @@ json read_json_file(const std::string& path) {
   }
 }
 
+RunFiles RunFiles::in(const std::string& dir) {
+  const fsys::path d(dir);
+  return {(d / "checkpoint.pt").string(), (d / "state.json").string(), (d / "run.json").string()};
+}
+
+RunFiles RunFiles::named(const std::string& dir, const std::string& stem) {
+  const fsys::path d(dir);
+  return {(d / (stem + ".checkpoint.pt")).string(), (d / (stem + ".run.json")).string(),
+          (d / (stem + ".flags.json")).string()};
+}
+
 TrainingRun::TrainingRun(std::string command, std::string out, bool resume, json identity,
-                         std::vector<std::string> resumable)
+                         std::vector<std::string> resumable, std::optional<RunFiles> files)
     : command_(std::move(command)), out_(std::move(out)), identity_(std::move(identity)),
       resumable_(std::move(resumable)) {
-  const fsys::path dir(out_);
-  checkpoint_ = (dir / "checkpoint.pt").string();
-  run_file_ = (dir / "run.json").string();
-  state_file_ = (dir / "state.json").string();
+  const RunFiles f = files ? *files : RunFiles::in(out_);
+  checkpoint_ = f.checkpoint;
+  run_file_ = f.flags;
+  state_file_ = f.state;
   std::error_code ec;
-  fsys::create_directories(dir, ec);
-  if (ec || !fsys::is_directory(dir)) throw UsageError("--out '" + out_ + "' cannot be created: " + ec.message());
+  fsys::create_directories(out_, ec);
+  if (ec || !fsys::is_directory(out_)) throw UsageError("--out '" + out_ + "' cannot be created: " + ec.message());
   has_checkpoint_ = fsys::exists(checkpoint_);
   if (has_checkpoint_ && !resume)
-    throw UsageError("--out '" + out_ + "' already holds a run (checkpoint.pt); pass --resume to continue it or "
-                     "choose another --out");
+    throw UsageError("--out '" + out_ + "' already holds a run (" + fsys::path(checkpoint_).filename().string() +
+                     "); pass --resume to continue it or choose another --out");
   if (!has_checkpoint_) {
     if (resume) std::cerr << "fewstep " << command_ << ": --resume: no checkpoint in '" << out_ << "' yet; starting "
                           << "at step 0\n";
@@ -162,6 +173,11 @@ void TrainingRun::write_state(const Trainer& trainer) const {
                    {"threads", threads()},
                    {"recent_losses", std::vector<double>(recent_.begin(), recent_.end())}};
   write_text_file(state_file_, st.dump() + "\n");
+}
+
+void TrainingRun::remove_files() const {
+  std::error_code ec;
+  for (const std::string& f : {checkpoint_, state_file_, run_file_}) fsys::remove(f, ec);
 }
 
 int TrainingRun::run(Trainer& trainer, const Loop& loop) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,13 +20,24 @@
 
 namespace fewstep::cli {
 
+/// Where a run keeps its files.
+struct RunFiles {
+  std::string checkpoint;  ///< the trainer's checkpoint
+  std::string state;       ///< time so far, threads, recent losses (for the log and the card)
+  std::string flags;       ///< the flags and the command line that started the run
+  /// checkpoint.pt, state.json and run.json in `dir` (a run directory of its own).
+  static RunFiles in(const std::string& dir);
+  /// <stem>.checkpoint.pt, <stem>.run.json and <stem>.flags.json in `dir` (beside the exported files).
+  static RunFiles named(const std::string& dir, const std::string& stem);
+};
+
 class TrainingRun {
  public:
   /// Creates `out`; UsageError if it holds a checkpoint and !resume. `identity` (a JSON object flag →
   /// value) holds the flags that decide the numbers; `resumable` those of them that may change on
-  /// --resume (e.g. "--steps").
+  /// --resume (e.g. "--steps"); `files` default to RunFiles::in(out).
   TrainingRun(std::string command, std::string out, bool resume, nlohmann::json identity,
-              std::vector<std::string> resumable = {});
+              std::vector<std::string> resumable = {}, std::optional<RunFiles> files = std::nullopt);
 
   const std::string& checkpoint() const { return checkpoint_; }
   const std::string& out() const { return out_; }
@@ -44,6 +56,8 @@ class TrainingRun {
   };
   /// Trains to loop.target; returns the exit code (0, or 128 + signal when interrupted).
   int run(Trainer& trainer, const Loop& loop);
+  /// Removes the run's files (after a completed run whose results were exported).
+  void remove_files() const;
 
   double seconds() const;  ///< training time of the whole run so far (all sessions)
   double mean_recent_loss() const;
@@ -54,7 +68,7 @@ class TrainingRun {
 
  private:
   void write_state(const Trainer& trainer) const;
-  std::string command_, out_, checkpoint_, run_file_, state_file_;
+  std::string command_, out_, checkpoint_, run_file_, state_file_;  // files: RunFiles
   nlohmann::json identity_;
   std::vector<std::string> resumable_;
   bool has_checkpoint_ = false;

@@ -4,17 +4,11 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/script.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
-#include <csignal>
 #include <cstdio>
-#include <deque>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <numeric>
 #include <sstream>
 
 #include "../command.h"
@@ -33,16 +27,8 @@ namespace {
 
 namespace fsys = std::filesystem;
 using json = nlohmann::json;
-using Clock = std::chrono::steady_clock;
 
 constexpr const char* kClassifierFormat = "fewstep.classifier.v1";
-constexpr int64_t kLossWindow = 100;
-
-volatile std::sig_atomic_t g_stop = 0;
-extern "C" void on_stop(int sig) {
-  g_stop = sig;
-  std::signal(sig, SIG_DFL);
-}
 
 struct Config {
   std::string out, name = "fmnist-classifier", fmnist_dir;
@@ -116,14 +102,7 @@ class TrainClassifierCommand final : public Command {
     const Config& c = config_;
     if (c.name.empty() || c.name.find('/') != std::string::npos)
       throw UsageError("--name '" + c.name + "' must be a plain file name without '/'");
-    const fsys::path dir(c.out);
-    std::error_code ec;
-    fsys::create_directories(dir, ec);
-    if (ec || !fsys::is_directory(dir)) throw UsageError("--out '" + c.out + "' cannot be created: " + ec.message());
-    const std::string model = (dir / (c.name + ".pt")).string();
-    const std::string checkpoint = (dir / (c.name + ".checkpoint.pt")).string();
-    const std::string state_file = (dir / (c.name + ".run.json")).string();
-
+    const std::string model = (fsys::path(c.out) / (c.name + ".pt")).string();
     FashionMnist train, test;
     try {
       train = load_fashion_mnist("train", c.fmnist_dir);
@@ -167,65 +146,18 @@ class TrainClassifierCommand final : public Command {
                            {"--weight-decay", c.weight_decay}, {"--grad-clip", c.grad_clip},
                            {"--no-flip", c.no_flip}, {"--channels", c.channels}, {"--feature-dim", c.feature_dim},
                            {"--train-images", c.train_images}};
-    double seconds_before = 0.0;
-    std::deque<double> recent;
-    const bool has_checkpoint = fsys::exists(checkpoint);
-    if (has_checkpoint && !c.resume)
-      throw UsageError("--out '" + c.out + "' holds an unfinished run (" + checkpoint + "); pass --resume to "
-                       "continue it, or delete the file");
-    // The flags are the trainer's run options: stored in its checkpoint and compared on --resume
-    // (train/trainer.h), naming a flag that differs and both values.
-    trainer.set_run_options(identity.dump());
-    if (has_checkpoint) {
-      try {
-        trainer.load_checkpoint(checkpoint);
-      } catch (const c10::ValueError& e) {
-        throw UsageError(std::string(e.what_without_backtrace()) + "; a resumed run must use the flags it started with");
-      }
-      if (fsys::exists(state_file)) {
-        const json st = read_json_file(state_file);
-        seconds_before = st.value("seconds", 0.0);
-        for (double l : st.value("recent_losses", std::vector<double>{})) recent.push_back(l);
-      }
-      std::cerr << "fewstep train-classifier: resumed at step " << trainer.step_count() << "\n";
-    } else if (c.resume) {
-      std::cerr << "fewstep train-classifier: --resume: no checkpoint '" << checkpoint << "' yet; starting at step 0\n";
-    }
-
-    const int threads = at::get_num_threads();
+    // The run's files sit beside the exported classifier (<name>.checkpoint.pt, ...) and go when it is done.
+    TrainingRun run("train-classifier", c.out, c.resume, identity, {}, RunFiles::named(c.out, c.name));
+    run.restore(trainer);
     std::cerr << "fewstep train-classifier: " << grouped(parameter_count(*net)) << " parameters, "
-              << data->describe() << ", " << c.epochs << " epochs = " << steps << " steps, " << threads
+              << data->describe() << ", " << c.epochs << " epochs = " << steps << " steps, " << run.threads()
               << " threads\n";
-    g_stop = 0;
-    std::signal(SIGINT, on_stop);
-    std::signal(SIGTERM, on_stop);
-    const auto t0 = Clock::now();
-    auto elapsed = [&] { return seconds_before + std::chrono::duration<double>(Clock::now() - t0).count(); };
-
-    // The library's loop (Trainer::train): bar or log lines, checkpoints, Ctrl-C.
-    TrainLoopOptions loop;
-    loop.checkpoint_path = checkpoint;
+    TrainingRun::Loop loop;
+    loop.target = steps;
     loop.checkpoint_every = c.checkpoint_every;
-    loop.label = "train-classifier";
     loop.log_every = c.log_every;
-    loop.stop = [] { return g_stop != 0; };
-    loop.record_step = [&](const TrainStepStats& st) {
-      recent.push_back(st.loss);
-      if (static_cast<int64_t>(recent.size()) > kLossWindow) recent.pop_front();
-    };
-    loop.on_checkpoint = [&] {
-      const json st = {{"step", trainer.step_count()},
-                       {"seconds", elapsed()},
-                       {"recent_losses", std::vector<double>(recent.begin(), recent.end())}};
-      write_text_file(state_file, st.dump() + "\n");
-    };
-    trainer.train(std::max<int64_t>(0, steps - trainer.step_count()), loop);
-    if (g_stop != 0) {
-      std::cerr << "fewstep train-classifier: interrupted at step " << trainer.step_count() << "; continue with the "
-                << "same command and --resume\n";
-      return 128 + static_cast<int>(g_stop);
-    }
-    const double seconds = elapsed();
+    if (const int rc = run.run(trainer, loop); rc != 0) return rc;
+    const double seconds = run.seconds();
 
     // A copy made without autograd tracking: its parameters are leaves that need no grad.
     torch::jit::Module exported = [&] {
@@ -238,8 +170,7 @@ class TrainClassifierCommand final : public Command {
     const ClassifierScore train_score = score_classifier(exported, train.images, train.labels);
     save_network(exported, model);
 
-    const double final_loss =
-        recent.empty() ? NAN : std::accumulate(recent.begin(), recent.end(), 0.0) / static_cast<double>(recent.size());
+    const double final_loss = run.mean_recent_loss();
     const json meta = {
         {"format", kClassifierFormat},
         {"name", c.name},
@@ -253,8 +184,8 @@ class TrainClassifierCommand final : public Command {
         {"test", {{"accuracy", score.accuracy}, {"loss", score.loss}, {"images", score.n}}},
         {"train_eval", {{"accuracy", train_score.accuracy}, {"loss", train_score.loss}, {"images", train_score.n}}},
         {"training", {{"command", command_line()}, {"seed", c.seed}, {"epochs", c.epochs}, {"steps", steps},
-                      {"seconds", seconds}, {"threads", threads}, {"machine", machine_text()},
-                      {"final_loss", final_loss}, {"final_loss_window", recent.size()}, {"batch", c.batch},
+                      {"seconds", seconds}, {"threads", run.threads()}, {"machine", machine_text()},
+                      {"final_loss", final_loss}, {"final_loss_window", run.loss_window()}, {"batch", c.batch},
                       {"lr", c.lr}, {"min_lr", c.min_lr}, {"warmup", opt.optimizer.schedule.warmup_steps},
                       {"weight_decay", c.weight_decay}, {"grad_clip", c.grad_clip}, {"flip", !c.no_flip},
                       {"train_images", train.images.size(0)}}},
@@ -262,10 +193,7 @@ class TrainClassifierCommand final : public Command {
         {"torch_version", fewstep::torch_version()}};
     write_text_file(model_sidecar_path(model), meta.dump(2) + "\n");
     write_text_file(card_path(model), render(meta));
-    if (!c.keep_checkpoint) {
-      fsys::remove(checkpoint, ec);
-      fsys::remove(state_file, ec);
-    }
+    if (!c.keep_checkpoint) run.remove_files();
     std::printf("test accuracy %.4f (%lld images), test loss %.4f, final training loss %.4f, %s\n", score.accuracy,
                 static_cast<long long>(score.n), score.loss, final_loss, format_duration(seconds).c_str());
     std::cerr << "fewstep train-classifier: wrote " << model << ", " << model_sidecar_path(model) << ", " << card_path(model)
@@ -330,8 +258,8 @@ const bool registered = register_command(
      "  fewstep train-classifier --out models --name fmnist-classifier --epochs 4 --seed 0 --threads 2\n"
      "  (interrupted? rerun the same command with --resume)\n\n"
      "Writes <out>/<name>.pt (TorchScript: forward(x) -> logits, features(x) -> [N, 128]), <name>.json\n"
-     "(sidecar: test accuracy, training metadata) and <name>.md (card). While training, <name>.checkpoint.pt\n"
-     "and <name>.run.json hold the state for --resume; both are removed when the run completes.\n"
+     "(sidecar: test accuracy, training metadata) and <name>.md (card). While training, <name>.checkpoint.pt,\n"
+     "<name>.run.json and <name>.flags.json hold the run for --resume; they are removed when it completes.\n"
      "The test accuracy is measured on the 10000 Fashion-MNIST test images after training.",
      [] { return std::make_unique<TrainClassifierCommand>(); }});
 
