@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Long, resumable distillation runs of a Fashion-MNIST teacher (docs/distillation.md, "Long runs").
-# Usage: scripts/distill_v2.sh pd|ect   — run it again (same environment) to resume after a stop.
+# Usage: scripts/distill_v2.sh pd|ect|pd-refine|pd4-direct   — run it again (same environment) to resume.
+#   pd          progressive 8 -> 1 from the teacher (4000 iterations per round)
+#   ect         easy consistency tuning from the teacher
+#   pd-refine   the 8-step student of `pd` refined against 64 teacher DDIM steps (--first-round-substeps 8),
+#               then a 4-step round from it (docs/distillation.md, "A better first target")
+#   pd4-direct  the 4-step student of `pd` refined against 64 teacher DDIM steps (--first-round-substeps 16)
 # Environment:
 #   TEACHER      the teacher model file (default models/fmnist-unet-eps.pt)
 #   RUN_ROOT     where the runs go (default runs/distill-v2; pd/ and ect/ below it)
@@ -29,5 +34,19 @@ case "$what" in
     exec nice -n 19 "$bin/fewstep" --threads 1 distill consistency --method ect --teacher "$teacher" \
       --iterations 8000 --batch 32 --lr 1e-4 --ema 0.999 --seed 0 --ect-stages 8 \
       --name fmnist-v2-ect --out "$out" --checkpoint-every 250 --log-every 50 "${resume[@]}" ;;
-  *) echo "$0: unknown run '$what' (pd or ect)" >&2; exit 2 ;;
+  pd-refine)
+    out=$root/pd-refine
+    [[ -f $out/checkpoint.pt ]] && resume=(--resume)
+    exec nice -n 19 "$bin/fewstep" --threads 1 distill progressive --teacher "$teacher" \
+      --student-init "$root/pd/fmnist-v2-pd-8step.pt" --initial-steps 8 --final-steps 4 --first-round-substeps 8 \
+      --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
+      --name fmnist-v3-pd --out "$out" --checkpoint-every 250 --log-every 50 "${resume[@]}" ;;
+  pd4-direct)
+    out=$root/pd4-direct
+    [[ -f $out/checkpoint.pt ]] && resume=(--resume)
+    exec nice -n 19 "$bin/fewstep" --threads 1 distill progressive --teacher "$teacher" \
+      --student-init "$root/pd/fmnist-v2-pd-4step.pt" --initial-steps 4 --final-steps 4 --first-round-substeps 16 \
+      --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
+      --name fmnist-v3-pd-direct --out "$out" --checkpoint-every 250 --log-every 50 "${resume[@]}" ;;
+  *) echo "$0: unknown run '$what' (pd, ect, pd-refine or pd4-direct)" >&2; exit 2 ;;
 esac
