@@ -315,7 +315,9 @@ class _ProgressiveRounds(Objective):
             return
         self.students[self._loss_at(step).steps] = copy.deepcopy(run.ema.state_dict())
         if step + 1 < self.rounds * self.iterations:
-            self.teacher.load_state_dict(run.ema.state_dict())
+            # The next teacher is the EMA student itself: a given student may have another architecture
+            # than the round-0 teacher (e.g. an exported student wrapping it).
+            self.teacher = _frozen_copy(run.ema)
             run.student.load_state_dict(run.ema.state_dict())
             self._round = None
             run.reset_optimizer()
@@ -327,7 +329,14 @@ class _ProgressiveRounds(Objective):
             for key, value in state.items():
                 checkpoint.set_tensor(f"students/{n}/{key}", value)
 
+    def bind(self, student: torch.nn.Module) -> None:
+        self._student = student
+
     def load(self, checkpoint: _fewstep.Checkpoint) -> None:
+        saved = {key[len("teacher/"):] for key in checkpoint.tensor_keys("teacher/")}
+        student = getattr(self, "_student", None)
+        if saved != set(self.teacher.state_dict()) and student is not None and saved == set(student.state_dict()):
+            self.teacher = _frozen_copy(student)  # a later round's teacher: the student's architecture
         _load_module(checkpoint, "teacher", self.teacher)
         self._round, self.students = None, {}
         for key in checkpoint.tensor_keys("students/"):

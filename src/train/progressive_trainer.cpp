@@ -155,9 +155,17 @@ struct ProgressiveDistillationTrainer::Impl {
   Denoiser teacher(const at::Tensor& y, const at::Tensor& w) const {
     return wrap(teacher_net, schedule, teacher_prediction, options.time_input, options.time_scale, y, w);
   }
+  // From round 1 on the teacher is a student: a copy of the student's module, frozen. (A student
+  // given to the constructor may differ from the round-0 teacher's architecture.)
+  void teacher_from(const torch::jit::Module& source) {
+    at::NoGradGuard no_grad;
+    teacher_net = std::make_shared<torch::jit::Module>(source.clone());
+    for (const at::Tensor& p : teacher_net->parameters(true)) at::Tensor(p).requires_grad_(false);
+    teacher_net->eval();
+  }
   // The round's EMA student becomes the next teacher and the next student's start.
   void end_round() {
-    copy_weights(*ema->module(), *teacher_net);
+    teacher_from(*ema->module());
     copy_weights(*ema->module(), *student);
     set_round(round + 1);
     fresh_optimizer();
@@ -328,6 +336,7 @@ void ProgressiveDistillationTrainer::load_state(const Checkpoint& c) {
                           c.integer("steps") == (s.options.initial_steps >> round),
                       who, ": checkpoint '", c.source(), "' has inconsistent step ", step, ", round ", round,
                       ", steps ", c.integer("steps"));
+  if (round > 0) s.teacher_from(*s.student);  // the student's architecture; its weights follow
   load_module_state(c, "teacher", *s.teacher_net);
   // The round's optimiser (fresh at each round) before its state is restored.
   s.set_round(round);

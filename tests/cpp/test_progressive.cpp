@@ -371,6 +371,40 @@ TEST(ProgressiveTrainer, ExactResume) {
   fs::remove_all(dir);
 }
 
+// A given student may have another architecture than the round-0 teacher (here the teacher wrapped
+// in its output conversion, as an exported student is): the round change makes the next teacher a
+// copy of the student's module, and a checkpoint inside a later round resumes bit-exactly.
+TEST(ProgressiveTrainer, GivenStudentOfAnotherArchitectureCrossesRoundsAndResumes) {
+  at::set_num_threads(1);
+  const std::string dir = temp_dir("given_student");
+  const auto o = quick_options(4, 1, 3);
+  auto schedule = std::make_shared<fewstep::VPLinear>();
+  const auto make = [&] {
+    fewstep::ScriptNet teacher = fewstep::make_mlp(tiny_mlp(), 5);
+    fewstep::ScriptNet student = fewstep::student_from_teacher(*teacher, *schedule, {Prediction::X0},
+                                                               {Prediction::V, std::nullopt});
+    return std::make_unique<ProgressiveDistillationTrainer>(
+        teacher, schedule, std::make_shared<fewstep::MixtureData>(mixture(), 64, uint64_t{9}), o, student);
+  };
+  auto full = make();
+  full->train(3);
+  ASSERT_EQ(full->round(), 1);
+  EXPECT_TRUE(same_weights(*full->student(), *full->teacher()));
+  full->train(2);
+  auto first = make();
+  first->train(5);
+  first->save_checkpoint(dir + "/ckpt.pt");
+  full->train(4);
+  EXPECT_TRUE(full->finished());
+  auto resumed = make();
+  ASSERT_TRUE(resumed->resume(dir + "/ckpt.pt"));
+  resumed->train(4);
+  EXPECT_TRUE(same_weights(*full->student(), *resumed->student()));
+  EXPECT_TRUE(same_weights(*full->teacher(), *resumed->teacher()));
+  EXPECT_TRUE(same_weights(*full->ema_student(), *resumed->ema_student()));
+  fs::remove_all(dir);
+}
+
 TEST(ProgressiveTrainer, EpsStudentRefusedAtTwoOrFewerSteps) {
   for (int64_t final_steps : {1, 2}) {
     auto o = quick_options(8, final_steps, 4);

@@ -248,6 +248,39 @@ def test_pd_resume_is_bit_exact(tmp_path: Path) -> None:
     assert fresh.losses == full.losses
 
 
+class WrappedMLP(torch.nn.Module):
+    """A student whose parameter names differ from the teacher's (as an exported student's do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = TinyMLP(dtype=torch.float64)
+        with torch.no_grad():
+            for k, p in enumerate(self.inner.parameters()):
+                p.copy_(torch.linspace(-0.3, 0.3, p.numel(), dtype=p.dtype).reshape(p.shape) * (1 + k % 3))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.inner(x, t)
+
+
+def test_pd_student_of_another_architecture_crosses_rounds_and_resumes(tmp_path: Path) -> None:
+    full = pd_run(tmp_path / "a", student=WrappedMLP())
+    assert sorted(full.students) == [1, 2, 4] and all(k.startswith("inner.") for k in full.students[1].state_dict())
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_6(info: fs.DistillStep) -> None:
+        if info.step == 6:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pd_run(tmp_path / "b", callback=stop_at_6, student=WrappedMLP())
+    resumed = pd_run(tmp_path / "b", student=WrappedMLP())  # from step 4: round 1, the teacher is a student
+    assert resumed.losses == full.losses
+    for (k, a), b in zip(full.student.state_dict().items(), resumed.student.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 # ----------------------------------------------------------------------------------------------
 # Knowledge distillation.
 
