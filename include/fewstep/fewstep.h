@@ -90,6 +90,7 @@
 #include "fewstep/solvers/heun_euler.h"
 #include "fewstep/solvers/ipndm.h"
 #include "fewstep/solvers/ipndm_v.h"
+#include "fewstep/solvers/lower_order_final.h"
 #include "fewstep/solvers/registry.h"
 #include "fewstep/solvers/stepper.h"
 #include "fewstep/solvers/unipc.h"
