@@ -14,39 +14,33 @@
 #   TORCH_LIB    LibTorch's library directory (default: the one of the python3 on PATH's torch)
 # Runs at nice 19 on one thread; checkpoints every 250 steps; the CLI resumes bit-exactly (--resume).
 set -euo pipefail
-what=${1:?"usage: $0 pd|ect"}
+what=${1:?"usage: $0 pd|ect|pd-refine|pd4-direct"}
 root=${RUN_ROOT:-runs/distill-v2}
 bin=${FEWSTEP_BIN:-$root/bin}
 teacher=${TEACHER:-models/fmnist-unet-eps.pt}
 torch_lib=${TORCH_LIB:-$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')}
 export LD_LIBRARY_PATH="$bin:$torch_lib"
-resume=()
+
+# run NAME METHOD ARGS...: `fewstep distill METHOD` into $root/NAME, resumed when it has a checkpoint.
+run() {
+  local out=$root/$1 method=$2
+  shift 2
+  local resume=()
+  [[ -f $out/checkpoint.pt ]] && resume=(--resume)
+  exec nice -n 19 "$bin/fewstep" --threads 1 distill "$method" --teacher "$teacher" "$@" \
+    --out "$out" --checkpoint-every 250 --log-every 50 "${resume[@]}"
+}
+
 case "$what" in
-  pd)
-    out=$root/pd
-    [[ -f $out/checkpoint.pt ]] && resume=(--resume)
-    exec nice -n 19 "$bin/fewstep" --threads 1 distill progressive --teacher "$teacher" \
-      --initial-steps 8 --final-steps 1 --iterations 4000 --batch 64 --lr 2e-4 --ema 0.999 --seed 0 \
-      --name fmnist-v2-pd --out "$out" --checkpoint-every 250 --log-every 50 "${resume[@]}" ;;
-  ect)
-    out=$root/ect
-    [[ -f $out/checkpoint.pt ]] && resume=(--resume)
-    exec nice -n 19 "$bin/fewstep" --threads 1 distill consistency --method ect --teacher "$teacher" \
-      --iterations 8000 --batch 32 --lr 1e-4 --ema 0.999 --seed 0 --ect-stages 8 \
-      --name fmnist-v2-ect --out "$out" --checkpoint-every 250 --log-every 50 "${resume[@]}" ;;
-  pd-refine)
-    out=$root/pd-refine
-    [[ -f $out/checkpoint.pt ]] && resume=(--resume)
-    exec nice -n 19 "$bin/fewstep" --threads 1 distill progressive --teacher "$teacher" \
-      --student-init "$root/pd/fmnist-v2-pd-8step.pt" --initial-steps 8 --final-steps 4 --first-round-substeps 8 \
-      --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
-      --name fmnist-v3-pd --out "$out" --checkpoint-every 250 --log-every 50 "${resume[@]}" ;;
-  pd4-direct)
-    out=$root/pd4-direct
-    [[ -f $out/checkpoint.pt ]] && resume=(--resume)
-    exec nice -n 19 "$bin/fewstep" --threads 1 distill progressive --teacher "$teacher" \
-      --student-init "$root/pd/fmnist-v2-pd-4step.pt" --initial-steps 4 --final-steps 4 --first-round-substeps 16 \
-      --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
-      --name fmnist-v3-pd-direct --out "$out" --checkpoint-every 250 --log-every 50 "${resume[@]}" ;;
+  pd) run pd progressive --initial-steps 8 --final-steps 1 --iterations 4000 --batch 64 --lr 2e-4 --ema 0.999 \
+        --seed 0 --name fmnist-v2-pd ;;
+  ect) run ect consistency --method ect --iterations 8000 --batch 32 --lr 1e-4 --ema 0.999 --seed 0 \
+        --ect-stages 8 --name fmnist-v2-ect ;;
+  pd-refine) run pd-refine progressive --student-init "$root/pd/fmnist-v2-pd-8step.pt" --initial-steps 8 \
+        --final-steps 4 --first-round-substeps 8 --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
+        --name fmnist-v3-pd ;;
+  pd4-direct) run pd4-direct progressive --student-init "$root/pd/fmnist-v2-pd-4step.pt" --initial-steps 4 \
+        --final-steps 4 --first-round-substeps 16 --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
+        --name fmnist-v3-pd-direct ;;
   *) echo "$0: unknown run '$what' (pd, ect, pd-refine or pd4-direct)" >&2; exit 2 ;;
 esac
