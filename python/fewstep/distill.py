@@ -109,6 +109,13 @@ def progressive_timesteps(schedule: _fewstep.NoiseSchedule, steps: int, t_min: O
 # Progressive distillation.
 
 
+def _check_substeps(value: int, name: str) -> None:
+    """Teacher DDIM calls per student step: even (the target's midpoint is a teacher state), 2..1024."""
+    _check_int(value, name, 2)
+    if value % 2 or value > 1024:
+        raise ValueError(f"{name} should be an even number in [2, 1024], got {value}")
+
+
 class ProgressiveInputs(NamedTuple):
     """One progressive-distillation draw: the student sees ``(z_t, t_input)`` and should predict ``target``."""
 
@@ -154,9 +161,7 @@ class ProgressiveDistillationLoss(Objective):
         if not isinstance(teacher, _fewstep.Denoiser):
             raise TypeError(f"teacher should be a fewstep.Denoiser, got {_type_name(teacher)}")
         _check_int(steps, "steps", 1)
-        _check_int(substeps, "substeps", 2)
-        if substeps % 2 or substeps > 1024:
-            raise ValueError(f"substeps should be an even number in [2, 1024], got {substeps}")
+        _check_substeps(substeps, "substeps")
         _check_choice(student_prediction, "student_prediction", STUDENT_PREDICTIONS)
         if student_prediction == "eps" and steps <= 2:
             raise ValueError(f"student_prediction 'eps' cannot be distilled to steps = {steps} (<= 2): a 1-2 step "
@@ -255,9 +260,7 @@ class _ProgressiveRounds(Objective):
                  initial_steps: int, final_steps: int, iterations: int, first_round_substeps: int = 2,
                  **loss: Any) -> None:
         super().__init__()
-        _check_int(first_round_substeps, "first_round_substeps", 2)
-        if first_round_substeps % 2 or first_round_substeps > 1024:
-            raise ValueError(f"first_round_substeps should be an even number in [2, 1024], got {first_round_substeps}")
+        _check_substeps(first_round_substeps, "first_round_substeps")
         self.first_round_substeps = first_round_substeps
         _check_int(initial_steps, "initial_steps", 1)
         _check_int(final_steps, "final_steps", 1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 import torch
@@ -222,18 +222,25 @@ def test_pd_loss_decreases(vp: fs.VPLinear) -> None:
     assert held_out_loss(out.student) < 0.1 * start
 
 
+class Stop(Exception):
+    pass
+
+
+def stop_at(step: int) -> Callable:
+    """A callback that interrupts a run (with Stop) after `step`, leaving its last checkpoint behind."""
+
+    def callback(info: fs.DistillStep) -> None:
+        if info.step == step:
+            raise Stop
+
+    return callback
+
+
 def test_pd_resume_is_bit_exact(tmp_path: Path) -> None:
     full = pd_run(tmp_path / "a")
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_6(info: fs.DistillStep) -> None:
-        if info.step == 6:
-            raise Stop
-
     with pytest.raises(Stop):
-        pd_run(tmp_path / "b", callback=stop_at_6)
+        pd_run(tmp_path / "b", callback=stop_at(6))
     resumed = pd_run(tmp_path / "b")  # continues from the checkpoint of step 4, just after a round change
     assert resumed.losses == full.losses and len(full.losses) == 12
     for (k, a), b in zip(full.student.state_dict().items(), resumed.student.state_dict().values()):
@@ -266,15 +273,8 @@ def test_pd_student_of_another_architecture_crosses_rounds_and_resumes(tmp_path:
     full = pd_run(tmp_path / "a", student=WrappedMLP())
     assert sorted(full.students) == [1, 2, 4] and all(k.startswith("inner.") for k in full.students[1].state_dict())
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_6(info: fs.DistillStep) -> None:
-        if info.step == 6:
-            raise Stop
-
     with pytest.raises(Stop):
-        pd_run(tmp_path / "b", callback=stop_at_6, student=WrappedMLP())
+        pd_run(tmp_path / "b", callback=stop_at(6), student=WrappedMLP())
     resumed = pd_run(tmp_path / "b", student=WrappedMLP())  # from step 4: round 1, the teacher is a student
     assert resumed.losses == full.losses
     for (k, a), b in zip(full.student.state_dict().items(), resumed.student.state_dict().values()):
@@ -476,15 +476,8 @@ def consistency_run(tmp: Path, method: str, callback=None, iterations: int = 8, 
 def test_consistency_resume_is_bit_exact(tmp_path: Path, method: str) -> None:
     full = consistency_run(tmp_path / "a", method)
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_6(info: fs.TrainStep) -> None:
-        if info.step == 6:
-            raise Stop
-
     with pytest.raises(Stop):
-        consistency_run(tmp_path / "b", method, callback=stop_at_6)
+        consistency_run(tmp_path / "b", method, callback=stop_at(6))
     resumed = consistency_run(tmp_path / "b", method)  # continues from the checkpoint of step 4
     assert resumed.losses == full.losses and len(full.losses) == 8
     for (k, a), b in zip(full.student.state_dict().items(), resumed.student.state_dict().values()):
