@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Long, resumable distillation runs of a Fashion-MNIST teacher (docs/distillation.md, "Long runs").
-# Usage: scripts/distill_v2.sh pd|ect|pd-refine|pd4-direct   — run it again (same environment) to resume.
-#   pd          progressive 8 -> 1 from the teacher (4000 iterations per round)
-#   ect         easy consistency tuning from the teacher
+# Usage: scripts/distill_v2.sh pd|pd-weights|ect|pd-refine|pd4-direct   — run it again (same environment) to resume.
+#   pd          progressive 8 -> 1 from the teacher in function space (4000 iterations per round; the
+#               shipped fmnist-v2-pd students)
+#   pd-weights  the same from the teacher's weights (docs/distillation.md, "Where a student starts")
+#   ect         easy consistency tuning from the teacher's weights (docs/distillation.md, "Where a student starts")
 #   pd-refine   the 8-step student of `pd` refined against 64 teacher DDIM steps (--first-round-substeps 8),
 #               then a 4-step round from it (docs/distillation.md, "A better first target")
 #   pd4-direct  the 4-step student of `pd` refined against 64 teacher DDIM steps (--first-round-substeps 16)
@@ -14,7 +16,7 @@
 #   TORCH_LIB    LibTorch's library directory (default: the one of the python3 on PATH's torch)
 # Runs at nice 19 on one thread; checkpoints every 250 steps; the CLI resumes bit-exactly (--resume).
 set -euo pipefail
-what=${1:?"usage: $0 pd|ect|pd-refine|pd4-direct"}
+what=${1:?"usage: $0 pd|pd-weights|ect|pd-refine|pd4-direct"}
 root=${RUN_ROOT:-runs/distill-v2}
 bin=${FEWSTEP_BIN:-$root/bin}
 teacher=${TEACHER:-models/fmnist-unet-eps.pt}
@@ -32,15 +34,17 @@ run() {
 }
 
 case "$what" in
-  pd) run pd progressive --initial-steps 8 --final-steps 1 --iterations 4000 --batch 64 --lr 2e-4 --ema 0.999 \
-        --seed 0 --name fmnist-v2-pd ;;
-  ect) run ect consistency --method ect --iterations 8000 --batch 32 --lr 1e-4 --ema 0.999 --seed 0 \
-        --ect-stages 8 --name fmnist-v2-ect ;;
+  pd) run pd progressive --init teacher --initial-steps 8 --final-steps 1 --iterations 4000 --batch 64 --lr 2e-4 \
+        --ema 0.999 --seed 0 --name fmnist-v2-pd ;;
+  pd-weights) run pd-weights progressive --init weights --initial-steps 8 --final-steps 1 --iterations 4000 \
+        --batch 64 --lr 2e-4 --ema 0.999 --seed 0 --name fmnist-v5-pd ;;
+  ect) run ect consistency --method ect --init weights --iterations 8000 --batch 32 --lr 1e-4 --ema 0.999 \
+        --seed 0 --ect-stages 8 --name fmnist-v2-ect ;;
   pd-refine) run pd-refine progressive --student-init "$root/pd/fmnist-v2-pd-8step.pt" --initial-steps 8 \
         --final-steps 4 --first-round-substeps 8 --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
         --name fmnist-v3-pd ;;
   pd4-direct) run pd4-direct progressive --student-init "$root/pd/fmnist-v2-pd-4step.pt" --initial-steps 4 \
         --final-steps 4 --first-round-substeps 16 --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
         --name fmnist-v3-pd-direct ;;
-  *) echo "$0: unknown run '$what' (pd, ect, pd-refine or pd4-direct)" >&2; exit 2 ;;
+  *) echo "$0: unknown run '$what' (pd, pd-weights, ect, pd-refine or pd4-direct)" >&2; exit 2 ;;
 esac

@@ -1,8 +1,11 @@
 // `fewstep-bench distill`: distilled students (progressive, knowledge, guidance distillation) beside
 // their teacher sampled with DDIM and with the best training-free solver at the same number of
 // network calls, from the same x_T. Three tables:
-//  - Fashion-MNIST, unconditional: FD-FMNIST, class KL and the coupled error against the teacher's
-//    100-step DPM-Solver++(2M) reference (the demo's; its cache is shared);
+//  - Fashion-MNIST, unconditional: FD-FMNIST, class KL, "FD to ref" (the Fréchet distance between the
+//    classifier features of the samples and of the teacher's reference samples from the same x_T: 0 for
+//    a perfect imitation of the teacher, where FD-FMNIST also scores how far the teacher is from the
+//    data) and the coupled error against the teacher's 100-step DPM-Solver++(2M) reference (the demo's;
+//    its cache is shared);
 //  - Fashion-MNIST, class-conditional with guidance scale s: the teacher with classifier-free
 //    guidance (2 calls per evaluation) against the guidance-distilled students (1 call);
 //  - the 16-D Gaussian mixture: the coupled error against the teacher's 200-step reference and the
@@ -226,7 +229,12 @@ class DistillBench : public Command {
 
   std::vector<double> fmnist_metrics(const at::Tensor& x) {
     const FmnistReport r = evaluator_->evaluate(x);
-    return {r.fd, r.class_kl};
+    return {r.fd, r.class_kl, frechet_distance(gaussian_stats(evaluator_->features(x)), reference_stats_)};
+  }
+  // The table's reference samples, and the feature statistics that "FD to ref" compares with.
+  void set_image_reference(at::Tensor reference) {
+    reference_ = std::move(reference);
+    reference_stats_ = gaussian_stats(evaluator_->features(reference_));
   }
 
   json fmnist_table(std::ostream& md) {
@@ -238,9 +246,10 @@ class DistillBench : public Command {
         << " solver=dpmpp_2m steps=100 spacing=logsnr n=" << c_.n << " seed=" << c_.seed;
     double ref_seconds = 0;
     fsys::create_directories(fsys::path(c_.reference_cache).parent_path());
-    reference_ = cached_run(c_.reference_cache, key.str(),
-                            [&] { return solve(teacher.denoiser, x_T, "dpmpp_2m", 100, "reference"); }, &ref_seconds);
-    Section s("fmnist", {"FD-FMNIST", "class KL"}, [this](const at::Tensor& x) { return fmnist_metrics(x); },
+    set_image_reference(cached_run(c_.reference_cache, key.str(),
+                                   [&] { return solve(teacher.denoiser, x_T, "dpmpp_2m", 100, "reference"); },
+                                   &ref_seconds));
+    Section s("fmnist", {"FD-FMNIST", "class KL", "FD to ref"}, [this](const at::Tensor& x) { return fmnist_metrics(x); },
               reference_);
     Run ref{reference_, 100, 100, ref_seconds};
     s.add("teacher dpmpp_2m (reference)", 100, 100, ref);
@@ -258,7 +267,10 @@ class DistillBench : public Command {
         s.add(label, n, n, solve_student(m, x_T, label));
       }
     }
-    s.note("FD floor (1000 train images vs test): " + fixed(evaluator_->evaluate(reference_).fd_floor, 2) + ".");
+    s.note("FD floor (" + std::to_string(c_.n) + " train images vs test): " +
+           fixed(evaluator_->evaluate(reference_).fd_floor, 2) +
+           ". FD to ref: the samples' classifier features against the reference's, from the same x_T (0 for a "
+           "perfect imitation of the teacher; FD-FMNIST also counts the teacher's own distance to the data).");
     std::ostringstream title;
     title << "Fashion-MNIST, unconditional teacher " << fsys::path(c_.teacher).filename().string() << ", " << c_.n
           << " samples, " << at::get_num_threads() << " threads";
@@ -277,10 +289,10 @@ class DistillBench : public Command {
     double ref_seconds = 0;
     const std::string key = file_key(c_.cond_teacher) + " cfg s=" + std::to_string(c_.guidance) +
                             " dpmpp_2m 100 n=" + std::to_string(c_.n) + " seed=" + std::to_string(c_.seed);
-    reference_ = cached_run((fsys::path(c_.out) / "reference_guided.pt").string(), key,
-                            [&] { return solve(teacher.denoiser, x_T, "dpmpp_2m", 100, "guided reference"); },
-                            &ref_seconds);
-    Section s("guided", {"FD-FMNIST", "class KL"}, [this](const at::Tensor& x) { return fmnist_metrics(x); },
+    set_image_reference(cached_run((fsys::path(c_.out) / "reference_guided.pt").string(), key,
+                                   [&] { return solve(teacher.denoiser, x_T, "dpmpp_2m", 100, "guided reference"); },
+                                   &ref_seconds));
+    Section s("guided", {"FD-FMNIST", "class KL", "FD to ref"}, [this](const at::Tensor& x) { return fmnist_metrics(x); },
               reference_);
     s.add("teacher + CFG dpmpp_2m (reference)", 100, 200, Run{reference_, 100, 100, ref_seconds});
     std::optional<ModelFile> guided;
@@ -350,6 +362,7 @@ class DistillBench : public Command {
   Config c_;
   std::unique_ptr<FmnistEvaluator> evaluator_;
   at::Tensor reference_;
+  GaussianStats reference_stats_;  // of the image tables' reference features
 };
 
 const bool registered = register_command(

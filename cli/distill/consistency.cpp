@@ -1,9 +1,10 @@
 // `fewstep distill consistency`: consistency distillation (cd) from the teacher, consistency training
 // (ct, ict) on the teacher's data, and easy consistency tuning (ect) of the teacher
-// (train/consistency_trainer.h). The student starts as the teacher in function space, or, with
-// --init random, as a freshly initialised network of the teacher's architecture (ct and ict then use
-// the model file only for its architecture, schedule and data). Exports 1- and 2-step samplers of
-// the `consistency` solver.
+// (train/consistency_trainer.h). The student starts as the teacher in function space (--init teacher,
+// the default for x0 and v teachers), from the teacher's weights read as the consistency function's
+// network F (--init weights, the default for eps teachers) or, with --init random, as a freshly
+// initialised network of the teacher's architecture (ct and ict then use the model file only for its
+// architecture, schedule and data). Exports 1- and 2-step samplers of the `consistency` solver.
 #include <ATen/ATen.h>
 #include <torch/script.h>
 
@@ -30,14 +31,17 @@ class ConsistencyMethodCommand final : public Command {
     app.add_option("--method", method_,
                    "cd (distil the teacher's ODE steps), ct or ict (consistency training on data), ect (easy "
                    "consistency tuning, arXiv 2406.14548: training on data with a shrinking continuous pair); every "
-                   "method starts at the teacher in function space")
+                   "method starts at the teacher (see --init)")
         ->check(CLI::IsMember({"cd", "ct", "ict", "ect"}))
         ->capture_default_str();
     app.add_option("--init", init_,
-                   "teacher (the student starts as the teacher's x0 prediction) or random (a fresh network of the "
-                   "teacher's architecture, seeded by --seed: consistency training from scratch, the teacher's "
-                   "weights unused by ct and ict; not for ect, which tunes the teacher)")
-        ->check(CLI::IsMember({"teacher", "random"}))
+                   "auto (teacher for an x0 or v teacher, weights otherwise), teacher (the student starts as the "
+                   "teacher's x0 prediction: well conditioned only for x0 and v teachers), weights (the teacher's network "
+                   "and weights read as the consistency function's F: not the teacher's function at the start, but "
+                   "well conditioned where an eps teacher's x0 = (x - sigma eps)/alpha is not) or random (a fresh "
+                   "network of the teacher's architecture, seeded by --seed: consistency training from scratch, the "
+                   "teacher's weights unused by ct and ict; not for ect, which tunes the teacher)")
+        ->check(CLI::IsMember({"auto", "teacher", "weights", "random"}))
         ->capture_default_str();
     app.add_option("--iterations", iterations_, "Optimisation steps K")->check(positive())->capture_default_str();
     app.add_option("--num-points", num_points_, "cd: N points of the Karras grid")->check(CLI::Range(2, 100000))
@@ -80,13 +84,16 @@ class ConsistencyMethodCommand final : public Command {
                      {"--ict-s0", ict_s0_}, {"--ict-s1", ict_s1_}});
     if (method == ConsistencyMethod::EasyTuning)  // only then: earlier runs' records stay comparable
       identity.update({{"--ect-q", ect_q_}, {"--ect-k", ect_k_}, {"--ect-b", ect_b_}, {"--ect-stages", ect_stages_}});
-    const bool fresh = init_ == "random";
-    if (fresh && method == ConsistencyMethod::EasyTuning)
+    if (init_ == "random" && method == ConsistencyMethod::EasyTuning)
       throw UsageError("--init random with --method ect: easy consistency tuning starts from the diffusion model "
                        "(use --method ct or ict to train from scratch)");
-    if (fresh) identity["--init"] = init_;  // only then: earlier runs' records stay comparable
-    TrainingRun run("distill consistency", flags_.out, flags_.resume, identity);
     teacher_ = load_teacher(flags_.teacher, flags_.training_device());
+    // auto: the teacher wrapped exactly for x0 and v teachers, its weights for eps ones (models/student_init.h).
+    start_ = init_ == "random" ? init_
+                               : to_string(resolve_student_start(parse_student_start(init_), teacher_.prediction));
+    const bool fresh = start_ == "random";
+    if (start_ != "teacher") identity["--init"] = start_;  // only then: earlier runs' records stay comparable
+    TrainingRun run("distill consistency", flags_.out, flags_.resume, identity);
     if (teacher_.num_classes > 0)
       throw UsageError("--teacher '" + flags_.teacher + "' is class-conditional; consistency models here are "
                        "unconditional");
@@ -109,15 +116,15 @@ class ConsistencyMethodCommand final : public Command {
     o.optimizer = flags_.optimizer(iterations_, /*linear_decay=*/false);
     o.ema_decay = flags_.ema;
     o.seed = flags_.seed;
-    // By default every method starts at the teacher in function space (models/student_init.h): the
-    // teacher's network wrapped so that f(x, t) = the teacher's x0 prediction for t > t_min (Song et al.
-    // 2023 start CD from the teacher's weights; ECT, arXiv 2406.14548, starts CT from the diffusion
-    // model). --init random: the teacher's architecture with fresh weights, F of f = c_skip x + c_out F.
-    ScriptNet student =
-        fresh ? network_from_spec(spec, flags_.seed, "--teacher sidecar")
-              : student_from_teacher(*teacher_.net, *teacher_.schedule,
-                                     {teacher_.prediction, teacher_.time_input, teacher_.time_scale},
-                                     {Prediction::X0, o.function});
+    // --init teacher: the teacher's network wrapped so that f(x, t) = the teacher's x0 prediction for
+    // t > t_min (models/student_init.h); weights: its network and weights as F of f = c_skip x + c_out F
+    // (Song et al. 2023 start CD from the teacher's weights; ECT, arXiv 2406.14548, tunes the diffusion
+    // model's); random: the teacher's architecture with fresh weights.
+    const bool wrapped = start_ == "teacher";
+    ScriptNet student = fresh ? network_from_spec(spec, flags_.seed, "--teacher sidecar")
+                              : start_student(*teacher_.net, *teacher_.schedule,
+                                              {teacher_.prediction, teacher_.time_input, teacher_.time_scale},
+                                              {Prediction::X0, o.function}, parse_student_start(start_));
     if (fresh) student->to(flags_.training_device());
     ConsistencyTrainer trainer(student, teacher_.schedule,
                                teacher_data(teacher_, flags_.batch, derive_seed(flags_.seed, 1), flags_.fmnist_dir),
@@ -135,8 +142,8 @@ class ConsistencyMethodCommand final : public Command {
         info.solver = "consistency";
         info.timesteps = grid(steps);
         info.consistency = ModelConsistency{sigma_data_, teacher_.schedule->t_min()};
-        info.teacher_output_map = !fresh;
-        info.distillation = {{"consistency_method", method_}, {"init", init_}, {"steps", steps}, {"iterations", iterations_},
+        info.teacher_output_map = wrapped;
+        info.distillation = {{"consistency_method", method_}, {"init", start_}, {"steps", steps}, {"iterations", iterations_},
                              {"distance", distance_}, {"batch", flags_.batch}, {"lr", flags_.lr}, {"ema", flags_.ema}};
         if (method == ConsistencyMethod::EasyTuning)
           info.distillation.update({{"ect_q", ect_q_}, {"ect_k", ect_k_}, {"ect_b", ect_b_}, {"ect_stages", ect_stages_}});
@@ -162,7 +169,7 @@ class ConsistencyMethodCommand final : public Command {
   }
 
   DistillFlags flags_;
-  std::string method_ = "cd", teacher_solver_ = "heun", distance_, init_ = "teacher";
+  std::string method_ = "cd", teacher_solver_ = "heun", distance_, init_ = "auto", start_;
   int64_t iterations_ = 2000, num_points_ = 18;
   double target_ema_ = 0.95, sigma_data_ = 0.5, ct_mu0_ = 0.9, mid_sigma_ = 0.8;
   int64_t ct_s0_ = 2, ct_s1_ = 150, ict_s0_ = 10, ict_s1_ = 1280, ect_stages_ = 8;

@@ -40,6 +40,12 @@ class KdMethod final : public Command {
                                               "$XDG_CACHE_HOME/fewstep or ~/.cache/fewstep); reused when the "
                                               "teacher's content and every setting match");
     app.add_flag("--no-cache", no_cache_, "Neither read nor write the rollout cache");
+    app.add_option("--init", init_,
+                   "Where the student starts: teacher (the teacher in function space), weights (the teacher's "
+                   "weights read as --student-prediction) or auto (teacher for x0 and v teachers, weights "
+                   "otherwise); docs/distillation.md, \"Where a student starts\"")
+        ->check(CLI::IsMember({"auto", "teacher", "weights"}))
+        ->capture_default_str();
   }
 
   int run(const GlobalOptions&) override {
@@ -48,8 +54,10 @@ class KdMethod final : public Command {
                      {"--student-prediction", student_prediction_}, {"--pairs", pairs_},
                      {"--teacher-solver", teacher_solver_}, {"--teacher-steps", teacher_steps_},
                      {"--pairs-seed", pairs_seed_}});
-    TrainingRun run("distill kd", flags_.out, flags_.resume, identity);
     teacher_ = load_teacher(flags_.teacher, flags_.training_device());
+    start_ = resolve_student_start(parse_student_start(init_), teacher_.prediction);
+    if (start_ != StudentStart::Teacher) identity["--init"] = to_string(start_);  // earlier runs still resume
+    TrainingRun run("distill kd", flags_.out, flags_.resume, identity);
     if (teacher_.sidecar.value("network", json::object()).value("config", json::object()).value("guidance_input", false))
       throw UsageError("--teacher '" + flags_.teacher + "' takes a guidance weight; kd distils plain teachers");
 
@@ -90,10 +98,9 @@ class KdMethod final : public Command {
     o.optimizer = flags_.optimizer(iterations_, /*linear_decay=*/false);
     o.ema_decay = flags_.ema;
     o.seed = flags_.seed;
-    // The student starts as the teacher in function space (models/student_init.h).
-    ScriptNet student = student_from_teacher(*teacher_.net, *teacher_.schedule,
-                                             {teacher_.prediction, teacher_.time_input, teacher_.time_scale},
-                                             {o.student_prediction, std::nullopt});
+    ScriptNet student = start_student(*teacher_.net, *teacher_.schedule,
+                                      {teacher_.prediction, teacher_.time_input, teacher_.time_scale},
+                                      {o.student_prediction, std::nullopt}, start_);
     KnowledgeDistillationTrainer trainer(student, teacher_.schedule, std::move(pairs), o);
     run.restore(trainer);
 
@@ -104,11 +111,13 @@ class KdMethod final : public Command {
       info.method = "kd";
       info.prediction = o.student_prediction;
       info.network = teacher_.sidecar.at("network");
+      info.teacher_output_map = start_ == StudentStart::Teacher;
       info.timesteps = o.timesteps;
       info.distillation = {{"steps", steps_},          {"pairs", pairs_},
                            {"teacher_solver", teacher_solver_}, {"teacher_steps", teacher_steps_},
                            {"batch", flags_.batch},    {"lr", flags_.lr},
-                           {"ema", flags_.ema},        {"iterations", iterations_}};
+                           {"ema", flags_.ema},        {"iterations", iterations_},
+                           {"init", to_string(start_)}};
       export_checkpoint_student(trainer, run, info, teacher_, flags_.out, iterations_, "distill kd");
     };
     return run.run(trainer, loop);
@@ -118,8 +127,9 @@ class KdMethod final : public Command {
   DistillFlags flags_;
   int64_t steps_ = 1, iterations_ = 2000, pairs_ = 4000, teacher_steps_ = 25;
   uint64_t pairs_seed_ = 1000000;
-  std::string spacing_ = "time", student_prediction_ = "x0", teacher_solver_ = "unipc", cache_dir_;
+  std::string spacing_ = "time", student_prediction_ = "x0", teacher_solver_ = "unipc", cache_dir_, init_ = "auto";
   bool no_cache_ = false;
+  StudentStart start_ = StudentStart::Teacher;
   Teacher teacher_;
 };
 

@@ -10,6 +10,7 @@
 #include "../training_run.h"
 #include "method.h"
 #include "teacher.h"
+#include "fewstep/models/student_init.h"
 #include "fewstep/nets/network_spec.h"
 #include "fewstep/train/progressive_trainer.h"
 
@@ -46,11 +47,19 @@ class ProgressiveMethod final : public Command {
                    "target closer to the teacher's ODE, for a chain that starts at few steps")
         ->check(CLI::Range(2, 1024))
         ->capture_default_str();
+    auto* init = app.add_option("--init", init_,
+                                "Where the student starts: teacher (the teacher in function space, exact at "
+                                "iteration 0), weights (the teacher's weights read as --student-prediction: well "
+                                "conditioned where an eps teacher's conversion is not) or auto (teacher for x0 and v "
+                                "teachers, weights otherwise); docs/distillation.md, \"Where a student starts\"")
+                     ->check(CLI::IsMember({"auto", "teacher", "weights"}))
+                     ->capture_default_str();
     app.add_option("--student-init", student_init_,
                    "Start the student from this model file's network (e.g. an earlier student of the same "
                    "teacher, to refine it with --first-round-substeps) instead of the teacher; it must predict "
                    "--student-prediction and take the teacher's time input")
-        ->check(CLI::ExistingFile);
+        ->check(CLI::ExistingFile)
+        ->excludes(init);
     app.add_option("--export-from", export_from_, "Export the students of rounds with at most this many steps "
                                                   "(0 = every round)")
         ->check(non_negative())
@@ -68,8 +77,10 @@ class ProgressiveMethod final : public Command {
     // Only when set, so runs started before these flags existed still resume.
     if (first_round_substeps_ != 2) identity["--first-round-substeps"] = first_round_substeps_;
     if (!student_init_.empty()) identity["--student-init"] = student_init_;
-    TrainingRun run("distill progressive", flags_.out, flags_.resume, identity);
     teacher_ = load_teacher(flags_.teacher, flags_.training_device());
+    start_ = resolve_student_start(parse_student_start(init_), teacher_.prediction);
+    if (student_init_.empty() && start_ != StudentStart::Teacher) identity["--init"] = to_string(start_);
+    TrainingRun run("distill progressive", flags_.out, flags_.resume, identity);
     const bool guided = !guidance_range_.empty();
     const bool teacher_guided = teacher_.sidecar.value("network", json::object())
                                     .value("config", json::object())
@@ -95,6 +106,8 @@ class ProgressiveMethod final : public Command {
                          "), time scale, sample shape and classes");
       student = init.net;
       student_network_ = init.sidecar.at("network");
+    } else if (start_ == StudentStart::Weights) {
+      student = trainable_copy(*teacher_.net);  // round 0's teacher is then the teacher as it is
     }
 
     ProgressiveTrainerOptions o;
@@ -151,6 +164,8 @@ class ProgressiveMethod final : public Command {
     info.method = "progressive";
     info.prediction = o.student_prediction;
     info.network = student_init_.empty() ? teacher_.sidecar.at("network") : student_network_;
+    info.teacher_output_map = student_init_.empty() ? start_ == StudentStart::Teacher
+                                                    : student_network_.contains("output_map");
     for (int64_t i = n; i >= 0; --i) info.timesteps.push_back(progressive_grid_time(static_cast<double>(i), n, lo, hi));
     info.distillation = {{"steps", n},
                          {"initial_steps", o.initial_steps},
@@ -162,6 +177,7 @@ class ProgressiveMethod final : public Command {
                          {"lr", flags_.lr},
                          {"ema", flags_.ema}};
     if (!student_init_.empty()) info.distillation["student_init"] = student_init_;
+    else info.distillation["init"] = to_string(start_);
     if (o.guidance_range) {
       info.distillation["guidance_range"] = {o.guidance_range->first, o.guidance_range->second};
       info.default_guidance = teacher_.sidecar.value("default_guidance", 0.0);
@@ -174,7 +190,9 @@ class ProgressiveMethod final : public Command {
 
   DistillFlags flags_;
   int64_t initial_steps_ = 64, final_steps_ = 1, iterations_ = 1000, export_from_ = 8, first_round_substeps_ = 2;
-  std::string student_prediction_ = "v", weighting_ = "truncated_snr", student_init_;
+  std::string student_prediction_ = "v", weighting_ = "truncated_snr", student_init_,
+      init_ = "auto";
+  StudentStart start_ = StudentStart::Teacher;
   std::vector<double> guidance_range_;
   Teacher teacher_;
   json student_network_;  // the --student-init file's architecture

@@ -70,14 +70,16 @@ ScriptNet script_net(const py::object& obj, const char* arg, bool allow_none = f
   return std::make_shared<torch::jit::Module>(*module);
 }
 
-/// A copy of a C++ module as a torch.jit.ScriptModule.
-py::object script_module(const torch::jit::Module& module) {
+/// A copy of a C++ module as a torch.jit.ScriptModule; with `trainable`, its parameters require grad.
+py::object script_module(const torch::jit::Module& module, bool trainable = false) {
   torch::jit::Module copy;
   {
     py::gil_scoped_release release;
     at::NoGradGuard no_grad;
     copy = module.deepcopy();
   }
+  if (trainable)
+    for (const at::Tensor& p : copy.parameters(true)) at::Tensor(p).requires_grad_(true);
   return py::module_::import("torch.jit._recursive").attr("wrap_cpp_module")(copy);
 }
 
@@ -271,7 +273,7 @@ void bind_train(py::module_& m) {
           py::gil_scoped_release release;
           student = fewstep::student_from_teacher(*net, *schedule, tp, target);
         }
-        return script_module(*student);
+        return script_module(*student, /*trainable=*/true);
       },
       py::arg("teacher"), py::arg("schedule"), py::kw_only(), py::arg("prediction") = "eps",
       py::arg("student_prediction") = "v", py::arg("time_input") = "t", py::arg("time_scale") = 1.0,
@@ -280,6 +282,15 @@ void bind_train(py::module_& m) {
       "of the teacher with the exact conversion of its output to `student_prediction`, or, with "
       "consistency_sigma_data, to the network F of the consistency function f = c_skip x + c_out F(c_in x, t), "
       "so that f equals the teacher's x0 prediction. At iteration 0 the student is the teacher.");
+  m.def(
+      "_resolve_student_start",
+      [](const std::string& start, const std::string& teacher_prediction) {
+        return fewstep::to_string(fewstep::resolve_student_start(fewstep::parse_student_start(start),
+                                                                 fewstep::parse_prediction(teacher_prediction)));
+      },
+      py::arg("start"), py::arg("teacher_prediction"),
+      "'teacher' or 'weights': where a student of a teacher predicting `teacher_prediction` starts for `start` "
+      "('auto', 'teacher' or 'weights'; models/student_init.h). ValueError naming a bad value.");
   // ---------------------------------------------------------------------------------------------
   // Denoising score matching: only the arithmetic; the network call stays in Python (train.py).
   m.def(

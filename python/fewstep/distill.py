@@ -668,14 +668,16 @@ def distill_progressive(teacher: torch.nn.Module, data: Any, schedule: _fewstep.
                         iterations: int = 1000, student_prediction: str = "v", weighting: str = "truncated_snr",
                         time_input: str = "t", time_scale: float = 1.0, t_min: Optional[float] = None,
                         t_max: Optional[float] = None, student: Optional[torch.nn.Module] = None,
-                        first_round_substeps: int = 2, **loop: Any) -> DistillResult:
+                        first_round_substeps: int = 2, init: str = "auto", **loop: Any) -> DistillResult:
     """Progressive distillation, all rounds: ``initial_steps`` -> ``initial_steps/2`` -> ... -> ``final_steps``.
 
     Round r trains a student with ``N = initial_steps / 2^r`` steps against a teacher running 2N DDIM
-    steps (:class:`ProgressiveDistillationLoss`) for ``iterations`` updates. The student starts as the
-    teacher in function space when ``teacher`` is a ``torch.jit.ScriptModule`` (:func:`student_from_teacher`:
-    the teacher behind the exact conversion of its prediction to ``student_prediction``), as a copy of a
-    plain ``nn.Module`` teacher (read as ``student_prediction``), or as ``student``; after a round the student's EMA becomes the teacher (read with
+    steps (:class:`ProgressiveDistillationLoss`) for ``iterations`` updates. Where the student starts
+    (``init``; docs/distillation.md, "Where a student starts"): ``"teacher"``, the teacher in function space
+    (:func:`student_from_teacher`: a ``torch.jit.ScriptModule`` teacher behind the exact conversion of its
+    prediction to ``student_prediction``); ``"weights"``, a copy of the teacher read as ``student_prediction``
+    (well conditioned where an eps teacher's conversion is not); ``"auto"``, teacher for x0 and v
+    ScriptModule teachers, weights otherwise; or ``student`` when given. After a round the student's EMA becomes the teacher (read with
     ``student_prediction``) and the next student, the optimiser is reset and the learning rate decays
     again. ``teacher`` (an ``nn.Module`` ``teacher(x, t_input)`` predicting ``prediction`` on ``schedule``)
     is never modified; ``data`` is clean data as for :func:`fewstep.train_denoiser`. ``first_round_substeps``
@@ -687,13 +689,23 @@ def distill_progressive(teacher: torch.nn.Module, data: Any, schedule: _fewstep.
     """
     if not isinstance(teacher, torch.nn.Module):
         raise TypeError(f"teacher should be a torch.nn.Module taking (x, t), got {_type_name(teacher)}")
+    if not isinstance(init, str):
+        raise TypeError(f"init should be 'auto', 'teacher' or 'weights', got {_type_name(init)}")
+    scripted = isinstance(teacher, torch.jit.ScriptModule)
+    start = _fewstep._resolve_student_start(init, prediction) if scripted or init != "auto" else "weights"
+    if start == "teacher" and not scripted and student is None:
+        raise ValueError("init='teacher' wraps a TorchScript teacher (fewstep.student_from_teacher); got a "
+                         f"{_type_name(teacher)}: script it, or use init='weights'")
     first = student
-    if student is None and isinstance(teacher, torch.jit.ScriptModule):
+    if student is None and start == "teacher":
         # The teacher in function space (models/student_init.h): round 0's teacher is the same function.
         first = _fewstep.student_from_teacher(teacher, schedule, prediction=prediction,
                                               student_prediction=student_prediction, time_input=time_input,
                                               time_scale=time_scale)
         teacher, prediction = first, student_prediction
+    elif student is None and scripted:  # the C++ copy: a ScriptModule's deepcopy goes through autograd
+        first = _fewstep.student_from_teacher(teacher, schedule, prediction=prediction, student_prediction=prediction,
+                                              time_input=time_input, time_scale=time_scale)
     elif student is None:
         first = copy.deepcopy(teacher)
     rounds = _ProgressiveRounds(teacher, schedule, prediction, initial_steps, final_steps, iterations,

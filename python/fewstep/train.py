@@ -470,7 +470,8 @@ def _data_source(data: Any, batch_size: Optional[int], seed: int) -> Any:
 
 
 def _frozen_copy(net: torch.nn.Module) -> torch.nn.Module:
-    out = copy.deepcopy(net)
+    with torch.no_grad():  # a ScriptModule's deepcopy clones its parameters through autograd otherwise
+        out = copy.deepcopy(net)
     for p in out.parameters():
         p.requires_grad_(False)
     return out.eval()

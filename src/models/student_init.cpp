@@ -102,6 +102,37 @@ bool plain_copy(const TeacherParameterization& tp, const StudentTarget& target) 
 
 }  // namespace
 
+StudentStart parse_student_start(const std::string& name) {
+  if (name == "auto") return StudentStart::Auto;
+  if (name == "teacher") return StudentStart::Teacher;
+  if (name == "weights") return StudentStart::Weights;
+  FEWSTEP_CHECK_VALUE(false, "student start must be one of auto, teacher, weights, got '", name, "'");
+  return StudentStart::Auto;
+}
+
+std::string to_string(StudentStart start) {
+  switch (start) {
+    case StudentStart::Auto: return "auto";
+    case StudentStart::Teacher: return "teacher";
+    case StudentStart::Weights: return "weights";
+  }
+  return "auto";
+}
+
+StudentStart resolve_student_start(StudentStart start, Prediction teacher_prediction) {
+  if (start != StudentStart::Auto) return start;
+  return teacher_prediction == Prediction::X0 || teacher_prediction == Prediction::V ? StudentStart::Teacher
+                                                                                     : StudentStart::Weights;
+}
+
+ScriptNet start_student(const torch::jit::Module& teacher, const NoiseSchedule& schedule,
+                        const TeacherParameterization& teacher_param, const StudentTarget& target,
+                        StudentStart start) {
+  return resolve_student_start(start, teacher_param.prediction) == StudentStart::Teacher
+             ? student_from_teacher(teacher, schedule, teacher_param, target)
+             : trainable_copy(teacher);
+}
+
 std::string student_output_map_json(const TeacherParameterization& tp, const StudentTarget& target) {
   if (plain_copy(tp, target)) return "";
   nlohmann::json j{{"from", to_string(tp.prediction)}};
@@ -114,21 +145,31 @@ std::string student_output_map_json(const TeacherParameterization& tp, const Stu
   return j.dump();
 }
 
+namespace {
+
+ScriptNet make_trainable(ScriptNet net) {
+  for (const at::Tensor& p : net->parameters(true)) at::Tensor(p).requires_grad_(true);
+  net->train();
+  return net;
+}
+
+}  // namespace
+
+ScriptNet trainable_copy(const torch::jit::Module& net) {
+  auto copy = std::make_shared<torch::jit::Module>();
+  {
+    at::NoGradGuard no_grad;
+    *copy = net.clone();
+  }
+  return make_trainable(copy);
+}
+
 ScriptNet student_from_teacher(const torch::jit::Module& teacher, const NoiseSchedule& schedule,
                                const TeacherParameterization& tp, const StudentTarget& target) {
   const auto forward = teacher.find_method("forward");
   FEWSTEP_CHECK_VALUE(forward.has_value(), "student_from_teacher: teacher has no forward method");
-  auto copy = std::make_shared<torch::jit::Module>();
-  {
-    at::NoGradGuard no_grad;
-    *copy = teacher.clone();
-  }
-  const auto finish = [](const ScriptNet& net) {
-    for (const at::Tensor& p : net->parameters(true)) at::Tensor(p).requires_grad_(true);
-    net->train();
-    return net;
-  };
-  if (plain_copy(tp, target)) return finish(copy);
+  ScriptNet copy = trainable_copy(teacher);
+  if (plain_copy(tp, target)) return copy;
 
   if (target.consistency) {
     target.consistency->validate();
@@ -204,7 +245,7 @@ ScriptNet student_from_teacher(const torch::jit::Module& teacher, const NoiseSch
     error = e.what();
   }
   FEWSTEP_CHECK(error.empty(), "student_from_teacher: cannot compile the output conversion: ", error);
-  return finish(wrapper);
+  return make_trainable(wrapper);
 }
 
 }  // namespace fewstep

@@ -493,6 +493,50 @@ TEST(StudentInit, UntrainedProgressiveStudentIsTheTeachersDdim) {
   }
 }
 
+// Where a student starts: auto wraps x0 and v teachers exactly (a conversion of slope <= 1) and copies an
+// eps or score teacher's weights (its x0 = (x - sigma eps)/alpha has slope sigma/alpha, ~150 at the top of
+// VP-linear: docs/distillation.md, "Where a student starts").
+TEST(StudentStart, AutoWrapsOnlyWellConditionedTeachers) {
+  using fewstep::StudentStart;
+  for (const char* name : {"auto", "teacher", "weights"})
+    EXPECT_EQ(fewstep::to_string(fewstep::parse_student_start(name)), name);
+  const std::string msg = value_error_message([] { fewstep::parse_student_start("exact"); });
+  EXPECT_NE(msg.find("auto, teacher, weights, got 'exact'"), std::string::npos) << msg;
+  EXPECT_EQ(fewstep::resolve_student_start(StudentStart::Auto, Prediction::Eps), StudentStart::Weights);
+  EXPECT_EQ(fewstep::resolve_student_start(StudentStart::Auto, Prediction::Score), StudentStart::Weights);
+  EXPECT_EQ(fewstep::resolve_student_start(StudentStart::Auto, Prediction::X0), StudentStart::Teacher);
+  EXPECT_EQ(fewstep::resolve_student_start(StudentStart::Auto, Prediction::V), StudentStart::Teacher);
+  EXPECT_EQ(fewstep::resolve_student_start(StudentStart::Teacher, Prediction::Eps), StudentStart::Teacher);
+  EXPECT_EQ(fewstep::resolve_student_start(StudentStart::Weights, Prediction::V), StudentStart::Weights);
+
+  const fewstep::SchedulePtr schedule = std::make_shared<fewstep::VPLinear>();
+  fewstep::ScriptNet teacher = fewstep::make_mlp(tiny_mlp(), 5);
+  teacher->to(at::kDouble);
+  const fewstep::StudentTarget v{Prediction::V, std::nullopt};
+  // Weights: the teacher's own network, parameters and output, as an independent trainable copy.
+  const fewstep::ScriptNet copy = fewstep::start_student(*teacher, *schedule, {Prediction::Eps}, v, StudentStart::Auto);
+  const at::Tensor x = at::randn({6, 2}, gen(3), at::kDouble);
+  const at::Tensor t = at::full({6}, 0.9, at::kDouble);
+  const auto out = [&](const fewstep::ScriptNet& net) { return net->forward({x, t}).toTensor(); };
+  EXPECT_TRUE(at::equal(out(copy), out(teacher)));
+  for (const at::Tensor& p : copy->parameters(true)) EXPECT_TRUE(p.requires_grad());
+  {
+    at::NoGradGuard no_grad;
+    for (const at::Tensor& p : copy->parameters(true)) at::Tensor(p).add_(1.0);
+  }
+  EXPECT_FALSE(at::equal(out(copy), out(teacher)));  // the teacher is untouched
+  // Teacher: the exact conversion, whose x0 moves by sigma/alpha per unit of the eps network's output.
+  const fewstep::ScriptNet wrapped =
+      fewstep::start_student(*teacher, *schedule, {Prediction::Eps}, v, StudentStart::Teacher);
+  const double tt = schedule->t_max();
+  const auto x0_of = [&](const fewstep::ScriptNet& net, Prediction p) {
+    return net_denoiser(net, schedule, p)(x, tt).x0;
+  };
+  EXPECT_LT((x0_of(wrapped, Prediction::V) - x0_of(teacher, Prediction::Eps)).abs().max().item<double>(),
+            1e-9 * schedule->sigma(tt) / schedule->alpha(tt));
+  EXPECT_GT(schedule->sigma(tt) / schedule->alpha(tt), 100.0);
+}
+
 // The wrapper on every schedule family with a TorchScript form and every native target: the
 // student's (x̂0, ε̂) equal the teacher's at random times, in float64.
 TEST(StudentInit, ConversionIsExactOnEverySchedule) {

@@ -184,6 +184,28 @@ def test_pd_rounds_halve_the_steps_and_keep_the_teacher(vp: fs.VPLinear) -> None
         assert not p.requires_grad
 
 
+def test_pd_init_picks_where_the_student_starts(vp: fs.VPLinear) -> None:
+    """init='auto' copies an eps TorchScript teacher's weights (its exact wrapper is ill conditioned at high
+    noise: docs/distillation.md, "Where a student starts"); init='teacher' wraps it exactly."""
+    torch.manual_seed(0)
+    teacher = torch.jit.script(TinyMLP())
+    names = set(dict(teacher.named_parameters()))
+    args = dict(initial_steps=2, final_steps=2, iterations=1, batch_size=8, lr=1e-12, ema=0.0, seed=3)
+    auto = fs.distill_progressive(teacher, gmm_data, vp, **args)
+    assert set(dict(auto.student.named_parameters())) == names  # the teacher's own network
+    wrapped = fs.distill_progressive(teacher, gmm_data, vp, init="teacher", **args)
+    assert set(dict(wrapped.student.named_parameters())) == {"net." + n for n in names}
+    x, t = torch.randn(5, 2, dtype=torch.float64), torch.full((5,), 0.5, dtype=torch.float64)
+    eps = fs.Denoiser(teacher, schedule=vp, prediction="eps")(x, 0.5)[0]
+    assert torch.allclose(fs.Denoiser(wrapped.student, schedule=vp, prediction="v")(x, 0.5)[0], eps, atol=1e-8)
+    # One step at lr 1e-12: still the teacher's network output, now read as v.
+    assert torch.allclose(auto.student(x, t), teacher(x, t), atol=1e-8)
+    with pytest.raises(ValueError, match="init='teacher' wraps a TorchScript teacher"):
+        fs.distill_progressive(TinyMLP(), gmm_data, vp, init="teacher", **args)
+    with pytest.raises(ValueError, match="auto, teacher, weights, got 'exact'"):
+        fs.distill_progressive(teacher, gmm_data, vp, init="exact", **args)
+
+
 class ExactMixtureEps(torch.nn.Module):
     """The exact eps of gmm_data's mixture as an nn.Module teacher (no parameters)."""
 

@@ -24,7 +24,9 @@
 /// those levels, x_t and x_r from one z as in CT; the target is f_{θ⁻}(x_r, r) with θ⁻ = θ without
 /// gradient (as iCT), or x_0 itself where σ̃_r <= σ̃(t_min) (the diffusion limit); weight 1/(σ̃_t − σ̃_r)
 /// and the pseudo-Huber distance (the paper's adaptive weighting and loss). The student is meant to start
-/// at a diffusion model (models/student_init.h).
+/// at a diffusion model: from an ε teacher, its weights read as F (models/student_init.h's
+/// trainable_copy), not the ε teacher wrapped exactly, which is ill conditioned at high noise
+/// (docs/distillation.md, "Where a student starts").
 ///
 /// Dropout. Both passes of a step run with the same dropout masks: before each, the global CPU
 /// generator (which TorchScript dropout draws from) is seeded with one value drawn from the run's

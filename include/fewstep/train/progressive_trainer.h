@@ -7,7 +7,8 @@
 /// a copy of the given network behind the exact conversion of its prediction to the student's), and
 /// round 0's teacher is that same function read as the student's type, so at iteration 0 the N-step
 /// student is the teacher's N-step DDIM. (A student given explicitly is used as given, with the
-/// given teacher read as teacher_prediction in round 0.) After `iterations_per_round` steps of a round that is not the last,
+/// given teacher read as teacher_prediction in round 0: e.g. trainable_copy(teacher), the better start
+/// for an ε teacher; models/student_init.h, StudentStart.) After `iterations_per_round` steps of a round that is not the last,
 /// the student's EMA weights are copied into the teacher (which from then on is read with the
 /// student's prediction type) and into the student, N halves, the AdamW state is dropped (a fresh optimiser) and the EMA
 /// restarts from the student. The given teacher module is never modified (the trainer keeps its own copy).
