@@ -38,7 +38,7 @@ case "$what" in
         --ema 0.999 --seed 0 --name fmnist-v2-pd ;;
   pd-weights) run pd-weights progressive --init weights --initial-steps 8 --final-steps 1 --iterations 4000 \
         --batch 64 --lr 2e-4 --ema 0.999 --seed 0 --name fmnist-v5-pd ;;
-  ect) run ect consistency --method ect --init weights --iterations 8000 --batch 32 --lr 1e-4 --ema 0.999 \
+  ect) run ect consistency --method ect --init weights --iterations 12000 --batch 32 --lr 1e-4 --ema 0.999 \
         --seed 0 --ect-stages 8 --name fmnist-v2-ect ;;
   pd-refine) run pd-refine progressive --student-init "$root/pd/fmnist-v2-pd-8step.pt" --initial-steps 8 \
         --final-steps 4 --first-round-substeps 8 --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
