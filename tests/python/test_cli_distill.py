@@ -213,6 +213,24 @@ def test_consistency_training_from_scratch_does_not_read_the_teacher_weights(pd_
     assert proc.returncode == 2 and "--init random" in proc.stderr and "ect" in proc.stderr
 
 
+def both_starts(common: list, tmp_path: Path) -> tuple:
+    """Runs `fewstep <common>` with the default start (--init auto) and with --init teacher; returns both
+    1-step students' sidecars and median coupled errors against the teacher's 200-step solve from the same
+    x_T (keyed "auto" and "teacher"), and that (x_T, reference)."""
+    import fewstep as fs
+
+    run(*common, "--out", str(tmp_path / "auto"))
+    run(*common, "--init", "teacher", "--out", str(tmp_path / "teacher"))
+    x_T = fs.randn((2000, 2), seeds=list(range(2000)))
+    reference = fs.sample(str(TEACHER), x_T, solver="dpmpp_2m", steps=200).x
+    side, err = {}, {}
+    for key in ("auto", "teacher"):
+        path = tmp_path / key / "student-1step.pt"
+        side[key] = json.loads(path.with_suffix(".json").read_text())
+        err[key] = fs.coupled_error(fs.sample(str(path), x_T, seeds=list(range(2000))).x, reference).median
+    return side, err, (x_T, reference)
+
+
 def test_ect_from_an_eps_teacher_starts_from_its_weights(tmp_path: Path) -> None:
     """An eps teacher wrapped as a consistency function (--init teacher) is exact at iteration 0 but ill
     conditioned: its x0 = (x - sigma eps)/alpha amplifies the network's output by sigma/alpha at high noise,
@@ -223,20 +241,13 @@ def test_ect_from_an_eps_teacher_starts_from_its_weights(tmp_path: Path) -> None
 
     common = ["distill", "consistency", "--method", "ect", "--teacher", str(TEACHER), "--iterations", "1000",
               "--batch", "128", "--lr", "1e-3", "--seed", "0", "--checkpoint-every", "0", "--threads", "1"]
-    run(*common, "--out", str(tmp_path / "auto"))
-    run(*common, "--init", "teacher", "--out", str(tmp_path / "teacher"))
-    side = json.loads((tmp_path / "auto" / "student-1step.json").read_text())
-    assert side["distillation"]["init"] == "weights" and "output_map" not in side["network"]
-    wrapped = json.loads((tmp_path / "teacher" / "student-1step.json").read_text())
-    assert wrapped["distillation"]["init"] == "teacher" and wrapped["network"]["output_map"]["from"] == "eps"
-    x_T = fs.randn((2000, 2), seeds=list(range(2000)))
-    reference = fs.sample(str(TEACHER), x_T, solver="dpmpp_2m", steps=200).x
-    def error(run_dir: str) -> float:
-        x = fs.sample(str(tmp_path / run_dir / "student-1step.pt"), x_T, seeds=list(range(2000))).x
-        return fs.coupled_error(x, reference).median
+    side, err, (x_T, reference) = both_starts(common, tmp_path)
+    assert side["auto"]["distillation"]["init"] == "weights" and "output_map" not in side["auto"]["network"]
+    assert side["teacher"]["distillation"]["init"] == "teacher"
+    assert side["teacher"]["network"]["output_map"]["from"] == "eps"
     one_step_teacher = fs.coupled_error(fs.sample(str(TEACHER), x_T, solver="ddim", steps=1).x, reference).median
-    assert error("auto") < 0.25 * error("teacher"), (error("auto"), error("teacher"))
-    assert error("auto") < 0.25 * one_step_teacher, (error("auto"), one_step_teacher)
+    assert err["auto"] < 0.25 * err["teacher"], err
+    assert err["auto"] < 0.25 * one_step_teacher, (err["auto"], one_step_teacher)
 
 
 def test_pd_and_kd_from_an_eps_teacher_start_from_its_weights(tmp_path: Path) -> None:
@@ -249,16 +260,10 @@ def test_pd_and_kd_from_an_eps_teacher_start_from_its_weights(tmp_path: Path) ->
     common = ["distill", "progressive", "--teacher", str(TEACHER), "--initial-steps", "4", "--final-steps", "1",
               "--iterations", "300", "--batch", "128", "--lr", "1e-3", "--ema", "0.99", "--export-from", "0",
               "--checkpoint-every", "0", "--threads", "1"]
-    run(*common, "--out", str(tmp_path / "auto"))
-    run(*common, "--init", "teacher", "--out", str(tmp_path / "teacher"))
-    side = json.loads((tmp_path / "auto" / "student-1step.json").read_text())
-    assert side["distillation"]["init"] == "weights" and "output_map" not in side["network"]
-    wrapped = json.loads((tmp_path / "teacher" / "student-1step.json").read_text())
-    assert wrapped["distillation"]["init"] == "teacher" and wrapped["network"]["output_map"]["to"] == "v"
-    x_T = fs.randn((2000, 2), seeds=list(range(2000)))
-    reference = fs.sample(str(TEACHER), x_T, solver="dpmpp_2m", steps=200).x
-    err = {k: fs.coupled_error(fs.sample(str(tmp_path / k / "student-1step.pt"), x_T).x, reference).median
-           for k in ("auto", "teacher")}
+    side, err, _ = both_starts(common, tmp_path)
+    assert side["auto"]["distillation"]["init"] == "weights" and "output_map" not in side["auto"]["network"]
+    assert side["teacher"]["distillation"]["init"] == "teacher"
+    assert side["teacher"]["network"]["output_map"]["to"] == "v"
     assert err["auto"] < err["teacher"] / 1.5, err
     proc = run(*common, "--init", "weights", "--student-init", str(tmp_path / "auto" / "student-2step.pt"),
                "--out", str(tmp_path / "x"), check=False)
