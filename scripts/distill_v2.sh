@@ -2,9 +2,11 @@
 # Long, resumable distillation runs of a Fashion-MNIST teacher (docs/distillation.md, "Long runs").
 # Usage: scripts/distill_v2.sh pd|pd-weights|ect|pd-refine|pd4-direct   — run it again (same environment) to resume.
 #   pd          progressive 8 -> 1 from the teacher in function space (4000 iterations per round; the
-#               shipped fmnist-v2-pd students)
-#   pd-weights  the same from the teacher's weights (docs/distillation.md, "Where a student starts")
-#   ect         easy consistency tuning from the teacher's weights (docs/distillation.md, "Where a student starts")
+#               shipped fmnist-v2-pd 8- and 4-step students)
+#   pd-weights  the same from the teacher's weights (docs/distillation.md, "Where a student starts"; the
+#               shipped fmnist-v2-pd 2- and 1-step students)
+#   ect         easy consistency tuning from the teacher's weights, 20000 iterations, the 2-step sampler
+#               re-noising at sigma/alpha = 2 (the shipped fmnist-v2-ect students)
 #   pd-refine   the 8-step student of `pd` refined against 64 teacher DDIM steps (--first-round-substeps 8),
 #               then a 4-step round from it (docs/distillation.md, "A better first target")
 #   pd4-direct  the 4-step student of `pd` refined against 64 teacher DDIM steps (--first-round-substeps 16)
@@ -37,9 +39,9 @@ case "$what" in
   pd) run pd progressive --init teacher --initial-steps 8 --final-steps 1 --iterations 4000 --batch 64 --lr 2e-4 \
         --ema 0.999 --seed 0 --name fmnist-v2-pd ;;
   pd-weights) run pd-weights progressive --init weights --initial-steps 8 --final-steps 1 --iterations 4000 \
-        --batch 64 --lr 2e-4 --ema 0.999 --seed 0 --name fmnist-v5-pd ;;
-  ect) run ect consistency --method ect --init weights --iterations 12000 --batch 32 --lr 1e-4 --ema 0.999 \
-        --seed 0 --ect-stages 8 --name fmnist-v2-ect ;;
+        --batch 64 --lr 2e-4 --ema 0.999 --seed 0 --name fmnist-v2-pd ;;
+  ect) run ect consistency --method ect --init weights --iterations 20000 --batch 32 --lr 1e-4 --ema 0.999 \
+        --seed 0 --ect-stages 8 --intermediate-sigma 2 --name fmnist-v2-ect ;;
   pd-refine) run pd-refine progressive --student-init "$root/pd/fmnist-v2-pd-8step.pt" --initial-steps 8 \
         --final-steps 4 --first-round-substeps 8 --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
         --name fmnist-v3-pd ;;

@@ -66,7 +66,8 @@ class ConsistencyMethodCommand final : public Command {
     app.add_option("--ict-s0", ict_s0_, "ict: initial discretisation s0")->capture_default_str();
     app.add_option("--ict-s1", ict_s1_, "ict: final discretisation s1")->capture_default_str();
     app.add_option("--intermediate-sigma", mid_sigma_,
-                   "Noise level sigma/alpha of the 2-step sampler's intermediate time (the paper's ~0.8)")
+                   "Noise level sigma/alpha of the 2-step sampler's intermediate time (the paper's ~0.8; "
+                   "docs/distillation.md measures others)")
         ->check(positive())
         ->capture_default_str();
   }
@@ -145,6 +146,7 @@ class ConsistencyMethodCommand final : public Command {
         info.teacher_output_map = wrapped;
         info.distillation = {{"consistency_method", method_}, {"init", start_}, {"steps", steps}, {"iterations", iterations_},
                              {"distance", distance_}, {"batch", flags_.batch}, {"lr", flags_.lr}, {"ema", flags_.ema}};
+        if (steps == 2) info.distillation["intermediate_sigma"] = mid_sigma_;
         if (method == ConsistencyMethod::EasyTuning)
           info.distillation.update({{"ect_q", ect_q_}, {"ect_k", ect_k_}, {"ect_b", ect_b_}, {"ect_stages", ect_stages_}});
         if (method == ConsistencyMethod::Distillation)

@@ -9,6 +9,7 @@ reused, and bad inputs get messages naming the flag or file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -168,8 +169,13 @@ def test_consistency_students_sample_in_one_and_two_calls(method: str, tmp_path:
         assert f"consistency, {n} steps, {n} NFE" in proc.stderr, proc.stderr
         out = fs.sample(str(path), torch.randn(20, 2), seeds=list(range(20)))
         assert out.nfe == n and torch.isfinite(out.x).all()
+    # The 2-step grid re-noises at sigma/alpha = --intermediate-sigma (0.8 by default), and says so.
+    two = json.loads((tmp_path / "a" / "student-2step.json").read_text())
+    one = json.loads((tmp_path / "a" / "student-1step.json").read_text())
+    assert two["distillation"]["intermediate_sigma"] == 0.8 and "intermediate_sigma" not in one["distillation"]
     # f(x, t_min) = x exactly, through the model file.
     model = fs.load_model_file(str(tmp_path / "a" / "student-1step.pt"))["denoiser"]
+    assert float(model.schedule.lambda_(two["sampler"]["timesteps"][1])) == pytest.approx(-math.log(0.8), abs=1e-9)
     x = torch.randn(5, 2)
     assert torch.equal(model(x, model.schedule.t_min)[0], x)
     # Stopped mid-run and resumed: the same exported student as an uninterrupted run.
