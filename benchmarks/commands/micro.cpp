@@ -279,7 +279,7 @@ class MicroBench : public Command {
     notes << p.reference_note << "\n\n" << c_.ddim_steps << "-step DDIM (uniform t): median coupled error "
           << sci(ddim_err) << (p.fd ? ", FD-FMNIST " + fixed(ddim_fd, 2) : std::string()) << ", "
           << fixed(1e3 * ddim.seconds / n, 2) << " ms per sample.\n";
-    // The target: at 10 teacher evaluations, no worse than 1000-step DDIM.
+    // The benchmark's yardstick: at 10 teacher evaluations, no worse than 1000-step DDIM.
     for (const auto& [label, sampler] : p.samplers) {
       const auto it = err_of[label].find(10);
       if (it == err_of[label].end()) continue;

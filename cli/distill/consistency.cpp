@@ -67,7 +67,7 @@ class ConsistencyMethodCommand final : public Command {
     app.add_option("--ict-s1", ict_s1_, "ict: final discretisation s1")->capture_default_str();
     app.add_option("--intermediate-sigma", mid_sigma_,
                    "Noise level sigma/alpha of the 2-step sampler's intermediate time (the paper's ~0.8; "
-                   "docs/distillation.md measures others)")
+                   "docs/results.md measures others)")
         ->check(positive())
         ->capture_default_str();
   }
