@@ -53,7 +53,7 @@ struct Config {
   std::string mixture_teacher = "models/gmm16d-mlp-eps.pt";
   std::string mixture_pd = "models/distilled/gmm16d-pd-{N}step.pt";
   std::string mixture_kd = "models/distilled/gmm16d-kd-{N}step.pt";
-  // Consistency students ({M} = cd, ct, ict, ect): 1- and 2-step `consistency` samplers.
+  // Consistency students ({M} = cd, ct, ict, ect, scd, sct): 1- and 2-step `consistency` samplers.
   std::string cm = "models/distilled/fmnist-{M}-{N}step.pt";
   std::string mixture_cm = "models/distilled/gmm16d-{M}-{N}step.pt";
   std::string classifier = "models/fmnist-classifier.pt";
@@ -82,6 +82,17 @@ std::string with_method(const std::string& pattern, const std::string& method) {
   const auto at = s.find("{M}");
   if (at != std::string::npos) s.replace(at, 3, method);
   return s;
+}
+
+/// The students a table compares, as (row label, file pattern with {N}): progressive, KD, then one
+/// consistency student per method of the trainer.
+std::vector<std::pair<std::string, std::string>> student_patterns(const std::string& pd, const std::string& kd,
+                                                                  const std::string& cm) {
+  std::vector<std::pair<std::string, std::string>> out = {{"progressive student", pd}, {"KD student", kd}};
+  for (const auto& [label, method] : {std::pair<const char*, const char*>{"CD", "cd"}, {"CT", "ct"}, {"iCT", "ict"},
+                                      {"ECT", "ect"}, {"sCD", "scd"}, {"sCT", "sct"}})
+    out.emplace_back(std::string("consistency student (") + label + ")", with_method(cm, method));
+  return out;
 }
 
 std::string file_key(const std::string& path) {
@@ -149,7 +160,7 @@ class DistillBench : public Command {
     app.add_option("--guided-pd", c_.guided_pd, "Its progressive-distillation students")->capture_default_str();
     app.add_option("--mixture-teacher", c_.mixture_teacher, "16-D mixture teacher")->capture_default_str();
     app.add_option("--mixture-pd", c_.mixture_pd, "Its progressive-distillation students")->capture_default_str();
-    app.add_option("--cm", c_.cm, "Consistency students ({M} = cd, ct, ict, ect; {N} = steps)")->capture_default_str();
+    app.add_option("--cm", c_.cm, "Consistency students ({M} = cd, ct, ict, ect, scd, sct; {N} = steps)")->capture_default_str();
     app.add_option("--mixture-cm", c_.mixture_cm, "16-D mixture consistency students")->capture_default_str();
     app.add_option("--mixture-kd", c_.mixture_kd, "Its knowledge-distillation students")->capture_default_str();
     app.add_option("--classifier", c_.classifier, "Classifier of FD-FMNIST")->capture_default_str();
@@ -255,12 +266,7 @@ class DistillBench : public Command {
     s.add("teacher dpmpp_2m (reference)", 100, 100, ref);
     for (int64_t n : c_.steps) {
       teacher_rows(s, teacher.denoiser, x_T, n, 1, "teacher");
-      for (const auto& [label, pattern] : {std::pair<std::string, std::string>{"progressive student", c_.pd},
-                                           {"KD student", c_.kd},
-                                           {"consistency student (CD)", with_method(c_.cm, "cd")},
-                                           {"consistency student (CT)", with_method(c_.cm, "ct")},
-                                           {"consistency student (iCT)", with_method(c_.cm, "ict")},
-                                           {"consistency student (ECT)", with_method(c_.cm, "ect")}}) {
+      for (const auto& [label, pattern] : student_patterns(c_.pd, c_.kd, c_.cm)) {
         const std::string path = with_steps(pattern, n);
         if (!fsys::exists(path)) continue;
         const ModelFile m = load_model_file(path);
@@ -340,12 +346,7 @@ class DistillBench : public Command {
            "not the exact model).");
     for (int64_t n : c_.steps) {
       teacher_rows(s, teacher.denoiser, x_T, n, 1, "teacher");
-      for (const auto& [label, pattern] : {std::pair<std::string, std::string>{"progressive student", c_.mixture_pd},
-                                           {"KD student", c_.mixture_kd},
-                                           {"consistency student (CD)", with_method(c_.mixture_cm, "cd")},
-                                           {"consistency student (CT)", with_method(c_.mixture_cm, "ct")},
-                                           {"consistency student (iCT)", with_method(c_.mixture_cm, "ict")},
-                                           {"consistency student (ECT)", with_method(c_.mixture_cm, "ect")}}) {
+      for (const auto& [label, pattern] : student_patterns(c_.mixture_pd, c_.mixture_kd, c_.mixture_cm)) {
         const std::string path = with_steps(pattern, n);
         if (!fsys::exists(path)) continue;
         const ModelFile m = load_model_file(path);

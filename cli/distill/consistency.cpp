@@ -1,6 +1,6 @@
 // `fewstep distill consistency`: consistency distillation (cd) from the teacher, consistency training
-// (ct, ict) on the teacher's data, and easy consistency tuning (ect) of the teacher
-// (train/consistency_trainer.h). The student starts as the teacher in function space (--init teacher,
+// (ct, ict) on the teacher's data, easy consistency tuning (ect) of the teacher, and sCM's continuous-time
+// objective, distilled (scd) or trained on data (sct) (train/consistency_trainer.h). The student starts as the teacher in function space (--init teacher,
 // the default for x0 and v teachers), from the teacher's weights read as the consistency function's
 // network F (--init weights, the default for eps teachers) or, with --init random, as a freshly
 // initialised network of the teacher's architecture (ct and ict then use the model file only for its
@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <limits>
 
 #include "../training_run.h"
 #include "method.h"
@@ -30,9 +31,11 @@ class ConsistencyMethodCommand final : public Command {
     flags_.add_to(app);
     app.add_option("--method", method_,
                    "cd (distil the teacher's ODE steps), ct or ict (consistency training on data), ect (easy "
-                   "consistency tuning, arXiv 2406.14548: training on data with a shrinking continuous pair); every "
-                   "method starts at the teacher (see --init)")
-        ->check(CLI::IsMember({"cd", "ct", "ict", "ect"}))
+                   "consistency tuning, arXiv 2406.14548: training on data with a shrinking continuous pair), scd or "
+                   "sct (sCM's continuous-time objective, arXiv 2410.11081: one forward-mode JVP per step along the "
+                   "teacher's ODE (scd) or the sample's own path (sct); docs/distillation.md); every method starts at "
+                   "the teacher (see --init)")
+        ->check(CLI::IsMember({"cd", "ct", "ict", "ect", "scd", "sct"}))
         ->capture_default_str();
     app.add_option("--init", init_,
                    "auto (teacher for an x0 or v teacher, weights otherwise), teacher (the student starts as the "
@@ -61,6 +64,19 @@ class ConsistencyMethodCommand final : public Command {
     app.add_option("--ect-stages", ect_stages_, "ect: stages over the run (the gap shrinks at each)")
         ->check(positive())
         ->capture_default_str();
+    app.add_option("--p-mean", p_mean_, "ict, ect, scd, sct: mean of the lognormal of the noise level sigma/alpha")
+        ->capture_default_str();
+    app.add_option("--p-std", p_std_, "ict, ect, scd, sct: its standard deviation")->check(positive())
+        ->capture_default_str();
+    app.add_option("--scm-warmup", scm_warmup_,
+                   "scd, sct: tangent warm-up over this many iterations (-1: a tenth of --iterations, 0: none)")
+        ->check(CLI::Range(int64_t{-1}, std::numeric_limits<int64_t>::max()))
+        ->capture_default_str();
+    app.add_option("--scm-tangent-c", scm_tangent_c_, "scd, sct: c of the tangent normalisation g/(|g| + c)")
+        ->check(positive())
+        ->capture_default_str();
+    app.add_flag("--scm-fixed-weight", scm_fixed_weight_,
+                 "scd, sct: no learned adaptive weight w(sigma) (every noise level weighted 1)");
     app.add_option("--ct-s1", ct_s1_, "ct: final discretisation s1")->capture_default_str();
     app.add_option("--ct-mu0", ct_mu0_, "ct: initial target EMA rate mu0")->capture_default_str();
     app.add_option("--ict-s0", ict_s0_, "ict: initial discretisation s0")->capture_default_str();
@@ -85,6 +101,11 @@ class ConsistencyMethodCommand final : public Command {
                      {"--ict-s0", ict_s0_}, {"--ict-s1", ict_s1_}});
     if (method == ConsistencyMethod::EasyTuning)  // only then: earlier runs' records stay comparable
       identity.update({{"--ect-q", ect_q_}, {"--ect-k", ect_k_}, {"--ect-b", ect_b_}, {"--ect-stages", ect_stages_}});
+    const bool scm = method == ConsistencyMethod::ScmDistillation || method == ConsistencyMethod::ScmTraining;
+    if (scm)
+      identity.update({{"--scm-warmup", scm_warmup_}, {"--scm-tangent-c", scm_tangent_c_},
+                       {"--scm-fixed-weight", scm_fixed_weight_}});
+    if (scm || p_mean_ != kPMean || p_std_ != kPStd) identity.update({{"--p-mean", p_mean_}, {"--p-std", p_std_}});
     if (init_ == "random" && method == ConsistencyMethod::EasyTuning)
       throw UsageError("--init random with --method ect: easy consistency tuning starts from the diffusion model "
                        "(use --method ct or ict to train from scratch)");
@@ -113,6 +134,9 @@ class ConsistencyMethodCommand final : public Command {
     o.ct = {ct_s0_, ct_s1_, ct_mu0_, iterations_};
     o.ict = {ict_s0_, ict_s1_, iterations_};
     o.ect = {ect_q_, ect_k_, ect_b_, ect_stages_, iterations_};
+    o.scm = {scm_tangent_c_, scm_warmup_, !scm_fixed_weight_};
+    o.p_mean = p_mean_;
+    o.p_std = p_std_;
     o.distance = parse_consistency_distance(distance_);
     o.optimizer = flags_.optimizer(iterations_, /*linear_decay=*/false);
     o.ema_decay = flags_.ema;
@@ -129,7 +153,9 @@ class ConsistencyMethodCommand final : public Command {
     if (fresh) student->to(flags_.training_device());
     ConsistencyTrainer trainer(student, teacher_.schedule,
                                teacher_data(teacher_, flags_.batch, derive_seed(flags_.seed, 1), flags_.fmnist_dir),
-                               o, method == ConsistencyMethod::Distillation ? teacher_.net : nullptr);
+                               o, method == ConsistencyMethod::Distillation || method == ConsistencyMethod::ScmDistillation
+                                      ? teacher_.net
+                                      : nullptr);
     run.restore(trainer);
 
     TrainingRun::Loop loop = flags_.loop(iterations_);
@@ -149,6 +175,9 @@ class ConsistencyMethodCommand final : public Command {
         if (steps == 2) info.distillation["intermediate_sigma"] = mid_sigma_;
         if (method == ConsistencyMethod::EasyTuning)
           info.distillation.update({{"ect_q", ect_q_}, {"ect_k", ect_k_}, {"ect_b", ect_b_}, {"ect_stages", ect_stages_}});
+        if (scm)
+          info.distillation.update({{"scm_warmup", scm_warmup_}, {"scm_tangent_c", scm_tangent_c_},
+                                    {"scm_adaptive_weight", !scm_fixed_weight_}, {"p_mean", p_mean_}, {"p_std", p_std_}});
         if (method == ConsistencyMethod::Distillation)
           info.distillation.update({{"num_points", num_points_}, {"target_ema", target_ema_},
                                     {"teacher_solver", teacher_solver_}});
@@ -176,16 +205,22 @@ class ConsistencyMethodCommand final : public Command {
   double target_ema_ = 0.95, sigma_data_ = 0.5, ct_mu0_ = 0.9, mid_sigma_ = 0.8;
   int64_t ct_s0_ = 2, ct_s1_ = 150, ict_s0_ = 10, ict_s1_ = 1280, ect_stages_ = 8;
   double ect_q_ = 2.0, ect_k_ = 8.0, ect_b_ = 1.0;
+  static constexpr double kPMean = -1.1, kPStd = 2.0;  // ConsistencyTrainerOptions' defaults
+  double p_mean_ = kPMean, p_std_ = kPStd, scm_tangent_c_ = 0.1;
+  int64_t scm_warmup_ = -1;
+  bool scm_fixed_weight_ = false;
   Teacher teacher_;
 };
 
 const bool registered = register_distill_method(
     {"consistency",
-     "Consistency distillation / training (Song et al. 2023; iCT, Song & Dhariwal 2023; ECT, Geng et al. 2024)",
+     "Consistency distillation / training (Song et al. 2023; iCT, Song & Dhariwal 2023; ECT, Geng et al. 2024; sCM, "
+    "Lu & Song 2024)",
      "Examples:\n"
      "  fewstep distill consistency --method cd --teacher models/fmnist-unet-eps.pt --iterations 2000 --out runs/cd\n"
      "  fewstep distill consistency --method ict --teacher models/gmm16d-mlp-eps.pt --iterations 4000 --out runs/ict\n"
      "  fewstep distill consistency --method ect --teacher models/fmnist-unet-eps.pt --iterations 4000 --out runs/ect\n"
+     "  fewstep distill consistency --method scd --teacher models/fmnist-unet-eps.pt --iterations 4000 --out runs/scd\n"
      "  fewstep distill consistency --method ict --init random --teacher models/gmm2d-mlp-eps.pt --out runs/ict0\n"
      "    (consistency training from scratch: the model file gives the architecture, schedule and data)\n"
      "Writes <name>-1step.pt and <name>-2step.pt (solver `consistency`): fewstep sample --model runs/cd/student-1step.pt",

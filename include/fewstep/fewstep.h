@@ -99,6 +99,7 @@
 #include "fewstep/train/conditioning.h"
 #include "fewstep/train/consistency_curriculum.h"
 #include "fewstep/train/consistency_trainer.h"
+#include "fewstep/train/continuous_consistency.h"
 #include "fewstep/train/denoiser_trainer.h"
 #include "fewstep/train/dsm_loss.h"
 #include "fewstep/train/ema.h"

@@ -711,8 +711,9 @@ void bind_train(py::module_& m) {
             script_net(student, "student"), schedule, require_data(data), o, script_net(teacher, "teacher", true)));
       },
       py::arg("student"), py::arg("schedule"), py::arg("data"), py::kw_only(), py::arg("teacher") = py::none(),
-      "Consistency distillation / training (CD, CT, iCT; train/consistency_trainer.h). Options: method, sigma_data, "
-      "t_min, time_input, time_scale, teacher_prediction, teacher_time_input, teacher_time_scale, teacher_solver, "
-      "num_points, target_ema, ct_s0, ct_s1, ct_mu0, ct_total_steps, ict_s0, ict_s1, ict_total_steps, p_mean, p_std, "
-      "rho, distance, huber_c, ema_decay, seed and the optimiser's.");
+      "Consistency distillation / training (CD, CT, iCT, ECT, sCD, sCT; train/consistency_trainer.h). Options: "
+      "method, sigma_data, t_min, time_input, time_scale, teacher_prediction, teacher_time_input, teacher_time_scale, "
+      "teacher_solver, num_points, target_ema, ct_s0, ct_s1, ct_mu0, ct_total_steps, ict_s0, ict_s1, ict_total_steps, "
+      "ect_q, ect_k, ect_b, ect_stages, ect_total_steps, scm_tangent_c, scm_warmup_steps, scm_adaptive_weight, "
+      "p_mean, p_std, rho, distance, huber_c, ema_decay, seed and the optimiser's. A teacher is needed for cd and scd.");
 }

@@ -521,6 +521,12 @@ class GuidanceDistillationLoss(Objective):
 # Consistency distillation and training.
 
 
+# Consistency methods only the C++ trainer runs (ECT's pair mapping, sCM's forward-mode JVP).
+_CPP_ONLY_CONSISTENCY = {"ect": "easy consistency tuning, arXiv 2406.14548",
+                         "scd": "continuous-time consistency distillation, arXiv 2410.11081",
+                         "sct": "continuous-time consistency training, arXiv 2410.11081"}
+
+
 class ConsistencyLoss(Objective):
     """Consistency distillation (CD), consistency training (CT) and improved consistency training (iCT)
     (Song et al. 2023, arXiv 2303.01469, Algorithms 2 and 3; Song & Dhariwal 2023, arXiv 2310.14189).
@@ -554,9 +560,9 @@ class ConsistencyLoss(Objective):
                  teacher: Optional[_fewstep.Denoiser] = None, teacher_solver: str = "heun", **options: Any) -> None:
         super().__init__()
         self.schedule = _check_schedule(schedule)
-        if method == "ect":
-            raise ValueError("method 'ect' (easy consistency tuning, arXiv 2406.14548) runs in the C++ trainer: "
-                             "fewstep.Trainer.consistency(student, schedule, data, method='ect', ...)")
+        if method in _CPP_ONLY_CONSISTENCY:
+            raise ValueError(f"method '{method}' ({_CPP_ONLY_CONSISTENCY[method]}) runs in the C++ trainer: "
+                             f"fewstep.Trainer.consistency(student, schedule, data, method='{method}', ...)")
         if method == "cd" and not isinstance(teacher, _fewstep.Denoiser):
             raise TypeError(f"teacher should be a fewstep.Denoiser for method 'cd', got {_type_name(teacher)}")
         self.settings = _fewstep._consistency_options(dict(options, method=method, teacher_solver=teacher_solver))

@@ -23,7 +23,9 @@ ConsistencyMethod parse_consistency_method(const std::string& name) {
   if (name == "ct") return ConsistencyMethod::Training;
   if (name == "ict") return ConsistencyMethod::ImprovedTraining;
   if (name == "ect") return ConsistencyMethod::EasyTuning;
-  FEWSTEP_CHECK_VALUE(false, "consistency method must be one of cd, ct, ict, ect, got '", name, "'");
+  if (name == "scd") return ConsistencyMethod::ScmDistillation;
+  if (name == "sct") return ConsistencyMethod::ScmTraining;
+  FEWSTEP_CHECK_VALUE(false, "consistency method must be one of cd, ct, ict, ect, scd, sct, got '", name, "'");
   throw;  // unreachable
 }
 
@@ -33,6 +35,8 @@ std::string to_string(ConsistencyMethod method) {
     case ConsistencyMethod::Training: return "ct";
     case ConsistencyMethod::ImprovedTraining: return "ict";
     case ConsistencyMethod::EasyTuning: return "ect";
+    case ConsistencyMethod::ScmDistillation: return "scd";
+    case ConsistencyMethod::ScmTraining: return "sct";
   }
   return "?";
 }
@@ -69,6 +73,7 @@ void ConsistencyTrainerOptions::validate() const {
   if (method == ConsistencyMethod::Training) ct.validate();
   if (method == ConsistencyMethod::ImprovedTraining) ict.validate();
   if (method == ConsistencyMethod::EasyTuning) ect.validate();
+  if (method == ConsistencyMethod::ScmDistillation || method == ConsistencyMethod::ScmTraining) scm.validate();
   optimizer.schedule.validate();
 }
 
@@ -102,6 +107,9 @@ void fields(V& v, O& o) {
   v("ect_b", o.ect.b);
   v("ect_stages", o.ect.stages);
   v("ect_total_steps", o.ect.total_steps);
+  v("scm_tangent_c", o.scm.tangent_c);
+  v("scm_warmup_steps", o.scm.warmup_steps);
+  v("scm_adaptive_weight", o.scm.adaptive_weight);
   v("p_mean", o.p_mean);
   v("p_std", o.p_std);
   v("rho", o.rho);
@@ -129,7 +137,9 @@ int64_t consistency_points(const ConsistencyTrainerOptions& o, int64_t k) {
     case ConsistencyMethod::Distillation: return o.num_points;
     case ConsistencyMethod::Training: return o.ct.points(k);
     case ConsistencyMethod::ImprovedTraining: return o.ict.points(k);
-    case ConsistencyMethod::EasyTuning: return 0;
+    case ConsistencyMethod::EasyTuning:
+    case ConsistencyMethod::ScmDistillation:
+    case ConsistencyMethod::ScmTraining: return 0;
   }
   return o.num_points;
 }
@@ -139,7 +149,9 @@ double consistency_target_ema(const ConsistencyTrainerOptions& o, int64_t k) {
     case ConsistencyMethod::Distillation: return o.target_ema;
     case ConsistencyMethod::Training: return o.ct.target_ema(k);
     case ConsistencyMethod::ImprovedTraining:
-    case ConsistencyMethod::EasyTuning: return 0.0;
+    case ConsistencyMethod::EasyTuning:
+    case ConsistencyMethod::ScmDistillation:
+    case ConsistencyMethod::ScmTraining: return 0.0;
   }
   return 0.0;
 }
@@ -182,6 +194,23 @@ ConsistencyPairTimes consistency_pair_times(const NoiseSchedule& schedule, const
   return {tensor(t_hi), tensor(t_lo), tensor(a_hi), tensor(s_hi), tensor(a_lo), tensor(s_lo), tensor(w), at::Tensor()};
 }
 
+namespace {
+
+// The schedule's time of level σ̃ (λ = −log σ̃), pinned to [t_lo, t_max] (ECT's and sCM's draws).
+double time_of_level(const NoiseSchedule& schedule, double s, double t_lo) {
+  if (s <= schedule.sigma_tilde(t_lo)) return t_lo;
+  if (s >= schedule.sigma_tilde(schedule.t_max())) return schedule.t_max();
+  return std::clamp(schedule.t_of_lambda(-std::log(s)), t_lo, schedule.t_max());
+}
+
+// σ̃ = exp(P_mean + P_std n), clamped to the schedule's range [σ̃(t_lo), σ̃(t_max)].
+double lognormal_level(const NoiseSchedule& schedule, const ConsistencyTrainerOptions& o, double t_lo, double n) {
+  return std::clamp(std::exp(o.p_mean + o.p_std * n), schedule.sigma_tilde(t_lo),
+                    schedule.sigma_tilde(schedule.t_max()));
+}
+
+}  // namespace
+
 ConsistencyPairTimes ect_pair_times(const NoiseSchedule& schedule, const ConsistencyTrainerOptions& o, int64_t k,
                                     double t_lo, const at::Tensor& normals) {
   FEWSTEP_CHECK_VALUE(o.method == ConsistencyMethod::EasyTuning, "ect_pair_times: method is '", to_string(o.method),
@@ -189,19 +218,13 @@ ConsistencyPairTimes ect_pair_times(const NoiseSchedule& schedule, const Consist
   const at::Tensor nrm = normals.to(at::kCPU, at::kDouble).contiguous();
   const int64_t n = nrm.numel();
   const double* np = nrm.data_ptr<double>();
-  const double s_min = schedule.sigma_tilde(t_lo), s_max = schedule.sigma_tilde(schedule.t_max());
-  // σ̃ → the schedule's time (λ = −log σ̃), pinned to the range's ends.
-  const auto time_of = [&](double s) {
-    if (s <= s_min) return t_lo;
-    if (s >= s_max) return schedule.t_max();
-    return std::clamp(schedule.t_of_lambda(-std::log(s)), t_lo, schedule.t_max());
-  };
+  const double s_min = schedule.sigma_tilde(t_lo);
   std::vector<double> t_hi(n), t_r(n), a_hi(n), s_hi(n), a_lo(n), s_lo(n), w(n);
   std::vector<uint8_t> data(n);
   for (int64_t b = 0; b < n; ++b) {
-    const double st = std::clamp(std::exp(o.p_mean + o.p_std * np[b]), s_min, s_max);
+    const double st = lognormal_level(schedule, o, t_lo, np[b]);
     const double sr = o.ect.r(st, k);
-    t_hi[b] = time_of(st), t_r[b] = time_of(sr);
+    t_hi[b] = time_of_level(schedule, st, t_lo), t_r[b] = time_of_level(schedule, sr, t_lo);
     data[b] = sr <= s_min;
     w[b] = 1.0 / (st - sr);
     a_hi[b] = schedule.alpha(t_hi[b]), s_hi[b] = schedule.sigma(t_hi[b]);
@@ -271,12 +294,17 @@ struct ConsistencyTrainer::Impl {
   RngBundle rng;
   int64_t step = 0;
   double t_lo = 0.0;
+  at::Tensor log_weight;  // sCM's adaptive weight: knots over log σ̃ (undefined for other methods or when off)
 
   explicit Impl(ConsistencyTrainerOptions o) : options(std::move(o)), rng(options.seed) {}
   bool has_target() const {
-    return options.method != ConsistencyMethod::ImprovedTraining && options.method != ConsistencyMethod::EasyTuning;
+    return options.method == ConsistencyMethod::Distillation || options.method == ConsistencyMethod::Training;
   }
   bool ect() const { return options.method == ConsistencyMethod::EasyTuning; }
+  bool scm() const {
+    return options.method == ConsistencyMethod::ScmDistillation || options.method == ConsistencyMethod::ScmTraining;
+  }
+  double warmup(int64_t k) const { return options.scm.warmup(k, options.optimizer.schedule.total_steps); }
 
   int64_t points(int64_t k) const { return consistency_points(options, k); }
   double mu(int64_t k) const { return consistency_target_ema(options, k); }
@@ -291,10 +319,83 @@ struct ConsistencyTrainer::Impl {
                     options.teacher_time_scale);
   }
 
+  // The teacher's ε̂ at per-row host times t: one network call, each row converted at its own time.
+  at::Tensor teacher_eps(const at::Tensor& x, const at::Tensor& t) const {
+    const at::Tensor host = t.to(at::kCPU, at::kDouble).contiguous();
+    const double* tp = host.data_ptr<double>();
+    std::vector<double> t_in(static_cast<size_t>(host.numel()));
+    for (int64_t b = 0; b < host.numel(); ++b)
+      t_in[b] = network_time(*schedule, tp[b], options.teacher_time_input, options.teacher_time_scale);
+    const at::Tensor out = forward_network(*teacher_net, x, at::tensor(t_in, at::kDouble).to(x.options()), {}, {},
+                                           "consistency distillation teacher");
+    if (options.teacher_prediction == Prediction::Eps) return out;
+    std::vector<at::Tensor> eps;
+    for (int64_t b = 0; b < host.numel(); ++b)
+      eps.push_back(convert_prediction(x.narrow(0, b, 1), out.narrow(0, b, 1), options.teacher_prediction, *schedule,
+                                       tp[b], Needs::Eps)
+                        .eps);
+    return at::cat(eps);
+  }
+
+  // sCD / sCT (train/continuous_consistency.h): σ̃ from the lognormal, one JVP pass of θ⁻ = θ along the
+  // ODE, the online pass regressed onto its normalised tangent with the adaptive weight.
+  at::Tensor scm_loss_rows(const at::Tensor& x_all, int64_t k, RngBundle& draws,
+                           const std::function<at::Tensor(const at::Tensor&)>& rows) const {
+    at::Generator& gen = draws.get("noise");
+    const at::Tensor normals = rows(at::randn({x_all.size(0)}, gen, at::kDouble)).contiguous();
+    const at::Tensor z =
+        rows(at::randn(x_all.sizes(), gen, at::TensorOptions().dtype(x_all.scalar_type())).to(x_all.device()));
+    const uint64_t dropout_seed = static_cast<uint64_t>(
+        at::randint(0, std::numeric_limits<int64_t>::max(), {1}, draws.get("dropout"), at::kLong).item<int64_t>());
+    const at::Tensor x0 = rows(x_all);
+    const int64_t n = normals.numel();
+    std::vector<double> t(n), level(n), alpha(n), sigma(n), dalpha(n), dsigma(n);
+    for (int64_t b = 0; b < n; ++b) {
+      level[b] = lognormal_level(*schedule, options, t_lo, normals.data_ptr<double>()[b]);
+      t[b] = time_of_level(*schedule, level[b], t_lo);
+      alpha[b] = schedule->alpha(t[b]), sigma[b] = schedule->sigma(t[b]);
+      dalpha[b] = schedule->dalpha_dt(t[b]), dsigma[b] = schedule->dsigma_dt(t[b]);
+    }
+    std::vector<int64_t> shape(static_cast<size_t>(x0.dim()), 1);
+    shape[0] = x0.size(0);
+    const auto column = [&](const std::vector<double>& v) {
+      return at::tensor(v, at::kDouble).to(x0.options()).view(shape);
+    };
+    const at::Tensor times = at::tensor(t, at::kDouble);
+    const at::Tensor x_t = x0 * column(alpha) + z * column(sigma);
+    at::Tensor dx_dt;
+    if (options.method == ConsistencyMethod::ScmDistillation) {
+      at::NoGradGuard no_grad;
+      dx_dt = ode_velocity_from_eps(*schedule, x_t, teacher_eps(x_t, times), times);
+    } else {
+      dx_dt = x0 * column(dalpha) + z * column(dsigma);  // the conditional velocity of this (x_0, z)
+    }
+    const ScriptNet net = student;
+    const ConsistencyNetwork F = [net](const at::Tensor& x, const at::Tensor& t_in) {
+      return forward_network(*net, x, t_in, {}, {}, "consistency network");
+    };
+    ScmTangent tangent;
+    with_dropout_seed(dropout_seed, [&] {
+      tangent = scm_tangent(F, *schedule, options.function, x_t, times, dx_dt, warmup(k), options.scm.tangent_c);
+      return tangent.F_minus;
+    });
+    const at::Tensor online = with_dropout_seed(dropout_seed, [&] { return F(tangent.input, tangent.time_input); });
+    const at::Tensor w =
+        log_weight.defined()
+            ? scm_log_weight(log_weight, at::tensor(level, at::kDouble).to(log_weight.device()),
+                             schedule->sigma_tilde(t_lo), schedule->sigma_tilde(schedule->t_max()))
+            : at::Tensor();
+    // Draws below σ̃(t_min) sit clamped on the boundary, where f is the identity whatever F: no tangent to match.
+    std::vector<double> inside(n);
+    for (int64_t b = 0; b < n; ++b) inside[b] = t[b] > t_lo ? 1.0 : 0.0;
+    return scm_loss(online, tangent, w, at::tensor(inside, at::kDouble));
+  }
+
   // The loss at step k's N with draws from `draws` for the whole batch, on the rows `rows` keeps
   // (this process's shard); backward-ready when grad is on.
   at::Tensor loss(const at::Tensor& x_all, int64_t k, RngBundle& draws,
                   const std::function<at::Tensor(const at::Tensor&)>& rows) const {
+    if (scm()) return scm_loss_rows(x_all, k, draws, rows);
     const std::vector<double> lv = ect() ? std::vector<double>{} : levels(points(k));
     at::Generator& gen = draws.get("noise");
     const at::Tensor index = ect() ? at::randn({x_all.size(0)}, gen, at::kDouble)  // ECT: the lognormal's normals
@@ -339,7 +440,9 @@ ConsistencyTrainer::ConsistencyTrainer(ScriptNet student, SchedulePtr schedule, 
   FEWSTEP_CHECK_VALUE(data != nullptr, "ConsistencyTrainer: data must not be null");
   options.validate();
   const bool cd = options.method == ConsistencyMethod::Distillation;
-  FEWSTEP_CHECK_VALUE(!cd || teacher != nullptr, "ConsistencyTrainer: consistency distillation (cd) needs a teacher");
+  const bool needs_teacher = cd || options.method == ConsistencyMethod::ScmDistillation;
+  FEWSTEP_CHECK_VALUE(!needs_teacher || teacher != nullptr, "ConsistencyTrainer: consistency distillation (",
+                      to_string(options.method), ") needs a teacher");
   impl_ = std::make_unique<Impl>(std::move(options));
   Impl& s = *impl_;
   s.schedule = std::move(schedule);
@@ -351,6 +454,8 @@ ConsistencyTrainer::ConsistencyTrainer(ScriptNet student, SchedulePtr schedule, 
     FEWSTEP_CHECK_VALUE(!s.teacher_step->traits().stochastic,
                         "ConsistencyTrainerOptions.teacher_solver must be deterministic (an ODE step), got '",
                         s.teacher_step->traits().name, "'");
+  }
+  if (needs_teacher) {
     at::NoGradGuard no_grad;
     s.teacher_net = std::make_shared<torch::jit::Module>(teacher->clone());
     for (const at::Tensor& p : s.teacher_net->parameters(true)) at::Tensor(p).requires_grad_(false);
@@ -367,6 +472,10 @@ ConsistencyTrainer::ConsistencyTrainer(ScriptNet student, SchedulePtr schedule, 
   }
   std::vector<at::Tensor> params = trainable_parameters(*s.student);
   FEWSTEP_CHECK_VALUE(!params.empty(), "ConsistencyTrainer: the student has no parameters that require grad");
+  if (s.scm() && s.options.scm.adaptive_weight) {
+    s.log_weight = at::zeros({kScmWeightKnots}, params.front().options()).requires_grad_(true);
+    params.push_back(s.log_weight);  // trained by the same AdamW
+  }
   s.optimizer = std::make_unique<Optimizer>(std::move(params), s.options.optimizer);
   s.ema = std::make_unique<Ema>(*s.student, s.options.ema_decay);
   s.student->train();
@@ -398,6 +507,7 @@ TrainStepStats ConsistencyTrainer::step() {
   if (s.has_target()) ema_towards(*s.target, *s.student, mu);
   s.step += 1;
   if (s.ect()) return {s.step, value, o.lr, o.grad_norm, {{"stage", double(s.options.ect.stage(k))}}};
+  if (s.scm()) return {s.step, value, o.lr, o.grad_norm, {{"warmup", s.warmup(k)}}};
   return {s.step, value, o.lr, o.grad_norm, {{"N", double(s.points(k))}, {"mu", mu}}};
 }
 
@@ -419,6 +529,7 @@ Checkpoint ConsistencyTrainer::state() const {
   save_training_parts(c, s.step, {"student", s.student.get(), s.ema.get(), s.optimizer.get(),
                                   const_cast<RngBundle*>(&s.rng), s.data.get()});
   if (s.target) save_module_state(c, "target", *s.target);
+  if (s.log_weight.defined()) c.set_tensor("scm/log_weight", s.log_weight.detach().to(at::kCPU).clone());
   return c;
 }
 
@@ -427,6 +538,15 @@ void ConsistencyTrainer::load_state(const Checkpoint& c) {
   s.step = load_training_parts(c, {"student", s.student.get(), s.ema.get(), s.optimizer.get(), &s.rng, s.data.get()},
                                "ConsistencyTrainer.load_checkpoint");
   if (s.target) load_module_state(c, "target", *s.target);
+  if (s.log_weight.defined()) {
+    FEWSTEP_CHECK_VALUE(c.contains("scm/log_weight"), "ConsistencyTrainer.load_checkpoint: ", c.source(),
+                        " has no scm/log_weight (not an sCM run with the adaptive weight)");
+    const at::Tensor& w = c.tensor("scm/log_weight");
+    FEWSTEP_CHECK_VALUE(w.sizes() == s.log_weight.sizes(), "ConsistencyTrainer.load_checkpoint: scm/log_weight has shape ",
+                        w.sizes(), ", expected ", s.log_weight.sizes());
+    at::NoGradGuard no_grad;
+    s.log_weight.copy_(w);
+  }
 }
 
 std::string ConsistencyTrainer::options_json() const {

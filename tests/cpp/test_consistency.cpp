@@ -1,6 +1,7 @@
 // Consistency models: the exact boundary condition, the closed-form consistency function of a single
-// Gaussian (zero CD loss with an exact teacher step), curricula, the `consistency` sampler, loss
-// decrease, shared dropout masks and exact resume.
+// Gaussian (zero CD loss with an exact teacher step, zero sCM tangent along the exact flow), sCM's tangent
+// against a finite difference along the flow, curricula, the `consistency` sampler, loss decrease and
+// convergence of ECT and sCD, shared dropout masks and exact resume.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -22,6 +23,8 @@
 #include "fewstep/train/consistency_curriculum.h"
 #include "fewstep/models/consistency_function.h"
 #include "fewstep/train/consistency_trainer.h"
+#include "fewstep/train/continuous_consistency.h"
+#include "fewstep/models/denoiser.h"
 #include "test_util.h"
 
 namespace {
@@ -316,6 +319,19 @@ TEST(EasyConsistencyTuning, MappingFunction) {
   }
 }
 
+// The mean squared error of the student's one-step map from t_max against the exact PF-ODE flow map of
+// N(mean, var) to the boundary, on 2000 fixed x_T.
+double one_step_map_error(const ConsistencyTrainer& trainer, const fewstep::NoiseSchedule& schedule,
+                          const ConsistencyParameterization& f) {
+  const at::Tensor x_T = at::randn({2000, 2}, generator(7), at::kDouble) * schedule.t_max() + mean();
+  const at::Tensor flow =
+      fewstep::testing::single_gaussian_flow(schedule, x_T, mean(), var(), schedule.t_max(), schedule.t_min());
+  at::NoGradGuard no_grad;
+  const at::Tensor one_step = fewstep::consistency_function(*trainer.student(), schedule, f, x_T,
+                                                            at::full({x_T.size(0)}, schedule.t_max(), at::kDouble));
+  return (one_step - flow).pow(2).mean().item<double>();
+}
+
 // On N(mean, var) with the Gaussian family: ECT's loss falls and the one-step map from t_max reaches
 // the exact PF-ODE flow map (its mean squared error falls more than 20x).
 TEST(EasyConsistencyTuning, LossFallsAndTheOneStepMapApproachesTheFlowMap) {
@@ -336,15 +352,7 @@ TEST(EasyConsistencyTuning, LossFallsAndTheOneStepMapApproachesTheFlowMap) {
                                                 gaussian_data(128, 2), o);
   };
   auto trainer = make();
-  const at::Tensor x_T = at::randn({2000, 2}, generator(7), at::kDouble) * schedule->t_max() + mean();
-  const at::Tensor flow =
-      fewstep::testing::single_gaussian_flow(*schedule, x_T, mean(), var(), schedule->t_max(), schedule->t_min());
-  const auto map_error = [&](const ConsistencyTrainer& t) {
-    at::NoGradGuard no_grad;
-    const at::Tensor f = fewstep::consistency_function(*t.student(), *schedule, o.function, x_T,
-                                                       at::full({x_T.size(0)}, schedule->t_max(), at::kDouble));
-    return (f - flow).pow(2).mean().item<double>();
-  };
+  const auto map_error = [&](const ConsistencyTrainer& t) { return one_step_map_error(t, *schedule, o.function); };
   const at::Tensor held_out = gaussian_data(512, 99)->next().x;
   const double start_loss = trainer->loss_on(held_out, 5, steps - 1);
   const double start_error = map_error(*trainer);
@@ -359,6 +367,105 @@ TEST(EasyConsistencyTuning, LossFallsAndTheOneStepMapApproachesTheFlowMap) {
   // not 0 even for the exact consistency function, so only a fall is asserted; the map is the real test.
   EXPECT_LT(end_loss, start_loss);
   EXPECT_LT(end_error, 0.05 * start_error);
+}
+
+// ------------------------------------------------------------------------------------ sCM
+
+// sCM's target shift u = −κ df⁻/dt (train/continuous_consistency.h) against a central difference of
+// f(x(t), t) along the exact flow of N(mean, var), for a generic network F (a random MLP), on VE and
+// VP: checks the scalings' derivatives, the JVP, κ and the sign together. With c = 1e12 the
+// normalisation is a known scale: û = u/(‖u‖ + c) ≈ u/c.
+TEST(ContinuousConsistency, TangentIsMinusKappaTimesTheDerivativeAlongTheFlow) {
+  at::set_num_threads(1);
+  fewstep::MlpConfig config = tiny_mlp();
+  config.time_multiplier = 1.0;  // F varies on the scale of t, so a difference step of 1e-5 t resolves it
+  ScriptNet mlp = fewstep::make_mlp(config, 5);
+  mlp->to(at::kDouble);
+  mlp->eval();
+  const fewstep::ConsistencyNetwork F = [mlp](const at::Tensor& x, const at::Tensor& t) {
+    return fewstep::forward_network(*mlp, x, t, {}, {}, "test");
+  };
+  ConsistencyParameterization p;
+  p.sigma_data = kSigmaData;
+  for (const fewstep::SchedulePtr& schedule : std::vector<fewstep::SchedulePtr>{ve(), std::make_shared<fewstep::VPLinear>()}) {
+    const fewstep::Denoiser exact = fewstep::Denoiser::exact(fewstep::testing::single_gaussian(mean(), var()), schedule);
+    for (double frac : {0.02, 0.3, 0.7}) {
+      const double t = schedule->t_min() + frac * (schedule->t_max() - schedule->t_min());
+      const at::Tensor x = at::randn({16, 2}, generator(3), at::kDouble) * (schedule->sigma(t) + 1.0);
+      const at::Tensor times = at::full({16}, t, at::kDouble);
+      const at::Tensor dx_dt = fewstep::ode_velocity_from_eps(*schedule, x, exact(x, t).eps, times);
+      const double c = 1e12;
+      const fewstep::ScmTangent tan = fewstep::scm_tangent(F, *schedule, p, x, times, dx_dt, 1.0, c);
+      const at::Tensor u = tan.target * c;  // ‖u‖ ≪ c
+      const double h = 1e-5 * t;
+      const auto f_at = [&](double s) {
+        const at::Tensor xs = fewstep::testing::single_gaussian_flow(*schedule, x, mean(), var(), t, s);
+        return fewstep::consistency_function(F, *schedule, p, xs, at::full({16}, s, at::kDouble));
+      };
+      const double st = schedule->sigma_tilde(t);
+      const double kappa = std::sqrt(st * st + kSigmaData * kSigmaData) / (-st * schedule->dlambda_dt(t));
+      const at::Tensor u_fd = -kappa * (f_at(t + h) - f_at(t - h)) / (2.0 * h);
+      const double rel = ((u - u_fd).norm() / u_fd.norm()).item<double>();
+      // O(h²) differencing and the host derivatives' ~1e-10: far below 1e-6 for a smooth F.
+      EXPECT_LT(rel, 1e-6) << schedule->name() << " t = " << t;
+      EXPECT_GT(u_fd.norm().item<double>(), 1e-3);  // a real derivative, not a vanishing one
+      EXPECT_TRUE(at::allclose(tan.F_minus, F(tan.input, tan.time_input)));
+    }
+  }
+}
+
+// The exact consistency function of N(mean, var) is constant along the exact flow: with the exact ε
+// teacher its sCD tangent (without warm-up) vanishes, and so does the loss; a wrong one's does not.
+// (Draws below σ̃(t_min), clamped onto the boundary, are left out of the loss: f is the identity there.)
+TEST(ContinuousConsistency, ExactConsistencyFunctionHasZeroTangentWithTheExactTeacher) {
+  at::set_num_threads(1);
+  auto schedule = ve();
+  ConsistencyTrainerOptions o;
+  o.method = fewstep::ConsistencyMethod::ScmDistillation;
+  o.function.sigma_data = kSigmaData;
+  o.scm.warmup_steps = 0;
+  o.scm.adaptive_weight = false;
+  o.optimizer.schedule = {1e-3, 0, 10, 0.0};
+  const at::Tensor x0 = gaussian_data(256, 9)->next().x;
+  ConsistencyTrainer exact(exact_gaussian_net(schedule->t_min()), schedule, gaussian_data(64, 1), o,
+                           exact_gaussian_eps(at::kDouble));
+  ConsistencyTrainer wrong(exact_gaussian_net(schedule->t_min(), 0.05), schedule, gaussian_data(64, 1), o,
+                           exact_gaussian_eps(at::kDouble));
+  const double zero = exact.loss_on(x0, 3), other = wrong.loss_on(x0, 3);
+  std::cerr << "[ info ] sCD loss of the exact / a shifted consistency function: " << zero << " / " << other << "\n";
+  // ‖û‖² ~ (‖u‖/c)² with ‖u‖ ~ 1e-10 (the host differences' error): ~1e-18, against the wrong one's O(0.01).
+  EXPECT_LT(zero, 1e-12);
+  EXPECT_GT(other, 1e-3);
+}
+
+// sCD and sCT on N(mean, var) with the Gaussian family started away from the flow map: the one-step
+// map from t_max approaches the exact flow map. sCD's fixed point is the exact map (its tangent
+// vanishes there); sCT's per-example tangent is a one-sample estimate, normalised per example, so its
+// fixed point is only near it.
+TEST(ContinuousConsistency, OneStepMapApproachesTheFlowMap) {
+  at::set_num_threads(1);
+  auto schedule = ve();
+  for (auto method : {fewstep::ConsistencyMethod::ScmDistillation, fewstep::ConsistencyMethod::ScmTraining}) {
+    ConsistencyTrainerOptions o;
+    o.method = method;
+    o.function.sigma_data = kSigmaData;
+    const int64_t steps = 600;
+    o.optimizer.schedule = {2e-2, 0, steps, 1e-3};
+    o.ema_decay = 0.0;
+    o.seed = 3;
+    ConsistencyTrainer trainer(gaussian_family_net(schedule->t_min(), 0.6, 3.0), schedule, gaussian_data(128, 2), o,
+                               method == fewstep::ConsistencyMethod::ScmDistillation ? exact_gaussian_eps(at::kDouble)
+                                                                                     : nullptr);
+    const auto map_error = [&] { return one_step_map_error(trainer, *schedule, o.function); };
+    const double start = map_error();
+    fewstep::TrainLoopOptions quiet;
+    quiet.progress = false;
+    trainer.train(steps, quiet);
+    const double end = map_error();
+    std::cerr << "[ info ] " << fewstep::to_string(method) << ": one-step map error " << start << " -> " << end << "\n";
+    EXPECT_LT(end, (method == fewstep::ConsistencyMethod::ScmDistillation ? 0.01 : 0.1) * start)
+        << fewstep::to_string(method);
+  }
 }
 
 // ------------------------------------------------------------------------------------ training
@@ -427,8 +534,9 @@ std::unique_ptr<ConsistencyTrainer> small_trainer(fewstep::ConsistencyMethod met
                    ? fewstep::ConsistencyDistance::PseudoHuber
                    : fewstep::ConsistencyDistance::L2;
   o.optimizer.schedule = {1e-3, 0, 6, 0.0};
+  o.scm.warmup_steps = 4;  // the warm-up factor changes inside the resumed part
   ScriptNet teacher;
-  if (method == fewstep::ConsistencyMethod::Distillation) {
+  if (method == fewstep::ConsistencyMethod::Distillation || method == fewstep::ConsistencyMethod::ScmDistillation) {
     teacher = fewstep::make_mlp(tiny_mlp(), 7);
     teacher->to(at::kDouble);
   }
@@ -473,7 +581,7 @@ TEST_P(ConsistencyResume, ResumeIsBitExactWithEveryNetworkState) {
             std::string::npos);
 }
 
-INSTANTIATE_TEST_SUITE_P(Methods, ConsistencyResume, ::testing::Values("cd", "ct", "ict", "ect"),
+INSTANTIATE_TEST_SUITE_P(Methods, ConsistencyResume, ::testing::Values("cd", "ct", "ict", "ect", "scd", "sct"),
                          [](const auto& info) { return info.param; });
 
 TEST(ConsistencyTrainer, BadInputNamesTheArgument) {
@@ -491,6 +599,13 @@ TEST(ConsistencyTrainer, BadInputNamesTheArgument) {
             std::string::npos);
   EXPECT_NE(fewstep::testing::value_error_message([] { fewstep::parse_consistency_method("lcm"); }).find("'lcm'"),
             std::string::npos);
+  o = cd_options();
+  o.method = fewstep::ConsistencyMethod::ScmDistillation;
+  EXPECT_NE(fewstep::testing::value_error_message([&] { ConsistencyTrainer(dropout_net(), schedule, data, o); })
+                .find("(scd) needs a teacher"),
+            std::string::npos);
+  o.scm.tangent_c = 0.0;
+  EXPECT_NE(fewstep::testing::value_error_message([&] { o.validate(); }).find("tangent_c"), std::string::npos);
   o = cd_options();
   o.num_points = 1;
   EXPECT_NE(fewstep::testing::value_error_message([&] { o.validate(); }).find("num_points"), std::string::npos);

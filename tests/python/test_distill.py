@@ -522,8 +522,11 @@ def test_consistency_resume_is_bit_exact(tmp_path: Path, method: str) -> None:
 
 
 def test_consistency_bad_options_name_the_option(vp: fs.VPLinear, exact_gaussian: fs.Denoiser) -> None:
-    with pytest.raises(ValueError, match="consistency method must be one of cd, ct, ict, ect, got 'cm'"):
+    with pytest.raises(ValueError, match="consistency method must be one of cd, ct, ict, ect, scd, sct, got 'cm'"):
         fs.ConsistencyLoss(vp, "cm")
+    for method in ("ect", "scd", "sct"):  # the C++ trainer's only
+        with pytest.raises(ValueError, match=f"method '{method}' .* runs in the C\\+\\+ trainer"):
+            fs.ConsistencyLoss(vp, method)
     with pytest.raises(TypeError, match="teacher should be a fewstep.Denoiser for method 'cd'"):
         fs.ConsistencyLoss(vp, "cd")
     with pytest.raises(ValueError, match="unknown option 'points'"):

@@ -551,6 +551,11 @@ def test_cpp_trainers_have_the_same_shape(tmp_path, vp: fs.VPLinear) -> None:
     cd = fs.Trainer.consistency(torch.jit.script(ScriptNet()), vp, data, teacher=torch.jit.script(ScriptNet(3)),
                                 method="cd", num_points=5)
     assert math.isfinite(cd.step().loss) and cd.step().extra["N"] == 5
+    # sCD: the forward-mode JVP runs through a scripted Python network too.
+    scd = fs.Trainer.consistency(torch.jit.script(ScriptNet()), vp, data, teacher=torch.jit.script(ScriptNet(3)),
+                                 method="scd", scm_warmup_steps=4)
+    stats = [scd.step() for _ in range(3)]
+    assert all(math.isfinite(s.loss) for s in stats) and [s.extra["warmup"] for s in stats] == [0.0, 0.25, 0.5]
     kd = fs.Trainer.knowledge(torch.jit.script(ScriptNet()), vp, points, 0.5 * points, timesteps=[1.0, 0.001],
                               batch=16)
     assert kd.train(2, progress=False)["last_step"] == 2

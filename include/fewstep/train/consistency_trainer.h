@@ -1,7 +1,8 @@
 /// @file train/consistency_trainer.h
 /// @brief Consistency distillation (CD), consistency training (CT), improved consistency
-/// training (iCT) and easy consistency tuning (ECT) in one trainer (Song et al. 2023, arXiv 2303.01469,
-/// Algorithms 2 and 3; Song & Dhariwal 2023, arXiv 2310.14189; Geng et al. 2024, arXiv 2406.14548).
+/// training (iCT), easy consistency tuning (ECT) and continuous-time sCM (sCD, sCT) in one trainer (Song et
+/// al. 2023, arXiv 2303.01469, Algorithms 2 and 3; Song & Dhariwal 2023, arXiv 2310.14189; Geng et al. 2024,
+/// arXiv 2406.14548; Lu & Song 2024, arXiv 2410.11081).
 ///
 /// Levels. The N points of a step are the Karras ρ-grid t_0 = t_min < t_1 < ... < t_{N−1} = t_max
 /// (uniform in σ̃^{1/ρ}, σ̃ = σ/α: `timesteps(schedule, N − 1, Spacing::Karras)` reversed).
@@ -28,6 +29,12 @@
 /// trainable_copy), not the ε teacher wrapped exactly, which is ill conditioned at high noise
 /// (docs/distillation.md, "Where a student starts").
 ///
+/// sCD, sCT: no pairs. Per row, σ̃ ~ lognormal(P_mean, P_std) as in ECT, x_t = α x_0 + σ z, and the
+/// continuous-time objective of train/continuous_consistency.h: one forward-mode JVP of θ⁻ = θ (without
+/// gradient) along the ODE, whose velocity comes from the teacher's ε̂ (sCD) or from x_0 and z (sCT),
+/// then the online pass regressed onto F⁻ + û with the learned adaptive weight (kept in checkpoints
+/// under "scm/log_weight"). About 2× ECT's cost per step (a JVP costs ~3–5 forward passes).
+///
 /// Dropout. Both passes of a step run with the same dropout masks: before each, the global CPU
 /// generator (which TorchScript dropout draws from) is seeded with one value drawn from the run's
 /// own "dropout" stream, and restored afterwards, so the masks are a function of the run's seed and
@@ -51,14 +58,15 @@
 #include "fewstep/solvers/stepper.h"
 #include "fewstep/data/batch_source.h"
 #include "fewstep/train/consistency_curriculum.h"
+#include "fewstep/train/continuous_consistency.h"
 #include "fewstep/models/consistency_function.h"
 #include "fewstep/train/optimizer.h"
 #include "fewstep/train/trainer.h"
 
 namespace fewstep {
 
-enum class ConsistencyMethod { Distillation, Training, ImprovedTraining, EasyTuning };
-/// "cd", "ct", "ict", "ect" (ValueError otherwise).
+enum class ConsistencyMethod { Distillation, Training, ImprovedTraining, EasyTuning, ScmDistillation, ScmTraining };
+/// "cd", "ct", "ict", "ect", "scd", "sct" (ValueError otherwise).
 ConsistencyMethod parse_consistency_method(const std::string& name);
 std::string to_string(ConsistencyMethod method);
 
@@ -81,7 +89,8 @@ struct ConsistencyTrainerOptions {
   CtCurriculum ct;                                ///< CT's N(k), μ(k); total_steps = K
   IctCurriculum ict;                              ///< iCT's N(k); total_steps = K
   EctCurriculum ect;                              ///< ECT's mapping function and stages; total_steps = K
-  double p_mean = -1.1, p_std = 2.0;              ///< iCT's lognormal
+  ScmOptions scm;                                 ///< sCD's and sCT's stabilisers
+  double p_mean = -1.1, p_std = 2.0;              ///< the lognormal of iCT's levels and ECT's / sCM's σ̃
   double rho = 7.0;
   ConsistencyDistance distance = ConsistencyDistance::L2;
   double huber_c = 0.0;  ///< 0: 0.00054 √dim
@@ -96,7 +105,7 @@ struct ConsistencyTrainerOptions {
 /// the schedule's), time_input, time_scale, teacher_prediction, teacher_time_input, teacher_time_scale,
 /// teacher_solver (the name of teacher_stepper when one is given), num_points, target_ema, ct_s0, ct_s1,
 /// ct_mu0, ct_total_steps, ict_s0, ict_s1, ict_total_steps, ect_q, ect_k, ect_b, ect_stages,
-/// ect_total_steps, p_mean, p_std, rho, distance, huber_c,
+/// ect_total_steps, scm_tangent_c, scm_warmup_steps, scm_adaptive_weight, p_mean, p_std, rho, distance, huber_c,
 /// ema_decay, seed and the optimiser's keys (train/denoiser_trainer.h).
 std::string options_to_json(const ConsistencyTrainerOptions& options);
 /// Sets the keys present in `json`; ValueError naming an unknown key, TypeError for a wrong type.
@@ -141,14 +150,14 @@ at::Tensor consistency_distance(const at::Tensor& a, const at::Tensor& b, Consis
 class ConsistencyTrainer final : public Trainer {
  public:
   /// `student`: the network F (initialised by the caller, e.g. from the teacher's weights for CD).
-  /// `teacher`: required for CD, ignored otherwise. ValueError naming the argument for null inputs,
+  /// `teacher`: required for CD and sCD, ignored otherwise. ValueError naming the argument for null inputs,
   /// a missing teacher or a stochastic teacher stepper.
   ConsistencyTrainer(ScriptNet student, SchedulePtr schedule, std::shared_ptr<BatchSource> data,
                      ConsistencyTrainerOptions options = {}, ScriptNet teacher = nullptr);
   ~ConsistencyTrainer() override;
 
   std::string kind() const override { return "consistency"; }
-  /// extra: {"N", points}, {"mu", target EMA rate} (ECT: {"stage", s}).
+  /// extra: {"N", points}, {"mu", target EMA rate} (ECT: {"stage", s}; sCD, sCT: {"warmup", r}).
   TrainStepStats step() override;
   Checkpoint state() const override;
   void load_state(const Checkpoint& checkpoint) override;
