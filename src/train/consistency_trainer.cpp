@@ -339,27 +339,42 @@ struct ConsistencyTrainer::Impl {
 
   // sCD / sCT (train/continuous_consistency.h): σ̃ from the lognormal, one JVP pass of θ⁻ = θ along the
   // ODE, the online pass regressed onto its normalised tangent with the adaptive weight.
-  at::Tensor scm_loss_rows(const at::Tensor& x_all, int64_t k, RngBundle& draws,
-                           const std::function<at::Tensor(const at::Tensor&)>& rows) const {
-    at::Generator& gen = draws.get("noise");
-    const at::Tensor normals = rows(at::randn({x_all.size(0)}, gen, at::kDouble)).contiguous();
-    const at::Tensor z =
-        rows(at::randn(x_all.sizes(), gen, at::TensorOptions().dtype(x_all.scalar_type())).to(x_all.device()));
+  // After the times' draw: the batch's noise z (this process's rows) from "noise", then one dropout seed
+  // from "dropout" — the order every method keeps, so checkpoints resume bit-exactly.
+  static std::pair<at::Tensor, uint64_t> draw_noise_and_dropout(
+      const at::Tensor& x_all, RngBundle& draws, const std::function<at::Tensor(const at::Tensor&)>& rows) {
+    const at::Tensor z = rows(at::randn(x_all.sizes(), draws.get("noise"),
+                                        at::TensorOptions().dtype(x_all.scalar_type())).to(x_all.device()));
     const uint64_t dropout_seed = static_cast<uint64_t>(
         at::randint(0, std::numeric_limits<int64_t>::max(), {1}, draws.get("dropout"), at::kLong).item<int64_t>());
+    return {z, dropout_seed};
+  }
+
+  // The shape that broadcasts a per-row vector over x's other dimensions: [B, 1, 1, ...].
+  static std::vector<int64_t> row_column_shape(const at::Tensor& x) {
+    std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+    shape[0] = x.size(0);
+    return shape;
+  }
+
+  at::Tensor scm_loss_rows(const at::Tensor& x_all, int64_t k, RngBundle& draws,
+                           const std::function<at::Tensor(const at::Tensor&)>& rows) const {
+    const at::Tensor normals = rows(at::randn({x_all.size(0)}, draws.get("noise"), at::kDouble)).contiguous();
+    const auto [z, dropout_seed] = draw_noise_and_dropout(x_all, draws, rows);
     const at::Tensor x0 = rows(x_all);
     const int64_t n = normals.numel();
-    std::vector<double> t(n), level(n), alpha(n), sigma(n), dalpha(n), dsigma(n);
+    // Draws below σ̃(t_min) sit clamped on the boundary, where f is the identity whatever F: no tangent to
+    // match, so `inside` masks them out of the loss.
+    std::vector<double> t(n), level(n), alpha(n), sigma(n), dalpha(n), dsigma(n), inside(n);
     for (int64_t b = 0; b < n; ++b) {
       level[b] = lognormal_level(*schedule, options, t_lo, normals.data_ptr<double>()[b]);
       t[b] = time_of_level(*schedule, level[b], t_lo);
       alpha[b] = schedule->alpha(t[b]), sigma[b] = schedule->sigma(t[b]);
       dalpha[b] = schedule->dalpha_dt(t[b]), dsigma[b] = schedule->dsigma_dt(t[b]);
+      inside[b] = t[b] > t_lo ? 1.0 : 0.0;
     }
-    std::vector<int64_t> shape(static_cast<size_t>(x0.dim()), 1);
-    shape[0] = x0.size(0);
     const auto column = [&](const std::vector<double>& v) {
-      return at::tensor(v, at::kDouble).to(x0.options()).view(shape);
+      return at::tensor(v, at::kDouble).to(x0.options()).view(row_column_shape(x0));
     };
     const at::Tensor times = at::tensor(t, at::kDouble);
     const at::Tensor x_t = x0 * column(alpha) + z * column(sigma);
@@ -385,9 +400,6 @@ struct ConsistencyTrainer::Impl {
             ? scm_log_weight(log_weight, at::tensor(level, at::kDouble).to(log_weight.device()),
                              schedule->sigma_tilde(t_lo), schedule->sigma_tilde(schedule->t_max()))
             : at::Tensor();
-    // Draws below σ̃(t_min) sit clamped on the boundary, where f is the identity whatever F: no tangent to match.
-    std::vector<double> inside(n);
-    for (int64_t b = 0; b < n; ++b) inside[b] = t[b] > t_lo ? 1.0 : 0.0;
     return scm_loss(online, tangent, w, at::tensor(inside, at::kDouble));
   }
 
@@ -400,15 +412,11 @@ struct ConsistencyTrainer::Impl {
     at::Generator& gen = draws.get("noise");
     const at::Tensor index = ect() ? at::randn({x_all.size(0)}, gen, at::kDouble)  // ECT: the lognormal's normals
                                    : consistency_draw_index(*schedule, options, lv, x_all.size(0), gen);
-    const at::Tensor z =
-        rows(at::randn(x_all.sizes(), gen, at::TensorOptions().dtype(x_all.scalar_type())).to(x_all.device()));
-    const uint64_t dropout_seed = static_cast<uint64_t>(
-        at::randint(0, std::numeric_limits<int64_t>::max(), {1}, draws.get("dropout"), at::kLong).item<int64_t>());
+    const auto [z, dropout_seed] = draw_noise_and_dropout(x_all, draws, rows);
     const at::Tensor x0 = rows(x_all);
     const ConsistencyPairTimes p = ect() ? ect_pair_times(*schedule, options, k, t_lo, rows(index))
                                          : consistency_pair_times(*schedule, options, lv, rows(index));
-    std::vector<int64_t> shape(static_cast<size_t>(x0.dim()), 1);
-    shape[0] = x0.size(0);
+    const std::vector<int64_t> shape = row_column_shape(x0);
     const auto column = [&](const at::Tensor& v) { return v.to(x0.options()).view(shape); };
     const at::Tensor x_hi = x0 * column(p.alpha_hi) + z * column(p.sigma_hi);
     at::Tensor x_lo;

@@ -21,7 +21,8 @@ Cases (the key of each entry):
     streams derived from each seed, distinct from the x_T stream);
   - "micro/<mode>": the shipped micro-distilled samplers of this mixture (models/distilled/gmm16d-micro-*.pt,
     docs/micro.md) through fs.MicroSampler.sample with a budget of 10 evaluations.
-Each entry stores x and the NFE spent.
+Each entry stores x and the NFE spent. golden_solvers_cpu.txt records the CPU kernel set torch used
+(AVX2, AVX512, ...): the test asserts bit-identity on that set, agreement to 1e-12 on others.
 """
 
 from __future__ import annotations
@@ -133,11 +134,22 @@ def compute() -> dict:
     return out
 
 
+def cpu_file(golden: Path) -> Path:
+    """Beside the golden file: the CPU kernel set (torch.backends.cpu.get_cpu_capability) it was made with."""
+    return golden.with_name(golden.stem + "_cpu.txt")
+
+
+def recorded_cpu_capability(golden: Path = Path(__file__).with_name("golden_solvers.pt")) -> str | None:
+    path = cpu_file(golden)
+    return path.read_text().strip() if path.exists() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(Path(__file__).with_name("golden_solvers.pt")))
     args = parser.parse_args()
     torch.save(compute(), args.out)
+    cpu_file(Path(args.out)).write_text(torch.backends.cpu.get_cpu_capability() + "\n")
     print(f"wrote {args.out}")
 
 

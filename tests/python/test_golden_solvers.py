@@ -1,4 +1,5 @@
-"""Bit-identity of every registered solver with the stored golden outputs (tests/data/golden_solvers.pt).
+"""Bit-identity of every registered solver with the stored golden outputs (tests/data/golden_solvers.pt),
+on the CPU kernels the file was made with (to 1e-12 on others).
 
 tests/data/make_golden_solvers.py describes the cases and regenerates the file; a difference here is a
 numerical change of the driver, a stepper or the noise streams, which must be intended and explained.
@@ -18,6 +19,22 @@ sys.path.insert(0, str(DATA))
 import make_golden_solvers as golden  # noqa: E402
 
 STORED = torch.load(DATA / "golden_solvers.pt")
+# The CPU kernel set torch dispatched to when the file was written (make_golden_solvers.py records it;
+# None for a file written before it did). Vectorised kernels (AVX2 against AVX-512) may differ in the
+# last bits, so bit-identity is asserted on the same kernel set and agreement to 1e-12 elsewhere: still
+# orders of magnitude below any change of a formula or a noise stream.
+RECORDED_CPU = golden.recorded_cpu_capability()
+
+
+def assert_reproduced(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    if torch.equal(got, want):
+        return
+    diff = (got - want).abs().max().item()
+    here = torch.backends.cpu.get_cpu_capability()
+    assert RECORDED_CPU != here, f"{what}: max |diff| = {diff:.3e} on the CPU kernels ({here}) the file was made on"
+    scale = 1.0 + want.abs().max().item()
+    assert diff <= 1e-12 * scale, (
+        f"{what}: max |diff| = {diff:.3e} (file made on {RECORDED_CPU or 'unrecorded'} kernels, running on {here})")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +63,7 @@ def test_bit_identical(computed: dict, key: str) -> None:
     want, got = STORED[key], computed[key]
     assert got["nfe"] == want["nfe"], key
     assert got["x"].dtype == want["x"].dtype and got["x"].shape == want["x"].shape, key
-    assert torch.equal(got["x"], want["x"]), f"{key}: max |diff| = {(got['x'] - want['x']).abs().max().item():.3e}"
+    assert_reproduced(got["x"], want["x"], key)
 
 
 @pytest.mark.parametrize("mode", sorted(golden.MICRO_SAMPLERS))
@@ -57,4 +74,4 @@ def test_micro_solver_door_runs_the_micro_sampler(mode: str) -> None:
     out = golden.fs.sample(model, x_T, solver="micro", path=str(golden.MICRO_SAMPLERS[mode]), steps=golden.NFE)
     want = STORED[f"micro/{mode}"]
     assert out.nfe == want["nfe"]
-    assert torch.equal(out.x, want["x"]), f"max |diff| = {(out.x - want['x']).abs().max().item():.3e}"
+    assert_reproduced(out.x, want["x"], f"micro/{mode}")
