@@ -155,7 +155,11 @@ def randn(
     if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
         raise ValueError(f"shape should be a non-empty sequence of non-negative ints, got {shape!r}")
     if dims[0] != len(seed_list):
-        raise ValueError(f"shape[0] should equal len(seeds): got shape {dims} and {len(seed_list)} seeds")
+        shown = dims if len(dims) <= 8 else f"of {len(dims)} entries, starting {dims[:4]}"
+        hint = (f"; the arguments look swapped: call randn(shape, seeds), here perhaps "
+                f"randn(({', '.join(map(str, (len(dims), *seed_list)))}), seeds)"
+                if len(dims) > 8 and len(seed_list) <= 8 else "")
+        raise ValueError(f"shape[0] should equal len(seeds): got shape {shown} and {len(seed_list)} seeds{hint}")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype should be a real floating-point torch.dtype (torch.float32, torch.float64, ...), "
                         f"got {dtype!r}")

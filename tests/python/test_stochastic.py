@@ -37,6 +37,10 @@ def test_randn_rows_depend_only_on_their_seed() -> None:
 def test_randn_argument_errors() -> None:
     with pytest.raises(ValueError, match=r"shape\[0\]"):
         fs.randn((3, 2), seeds=[1, 2])
+    # Seeds passed as the shape: a short message that names the mistake, not a thousand numbers.
+    with pytest.raises(ValueError, match=r"of 1000 entries, starting \(0, 1, 2, 3\).*swapped") as error:
+        fs.randn(list(range(1000)), (1, 28, 28))
+    assert len(str(error.value)) < 300
     with pytest.raises(TypeError, match="seeds"):
         fs.randn((1, 2), seeds=[1.5])
     with pytest.raises(ValueError, match="seeds"):
