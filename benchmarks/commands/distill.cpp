@@ -177,7 +177,11 @@ class DistillBench : public Command {
         ->capture_default_str();
     app.add_option("--tables", c_.tables, "Which tables: fmnist, guided, mixture")->delimiter(',')
         ->capture_default_str();
-    app.add_option("--seed", c_.seed, "x_T of sample i uses seed + i")->capture_default_str();
+    app.add_option("--seed", c_.seed,
+                   "x_T of sample i uses seed + i; a student that re-noises (multistep consistency) draws its "
+                   "step noise from the streams of seed + 1000003 + i (fs.sample(..., seeds=...) reproduces a row; "
+                   "fewstep eval --seed uses seed + i for both)")
+        ->capture_default_str();
     app.add_flag("--quiet", c_.quiet, "No progress bars");
   }
 
@@ -209,7 +213,9 @@ class DistillBench : public Command {
   }
   // A student on its own grid with its own solver (the request's model-file defaults).
   Run solve_student(const ModelFile& m, const at::Tensor& x_T, const std::string& label) {
-    int64_t offset = 0;  // per-sample noise seeds (consistency sampling re-noises): batch-independent
+    // Per-sample step-noise seeds (consistency sampling re-noises), batch-independent. The offset predates
+    // the library's separate step-noise stream per seed; it stays so that the published tables reproduce.
+    int64_t offset = 0;
     return run_batched(x_T, c_.batch, label, !c_.quiet, [&](const at::Tensor& chunk) {
       SampleRequest request;
       request.model = borrowed(m.denoiser);
