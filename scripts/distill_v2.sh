@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Long, resumable distillation runs of a Fashion-MNIST teacher (docs/results.md, "Students of the current teacher").
-# Usage: scripts/distill_v2.sh pd|pd-weights|pd-long|ect|ect-long|pd-refine|pd4-direct   — run it again (same environment) to resume.
+# Usage: scripts/distill_v2.sh pd|pd-weights|pd-long|ect|ect-long|ect-xl|pd-refine|pd4-direct   — run it again (same environment) to resume.
 #   pd          progressive 8 -> 1 from the teacher in function space (4000 iterations per round; the
 #               shipped fmnist-v2-pd 8- and 4-step students)
 #   pd-weights  the same from the teacher's weights (docs/distillation.md, "Where a student starts"; the
@@ -10,6 +10,8 @@
 #   ect         easy consistency tuning from the teacher's weights, 20000 iterations, the 2-step sampler
 #               re-noising at sigma/alpha = 2
 #   ect-long    the same with 40000 iterations (2-3 h on one core; the shipped fmnist-v2-ect students)
+#   ect-xl      the same with 80000 iterations (about 6 h on one core, over several sessions; aimed at the
+#               pullovers the 40000-iteration students miss, docs/results.md)
 #   pd-refine   the 8-step student of `pd` refined against 64 teacher DDIM steps (--first-round-substeps 8),
 #               then a 4-step round from it (docs/distillation.md, "A better first target")
 #   pd4-direct  the 4-step student of `pd` refined against 64 teacher DDIM steps (--first-round-substeps 16)
@@ -21,7 +23,7 @@
 #   TORCH_LIB    LibTorch's library directory (default: the one of the python3 on PATH's torch)
 # Runs at nice 19 on one thread; checkpoints every 250 steps; the CLI resumes bit-exactly (--resume).
 set -euo pipefail
-what=${1:?"usage: $0 pd|pd-weights|pd-long|ect|ect-long|pd-refine|pd4-direct"}
+what=${1:?"usage: $0 pd|pd-weights|pd-long|ect|ect-long|ect-xl|pd-refine|pd4-direct"}
 root=${RUN_ROOT:-runs/distill-v2}
 bin=${FEWSTEP_BIN:-$root/bin}
 teacher=${TEACHER:-models/fmnist-unet-eps.pt}
@@ -57,11 +59,12 @@ case "$what" in
   pd-long) pd_weights pd-long 8000 fmnist-v3-pd ;;
   ect) ect ect 20000 ;;
   ect-long) ect ect-long 40000 ;;
+  ect-xl) ect ect-xl 80000 ;;
   pd-refine) run pd-refine progressive --student-init "$root/pd/fmnist-v2-pd-8step.pt" --initial-steps 8 \
         --final-steps 4 --first-round-substeps 8 --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
         --name fmnist-v3-pd ;;
   pd4-direct) run pd4-direct progressive --student-init "$root/pd/fmnist-v2-pd-4step.pt" --initial-steps 4 \
         --final-steps 4 --first-round-substeps 16 --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
         --name fmnist-v3-pd-direct ;;
-  *) echo "$0: unknown run '$what' (pd, pd-weights, pd-long, ect, ect-long, pd-refine or pd4-direct)" >&2; exit 2 ;;
+  *) echo "$0: unknown run '$what' (pd, pd-weights, pd-long, ect, ect-long, ect-xl, pd-refine or pd4-direct)" >&2; exit 2 ;;
 esac
