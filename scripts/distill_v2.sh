@@ -62,7 +62,7 @@ case "$what" in
   ect-xl) ect ect-xl 80000 ;;
   pd-refine) run pd-refine progressive --student-init "$root/pd/fmnist-v2-pd-8step.pt" --initial-steps 8 \
         --final-steps 4 --first-round-substeps 8 --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
-        --name fmnist-v3-pd ;;
+        --name fmnist-v3-pd-refine ;;
   pd4-direct) run pd4-direct progressive --student-init "$root/pd/fmnist-v2-pd-4step.pt" --initial-steps 4 \
         --final-steps 4 --first-round-substeps 16 --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 \
         --name fmnist-v3-pd-direct ;;
