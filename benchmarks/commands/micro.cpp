@@ -61,13 +61,14 @@ struct Config {
 };
 
 // {M} of the sampler patterns and the row labels; "_history": residual heads that reuse the previous
-// evaluation (MicroHeadConfig::history).
+// evaluation (MicroHeadConfig::history); "coefficients": the coefficient head (residual_kind).
 const std::vector<std::pair<std::string, std::string>> kVariants = {
     {"joint", "micro joint (g+h)"},
     {"residual", "micro g alone (fixed grid)"},
     {"step_size", "micro h alone (DEIS-2)"},
     {"joint_history", "micro joint, history (g+h)"},
-    {"residual_history", "micro g alone, history (fixed grid)"}};
+    {"residual_history", "micro g alone, history (fixed grid)"},
+    {"coefficients", "micro learned coefficients + h, history"}};
 
 std::string with_mode(const std::string& pattern, const std::string& mode) {
   std::string s = pattern;
@@ -98,7 +99,7 @@ class MicroBench : public Command {
   void configure(CLI::App& app) override {
     app.add_option("--mixture-teacher", c_.mixture_teacher, "16-D mixture teacher file (its exact mixture is used)")
         ->capture_default_str();
-    app.add_option("--mixture-samplers", c_.mixture_samplers, "Its micro samplers ({M} = joint, residual, step_size)")
+    app.add_option("--mixture-samplers", c_.mixture_samplers, "Its micro samplers ({M} = joint, residual, step_size, joint_history, residual_history, coefficients)")
         ->capture_default_str();
     app.add_option("--fmnist-teacher", c_.fmnist_teacher, "Fashion-MNIST teacher")->capture_default_str();
     app.add_option("--fmnist-samplers", c_.fmnist_samplers, "Its micro samplers")->capture_default_str();

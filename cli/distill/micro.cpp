@@ -47,6 +47,11 @@ class MicroMethod final : public Command {
                                                           "teacher call per step)");
     app.add_flag("--history", history_, "The residual head also reuses the previous teacher evaluation (corrects "
                                         "the two-step DEIS term instead of DDIM's; an extension of partial micro-distillation)");
+    app.add_option("--residual-head", residual_kind_, "g_psi's residual head: network (a conv/MLP net of x and eps) "
+                                                      "or coefficients (learned multistep weights of x, eps and, with "
+                                                      "--history, the previous eps, as functions of the step alone; "
+                                                      "train it with --mode joint, no warm start needed)")
+        ->check(CLI::IsMember({"network", "coefficients"}))->capture_default_str();
     app.add_option("--width", width_, "Residual head width (0 = 64 for vectors, 32 for images)")->capture_default_str();
     app.add_option("--blocks", blocks_, "Residual head blocks (0 = 3 for vectors, 4 for images)")->capture_default_str();
     app.add_option("--trajectories", trajectories_, "Dense teacher trajectories to train on")->check(positive())
@@ -71,6 +76,7 @@ class MicroMethod final : public Command {
                      {"--iterations", iterations_}, {"--budget-min", budget_min_}, {"--budget-max", budget_max_},
                      {"--spread", spread_},       {"--segment-max", segment_max_}, {"--no-teacher-grad", no_teacher_grad_},
                      {"--no-time-gradient", no_time_gradient_}, {"--history", history_},
+                     {"--residual-head", residual_kind_},
                      {"--width", width_},         {"--blocks", blocks_},      {"--trajectories", trajectories_},
                      {"--segments", segments_},   {"--substeps", substeps_},  {"--trajectory-seed", trajectory_seed_},
                      {"--trajectory-dtype", trajectory_dtype_}});
@@ -103,6 +109,7 @@ class MicroMethod final : public Command {
     o.heads.width = width_;
     o.heads.blocks = blocks_;
     o.heads.history = history_;
+    o.heads.residual_kind = residual_kind_;
     o.batch = flags_.batch;
     o.budget_min = budget_min_;
     o.budget_max = budget_max_;
@@ -158,7 +165,7 @@ class MicroMethod final : public Command {
   }
 
   DistillFlags flags_;
-  std::string mode_ = "joint", init_, trajectory_dtype_ = "float32", cache_dir_;
+  std::string mode_ = "joint", init_, trajectory_dtype_ = "float32", cache_dir_, residual_kind_ = "network";
   bool no_cache_ = false, exact_ = false, no_teacher_grad_ = false, no_time_gradient_ = false, history_ = false;
   int64_t iterations_ = 2000, budget_min_ = 5, budget_max_ = 20, segment_max_ = 0, width_ = 0, blocks_ = 0;
   int64_t trajectories_ = 1024, segments_ = 64, substeps_ = 8;

@@ -38,7 +38,8 @@ json info_to_json(const MicroSamplerInfo& i) {
             {"groups", i.heads.groups},
             {"step_features", i.heads.step_features},
             {"step_width", i.heads.step_width},
-            {"history", i.heads.history}}},
+            {"history", i.heads.history},
+            {"residual_kind", i.heads.residual_kind}}},
           {"spread", i.spread},
           {"t_start", i.t_start},
           {"t_end", i.t_end},
@@ -60,6 +61,7 @@ MicroSamplerInfo info_from_json(const json& j) {
   i.heads.step_features = h.at("step_features").get<int64_t>();
   i.heads.step_width = h.at("step_width").get<int64_t>();
   i.heads.history = h.value("history", false);
+  i.heads.residual_kind = h.value("residual_kind", std::string("network"));
   i.spread = j.at("spread").get<double>();
   i.t_start = j.at("t_start").get<double>();
   i.t_end = j.at("t_end").get<double>();

@@ -83,6 +83,8 @@ void MicroHeadConfig::validate() const {
   FEWSTEP_CHECK_VALUE(embed >= 1, "MicroHeadConfig.embed must be >= 1, got ", embed);
   FEWSTEP_CHECK_VALUE(step_features >= 1, "MicroHeadConfig.step_features must be >= 1, got ", step_features);
   FEWSTEP_CHECK_VALUE(step_width >= 1, "MicroHeadConfig.step_width must be >= 1, got ", step_width);
+  FEWSTEP_CHECK_VALUE(residual_kind == "network" || residual_kind == "coefficients",
+                      "MicroHeadConfig.residual_kind must be 'network' or 'coefficients', got '", residual_kind, "'");
   if (sample_shape.size() == 3)
     FEWSTEP_CHECK_VALUE(groups >= 1 && fewstep::width(*this) % groups == 0, "MicroHeadConfig.groups = ", groups,
                         " must divide the width ", fewstep::width(*this));
@@ -94,11 +96,40 @@ std::string MicroHeadConfig::describe() const {
       << ", blocks=" << fewstep::blocks(*this) << ", frequencies=" << frequencies << ", embed=" << embed
       << ", groups=" << groups << ", step_features=" << step_features << ", step_width=" << step_width
       << ", history=" << (history ? "true" : "false");
+  // Named only when not the default, so checkpoints written before the field existed still match.
+  if (residual_kind != "network") out << ", residual_kind=" << residual_kind;
   return out.str();
 }
 
+namespace {
+
+// The coefficient head: [a, b(, c)] from the step's scalars alone, out = a x + b eps (+ c d).
+ScriptNet make_coefficient_head(const MicroHeadConfig& c, uint64_t seed) {
+  ScriptBuilder b(seed);
+  auto net = std::make_shared<torch::jit::Module>(b.module("MicroCoefficientHead"));
+  net->register_module("embed", step_embedding(b, c.frequencies, c.embed, c.history));
+  b.linear(*net, "fc_out", c.embed, c.history ? 3 : 2);
+  zero(*net, "fc_out");
+  std::ostringstream src;
+  if (c.history) {
+    src << "def forward(self, x: Tensor, eps: Tensor, d: Tensor, lambda_s: Tensor, h: Tensor, h_prev: Tensor) -> Tensor:\n"
+        << "    k = torch.linear(torch.silu(self.embed.forward(lambda_s, h, h_prev, x)), self.fc_out_weight, self.fc_out_bias)\n"
+        << "    out = k[:, 0:1] * x.flatten(1) + k[:, 1:2] * eps.flatten(1) + k[:, 2:3] * d.flatten(1)\n";
+  } else {
+    src << "def forward(self, x: Tensor, eps: Tensor, lambda_s: Tensor, h: Tensor) -> Tensor:\n"
+        << "    k = torch.linear(torch.silu(self.embed.forward(lambda_s, h, h, x)), self.fc_out_weight, self.fc_out_bias)\n"
+        << "    out = k[:, 0:1] * x.flatten(1) + k[:, 1:2] * eps.flatten(1)\n";
+  }
+  src << "    return out.reshape(x.shape)\n";
+  net->define(src.str());
+  return net;
+}
+
+}  // namespace
+
 ScriptNet make_residual_head(const MicroHeadConfig& c, uint64_t seed) {
   c.validate();
+  if (c.residual_kind == "coefficients") return make_coefficient_head(c, seed);
   ScriptBuilder b(seed);
   auto net = std::make_shared<torch::jit::Module>(b.module("MicroResidualHead"));
   net->register_module("embed", step_embedding(b, c.frequencies, c.embed, c.history));
@@ -160,6 +191,11 @@ int64_t residual_head_flops(const MicroHeadConfig& c) {
   c.validate();
   const int64_t w = width(c), n = blocks(c), e = c.embed, k = c.history ? 3 : 2;
   int64_t macs = 2 * k * c.frequencies * e + e * e;  // the (λ_s, h[, h_prev]) embedding
+  if (c.residual_kind == "coefficients") {
+    int64_t coordinates = 1;
+    for (int64_t d : c.sample_shape) coordinates *= d;
+    return 2 * (macs + e * k + k * coordinates);
+  }
   if (is_image(c)) {
     const int64_t ch = c.sample_shape[0], hw = c.sample_shape[1] * c.sample_shape[2];
     macs += (k * ch * w * 9 + n * (2 * w * w * 9) + w * ch * 9) * hw + n * e * w;

@@ -75,6 +75,7 @@ void fields(V& v, O& o) {
   v("step_features", o.heads.step_features);
   v("step_width", o.heads.step_width);
   v("history", o.heads.history);
+  v("residual_kind", o.heads.residual_kind);
   v("batch", o.batch);
   v("budget_min", o.budget_min);
   v("budget_max", o.budget_max);

@@ -13,6 +13,16 @@
 /// The output layer starts at zero, so an untrained g_ψ is exactly DDIM. About 100k parameters for
 /// 28×28 images with the defaults (width 32, 4 blocks), 30k for 16-D vectors (hidden 64, 3 blocks).
 ///
+/// Coefficient head (residual_kind "coefficients"; same inputs): learned solver coefficients rather
+/// than a network of the data. Only the step's scalars are embedded, and the output is linear in the
+/// step's vectors,
+///   [a, b, c] = Linear(E → 3)(SiLU(e)),   out = a x + b eps (+ c d with history),
+/// so g_ψ becomes a multistep exponential integrator whose weights depend on (λ_s, h, h_prev): with
+/// h_φ's learned grid, a teacher-specific solver in the spirit of learned-coefficient samplers
+/// (e.g. arXiv 2405.15506 for the grid alone). It cannot overfit the data (a few thousand
+/// parameters, none per pixel), costs a few multiply-adds per coordinate, and trains on unrolled
+/// runs (joint mode) without a residual warm start; untrained it is DDIM (DEIS-2 with history).
+///
 /// Step-size head, forward(features [B, F]) → [B] logits: Linear(F → W)–SiLU–Linear(W → W)–SiLU–
 /// Linear(W → 1), output layer zero (an untrained h_φ proposes the uniform share, see step_size.h).
 #pragma once
@@ -38,6 +48,8 @@ struct MicroHeadConfig {
   /// The residual head also takes the previous evaluation (micro/exponential_step.h): inputs
   /// (x, eps, d = eps − eps_prev, lambda_s, h, h_prev), 3 data channels and 3 embedded scalars.
   bool history = false;
+  /// "network" (the conv/MLP head above) or "coefficients" (the coefficient head above).
+  std::string residual_kind = "network";
   /// ValueError naming the field.
   void validate() const;
   /// The settings as "key=value, ..." (checkpoint compatibility checks).

@@ -55,7 +55,7 @@ struct MicroTrainerOptions {
 };
 
 /// The options as a flat JSON object (train/trainer.h): mode, the heads' sample_shape, width, blocks,
-/// frequencies, embed, groups, step_features, step_width, history, then batch, budget_min, budget_max,
+/// frequencies, embed, groups, step_features, step_width, history, residual_kind, then batch, budget_min, budget_max,
 /// spread, segment_min, segment_max, teacher_grad, time_gradient, ema_decay, seed and the optimiser's
 /// keys (train/denoiser_trainer.h).
 std::string options_to_json(const MicroTrainerOptions& options);
