@@ -286,7 +286,7 @@ class MicroBench : public Command {
       if (it == err_of[label].end()) continue;
       notes << "\n" << label << " at 10 NFE: " << sci(it->second) << " = " << fixed(it->second / ddim_err, 2)
             << "x the " << c_.ddim_steps << "-step DDIM error (target <= 1), " << fixed(ms_of[label][10], 3)
-            << " ms per sample (1000-step DDIM: " << fixed(1e3 * ddim.seconds / n, 2) << ").";
+            << " ms per sample (" << c_.ddim_steps << "-step DDIM: " << fixed(1e3 * ddim.seconds / n, 2) << ").";
       // Equal quality: the fewest NFE at which a training-free solver matches it.
       int64_t match = -1;
       std::string who;
@@ -296,6 +296,13 @@ class MicroBench : public Command {
       notes << (match > 0 ? " Equal quality from a training-free solver: " + who + " at " + std::to_string(match) +
                                 " NFE, " + fixed(ms_of[who][match], 3) + " ms per sample."
                           : " No training-free solver reaches it within " + std::to_string(c_.nfe.back()) + " NFE.");
+      // The other yardstick: the best training-free solver at the same 10 NFE (target: a third of its error).
+      std::string best;
+      for (const auto& name : c_.solvers)
+        if (best.empty() || err_of[name][10] < err_of[best][10]) best = name;
+      if (!best.empty())
+        notes << " Against the best training-free solver at 10 NFE (" << best << ", " << sci(err_of[best][10])
+              << "): " << fixed(it->second / err_of[best][10], 2) << "x its error (target <= 0.33).";
     }
     notes << "\n\n" << accounting(p);
 
