@@ -154,7 +154,7 @@ Args:
         DEIS term instead of DDIM's (an extension of partial micro-distillation; no extra teacher calls).
     residual_kind: "network" (g_psi's residual head is a conv/MLP net of x and eps) or "coefficients"
         (learned multistep weights of x, eps and, with history, the previous eps, functions of the
-        step's (lambda_s, h, h_prev) alone: a few thousand parameters; train it in joint mode from
+        step's (lambda_s, h, h_prev) alone: about 10k parameters; train it in joint mode from
         scratch; docs/micro.md).
     init: a MicroSampler whose heads start this run (same head settings and teacher).
 

@@ -188,7 +188,7 @@ TEST(MicroStep, CoefficientHeadIsLinearInTheVectorsAndSmall) {
   // Its coefficients change with the step: the same vectors at another h give another output.
   const at::Tensor moved = head->forward({x1, e1, d1, lam, h * 2, hp}).toTensor();
   EXPECT_GT((moved - run(x1, e1, d1, 0, 3)).abs().max().item<double>(), 1e-6);
-  // A few thousand parameters whatever the data's size; the network head of the same images has ~100k.
+  // About 10k parameters whatever the data's size; the network head of the same images has ~100k.
   fs::MicroHeadConfig big = heads;
   big.sample_shape = {1, 28, 28};
   EXPECT_EQ(fs::parameter_count(*fs::make_residual_head(big, 0)), fs::parameter_count(*head));

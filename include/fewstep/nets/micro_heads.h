@@ -19,7 +19,7 @@
 ///   [a, b, c] = Linear(E → 3)(SiLU(e)),   out = a x + b eps (+ c d with history),
 /// so g_ψ becomes a multistep exponential integrator whose weights depend on (λ_s, h, h_prev): with
 /// h_φ's learned grid, a teacher-specific solver in the spirit of learned-coefficient samplers
-/// (e.g. arXiv 2405.15506 for the grid alone). It cannot overfit the data (a few thousand
+/// (e.g. arXiv 2405.15506 for the grid alone). It cannot overfit the data (about 10k
 /// parameters, none per pixel), costs a few multiply-adds per coordinate, and trains on unrolled
 /// runs (joint mode) without a residual warm start; untrained it is DDIM (DEIS-2 with history).
 ///
