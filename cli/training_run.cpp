@@ -119,7 +119,7 @@ TrainingRun::TrainingRun(std::string command, std::string out, bool resume, json
 }
 
 void TrainingRun::restore(Trainer& trainer) {
-  trainer.set_run_options(identity_.dump(), resumable_);
+  trainer.set_run_options(identity_.dump(), resumable_, added_later_.dump());
   if (!has_checkpoint_) return;
   try {
     trainer.load_checkpoint(checkpoint_);

@@ -41,6 +41,9 @@ class TrainingRun {
 
   const std::string& checkpoint() const { return checkpoint_; }
   const std::string& out() const { return out_; }
+  /// Flags added after runs of this command were first checkpointed, with the values those runs had
+  /// (e.g. {"--history-depth": 1}): such a checkpoint resumes as if it had recorded them.
+  void set_flags_added_later(nlohmann::json values) { added_later_ = std::move(values); }
   /// Gives `trainer` the flags as run options, then loads the checkpoint and state.json if there is one
   /// (a fresh run otherwise); UsageError naming the flag or option that differs from the checkpoint's.
   void restore(Trainer& trainer);
@@ -71,6 +74,7 @@ class TrainingRun {
   std::string command_, out_, checkpoint_, run_file_, state_file_;  // files: RunFiles
   nlohmann::json identity_;
   std::vector<std::string> resumable_;
+  nlohmann::json added_later_ = nlohmann::json::object();
   bool has_checkpoint_ = false;
   double seconds_before_ = 0.0;
   double session_start_ = 0.0;

@@ -47,13 +47,21 @@ class MicroMethod final : public Command {
                                                           "teacher call per step)");
     app.add_flag("--history", history_, "The residual head also reuses the previous teacher evaluation (corrects "
                                         "the two-step DEIS term instead of DDIM's; an extension of partial micro-distillation)");
+    app.add_option("--history-depth", history_depth_, "With --history: previous teacher evaluations the residual "
+                                                      "head sees, 1 or 2 (2 adds the difference of the two before; "
+                                                      "untrained it is the same sampler)")
+        ->check(CLI::Range(1, 2))->capture_default_str();
     app.add_option("--residual-head", residual_kind_, "g_psi's residual head: network (a conv/MLP net of x and eps) "
                                                       "or coefficients (learned multistep weights of x, eps and, with "
                                                       "--history, the previous eps, as functions of the step alone; "
                                                       "train it with --mode joint, no warm start needed)")
         ->check(CLI::IsMember({"network", "coefficients"}))->capture_default_str();
-    app.add_option("--width", width_, "Residual head width (0 = 64 for vectors, 32 for images)")->capture_default_str();
-    app.add_option("--blocks", blocks_, "Residual head blocks (0 = 3 for vectors, 4 for images)")->capture_default_str();
+    app.add_option("--width", width_, "Residual head width (0 = 64 for vectors, 32 for images; not used by "
+                                      "--residual-head coefficients)")
+        ->capture_default_str();
+    app.add_option("--blocks", blocks_, "Residual head blocks (0 = 3 for vectors, 4 for images; not used by "
+                                        "--residual-head coefficients)")
+        ->capture_default_str();
     app.add_option("--trajectories", trajectories_, "Dense teacher trajectories to train on")->check(positive())
         ->capture_default_str();
     app.add_option("--segments", segments_, "Knots per trajectory - 1 (uniform in log-SNR)")->check(positive())
@@ -76,11 +84,12 @@ class MicroMethod final : public Command {
                      {"--iterations", iterations_}, {"--budget-min", budget_min_}, {"--budget-max", budget_max_},
                      {"--spread", spread_},       {"--segment-max", segment_max_}, {"--no-teacher-grad", no_teacher_grad_},
                      {"--no-time-gradient", no_time_gradient_}, {"--history", history_},
-                     {"--residual-head", residual_kind_},
+                     {"--history-depth", history_depth_}, {"--residual-head", residual_kind_},
                      {"--width", width_},         {"--blocks", blocks_},      {"--trajectories", trajectories_},
                      {"--segments", segments_},   {"--substeps", substeps_},  {"--trajectory-seed", trajectory_seed_},
                      {"--trajectory-dtype", trajectory_dtype_}});
     TrainingRun run("distill micro", flags_.out, flags_.resume, identity);
+    run.set_flags_added_later({{"--residual-head", "network"}, {"--history-depth", 1}});
     if (flags_.training_device() != c10::Device(c10::kCPU))
       throw UsageError("--device '" + flags_.device + "': distill micro trains its small heads on the CPU (the "
                        "teacher's trajectories are made and cached there); leave --device out");
@@ -109,6 +118,7 @@ class MicroMethod final : public Command {
     o.heads.width = width_;
     o.heads.blocks = blocks_;
     o.heads.history = history_;
+    o.heads.history_depth = history_depth_;
     o.heads.residual_kind = residual_kind_;
     o.batch = flags_.batch;
     o.budget_min = budget_min_;
@@ -168,6 +178,7 @@ class MicroMethod final : public Command {
   std::string mode_ = "joint", init_, trajectory_dtype_ = "float32", cache_dir_, residual_kind_ = "network";
   bool no_cache_ = false, exact_ = false, no_teacher_grad_ = false, no_time_gradient_ = false, history_ = false;
   int64_t iterations_ = 2000, budget_min_ = 5, budget_max_ = 20, segment_max_ = 0, width_ = 0, blocks_ = 0;
+  int64_t history_depth_ = 1;
   int64_t trajectories_ = 1024, segments_ = 64, substeps_ = 8;
   uint64_t trajectory_seed_ = 2000000;
   double spread_ = 0.75;

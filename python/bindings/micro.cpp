@@ -152,10 +152,12 @@ Args:
     width, blocks: residual head width and blocks (0 = defaults: 64/3 for vectors, 32/4 for images).
     history: the residual head also reuses the previous teacher evaluation and corrects the two-step
         DEIS term instead of DDIM's (an extension of partial micro-distillation; no extra teacher calls).
+    history_depth: with history, how many previous evaluations the residual head sees: 1 or 2 (2 also
+        passes the difference of the two before; an untrained head is the same sampler at either depth).
     residual_kind: "network" (g_psi's residual head is a conv/MLP net of x and eps) or "coefficients"
-        (learned multistep weights of x, eps and, with history, the previous eps, functions of the
-        step's (lambda_s, h, h_prev) alone: about 10k parameters; train it in joint mode from
-        scratch; docs/micro.md).
+        (learned multistep weights of x, eps and, with history, the previous eps (two with
+        history_depth=2), functions of the step's (lambda_s, h, h_prev...) alone: about 10k
+        parameters; train it in joint mode from scratch; docs/micro.md).
     init: a MicroSampler whose heads start this run (same head settings and teacher).
 
 Returns a fewstep.Trainer; its export() is the fewstep.MicroSampler of the EMA heads. Example::

@@ -50,12 +50,19 @@ ExponentialStep exponential_step(ScheduleFamily family, const at::Tensor& lambda
   return {linear, ddim, lambda_t - lambda_s};
 }
 
-at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, bool history, ScheduleFamily family,
-                                const at::Tensor& x, const at::Tensor& eps, const at::Tensor& lambda_s,
-                                const at::Tensor& lambda_t, const PreviousEvaluation& previous) {
-  FEWSTEP_CHECK_VALUE(!history || (previous.eps.defined() && previous.lambda.defined()),
+at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, int64_t previous_evaluations,
+                                ScheduleFamily family, const at::Tensor& x, const at::Tensor& eps,
+                                const at::Tensor& lambda_s, const at::Tensor& lambda_t,
+                                const PreviousEvaluation& previous, const PreviousEvaluation& earlier) {
+  FEWSTEP_CHECK_VALUE(previous_evaluations >= 0 && previous_evaluations <= 2,
+                      "micro_nonlinear_term: previous_evaluations must be 0, 1 or 2, got ", previous_evaluations);
+  FEWSTEP_CHECK_VALUE(previous_evaluations < 1 || (previous.eps.defined() && previous.lambda.defined()),
                       "micro_nonlinear_term: a residual head with history needs the previous evaluation (at the "
                       "first step: the current eps and lambda_s)");
+  FEWSTEP_CHECK_VALUE(previous_evaluations < 2 || (earlier.eps.defined() && earlier.lambda.defined()),
+                      "micro_nonlinear_term: a residual head with history_depth 2 needs the evaluation before the "
+                      "previous one (at the first two steps: the previous one again)");
+  const bool history = previous_evaluations >= 1;
   const ExponentialStep step = exponential_step(family, lambda_s, lambda_t);
   const at::Tensor ddim = per_sample(step.ddim.to(x.scalar_type()), x);
   const at::Tensor base =
@@ -66,11 +73,14 @@ at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, bool hi
   const int64_t n = x.size(0);
   const at::Tensor h = step.h.to(x.scalar_type());
   auto scalar = [&](const at::Tensor& v) { return v.reshape({-1}).expand({n}).to(head_dtype); };
+  // Inputs in the head's order (nets/micro_heads.h): x, eps, d, d2, then λ_s, h, h_prev, h_prev2.
   std::vector<c10::IValue> inputs{x.to(head_dtype), eps.to(head_dtype)};
   if (history) inputs.push_back((eps - previous.eps).to(head_dtype));
+  if (previous_evaluations >= 2) inputs.push_back((previous.eps - earlier.eps).to(head_dtype));
   inputs.push_back(scalar(lambda_s));
   inputs.push_back(scalar(h));
   if (history) inputs.push_back(scalar((lambda_s - previous.lambda).to(x.scalar_type())));
+  if (previous_evaluations >= 2) inputs.push_back(scalar((previous.lambda - earlier.lambda).to(x.scalar_type())));
   const c10::IValue out = const_cast<torch::jit::Module*>(residual_head)->forward(inputs);
   FEWSTEP_CHECK_TYPE(out.isTensor(), "micro residual head: forward must return a tensor, got ", out.tagKind());
   const at::Tensor correction = out.toTensor();
@@ -79,11 +89,13 @@ at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, bool hi
   return base + ddim * per_sample(h, x) * correction.to(x.scalar_type());
 }
 
-at::Tensor micro_update(const torch::jit::Module* residual_head, bool history, ScheduleFamily family,
+at::Tensor micro_update(const torch::jit::Module* residual_head, int64_t previous_evaluations, ScheduleFamily family,
                         const at::Tensor& x, const at::Tensor& eps, const at::Tensor& lambda_s,
-                        const at::Tensor& lambda_t, const PreviousEvaluation& previous) {
+                        const at::Tensor& lambda_t, const PreviousEvaluation& previous,
+                        const PreviousEvaluation& earlier) {
   return linear_factor(family, lambda_s, lambda_t, x) * x +
-         micro_nonlinear_term(residual_head, history, family, x, eps, lambda_s, lambda_t, previous);
+         micro_nonlinear_term(residual_head, previous_evaluations, family, x, eps, lambda_s, lambda_t, previous,
+                              earlier);
 }
 
 at::Tensor exact_residual(ScheduleFamily family, const at::Tensor& x_s, const at::Tensor& x_t,

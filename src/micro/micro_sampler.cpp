@@ -39,6 +39,7 @@ json info_to_json(const MicroSamplerInfo& i) {
             {"step_features", i.heads.step_features},
             {"step_width", i.heads.step_width},
             {"history", i.heads.history},
+            {"history_depth", i.heads.history_depth},
             {"residual_kind", i.heads.residual_kind}}},
           {"spread", i.spread},
           {"t_start", i.t_start},
@@ -61,6 +62,7 @@ MicroSamplerInfo info_from_json(const json& j) {
   i.heads.step_features = h.at("step_features").get<int64_t>();
   i.heads.step_width = h.at("step_width").get<int64_t>();
   i.heads.history = h.value("history", false);
+  i.heads.history_depth = h.value("history_depth", int64_t{1});
   i.heads.residual_kind = h.value("residual_kind", std::string("network"));
   i.spread = j.at("spread").get<double>();
   i.t_start = j.at("t_start").get<double>();

@@ -3,6 +3,7 @@
 #include "fewstep/solvers/registry.h"
 
 #include <ATen/ATen.h>
+#include <algorithm>
 #include <torch/script.h>
 
 #include "fewstep/core/check.h"
@@ -22,19 +23,25 @@ const StepperTraits& micro_traits() {
   return traits;
 }
 
-// g_ψ of a residual head (null: DDIM's c ε̂; with history, the previous evaluation is reused). `keep`
-// owns whatever the head lives in.
-NonlinearTerm head_term(const torch::jit::Module* head, bool history, std::shared_ptr<const void> keep) {
-  return [head, history, keep](const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& eps, double s,
-                               double t, const HistoryEntry* previous) {
+// The number of evaluations a NonlinearTerm's history holds: enough for every residual head.
+constexpr size_t kKeptEvaluations = 2;
+
+// g_ψ of a residual head (null: DDIM's c ε̂) that sees `previous` earlier evaluations. `keep` owns
+// whatever the head lives in.
+NonlinearTerm head_term(const torch::jit::Module* head, int64_t previous, std::shared_ptr<const void> keep) {
+  return [head, previous, keep](const NoiseSchedule& schedule, const at::Tensor& x, const at::Tensor& eps, double s,
+                                double t, const std::vector<HistoryEntry>& history) {
     const auto opts = at::TensorOptions().dtype(at::kDouble).device(x.device());
     const at::Tensor lambda_s = at::scalar_tensor(schedule.lambda(s), opts);
-    // No previous evaluation at the first step: the current one with h_prev = 0.
-    const PreviousEvaluation prev =
-        previous ? PreviousEvaluation{previous->eps, at::scalar_tensor(schedule.lambda(previous->t), opts)}
-                 : PreviousEvaluation{eps, lambda_s};
-    return micro_nonlinear_term(head, history, schedule.family(), x, eps, lambda_s,
-                                at::scalar_tensor(schedule.lambda(t), opts), prev);
+    // The k-th previous evaluation; where the run has fewer, the oldest one there is (at the first
+    // step the current one): its differences and step lengths are then 0, as the heads expect.
+    auto back = [&](size_t k) {
+      if (history.empty()) return PreviousEvaluation{eps, lambda_s};
+      const HistoryEntry& e = history[history.size() - std::min(k, history.size())];
+      return PreviousEvaluation{e.eps, at::scalar_tensor(schedule.lambda(e.t), opts)};
+    };
+    return micro_nonlinear_term(head, previous, schedule.family(), x, eps, lambda_s,
+                                at::scalar_tensor(schedule.lambda(t), opts), back(1), back(2));
   };
 }
 
@@ -42,7 +49,7 @@ NonlinearTerm head_term(const torch::jit::Module* head, bool history, std::share
 
 NonlinearTerm learned_nonlinear_term(std::shared_ptr<const MicroSampler> sampler) {
   FEWSTEP_CHECK_VALUE(sampler != nullptr, "learned_nonlinear_term: sampler must not be null");
-  return head_term(sampler->residual().get(), sampler->info().heads.history, sampler);
+  return head_term(sampler->residual().get(), sampler->info().heads.previous_evaluations(), sampler);
 }
 
 MicroStepper::MicroStepper(std::shared_ptr<const MicroSampler> sampler) : sampler_(std::move(sampler)) {
@@ -58,7 +65,7 @@ MicroStepper::MicroStepper(const Options& options) {
   options.check_known(micro_traits().options, "solver 'micro'");
   const std::string path = options.get_string("path", "");
   if (path.empty()) {
-    term_ = head_term(nullptr, false, nullptr);
+    term_ = head_term(nullptr, 0, nullptr);
   } else {
     *this = MicroStepper(MicroSampler::load(path));
   }
@@ -78,15 +85,16 @@ StepResult MicroStepper::step(ModelEvaluator& model, const at::Tensor& x, double
   const DenoiserOutput out = model(x, s);
   const NoiseSchedule& schedule = model.schedule();
   const double linear = std::exp(schedule.log_alpha(t) - schedule.log_alpha(s));
-  const HistoryEntry* previous = state.history.empty() ? nullptr : &state.history.back();
-  at::Tensor r = term_(schedule, x, out.eps, s, t, previous);
+  at::Tensor r = term_(schedule, x, out.eps, s, t, state.history);
   FEWSTEP_CHECK_VALUE(r.sizes() == x.sizes(), "solver 'micro': the nonlinear term returned shape ", r.sizes(),
                       " for x of shape ", x.sizes());
   StepResult result;
   result.x = linear * x + r.to(x.scalar_type());
   result.x0 = out.x0;
   result.state = std::move(state);
-  result.state.history.assign(1, HistoryEntry{s, out.x0, out.eps});  // the latest evaluation only
+  auto& history = result.state.history;  // the latest kKeptEvaluations evaluations
+  history.push_back(HistoryEntry{s, out.x0, out.eps});
+  if (history.size() > kKeptEvaluations) history.erase(history.begin(), history.end() - kKeptEvaluations);
   return result;
 }
 

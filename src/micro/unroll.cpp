@@ -1,6 +1,7 @@
 #include "fewstep/micro/unroll.h"
 
 #include <ATen/ATen.h>
+#include <algorithm>
 #include <torch/script.h>
 
 #include "fewstep/core/check.h"
@@ -26,7 +27,7 @@ UnrollResult unroll_micro(const Denoiser& teacher, const at::Tensor& x_T, const 
   out.lambdas.push_back(at::scalar_tensor(lambda_start, lopts));
   out.times.push_back(spec.t_start);
   at::Tensor x = x_T;
-  at::Tensor x0_prev, x0_prev2, eps_prev;  // the last two evaluations' x̂_0, the last ε̂ (DEIS-2)
+  at::Tensor x0_prev, x0_prev2, eps_prev, eps_prev2;  // the last two evaluations' x̂_0 and ε̂
   for (int64_t i = 0; i < spec.budget; ++i) {
     const at::Tensor& lambda = out.lambdas.back();
     const double t = out.times.back();
@@ -61,16 +62,22 @@ UnrollResult unroll_micro(const Denoiser& teacher, const at::Tensor& x_T, const 
       const at::Tensor lambda_prev = out.lambdas.size() >= 2 ? out.lambdas[out.lambdas.size() - 2] : at::Tensor();
       x_next = deis2_lambda_update(family, x, eval.eps, eps_prev, lambda_prev, lambda, lambda_next);
     } else {
-      const PreviousEvaluation previous = eps_prev.defined()
-                                              ? PreviousEvaluation{eps_prev, out.lambdas[out.lambdas.size() - 2]}
-                                              : PreviousEvaluation{eval.eps, lambda};
-      x_next = micro_update(spec.residual, spec.history, family, x, eval.eps, lambda, lambda_next, previous);
+      // The k-th previous evaluation, or the oldest there is (the current one at the first step), as
+      // the stepper passes them (micro_stepper.cpp).
+      const size_t known = out.lambdas.size() - 1;  // evaluations before this one
+      auto back = [&](size_t k) {
+        if (known == 0) return PreviousEvaluation{eval.eps, lambda};
+        const size_t j = std::min(k, known);
+        return PreviousEvaluation{j == 1 ? eps_prev : eps_prev2, out.lambdas[out.lambdas.size() - 1 - j]};
+      };
+      x_next = micro_update(spec.residual, spec.history, family, x, eval.eps, lambda, lambda_next, back(1), back(2));
     }
     // x̂_0 from the (time-differentiable) ε̂: the same value as eval.x0, with its dependence on λ_i.
     const at::Tensor alpha = alpha_of_lambda(family, lambda).to(x.scalar_type());
     const at::Tensor sigma = sigma_of_lambda(family, lambda).to(x.scalar_type());
     x0_prev2 = x0_prev;
     x0_prev = (x - sigma * eval.eps) / alpha;
+    eps_prev2 = eps_prev;
     eps_prev = eval.eps;
     x = x_next;
     out.lambdas.push_back(lambda_next);

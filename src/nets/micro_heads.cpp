@@ -2,6 +2,7 @@
 
 #include <torch/script.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -24,26 +25,35 @@ void zero(torch::jit::Module& m, const std::string& name) {
   m.attr(name + "_bias").toTensor().zero_();
 }
 
-// Embedding of (λ_s, h[, h_prev]): sinusoids of each, Linear–SiLU–Linear.
-torch::jit::Module step_embedding(ScriptBuilder& b, int64_t frequencies, int64_t embed, bool history) {
+// The embedded scalars, in the order of the heads' forward: λ_s, h, then one step length per previous
+// evaluation. The embedding's forward always takes at least three (without history h_prev is not used).
+const std::vector<std::string> kScalars = {"lambda_s", "h", "h_prev", "h_prev2"};
+int64_t embedded_scalars(const MicroHeadConfig& c) { return 2 + c.previous_evaluations(); }
+std::string scalar_parameters(int64_t count) {
+  std::string out;
+  for (int64_t i = 0; i < std::max<int64_t>(count, 3); ++i) out += (i ? ", " : "") + kScalars[i] + ": Tensor";
+  return out;
+}
+
+// Embedding of (λ_s, h, h_prev…): sinusoids of each, Linear–SiLU–Linear.
+torch::jit::Module step_embedding(ScriptBuilder& b, int64_t frequencies, int64_t embed, int64_t scalars) {
   torch::jit::Module m = b.module("StepEmbedding");
   // Periods 2π … 200π: λ ∈ [−10, 10] and h ∈ (0, 20] stay inside one period of the slowest sinusoid.
   m.register_buffer("freqs",
                     at::exp(at::arange(frequencies, at::kDouble) * (-std::log(100.0) / frequencies)).to(at::kFloat));
-  b.linear(m, "fc1", (history ? 6 : 4) * frequencies, embed);
+  b.linear(m, "fc1", 2 * scalars * frequencies, embed);
   b.linear(m, "fc2", embed, embed);
   std::ostringstream src;
-  src << "def forward(self, lambda_s: Tensor, h: Tensor, h_prev: Tensor, like: Tensor) -> Tensor:\n"
-      << "    f = self.freqs.to(like.dtype).unsqueeze(0)\n"
-      << "    a = lambda_s.to(like.device, like.dtype).reshape([-1, 1]) * f\n"
-      << "    b = h.to(like.device, like.dtype).reshape([-1, 1]) * f\n";
-  if (history) {
-    src << "    c = h_prev.to(like.device, like.dtype).reshape([-1, 1]) * f\n"
-        << "    e = torch.cat([torch.sin(a), torch.cos(a), torch.sin(b), torch.cos(b), torch.sin(c), torch.cos(c)], 1)\n";
-  } else {
-    src << "    e = torch.cat([torch.sin(a), torch.cos(a), torch.sin(b), torch.cos(b)], 1)\n";
+  src << "def forward(self, " << scalar_parameters(scalars) << ", like: Tensor) -> Tensor:\n"
+      << "    f = self.freqs.to(like.dtype).unsqueeze(0)\n";
+  std::string waves;
+  for (int64_t i = 0; i < scalars; ++i) {
+    src << "    a" << i << " = " << kScalars[i] << ".to(like.device, like.dtype).reshape([-1, 1]) * f\n";
+    const std::string a = "a" + std::to_string(i);
+    waves += (i ? ", " : "") + ("torch.sin(" + a + "), torch.cos(" + a + ")");
   }
-  src << "    e = torch.linear(e, self.fc1_weight, self.fc1_bias)\n"
+  src << "    e = torch.cat([" << waves << "], 1)\n"
+      << "    e = torch.linear(e, self.fc1_weight, self.fc1_bias)\n"
       << "    return torch.linear(torch.silu(e), self.fc2_weight, self.fc2_bias)\n";
   m.define(src.str());
   return m;
@@ -85,6 +95,10 @@ void MicroHeadConfig::validate() const {
   FEWSTEP_CHECK_VALUE(step_width >= 1, "MicroHeadConfig.step_width must be >= 1, got ", step_width);
   FEWSTEP_CHECK_VALUE(residual_kind == "network" || residual_kind == "coefficients",
                       "MicroHeadConfig.residual_kind must be 'network' or 'coefficients', got '", residual_kind, "'");
+  FEWSTEP_CHECK_VALUE(history_depth == 1 || history_depth == 2, "MicroHeadConfig.history_depth must be 1 or 2, got ",
+                      history_depth);
+  FEWSTEP_CHECK_VALUE(history || history_depth == 1, "MicroHeadConfig.history_depth = ", history_depth,
+                      " needs history = true");
   if (sample_shape.size() == 3)
     FEWSTEP_CHECK_VALUE(groups >= 1 && fewstep::width(*this) % groups == 0, "MicroHeadConfig.groups = ", groups,
                         " must divide the width ", fewstep::width(*this));
@@ -97,30 +111,53 @@ std::string MicroHeadConfig::describe() const {
       << ", groups=" << groups << ", step_features=" << step_features << ", step_width=" << step_width
       << ", history=" << (history ? "true" : "false");
   // Named only when not the default, so checkpoints written before the field existed still match.
+  if (history_depth != 1) out << ", history_depth=" << history_depth;
   if (residual_kind != "network") out << ", residual_kind=" << residual_kind;
   return out.str();
 }
 
 namespace {
 
-// The coefficient head: [a, b(, c)] from the step's scalars alone, out = a x + b eps (+ c d).
+// The data inputs of the residual heads, in the order of their forward: x, eps, then one difference of
+// successive evaluations per previous evaluation (d = eps − eps_prev, d2 = eps_prev − eps_prev2).
+const std::vector<std::string> kVectors = {"x", "eps", "d", "d2"};
+
+// "def forward(self, x, eps[, d[, d2]], lambda_s, h[, h_prev[, h_prev2]]) -> Tensor:" and the line
+// "    emb = self.embed.forward(...)" (without history the embedding gets h for h_prev, unused).
+std::string head_preamble(const MicroHeadConfig& c) {
+  const int64_t vectors = 2 + c.previous_evaluations(), scalars = embedded_scalars(c);
+  std::ostringstream src;
+  src << "def forward(self";
+  for (int64_t i = 0; i < vectors; ++i) src << ", " << kVectors[i] << ": Tensor";
+  for (int64_t i = 0; i < scalars; ++i) src << ", " << kScalars[i] << ": Tensor";
+  src << ") -> Tensor:\n    emb = self.embed.forward(";
+  for (int64_t i = 0; i < std::max<int64_t>(scalars, 3); ++i) src << (i < scalars ? kScalars[i] : "h") << ", ";
+  src << "x)\n";
+  return src.str();
+}
+
+// "torch.cat([x, eps, ...], 1)" of the data inputs.
+std::string data_inputs(const MicroHeadConfig& c) {
+  std::string out = "torch.cat([";
+  for (int64_t i = 0; i < 2 + c.previous_evaluations(); ++i) out += (i ? ", " : "") + kVectors[i];
+  return out + "], 1)";
+}
+
+// The coefficient head: one learned weight per data input, from the step's scalars alone:
+// out = k_0 x + k_1 eps (+ k_2 d (+ k_3 d2)).
 ScriptNet make_coefficient_head(const MicroHeadConfig& c, uint64_t seed) {
   ScriptBuilder b(seed);
   auto net = std::make_shared<torch::jit::Module>(b.module("MicroCoefficientHead"));
-  net->register_module("embed", step_embedding(b, c.frequencies, c.embed, c.history));
-  b.linear(*net, "fc_out", c.embed, c.history ? 3 : 2);
+  net->register_module("embed", step_embedding(b, c.frequencies, c.embed, embedded_scalars(c)));
+  const int64_t vectors = 2 + c.previous_evaluations();
+  b.linear(*net, "fc_out", c.embed, vectors);
   zero(*net, "fc_out");
   std::ostringstream src;
-  if (c.history) {
-    src << "def forward(self, x: Tensor, eps: Tensor, d: Tensor, lambda_s: Tensor, h: Tensor, h_prev: Tensor) -> Tensor:\n"
-        << "    k = torch.linear(torch.silu(self.embed.forward(lambda_s, h, h_prev, x)), self.fc_out_weight, self.fc_out_bias)\n"
-        << "    out = k[:, 0:1] * x.flatten(1) + k[:, 1:2] * eps.flatten(1) + k[:, 2:3] * d.flatten(1)\n";
-  } else {
-    src << "def forward(self, x: Tensor, eps: Tensor, lambda_s: Tensor, h: Tensor) -> Tensor:\n"
-        << "    k = torch.linear(torch.silu(self.embed.forward(lambda_s, h, h, x)), self.fc_out_weight, self.fc_out_bias)\n"
-        << "    out = k[:, 0:1] * x.flatten(1) + k[:, 1:2] * eps.flatten(1)\n";
-  }
-  src << "    return out.reshape(x.shape)\n";
+  src << head_preamble(c) << "    k = torch.linear(torch.silu(emb), self.fc_out_weight, self.fc_out_bias)\n"
+      << "    out = k[:, 0:1] * x.flatten(1)";
+  for (int64_t i = 1; i < vectors; ++i)
+    src << " + k[:, " << i << ":" << i + 1 << "] * " << kVectors[i] << ".flatten(1)";
+  src << "\n    return out.reshape(x.shape)\n";
   net->define(src.str());
   return net;
 }
@@ -132,17 +169,11 @@ ScriptNet make_residual_head(const MicroHeadConfig& c, uint64_t seed) {
   if (c.residual_kind == "coefficients") return make_coefficient_head(c, seed);
   ScriptBuilder b(seed);
   auto net = std::make_shared<torch::jit::Module>(b.module("MicroResidualHead"));
-  net->register_module("embed", step_embedding(b, c.frequencies, c.embed, c.history));
-  const int64_t w = width(c), n = blocks(c), inputs = c.history ? 3 : 2;
-  const std::string data = c.history ? "torch.cat([x, eps, d], 1)" : "torch.cat([x, eps], 1)";
+  net->register_module("embed", step_embedding(b, c.frequencies, c.embed, embedded_scalars(c)));
+  const int64_t w = width(c), n = blocks(c), inputs = 2 + c.previous_evaluations();
+  const std::string data = data_inputs(c);
   std::ostringstream src;
-  if (c.history) {
-    src << "def forward(self, x: Tensor, eps: Tensor, d: Tensor, lambda_s: Tensor, h: Tensor, h_prev: Tensor) -> Tensor:\n"
-        << "    emb = self.embed.forward(lambda_s, h, h_prev, x)\n";
-  } else {
-    src << "def forward(self, x: Tensor, eps: Tensor, lambda_s: Tensor, h: Tensor) -> Tensor:\n"
-        << "    emb = self.embed.forward(lambda_s, h, h, x)\n";
-  }
+  src << head_preamble(c);
   if (is_image(c)) {
     const int64_t ch = c.sample_shape[0];
     b.conv(*net, "conv_in", inputs * ch, w, 3);
@@ -189,8 +220,8 @@ def forward(self, features: Tensor) -> Tensor:
 
 int64_t residual_head_flops(const MicroHeadConfig& c) {
   c.validate();
-  const int64_t w = width(c), n = blocks(c), e = c.embed, k = c.history ? 3 : 2;
-  int64_t macs = 2 * k * c.frequencies * e + e * e;  // the (λ_s, h[, h_prev]) embedding
+  const int64_t w = width(c), n = blocks(c), e = c.embed, k = 2 + c.previous_evaluations();
+  int64_t macs = 2 * k * c.frequencies * e + e * e;  // the (λ_s, h, h_prev…) embedding
   if (c.residual_kind == "coefficients") {
     int64_t coordinates = 1;
     for (int64_t d : c.sample_shape) coordinates *= d;

@@ -75,6 +75,7 @@ void fields(V& v, O& o) {
   v("step_features", o.heads.step_features);
   v("step_width", o.heads.step_width);
   v("history", o.heads.history);
+  v("history_depth", o.heads.history_depth);
   v("residual_kind", o.heads.residual_kind);
   v("batch", o.batch);
   v("budget_min", o.budget_min);
@@ -223,8 +224,17 @@ at::Tensor MicroTrainer::Impl::residual_loss(const Rows& shard) {
   const at::Tensor lambda_s = lambdas.index_select(0, start), lambda_t = lambdas.index_select(0, end);
   const ScheduleFamily family = teacher.schedule_ref().family();
   const PreviousEvaluation previous{rows(data.eps, prev), lambdas.index_select(0, prev)};
-  const at::Tensor pred =
-      micro_nonlinear_term(residual.get(), options.heads.history, family, x_s, eps, lambda_s, lambda_t, previous);
+  // history_depth 2: the evaluation before that, as far back again (drawn only then, so that depth-1
+  // runs keep their random stream); where none, the previous one again (d2 = 0).
+  PreviousEvaluation earlier = previous;
+  if (options.heads.previous_evaluations() >= 2) {
+    const at::Tensor back2 = shard(at::randint(options.segment_min, segment_max + 1, {b_all}, gen, at::kLong));
+    const at::Tensor before2 = prev - back2;
+    const at::Tensor prev2 = at::where((before >= 0).logical_and(before2 >= 0), before2, prev);
+    earlier = PreviousEvaluation{rows(data.eps, prev2), lambdas.index_select(0, prev2)};
+  }
+  const at::Tensor pred = micro_nonlinear_term(residual.get(), options.heads.previous_evaluations(), family, x_s, eps,
+                                               lambda_s, lambda_t, previous, earlier);
   const at::Tensor target = exact_residual(family, x_s, x_t, lambda_s, lambda_t);
   std::vector<int64_t> shape(x_s.dim(), 1);
   shape[0] = b;
@@ -242,7 +252,7 @@ at::Tensor MicroTrainer::Impl::unrolled_loss(const Rows& shard, const std::funct
   budget = at::randint(options.budget_min, options.budget_max + 1, {1}, rng.get("budget"), at::kLong).item<int64_t>();
   UnrollSpec spec;
   spec.residual = options.mode == MicroMode::StepSize ? nullptr : residual.get();
-  spec.history = options.heads.history;
+  spec.history = options.heads.previous_evaluations();
   spec.step_size = step_size.get();
   spec.mode = options.mode;
   spec.budget = budget;
@@ -325,6 +335,10 @@ std::string MicroTrainer::options_json() const {
   j["teacher"] = s.teacher_id;
   j["trajectories"] = s.data.settings;
   return j.dump();
+}
+
+std::string MicroTrainer::options_added_later() const {
+  return nlohmann::json{{"residual_kind", "network"}, {"history_depth", 1}}.dump();
 }
 
 int64_t MicroTrainer::step_count() const { return impl_->step; }

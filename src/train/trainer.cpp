@@ -48,9 +48,14 @@ std::string clock_text(double seconds) {
 }  // namespace
 
 void check_resume_options(const std::string& who, const std::string& source, const std::string& saved,
-                          const std::string& current, const std::vector<std::string>& resumable) {
-  const json theirs = parse_object(saved, who + ": the options of checkpoint '" + source + "'");
+                          const std::string& current, const std::vector<std::string>& resumable,
+                          const std::string& added_later) {
+  json theirs = parse_object(saved, who + ": the options of checkpoint '" + source + "'");
   const json mine = parse_object(current, who + ": the trainer's options");
+  // A checkpoint older than an option ran with the value it had before the option existed.
+  const json earlier_values = parse_object(added_later, who + ": options added later");
+  for (const auto& [key, value] : earlier_values.items())
+    if (!theirs.contains(key)) theirs[key] = value;
   std::vector<std::string> keys;
   for (const auto& [key, value] : mine.items()) keys.push_back(key);
   for (const auto& [key, value] : theirs.items())
@@ -74,10 +79,13 @@ void check_resume_options(const std::string& who, const std::string& source, con
 
 std::string Trainer::checkpoint_format() const { return "fewstep." + kind() + "_trainer.v1"; }
 
-void Trainer::set_run_options(const std::string& json_object, std::vector<std::string> resumable) {
+void Trainer::set_run_options(const std::string& json_object, std::vector<std::string> resumable,
+                              const std::string& added_later) {
   parse_object(json_object, kind() + " trainer: run options");
+  parse_object(added_later, kind() + " trainer: run options added later");
   run_options_ = json_object;
   run_resumable_ = std::move(resumable);
+  run_added_later_ = added_later;
 }
 
 void Trainer::set_data_parallel(DataParallel parallel) {
@@ -140,8 +148,8 @@ void Trainer::load_checkpoint(const std::string& path) {
                       "start a new run");
   // The front end's options first: their keys are what its user typed (e.g. command-line flags).
   check_resume_options(who, path, c.contains("run_options") ? c.string("run_options") : "{}", run_options_,
-                       run_resumable_);
-  check_resume_options(who, path, c.string("options"), options_json(), resumable_options());
+                       run_resumable_, run_added_later_);
+  check_resume_options(who, path, c.string("options"), options_json(), resumable_options(), options_added_later());
   load_state(c);
 }
 

@@ -58,6 +58,15 @@ void randomise(torch::jit::Module& m, uint64_t seed, double scale) {
   for (const at::Tensor& p : m.parameters()) p.copy_(at::randn(p.sizes(), gen, at::kDouble) * scale);
 }
 
+// Every parameter of `a` equals `b`'s, bit for bit.
+void expect_same_parameters(const torch::jit::Module& a, const torch::jit::Module& b) {
+  auto it = a.parameters().begin();
+  for (const at::Tensor& p : b.parameters()) {
+    EXPECT_TRUE(at::equal(*it, p));
+    ++it;
+  }
+}
+
 // A residual-mode sampler with an untrained (zero-output) residual head over the schedule's range.
 fs::MicroSampler untrained_residual_sampler(const fs::Denoiser& model, const fs::MicroHeadConfig& heads) {
   const auto& schedule = model.schedule_ref();
@@ -80,7 +89,7 @@ TEST(MicroStep, ExactResidualReproducesSingleGaussianFlowToRoundOff) {
   const at::Tensor mean = at::tensor({0.7, -1.2, 0.3}, at::kDouble), var = at::tensor({0.2, 0.05, 1.5}, at::kDouble);
   auto model = fs::Denoiser::exact(single_gaussian(mean, var), schedule);
   fs::NonlinearTerm exact = [&](const fs::NoiseSchedule& sch, const at::Tensor& x, const at::Tensor&, double s,
-                                double t, const fs::HistoryEntry*) {
+                                double t, const std::vector<fs::HistoryEntry>&) {
     return single_gaussian_flow(sch, x, mean, var, s, t) - std::exp(sch.log_alpha(t) - sch.log_alpha(s)) * x;
   };
   fs::MicroStepper micro(exact);
@@ -102,7 +111,7 @@ TEST(MicroStep, ExactResidualFromMixtureReproducesReferenceFlow) {
   fs::ReferenceOptions tight;
   tight.rtol = tight.atol = 1e-12;
   fs::NonlinearTerm exact = [&](const fs::NoiseSchedule& sch, const at::Tensor& x, const at::Tensor&, double s,
-                                double t, const fs::HistoryEntry*) {
+                                double t, const std::vector<fs::HistoryEntry>&) {
     return fs::reference_solve(model, x, s, t, tight).x - std::exp(sch.log_alpha(t) - sch.log_alpha(s)) * x;
   };
   fs::MicroStepper micro(exact);
@@ -150,14 +159,66 @@ TEST(MicroStep, UntrainedHistoryHeadIsDeis2) {
   const auto deis = fs::sample(model, x_T, "deis", 7, fs::Spacing::LogSNR,
                                {{"order", int64_t{2}}, {"variable", std::string("lambda")}, {"lower_order_final", false}});
   for (const char* kind : {"network", "coefficients"}) {
-    fs::MicroHeadConfig heads;
-    heads.sample_shape = {4};
-    heads.history = true;
-    heads.residual_kind = kind;
-    const auto micro = untrained_residual_sampler(model, heads).sample(model, x_T, 7);
-    EXPECT_LT((micro.x - deis.x).abs().max().item<double>(), 1e-12) << kind;
-    EXPECT_GT((micro.x - fs::sample(model, x_T, "ddim", 7).x).abs().max().item<double>(), 1e-3);
+    for (int64_t depth : {1, 2}) {  // the base term stays DEIS-2 at depth 2
+      fs::MicroHeadConfig heads;
+      heads.sample_shape = {4};
+      heads.history = true;
+      heads.history_depth = depth;
+      heads.residual_kind = kind;
+      const auto micro = untrained_residual_sampler(model, heads).sample(model, x_T, 7);
+      EXPECT_LT((micro.x - deis.x).abs().max().item<double>(), 1e-12) << kind << ", depth " << depth;
+      EXPECT_GT((micro.x - fs::sample(model, x_T, "ddim", 7).x).abs().max().item<double>(), 1e-3);
+    }
   }
+}
+
+// At history_depth 2 the head also sees d2 = ε̂_prev − ε̂_prev2 of the run's two evaluations before
+// the current one (zero while there are fewer). A coefficient head whose only non-zero weight is a
+// constant c2 on d2 gives g = r_DEIS2 + c h c2 d2; the sampler must equal that rule written out by
+// hand over the stepper's history, and differ from DEIS-2.
+TEST(MicroStep, DepthTwoHeadSeesTheEvaluationBeforeThePrevious) {
+  auto schedule = vp();
+  auto model = fs::Denoiser::exact(mixture(), schedule);
+  fs::MicroHeadConfig heads;
+  heads.sample_shape = {4};
+  heads.history = true;
+  heads.history_depth = 2;
+  heads.residual_kind = "coefficients";
+  const double c2 = 0.3;
+  fs::MicroSampler sampler = untrained_residual_sampler(model, heads);
+  {
+    at::NoGradGuard no_grad;
+    sampler.residual()->to(at::kDouble);
+    sampler.residual()->attr("fc_out_bias").toTensor().copy_(at::tensor({0.0, 0.0, 0.0, c2}, at::kDouble));
+  }
+  fs::NonlinearTerm by_hand = [&](const fs::NoiseSchedule& sch, const at::Tensor&, const at::Tensor& eps, double s,
+                                  double t, const std::vector<fs::HistoryEntry>& history) {
+    auto lambda = [&](double time) { return at::scalar_tensor(sch.lambda(time), at::kDouble); };
+    const at::Tensor ls = lambda(s), lt = lambda(t);
+    const at::Tensor eps_prev = history.empty() ? eps : history.back().eps;
+    const at::Tensor lambda_prev = history.empty() ? ls : lambda(history.back().t);
+    at::Tensor r = fs::deis2_nonlinear_term(sch.family(), eps, eps_prev, lambda_prev, ls, lt);
+    if (history.size() >= 2) {
+      const auto step = fs::exponential_step(sch.family(), ls, lt);
+      r = r + (step.ddim * step.h * c2) * (history[history.size() - 1].eps - history[history.size() - 2].eps);
+    }
+    return r;
+  };
+  const at::Tensor x_T = at::randn({16, 4}, generator(6), at::kDouble);
+  const auto grid = fs::timesteps(*schedule, 6, fs::Spacing::LogSNR);
+  const auto expected = fs::sample(model, x_T, fs::MicroStepper(by_hand), grid);
+  const auto micro = sampler.sample(model, x_T, 6);
+  EXPECT_EQ(micro.timesteps, grid);
+  EXPECT_LT((micro.x - expected.x).abs().max().item<double>(), 1e-12);
+  const auto deis = untrained_residual_sampler(model, heads).sample(model, x_T, 6);
+  EXPECT_GT((micro.x - deis.x).abs().max().item<double>(), 1e-4) << "the check must be able to fail";
+
+  // Settings are checked, naming the field.
+  heads.history_depth = 3;
+  EXPECT_NE(value_error_message([&] { heads.validate(); }).find("history_depth"), std::string::npos);
+  heads.history_depth = 2;
+  heads.history = false;
+  EXPECT_NE(value_error_message([&] { heads.validate(); }).find("needs history"), std::string::npos);
 }
 
 // The coefficient head is a learned multistep rule: its output is a x + b eps + c d with per-sample
@@ -260,10 +321,11 @@ TEST(StepSize, RespectsBoundsAndBudget) {
 TEST(Unroll, MatchesSamplingDriver) {
   auto schedule = vp();
   auto model = fs::Denoiser::exact(mixture(), schedule);
-  for (bool history : {false, true}) {
+  for (int64_t history : {0, 1, 2}) {  // previous evaluations the head sees
   fs::MicroHeadConfig heads;
   heads.sample_shape = {4};
-  heads.history = history;
+  heads.history = history > 0;
+  heads.history_depth = std::max<int64_t>(history, 1);
   auto residual = fs::make_residual_head(heads, 1), step = fs::make_step_size_head(heads, 1);
   randomise(*residual, 7, 0.1);
   randomise(*step, 8, 0.5);
@@ -442,14 +504,8 @@ TEST(MicroTrainer, JointLossDecreasesAndResumeIsExact) {
   ASSERT_TRUE(resumed.resume(dir + "/ckpt.pt"));
   EXPECT_EQ(resumed.step_count(), 4);
   resumed.train(4, quiet);
-  for (auto pair : {std::make_pair(straight.residual_head(), resumed.residual_head()),
-                    std::make_pair(straight.step_size_head(), resumed.step_size_head())}) {
-    auto a = pair.first->parameters().begin();
-    for (const at::Tensor& b : pair.second->parameters()) {
-      EXPECT_TRUE(at::equal(*a, b));
-      ++a;
-    }
-  }
+  expect_same_parameters(*straight.residual_head(), *resumed.residual_head());
+  expect_same_parameters(*straight.step_size_head(), *resumed.step_size_head());
   // Another mode's checkpoint is refused, naming the setting.
   fs::MicroTrainer other(model, "mixture", data, small_options(fs::MicroMode::Residual));
   EXPECT_NE(value_error_message([&] { other.load_checkpoint(dir + "/ckpt.pt"); }).find("mode"), std::string::npos);
@@ -469,19 +525,12 @@ TEST(MicroTrainer, JointLossDecreasesAndResumeIsExact) {
 
 // Learned coefficients (joint mode, no warm start) beat the rule they start from: on the mixture at a
 // fixed budget of 4 steps, the trained sampler's error against the reference x_0 of held-out x_T falls
-// well below the untrained one's (DEIS-2 in λ on the uniform log-SNR grid), and the file keeps the head's kind.
+// well below the untrained one's (DEIS-2 in λ on the uniform log-SNR grid), with one or two previous
+// evaluations, and the file keeps the head's kind and depth.
 TEST(MicroTrainer, LearnedCoefficientsBeatDeis2AndRoundTrip) {
   auto schedule = vp();
   auto model = fs::Denoiser::exact(mixture(), schedule);
   auto data = fs::dense_trajectories(model, small_spec(4, 64), "mixture(4, 3, 5)");
-  auto o = small_options(fs::MicroMode::Joint);
-  o.heads.history = true;
-  o.heads.residual_kind = "coefficients";
-  o.budget_min = o.budget_max = 4;
-  o.optimizer.schedule.lr = 3e-3;
-  o.optimizer.schedule.total_steps = 150;
-  o.ema_decay = 0.9;
-  fs::MicroTrainer trainer(model, "mixture(4, 3, 5)", data, o);
   auto held_out = small_spec(4, 64);  // other x_T than the training trajectories'
   held_out.seed = 777;
   const auto test = fs::dense_trajectories(model, held_out, "mixture(4, 3, 5)");
@@ -489,19 +538,68 @@ TEST(MicroTrainer, LearnedCoefficientsBeatDeis2AndRoundTrip) {
   auto error = [&](const fs::MicroSampler& s) {
     return (s.sample(model, x_T, 4).x - x_0).norm(2, {1}).median().item<double>();
   };
-  const double untrained = error(trainer.sampler());
+  for (int64_t depth : {1, 2}) {
+    auto o = small_options(fs::MicroMode::Joint);
+    o.heads.history = true;
+    o.heads.history_depth = depth;
+    o.heads.residual_kind = "coefficients";
+    o.budget_min = o.budget_max = 4;
+    o.optimizer.schedule.lr = 3e-3;
+    o.optimizer.schedule.total_steps = 150;
+    o.ema_decay = 0.9;
+    fs::MicroTrainer trainer(model, "mixture(4, 3, 5)", data, o);
+    const double untrained = error(trainer.sampler());
+    fs::TrainLoopOptions quiet;
+    quiet.progress = false;
+    trainer.train(150, quiet);
+    const double trained = error(trainer.sampler());
+    EXPECT_LT(trained, 0.5 * untrained) << "depth " << depth << ": trained " << trained << " vs DEIS-2 " << untrained;
+    std::cout << "mixture, 4 steps: median error learned coefficients (depth " << depth << ") " << trained
+              << ", DEIS-2 " << untrained << "\n";
+
+    const std::string dir = scratch_dir("micro", "coefficients");
+    trainer.sampler().save(dir + "/micro.pt");
+    const auto loaded = fs::MicroSampler::load(dir + "/micro.pt");
+    EXPECT_EQ(loaded->info().heads.residual_kind, "coefficients");
+    EXPECT_EQ(loaded->info().heads.history_depth, depth);
+    EXPECT_TRUE(at::allclose(loaded->sample(model, x_T, 4).x, trainer.sampler().sample(model, x_T, 4).x, 1e-6, 1e-6));
+    std::filesystem::remove_all(dir);
+  }
+}
+
+// Residual mode at history_depth 2 (local regression; the evaluation before the previous one is drawn
+// as far back again): the loss falls, and resuming reproduces the uninterrupted run bit for bit.
+TEST(MicroTrainer, ResidualModeAtDepthTwoLearnsAndResumesExactly) {
+  auto schedule = vp();
+  auto model = fs::Denoiser::exact(mixture(), schedule);
+  auto data = fs::dense_trajectories(model, small_spec(4, 64), "mixture(4, 3, 5)");
+  auto o = small_options(fs::MicroMode::Residual);
+  o.heads.history = true;
+  o.heads.history_depth = 2;
+  o.optimizer.schedule.lr = 3e-3;
+  o.optimizer.schedule.total_steps = 200;
   fs::TrainLoopOptions quiet;
   quiet.progress = false;
-  trainer.train(150, quiet);
-  const double trained = error(trainer.sampler());
-  EXPECT_LT(trained, 0.5 * untrained) << "trained " << trained << " vs DEIS-2 " << untrained;
-  std::cout << "mixture, 4 steps: median error learned coefficients " << trained << ", DEIS-2 " << untrained << "\n";
+  fs::MicroTrainer straight(model, "mixture", data, o);
+  const auto summary = straight.train(200, quiet);
+  double early = 0, late = 0;
+  for (int i = 0; i < 20; ++i) early += summary.losses[i], late += summary.losses[summary.losses.size() - 1 - i];
+  EXPECT_LT(late, 0.5 * early);
 
-  const std::string dir = scratch_dir("micro", "coefficients");
-  trainer.sampler().save(dir + "/micro.pt");
-  const auto loaded = fs::MicroSampler::load(dir + "/micro.pt");
-  EXPECT_EQ(loaded->info().heads.residual_kind, "coefficients");
-  EXPECT_TRUE(at::allclose(loaded->sample(model, x_T, 4).x, trainer.sampler().sample(model, x_T, 4).x, 1e-6, 1e-6));
+  const std::string dir = scratch_dir("micro", "depth2");
+  fs::MicroTrainer first(model, "mixture", data, o);
+  first.train(100, quiet);
+  first.save_checkpoint(dir + "/ckpt.pt");
+  fs::MicroTrainer resumed(model, "mixture", data, o);
+  ASSERT_TRUE(resumed.resume(dir + "/ckpt.pt"));
+  resumed.train(100, quiet);
+  expect_same_parameters(*straight.residual_head(), *resumed.residual_head());
+  // A depth-1 run does not take a depth-2 checkpoint, naming the setting.
+  auto shallow = o;
+  shallow.heads.history_depth = 1;
+  fs::MicroTrainer other(model, "mixture", data, shallow);
+  EXPECT_NE(value_error_message([&] { other.load_checkpoint(dir + "/ckpt.pt"); }).find("history_depth"),
+            std::string::npos);
   std::filesystem::remove_all(dir);
 }
 

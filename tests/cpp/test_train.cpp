@@ -434,6 +434,14 @@ TEST(Trainer, CheckResumeOptionsNamesTheSettingAndBothValues) {
   EXPECT_NE(msg.find("t: checkpoint 'c.pt' was written with other options: a is 2 here, 1 in the checkpoint"),
             std::string::npos)
       << msg;
+  // An option added later: a checkpoint without it resumes when the value is the one it ran with.
+  fewstep::check_resume_options("t", "c.pt", R"({"a": 1})", R"({"a": 1, "depth": 1})", {}, R"({"depth": 1})");
+  for (const char* added : {R"({"depth": 1})", "{}"}) {
+    const std::string other = value_error_message([&] {
+      fewstep::check_resume_options("t", "c.pt", R"({"a": 1})", R"({"a": 1, "depth": 2})", {}, added);
+    });
+    EXPECT_NE(other.find("depth is 2 here"), std::string::npos) << other;
+  }
 }
 
 TEST(DenoiserTrainer, BadArgumentsAreNamed) {

@@ -343,10 +343,13 @@ def test_micro_residual_then_joint_samples_and_resumes(tmp_path: Path) -> None:
     proc = run(*common[:3], str(REPO / "models" / "fmnist-unet-eps.pt"), "--exact", "--iterations", "2", "--out",
                str(tmp_path / "d"), check=False)
     assert proc.returncode == 2 and "--exact" in proc.stderr
-    # Learned coefficients: joint from scratch; the file records the head's kind.
-    run(*common, "--mode", "joint", "--history", "--residual-head", "coefficients", "--iterations", "3",
-        "--budget-min", "3", "--budget-max", "4", "--out", str(tmp_path / "e"))
+    # Learned coefficients over two previous evaluations: joint from scratch; the file records the head's
+    # kind and depth.
+    run(*common, "--mode", "joint", "--history", "--history-depth", "2", "--residual-head", "coefficients",
+        "--iterations", "3", "--budget-min", "3", "--budget-max", "4", "--out", str(tmp_path / "e"))
     heads = fs.MicroSampler.load(str(tmp_path / "e" / "student.pt")).info["heads"]
-    assert heads["residual_kind"] == "coefficients" and heads["history"]
+    assert heads["residual_kind"] == "coefficients" and heads["history"] and heads["history_depth"] == 2
+    proc = run(*common, "--history", "--history-depth", "3", "--out", str(tmp_path / "g"), check=False)
+    assert proc.returncode == 2 and "--history-depth" in proc.stderr and "3" in proc.stderr, proc.stderr
     proc = run(*common, "--residual-head", "linear", "--out", str(tmp_path / "f"), check=False)
     assert proc.returncode == 2 and "--residual-head" in proc.stderr and "linear" in proc.stderr, proc.stderr

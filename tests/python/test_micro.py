@@ -152,14 +152,17 @@ def test_save_load_round_trip_and_sampler_snapshot(tmp_path: Path) -> None:
     assert fs.MicroSampler.load(path).controller(6).max_steps == 6
 
 
-def test_learned_coefficients_train_from_scratch_and_round_trip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", [1, 2])
+def test_learned_coefficients_train_from_scratch_and_round_trip(tmp_path: Path, depth: int) -> None:
     # The coefficient head (learned multistep weights; docs/micro.md) in joint mode, without a warm start:
-    # at a fixed budget of 4 steps it beats the DEIS-2 rule it starts from on held-out x_T.
+    # at a fixed budget of 4 steps it beats the DEIS-2 rule it starts from on held-out x_T, seeing one or
+    # two previous evaluations.
     teacher = mixture_teacher()
     data = trajectories(teacher, n=64)
-    trainer = fs.Trainer.micro(teacher, TEACHER_ID, data, mode="joint", history=True, residual_kind="coefficients",
-                               batch=16, budget_min=4, budget_max=4, lr=3e-3, ema_decay=0.9, total_steps=100)
-    assert trainer.options["residual_kind"] == "coefficients"
+    trainer = fs.Trainer.micro(teacher, TEACHER_ID, data, mode="joint", history=True, history_depth=depth,
+                               residual_kind="coefficients", batch=16, budget_min=4, budget_max=4, lr=3e-3,
+                               ema_decay=0.9, total_steps=100)
+    assert trainer.options["residual_kind"] == "coefficients" and trainer.options["history_depth"] == depth
     x_T = noise(64, seed=9)
     ref = fs.reference_solve(teacher, x_T).x
     untrained = (trainer.export().sample(teacher, x_T, 4).x - ref).norm(dim=1).median()
@@ -170,10 +173,13 @@ def test_learned_coefficients_train_from_scratch_and_round_trip(tmp_path: Path) 
     assert sampler.residual_parameters < 20000
     sampler.save(tmp_path / "coefficients.pt")
     loaded = fs.MicroSampler.load(tmp_path / "coefficients.pt")
-    assert loaded.info["heads"]["residual_kind"] == "coefficients" and loaded.info["heads"]["history"]
+    heads = loaded.info["heads"]
+    assert heads["residual_kind"] == "coefficients" and heads["history"] and heads["history_depth"] == depth
     assert torch.equal(loaded.sample(teacher, x_T, 4).x, sampler.sample(teacher, x_T, 4).x)
     with pytest.raises(ValueError, match="residual_kind.*'linear'"):
         fs.Trainer.micro(teacher, TEACHER_ID, data, mode="joint", residual_kind="linear")
+    with pytest.raises(ValueError, match="history_depth must be 1 or 2, got 3"):
+        fs.Trainer.micro(teacher, TEACHER_ID, data, mode="joint", history=True, history_depth=3)
 
 
 def test_another_teacher_is_refused(tmp_path: Path) -> None:

@@ -46,19 +46,24 @@ struct PreviousEvaluation {
 };
 
 /// g_ψ above: c · (ε̂ + h · N_ψ(x, ε̂, λ_s, h)); with `residual_head` null, DDIM's c · ε̂.
-/// With `history` (our extension, off by default): the step also reuses the previous
-/// evaluation, which costs nothing, and g_ψ corrects the two-step DEIS term instead of DDIM's,
+/// With history (`previous_evaluations` ≥ 1, MicroHeadConfig::previous_evaluations; our extension,
+/// off by default): the step also reuses the previous evaluation, which costs nothing, and g_ψ
+/// corrects the two-step DEIS term instead of DDIM's,
 ///     g_ψ = r_DEIS2(ε̂, ε̂_prev) + c · h · N_ψ(x, ε̂, ε̂ − ε̂_prev, λ_s, h, h_prev),
 /// whose error is O(h³) rather than O(h²); an untrained head with history is DEIS-2 (DDIM at the
-/// first step, where h_prev = 0). x and eps are [B, ...]; λ's are [B] or 0-dim tensors.
-at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, bool history, ScheduleFamily family,
-                                const at::Tensor& x, const at::Tensor& eps, const at::Tensor& lambda_s,
-                                const at::Tensor& lambda_t, const PreviousEvaluation& previous = {});
+/// first step, where h_prev = 0). With 2, N_ψ also takes d2 = ε̂_prev − ε̂_prev2 and h_prev2 from
+/// `earlier`, the evaluation before `previous` (at a run's first two steps: pass `previous` again,
+/// d2 = 0, h_prev2 = 0); the base term stays DEIS-2. x and eps are [B, ...]; λ's are [B] or 0-dim.
+at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, int64_t previous_evaluations,
+                                ScheduleFamily family, const at::Tensor& x, const at::Tensor& eps,
+                                const at::Tensor& lambda_s, const at::Tensor& lambda_t,
+                                const PreviousEvaluation& previous = {}, const PreviousEvaluation& earlier = {});
 
 /// x_t = (α_t/α_s) x + g_ψ(...): the micro-distilled step.
-at::Tensor micro_update(const torch::jit::Module* residual_head, bool history, ScheduleFamily family,
+at::Tensor micro_update(const torch::jit::Module* residual_head, int64_t previous_evaluations, ScheduleFamily family,
                         const at::Tensor& x, const at::Tensor& eps, const at::Tensor& lambda_s,
-                        const at::Tensor& lambda_t, const PreviousEvaluation& previous = {});
+                        const at::Tensor& lambda_t, const PreviousEvaluation& previous = {},
+                        const PreviousEvaluation& earlier = {});
 
 /// The exact residual r = x_t − (α_t/α_s) x_s, given the exact x_t (training targets), and the
 /// weight 1/c² that makes errors in it errors in ε units (comparable across step sizes).

@@ -3,7 +3,7 @@
 ///        function, normally g_ψ of a micro-distilled sampler (micro/exponential_step.h).
 ///
 /// From s to t: one teacher evaluation ε̂ = ε̂(x_s, s), then x_t = (α_t/α_s) x_s + r(x_s, ε̂, s, t)
-/// (r may reuse the previous step's evaluation, kept in SolverState::history).
+/// (r may reuse the previous steps' evaluations, kept in SolverState::history).
 /// The registry builds it from options: `path` = a micro sampler file (micro/micro_sampler.h). With a
 /// file, the stepper is that sampler: r = g_ψ (DEIS-2 in λ for a step-size-only sampler), the first
 /// step of every run checks that the model is the sampler's teacher, and its `plan` reads a request's
@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "fewstep/solvers/stepper.h"
 
@@ -25,11 +26,12 @@ namespace fewstep {
 
 class MicroSampler;
 
-/// r(x_s, ε̂_s, s, t): the nonlinear part of the step from s to t, shape of x. `previous` is the
-/// run's previous evaluation (its time and ε̂; nullptr at the first step), which a term may reuse.
+/// r(x_s, ε̂_s, s, t): the nonlinear part of the step from s to t, shape of x. `history` holds the
+/// run's previous evaluations (time and ε̂; most recent last, at most two, empty at the first step),
+/// which a term may reuse.
 using NonlinearTerm = std::function<at::Tensor(const NoiseSchedule& schedule, const at::Tensor& x,
                                                const at::Tensor& eps, double s, double t,
-                                               const HistoryEntry* previous)>;
+                                               const std::vector<HistoryEntry>& history)>;
 
 /// g_ψ of `sampler` as a NonlinearTerm (DDIM's c ε̂ if the sampler has no residual head).
 NonlinearTerm learned_nonlinear_term(std::shared_ptr<const MicroSampler> sampler);

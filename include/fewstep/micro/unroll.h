@@ -34,7 +34,8 @@ namespace fewstep {
 
 struct UnrollSpec {
   const torch::jit::Module* residual = nullptr;   ///< N_ψ; null: DDIM nonlinear term
-  bool history = false;  ///< the residual head reuses the previous evaluation (MicroHeadConfig::history)
+  /// Previous evaluations the residual head reuses (MicroHeadConfig::previous_evaluations: 0, 1 or 2).
+  int64_t history = 0;
   const torch::jit::Module* step_size = nullptr;  ///< h_φ's head; null: uniform log-SNR grid
   MicroMode mode = MicroMode::Joint;  ///< StepSize: DEIS-2 (λ) step (residual ignored)
   int64_t budget = 10;                ///< N steps = N teacher evaluations

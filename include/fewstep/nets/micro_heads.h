@@ -3,7 +3,8 @@
 ///        (micro/exponential_step.h) and the step-size head of h_φ (micro/step_size.h).
 ///
 /// Residual head, forward(x, eps, lambda_s [B], h [B]) → [B, ...] (shape of x); with history,
-/// forward(x, eps, d, lambda_s, h, h_prev), cat[x, eps, d] and the sinusoids of all three scalars:
+/// forward(x, eps, d, lambda_s, h, h_prev), cat[x, eps, d] and the sinusoids of all three scalars
+/// (history_depth 2: forward(x, eps, d, d2, lambda_s, h, h_prev, h_prev2)):
 ///   e   = Linear(E → E)(SiLU(Linear(4F → E)(sin/cos(λ_s ω), sin/cos(h ω))))   ω_i = exp(−log(100) i/F)
 ///   vectors [B, D] ("mlp"):  a = Linear(2D → H)(cat[x, eps]); blocks × MLP block (nets/mlp.h's, e added);
 ///                            out = Linear(H → D)(SiLU(a))
@@ -16,7 +17,7 @@
 /// Coefficient head (residual_kind "coefficients"; same inputs): learned solver coefficients rather
 /// than a network of the data. Only the step's scalars are embedded, and the output is linear in the
 /// step's vectors,
-///   [a, b, c] = Linear(E → 3)(SiLU(e)),   out = a x + b eps (+ c d with history),
+///   [a, b, c, c2] = Linear(E → 2 + previous)(SiLU(e)),   out = a x + b eps (+ c d (+ c2 d2) with history),
 /// so g_ψ becomes a multistep exponential integrator whose weights depend on (λ_s, h, h_prev): with
 /// h_φ's learned grid, a teacher-specific solver in the spirit of learned-coefficient samplers
 /// (e.g. arXiv 2405.15506 for the grid alone). It cannot overfit the data (about 10k
@@ -48,8 +49,14 @@ struct MicroHeadConfig {
   /// The residual head also takes the previous evaluation (micro/exponential_step.h): inputs
   /// (x, eps, d = eps − eps_prev, lambda_s, h, h_prev), 3 data channels and 3 embedded scalars.
   bool history = false;
+  /// With history: how many previous evaluations the head sees, 1 or 2. With 2 it also takes
+  /// d2 = eps_prev − eps_prev2 and h_prev2 = λ_prev − λ_prev2 (4 data inputs, 4 embedded scalars); the
+  /// base term stays DEIS-2, so an untrained head is the same sampler at either depth.
+  int64_t history_depth = 1;
   /// "network" (the conv/MLP head above) or "coefficients" (the coefficient head above).
   std::string residual_kind = "network";
+  /// Previous evaluations the residual head takes: 0 without history, else history_depth.
+  int64_t previous_evaluations() const { return history ? history_depth : 0; }
   /// ValueError naming the field.
   void validate() const;
   /// The settings as "key=value, ..." (checkpoint compatibility checks).

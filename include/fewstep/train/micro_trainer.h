@@ -81,6 +81,8 @@ class MicroTrainer final : public Trainer {
   const ScriptNet& export_net() const override;
   /// options_to_json with the teacher's name and the trajectories' settings.
   std::string options_json() const override;
+  /// residual_kind "network" and history_depth 1: the settings of checkpoints older than them.
+  std::string options_added_later() const override;
   /// Every process draws the whole batch (trajectories, knots, budget) and trains on its rows; in the
   /// unrolled modes h_φ's step sizes come from the mean logit over every process's rows and the loss is
   /// divided by the whole batch's error, so the averaged gradient is the whole batch's.

@@ -118,12 +118,18 @@ class Trainer {
   virtual std::string options_json() const = 0;
   /// The options that may differ when a checkpoint is resumed: {"total_steps"} unless overridden.
   virtual std::vector<std::string> resumable_options() const { return {"total_steps"}; }
+  /// Options added after checkpoints were first written, as a flat JSON object of the values those
+  /// checkpoints ran with (e.g. {"history_depth": 1}): a checkpoint without the key resumes as if it
+  /// had that value. "{}" unless overridden.
+  virtual std::string options_added_later() const { return "{}"; }
   /// Whether step() honours set_data_parallel (draws for the whole batch, trains on its shard).
   virtual bool supports_data_parallel() const { return false; }
 
   /// Options of whatever built the trainer (e.g. the command line's flags: {"--batch": 64, ...}), a
   /// flat JSON object stored and compared on resume like the trainer's own, except `resumable`.
-  void set_run_options(const std::string& json_object, std::vector<std::string> resumable = {});
+  /// `added_later`: as options_added_later(), for these options.
+  void set_run_options(const std::string& json_object, std::vector<std::string> resumable = {},
+                       const std::string& added_later = "{}");
   /// ValueError if the trainer does not support it, world < 1, rank outside [0, world) or no `average`.
   void set_data_parallel(DataParallel parallel);
   const DataParallel& data_parallel() const { return parallel_; }
@@ -153,13 +159,16 @@ class Trainer {
   DataParallel parallel_;
   std::string run_options_ = "{}";
   std::vector<std::string> run_resumable_;
+  std::string run_added_later_ = "{}";
 };
 
 /// The one resume check: ValueError "<who>: checkpoint '<source>' was written with other options:
 /// <key> is <current value> here, <saved value> in the checkpoint (...)" for the first key of the flat
-/// JSON objects that differs and is not in `resumable` (a key missing on one side differs).
+/// JSON objects that differs and is not in `resumable` (a key missing on one side differs, except a key
+/// of the JSON object `added_later` missing from the checkpoint: it stands for the value given there).
 void check_resume_options(const std::string& who, const std::string& source, const std::string& saved,
-                          const std::string& current, const std::vector<std::string>& resumable);
+                          const std::string& current, const std::vector<std::string>& resumable,
+                          const std::string& added_later = "{}");
 
 /// The parts most trainers checkpoint, under fixed keys: "step", the trained network under
 /// `net_key`, "ema", "optimizer", "rng", "data/..." (the data source may be null: none stored).
