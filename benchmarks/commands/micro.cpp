@@ -347,8 +347,7 @@ class MicroBench : public Command {
         const double g_s = seconds_of(
             [&] {
               (void)micro_nonlinear_term(sampler->residual().get(), sampler->info().heads.previous_evaluations(),
-                                         s.family(), x, eps, ls, lt, PreviousEvaluation{eps, ls},
-                                         PreviousEvaluation{eps, ls});
+                                         s.family(), x, eps, ls, lt);
             },
             10);
         out << " g_psi " << sampler->residual_parameters() << " parameters, "

@@ -53,15 +53,19 @@ ExponentialStep exponential_step(ScheduleFamily family, const at::Tensor& lambda
 at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, int64_t previous_evaluations,
                                 ScheduleFamily family, const at::Tensor& x, const at::Tensor& eps,
                                 const at::Tensor& lambda_s, const at::Tensor& lambda_t,
-                                const PreviousEvaluation& previous, const PreviousEvaluation& earlier) {
+                                const std::vector<PreviousEvaluation>& before) {
   FEWSTEP_CHECK_VALUE(previous_evaluations >= 0 && previous_evaluations <= 2,
                       "micro_nonlinear_term: previous_evaluations must be 0, 1 or 2, got ", previous_evaluations);
-  FEWSTEP_CHECK_VALUE(previous_evaluations < 1 || (previous.eps.defined() && previous.lambda.defined()),
-                      "micro_nonlinear_term: a residual head with history needs the previous evaluation (at the "
-                      "first step: the current eps and lambda_s)");
-  FEWSTEP_CHECK_VALUE(previous_evaluations < 2 || (earlier.eps.defined() && earlier.lambda.defined()),
-                      "micro_nonlinear_term: a residual head with history_depth 2 needs the evaluation before the "
-                      "previous one (at the first two steps: the previous one again)");
+  for (size_t i = 0; i < before.size(); ++i) {
+    FEWSTEP_CHECK_VALUE(before[i].eps.defined() && before[i].lambda.defined(),
+                        "micro_nonlinear_term: before[", i, "] needs both eps and lambda");
+  }
+  // The k-th evaluation back; where the run has fewer, the oldest there is, else the current one.
+  auto back = [&](size_t k) {
+    if (before.empty()) return PreviousEvaluation{eps, lambda_s};
+    return before[before.size() - std::min(k, before.size())];
+  };
+  const PreviousEvaluation previous = back(1), earlier = back(2);
   const bool history = previous_evaluations >= 1;
   const ExponentialStep step = exponential_step(family, lambda_s, lambda_t);
   const at::Tensor ddim = per_sample(step.ddim.to(x.scalar_type()), x);
@@ -91,11 +95,9 @@ at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, int64_t
 
 at::Tensor micro_update(const torch::jit::Module* residual_head, int64_t previous_evaluations, ScheduleFamily family,
                         const at::Tensor& x, const at::Tensor& eps, const at::Tensor& lambda_s,
-                        const at::Tensor& lambda_t, const PreviousEvaluation& previous,
-                        const PreviousEvaluation& earlier) {
+                        const at::Tensor& lambda_t, const std::vector<PreviousEvaluation>& before) {
   return linear_factor(family, lambda_s, lambda_t, x) * x +
-         micro_nonlinear_term(residual_head, previous_evaluations, family, x, eps, lambda_s, lambda_t, previous,
-                              earlier);
+         micro_nonlinear_term(residual_head, previous_evaluations, family, x, eps, lambda_s, lambda_t, before);
 }
 
 at::Tensor exact_residual(ScheduleFamily family, const at::Tensor& x_s, const at::Tensor& x_t,

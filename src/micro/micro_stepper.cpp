@@ -33,15 +33,13 @@ NonlinearTerm head_term(const torch::jit::Module* head, int64_t previous, std::s
                                 double t, const std::vector<HistoryEntry>& history) {
     const auto opts = at::TensorOptions().dtype(at::kDouble).device(x.device());
     const at::Tensor lambda_s = at::scalar_tensor(schedule.lambda(s), opts);
-    // The k-th previous evaluation; where the run has fewer, the oldest one there is (at the first
-    // step the current one): its differences and step lengths are then 0, as the heads expect.
-    auto back = [&](size_t k) {
-      if (history.empty()) return PreviousEvaluation{eps, lambda_s};
-      const HistoryEntry& e = history[history.size() - std::min(k, history.size())];
-      return PreviousEvaluation{e.eps, at::scalar_tensor(schedule.lambda(e.t), opts)};
-    };
+    std::vector<PreviousEvaluation> before;
+    before.reserve(history.size());
+    for (const HistoryEntry& e : history) {
+      before.push_back(PreviousEvaluation{e.eps, at::scalar_tensor(schedule.lambda(e.t), opts)});
+    }
     return micro_nonlinear_term(head, previous, schedule.family(), x, eps, lambda_s,
-                                at::scalar_tensor(schedule.lambda(t), opts), back(1), back(2));
+                                at::scalar_tensor(schedule.lambda(t), opts), before);
   };
 }
 

@@ -62,15 +62,12 @@ UnrollResult unroll_micro(const Denoiser& teacher, const at::Tensor& x_T, const 
       const at::Tensor lambda_prev = out.lambdas.size() >= 2 ? out.lambdas[out.lambdas.size() - 2] : at::Tensor();
       x_next = deis2_lambda_update(family, x, eval.eps, eps_prev, lambda_prev, lambda, lambda_next);
     } else {
-      // The k-th previous evaluation, or the oldest there is (the current one at the first step), as
-      // the stepper passes them (micro_stepper.cpp).
-      const size_t known = out.lambdas.size() - 1;  // evaluations before this one
-      auto back = [&](size_t k) {
-        if (known == 0) return PreviousEvaluation{eval.eps, lambda};
-        const size_t j = std::min(k, known);
-        return PreviousEvaluation{j == 1 ? eps_prev : eps_prev2, out.lambdas[out.lambdas.size() - 1 - j]};
-      };
-      x_next = micro_update(spec.residual, spec.history, family, x, eval.eps, lambda, lambda_next, back(1), back(2));
+      // The evaluations before this one that a head can read (at most two), most recent last.
+      const size_t known = out.lambdas.size() - 1;
+      std::vector<PreviousEvaluation> before;
+      if (known >= 2) before.push_back(PreviousEvaluation{eps_prev2, out.lambdas[known - 2]});
+      if (known >= 1) before.push_back(PreviousEvaluation{eps_prev, out.lambdas[known - 1]});
+      x_next = micro_update(spec.residual, spec.history, family, x, eval.eps, lambda, lambda_next, before);
     }
     // x̂_0 from the (time-differentiable) ε̂: the same value as eval.x0, with its dependence on λ_i.
     const at::Tensor alpha = alpha_of_lambda(family, lambda).to(x.scalar_type());

@@ -234,7 +234,7 @@ at::Tensor MicroTrainer::Impl::residual_loss(const Rows& shard) {
     earlier = PreviousEvaluation{rows(data.eps, prev2), lambdas.index_select(0, prev2)};
   }
   const at::Tensor pred = micro_nonlinear_term(residual.get(), options.heads.previous_evaluations(), family, x_s, eps,
-                                               lambda_s, lambda_t, previous, earlier);
+                                               lambda_s, lambda_t, {earlier, previous});
   const at::Tensor target = exact_residual(family, x_s, x_t, lambda_s, lambda_t);
   std::vector<int64_t> shape(x_s.dim(), 1);
   shape[0] = b;

@@ -221,6 +221,44 @@ TEST(MicroStep, DepthTwoHeadSeesTheEvaluationBeforeThePrevious) {
   EXPECT_NE(value_error_message([&] { heads.validate(); }).find("needs history"), std::string::npos);
 }
 
+// micro_nonlinear_term takes the run's evaluations so far and fills in what a head needs: a missing
+// k-th previous evaluation is the oldest one given, else the current one; older entries are ignored.
+TEST(MicroStep, NonlinearTermFillsInMissingPreviousEvaluations) {
+  fs::MicroHeadConfig heads;
+  heads.sample_shape = {4};
+  heads.history = true;
+  heads.history_depth = 2;
+  heads.residual_kind = "coefficients";
+  auto model = fs::Denoiser::exact(mixture(), vp());
+  fs::MicroSampler sampler = untrained_residual_sampler(model, heads);
+  {
+    at::NoGradGuard no_grad;
+    sampler.residual()->to(at::kDouble);
+    sampler.residual()->attr("fc_out_bias").toTensor().copy_(at::tensor({0.1, 0.2, 0.3, 0.4}, at::kDouble));
+  }
+  const auto* head = sampler.residual().get();
+  const auto family = fs::ScheduleFamily::VP;
+  const at::Tensor x = at::randn({8, 4}, generator(11), at::kDouble);
+  const at::Tensor eps = at::randn({8, 4}, generator(12), at::kDouble);
+  auto lam = [](double v) { return at::scalar_tensor(v, at::kDouble); };
+  const at::Tensor ls = lam(-0.5), lt = lam(0.1);
+  const fs::PreviousEvaluation p1{at::randn({8, 4}, generator(13), at::kDouble), lam(-1.0)};
+  const fs::PreviousEvaluation p2{at::randn({8, 4}, generator(14), at::kDouble), lam(-1.7)};
+  const fs::PreviousEvaluation p3{at::randn({8, 4}, generator(15), at::kDouble), lam(-2.5)};
+  auto g = [&](const std::vector<fs::PreviousEvaluation>& before) {
+    return fs::micro_nonlinear_term(head, 2, family, x, eps, ls, lt, before);
+  };
+  auto gap = [](const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); };
+  EXPECT_LT(gap(g({}), g({{eps, ls}, {eps, ls}})), 1e-14);
+  EXPECT_LT(gap(g({p1}), g({p1, p1})), 1e-14);
+  EXPECT_LT(gap(g({p3, p2, p1}), g({p2, p1})), 1e-14);
+  // ... and each entry matters where it is read.
+  EXPECT_GT(gap(g({p2, p1}), g({p1, p1})), 1e-3);
+  EXPECT_GT(gap(g({p1}), g({})), 1e-3);
+  EXPECT_NE(value_error_message([&] { g({p1, fs::PreviousEvaluation{eps, at::Tensor()}}); }).find("before[1]"),
+            std::string::npos);
+}
+
 // The coefficient head is a learned multistep rule: its output is a x + b eps + c d with per-sample
 // scalars that depend on the step's (λ_s, h, h_prev) only. So it is linear in the vectors, a sample's
 // output does not depend on the other samples, and its size does not grow with the data.

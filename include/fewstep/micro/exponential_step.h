@@ -18,6 +18,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 #include "fewstep/schedules/schedule.h"
 
 namespace torch::jit {
@@ -38,8 +40,8 @@ struct ExponentialStep {
 };
 ExponentialStep exponential_step(ScheduleFamily family, const at::Tensor& lambda_s, const at::Tensor& lambda_t);
 
-/// The evaluation before the current one, for residual heads with history (MicroHeadConfig::history):
-/// its ε̂ and its λ. At a run's first step there is none: pass the current ε̂ and λ_s (h_prev = 0).
+/// An evaluation before the current one, for residual heads with history (MicroHeadConfig::history):
+/// its ε̂ and its λ.
 struct PreviousEvaluation {
   at::Tensor eps;
   at::Tensor lambda;  ///< [B] or 0-dim
@@ -51,19 +53,20 @@ struct PreviousEvaluation {
 /// corrects the two-step DEIS term instead of DDIM's,
 ///     g_ψ = r_DEIS2(ε̂, ε̂_prev) + c · h · N_ψ(x, ε̂, ε̂ − ε̂_prev, λ_s, h, h_prev),
 /// whose error is O(h³) rather than O(h²); an untrained head with history is DEIS-2 (DDIM at the
-/// first step, where h_prev = 0). With 2, N_ψ also takes d2 = ε̂_prev − ε̂_prev2 and h_prev2 from
-/// `earlier`, the evaluation before `previous` (at a run's first two steps: pass `previous` again,
-/// d2 = 0, h_prev2 = 0); the base term stays DEIS-2. x and eps are [B, ...]; λ's are [B] or 0-dim.
+/// first step, where h_prev = 0). With 2, N_ψ also takes d2 = ε̂_prev − ε̂_prev2 and h_prev2 = λ_prev −
+/// λ_prev2; the base term stays DEIS-2. `before` lists the run's evaluations before this one, most
+/// recent last (only the last `previous_evaluations` are read). Where it holds fewer (a run's first
+/// steps), the oldest one there is stands in for the missing ones, and the current one when it is
+/// empty, so the missing differences and step lengths are 0. x and eps are [B, ...]; λ's are [B] or 0-dim.
 at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, int64_t previous_evaluations,
                                 ScheduleFamily family, const at::Tensor& x, const at::Tensor& eps,
                                 const at::Tensor& lambda_s, const at::Tensor& lambda_t,
-                                const PreviousEvaluation& previous = {}, const PreviousEvaluation& earlier = {});
+                                const std::vector<PreviousEvaluation>& before = {});
 
 /// x_t = (α_t/α_s) x + g_ψ(...): the micro-distilled step.
 at::Tensor micro_update(const torch::jit::Module* residual_head, int64_t previous_evaluations, ScheduleFamily family,
                         const at::Tensor& x, const at::Tensor& eps, const at::Tensor& lambda_s,
-                        const at::Tensor& lambda_t, const PreviousEvaluation& previous = {},
-                        const PreviousEvaluation& earlier = {});
+                        const at::Tensor& lambda_t, const std::vector<PreviousEvaluation>& before = {});
 
 /// The exact residual r = x_t − (α_t/α_s) x_s, given the exact x_t (training targets), and the
 /// weight 1/c² that makes errors in it errors in ε units (comparable across step sizes).
