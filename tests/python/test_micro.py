@@ -358,7 +358,7 @@ def test_training_releases_the_gil() -> None:
 def test_shipped_fmnist_sampler_for_10_evaluations_beats_unipc() -> None:
     # The shipped learned-coefficient sampler trained at 10 NFE (models/distilled/micro.md), on its
     # teacher and seeds it never saw: at 10 teacher evaluations its median distance to a 200-step
-    # DEIS-3 solve from the same x_T is well below UniPC's (0.43x over 500 seeds in docs/micro.md).
+    # DEIS-3 solve from the same x_T is well below UniPC's (0.40x over 500 seeds in docs/micro.md).
     repo = Path(__file__).resolve().parents[2]
     teacher = fs.load_model_file(str(repo / "models" / "fmnist-unet-eps-v1.pt"))["denoiser"]
     sampler = fs.MicroSampler.load(str(repo / "models" / "distilled" / "fmnist-micro-coefficients_nfe10.pt"))
