@@ -33,10 +33,12 @@ NonlinearTerm head_term(const torch::jit::Module* head, int64_t previous, std::s
                                 double t, const std::vector<HistoryEntry>& history) {
     const auto opts = at::TensorOptions().dtype(at::kDouble).device(x.device());
     const at::Tensor lambda_s = at::scalar_tensor(schedule.lambda(s), opts);
+    // Only the evaluations the head reads: no λ tensors per step for heads without history.
+    const size_t read = std::min(static_cast<size_t>(previous), history.size());
     std::vector<PreviousEvaluation> before;
-    before.reserve(history.size());
-    for (const HistoryEntry& e : history) {
-      before.push_back(PreviousEvaluation{e.eps, at::scalar_tensor(schedule.lambda(e.t), opts)});
+    before.reserve(read);
+    for (auto e = history.end() - static_cast<std::ptrdiff_t>(read); e != history.end(); ++e) {
+      before.push_back(PreviousEvaluation{e->eps, at::scalar_tensor(schedule.lambda(e->t), opts)});
     }
     return micro_nonlinear_term(head, previous, schedule.family(), x, eps, lambda_s,
                                 at::scalar_tensor(schedule.lambda(t), opts), before);
