@@ -62,7 +62,8 @@ struct Config {
 
 // {M} of the sampler patterns and the row labels; "_history": residual heads that reuse the previous
 // evaluation (MicroHeadConfig::history); "coefficients": the coefficient head (residual_kind);
-// "_nfe10": trained at a budget of 10 evaluations only (a sampler for that budget).
+// "hybrid": coefficients plus a network head; "_nfe10": trained at a budget of 10 evaluations only
+// (a sampler for that budget).
 const std::vector<std::pair<std::string, std::string>> kVariants = {
     {"joint", "micro joint (g+h)"},
     {"residual", "micro g alone (fixed grid)"},
@@ -70,7 +71,8 @@ const std::vector<std::pair<std::string, std::string>> kVariants = {
     {"joint_history", "micro joint, history (g+h)"},
     {"residual_history", "micro g alone, history (fixed grid)"},
     {"coefficients", "micro learned coefficients + h, history"},
-    {"coefficients_nfe10", "micro learned coefficients + h, 2 previous, trained at 10 NFE"}};
+    {"coefficients_nfe10", "micro learned coefficients + h, 2 previous, trained at 10 NFE"},
+    {"hybrid_nfe10", "micro coefficients + network + h, 2 previous, trained at 10 NFE"}};
 
 std::string with_mode(const std::string& pattern, const std::string& mode) {
   std::string s = pattern;

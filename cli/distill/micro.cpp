@@ -28,7 +28,7 @@ class MicroMethod final : public Command {
         ->check(CLI::IsMember({"residual", "step_size", "joint"}))
         ->capture_default_str();
     app.add_option("--init", init_, "A micro sampler file whose heads start this run (e.g. a residual run before "
-                                    "joint training)");
+                                    "joint training, or a coefficients run before a hybrid one)");
     app.add_flag("--exact", exact_, "Distil the exact mixture the --teacher was trained on (gmm2d/gmm16d sidecars) "
                                     "instead of its network");
     app.add_option("--iterations", iterations_, "Optimisation steps")->check(positive())->capture_default_str();
@@ -54,8 +54,16 @@ class MicroMethod final : public Command {
     app.add_option("--residual-head", residual_kind_, "g_psi's residual head: network (a conv/MLP net of x and eps) "
                                                       "or coefficients (learned multistep weights of x, eps and, with "
                                                       "--history, the previous eps, as functions of the step alone; "
-                                                      "train it with --mode joint, no warm start needed)")
-        ->check(CLI::IsMember({"network", "coefficients"}))->capture_default_str();
+                                                      "train it with --mode joint, no warm start needed) or hybrid "
+                                                      "(coefficients plus a network of width/blocks, whose part "
+                                                      "starts at zero; --init a coefficients sampler to refine it "
+                                                      "per sample)")
+        ->check(CLI::IsMember({"network", "coefficients", "hybrid"}))->capture_default_str();
+    app.add_option("--loss", loss_, "Unrolled modes: what the loss measures of the runs' end-point errors: mse, "
+                                    "rms (mean of the samples' RMS errors) or log-rms (their geometric mean: "
+                                    "each sample's relative error counts the same, so the few runs that diverge "
+                                    "do not dominate)")
+        ->check(CLI::IsMember({"mse", "rms", "log-rms"}))->capture_default_str();
     app.add_option("--width", width_, "Residual head width (0 = 64 for vectors, 32 for images; not used by "
                                       "--residual-head coefficients)")
         ->capture_default_str();
@@ -85,6 +93,7 @@ class MicroMethod final : public Command {
                      {"--spread", spread_},       {"--segment-max", segment_max_}, {"--no-teacher-grad", no_teacher_grad_},
                      {"--no-time-gradient", no_time_gradient_}, {"--history", history_},
                      {"--history-depth", history_depth_}, {"--residual-head", residual_kind_},
+                     {"--loss", loss_},
                      {"--width", width_},         {"--blocks", blocks_},      {"--trajectories", trajectories_},
                      {"--segments", segments_},   {"--substeps", substeps_},  {"--trajectory-seed", trajectory_seed_},
                      {"--trajectory-dtype", trajectory_dtype_}});
@@ -120,6 +129,7 @@ class MicroMethod final : public Command {
     o.heads.history = history_;
     o.heads.history_depth = history_depth_;
     o.heads.residual_kind = residual_kind_;
+    o.loss = loss_;
     o.batch = flags_.batch;
     o.budget_min = budget_min_;
     o.budget_max = budget_max_;
@@ -175,7 +185,8 @@ class MicroMethod final : public Command {
   }
 
   DistillFlags flags_;
-  std::string mode_ = "joint", init_, trajectory_dtype_ = "float32", cache_dir_, residual_kind_ = "network";
+  std::string mode_ = "joint", init_, trajectory_dtype_ = "float32", cache_dir_, residual_kind_ = "network",
+              loss_ = "mse";
   bool no_cache_ = false, exact_ = false, no_teacher_grad_ = false, no_time_gradient_ = false, history_ = false;
   int64_t iterations_ = 2000, budget_min_ = 5, budget_max_ = 20, segment_max_ = 0, width_ = 0, blocks_ = 0;
   int64_t history_depth_ = 1;

@@ -157,8 +157,13 @@ Args:
     residual_kind: "network" (g_psi's residual head is a conv/MLP net of x and eps) or "coefficients"
         (learned multistep weights of x, eps and, with history, the previous eps (two with
         history_depth=2), functions of the step's (lambda_s, h, h_prev...) alone: about 10k
-        parameters; train it in joint mode from scratch; docs/micro.md).
-    init: a MicroSampler whose heads start this run (same head settings and teacher).
+        parameters; train it in joint mode from scratch; docs/micro.md) or "hybrid" (the coefficients plus
+        a network of width/blocks whose output starts at zero; init= a "coefficients" sampler with the
+        same other settings to refine it per sample).
+    loss: unrolled modes: "mse" (default), "rms" (mean of the samples' RMS end-point errors) or "log-rms"
+        (their geometric mean: every sample's relative error counts the same; docs/micro.md).
+    init: a MicroSampler whose heads start this run (same head settings and teacher, or a "coefficients"
+        sampler starting a "hybrid" run).
 
 Returns a fewstep.Trainer; its export() is the fewstep.MicroSampler of the EMA heads. Example::
 

@@ -76,7 +76,7 @@ def distill_micro(
         segments, substeps, trajectory_seed, trajectory_dtype, cache: see :func:`dense_trajectories`
             (the default seed keeps training x_T away from evaluation seeds 0, 1, ...).
         init: a :class:`MicroSampler` or its file whose heads start the run (e.g. a residual sampler
-            before joint training).
+            before joint training, or a ``"coefficients"`` sampler before a ``"hybrid"`` run).
         checkpoint_path, checkpoint_every: training state for exact resume.
         out: where to save the sampler.
         progress: trajectory progress lines and the training progress bar.

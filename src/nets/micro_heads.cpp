@@ -79,6 +79,10 @@ torch::jit::Module conv_block(ScriptBuilder& b, int64_t channels, int64_t embed,
   return m;
 }
 
+// The registered residual head kinds (below, after the builders).
+bool is_residual_kind(const std::string& name);
+std::string residual_kind_names();  // "'network', 'coefficients', 'hybrid'"
+
 }  // namespace
 
 void MicroHeadConfig::validate() const {
@@ -93,8 +97,8 @@ void MicroHeadConfig::validate() const {
   FEWSTEP_CHECK_VALUE(embed >= 1, "MicroHeadConfig.embed must be >= 1, got ", embed);
   FEWSTEP_CHECK_VALUE(step_features >= 1, "MicroHeadConfig.step_features must be >= 1, got ", step_features);
   FEWSTEP_CHECK_VALUE(step_width >= 1, "MicroHeadConfig.step_width must be >= 1, got ", step_width);
-  FEWSTEP_CHECK_VALUE(residual_kind == "network" || residual_kind == "coefficients",
-                      "MicroHeadConfig.residual_kind must be 'network' or 'coefficients', got '", residual_kind, "'");
+  FEWSTEP_CHECK_VALUE(is_residual_kind(residual_kind), "MicroHeadConfig.residual_kind must be one of ",
+                      residual_kind_names(), ", got '", residual_kind, "'");
   FEWSTEP_CHECK_VALUE(history_depth == 1 || history_depth == 2, "MicroHeadConfig.history_depth must be 1 or 2, got ",
                       history_depth);
   FEWSTEP_CHECK_VALUE(history || history_depth == 1, "MicroHeadConfig.history_depth = ", history_depth,
@@ -122,15 +126,31 @@ namespace {
 // successive evaluations per previous evaluation (d = eps − eps_prev, d2 = eps_prev − eps_prev2).
 const std::vector<std::string> kVectors = {"x", "eps", "d", "d2"};
 
-// "def forward(self, x, eps[, d[, d2]], lambda_s, h[, h_prev[, h_prev2]]) -> Tensor:" and the line
-// "    emb = self.embed.forward(...)" (without history the embedding gets h for h_prev, unused).
-std::string head_preamble(const MicroHeadConfig& c) {
+// "def forward(self, x, eps[, d[, d2]], lambda_s, h[, h_prev[, h_prev2]]) -> Tensor:".
+std::string head_signature(const MicroHeadConfig& c) {
   const int64_t vectors = 2 + c.previous_evaluations(), scalars = embedded_scalars(c);
   std::ostringstream src;
   src << "def forward(self";
   for (int64_t i = 0; i < vectors; ++i) src << ", " << kVectors[i] << ": Tensor";
   for (int64_t i = 0; i < scalars; ++i) src << ", " << kScalars[i] << ": Tensor";
-  src << ") -> Tensor:\n    emb = self.embed.forward(";
+  src << ") -> Tensor:\n";
+  return src.str();
+}
+
+// "x, eps[, d[, d2]], lambda_s, h[, h_prev[, h_prev2]]": the forward's arguments, to pass them on.
+std::string head_arguments(const MicroHeadConfig& c) {
+  std::string out;
+  for (int64_t i = 0; i < 2 + c.previous_evaluations(); ++i) out += kVectors[i] + ", ";
+  for (int64_t i = 0; i < embedded_scalars(c); ++i) out += (i ? ", " : "") + kScalars[i];
+  return out;
+}
+
+// The signature and the line "    emb = self.embed.forward(...)" (without history the embedding gets h
+// for h_prev, unused).
+std::string head_preamble(const MicroHeadConfig& c) {
+  const int64_t scalars = embedded_scalars(c);
+  std::ostringstream src;
+  src << head_signature(c) << "    emb = self.embed.forward(";
   for (int64_t i = 0; i < std::max<int64_t>(scalars, 3); ++i) src << (i < scalars ? kScalars[i] : "h") << ", ";
   src << "x)\n";
   return src.str();
@@ -145,8 +165,7 @@ std::string data_inputs(const MicroHeadConfig& c) {
 
 // The coefficient head: one learned weight per data input, from the step's scalars alone:
 // out = k_0 x + k_1 eps (+ k_2 d (+ k_3 d2)).
-ScriptNet make_coefficient_head(const MicroHeadConfig& c, uint64_t seed) {
-  ScriptBuilder b(seed);
+ScriptNet make_coefficient_head(ScriptBuilder& b, const MicroHeadConfig& c) {
   auto net = std::make_shared<torch::jit::Module>(b.module("MicroCoefficientHead"));
   net->register_module("embed", step_embedding(b, c.frequencies, c.embed, embedded_scalars(c)));
   const int64_t vectors = 2 + c.previous_evaluations();
@@ -162,12 +181,8 @@ ScriptNet make_coefficient_head(const MicroHeadConfig& c, uint64_t seed) {
   return net;
 }
 
-}  // namespace
-
-ScriptNet make_residual_head(const MicroHeadConfig& c, uint64_t seed) {
-  c.validate();
-  if (c.residual_kind == "coefficients") return make_coefficient_head(c, seed);
-  ScriptBuilder b(seed);
+// The network head: a conv/MLP net of the step's vectors, its output layer zero.
+ScriptNet make_network_head(ScriptBuilder& b, const MicroHeadConfig& c) {
   auto net = std::make_shared<torch::jit::Module>(b.module("MicroResidualHead"));
   net->register_module("embed", step_embedding(b, c.frequencies, c.embed, embedded_scalars(c)));
   const int64_t w = width(c), n = blocks(c), inputs = 2 + c.previous_evaluations();
@@ -201,6 +216,110 @@ ScriptNet make_residual_head(const MicroHeadConfig& c, uint64_t seed) {
   return net;
 }
 
+// The hybrid head: the coefficient head plus a network head, summed (one builder, so that the saved
+// file has one class per name). The network part starts at zero: an untrained hybrid is its
+// coefficient part.
+ScriptNet make_hybrid_head(ScriptBuilder& b, const MicroHeadConfig& c) {
+  auto net = std::make_shared<torch::jit::Module>(b.module("MicroHybridHead"));
+  net->register_module("coefficients", *make_coefficient_head(b, c));
+  net->register_module("network", *make_network_head(b, c));
+  const std::string args = head_arguments(c);
+  net->define(head_signature(c) + "    return self.coefficients.forward(" + args + ") + self.network.forward(" +
+              args + ")\n");
+  return net;
+}
+
+// Multiply-adds of the (λ_s, h, h_prev…) embedding.
+int64_t embedding_macs(const MicroHeadConfig& c) {
+  return 2 * embedded_scalars(c) * c.frequencies * c.embed + c.embed * c.embed;
+}
+
+int64_t coefficient_head_flops(const MicroHeadConfig& c) {
+  const int64_t k = 2 + c.previous_evaluations();
+  int64_t coordinates = 1;
+  for (int64_t d : c.sample_shape) coordinates *= d;
+  return 2 * (embedding_macs(c) + c.embed * k + k * coordinates);
+}
+
+int64_t network_head_flops(const MicroHeadConfig& c) {
+  const int64_t w = width(c), n = blocks(c), e = c.embed, k = 2 + c.previous_evaluations();
+  int64_t macs = embedding_macs(c);
+  if (is_image(c)) {
+    const int64_t ch = c.sample_shape[0], hw = c.sample_shape[1] * c.sample_shape[2];
+    macs += (k * ch * w * 9 + n * (2 * w * w * 9) + w * ch * 9) * hw + n * e * w;
+  } else {
+    const int64_t d = c.sample_shape[0];
+    macs += k * d * w + n * (2 * w * w + e * w) + w * d;
+  }
+  return 2 * macs;
+}
+
+int64_t hybrid_head_flops(const MicroHeadConfig& c) { return coefficient_head_flops(c) + network_head_flops(c); }
+
+// The residual heads by MicroHeadConfig::residual_kind.
+struct ResidualKind {
+  const char* name;
+  ScriptNet (*build)(ScriptBuilder&, const MicroHeadConfig&);
+  int64_t (*flops)(const MicroHeadConfig&);
+};
+const ResidualKind kResidualKinds[] = {
+    {"network", make_network_head, network_head_flops},
+    {"coefficients", make_coefficient_head, coefficient_head_flops},
+    {"hybrid", make_hybrid_head, hybrid_head_flops},
+};
+
+const ResidualKind* find_residual_kind(const std::string& name) {
+  for (const ResidualKind& k : kResidualKinds)
+    if (name == k.name) return &k;
+  return nullptr;
+}
+
+bool is_residual_kind(const std::string& name) { return find_residual_kind(name) != nullptr; }
+
+std::string residual_kind_names() {
+  std::string out;
+  for (const ResidualKind& k : kResidualKinds) out += (out.empty() ? "'" : ", '") + std::string(k.name) + "'";
+  return out;
+}
+
+const ResidualKind& residual_kind_entry(const std::string& name) {
+  const ResidualKind* k = find_residual_kind(name);
+  FEWSTEP_CHECK(k != nullptr, "unknown residual head kind '", name, "' (validate() admits only registered kinds)");
+  return *k;
+}
+
+}  // namespace
+
+ScriptNet make_residual_head(const MicroHeadConfig& c, uint64_t seed) {
+  c.validate();
+  ScriptBuilder b(seed);
+  return residual_kind_entry(c.residual_kind).build(b, c);
+}
+
+bool MicroHeadConfig::can_start_from(const MicroHeadConfig& from) const {
+  if (from.describe() == describe()) return true;
+  if (residual_kind != "hybrid" || from.residual_kind != "coefficients") return false;
+  // Everything but the network part's settings must agree.
+  MicroHeadConfig as_hybrid = from;
+  as_hybrid.residual_kind = residual_kind;
+  as_hybrid.width = fewstep::width(*this);
+  as_hybrid.blocks = fewstep::blocks(*this);
+  as_hybrid.groups = groups;
+  return as_hybrid.describe() == describe();
+}
+
+void copy_residual_head(const MicroHeadConfig& from, const torch::jit::Module& source, const MicroHeadConfig& to,
+                        torch::jit::Module& target) {
+  FEWSTEP_CHECK_VALUE(to.can_start_from(from), "copy_residual_head: a head with settings (", from.describe(),
+                      ") cannot start one with settings (", to.describe(), ")");
+  if (from.residual_kind == to.residual_kind) {
+    copy_weights(source, target);
+  } else {
+    torch::jit::Module part = target.attr("coefficients").toModule();
+    copy_weights(source, part);
+  }
+}
+
 ScriptNet make_step_size_head(const MicroHeadConfig& c, uint64_t seed) {
   c.validate();
   ScriptBuilder b(seed ^ 0x68656164ull);
@@ -220,21 +339,7 @@ def forward(self, features: Tensor) -> Tensor:
 
 int64_t residual_head_flops(const MicroHeadConfig& c) {
   c.validate();
-  const int64_t w = width(c), n = blocks(c), e = c.embed, k = 2 + c.previous_evaluations();
-  int64_t macs = 2 * k * c.frequencies * e + e * e;  // the (λ_s, h, h_prev…) embedding
-  if (c.residual_kind == "coefficients") {
-    int64_t coordinates = 1;
-    for (int64_t d : c.sample_shape) coordinates *= d;
-    return 2 * (macs + e * k + k * coordinates);
-  }
-  if (is_image(c)) {
-    const int64_t ch = c.sample_shape[0], hw = c.sample_shape[1] * c.sample_shape[2];
-    macs += (k * ch * w * 9 + n * (2 * w * w * 9) + w * ch * 9) * hw + n * e * w;
-  } else {
-    const int64_t d = c.sample_shape[0];
-    macs += k * d * w + n * (2 * w * w + e * w) + w * d;
-  }
-  return 2 * macs;
+  return residual_kind_entry(c.residual_kind).flops(c);
 }
 
 int64_t step_size_head_flops(const MicroHeadConfig& c) {

@@ -29,6 +29,10 @@ void MicroTrainerOptions::validate() const {
                       "segment_min (", segment_min, "), got ", segment_max);
   FEWSTEP_CHECK_VALUE(std::isfinite(ema_decay) && ema_decay >= 0.0 && ema_decay <= 1.0,
                       "MicroTrainerOptions.ema_decay must be in [0, 1], got ", ema_decay);
+  FEWSTEP_CHECK_VALUE(loss == "mse" || loss == "rms" || loss == "log-rms",
+                      "MicroTrainerOptions.loss must be 'mse', 'rms' or 'log-rms', got '", loss, "'");
+  FEWSTEP_CHECK_VALUE(mode != MicroMode::Residual || loss == "mse", "MicroTrainerOptions.loss = '", loss,
+                      "' applies to the unrolled modes (joint, step_size); residual mode regresses each step");
   optimizer.schedule.validate();
 }
 
@@ -85,6 +89,7 @@ void fields(V& v, O& o) {
   v("segment_max", o.segment_max);
   v("teacher_grad", o.teacher_grad);
   v("time_gradient", o.time_gradient);
+  v("loss", o.loss);
   json_options::optimizer_fields(v, o.optimizer);
   v("ema_decay", o.ema_decay);
   v("seed", o.seed);
@@ -142,7 +147,7 @@ struct MicroTrainer::Impl {
   using Rows = std::function<at::Tensor(const at::Tensor&)>;
   at::Tensor residual_loss(const Rows& rows);
   at::Tensor unrolled_loss(const Rows& rows, const std::function<double(double)>& average,
-                           const std::function<at::Tensor(const at::Tensor&)>& batch_mean, double& mse,
+                           const std::function<at::Tensor(const at::Tensor&)>& batch_mean, double& error,
                            int64_t& budget);
 };
 
@@ -171,10 +176,10 @@ MicroTrainer::MicroTrainer(Denoiser teacher, std::string teacher_id, DenseTrajec
   s.residual = make_residual_head(s.options.heads, s.options.seed);
   s.step_size = make_step_size_head(s.options.heads, s.options.seed);
   if (init) {
-    FEWSTEP_CHECK_VALUE(init->info().heads.describe() == s.options.heads.describe(), "MicroTrainer: init sampler '",
+    FEWSTEP_CHECK_VALUE(s.options.heads.can_start_from(init->info().heads), "MicroTrainer: init sampler '",
                         init->source(), "' has heads (", init->info().heads.describe(), "), this run uses (",
                         s.options.heads.describe(), ")");
-    if (init->residual()) copy_weights(*init->residual(), *s.residual);
+    if (init->residual()) copy_residual_head(init->info().heads, *init->residual(), s.options.heads, *s.residual);
     if (init->step_size()) copy_weights(*init->step_size(), *s.step_size);
   }
   std::vector<at::Tensor> params;
@@ -244,7 +249,7 @@ at::Tensor MicroTrainer::Impl::residual_loss(const Rows& shard) {
 
 at::Tensor MicroTrainer::Impl::unrolled_loss(const Rows& shard, const std::function<double(double)>& average,
                                              const std::function<at::Tensor(const at::Tensor&)>& batch_mean,
-                                             double& mse, int64_t& budget) {
+                                             double& error, int64_t& budget) {
   const at::Tensor index = shard(order->next().labels);
   const auto dtype = (*residual->parameters().begin()).scalar_type();
   const at::Tensor x_T = data.x.index_select(0, index).select(1, 0).to(dtype);
@@ -262,11 +267,18 @@ at::Tensor MicroTrainer::Impl::unrolled_loss(const Rows& shard, const std::funct
   spec.teacher_grad = options.teacher_grad;
   spec.time_gradient = options.time_gradient;
   spec.batch_mean = batch_mean;  // h_φ's grid is the whole batch's (data parallelism: every process's rows)
-  const at::Tensor err = (unroll_micro(teacher, x_T, spec).x - x_0).pow(2).mean();
-  // The whole batch's error (the mean of the processes' shard errors) as the stop-gradient divisor:
-  // the averaged gradients are then those of log(error) over the whole batch.
-  mse = average(err.item<double>());
-  return err / std::max(mse, 1e-30);
+  const at::Tensor squared = (unroll_micro(teacher, x_T, spec).x - x_0).pow(2);
+  if (options.loss == "log-rms") {
+    // Mean of log RMS: its gradient is already that of the log of the geometric mean.
+    const at::Tensor log_rms = 0.5 * at::log(squared.flatten(1).mean(1) + 1e-30).mean();
+    error = std::exp(average(log_rms.item<double>()));
+    return log_rms;
+  }
+  const at::Tensor stat = options.loss == "rms" ? at::sqrt(squared.flatten(1).mean(1) + 1e-30).mean() : squared.mean();
+  // The whole batch's statistic (the mean of the processes' shard values) as the stop-gradient divisor:
+  // the averaged gradients are then those of its log over the whole batch.
+  error = average(stat.item<double>());
+  return stat / std::max(error, 1e-30);
 }
 
 TrainStepStats MicroTrainer::step() {
@@ -338,7 +350,7 @@ std::string MicroTrainer::options_json() const {
 }
 
 std::string MicroTrainer::options_added_later() const {
-  return nlohmann::json{{"residual_kind", "network"}, {"history_depth", 1}}.dump();
+  return nlohmann::json{{"residual_kind", "network"}, {"history_depth", 1}, {"loss", "mse"}}.dump();
 }
 
 int64_t MicroTrainer::step_count() const { return impl_->step; }

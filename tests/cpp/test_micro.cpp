@@ -50,6 +50,39 @@ fs::MicroTrainerOptions small_options(fs::MicroMode mode) {
   return o;
 }
 
+// The coefficient-head runs on the mixture at a fixed budget of 4 steps: training trajectories, held-out
+// x_T with their reference x_0 (other seeds), the median error of a sampler on them, and the options
+// of a joint coefficient run over `depth` previous evaluations (lr 3e-3, 150 steps, EMA 0.9).
+struct CoefficientRunAtBudgetFour {
+  fs::Denoiser model = fs::Denoiser::exact(mixture(), vp());
+  fs::DenseTrajectories data = fs::dense_trajectories(model, small_spec(4, 64), "mixture(4, 3, 5)");
+  at::Tensor x_T, x_0;
+  fs::TrainLoopOptions quiet;
+
+  CoefficientRunAtBudgetFour() {
+    auto held_out = small_spec(4, 64);
+    held_out.seed = 777;
+    const auto test = fs::dense_trajectories(model, held_out, "mixture(4, 3, 5)");
+    x_T = test.x.select(1, 0);
+    x_0 = test.x.select(1, test.segments());
+    quiet.progress = false;
+  }
+  double error(const fs::MicroSampler& s) const {
+    return (s.sample(model, x_T, 4).x - x_0).norm(2, {1}).median().item<double>();
+  }
+  static fs::MicroTrainerOptions options(int64_t depth) {
+    auto o = small_options(fs::MicroMode::Joint);
+    o.heads.history = true;
+    o.heads.history_depth = depth;
+    o.heads.residual_kind = "coefficients";
+    o.budget_min = o.budget_max = 4;
+    o.optimizer.schedule.lr = 3e-3;
+    o.optimizer.schedule.total_steps = 150;
+    o.ema_decay = 0.9;
+    return o;
+  }
+};
+
 // Every parameter of the module, perturbed away from its zero-initialised output layers, in float64.
 void randomise(torch::jit::Module& m, uint64_t seed, double scale) {
   at::NoGradGuard no_grad;
@@ -139,7 +172,7 @@ TEST(MicroStep, UntrainedHeadIsDdimAndLinearFactorExceedsOne) {
   auto model = fs::Denoiser::exact(mixture(), schedule);
   const at::Tensor x_T = at::randn({16, 4}, generator(3), at::kDouble);
   const auto ddim = fs::sample(model, x_T, "ddim", 7);
-  for (const char* kind : {"network", "coefficients"}) {
+  for (const char* kind : {"network", "coefficients", "hybrid"}) {
     fs::MicroHeadConfig heads;
     heads.sample_shape = {4};
     heads.residual_kind = kind;
@@ -158,7 +191,7 @@ TEST(MicroStep, UntrainedHistoryHeadIsDeis2) {
   const at::Tensor x_T = at::randn({16, 4}, generator(5), at::kDouble);
   const auto deis = fs::sample(model, x_T, "deis", 7, fs::Spacing::LogSNR,
                                {{"order", int64_t{2}}, {"variable", std::string("lambda")}, {"lower_order_final", false}});
-  for (const char* kind : {"network", "coefficients"}) {
+  for (const char* kind : {"network", "coefficients", "hybrid"}) {
     for (int64_t depth : {1, 2}) {  // the base term stays DEIS-2 at depth 2
       fs::MicroHeadConfig heads;
       heads.sample_shape = {4};
@@ -566,31 +599,14 @@ TEST(MicroTrainer, JointLossDecreasesAndResumeIsExact) {
 // well below the untrained one's (DEIS-2 in λ on the uniform log-SNR grid), with one or two previous
 // evaluations, and the file keeps the head's kind and depth.
 TEST(MicroTrainer, LearnedCoefficientsBeatDeis2AndRoundTrip) {
-  auto schedule = vp();
-  auto model = fs::Denoiser::exact(mixture(), schedule);
-  auto data = fs::dense_trajectories(model, small_spec(4, 64), "mixture(4, 3, 5)");
-  auto held_out = small_spec(4, 64);  // other x_T than the training trajectories'
-  held_out.seed = 777;
-  const auto test = fs::dense_trajectories(model, held_out, "mixture(4, 3, 5)");
-  const at::Tensor x_T = test.x.select(1, 0), x_0 = test.x.select(1, test.segments());
-  auto error = [&](const fs::MicroSampler& s) {
-    return (s.sample(model, x_T, 4).x - x_0).norm(2, {1}).median().item<double>();
-  };
+  CoefficientRunAtBudgetFour run;
+  const auto& model = run.model;
+  const at::Tensor& x_T = run.x_T;
   for (int64_t depth : {1, 2}) {
-    auto o = small_options(fs::MicroMode::Joint);
-    o.heads.history = true;
-    o.heads.history_depth = depth;
-    o.heads.residual_kind = "coefficients";
-    o.budget_min = o.budget_max = 4;
-    o.optimizer.schedule.lr = 3e-3;
-    o.optimizer.schedule.total_steps = 150;
-    o.ema_decay = 0.9;
-    fs::MicroTrainer trainer(model, "mixture(4, 3, 5)", data, o);
-    const double untrained = error(trainer.sampler());
-    fs::TrainLoopOptions quiet;
-    quiet.progress = false;
-    trainer.train(150, quiet);
-    const double trained = error(trainer.sampler());
+    fs::MicroTrainer trainer(model, "mixture(4, 3, 5)", run.data, run.options(depth));
+    const double untrained = run.error(trainer.sampler());
+    trainer.train(150, run.quiet);
+    const double trained = run.error(trainer.sampler());
     EXPECT_LT(trained, 0.5 * untrained) << "depth " << depth << ": trained " << trained << " vs DEIS-2 " << untrained;
     std::cout << "mixture, 4 steps: median error learned coefficients (depth " << depth << ") " << trained
               << ", DEIS-2 " << untrained << "\n";
@@ -603,6 +619,80 @@ TEST(MicroTrainer, LearnedCoefficientsBeatDeis2AndRoundTrip) {
     EXPECT_TRUE(at::allclose(loaded->sample(model, x_T, 4).x, trainer.sampler().sample(model, x_T, 4).x, 1e-6, 1e-6));
     std::filesystem::remove_all(dir);
   }
+}
+
+// The robust statistics of the end-point errors (MicroTrainerOptions::loss) train too: from DEIS-2 the
+// coefficient head at a fixed budget of 4 falls well below it with "rms" and "log-rms" as with "mse",
+// and the reported loss is the statistic (positive, of the size of an RMS error, not its square).
+// Unknown names, and a robust loss in residual mode, are refused by name.
+TEST(MicroTrainer, RobustLossesTrainAndAreValidated) {
+  CoefficientRunAtBudgetFour run;
+  for (const char* loss : {"rms", "log-rms"}) {
+    auto o = run.options(2);
+    o.loss = loss;
+    fs::MicroTrainer trainer(run.model, "mixture(4, 3, 5)", run.data, o);
+    const double untrained = run.error(trainer.sampler());
+    const auto first = trainer.step();
+    // Per-coordinate RMS errors of a 4-step DEIS-2 run on the mixture: ~1e-2, where the MSE is ~1e-4.
+    EXPECT_GT(first.loss, 1e-3) << loss;
+    EXPECT_LT(first.loss, 1.0) << loss;
+    trainer.train(149, run.quiet);
+    const double trained = run.error(trainer.sampler());
+    EXPECT_LT(trained, 0.5 * untrained) << loss << ": trained " << trained << " vs DEIS-2 " << untrained;
+  }
+  auto bad = small_options(fs::MicroMode::Joint);
+  bad.loss = "l1";
+  EXPECT_NE(value_error_message([&] { bad.validate(); }).find("loss must be 'mse', 'rms' or 'log-rms', got 'l1'"),
+            std::string::npos);
+  bad = small_options(fs::MicroMode::Residual);
+  bad.loss = "rms";
+  EXPECT_NE(value_error_message([&] { bad.validate(); }).find("unrolled modes"), std::string::npos);
+}
+
+// The hybrid head (coefficients + a network of the sample) started from a trained coefficient sampler is
+// that sampler exactly (its network part is zero), and training it on the same unrolled runs lowers the
+// held-out error further: the network adds what a rule of the step alone cannot express. Its file keeps
+// the kind, its flops are its two parts', and a coefficient sampler with other settings cannot start it.
+TEST(MicroTrainer, HybridStartsAtItsCoefficientSamplerAndImprovesOnIt) {
+  CoefficientRunAtBudgetFour run;
+  const auto& model = run.model;
+  const at::Tensor& x_T = run.x_T;
+  const auto o = run.options(2);
+  fs::MicroTrainer rule(model, "mixture(4, 3, 5)", run.data, o);
+  rule.train(150, run.quiet);
+  const auto start = std::make_shared<fs::MicroSampler>(rule.sampler());
+  const double rule_error = run.error(*start);
+
+  auto hybrid_options = o;
+  hybrid_options.heads.residual_kind = "hybrid";
+  hybrid_options.optimizer.schedule.lr = 1e-3;
+  fs::MicroTrainer hybrid(model, "mixture(4, 3, 5)", run.data, hybrid_options, start);
+  EXPECT_LT((hybrid.sampler().sample(model, x_T, 4).x - start->sample(model, x_T, 4).x).abs().max().item<double>(),
+            1e-12);
+  hybrid.train(150, run.quiet);
+  const double hybrid_error = run.error(hybrid.sampler());
+  EXPECT_LT(hybrid_error, 0.8 * rule_error) << "hybrid " << hybrid_error << " vs its coefficient rule " << rule_error;
+  std::cout << "mixture, 4 steps: median error hybrid " << hybrid_error << ", the coefficient rule it started from "
+            << rule_error << "\n";
+
+  const std::string dir = scratch_dir("micro", "hybrid");
+  hybrid.sampler().save(dir + "/micro.pt");
+  const auto loaded = fs::MicroSampler::load(dir + "/micro.pt");
+  EXPECT_EQ(loaded->info().heads.residual_kind, "hybrid");
+  EXPECT_TRUE(at::allclose(loaded->sample(model, x_T, 4).x, hybrid.sampler().sample(model, x_T, 4).x, 1e-6, 1e-6));
+  std::filesystem::remove_all(dir);
+
+  const fs::MicroHeadConfig heads = loaded->info().heads;
+  auto coefficients = heads, network = heads;
+  coefficients.residual_kind = "coefficients";
+  network.residual_kind = "network";
+  EXPECT_EQ(fs::residual_head_flops(heads),
+            fs::residual_head_flops(coefficients) + fs::residual_head_flops(network));
+  auto other = hybrid_options;
+  other.heads.history_depth = 1;
+  const std::string message =
+      value_error_message([&] { fs::MicroTrainer(model, "mixture", run.data, other, start); });
+  EXPECT_NE(message.find("history_depth=2"), std::string::npos) << message;
 }
 
 // Residual mode at history_depth 2 (local regression; the evaluation before the previous one is drawn

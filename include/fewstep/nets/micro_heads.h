@@ -24,6 +24,12 @@
 /// parameters, none per pixel), costs a few multiply-adds per coordinate, and trains on unrolled
 /// runs (joint mode) without a residual warm start; untrained it is DDIM (DEIS-2 with history).
 ///
+/// Hybrid head (residual_kind "hybrid"; same inputs): the coefficient head plus the network head
+/// (width and blocks as above), out = coefficients(...) + network(...). The network part starts at
+/// zero, so a hybrid started from a trained coefficient head (MicroHeadConfig::can_start_from) is that
+/// sampler exactly, and training adds what a rule of the step alone cannot express: a correction
+/// that depends on the sample.
+///
 /// Step-size head, forward(features [B, F]) → [B] logits: Linear(F → W)–SiLU–Linear(W → W)–SiLU–
 /// Linear(W → 1), output layer zero (an untrained h_φ proposes the uniform share, see step_size.h).
 #pragma once
@@ -53,7 +59,8 @@ struct MicroHeadConfig {
   /// d2 = eps_prev − eps_prev2 and h_prev2 = λ_prev − λ_prev2 (4 data inputs, 4 embedded scalars); the
   /// base term stays DEIS-2, so an untrained head is the same sampler at either depth.
   int64_t history_depth = 1;
-  /// "network" (the conv/MLP head above) or "coefficients" (the coefficient head above).
+  /// "network" (the conv/MLP head above), "coefficients" (the coefficient head above) or "hybrid"
+  /// (their sum).
   std::string residual_kind = "network";
   /// Previous evaluations the residual head takes: 0 without history, else history_depth.
   int64_t previous_evaluations() const { return history ? history_depth : 0; }
@@ -61,10 +68,19 @@ struct MicroHeadConfig {
   void validate() const;
   /// The settings as "key=value, ..." (checkpoint compatibility checks).
   std::string describe() const;
+  /// Whether heads built with `from` can start heads built with these settings (a trainer's init):
+  /// the same settings, or a coefficient head starting the coefficient part of a hybrid one whose other
+  /// settings (step embedding, history, step-size head) agree.
+  bool can_start_from(const MicroHeadConfig& from) const;
 };
 
 /// Builds N_ψ with parameters drawn from a CPU generator seeded with `seed` (output layer zero).
 ScriptNet make_residual_head(const MicroHeadConfig& config, uint64_t seed);
+/// Copies `source` (a residual head built with `from`) into `target` (built with `to`): all of it, or
+/// into the coefficient part of a hybrid `target`. ValueError naming both settings unless
+/// to.can_start_from(from).
+void copy_residual_head(const MicroHeadConfig& from, const torch::jit::Module& source, const MicroHeadConfig& to,
+                        torch::jit::Module& target);
 /// Builds the step-size head (output layer zero).
 ScriptNet make_step_size_head(const MicroHeadConfig& config, uint64_t seed);
 

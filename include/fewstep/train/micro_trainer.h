@@ -47,6 +47,14 @@ struct MicroTrainerOptions {
   /// Unrolled modes with h_φ: differentiate through the teacher's time input (micro/unroll.h; one
   /// more teacher call per step, without autograd).
   bool time_gradient = true;
+  /// Unrolled modes: what the loss measures of the runs' end-point errors e_b = x̂_0 − x_0 (each
+  /// loss's gradient is that of the log of the statistic, which the log line reports):
+  ///   "mse"     mean over the batch and coordinates of e²;
+  ///   "rms"     mean over the batch of each sample's RMS error;
+  ///   "log-rms" geometric mean of the samples' RMS errors (every sample's relative error counts the
+  ///             same: the few runs that diverge no longer dominate, and the median is what
+  ///             benchmarks score).
+  std::string loss = "mse";
   OptimizerOptions optimizer;
   double ema_decay = 0.999;
   uint64_t seed = 0;
@@ -56,7 +64,7 @@ struct MicroTrainerOptions {
 
 /// The options as a flat JSON object (train/trainer.h): mode, the heads' sample_shape, width, blocks,
 /// frequencies, embed, groups, step_features, step_width, history, residual_kind, then batch, budget_min, budget_max,
-/// spread, segment_min, segment_max, teacher_grad, time_gradient, ema_decay, seed and the optimiser's
+/// spread, segment_min, segment_max, teacher_grad, time_gradient, loss, ema_decay, seed and the optimiser's
 /// keys (train/denoiser_trainer.h).
 std::string options_to_json(const MicroTrainerOptions& options);
 /// Sets the keys present in `json`; ValueError naming an unknown key, TypeError for a wrong type.
@@ -81,7 +89,7 @@ class MicroTrainer final : public Trainer {
   const ScriptNet& export_net() const override;
   /// options_to_json with the teacher's name and the trajectories' settings.
   std::string options_json() const override;
-  /// residual_kind "network" and history_depth 1: the settings of checkpoints older than them.
+  /// residual_kind "network", history_depth 1 and loss "mse": the settings of checkpoints older than them.
   std::string options_added_later() const override;
   /// Every process draws the whole batch (trajectories, knots, budget) and trains on its rows; in the
   /// unrolled modes h_φ's step sizes come from the mean logit over every process's rows and the loss is
