@@ -98,7 +98,7 @@ class MicroMethod final : public Command {
                      {"--segments", segments_},   {"--substeps", substeps_},  {"--trajectory-seed", trajectory_seed_},
                      {"--trajectory-dtype", trajectory_dtype_}});
     TrainingRun run("distill micro", flags_.out, flags_.resume, identity);
-    run.set_flags_added_later({{"--residual-head", "network"}, {"--history-depth", 1}});
+    run.set_flags_added_later({{"--residual-head", "network"}, {"--history-depth", 1}, {"--loss", "mse"}});
     if (flags_.training_device() != c10::Device(c10::kCPU))
       throw UsageError("--device '" + flags_.device + "': distill micro trains its small heads on the CPU (the "
                        "teacher's trajectories are made and cached there); leave --device out");
