@@ -71,8 +71,8 @@ const std::vector<std::pair<std::string, std::string>> kVariants = {
     {"joint_history", "micro joint, history (g+h)"},
     {"residual_history", "micro g alone, history (fixed grid)"},
     {"coefficients", "micro learned coefficients + h, history"},
-    {"coefficients_nfe10", "micro learned coefficients + h, 2 previous, trained at 10 NFE"},
-    {"hybrid_nfe10", "micro coefficients + network + h, 2 previous, trained at 10 NFE"}};
+    {"coefficients_nfe10", "micro learned coefficients + h, 3 previous, trained at 10 NFE"},
+    {"hybrid_nfe10", "micro coefficients + network + h, 3 previous, trained at 10 NFE"}};
 
 std::string with_mode(const std::string& pattern, const std::string& mode) {
   std::string s = pattern;

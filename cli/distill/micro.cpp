@@ -48,9 +48,10 @@ class MicroMethod final : public Command {
     app.add_flag("--history", history_, "The residual head also reuses the previous teacher evaluation (corrects "
                                         "the two-step DEIS term instead of DDIM's; an extension of partial micro-distillation)");
     app.add_option("--history-depth", history_depth_, "With --history: previous teacher evaluations the residual "
-                                                      "head sees, 1 or 2 (2 adds the difference of the two before; "
-                                                      "untrained it is the same sampler)")
-        ->check(CLI::Range(1, 2))->capture_default_str();
+                                                      "head sees, 1 to 3 (each adds the difference of the two before; "
+                                                      "untrained it is the same sampler; --init a shallower sampler "
+                                                      "to deepen it)")
+        ->check(CLI::Range(int64_t{1}, fewstep::MicroHeadConfig::max_history_depth))->capture_default_str();
     app.add_option("--residual-head", residual_kind_, "g_psi's residual head: network (a conv/MLP net of x and eps) "
                                                       "or coefficients (learned multistep weights of x, eps and, with "
                                                       "--history, the previous eps, as functions of the step alone; "

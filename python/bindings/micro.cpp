@@ -152,18 +152,19 @@ Args:
     width, blocks: residual head width and blocks (0 = defaults: 64/3 for vectors, 32/4 for images).
     history: the residual head also reuses the previous teacher evaluation and corrects the two-step
         DEIS term instead of DDIM's (an extension of partial micro-distillation; no extra teacher calls).
-    history_depth: with history, how many previous evaluations the residual head sees: 1 or 2 (2 also
-        passes the difference of the two before; an untrained head is the same sampler at either depth).
+    history_depth: with history, how many previous evaluations the residual head sees: 1 to 3 (each
+        also passes the difference of the two before; an untrained head is the same sampler at any depth,
+        and init= a shallower sampler deepens it).
     residual_kind: "network" (g_psi's residual head is a conv/MLP net of x and eps) or "coefficients"
-        (learned multistep weights of x, eps and, with history, the previous eps (two with
-        history_depth=2), functions of the step's (lambda_s, h, h_prev...) alone: about 10k
+        (learned multistep weights of x, eps and, with history, the previous eps (two or three
+        with history_depth=2 or 3), functions of the step's (lambda_s, h, h_prev...) alone: about 10k
         parameters; train it in joint mode from scratch; docs/micro.md) or "hybrid" (the coefficients plus
         a network of width/blocks whose output starts at zero; init= a "coefficients" sampler with the
         same other settings to refine it per sample).
     loss: unrolled modes: "mse" (default), "rms" (mean of the samples' RMS end-point errors) or "log-rms"
         (their geometric mean: every sample's relative error counts the same; docs/micro.md).
-    init: a MicroSampler whose heads start this run (same head settings and teacher, or a "coefficients"
-        sampler starting a "hybrid" run).
+    init: a MicroSampler whose heads start this run as the same sampler (same head settings and teacher;
+        or a "coefficients" sampler starting a "hybrid" run; or, with history, a shallower history_depth).
 
 Returns a fewstep.Trainer; its export() is the fewstep.MicroSampler of the EMA heads. Example::
 

@@ -4,6 +4,7 @@
 #include <torch/script.h>
 
 #include "fewstep/core/check.h"
+#include "fewstep/nets/micro_heads.h"
 
 namespace fewstep {
 
@@ -54,8 +55,9 @@ at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, int64_t
                                 ScheduleFamily family, const at::Tensor& x, const at::Tensor& eps,
                                 const at::Tensor& lambda_s, const at::Tensor& lambda_t,
                                 const std::vector<PreviousEvaluation>& before) {
-  FEWSTEP_CHECK_VALUE(previous_evaluations >= 0 && previous_evaluations <= 2,
-                      "micro_nonlinear_term: previous_evaluations must be 0, 1 or 2, got ", previous_evaluations);
+  FEWSTEP_CHECK_VALUE(previous_evaluations >= 0 && previous_evaluations <= MicroHeadConfig::max_history_depth,
+                      "micro_nonlinear_term: previous_evaluations must be between 0 and ",
+                      MicroHeadConfig::max_history_depth, ", got ", previous_evaluations);
   for (size_t i = 0; i < before.size(); ++i) {
     FEWSTEP_CHECK_VALUE(before[i].eps.defined() && before[i].lambda.defined(),
                         "micro_nonlinear_term: before[", i, "] needs both eps and lambda");
@@ -65,7 +67,7 @@ at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, int64_t
     if (before.empty()) return PreviousEvaluation{eps, lambda_s};
     return before[before.size() - std::min(k, before.size())];
   };
-  const PreviousEvaluation previous = back(1), earlier = back(2);
+  const PreviousEvaluation previous = back(1);
   const bool history = previous_evaluations >= 1;
   const ExponentialStep step = exponential_step(family, lambda_s, lambda_t);
   const at::Tensor ddim = per_sample(step.ddim.to(x.scalar_type()), x);
@@ -77,14 +79,16 @@ at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, int64_t
   const int64_t n = x.size(0);
   const at::Tensor h = step.h.to(x.scalar_type());
   auto scalar = [&](const at::Tensor& v) { return v.reshape({-1}).expand({n}).to(head_dtype); };
-  // Inputs in the head's order (nets/micro_heads.h): x, eps, d, d2, then λ_s, h, h_prev, h_prev2.
+  // Inputs in the head's order (nets/micro_heads.h): x, eps, d, d2, …, then λ_s, h, h_prev, h_prev2, …,
+  // the differences of successive evaluations (the current one first).
+  std::vector<PreviousEvaluation> chain{PreviousEvaluation{eps, lambda_s}};
+  for (int64_t k = 1; k <= previous_evaluations; ++k) chain.push_back(back(static_cast<size_t>(k)));
   std::vector<c10::IValue> inputs{x.to(head_dtype), eps.to(head_dtype)};
-  if (history) inputs.push_back((eps - previous.eps).to(head_dtype));
-  if (previous_evaluations >= 2) inputs.push_back((previous.eps - earlier.eps).to(head_dtype));
+  for (size_t k = 1; k < chain.size(); ++k) inputs.push_back((chain[k - 1].eps - chain[k].eps).to(head_dtype));
   inputs.push_back(scalar(lambda_s));
   inputs.push_back(scalar(h));
-  if (history) inputs.push_back(scalar((lambda_s - previous.lambda).to(x.scalar_type())));
-  if (previous_evaluations >= 2) inputs.push_back(scalar((previous.lambda - earlier.lambda).to(x.scalar_type())));
+  for (size_t k = 1; k < chain.size(); ++k)
+    inputs.push_back(scalar((chain[k - 1].lambda - chain[k].lambda).to(x.scalar_type())));
   const c10::IValue out = const_cast<torch::jit::Module*>(residual_head)->forward(inputs);
   FEWSTEP_CHECK_TYPE(out.isTensor(), "micro residual head: forward must return a tensor, got ", out.tagKind());
   const at::Tensor correction = out.toTensor();

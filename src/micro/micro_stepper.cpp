@@ -24,7 +24,7 @@ const StepperTraits& micro_traits() {
 }
 
 // The number of evaluations a NonlinearTerm's history holds: enough for every residual head.
-constexpr size_t kKeptEvaluations = 2;
+constexpr size_t kKeptEvaluations = MicroHeadConfig::max_history_depth;
 
 // g_ψ of a residual head (null: DDIM's c ε̂) that sees `previous` earlier evaluations. `keep` owns
 // whatever the head lives in.

@@ -27,7 +27,8 @@ UnrollResult unroll_micro(const Denoiser& teacher, const at::Tensor& x_T, const 
   out.lambdas.push_back(at::scalar_tensor(lambda_start, lopts));
   out.times.push_back(spec.t_start);
   at::Tensor x = x_T;
-  at::Tensor x0_prev, x0_prev2, eps_prev, eps_prev2;  // the last two evaluations' x̂_0 and ε̂
+  at::Tensor x0_prev, x0_prev2;  // the last two evaluations' x̂_0
+  std::vector<at::Tensor> eps_before;  // the last evaluations' ε̂ a head can read, most recent last
   for (int64_t i = 0; i < spec.budget; ++i) {
     const at::Tensor& lambda = out.lambdas.back();
     const double t = out.times.back();
@@ -60,13 +61,14 @@ UnrollResult unroll_micro(const Denoiser& teacher, const at::Tensor& x_T, const 
     at::Tensor x_next;
     if (spec.mode == MicroMode::StepSize) {
       const at::Tensor lambda_prev = out.lambdas.size() >= 2 ? out.lambdas[out.lambdas.size() - 2] : at::Tensor();
+      const at::Tensor eps_prev = eps_before.empty() ? at::Tensor() : eps_before.back();
       x_next = deis2_lambda_update(family, x, eval.eps, eps_prev, lambda_prev, lambda, lambda_next);
     } else {
-      // The evaluations before this one that a head can read (at most two), most recent last.
-      const size_t known = out.lambdas.size() - 1;
+      // The evaluations before this one that a head can read, most recent last (ε̂ of out.lambdas[i − k]).
       std::vector<PreviousEvaluation> before;
-      if (known >= 2) before.push_back(PreviousEvaluation{eps_prev2, out.lambdas[known - 2]});
-      if (known >= 1) before.push_back(PreviousEvaluation{eps_prev, out.lambdas[known - 1]});
+      const size_t kept = eps_before.size(), known = out.lambdas.size() - 1;
+      for (size_t j = 0; j < kept; ++j)
+        before.push_back(PreviousEvaluation{eps_before[j], out.lambdas[known - kept + j]});
       x_next = micro_update(spec.residual, spec.history, family, x, eval.eps, lambda, lambda_next, before);
     }
     // x̂_0 from the (time-differentiable) ε̂: the same value as eval.x0, with its dependence on λ_i.
@@ -74,8 +76,9 @@ UnrollResult unroll_micro(const Denoiser& teacher, const at::Tensor& x_T, const 
     const at::Tensor sigma = sigma_of_lambda(family, lambda).to(x.scalar_type());
     x0_prev2 = x0_prev;
     x0_prev = (x - sigma * eval.eps) / alpha;
-    eps_prev2 = eps_prev;
-    eps_prev = eval.eps;
+    eps_before.push_back(eval.eps);
+    if (eps_before.size() > static_cast<size_t>(std::max<int64_t>(spec.history, 1)))
+      eps_before.erase(eps_before.begin());
     x = x_next;
     out.lambdas.push_back(lambda_next);
     out.times.push_back(t_next);

@@ -27,7 +27,7 @@ void zero(torch::jit::Module& m, const std::string& name) {
 
 // The embedded scalars, in the order of the heads' forward: λ_s, h, then one step length per previous
 // evaluation. The embedding's forward always takes at least three (without history h_prev is not used).
-const std::vector<std::string> kScalars = {"lambda_s", "h", "h_prev", "h_prev2"};
+const std::vector<std::string> kScalars = {"lambda_s", "h", "h_prev", "h_prev2", "h_prev3"};
 int64_t embedded_scalars(const MicroHeadConfig& c) { return 2 + c.previous_evaluations(); }
 std::string scalar_parameters(int64_t count) {
   std::string out;
@@ -99,7 +99,8 @@ void MicroHeadConfig::validate() const {
   FEWSTEP_CHECK_VALUE(step_width >= 1, "MicroHeadConfig.step_width must be >= 1, got ", step_width);
   FEWSTEP_CHECK_VALUE(is_residual_kind(residual_kind), "MicroHeadConfig.residual_kind must be one of ",
                       residual_kind_names(), ", got '", residual_kind, "'");
-  FEWSTEP_CHECK_VALUE(history_depth == 1 || history_depth == 2, "MicroHeadConfig.history_depth must be 1 or 2, got ",
+  FEWSTEP_CHECK_VALUE(history_depth >= 1 && history_depth <= max_history_depth,
+                      "MicroHeadConfig.history_depth must be between 1 and ", max_history_depth, ", got ",
                       history_depth);
   FEWSTEP_CHECK_VALUE(history || history_depth == 1, "MicroHeadConfig.history_depth = ", history_depth,
                       " needs history = true");
@@ -123,8 +124,9 @@ std::string MicroHeadConfig::describe() const {
 namespace {
 
 // The data inputs of the residual heads, in the order of their forward: x, eps, then one difference of
-// successive evaluations per previous evaluation (d = eps − eps_prev, d2 = eps_prev − eps_prev2).
-const std::vector<std::string> kVectors = {"x", "eps", "d", "d2"};
+// successive evaluations per previous evaluation (d = eps − eps_prev, d2 = eps_prev − eps_prev2, …).
+// Each new input is appended, so a deeper head's weights extend a shallower one's (copy_residual_head).
+const std::vector<std::string> kVectors = {"x", "eps", "d", "d2", "d3"};
 
 // "def forward(self, x, eps[, d[, d2]], lambda_s, h[, h_prev[, h_prev2]]) -> Tensor:".
 std::string head_signature(const MicroHeadConfig& c) {
@@ -298,26 +300,30 @@ ScriptNet make_residual_head(const MicroHeadConfig& c, uint64_t seed) {
 
 bool MicroHeadConfig::can_start_from(const MicroHeadConfig& from) const {
   if (from.describe() == describe()) return true;
-  if (residual_kind != "hybrid" || from.residual_kind != "coefficients") return false;
-  // Everything but the network part's settings must agree.
-  MicroHeadConfig as_hybrid = from;
-  as_hybrid.residual_kind = residual_kind;
-  as_hybrid.width = fewstep::width(*this);
-  as_hybrid.blocks = fewstep::blocks(*this);
-  as_hybrid.groups = groups;
-  return as_hybrid.describe() == describe();
+  MicroHeadConfig grown = from;
+  if (residual_kind == "hybrid" && from.residual_kind == "coefficients") {
+    // Everything but the network part's settings must agree.
+    grown.residual_kind = residual_kind;
+    grown.width = fewstep::width(*this);
+    grown.blocks = fewstep::blocks(*this);
+    grown.groups = groups;
+  }
+  // With history on both sides the base term is DEIS-2 at any depth: zero weights on the new inputs
+  // leave the sampler as it was. (Without history the base term is DDIM's, so that cannot grow.)
+  if (from.history && history && from.history_depth < history_depth) grown.history_depth = history_depth;
+  return grown.describe() == describe();
 }
 
 void copy_residual_head(const MicroHeadConfig& from, const torch::jit::Module& source, const MicroHeadConfig& to,
                         torch::jit::Module& target) {
   FEWSTEP_CHECK_VALUE(to.can_start_from(from), "copy_residual_head: a head with settings (", from.describe(),
                       ") cannot start one with settings (", to.describe(), ")");
-  if (from.residual_kind == to.residual_kind) {
-    copy_weights(source, target);
-  } else {
-    torch::jit::Module part = target.attr("coefficients").toModule();
-    copy_weights(source, part);
-  }
+  torch::jit::Module into = target;
+  if (from.residual_kind != to.residual_kind) into = target.attr("coefficients").toModule();
+  // A deeper head's input layers are wider; its inputs are appended (kVectors, kScalars), so the
+  // shallower weights are their leading block and the new inputs' weights start at zero.
+  copy_weights(source, into, from.previous_evaluations() == to.previous_evaluations() ? WeightShapes::Same
+                                                                                      : WeightShapes::ZeroPadded);
 }
 
 ScriptNet make_step_size_head(const MicroHeadConfig& c, uint64_t seed) {

@@ -67,18 +67,31 @@ std::vector<at::Tensor> trainable_parameters(const torch::jit::Module& module) {
   return out;
 }
 
-void copy_weights(const torch::jit::Module& source, torch::jit::Module& target) {
+void copy_weights(const torch::jit::Module& source, torch::jit::Module& target, WeightShapes shapes) {
   std::map<std::string, at::Tensor> dst;
   for (const auto& p : target.named_parameters(/*recurse=*/true)) dst[p.name] = p.value;
   for (const auto& b : target.named_buffers(/*recurse=*/true)) dst[b.name] = b.value;
   at::NoGradGuard no_grad;
-  auto copy_one = [&dst](const std::string& name, const at::Tensor& value) {
+  auto copy_one = [&dst, shapes](const std::string& name, const at::Tensor& value) {
     const auto it = dst.find(name);
     FEWSTEP_CHECK_VALUE(it != dst.end(), "copy_weights: the target network has no tensor '", name,
                         "' (different architecture)");
-    FEWSTEP_CHECK_VALUE(it->second.sizes() == value.sizes(), "copy_weights: tensor '", name, "' has shape ",
-                        value.sizes(), " in the source and ", it->second.sizes(), " in the target");
-    at::Tensor(it->second).copy_(value);
+    at::Tensor out = it->second;
+    bool fits = out.sizes() == value.sizes();
+    if (shapes == WeightShapes::ZeroPadded && out.dim() == value.dim()) {
+      fits = true;
+      for (int64_t d = 0; d < value.dim(); ++d) fits = fits && value.size(d) <= out.size(d);
+    }
+    FEWSTEP_CHECK_VALUE(fits, "copy_weights: tensor '", name, "' has shape ", value.sizes(), " in the source and ",
+                        out.sizes(), " in the target");
+    if (out.sizes() == value.sizes()) {
+      out.copy_(value);
+      return;
+    }
+    at::Tensor block = out;
+    for (int64_t d = 0; d < value.dim(); ++d) block = block.narrow(d, 0, value.size(d));
+    out.zero_();
+    block.copy_(value);
   };
   for (const auto& p : source.named_parameters(/*recurse=*/true)) copy_one(p.name, p.value);
   for (const auto& b : source.named_buffers(/*recurse=*/true)) copy_one(b.name, b.value);

@@ -228,18 +228,18 @@ at::Tensor MicroTrainer::Impl::residual_loss(const Rows& shard) {
   const auto dtype = first.scalar_type();
   const at::Tensor lambda_s = lambdas.index_select(0, start), lambda_t = lambdas.index_select(0, end);
   const ScheduleFamily family = teacher.schedule_ref().family();
-  const PreviousEvaluation previous{rows(data.eps, prev), lambdas.index_select(0, prev)};
-  // history_depth 2: the evaluation before that, as far back again (drawn only then, so that depth-1
-  // runs keep their random stream); where none, the previous one again (d2 = 0).
-  PreviousEvaluation earlier = previous;
-  if (options.heads.previous_evaluations() >= 2) {
-    const at::Tensor back2 = shard(at::randint(options.segment_min, segment_max + 1, {b_all}, gen, at::kLong));
-    const at::Tensor before2 = prev - back2;
-    const at::Tensor prev2 = at::where((before >= 0).logical_and(before2 >= 0), before2, prev);
-    earlier = PreviousEvaluation{rows(data.eps, prev2), lambdas.index_select(0, prev2)};
+  // Deeper heads: each further evaluation as far back again, drawn only for them (so that shallower
+  // runs keep their random stream); from where one is missing, the last one there is (differences 0).
+  std::vector<PreviousEvaluation> earlier{PreviousEvaluation{rows(data.eps, prev), lambdas.index_select(0, prev)}};
+  at::Tensor knot = prev, present = before >= 0;
+  for (int64_t k = 2; k <= options.heads.previous_evaluations(); ++k) {
+    const at::Tensor further = knot - shard(at::randint(options.segment_min, segment_max + 1, {b_all}, gen, at::kLong));
+    present = present.logical_and(further >= 0);
+    knot = at::where(present, further, knot);
+    earlier.insert(earlier.begin(), PreviousEvaluation{rows(data.eps, knot), lambdas.index_select(0, knot)});
   }
   const at::Tensor pred = micro_nonlinear_term(residual.get(), options.heads.previous_evaluations(), family, x_s, eps,
-                                               lambda_s, lambda_t, {earlier, previous});
+                                               lambda_s, lambda_t, earlier);
   const at::Tensor target = exact_residual(family, x_s, x_t, lambda_s, lambda_t);
   std::vector<int64_t> shape(x_s.dim(), 1);
   shape[0] = b;

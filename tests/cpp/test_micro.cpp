@@ -192,7 +192,7 @@ TEST(MicroStep, UntrainedHistoryHeadIsDeis2) {
   const auto deis = fs::sample(model, x_T, "deis", 7, fs::Spacing::LogSNR,
                                {{"order", int64_t{2}}, {"variable", std::string("lambda")}, {"lower_order_final", false}});
   for (const char* kind : {"network", "coefficients", "hybrid"}) {
-    for (int64_t depth : {1, 2}) {  // the base term stays DEIS-2 at depth 2
+    for (int64_t depth : {1, 2, 3}) {  // the base term stays DEIS-2 at any depth
       fs::MicroHeadConfig heads;
       heads.sample_shape = {4};
       heads.history = true;
@@ -205,49 +205,54 @@ TEST(MicroStep, UntrainedHistoryHeadIsDeis2) {
   }
 }
 
-// At history_depth 2 the head also sees d2 = ε̂_prev − ε̂_prev2 of the run's two evaluations before
-// the current one (zero while there are fewer). A coefficient head whose only non-zero weight is a
-// constant c2 on d2 gives g = r_DEIS2 + c h c2 d2; the sampler must equal that rule written out by
-// hand over the stepper's history, and differ from DEIS-2.
-TEST(MicroStep, DepthTwoHeadSeesTheEvaluationBeforeThePrevious) {
+// At history_depth k ≥ 2 the head also sees d_k = ε̂_(k−1) − ε̂_(k), the difference of the run's
+// (k−1)-th and k-th evaluations before the current one (zero while there are fewer). A coefficient head
+// whose only non-zero weight is a constant c on d_k gives g = r_DEIS2 + c_ddim h c d_k; the sampler
+// must equal that rule written out by hand over the stepper's history, and differ from DEIS-2.
+TEST(MicroStep, DeepHeadsSeeEvaluationsThatFarBack) {
   auto schedule = vp();
   auto model = fs::Denoiser::exact(mixture(), schedule);
   fs::MicroHeadConfig heads;
   heads.sample_shape = {4};
   heads.history = true;
-  heads.history_depth = 2;
   heads.residual_kind = "coefficients";
-  const double c2 = 0.3;
-  fs::MicroSampler sampler = untrained_residual_sampler(model, heads);
-  {
-    at::NoGradGuard no_grad;
-    sampler.residual()->to(at::kDouble);
-    sampler.residual()->attr("fc_out_bias").toTensor().copy_(at::tensor({0.0, 0.0, 0.0, c2}, at::kDouble));
-  }
-  fs::NonlinearTerm by_hand = [&](const fs::NoiseSchedule& sch, const at::Tensor&, const at::Tensor& eps, double s,
-                                  double t, const std::vector<fs::HistoryEntry>& history) {
-    auto lambda = [&](double time) { return at::scalar_tensor(sch.lambda(time), at::kDouble); };
-    const at::Tensor ls = lambda(s), lt = lambda(t);
-    const at::Tensor eps_prev = history.empty() ? eps : history.back().eps;
-    const at::Tensor lambda_prev = history.empty() ? ls : lambda(history.back().t);
-    at::Tensor r = fs::deis2_nonlinear_term(sch.family(), eps, eps_prev, lambda_prev, ls, lt);
-    if (history.size() >= 2) {
-      const auto step = fs::exponential_step(sch.family(), ls, lt);
-      r = r + (step.ddim * step.h * c2) * (history[history.size() - 1].eps - history[history.size() - 2].eps);
-    }
-    return r;
-  };
+  const double c = 0.3;
   const at::Tensor x_T = at::randn({16, 4}, generator(6), at::kDouble);
   const auto grid = fs::timesteps(*schedule, 6, fs::Spacing::LogSNR);
-  const auto expected = fs::sample(model, x_T, fs::MicroStepper(by_hand), grid);
-  const auto micro = sampler.sample(model, x_T, 6);
-  EXPECT_EQ(micro.timesteps, grid);
-  EXPECT_LT((micro.x - expected.x).abs().max().item<double>(), 1e-12);
-  const auto deis = untrained_residual_sampler(model, heads).sample(model, x_T, 6);
-  EXPECT_GT((micro.x - deis.x).abs().max().item<double>(), 1e-4) << "the check must be able to fail";
+  for (int64_t depth : {2, 3}) {
+    heads.history_depth = depth;
+    fs::MicroSampler sampler = untrained_residual_sampler(model, heads);
+    {
+      at::NoGradGuard no_grad;
+      sampler.residual()->to(at::kDouble);
+      at::Tensor weights = at::zeros({2 + depth}, at::kDouble);
+      weights[1 + depth] = c;
+      sampler.residual()->attr("fc_out_bias").toTensor().copy_(weights);
+    }
+    fs::NonlinearTerm by_hand = [&](const fs::NoiseSchedule& sch, const at::Tensor&, const at::Tensor& eps, double s,
+                                    double t, const std::vector<fs::HistoryEntry>& history) {
+      auto lambda = [&](double time) { return at::scalar_tensor(sch.lambda(time), at::kDouble); };
+      const at::Tensor ls = lambda(s), lt = lambda(t);
+      const at::Tensor eps_prev = history.empty() ? eps : history.back().eps;
+      const at::Tensor lambda_prev = history.empty() ? ls : lambda(history.back().t);
+      at::Tensor r = fs::deis2_nonlinear_term(sch.family(), eps, eps_prev, lambda_prev, ls, lt);
+      const size_t n = history.size(), k = static_cast<size_t>(depth);
+      if (n >= k) {
+        const auto step = fs::exponential_step(sch.family(), ls, lt);
+        r = r + (step.ddim * step.h * c) * (history[n - k + 1].eps - history[n - k].eps);
+      }
+      return r;
+    };
+    const auto expected = fs::sample(model, x_T, fs::MicroStepper(by_hand), grid);
+    const auto micro = sampler.sample(model, x_T, 6);
+    EXPECT_EQ(micro.timesteps, grid);
+    EXPECT_LT((micro.x - expected.x).abs().max().item<double>(), 1e-12) << "depth " << depth;
+    const auto deis = untrained_residual_sampler(model, heads).sample(model, x_T, 6);
+    EXPECT_GT((micro.x - deis.x).abs().max().item<double>(), 1e-4) << "the check must be able to fail";
+  }
 
   // Settings are checked, naming the field.
-  heads.history_depth = 3;
+  heads.history_depth = fs::MicroHeadConfig::max_history_depth + 1;
   EXPECT_NE(value_error_message([&] { heads.validate(); }).find("history_depth"), std::string::npos);
   heads.history_depth = 2;
   heads.history = false;
@@ -596,13 +601,13 @@ TEST(MicroTrainer, JointLossDecreasesAndResumeIsExact) {
 
 // Learned coefficients (joint mode, no warm start) beat the rule they start from: on the mixture at a
 // fixed budget of 4 steps, the trained sampler's error against the reference x_0 of held-out x_T falls
-// well below the untrained one's (DEIS-2 in λ on the uniform log-SNR grid), with one or two previous
+// well below the untrained one's (DEIS-2 in λ on the uniform log-SNR grid), with one to three previous
 // evaluations, and the file keeps the head's kind and depth.
 TEST(MicroTrainer, LearnedCoefficientsBeatDeis2AndRoundTrip) {
   CoefficientRunAtBudgetFour run;
   const auto& model = run.model;
   const at::Tensor& x_T = run.x_T;
-  for (int64_t depth : {1, 2}) {
+  for (int64_t depth : {1, 2, 3}) {
     fs::MicroTrainer trainer(model, "mixture(4, 3, 5)", run.data, run.options(depth));
     const double untrained = run.error(trainer.sampler());
     trainer.train(150, run.quiet);
@@ -693,42 +698,63 @@ TEST(MicroTrainer, HybridStartsAtItsCoefficientSamplerAndImprovesOnIt) {
   const std::string message =
       value_error_message([&] { fs::MicroTrainer(model, "mixture", run.data, other, start); });
   EXPECT_NE(message.find("history_depth=2"), std::string::npos) << message;
+
+  // A deeper head (coefficients or hybrid) starts at the same sampler too: the weights of the third
+  // evaluation's inputs start at zero. Without history on both sides the base term differs: refused.
+  for (const char* kind : {"coefficients", "hybrid"}) {
+    auto deeper = hybrid_options;
+    deeper.heads.residual_kind = kind;
+    deeper.heads.history_depth = 3;
+    fs::MicroTrainer grown(model, "mixture(4, 3, 5)", run.data, deeper, start);
+    EXPECT_LT((grown.sampler().sample(model, x_T, 4).x - start->sample(model, x_T, 4).x).abs().max().item<double>(),
+              1e-12)
+        << kind;
+    EXPECT_EQ(grown.sampler().info().heads.history_depth, 3);
+  }
+  fs::MicroHeadConfig plain = start->info().heads, deep = plain;
+  plain.history = false;
+  plain.history_depth = 1;
+  EXPECT_FALSE(deep.can_start_from(plain));
+  EXPECT_FALSE(plain.can_start_from(deep));
 }
 
-// Residual mode at history_depth 2 (local regression; the evaluation before the previous one is drawn
-// as far back again): the loss falls, and resuming reproduces the uninterrupted run bit for bit.
-TEST(MicroTrainer, ResidualModeAtDepthTwoLearnsAndResumesExactly) {
+// Residual mode at history_depth 2 and 3 (local regression; each evaluation further back is drawn as
+// far back again): the loss falls, and resuming reproduces the uninterrupted run bit for bit.
+TEST(MicroTrainer, ResidualModeWithDeepHistoryLearnsAndResumesExactly) {
   auto schedule = vp();
   auto model = fs::Denoiser::exact(mixture(), schedule);
   auto data = fs::dense_trajectories(model, small_spec(4, 64), "mixture(4, 3, 5)");
-  auto o = small_options(fs::MicroMode::Residual);
-  o.heads.history = true;
-  o.heads.history_depth = 2;
-  o.optimizer.schedule.lr = 3e-3;
-  o.optimizer.schedule.total_steps = 200;
-  fs::TrainLoopOptions quiet;
-  quiet.progress = false;
-  fs::MicroTrainer straight(model, "mixture", data, o);
-  const auto summary = straight.train(200, quiet);
-  double early = 0, late = 0;
-  for (int i = 0; i < 20; ++i) early += summary.losses[i], late += summary.losses[summary.losses.size() - 1 - i];
-  EXPECT_LT(late, 0.5 * early);
+  for (int64_t depth : {2, 3}) {
+    SCOPED_TRACE("history_depth " + std::to_string(depth));
+    auto o = small_options(fs::MicroMode::Residual);
+    o.heads.history = true;
+    o.heads.history_depth = depth;
+    o.optimizer.schedule.lr = 3e-3;
+    o.optimizer.schedule.total_steps = 200;
+    fs::TrainLoopOptions quiet;
+    quiet.progress = false;
+    fs::MicroTrainer straight(model, "mixture", data, o);
+    const auto summary = straight.train(200, quiet);
+    double early = 0, late = 0;
+    for (int i = 0; i < 20; ++i) early += summary.losses[i], late += summary.losses[summary.losses.size() - 1 - i];
+    EXPECT_LT(late, 0.5 * early);
 
-  const std::string dir = scratch_dir("micro", "depth2");
-  fs::MicroTrainer first(model, "mixture", data, o);
-  first.train(100, quiet);
-  first.save_checkpoint(dir + "/ckpt.pt");
-  fs::MicroTrainer resumed(model, "mixture", data, o);
-  ASSERT_TRUE(resumed.resume(dir + "/ckpt.pt"));
-  resumed.train(100, quiet);
-  expect_same_parameters(*straight.residual_head(), *resumed.residual_head());
-  // A depth-1 run does not take a depth-2 checkpoint, naming the setting.
-  auto shallow = o;
-  shallow.heads.history_depth = 1;
-  fs::MicroTrainer other(model, "mixture", data, shallow);
-  EXPECT_NE(value_error_message([&] { other.load_checkpoint(dir + "/ckpt.pt"); }).find("history_depth"),
-            std::string::npos);
-  std::filesystem::remove_all(dir);
+    const std::string dir = scratch_dir("micro", "depth" + std::to_string(depth));
+    fs::MicroTrainer first(model, "mixture", data, o);
+    first.train(100, quiet);
+    first.save_checkpoint(dir + "/ckpt.pt");
+    fs::MicroTrainer resumed(model, "mixture", data, o);
+    ASSERT_TRUE(resumed.resume(dir + "/ckpt.pt"));
+    resumed.train(100, quiet);
+    expect_same_parameters(*straight.residual_head(), *resumed.residual_head());
+    // A shallower run does not take the checkpoint, naming the setting.
+    auto shallow = o;
+    shallow.heads.history_depth = depth - 1;
+    fs::MicroTrainer other(model, "mixture", data, shallow);
+    EXPECT_NE(value_error_message([&] { other.load_checkpoint(dir + "/ckpt.pt"); }).find("history_depth"),
+              std::string::npos);
+    std::filesystem::remove_all(dir);
+  }
 }
 
 // ---------------------------------------------------------------- files and teacher identity

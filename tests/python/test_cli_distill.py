@@ -354,8 +354,8 @@ def test_micro_residual_then_joint_samples_and_resumes(tmp_path: Path) -> None:
         "--blocks", "1", "--init", str(tmp_path / "e" / "student.pt"), "--iterations", "2", "--budget-min", "3",
         "--budget-max", "3", "--out", str(tmp_path / "h"))
     assert fs.MicroSampler.load(str(tmp_path / "h" / "student.pt")).info["heads"]["residual_kind"] == "hybrid"
-    proc = run(*common, "--history", "--history-depth", "3", "--out", str(tmp_path / "g"), check=False)
-    assert proc.returncode == 2 and "--history-depth" in proc.stderr and "3" in proc.stderr, proc.stderr
+    proc = run(*common, "--history", "--history-depth", "4", "--out", str(tmp_path / "g"), check=False)
+    assert proc.returncode == 2 and "--history-depth" in proc.stderr and "4" in proc.stderr, proc.stderr
     proc = run(*common, "--residual-head", "linear", "--out", str(tmp_path / "f"), check=False)
     assert proc.returncode == 2 and "--residual-head" in proc.stderr and "linear" in proc.stderr, proc.stderr
     proc = run(*common, "--loss", "l1", "--out", str(tmp_path / "f"), check=False)

@@ -54,8 +54,9 @@ struct PreviousEvaluation {
 ///     g_ψ = r_DEIS2(ε̂, ε̂_prev) + c · h · N_ψ(x, ε̂, ε̂ − ε̂_prev, λ_s, h, h_prev),
 /// whose error is O(h³) rather than O(h²); an untrained head with history is DEIS-2 (DDIM at the
 /// first step, where h_prev = 0). With 2, N_ψ also takes d2 = ε̂_prev − ε̂_prev2 and h_prev2 = λ_prev −
-/// λ_prev2; the base term stays DEIS-2. `before` lists the run's evaluations before this one, most
-/// recent last (only the last `previous_evaluations` are read). Where it holds fewer (a run's first
+/// λ_prev2, with 3 also d3 and h_prev3 (up to MicroHeadConfig::max_history_depth); the base term stays
+/// DEIS-2. `before` lists the run's evaluations before this one, most recent last (only the last
+/// `previous_evaluations` are read). Where it holds fewer (a run's first
 /// steps), the oldest one there is stands in for the missing ones, and the current one when it is
 /// empty, so the missing differences and step lengths are 0. x and eps are [B, ...]; λ's are [B] or 0-dim.
 at::Tensor micro_nonlinear_term(const torch::jit::Module* residual_head, int64_t previous_evaluations,

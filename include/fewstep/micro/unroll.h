@@ -34,7 +34,7 @@ namespace fewstep {
 
 struct UnrollSpec {
   const torch::jit::Module* residual = nullptr;   ///< N_ψ; null: DDIM nonlinear term
-  /// Previous evaluations the residual head reuses (MicroHeadConfig::previous_evaluations: 0, 1 or 2).
+  /// Previous evaluations the residual head reuses (MicroHeadConfig::previous_evaluations: 0 to 3).
   int64_t history = 0;
   const torch::jit::Module* step_size = nullptr;  ///< h_φ's head; null: uniform log-SNR grid
   MicroMode mode = MicroMode::Joint;  ///< StepSize: DEIS-2 (λ) step (residual ignored)

@@ -4,7 +4,7 @@
 ///
 /// Residual head, forward(x, eps, lambda_s [B], h [B]) → [B, ...] (shape of x); with history,
 /// forward(x, eps, d, lambda_s, h, h_prev), cat[x, eps, d] and the sinusoids of all three scalars
-/// (history_depth 2: forward(x, eps, d, d2, lambda_s, h, h_prev, h_prev2)):
+/// (history_depth 2: forward(x, eps, d, d2, lambda_s, h, h_prev, h_prev2); 3 adds d3 and h_prev3 likewise):
 ///   e   = Linear(E → E)(SiLU(Linear(4F → E)(sin/cos(λ_s ω), sin/cos(h ω))))   ω_i = exp(−log(100) i/F)
 ///   vectors [B, D] ("mlp"):  a = Linear(2D → H)(cat[x, eps]); blocks × MLP block (nets/mlp.h's, e added);
 ///                            out = Linear(H → D)(SiLU(a))
@@ -55,10 +55,12 @@ struct MicroHeadConfig {
   /// The residual head also takes the previous evaluation (micro/exponential_step.h): inputs
   /// (x, eps, d = eps − eps_prev, lambda_s, h, h_prev), 3 data channels and 3 embedded scalars.
   bool history = false;
-  /// With history: how many previous evaluations the head sees, 1 or 2. With 2 it also takes
-  /// d2 = eps_prev − eps_prev2 and h_prev2 = λ_prev − λ_prev2 (4 data inputs, 4 embedded scalars); the
-  /// base term stays DEIS-2, so an untrained head is the same sampler at either depth.
+  /// With history: how many previous evaluations the head sees, 1 to max_history_depth. Depth 2 also
+  /// takes d2 = eps_prev − eps_prev2 and h_prev2 = λ_prev − λ_prev2 (4 data inputs, 4 embedded
+  /// scalars), depth 3 likewise d3 and h_prev3; the base term stays DEIS-2, so an untrained head is the
+  /// same sampler at any depth.
   int64_t history_depth = 1;
+  static constexpr int64_t max_history_depth = 3;
   /// "network" (the conv/MLP head above), "coefficients" (the coefficient head above) or "hybrid"
   /// (their sum).
   std::string residual_kind = "network";
@@ -68,17 +70,19 @@ struct MicroHeadConfig {
   void validate() const;
   /// The settings as "key=value, ..." (checkpoint compatibility checks).
   std::string describe() const;
-  /// Whether heads built with `from` can start heads built with these settings (a trainer's init):
-  /// the same settings, or a coefficient head starting the coefficient part of a hybrid one whose other
-  /// settings (step embedding, history, step-size head) agree.
+  /// Whether heads built with `from` can start heads built with these settings (a trainer's init) as
+  /// the same sampler: the same settings; or a coefficient head starting the coefficient part of a
+  /// hybrid one; or, with history, a shallower head starting a deeper one (the new inputs' weights
+  /// start at zero); the other settings (step embedding, width, step-size head) agreeing.
   bool can_start_from(const MicroHeadConfig& from) const;
 };
 
 /// Builds N_ψ with parameters drawn from a CPU generator seeded with `seed` (output layer zero).
 ScriptNet make_residual_head(const MicroHeadConfig& config, uint64_t seed);
 /// Copies `source` (a residual head built with `from`) into `target` (built with `to`): all of it, or
-/// into the coefficient part of a hybrid `target`. ValueError naming both settings unless
-/// to.can_start_from(from).
+/// into the coefficient part of a hybrid `target`; into a deeper `target`, each weight fills the
+/// leading part of its (wider) counterpart and the rest, the new inputs' weights, is zero. ValueError
+/// naming both settings unless to.can_start_from(from).
 void copy_residual_head(const MicroHeadConfig& from, const torch::jit::Module& source, const MicroHeadConfig& to,
                         torch::jit::Module& target);
 /// Builds the step-size head (output layer zero).

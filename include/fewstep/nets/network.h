@@ -91,11 +91,17 @@ std::string archive_records_sha256(const std::string& bytes, const std::string& 
 /// hands its optimiser.
 std::vector<at::Tensor> trainable_parameters(const torch::jit::Module& module);
 
+/// How copy_weights treats shapes: the same in both, or (ZeroPadded) the source's no larger along any
+/// dimension, filling the leading block of the target's tensor whose rest becomes zero (a layer that
+/// gained inputs, whose new weights start at zero).
+enum class WeightShapes { Same, ZeroPadded };
+
 /// Copies every parameter and buffer of `source` into the tensor of the same dotted name in `target`
 /// (in place, no grad). `target` may have more tensors (they keep their values: e.g. a student with
 /// an extra guidance input); ValueError naming the tensor if `source` has one `target` lacks or of
-/// another shape.
-void copy_weights(const torch::jit::Module& source, torch::jit::Module& target);
+/// another shape (see WeightShapes).
+void copy_weights(const torch::jit::Module& source, torch::jit::Module& target,
+                  WeightShapes shapes = WeightShapes::Same);
 
 /// module.forward(x, t[, y][, w]) → Tensor: y (class labels) and w (guidance weight) are passed only
 /// when defined (y as None if only w is given). TypeError naming `who` if the result is not a tensor.
