@@ -158,6 +158,13 @@ std::string render_student_card(const json& m, const std::string& file) {
   o << "\n\n| | |\n|---|---|\n";
   o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";
   char buf[64];
+  // A student exported at a checkpoint says how far its run had gone (a long run's files are read,
+  // and sometimes shipped, before it ends).
+  if (tr.contains("steps_done") && tr.contains("steps_total")) {
+    const int64_t done = tr.at("steps_done"), total = tr.at("steps_total");
+    o << "| status | " << (done >= total ? "complete" : "checkpoint of a run in progress") << ": " << done << " / "
+      << total << " steps |\n";
+  }
   o << "| training time | " << training_time_cell(tr) << " |\n";
   std::snprintf(buf, sizeof buf, "%.5g", tr.at("final_loss").get<double>());
   o << "| final loss | " << buf << " (mean of the last " << tr.at("final_loss_window").dump() << " steps) |\n";
@@ -223,6 +230,7 @@ std::string export_checkpoint_student(const Trainer& trainer, const TrainingRun&
                                       const std::string& who) {
   info.training = run.training_json();
   info.training["steps_done"] = trainer.step_count();
+  info.training["steps_total"] = final_step;
   const std::string path = export_student(*trainer.export_net(), teacher, info, dir);
   if (trainer.step_count() >= final_step) std::cerr << "fewstep " << who << ": wrote " << path << "\n";
   return path;

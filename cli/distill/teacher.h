@@ -91,7 +91,8 @@ std::string export_student(const torch::jit::Module& net, const Teacher& teacher
                            const std::string& dir);
 
 /// export_student of the trainer's exported network at a checkpoint of `run`: info.training gets the
-/// run's training record and the steps done; once the trainer reached `final_step` the path is
+/// run's training record, the steps done and `final_step` (steps_total; the card's status row); once
+/// the trainer reached `final_step` the path is
 /// reported on stderr as "fewstep <who>: wrote <path>".
 std::string export_checkpoint_student(const Trainer& trainer, const TrainingRun& run, StudentInfo info,
                                       const Teacher& teacher, const std::string& dir, int64_t final_step,
