@@ -259,6 +259,42 @@ TEST(MicroStep, DeepHeadsSeeEvaluationsThatFarBack) {
   EXPECT_NE(value_error_message([&] { heads.validate(); }).find("needs history"), std::string::npos);
 }
 
+// A deeper head of any kind started from a shallower one (copy_residual_head: the input layers are
+// zero-padded) is that sampler exactly, from non-trivial (randomised) weights. The copy refuses the
+// other direction, and same-shape copies refuse other shapes, naming the tensor and both shapes.
+TEST(MicroStep, DeeperHeadStartsAsTheShallowerSampler) {
+  auto schedule = vp();
+  auto model = fs::Denoiser::exact(mixture(), schedule);
+  const at::Tensor x_T = at::randn({16, 4}, generator(8), at::kDouble);
+  for (const char* kind : {"network", "coefficients", "hybrid"}) {
+    for (int64_t depth = 1; depth < fs::MicroHeadConfig::max_history_depth; ++depth) {
+      fs::MicroHeadConfig shallow;
+      shallow.sample_shape = {4};
+      shallow.history = true;
+      shallow.history_depth = depth;
+      shallow.residual_kind = kind;
+      fs::MicroHeadConfig deep = shallow;
+      deep.history_depth = depth + 1;
+      fs::MicroSampler from = untrained_residual_sampler(model, shallow);
+      randomise(*from.residual(), 11, 0.05);
+      fs::MicroSampler to = untrained_residual_sampler(model, deep);
+      to.residual()->to(at::kDouble);
+      fs::copy_residual_head(shallow, *from.residual(), deep, *to.residual());
+      const at::Tensor a = from.sample(model, x_T, 6).x;
+      EXPECT_LT((a - to.sample(model, x_T, 6).x).abs().max().item<double>(), 1e-12) << kind << ", depth " << depth;
+      EXPECT_GT((a - untrained_residual_sampler(model, shallow).sample(model, x_T, 6).x).abs().max().item<double>(),
+                1e-4)
+          << kind << ": the randomised weights must change the sampler, or the check above proves nothing";
+      const std::string larger = value_error_message(
+          [&] { fs::copy_weights(*to.residual(), *from.residual(), fs::WeightShapes::ZeroPadded); });
+      EXPECT_NE(larger.find("in the source and"), std::string::npos) << larger;
+      const std::string other =
+          value_error_message([&] { fs::copy_weights(*from.residual(), *to.residual(), fs::WeightShapes::Same); });
+      EXPECT_NE(other.find("has shape"), std::string::npos) << other;
+    }
+  }
+}
+
 // micro_nonlinear_term takes the run's evaluations so far and fills in what a head needs: a missing
 // k-th previous evaluation is the oldest one given, else the current one; older entries are ignored.
 TEST(MicroStep, NonlinearTermFillsInMissingPreviousEvaluations) {
