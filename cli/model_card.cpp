@@ -78,6 +78,11 @@ std::string training_time_cell(const nlohmann::json& tr) {
   return o.str();
 }
 
+std::string status_cell(int64_t steps_done, int64_t steps_total) {
+  return std::string(steps_done >= steps_total ? "complete" : "in progress") + ": " + std::to_string(steps_done) +
+         " / " + std::to_string(steps_total) + " steps";
+}
+
 std::string render_card(const nlohmann::json& m, const std::string& model_file) {
   const nlohmann::json& tr = m.at("training");
   std::ostringstream o;
@@ -90,7 +95,7 @@ std::string render_card(const nlohmann::json& m, const std::string& model_file) 
     << "` holds the same metadata for `fewstep sample`.\n\n";
   o << "| | |\n| --- | --- |\n";
   o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";
-  o << "| status | " << (done >= total ? "complete" : "in progress") << ": " << done << " / " << total << " steps |\n";
+  o << "| status | " << status_cell(done, total) << " |\n";
   o << "| seed | " << tr.at("seed").dump() << " |\n";
   o << "| training time | " << training_time_cell(tr) << " |\n";
   char loss[64];

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -24,6 +25,10 @@ void write_text_file(const std::string& path, const std::string& text);
 /// threads, machine and the mean iterations per second over the run (steps_done, or steps, / seconds),
 /// e.g. "1 h 16 min (1 thread, AMD EPYC, 2 cores; 2.60 it/s)".
 std::string training_time_cell(const nlohmann::json& training);
+
+/// The "status" cell of a card: "complete: N / N steps", or "in progress: done / total steps" for a
+/// file written at a checkpoint of a run that goes on.
+std::string status_cell(int64_t steps_done, int64_t steps_total);
 
 /// The Markdown card for a sidecar (model file name given for the usage lines).
 std::string render_card(const nlohmann::json& meta, const std::string& model_file);

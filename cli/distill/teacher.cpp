@@ -160,11 +160,8 @@ std::string render_student_card(const json& m, const std::string& file) {
   char buf[64];
   // A student exported at a checkpoint says how far its run had gone (a long run's files are read,
   // and sometimes shipped, before it ends).
-  if (tr.contains("steps_done") && tr.contains("steps_total")) {
-    const int64_t done = tr.at("steps_done"), total = tr.at("steps_total");
-    o << "| status | " << (done >= total ? "complete" : "checkpoint of a run in progress") << ": " << done << " / "
-      << total << " steps |\n";
-  }
+  if (tr.contains("steps_done") && tr.contains("steps_total"))
+    o << "| status | " << status_cell(tr.at("steps_done"), tr.at("steps_total")) << " |\n";
   o << "| training time | " << training_time_cell(tr) << " |\n";
   std::snprintf(buf, sizeof buf, "%.5g", tr.at("final_loss").get<double>());
   o << "| final loss | " << buf << " (mean of the last " << tr.at("final_loss_window").dump() << " steps) |\n";

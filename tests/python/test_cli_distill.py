@@ -190,7 +190,7 @@ def test_consistency_students_sample_in_one_and_two_calls(method: str, tmp_path:
     # A student exported at a checkpoint says in its card how far its run had gone.
     done = json.loads((tmp_path / "b" / "student-1step.json").read_text())["training"]["steps_done"]
     assert 0 < done < 30
-    assert f"| status | checkpoint of a run in progress: {done} / 30 steps |" in (
+    assert f"| status | in progress: {done} / 30 steps |" in (
         tmp_path / "b" / "student-1step.md").read_text()
     assert "| status | complete: 30 / 30 steps |" in (tmp_path / "a" / "student-1step.md").read_text()
     run(*args[:-1], str(tmp_path / "b"), "--resume")
