@@ -236,7 +236,7 @@ SampleRequest sampler_request(const LoadedModel& model, const SamplerFlags& f, c
   r.rtol = f.rtol;
   r.atol = f.atol;
   r.options.denoise_to_zero = f.denoise_to_zero;
-  r.model_defaults = {model.solver, model.timesteps, model.tuned_grids};
+  r.model_defaults = {model.solver, model.timesteps, model.tuned_grids, model.shape};
   r.use_tuned_grid = f.grid == "tuned" && !f.spacing_given;
   r.fallback_steps = kDefaultSteps;
   return r;

@@ -220,7 +220,7 @@ class DistillBench : public Command {
       SampleRequest request;
       request.model = borrowed(m.denoiser);
       request.x_T = chunk;
-      request.model_defaults = {m.solver, m.timesteps, {}};
+      request.model_defaults = {m.solver, m.timesteps, {}, m.sample_shape};
       for (int64_t i = 0; i < chunk.size(0); ++i) request.options.seeds.push_back(c_.seed + 1000003 + offset + i);
       offset += chunk.size(0);
       return sample(request);

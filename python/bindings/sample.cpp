@@ -157,7 +157,8 @@ void bind_sample(py::module_& m) {
          std::optional<double> t_end, std::optional<int64_t> steps_offset, const std::string& final_sigma,
          std::optional<double> rtol, std::optional<double> atol,
          const std::shared_ptr<fewstep::StepController>& controller, const std::string& model_solver,
-         const py::object& model_timesteps, const py::object& model_tuned_grids, bool use_tuned_grid,
+         const py::object& model_timesteps, const py::object& model_tuned_grids,
+         const std::vector<int64_t>& model_sample_shape, bool use_tuned_grid,
          bool denoise_to_zero, bool check_finite, bool keep_trajectory,
          const py::object& callback, std::optional<at::Generator> generator, const std::vector<uint64_t>& seeds) {
         FEWSTEP_CHECK_TYPE(model != nullptr, "model should be a fewstep.Denoiser, got None");
@@ -180,6 +181,7 @@ void bind_sample(py::module_& m) {
         request.model_defaults.solver = model_solver;
         if (!model_timesteps.is_none()) request.model_defaults.timesteps = grid_from_object(model_timesteps);
         request.model_defaults.tuned_grids = tuned_grids_from_python(model_tuned_grids);
+        request.model_defaults.sample_shape = model_sample_shape;
         request.use_tuned_grid = use_tuned_grid;
         request.options.denoise_to_zero = denoise_to_zero;
         request.options.check_finite = check_finite;
@@ -199,6 +201,7 @@ void bind_sample(py::module_& m) {
       py::arg("spacing") = "logsnr", py::arg("t_start") = py::none(), py::arg("t_end") = py::none(),
       py::arg("steps_offset") = py::none(), py::arg("final_sigma") = "min", py::arg("rtol") = py::none(), py::arg("atol") = py::none(), py::arg("controller") = nullptr,
       py::arg("model_solver") = "", py::arg("model_timesteps") = py::none(), py::arg("model_tuned_grids") = py::none(),
+      py::arg("model_sample_shape") = std::vector<int64_t>{},
       py::arg("use_tuned_grid") = true, py::arg("denoise_to_zero") = false,
       py::arg("check_finite") = false, py::arg("keep_trajectory") = false, py::arg("callback") = py::none(),
       py::arg("generator") = py::none(), py::arg("seeds") = std::vector<uint64_t>{},

@@ -284,7 +284,7 @@ def sample(
         included), ``.steps``, ``.accepted``/``.rejected`` (adaptive),
         ``.timesteps`` (float64 tensor), ``.trajectory`` (if kept) and ``.stats``.
     """
-    model_solver, model_timesteps, model_tuned_grids = "", None, None
+    model_solver, model_timesteps, model_tuned_grids, model_sample_shape = "", None, None, []
     if grid not in ("tuned", "default"):
         raise ValueError(f"grid should be 'tuned' or 'default', got {grid!r}")
     if isinstance(model, (str, os.PathLike)):
@@ -293,6 +293,7 @@ def sample(
         file = _fewstep.load_model_file(os.fspath(model), label, guidance, device=x_T.device, dtype=x_T.dtype)
         model = file["denoiser"]
         model_tuned_grids = file["tuned_grids"]
+        model_sample_shape = file["sample_shape"]
         if file["timesteps"] is not None:
             model_solver, model_timesteps = file["solver"] or "", file["timesteps"]
     elif label is not None or guidance is not None:
@@ -324,7 +325,7 @@ def sample(
             spacing="logsnr" if spacing is None else spacing, t_start=t_start, t_end=t_end, steps_offset=steps_offset, final_sigma=final_sigma,
             rtol=None if rtol is None else float(rtol), atol=None if atol is None else float(atol),
             controller=controller, model_solver=model_solver, model_timesteps=model_timesteps,
-            model_tuned_grids=model_tuned_grids, use_tuned_grid=grid == "tuned" and spacing is None,
+            model_tuned_grids=model_tuned_grids, model_sample_shape=model_sample_shape, use_tuned_grid=grid == "tuned" and spacing is None,
             denoise_to_zero=bool(denoise_to_zero), check_finite=bool(check_finite),
             keep_trajectory=bool(keep_trajectory), callback=hook, generator=generator, seeds=seed_list,
         )

@@ -41,6 +41,18 @@ std::string first_non_finite(const at::Tensor& x) {
   return std::string(std::isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf") + " at index (" + text + ")";
 }
 
+/// x_T against the model file's sample shape (SamplerDefaults::sample_shape): the mistakes a network
+/// would report as a convolution's channel mismatch, named here in the request's terms.
+void check_x_T_shape(const at::Tensor& x_T, const std::vector<int64_t>& sample_shape) {
+  if (sample_shape.empty()) return;
+  const int64_t rank = static_cast<int64_t>(sample_shape.size());
+  if (x_T.dim() == rank + 1 && x_T.size(1) == sample_shape[0]) return;
+  std::string wanted = "[batch";
+  for (int64_t d : sample_shape) wanted += ", " + std::to_string(d);
+  FEWSTEP_CHECK_VALUE(false, "sample: x_T has shape ", x_T.sizes(), ", but the model file's samples are ", wanted, "]",
+                      rank == 3 ? " (height and width may differ, the channels may not)" : "");
+}
+
 bool all_finite(const at::Tensor& x) { return x.device().is_meta() || at::isfinite(x).all().item<bool>(); }
 
 void check_x_T(const at::Tensor& x_T) {
@@ -129,6 +141,7 @@ ResolvedSample resolve(const SampleRequest& r) {
   out.options = r.options;
   out.x_T = starting_noise(r);
   check_x_T(out.x_T);
+  check_x_T_shape(out.x_T, r.model_defaults.sample_shape);
   FEWSTEP_CHECK_VALUE(r.options.seeds.empty() || !r.options.generator.has_value(),
                       "pass either generator= or seeds=, not both");
   FEWSTEP_CHECK_VALUE(r.options.seeds.empty() || static_cast<int64_t>(r.options.seeds.size()) == out.x_T.size(0),

@@ -222,7 +222,7 @@ TEST(SampleRequest, DefaultsInTheirOrder) {
   EXPECT_NE(adaptive.controller->describe().find("rtol=0.05"), std::string::npos) << adaptive.controller->describe();
   // A model file's own sampler when the request names neither steps nor a solver ...
   auto r = request_of("");
-  r.model_defaults = {"ddim", {0.9, 0.4, 0.05}, {}};
+  r.model_defaults = {"ddim", {0.9, 0.4, 0.05}, {}, {}};
   auto own = fs::resolve(r);
   EXPECT_EQ(own.solver, "ddim");
   EXPECT_EQ(own.grid, (std::vector<double>{0.9, 0.4, 0.05}));
@@ -236,6 +236,27 @@ TEST(SampleRequest, DefaultsInTheirOrder) {
   r.steps = 3;
   EXPECT_EQ(fs::resolve(r).solver, "dpmpp_2m");
   EXPECT_EQ(fs::resolve(r).grid.size(), 4u);
+}
+
+TEST(SampleRequest, XTMustMatchTheModelFilesSampleShape) {
+  // The mixture's samples are [3]: x_T [4, 3] passes; a missing or extra dimension, or other coordinates,
+  // is named before the network sees it.
+  auto r = request_of("ddim");
+  r.steps = 2;
+  r.model_defaults.sample_shape = {3};
+  EXPECT_EQ(fs::sample(r).x.sizes(), (std::vector<int64_t>{4, 3}));
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{4, 2}, {4, 1, 3}, {3}}) {
+    r.x_T = at::zeros(shape, at::kDouble);
+    const std::string message = fs::testing::value_error_message([&] { fs::resolve(r); });
+    EXPECT_NE(message.find("x_T has shape " + c10::str(c10::IntArrayRef(shape))), std::string::npos) << message;
+    EXPECT_NE(message.find("[batch, 3]"), std::string::npos) << message;
+  }
+  // An image's channels are checked, its height and width are not (a convolutional net takes other sizes).
+  r.model_defaults.sample_shape = {1, 28, 28};
+  r.x_T = at::zeros({2, 28, 28}, at::kDouble);
+  const std::string message = fs::testing::value_error_message([&] { fs::resolve(r); });
+  EXPECT_NE(message.find("[batch, 1, 28, 28] (height and width may differ, the channels may not)"), std::string::npos)
+      << message;
 }
 
 TEST(SampleRequest, DrawsXTFromPerSampleSeeds) {

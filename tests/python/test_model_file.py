@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 import shutil
 
 import pytest
@@ -97,6 +98,11 @@ def test_a_student_saved_from_python_is_read_by_sample(tmp_path: Path) -> None:
     assert out.nfe == 2
     ref = fs.sample(fs.Denoiser(TinyEps(), schedule=sched, prediction="v"), x_T, solver="ddim", timesteps=grid)
     torch.testing.assert_close(out.x, ref.x)
+    # x_T without the file's sample shape is named as such, not left to the network's own error.
+    for shape in [(4,), (4, 1, 2), (4, 3)]:
+        with pytest.raises(ValueError, match=re.escape(f"x_T has shape {list(shape)}, but the model file's samples "
+                                                       "are [batch, 2]")):
+            fs.sample(str(path), torch.zeros(shape))
     with pytest.raises(ValueError, match="metadata must not set \"schedule\""):
         fs.save_model_file(str(tmp_path / "t.pt"), TinyEps(), schedule=sched, prediction="eps", sample_shape=[2],
                            metadata={"schedule": 1})

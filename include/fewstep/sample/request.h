@@ -55,6 +55,10 @@ struct SamplerDefaults {
   /// The file's optimised grids (ModelFile::info.tuned_grids; grids/optimize.h): a request with
   /// steps/nfe for a solver, options and NFE one of them was fitted for samples on it (see resolve).
   std::vector<ModelTunedGrid> tuned_grids;
+  /// The file's sample shape, without the batch (ModelFile::sample_shape); empty: not checked. When
+  /// set, x_T must have one more dimension and the same leading size (channels of an image, the
+  /// coordinates of a vector); an image's height and width may differ, as a convolutional net allows.
+  std::vector<int64_t> sample_shape;
 };
 
 struct SampleRequest {
