@@ -264,6 +264,8 @@ class _ProgressiveRounds(Objective):
         self.first_round_substeps = first_round_substeps
         _check_int(initial_steps, "initial_steps", 1)
         _check_int(final_steps, "final_steps", 1)
+        if final_steps > initial_steps:
+            raise ValueError(f"final_steps must be in [1, initial_steps = {initial_steps}], got {final_steps}")
         ratio = initial_steps // final_steps
         if initial_steps % final_steps or ratio & (ratio - 1):
             raise ValueError(f"initial_steps / final_steps should be a power of two, got {initial_steps} / "

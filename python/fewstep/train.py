@@ -16,7 +16,9 @@ See ``docs/python_training.md``.
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
+import inspect
 import json
 import math
 import os
@@ -657,10 +659,28 @@ def loss_trainer(objective: Objective, student: torch.nn.Module, data: Any, **op
             ``batch_size`` must then be None).
         **options: ``batch_size`` (default 64), ``lr``, ``min_lr``, ``warmup``, ``decay`` (``"cosine"``
             or ``"linear"``), ``total_steps`` (the schedule's length; 0 = constant after warmup),
-            ``weight_decay``, ``betas``, ``ema`` (EMA decay), ``grad_clip`` (0 = off), ``seed``.
+            ``weight_decay``, ``betas``, ``ema`` (EMA decay), ``grad_clip`` (0 = off), ``seed``. Another
+            name is a TypeError naming it and the nearest known one.
     """
+    _check_loop_options(options)
     run = _LossRun(objective, student, data, **options)
     return Trainer(run)
+
+
+# The ready loops' (train_denoiser, the distill_* functions) own keywords, beside _LossRun's.
+_READY_OPTIONS = ("checkpoint", "checkpoint_every", "resume", "progress", "callback", "distributed")
+
+
+def _check_loop_options(options: dict) -> None:
+    """A TypeError naming an unknown loop option and the known ones (with the nearest as a hint)."""
+    known = [name for name in inspect.signature(_LossRun.__init__).parameters
+             if name not in ("self", "objective", "student", "data")]
+    unknown = [name for name in options if name not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known + list(_READY_OPTIONS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise TypeError(f"unknown training-loop option {unknown[0]!r}{hint}; the loop takes "
+                        f"{', '.join(known)}, and the ready loops also {', '.join(_READY_OPTIONS)}")
 
 
 def data_parallel(trainer: Trainer, group: Any = None) -> Trainer:

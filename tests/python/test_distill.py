@@ -134,6 +134,12 @@ def test_pd_refuses_bad_settings(vp: fs.VPLinear) -> None:
         fs.ProgressiveDistillationLoss(TinyMLP(), 2)
     with pytest.raises(ValueError, match="initial_steps / final_steps should be a power of two, got 6 / 1"):
         fs.distill_progressive(TinyMLP(), torch.zeros(8, 2, dtype=torch.float64), vp, initial_steps=6)
+    with pytest.raises(ValueError, match=r"final_steps must be in \[1, initial_steps = 4\], got 8"):
+        fs.distill_progressive(TinyMLP(), torch.zeros(8, 2, dtype=torch.float64), vp, initial_steps=4, final_steps=8)
+    # A misspelt loop option is named with the nearest known one, not as an internal class's keyword.
+    with pytest.raises(TypeError, match=r"unknown training-loop option 'batch' \(did you mean 'batch_size'\?\); "
+                                        r"the loop takes batch_size, lr, "):
+        fs.distill_progressive(TinyMLP(), torch.zeros(8, 2, dtype=torch.float64), vp, initial_steps=2, batch=4)
 
 
 # ----------------------------------------------------------------------------------------------
