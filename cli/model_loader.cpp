@@ -112,6 +112,7 @@ LoadedModel load_model(const ModelFlags& c) {
     m.time_input = side->value("time_input", std::string("t"));
     m.time_scale = side->value("time_scale", 1.0);
     m.shape = !c.shape.empty() ? c.shape : f.sample_shape;
+    m.file_shape = f.sample_shape;
     m.denoiser = std::make_shared<const Denoiser>(std::move(f.denoiser));
     m.solver = f.solver;
     m.timesteps = f.timesteps;
@@ -236,7 +237,7 @@ SampleRequest sampler_request(const LoadedModel& model, const SamplerFlags& f, c
   r.rtol = f.rtol;
   r.atol = f.atol;
   r.options.denoise_to_zero = f.denoise_to_zero;
-  r.model_defaults = {model.solver, model.timesteps, model.tuned_grids, model.shape};
+  r.model_defaults = {model.solver, model.timesteps, model.tuned_grids, model.file_shape};
   r.use_tuned_grid = f.grid == "tuned" && !f.spacing_given;
   r.fallback_steps = kDefaultSteps;
   return r;

@@ -49,6 +49,9 @@ struct LoadedModel {
   std::string prediction, time_input;
   double time_scale = 1.0;
   std::vector<int64_t> shape;  ///< one sample, without the batch
+  /// The model file's own sample shape (empty without a sidecar): x_T drawn with --shape is checked
+  /// against it by the library (sample/request.h: SamplerDefaults::sample_shape).
+  std::vector<int64_t> file_shape;
   int64_t label = -1;
   std::optional<double> guidance;
   std::string solver;             ///< a distilled student's own sampler ("" if none)

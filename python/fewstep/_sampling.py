@@ -223,9 +223,10 @@ def sample(
     NFE and gives the same bits through every door.
 
     ``model`` may also be a model file (``.pt`` with its ``.json`` sidecar, as ``fewstep train`` and
-    ``fewstep distill`` write them): a distilled student then samples on its own grid with its own
-    solver unless ``solver``, ``steps``, ``nfe``, ``timesteps`` or a tolerance say otherwise
-    (``fs.sample("student-4step.pt", x_T)`` makes 4 network calls). ``label`` and ``guidance`` condition a
+    ``fewstep distill`` write them): a distilled student then samples on its own grid unless ``steps``,
+    ``nfe``, ``timesteps`` or a tolerance say otherwise, and with its own solver (``ddim``,
+    ``consistency``) unless ``solver`` does (``fs.sample("student-4step.pt", x_T)`` makes 4 network
+    calls; ``steps=3`` makes 3 with the student's solver). ``label`` and ``guidance`` condition a
     class-conditional model file.
 
     Say how to step with one of ``steps`` (with ``spacing``, ``t_start``, ``t_end``; see :func:`timesteps`),
@@ -334,7 +335,8 @@ def sample(
             bar.close()
     if solution.tuned_grid:
         logging.getLogger("fewstep").info("fs.sample: using the model file's tuned grid for %s at NFE %d "
-                                          "(grid='default' or spacing= for a generated one)", solver or "dpmpp_2m", solution.nfe)
+                                          "(grid='default' or spacing= for a generated one)",
+                                          solver or model_solver or "dpmpp_2m", solution.nfe)
     return solution
 
 

@@ -81,6 +81,12 @@ struct Stepping {
   bool adaptive = false;
 };
 
+/// The solver a request without one uses: the model file's own (a student's ddim or consistency, at any
+/// steps), else dpmpp_2m.
+std::string default_solver(const SampleRequest& r) {
+  return r.model_defaults.solver.empty() ? kDefaultSolver : r.model_defaults.solver;
+}
+
 Stepping choose_stepping(const SampleRequest& r, std::string& solver) {
   const bool tolerances = r.rtol.has_value() || r.atol.has_value();
   const bool adaptive = tolerances || r.controller != nullptr;
@@ -99,7 +105,7 @@ Stepping choose_stepping(const SampleRequest& r, std::string& solver) {
     s.timesteps = r.model_defaults.timesteps;
     return s;
   }
-  const std::string name = solver.empty() ? kDefaultSolver : solver;
+  const std::string name = solver.empty() ? default_solver(r) : solver;
   const StepperTraits& traits = r.stepper ? r.stepper->traits() : stepper_traits(name);
   if (traits.adaptive_by_default) {
     s.adaptive = true;
@@ -152,7 +158,7 @@ ResolvedSample resolve(const SampleRequest& r) {
 
   std::string name = r.solver;
   const Stepping stepping = choose_stepping(r, name);
-  if (name.empty() && !r.stepper) name = kDefaultSolver;
+  if (name.empty() && !r.stepper) name = default_solver(r);
   out.stepper = r.stepper ? r.stepper : solver(name, r.solver_options);
   out.solver = out.stepper->traits().name;
 

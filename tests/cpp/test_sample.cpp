@@ -232,10 +232,13 @@ TEST(SampleRequest, DefaultsInTheirOrder) {
   auto named = fs::resolve(r);
   EXPECT_EQ(named.solver, "euler");
   EXPECT_EQ(named.grid.size(), 8u);
+  // Steps without a solver: the file's own solver on a generated grid; dpmpp_2m only for a file without one.
   r.solver.clear();
   r.steps = 3;
-  EXPECT_EQ(fs::resolve(r).solver, "dpmpp_2m");
+  EXPECT_EQ(fs::resolve(r).solver, "ddim");
   EXPECT_EQ(fs::resolve(r).grid.size(), 4u);
+  r.model_defaults = {};
+  EXPECT_EQ(fs::resolve(r).solver, "dpmpp_2m");
 }
 
 TEST(SampleRequest, XTMustMatchTheModelFilesSampleShape) {

@@ -98,6 +98,12 @@ def test_a_student_saved_from_python_is_read_by_sample(tmp_path: Path) -> None:
     assert out.nfe == 2
     ref = fs.sample(fs.Denoiser(TinyEps(), schedule=sched, prediction="v"), x_T, solver="ddim", timesteps=grid)
     torch.testing.assert_close(out.x, ref.x)
+    # Other steps without a solver: still the student's own solver (ddim), not dpmpp_2m.
+    three = fs.sample(str(path), x_T, steps=3)
+    assert three.nfe == 3
+    student = fs.Denoiser(TinyEps(), schedule=sched, prediction="v")
+    torch.testing.assert_close(three.x, fs.sample(student, x_T, solver="ddim", steps=3).x)
+    assert not torch.allclose(three.x, fs.sample(student, x_T, solver="dpmpp_2m", steps=3).x)
     # x_T without the file's sample shape is named as such, not left to the network's own error.
     for shape in [(4,), (4, 1, 2), (4, 3)]:
         with pytest.raises(ValueError, match=re.escape(f"x_T has shape {list(shape)}, but the model file's samples "
