@@ -197,7 +197,9 @@ class EvalCommand final : public Command {
                 {"solver", job.solver},
                 {"options", c.sampler.options},
                 {"steps", job.adaptive() ? json(nullptr) : json(steps)},
-                {"spacing", job.tuned_grid ? std::string("tuned") : c.sampler.spacing},
+                {"spacing", job.tuned_grid ? std::string("tuned")
+                            : job.own_grid ? std::string("own")
+                                           : c.sampler.spacing},
                 {"rtol", job.adaptive() && c.sampler.rtol ? json(*c.sampler.rtol) : json(nullptr)},
                 {"atol", job.adaptive() && c.sampler.atol ? json(*c.sampler.atol) : json(nullptr)},
                 {"denoise_to_zero", c.sampler.denoise_to_zero},
@@ -214,7 +216,10 @@ class EvalCommand final : public Command {
     std::ostringstream o;
     o << "model          " << model.path << " (" << model.schedule->repr() << ", " << model.prediction
       << " prediction)\n";
-    o << "sampler        " << label << (job.adaptive() ? "" : " steps (" + (job.tuned_grid ? std::string("the model file's tuned grid") : c.sampler.spacing) + ")") << ", NFE " << nfe
+    const std::string grid_name = job.tuned_grid ? "the model file's tuned grid"
+                                  : job.own_grid ? "the model file's own grid"
+                                                 : c.sampler.spacing;
+    o << "sampler        " << label << (job.adaptive() ? "" : " steps (" + grid_name + ")") << ", NFE " << nfe
       << ", n " << c.n << ", seed " << c.seed << ": " << format_duration(sample_seconds) << " ("
       << fmt(1000.0 * sample_seconds / static_cast<double>(c.n), "%.3g") << " ms/sample)\n";
     if (job.stepper->traits().stochastic)

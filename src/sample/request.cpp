@@ -79,6 +79,7 @@ struct Stepping {
   std::optional<int64_t> steps, nfe;
   std::vector<double> timesteps;
   bool adaptive = false;
+  bool own_grid = false;  // the model file's own grid
 };
 
 /// The solver a request without one uses: the model file's own (a student's ddim or consistency, at any
@@ -103,6 +104,7 @@ Stepping choose_stepping(const SampleRequest& r, std::string& solver) {
   if (!r.model_defaults.timesteps.empty() && solver.empty() && !r.stepper) {
     solver = r.model_defaults.solver;
     s.timesteps = r.model_defaults.timesteps;
+    s.own_grid = true;
     return s;
   }
   const std::string name = solver.empty() ? default_solver(r) : solver;
@@ -169,6 +171,7 @@ ResolvedSample resolve(const SampleRequest& r) {
                         "steps=; an explicit timesteps= grid already fixes them (end it with 0.0 for a last step to "
                         "sigma = 0)");
     out.grid = validate_grid(schedule, stepping.timesteps, /*allow_final_zero=*/true);
+    out.own_grid = stepping.own_grid;
   } else if (stepping.adaptive) {
     FEWSTEP_CHECK_VALUE(r.final_sigma == FinalSigma::Min && !r.steps_offset, "final_sigma/steps_offset apply to a "
                         "fixed grid (steps=), not to adaptive stepping");

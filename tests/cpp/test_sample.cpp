@@ -226,6 +226,7 @@ TEST(SampleRequest, DefaultsInTheirOrder) {
   auto own = fs::resolve(r);
   EXPECT_EQ(own.solver, "ddim");
   EXPECT_EQ(own.grid, (std::vector<double>{0.9, 0.4, 0.05}));
+  EXPECT_TRUE(own.own_grid);
   // ... but not when it names either; the fallback steps come last.
   r.solver = "euler";
   r.fallback_steps = 7;
@@ -237,6 +238,7 @@ TEST(SampleRequest, DefaultsInTheirOrder) {
   r.steps = 3;
   EXPECT_EQ(fs::resolve(r).solver, "ddim");
   EXPECT_EQ(fs::resolve(r).grid.size(), 4u);
+  EXPECT_FALSE(fs::resolve(r).own_grid);
   r.model_defaults = {};
   EXPECT_EQ(fs::resolve(r).solver, "dpmpp_2m");
 }

@@ -119,6 +119,8 @@ struct ResolvedSample {
   std::vector<double> grid;  ///< the fixed grid (empty when the controller chooses the steps)
   /// The model file's tuned grid that `grid` is (null otherwise), for the interfaces to say so.
   std::shared_ptr<const ModelTunedGrid> tuned_grid;
+  /// True when `grid` is the model file's own sampler grid (model_defaults.timesteps), for the same.
+  bool own_grid = false;
   SampleOptions options;
 
   bool adaptive() const { return grid.empty(); }
