@@ -179,3 +179,17 @@ def test_train_classifier_writes_model_sidecar_and_card(tmp_path: Path) -> None:
         assert text in card, text
     proc = run("train-classifier", "--out", str(out), "--channels", "12", check=False)
     assert proc.returncode == 2 and "--channels" in proc.stderr
+
+
+def test_eval_of_a_student_names_its_own_grid_and_keeps_its_solver(tmp_path: Path) -> None:
+    student = REPO / "models" / "distilled" / "gmm16d-pd-4step.pt"
+    common = ["--n", "32", "--reference-steps", "20", "--cache-dir", str(tmp_path / "cache")]
+    own = run("eval", "--model", str(student), *common, "--json", str(tmp_path / "own.json"))
+    a = json.loads((tmp_path / "own.json").read_text())
+    assert (a["solver"], a["spacing"], a["nfe"]) == ("ddim", "own", 4)
+    assert "ddim 4 steps (the model file's own grid), NFE 4" in own.stdout
+    # --steps without --solver: the student's own solver on the generated grid.
+    other = run("eval", "--model", str(student), *common, "--steps", "2", "--json", str(tmp_path / "two.json"))
+    b = json.loads((tmp_path / "two.json").read_text())
+    assert (b["solver"], b["spacing"], b["nfe"]) == ("ddim", "logsnr", 2)
+    assert "ddim 2 steps (logsnr), NFE 2" in other.stdout
