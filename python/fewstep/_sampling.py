@@ -326,7 +326,8 @@ def sample(
             spacing="logsnr" if spacing is None else spacing, t_start=t_start, t_end=t_end, steps_offset=steps_offset, final_sigma=final_sigma,
             rtol=None if rtol is None else float(rtol), atol=None if atol is None else float(atol),
             controller=controller, model_solver=model_solver, model_timesteps=model_timesteps,
-            model_tuned_grids=model_tuned_grids, model_sample_shape=model_sample_shape, use_tuned_grid=grid == "tuned" and spacing is None,
+            model_tuned_grids=model_tuned_grids, model_sample_shape=model_sample_shape,
+            use_tuned_grid=grid == "tuned" and spacing is None,
             denoise_to_zero=bool(denoise_to_zero), check_finite=bool(check_finite),
             keep_trajectory=bool(keep_trajectory), callback=hook, generator=generator, seeds=seed_list,
         )
