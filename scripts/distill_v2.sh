@@ -11,9 +11,9 @@
 #               re-noising at sigma/alpha = 2
 #   ect-long    the same with 40000 iterations (2-3 h on one core; the fmnist-v2-ect students shipped
 #               until 2026-12-05)
-#   ect-xl      the same with 80000 iterations, the Δt schedule stretched over them (3 h 20 min on an
-#               otherwise idle core at 6.7 it/s, up to 6 h on a shared one); its students at 39000
-#               iterations are the shipped fmnist-v2-ect ones (docs/results.md)
+#   ect-xl      the same with 80000 iterations, the Δt schedule stretched over them (3 h 34 min at
+#               6.2 it/s on one core beside other work, up to 6 h on a busier one); its final students
+#               are the shipped fmnist-v2-ect ones (docs/results.md)
 #   pd-refine   the 8-step student of `pd` refined against 64 teacher DDIM steps (--first-round-substeps 8),
 #               then a 4-step round from it (docs/distillation.md, "A better first target")
 #   pd4-direct  the 4-step student of `pd` refined against 64 teacher DDIM steps (--first-round-substeps 16)
