@@ -88,7 +88,8 @@ std::string default_solver(const SampleRequest& r) {
   return r.model_defaults.solver.empty() ? kDefaultSolver : r.model_defaults.solver;
 }
 
-Stepping choose_stepping(const SampleRequest& r, std::string& solver) {
+/// `solver` is the one the request will use (named, or default_solver); `named`: the request chose it.
+Stepping choose_stepping(const SampleRequest& r, bool named, const std::string& solver) {
   const bool tolerances = r.rtol.has_value() || r.atol.has_value();
   const bool adaptive = tolerances || r.controller != nullptr;
   const int gridded = int(r.steps.has_value()) + int(r.nfe.has_value()) + int(!r.timesteps.empty());
@@ -101,14 +102,12 @@ Stepping choose_stepping(const SampleRequest& r, std::string& solver) {
   Stepping s{r.steps, r.nfe, r.timesteps, adaptive};
   if (gridded || adaptive) return s;
   // A model file's own sampler (a distilled student on its own grid), unless the request names a solver.
-  if (!r.model_defaults.timesteps.empty() && solver.empty() && !r.stepper) {
-    solver = r.model_defaults.solver;
+  if (!r.model_defaults.timesteps.empty() && !named) {
     s.timesteps = r.model_defaults.timesteps;
     s.own_grid = true;
     return s;
   }
-  const std::string name = solver.empty() ? default_solver(r) : solver;
-  const StepperTraits& traits = r.stepper ? r.stepper->traits() : stepper_traits(name);
+  const StepperTraits& traits = r.stepper ? r.stepper->traits() : stepper_traits(solver);
   if (traits.adaptive_by_default) {
     s.adaptive = true;
     return s;
@@ -158,9 +157,9 @@ ResolvedSample resolve(const SampleRequest& r) {
   FEWSTEP_CHECK_VALUE(!(r.stepper && !r.solver.empty()), "sample: pass either a solver name or a stepper object, "
                       "not both (got solver '", r.solver, "' and a '", r.stepper->traits().name, "' stepper)");
 
-  std::string name = r.solver;
-  const Stepping stepping = choose_stepping(r, name);
-  if (name.empty() && !r.stepper) name = default_solver(r);
+  const bool named = !r.solver.empty() || r.stepper != nullptr;
+  const std::string name = named ? r.solver : default_solver(r);
+  const Stepping stepping = choose_stepping(r, named, name);
   out.stepper = r.stepper ? r.stepper : solver(name, r.solver_options);
   out.solver = out.stepper->traits().name;
 
