@@ -12,12 +12,15 @@
 #include <cmath>
 #include <iostream>
 #include <limits>
+#include <optional>
+#include <sstream>
 
 #include "../training_run.h"
 #include "method.h"
 #include "teacher.h"
 #include "fewstep/models/student_init.h"
 #include "fewstep/nets/network_spec.h"
+#include "fewstep/solvers/consistency.h"
 #include "fewstep/train/consistency_trainer.h"
 
 namespace fewstep::cli {
@@ -81,6 +84,12 @@ class ConsistencyMethodCommand final : public Command {
     app.add_option("--ct-mu0", ct_mu0_, "ct: initial target EMA rate mu0")->capture_default_str();
     app.add_option("--ict-s0", ict_s0_, "ict: initial discretisation s0")->capture_default_str();
     app.add_option("--ict-s1", ict_s1_, "ict: final discretisation s1")->capture_default_str();
+    app.add_option("--start-sigma", start_sigma_,
+                   "Noise level sigma/alpha where the students' grids start (EDM's sigma_max 80 by default; "
+                   "clamped to the schedule's top; 0: the schedule's t_max). ECT's draws rarely reach above "
+                   "80, so its 1-step student is best started lower (docs/distillation.md)")
+        ->check(CLI::Range(0.0, std::numeric_limits<double>::max()))
+        ->capture_default_str();
     app.add_option("--intermediate-sigma", mid_sigma_,
                    "Noise level sigma/alpha of the 2-step sampler's intermediate time (the paper's ~0.8; "
                    "docs/results.md measures others)")
@@ -106,6 +115,11 @@ class ConsistencyMethodCommand final : public Command {
       identity.update({{"--scm-warmup", scm_warmup_}, {"--scm-tangent-c", scm_tangent_c_},
                        {"--scm-fixed-weight", scm_fixed_weight_}});
     if (scm || p_mean_ != kPMean || p_std_ != kPStd) identity.update({{"--p-mean", p_mean_}, {"--p-std", p_std_}});
+    if (start_sigma_ > 0.0 && mid_sigma_ >= start_sigma_) {
+      std::ostringstream msg;
+      msg << "--intermediate-sigma " << mid_sigma_ << " must be below --start-sigma " << start_sigma_;
+      throw UsageError(msg.str());
+    }
     if (init_ == "random" && method == ConsistencyMethod::EasyTuning)
       throw UsageError("--init random with --method ect: easy consistency tuning starts from the diffusion model "
                        "(use --method ct or ict to train from scratch)");
@@ -172,6 +186,7 @@ class ConsistencyMethodCommand final : public Command {
         info.teacher_output_map = wrapped;
         info.distillation = {{"consistency_method", method_}, {"init", start_}, {"steps", steps}, {"iterations", iterations_},
                              {"distance", distance_}, {"batch", flags_.batch}, {"lr", flags_.lr}, {"ema", flags_.ema}};
+        info.distillation["start_sigma"] = start_sigma_;
         if (steps == 2) info.distillation["intermediate_sigma"] = mid_sigma_;
         if (method == ConsistencyMethod::EasyTuning)
           info.distillation.update({{"ect_q", ect_q_}, {"ect_k", ect_k_}, {"ect_b", ect_b_}, {"ect_stages", ect_stages_}});
@@ -188,21 +203,18 @@ class ConsistencyMethodCommand final : public Command {
   }
 
  private:
-  // The sampling grid: [t_max, t_min] for one step; two steps add the time whose σ/α is --intermediate-sigma.
+  // The sampling grid (solvers/consistency.h): from --start-sigma to t_min, through --intermediate-sigma
+  // for two steps.
   std::vector<double> grid(int steps) const {
-    const NoiseSchedule& s = *teacher_.schedule;
-    if (steps == 1) return {s.t_max(), s.t_min()};
-    const double lo = s.lambda(s.t_max()), hi = s.lambda(s.t_min());
-    const double lambda = std::clamp(-std::log(mid_sigma_), lo, hi);
-    double mid = s.t_of_lambda(lambda);
-    mid = std::clamp(mid, s.t_min() + 1e-6 * (s.t_max() - s.t_min()), s.t_max() - 1e-6 * (s.t_max() - s.t_min()));
-    return {s.t_max(), mid, s.t_min()};
+    const std::optional<double> start = start_sigma_ > 0.0 ? std::optional<double>(start_sigma_) : std::nullopt;
+    return consistency_timesteps(*teacher_.schedule, start, steps == 2 ? std::vector<double>{mid_sigma_}
+                                                                        : std::vector<double>{});
   }
 
   DistillFlags flags_;
   std::string method_ = "cd", teacher_solver_ = "heun", distance_, init_ = "auto", start_;
   int64_t iterations_ = 2000, num_points_ = 18;
-  double target_ema_ = 0.95, sigma_data_ = 0.5, ct_mu0_ = 0.9, mid_sigma_ = 0.8;
+  double target_ema_ = 0.95, sigma_data_ = 0.5, ct_mu0_ = 0.9, mid_sigma_ = 0.8, start_sigma_ = kConsistencyStartSigma;
   int64_t ct_s0_ = 2, ct_s1_ = 150, ict_s0_ = 10, ict_s1_ = 1280, ect_stages_ = 8;
   double ect_q_ = 2.0, ect_k_ = 8.0, ect_b_ = 1.0;
   static constexpr double kPMean = -1.1, kPStd = 2.0;  // ConsistencyTrainerOptions' defaults

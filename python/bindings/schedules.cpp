@@ -1,4 +1,5 @@
-// Bindings of schedules/schedule.h and schedules/timesteps.h.
+// Bindings of schedules/schedule.h, schedules/timesteps.h and the consistency sampler's grid
+// (solvers/consistency.h).
 //
 // Schedule methods take a float (returning a float) or a tensor / NumPy array / sequence
 // (returning a float64 tensor of the same shape, on the input tensor's device).
@@ -14,6 +15,7 @@
 #include "fewstep/core/check.h"
 #include "fewstep/schedules/schedule.h"
 #include "fewstep/schedules/timesteps.h"
+#include "fewstep/solvers/consistency.h"
 
 namespace py = pybind11;
 using fewstep::NoiseSchedule;
@@ -193,4 +195,18 @@ void bind_schedules(py::module_& m) {
             fewstep::timesteps_from_sigmas(*schedule, to_double_vector(sigma_values, "sigmas"), quantize));
       },
       py::arg("schedule"), py::arg("sigmas"), py::arg("quantize") = false);
+  m.attr("CONSISTENCY_START_SIGMA") = fewstep::kConsistencyStartSigma;
+  m.def(
+      "consistency_timesteps",
+      [](const std::shared_ptr<NoiseSchedule>& schedule, std::optional<double> start_sigma,
+         const py::object& intermediate_sigmas, std::optional<double> t_end) {
+        FEWSTEP_CHECK_TYPE(schedule != nullptr, "schedule should be a fewstep schedule, got None");
+        return to_tensor(fewstep::consistency_timesteps(
+            *schedule, start_sigma, to_double_vector(intermediate_sigmas, "intermediate_sigmas"), t_end));
+      },
+      py::arg("schedule"), py::arg("start_sigma") = fewstep::kConsistencyStartSigma,
+      py::arg("intermediate_sigmas") = py::tuple(), py::arg("t_end") = py::none(),
+      "A consistency model's sampling grid (float64): the time of noise level start_sigma = sigma/alpha "
+      "(default 80, EDM's sigma_max; clamped to the schedule's top; None: t_max), the times of the "
+      "intermediate_sigmas (one per extra step, decreasing), then t_end (default t_min).");
 }

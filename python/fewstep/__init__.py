@@ -77,7 +77,18 @@ from ._fewstep import (
     student_from_teacher,
 )
 from ._resources import model_path, models_dir, shipped_models
-from ._sampling import StepInfo, randn, reference_solve, sample, sigmas, timesteps, timesteps_from_sigmas, validate_grid
+from ._sampling import (
+    CONSISTENCY_START_SIGMA,
+    StepInfo,
+    consistency_timesteps,
+    randn,
+    reference_solve,
+    sample,
+    sigmas,
+    timesteps,
+    timesteps_from_sigmas,
+    validate_grid,
+)
 from . import train
 from . import distill
 from . import psld
@@ -257,6 +268,8 @@ __all__ = [
     "teacher_rollouts",
     "timesteps",
     "timesteps_from_sigmas",
+    "consistency_timesteps",
+    "CONSISTENCY_START_SIGMA",
     "torch_version",
     "train",
     "train_denoiser",

@@ -99,6 +99,27 @@ def timesteps_from_sigmas(schedule: _fewstep.NoiseSchedule, sigmas: TimeGrid, qu
     return _fewstep.timesteps_from_sigmas(schedule, sigmas, quantize)
 
 
+CONSISTENCY_START_SIGMA: float = _fewstep.CONSISTENCY_START_SIGMA
+
+
+def consistency_timesteps(
+    schedule: _fewstep.NoiseSchedule,
+    start_sigma: Optional[float] = CONSISTENCY_START_SIGMA,
+    intermediate_sigmas: TimeGrid = (),
+    t_end: Optional[float] = None,
+) -> torch.Tensor:
+    """A consistency model's sampling grid for the ``consistency`` solver (float64, decreasing).
+
+    It starts at the time whose sigma/alpha is ``start_sigma`` (default 80, EDM's sigma_max: ECT and sCM
+    draw their training levels from a lognormal with 0.3% of its mass above it; a start above the
+    schedule's top is ``t_max``; None: ``t_max``), re-noises at the ``intermediate_sigmas`` (one per
+    extra step, decreasing, below the start) and ends at ``t_end`` (default ``t_min``, the consistency
+    boundary). ``fewstep distill consistency --start-sigma`` writes its students' grids with it
+    (docs/distillation.md, "Where a consistency sampler starts"). ValueError names a bad level.
+    """
+    return _fewstep.consistency_timesteps(schedule, start_sigma, intermediate_sigmas, t_end)
+
+
 def validate_grid(schedule: _fewstep.NoiseSchedule, timesteps: TimeGrid, allow_final_zero: bool = False) -> torch.Tensor:
     """Check an explicit grid (>= 2 finite, strictly decreasing times in the schedule's range).
 

@@ -761,20 +761,24 @@ def distill_guidance(teacher: Callable, student: torch.nn.Module, images: torch.
 
 def distill_consistency(student: torch.nn.Module, data: Any, schedule: _fewstep.NoiseSchedule, *,
                         method: str = "cd", teacher: Optional[_fewstep.Denoiser] = None, iterations: int = 2000,
-                        consistency: Optional[dict] = None, **loop: Any) -> DistillResult:
+                        consistency: Optional[dict] = None,
+                        start_sigma: Optional[float] = _fewstep.CONSISTENCY_START_SIGMA,
+                        **loop: Any) -> DistillResult:
     """Consistency distillation (``method="cd"``, from ``teacher``) or training (``"ct"``, ``"ict"``) of
     ``student`` (the network F, trained in place; for CD normally a copy of the teacher's network).
 
     The loss is :class:`ConsistencyLoss` with the options in ``consistency`` (the CT/iCT curricula run
     over ``iterations`` unless ``ct_total_steps`` / ``ict_total_steps`` are given). The result's student
     samples in one step: ``fs.sample(fs.consistency_denoiser(result.student, schedule, sigma_data=...), x_T,
-    solver="consistency", timesteps=result.timesteps[1])``.
+    solver="consistency", timesteps=result.timesteps[1])``, a grid from the noise level ``start_sigma``
+    (sigma/alpha; default 80, clamped to the schedule's top; None: ``t_max``) to the consistency boundary
+    (:func:`consistency_timesteps`).
     """ + _LOOP_DOC
     options = {"ct_total_steps": iterations, "ict_total_steps": iterations, **(consistency or {})}
     cm = ConsistencyLoss(schedule, method, teacher, **options)
     trainer = _loop(cm, student, data, iterations, iterations, loop)
     result = trainer.export()
-    grid = torch.tensor([schedule.t_max, cm.t_lo], dtype=torch.float64)
+    grid = _fewstep.consistency_timesteps(schedule, start_sigma, t_end=cm.t_lo)
     return DistillResult(result, list(trainer.impl.losses), {1: result}, {1: grid})
 
 

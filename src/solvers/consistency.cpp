@@ -2,10 +2,45 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
+#include "fewstep/core/check.h"
+#include "fewstep/schedules/timesteps.h"
 #include "stochastic_noise.h"
 
 namespace fewstep {
+
+std::vector<double> consistency_timesteps(const NoiseSchedule& schedule, std::optional<double> start_sigma,
+                                          const std::vector<double>& intermediate_sigmas,
+                                          std::optional<double> t_end) {
+  const double end = t_end.value_or(schedule.t_min());
+  FEWSTEP_CHECK_VALUE(std::isfinite(end) && end >= schedule.t_min() && end < schedule.t_max(),
+                      "consistency_timesteps: t_end=", end, " is outside the schedule's range [", schedule.t_min(),
+                      ", ", schedule.t_max(), ")");
+  // The time of level s, pinned to [end, t_max]: a start above the schedule's top starts at t_max.
+  const auto time_of = [&](double s) {
+    if (s >= schedule.sigma_tilde(schedule.t_max())) return schedule.t_max();
+    return std::clamp(schedule.t_of_lambda(-std::log(s)), end, schedule.t_max());
+  };
+  double above = std::numeric_limits<double>::infinity();
+  if (start_sigma) {
+    FEWSTEP_CHECK_VALUE(std::isfinite(*start_sigma) && *start_sigma > 0.0,
+                        "consistency_timesteps: start_sigma must be positive and finite, got ", *start_sigma);
+    above = *start_sigma;
+  }
+  std::vector<double> grid{start_sigma ? time_of(*start_sigma) : schedule.t_max()};
+  for (size_t i = 0; i < intermediate_sigmas.size(); ++i) {
+    const double s = intermediate_sigmas[i];
+    FEWSTEP_CHECK_VALUE(std::isfinite(s) && s > 0.0 && s < above, "consistency_timesteps: intermediate_sigmas[", i,
+                        "]=", s, " must be positive and below ", i == 0 ? "start_sigma (" : "the level before it (",
+                        above, ")");
+    above = s;
+    grid.push_back(time_of(s));
+  }
+  grid.push_back(end);
+  // Levels that map to the same time (both above the schedule's top, or below t_end) are named here.
+  return validate_grid(schedule, std::move(grid));
+}
 
 ConsistencyStepper::ConsistencyStepper(const Options& options) {
   options.check_known(traits().options, "solver 'consistency'");

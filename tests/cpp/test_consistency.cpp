@@ -19,6 +19,7 @@
 #include "fewstep/nets/network.h"
 #include "fewstep/sample/sample.h"
 #include "fewstep/schedules/schedule.h"
+#include "fewstep/solvers/consistency.h"
 #include "fewstep/solvers/registry.h"
 #include "fewstep/train/consistency_curriculum.h"
 #include "fewstep/models/consistency_function.h"
@@ -268,6 +269,33 @@ TEST(ConsistencySampler, OneStepIsTheFlowMapAndMultistepSamplesTheData) {
     EXPECT_NEAR(m[j].item<double>(), kMean[j], 4.0 * std::sqrt(want_var / n)) << j;
     EXPECT_NEAR(v[j].item<double>(), want_var, 4.0 * want_var * std::sqrt(2.0 / n)) << j;
   }
+}
+
+// The sampling grid starts at the time whose σ/α is the requested level, re-noises at the
+// intermediate levels and ends at the boundary; a start above the schedule's top is its t_max.
+TEST(ConsistencySampler, GridStartsAtTheRequestedNoiseLevel) {
+  const fewstep::VPLinear vp;
+  const std::vector<double> g = fewstep::consistency_timesteps(vp, 80.0, {2.0});
+  ASSERT_EQ(g.size(), 3u);
+  EXPECT_NEAR(vp.sigma_tilde(g[0]), 80.0, 80.0 * 1e-9);
+  EXPECT_NEAR(vp.sigma_tilde(g[1]), 2.0, 2.0 * 1e-9);
+  EXPECT_EQ(g[2], vp.t_min());
+  EXPECT_GT(vp.sigma_tilde(vp.t_max()), 80.0);  // VP linear reaches ≈ 152, so 80 starts inside
+  EXPECT_EQ(fewstep::consistency_timesteps(vp, 1000.0), (std::vector<double>{vp.t_max(), vp.t_min()}));
+  EXPECT_EQ(fewstep::consistency_timesteps(vp, std::nullopt), (std::vector<double>{vp.t_max(), vp.t_min()}));
+  EXPECT_EQ(fewstep::consistency_timesteps(vp, 80.0, {}, 0.01).back(), 0.01);
+  const auto s = ve();  // VE: σ/α = t
+  EXPECT_NEAR(fewstep::consistency_timesteps(*s, 10.0, {0.8})[0], 10.0, 1e-9);
+  EXPECT_NEAR(fewstep::consistency_timesteps(*s, 10.0, {0.8})[1], 0.8, 1e-12);
+  EXPECT_EQ(fewstep::consistency_timesteps(*s, 1e6)[0], s->t_max());
+  const auto names = [](auto call, const std::string& what) {
+    return fewstep::testing::value_error_message(call).find(what) != std::string::npos;
+  };
+  EXPECT_TRUE(names([&] { fewstep::consistency_timesteps(vp, 0.0); }, "start_sigma"));
+  EXPECT_TRUE(names([&] { fewstep::consistency_timesteps(vp, NAN); }, "start_sigma"));
+  EXPECT_TRUE(names([&] { fewstep::consistency_timesteps(vp, 80.0, {100.0}); }, "intermediate_sigmas[0]=100"));
+  EXPECT_TRUE(names([&] { fewstep::consistency_timesteps(vp, 80.0, {2.0, 3.0}); }, "intermediate_sigmas[1]=3"));
+  EXPECT_TRUE(names([&] { fewstep::consistency_timesteps(vp, 80.0, {}, 2.0); }, "t_end=2"));
 }
 
 // ------------------------------------------------------------------------------------ ECT

@@ -152,6 +152,21 @@ def test_sample_conditional_teacher_with_guidance(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "is not class-conditional" in proc.stderr
 
 
+def test_consistency_start_sigma(tmp_path: Path) -> None:
+    import fewstep as fs
+
+    args = ["distill", "consistency", "--method", "ect", "--teacher", str(TEACHER), "--iterations", "2",
+            "--batch", "16", "--threads", "1"]
+    run(*args, "--start-sigma", "0", "--out", str(tmp_path / "top"))
+    side = json.loads((tmp_path / "top" / "student-1step.json").read_text())
+    assert side["sampler"]["timesteps"][0] == 1.0 and side["distillation"]["start_sigma"] == 0
+    run(*args, "--start-sigma", "40", "--intermediate-sigma", "2", "--out", str(tmp_path / "mid"))
+    side = json.loads((tmp_path / "mid" / "student-2step.json").read_text())
+    assert side["sampler"]["timesteps"] == fs.consistency_timesteps(fs.VPLinear(), 40, [2]).tolist()
+    proc = run(*args, "--start-sigma", "0.5", "--out", str(tmp_path / "bad"), check=False)
+    assert proc.returncode == 2 and "--intermediate-sigma 0.8 must be below --start-sigma 0.5" in proc.stderr
+
+
 @pytest.mark.parametrize("method", ["cd", "ict"])
 def test_consistency_students_sample_in_one_and_two_calls(method: str, tmp_path: Path) -> None:
     import fewstep as fs
@@ -176,6 +191,11 @@ def test_consistency_students_sample_in_one_and_two_calls(method: str, tmp_path:
     # f(x, t_min) = x exactly, through the model file.
     model = fs.load_model_file(str(tmp_path / "a" / "student-1step.pt"))["denoiser"]
     assert float(model.schedule.lambda_(two["sampler"]["timesteps"][1])) == pytest.approx(-math.log(0.8), abs=1e-9)
+    # Both grids start where sigma/alpha = --start-sigma (80 by default; VP linear's top is about 152).
+    for side, mid in ((one, []), (two, [0.8])):
+        assert side["distillation"]["start_sigma"] == 80
+        assert side["sampler"]["timesteps"] == fs.consistency_timesteps(model.schedule, 80, mid).tolist()
+        assert float(model.schedule.lambda_(side["sampler"]["timesteps"][0])) == pytest.approx(-math.log(80), abs=1e-9)
     x = torch.randn(5, 2)
     assert torch.equal(model(x, model.schedule.t_min)[0], x)
     # Stopped mid-run and resumed: the same exported student as an uninterrupted run.

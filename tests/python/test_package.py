@@ -37,6 +37,7 @@ def test_stub_covers_every_public_name_of_the_extension() -> None:
     tree = _stub()
     defined = {n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
     defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    defined |= {n.target.id for n in tree.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
     public = {name for name in dir(ext) if not name.startswith("_")}
     assert public - defined == set(), f"not in the stub: {sorted(public - defined)}"
 

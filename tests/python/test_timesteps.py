@@ -83,3 +83,18 @@ def test_validate_grid(vp: fs.VPLinear) -> None:
         fs.validate_grid(vp, torch.tensor([2.0, 0.5]))
     with pytest.raises(ValueError, match="at least 2"):
         fs.validate_grid(vp, [0.5])
+
+
+def test_consistency_timesteps(vp: fs.VPLinear) -> None:
+    # Starts where sigma/alpha = start_sigma (80 by default), re-noises at the intermediate levels.
+    g = fs.consistency_timesteps(vp, intermediate_sigmas=[2.0])
+    assert g.dtype == torch.float64 and len(g) == 3 and fs.CONSISTENCY_START_SIGMA == 80
+    assert (-vp.lambda_(g[:2])).exp().tolist() == pytest.approx([80.0, 2.0], rel=1e-9)
+    assert g[-1] == vp.t_min
+    assert fs.consistency_timesteps(vp, None).tolist() == [vp.t_max, vp.t_min]
+    assert fs.consistency_timesteps(vp, 1e4).tolist() == [vp.t_max, vp.t_min]  # above the top: t_max
+    assert fs.consistency_timesteps(vp, 80, t_end=0.01)[-1] == 0.01
+    with pytest.raises(ValueError, match="start_sigma"):
+        fs.consistency_timesteps(vp, -1.0)
+    with pytest.raises(ValueError, match=r"intermediate_sigmas\[0\]=100"):
+        fs.consistency_timesteps(vp, 80, [100.0])

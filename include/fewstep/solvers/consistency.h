@@ -13,9 +13,29 @@
 /// grid's (any explicit grid, e.g. the paper's hand-picked ones).
 #pragma once
 
+#include <optional>
+#include <vector>
+
 #include "fewstep/solvers/stepper.h"
 
 namespace fewstep {
+
+/// The noise level σ̃ = σ/α where a consistency sampler starts by default: EDM's σ_max (Karras et
+/// al. 2022, arXiv 2206.00364, §5), the top of the range ECT (arXiv 2406.14548) and sCM
+/// (arXiv 2410.11081) train and sample on. Their lognormal draw of σ̃ (P_mean −1.1, P_std 2) puts
+/// 0.3% of its mass above 80, so a schedule that reaches higher (VP linear: σ̃(t = 1) ≈ 152) has its
+/// top barely trained; docs/distillation.md ("Where a consistency sampler starts") measures it.
+constexpr double kConsistencyStartSigma = 80.0;
+
+/// A consistency model's sampling grid: the time of `start_sigma` (clamped to the schedule's
+/// range, so a start above σ̃(t_max) is t_max; nullopt: t_max), then the times of the
+/// `intermediate_sigmas` (where multistep sampling re-noises; one per extra step, strictly
+/// decreasing and below the start), then `t_end` (default t_min: the consistency function's
+/// boundary ε). steps = intermediate_sigmas.size() + 1. ValueError names a level that is not
+/// positive and finite, out of order, or outside the schedule's range.
+std::vector<double> consistency_timesteps(const NoiseSchedule& schedule, std::optional<double> start_sigma,
+                                          const std::vector<double>& intermediate_sigmas = {},
+                                          std::optional<double> t_end = std::nullopt);
 
 class ConsistencyStepper final : public Stepper {
  public:
