@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstring>
 #include <iostream>
+#include <string>
 #include <utility>
 
 #include "command.h"
@@ -26,6 +27,13 @@ int pending_signal() { return g_signal; }
 
 constexpr int kMaxThreads = 1024;  // --threads: more than any machine fewstep runs on; a typo otherwise
 
+// A library message that starts with the subcommand's own name ("sample: x_T has shape ...") is printed
+// once under "fewstep sample: ", not as "fewstep sample: sample: ...".
+std::string without_repeated_name(const std::string& subcommand, std::string message) {
+  const std::string lead = subcommand + ": ";
+  if (message.compare(0, lead.size(), lead) == 0) message.erase(0, lead.size());
+  return message;
+}
 
 }  // namespace
 
@@ -107,12 +115,12 @@ int main(int argc, char** argv) {
       std::cerr << name << ": interrupted by signal " << e.signal() << "; files already written are complete\n";
       return 128 + e.signal();
     } catch (const UsageError& e) {
-      std::cerr << name << ": " << e.what() << "\n";
+      std::cerr << name << ": " << without_repeated_name(sub->get_name(), e.what()) << "\n";
       return 2;
     } catch (const c10::Error& e) {
-      std::cerr << name << ": error: " << e.what_without_backtrace() << "\n";
+      std::cerr << name << ": error: " << without_repeated_name(sub->get_name(), e.what_without_backtrace()) << "\n";
     } catch (const std::exception& e) {
-      std::cerr << name << ": error: " << e.what() << "\n";
+      std::cerr << name << ": error: " << without_repeated_name(sub->get_name(), e.what()) << "\n";
     }
     return 1;
   }

@@ -666,6 +666,9 @@ _LOOP_DOC = """
 
 def _loop(objective: Objective, student: torch.nn.Module, data: Any, steps: int, total_steps: int,
           loop: dict) -> Any:
+    if "total_steps" in loop:  # else Python's "got multiple values for keyword argument"
+        raise TypeError(f"total_steps={loop['total_steps']!r}: the distill_* functions set the learning-rate "
+                        f"schedule's length themselves ({total_steps}, from iterations); pass iterations instead")
     options = {"lr": 2e-4, "ema": 0.995, "checkpoint": None, "checkpoint_every": 500, "resume": True,
                "progress": False, "callback": None, "distributed": None, **loop}
     return _ready(objective, student, data, steps, total_steps=total_steps, **options)

@@ -66,6 +66,16 @@ def test_mistyped_flags_get_a_suggestion() -> None:
     assert proc.returncode == 0
 
 
+def test_library_errors_are_printed_under_the_subcommand_once(tmp_path: Path) -> None:
+    # The library names its function ("sample: ..."); the CLI does not repeat it after "fewstep sample: ".
+    proc = run("sample", "--model", str(REPO / "models" / "fmnist-unet-eps.pt"), "--shape", "3,28,28", "--n", "2",
+               "--out", str(tmp_path / "s.png"), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("fewstep sample: x_T has shape [2, 3, 28, 28], but the model file's samples are "
+                                  "[batch, 1, 28, 28]"), proc.stderr
+    assert not (tmp_path / "s.png").exists()
+
+
 def test_distill_help_lists_every_method() -> None:
     help_text = run("distill", "--help").stdout
     methods = re.findall(r"^  (\S+)\s", help_text.split("Subcommands:")[1], re.M)

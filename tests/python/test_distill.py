@@ -140,6 +140,9 @@ def test_pd_refuses_bad_settings(vp: fs.VPLinear) -> None:
     with pytest.raises(TypeError, match=r"unknown training-loop option 'batch' \(did you mean 'batch_size'\?\); "
                                         r"the loop takes batch_size, lr, "):
         fs.distill_progressive(TinyMLP(), torch.zeros(8, 2, dtype=torch.float64), vp, initial_steps=2, batch=4)
+    # The schedule's length is the function's own: named, not Python's "multiple values" error.
+    with pytest.raises(TypeError, match=r"total_steps=50: the distill_\* functions set .* pass iterations instead"):
+        fs.distill_progressive(TinyMLP(), torch.zeros(8, 2, dtype=torch.float64), vp, initial_steps=2, total_steps=50)
 
 
 # ----------------------------------------------------------------------------------------------
