@@ -138,6 +138,18 @@ void bind_distill(py::module_& m) {
       py::arg("schedule"), py::arg("options"), py::arg("levels"), py::arg("index"),
       "(t_hi, t_lo, alpha_hi, sigma_hi, alpha_lo, sigma_lo, weight): [B] float64 tensors per row.");
   m.def(
+      "_ect_pair_times",
+      [](const std::shared_ptr<fewstep::NoiseSchedule>& schedule, const py::dict& options, int64_t k, double t_lo,
+         const at::Tensor& normals) {
+        const fewstep::ConsistencyTrainerOptions o = consistency_options(options);
+        const fewstep::ConsistencyPairTimes p = fewstep::ect_pair_times(require_schedule(schedule), o, k, t_lo, normals);
+        return py::make_tuple(p.t_hi, p.t_lo, p.alpha_hi, p.sigma_hi, p.alpha_lo, p.sigma_lo, p.weight, p.to_data,
+                              o.ect.stage(k));
+      },
+      py::arg("schedule"), py::arg("options"), py::arg("k"), py::arg("t_lo"), py::arg("normals"),
+      "ECT's pairs at step k from the lognormal's standard normals [B]: (t, r, alpha_t, sigma_t, alpha_r, sigma_r, "
+      "weight, to_data, stage); to_data marks rows whose target is x0 (r at or below the boundary).");
+  m.def(
       "_consistency_teacher_step",
       [](const std::shared_ptr<Denoiser>& teacher, const std::string& solver_name, const at::Tensor& x_hi,
          const at::Tensor& index, const std::vector<double>& levels) {

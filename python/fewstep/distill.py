@@ -523,15 +523,15 @@ class GuidanceDistillationLoss(Objective):
 # Consistency distillation and training.
 
 
-# Consistency methods only the C++ trainer runs (ECT's pair mapping, sCM's forward-mode JVP).
-_CPP_ONLY_CONSISTENCY = {"ect": "easy consistency tuning, arXiv 2406.14548",
-                         "scd": "continuous-time consistency distillation, arXiv 2410.11081",
+# Consistency methods only the C++ trainer runs (sCM's forward-mode JVP).
+_CPP_ONLY_CONSISTENCY = {"scd": "continuous-time consistency distillation, arXiv 2410.11081",
                          "sct": "continuous-time consistency training, arXiv 2410.11081"}
 
 
 class ConsistencyLoss(Objective):
-    """Consistency distillation (CD), consistency training (CT) and improved consistency training (iCT)
-    (Song et al. 2023, arXiv 2303.01469, Algorithms 2 and 3; Song & Dhariwal 2023, arXiv 2310.14189).
+    """Consistency distillation (CD), consistency training (CT), improved consistency training (iCT)
+    (Song et al. 2023, arXiv 2303.01469, Algorithms 2 and 3; Song & Dhariwal 2023, arXiv 2310.14189) and
+    easy consistency tuning (ECT, Geng et al. 2024, arXiv 2406.14548).
 
     The consistency function is ``f(x, t) = c_skip(t) x + c_out(t) F(c_in(t) x, c_noise(t))`` with the
     student ``F`` called in Python (models/consistency_function.h). Per example: a level index
@@ -539,7 +539,11 @@ class ConsistencyLoss(Objective):
     ``t_{i+1}``, and ``x^_i`` at ``t_i`` from the teacher's ODE step (CD, a registered stepper in C++)
     or the same ``z`` (CT, iCT); the loss is ``mean_b lambda_b d(f_theta(x_{i+1}), f_theta-(x^_i))``.
     The levels, the curricula ``N(k)`` and ``mu(k)``, the index draws, the weights and the distance are
-    the C++ trainer's (train/consistency_trainer.h), so both compute the same numbers.
+    the C++ trainer's (train/consistency_trainer.h), so both compute the same numbers. ECT draws a
+    continuous level ``sigma/alpha ~ lognormal(p_mean, p_std)`` per example instead of an index, pairs it
+    with the mapping function's lower level ``r`` (its stage from ``ect_total_steps``; the target is ``x0``
+    where ``r`` reaches the boundary) and targets the student itself without gradient; start its student
+    from the diffusion model (docs/distillation.md, "Easy consistency tuning").
 
     Both passes of a step use one dropout seed (drawn from the run's generator); the target network
     ``theta-`` (CD, CT) is an EMA of the student made by :meth:`bind` and moved by :meth:`update_target`.
@@ -547,11 +551,12 @@ class ConsistencyLoss(Objective):
     optimiser step, then ``cm.update_target(student, k)``.
 
     Args:
-        schedule: the noise schedule; method: ``"cd"``, ``"ct"`` or ``"ict"``.
+        schedule: the noise schedule; method: ``"cd"``, ``"ct"``, ``"ict"`` or ``"ect"``.
         teacher: CD's :class:`fewstep.Denoiser`; teacher_solver: its deterministic step (``"heun"``).
         **options: the C++ options (train/consistency_trainer.h): ``num_points`` (CD's N), ``target_ema``
             (CD's mu), ``ct_s0``, ``ct_s1``, ``ct_mu0``, ``ct_total_steps``, ``ict_s0``, ``ict_s1``,
-            ``ict_total_steps``, ``p_mean``, ``p_std``, ``rho``, ``distance`` (``"l2"``, ``"l1"``,
+            ``ict_total_steps``, ``ect_q``, ``ect_k``, ``ect_b``, ``ect_stages``, ``ect_total_steps``,
+            ``p_mean``, ``p_std``, ``rho``, ``distance`` (``"l2"``, ``"l1"``,
             ``"pseudo_huber"``), ``huber_c``, ``sigma_data``, ``t_min`` (the boundary), ``time_input``,
             ``time_scale`` (the student's).
     """
@@ -577,8 +582,9 @@ class ConsistencyLoss(Objective):
         return dict(self.settings, t_min=self.t_lo, schedule=repr(self.schedule), teacher=teacher)
 
     def bind(self, student: torch.nn.Module) -> None:
-        """Makes the target network theta- (a copy of the student) for CD and CT."""
-        self.target = _frozen_copy(student).train() if self.settings["method"] != "ict" else None
+        """Makes the target network theta- (a copy of the student) for CD and CT; iCT and ECT target the
+        student itself without gradient."""
+        self.target = _frozen_copy(student).train() if self.settings["method"] in ("cd", "ct") else None
 
     def points(self, step: int) -> tuple:
         """``(N(k), mu(k))``: the levels and the target EMA rate at step ``k``."""
@@ -588,19 +594,36 @@ class ConsistencyLoss(Objective):
         return _fewstep._consistency_levels(self.schedule, self.points(step)[0], self.t_lo, self.settings["rho"])
 
     def draw(self, batch: tuple, generator: torch.Generator, step: int) -> tuple:
-        """``(x0, index, z, dropout_seed)`` for every row, from ``generator``."""
+        """``(x0, index, z, dropout_seed)`` for every row, from ``generator`` (ECT: ``index`` holds the
+        lognormal's standard normals)."""
         x0 = _check_batch(batch[0], "data batch")
-        index = _fewstep._consistency_draw_index(self.schedule, self.settings, self.levels(step), x0.shape[0],
-                                                 generator)
+        if self.ect:
+            index = torch.randn(x0.shape[0], generator=generator, dtype=torch.float64)
+        else:
+            index = _fewstep._consistency_draw_index(self.schedule, self.settings, self.levels(step), x0.shape[0],
+                                                     generator)
         z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         seed = torch.randint(0, 2**62, (), generator=generator)
         return x0, index, z, seed
 
+    @property
+    def ect(self) -> bool:
+        return self.settings["method"] == "ect"
+
     def step_loss(self, student: Callable, draws: tuple, step: int) -> tuple:
         x0, index, z, seed = draws
-        levels = self.levels(step)
-        t_hi, t_lo, a_hi, s_hi, a_lo, s_lo, weight = _fewstep._consistency_pair_times(self.schedule, self.settings,
-                                                                                     levels, index)
+        to_data = None
+        if self.ect:
+            levels = []
+            t_hi, t_lo, a_hi, s_hi, a_lo, s_lo, weight, to_data, stage = _fewstep._ect_pair_times(
+                self.schedule, self.settings, step, self.t_lo, index)
+            extra = {"stage": stage}
+        else:
+            levels = self.levels(step)
+            t_hi, t_lo, a_hi, s_hi, a_lo, s_lo, weight = _fewstep._consistency_pair_times(
+                self.schedule, self.settings, levels, index)
+            n, mu = self.points(step)
+            extra = {"N": n, "mu": mu}
         x_hi = _column(a_hi, x0) * x0 + _column(s_hi, x0) * z
         with torch.no_grad():
             if self.teacher is not None:
@@ -613,9 +636,10 @@ class ConsistencyLoss(Objective):
         with torch.no_grad():
             target_net = self.target if self.target is not None else student
             target = _fewstep._with_dropout_seed(int(seed), lambda: f(target_net, x=x_lo, t=t_lo))
+            if to_data is not None:  # ECT's diffusion limit: r at the boundary, the target is the data
+                target = torch.where(to_data.to(x0.device).view(-1, *([1] * (x0.dim() - 1))), x0, target)
         d = _fewstep._consistency_distance(online, target, self.settings["distance"], self.settings["huber_c"])
-        n, mu = self.points(step)
-        return (d * weight.to(d)).mean(), {"N": n, "mu": mu}
+        return (d * weight.to(d)).mean(), extra
 
     def forward(self, student: Callable, x0: torch.Tensor, generator: Optional[torch.Generator] = None, *,
                 step: int = 0) -> torch.Tensor:
@@ -767,17 +791,20 @@ def distill_consistency(student: torch.nn.Module, data: Any, schedule: _fewstep.
                         consistency: Optional[dict] = None,
                         start_sigma: Optional[float] = _fewstep.CONSISTENCY_START_SIGMA,
                         **loop: Any) -> DistillResult:
-    """Consistency distillation (``method="cd"``, from ``teacher``) or training (``"ct"``, ``"ict"``) of
-    ``student`` (the network F, trained in place; for CD normally a copy of the teacher's network).
+    """Consistency distillation (``method="cd"``, from ``teacher``), training (``"ct"``, ``"ict"``) or easy
+    consistency tuning (``"ect"``, on the data) of ``student`` (the network F, trained in place; for CD and
+    ECT normally a copy of the diffusion model's network: ECT tunes it, arXiv 2406.14548).
 
-    The loss is :class:`ConsistencyLoss` with the options in ``consistency`` (the CT/iCT curricula run
-    over ``iterations`` unless ``ct_total_steps`` / ``ict_total_steps`` are given). The result's student
+    The loss is :class:`ConsistencyLoss` with the options in ``consistency`` (the CT/iCT curricula and
+    ECT's stages run over ``iterations`` unless ``ct_total_steps`` / ``ict_total_steps`` /
+    ``ect_total_steps`` are given). The result's student
     samples in one step: ``fs.sample(fs.consistency_denoiser(result.student, schedule, sigma_data=...), x_T,
     solver="consistency", timesteps=result.timesteps[1])``, a grid from the noise level ``start_sigma``
     (sigma/alpha; default 80, clamped to the schedule's top; None: ``t_max``) to the consistency boundary
     (:func:`consistency_timesteps`).
     """ + _LOOP_DOC
-    options = {"ct_total_steps": iterations, "ict_total_steps": iterations, **(consistency or {})}
+    options = {"ct_total_steps": iterations, "ict_total_steps": iterations, "ect_total_steps": iterations,
+               **(consistency or {})}
     cm = ConsistencyLoss(schedule, method, teacher, **options)
     trainer = _loop(cm, student, data, iterations, iterations, loop)
     result = trainer.export()

@@ -541,7 +541,9 @@ class _LossRun:
             raise TypeError(f"student should be a torch.nn.Module, got {_type_name(student)}")
         self.params = [p for p in student.parameters() if p.requires_grad]
         if not self.params:
-            raise ValueError("the network has no parameters that require grad; nothing to train")
+            raise ValueError("the network has no parameters that require grad; nothing to train (a network "
+                             "loaded from a model file is frozen: set requires_grad on its parameters to tune it, "
+                             "for p in net.parameters(): p.requires_grad_(True))")
         _check_int(seed, "seed", 0)
         if seed >= 2**64:
             raise ValueError(f"seed should be < 2**64, got {seed}")

@@ -493,6 +493,35 @@ def test_consistency_loss_matches_closed_forms(vp: fs.VPLinear, exact_gaussian: 
     torch.testing.assert_close(loss, expected, rtol=1e-9, atol=0)
 
 
+def test_ect_loss_matches_its_closed_form(vp: fs.VPLinear) -> None:
+    # ECT (arXiv 2406.14548) with F = 0, f(x, t) = c_skip(t) x: the level st = exp(P_mean + P_std n) clamped to
+    # the schedule's range, r = max(0, st (1 - (1 + k sigmoid(-b st)) / q^(stage + 1))), the target x0 where r
+    # reaches the boundary, weight 1 / (st - r), the pseudo-Huber distance: all from the draws alone.
+    q, k, b, c = 2.0, 8.0, 1.0, 0.03
+    cm = fs.ConsistencyLoss(vp, "ect", ect_q=q, ect_k=k, ect_b=b, ect_stages=4, ect_total_steps=8,
+                            distance="pseudo_huber", huber_c=c)
+    x0 = torch.randn(64, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    t_min, t_max = torch.tensor(1e-3, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    lo, hi = vp_sigma_tilde(t_min), vp_sigma_tilde(t_max)
+    skip = lambda st: (SIGMA_D**2 / ((st - lo)**2 + SIGMA_D**2))[:, None]  # noqa: E731
+    alpha = lambda st: (1 / torch.sqrt(1 + st**2))[:, None]  # noqa: E731  (VP: alpha^2 + sigma^2 = 1)
+    sigma = lambda st: (st / torch.sqrt(1 + st**2))[:, None]  # noqa: E731
+    for step, stage in ((0, 0), (5, 2)):
+        draws = cm.draw((x0,), torch.Generator().manual_seed(2), step)
+        _, normals, z, _ = draws
+        st = torch.exp(-1.1 + 2.0 * normals).clamp(lo, hi)
+        r = (st * (1 - (1 + k * torch.sigmoid(-b * st)) / q ** (stage + 1))).clamp_min(0)
+        to_data = r <= lo
+        r_level = torch.where(to_data, lo, r)
+        x_t = alpha(st) * x0 + sigma(st) * z
+        x_r = alpha(r_level) * x0 + sigma(r_level) * z
+        target = torch.where(to_data[:, None], x0, skip(r_level) * x_r)
+        d = torch.sqrt((skip(st) * x_t - target).pow(2).sum(1) + c**2) - c
+        loss, extra = cm.step_loss(zero_net, draws, step)
+        assert extra["stage"] == stage and 0 < int(to_data.sum()) < 64
+        torch.testing.assert_close(loss, (d / (st - r)).mean(), rtol=1e-9, atol=0)
+
+
 def consistency_run(tmp: Path, method: str, callback=None, iterations: int = 8, **kw) -> fs.DistillResult:
     vp = fs.VPLinear()
     teacher = fs.Denoiser.exact(fs.GaussianMixture.random(dim=2, components=3, seed=4), vp)
@@ -503,7 +532,7 @@ def consistency_run(tmp: Path, method: str, callback=None, iterations: int = 8, 
                                   consistency={"num_points": 6, "ict_s0": 4, "ict_s1": 8}, **kw)
 
 
-@pytest.mark.parametrize("method", ["cd", "ct", "ict"])
+@pytest.mark.parametrize("method", ["cd", "ct", "ict", "ect"])
 def test_consistency_resume_is_bit_exact(tmp_path: Path, method: str) -> None:
     full = consistency_run(tmp_path / "a", method)
 
@@ -514,7 +543,7 @@ def test_consistency_resume_is_bit_exact(tmp_path: Path, method: str) -> None:
     for (k, a), b in zip(full.student.state_dict().items(), resumed.student.state_dict().values()):
         assert torch.equal(a, b), k
     a, b = fs.Checkpoint.load(tmp_path / "a" / f"{method}.ckpt"), fs.Checkpoint.load(tmp_path / "b" / f"{method}.ckpt")
-    assert a.tensor_keys() == b.tensor_keys() and ("target/body.0.weight" in a.tensor_keys()) == (method != "ict")
+    assert a.tensor_keys() == b.tensor_keys() and ("target/body.0.weight" in a.tensor_keys()) == (method in ("cd", "ct"))
     for key in a.tensor_keys():  # target network, EMA, AdamW, generators, data position
         assert torch.equal(a.tensor(key), b.tensor(key)), key
     with pytest.raises(ValueError, match="num_points is 7 here, 6 in the checkpoint"):
@@ -533,7 +562,7 @@ def test_consistency_resume_is_bit_exact(tmp_path: Path, method: str) -> None:
 def test_consistency_bad_options_name_the_option(vp: fs.VPLinear, exact_gaussian: fs.Denoiser) -> None:
     with pytest.raises(ValueError, match="consistency method must be one of cd, ct, ict, ect, scd, sct, got 'cm'"):
         fs.ConsistencyLoss(vp, "cm")
-    for method in ("ect", "scd", "sct"):  # the C++ trainer's only
+    for method in ("scd", "sct"):  # the C++ trainer's only (a forward-mode JVP)
         with pytest.raises(ValueError, match=f"method '{method}' .* runs in the C\\+\\+ trainer"):
             fs.ConsistencyLoss(vp, method)
     with pytest.raises(TypeError, match="teacher should be a fewstep.Denoiser for method 'cd'"):
