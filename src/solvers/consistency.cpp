@@ -34,6 +34,8 @@ std::vector<double> consistency_timesteps(const NoiseSchedule& schedule, std::op
     FEWSTEP_CHECK_VALUE(std::isfinite(s) && s > 0.0 && s < above, "consistency_timesteps: intermediate_sigmas[", i,
                         "]=", s, " must be positive and below ", i == 0 ? "start_sigma (" : "the level before it (",
                         above, ")");
+    FEWSTEP_CHECK_VALUE(s > schedule.sigma_tilde(end), "consistency_timesteps: intermediate_sigmas[", i, "]=", s,
+                        " is not above the level of t_end (", schedule.sigma_tilde(end), ", t = ", end, ")");
     above = s;
     grid.push_back(time_of(s));
   }
