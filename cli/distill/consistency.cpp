@@ -86,8 +86,9 @@ class ConsistencyMethodCommand final : public Command {
     app.add_option("--ict-s1", ict_s1_, "ict: final discretisation s1")->capture_default_str();
     app.add_option("--start-sigma", start_sigma_,
                    "Noise level sigma/alpha where the students' grids start (EDM's sigma_max 80 by default; "
-                   "clamped to the schedule's top; 0: the schedule's t_max). ECT's draws rarely reach above "
-                   "80, so its 1-step student is best started lower (docs/distillation.md)")
+                   "clamped to the schedule's top; 0: the schedule's t_max). ECT's lognormal draws rarely reach "
+                   "above 80, so its students start worse from a higher top such as VP linear's 152 "
+                   "(docs/distillation.md)")
         ->check(CLI::Range(0.0, std::numeric_limits<double>::max()))
         ->capture_default_str();
     app.add_option("--intermediate-sigma", mid_sigma_,
@@ -99,10 +100,7 @@ class ConsistencyMethodCommand final : public Command {
 
   int run(const GlobalOptions&) override {
     const ConsistencyMethod method = parse_consistency_method(method_);
-    if (distance_.empty())
-      distance_ = method == ConsistencyMethod::ImprovedTraining || method == ConsistencyMethod::EasyTuning
-                      ? "pseudo_huber"
-                      : "l2";
+    if (distance_.empty()) distance_ = to_string(default_consistency_distance(method));
     json identity = flags_.identity();
     identity.update({{"--method", method_}, {"--iterations", iterations_}, {"--num-points", num_points_},
                      {"--target-ema", target_ema_}, {"--teacher-solver", teacher_solver_}, {"--distance", distance_},

@@ -38,9 +38,7 @@ const Denoiser& require_teacher(const std::shared_ptr<Denoiser>& teacher) {
 }
 
 fewstep::ConsistencyTrainerOptions consistency_options(const py::dict& options) {
-  fewstep::ConsistencyTrainerOptions o;
-  fewstep::options_from_json(options_json_of(options), o);
-  return o;
+  return fewstep::consistency_options_from_json(options_json_of(options));  // the method's distance by default
 }
 
 const fewstep::NoiseSchedule& require_schedule(const std::shared_ptr<fewstep::NoiseSchedule>& schedule) {

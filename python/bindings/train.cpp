@@ -704,8 +704,7 @@ void bind_train(py::module_& m) {
       "consistency",
       [](const py::object& student, const std::shared_ptr<NoiseSchedule>& schedule,
          const std::shared_ptr<fewstep::BatchSource>& data, const py::object& teacher, const py::kwargs& options) {
-        fewstep::ConsistencyTrainerOptions o;
-        fewstep::options_from_json(options_json_of(options), o);
+        const fewstep::ConsistencyTrainerOptions o = fewstep::consistency_options_from_json(options_json_of(options));
         FEWSTEP_CHECK_TYPE(schedule != nullptr, "schedule should be a fewstep schedule, got None");
         return wrap_trainer(std::make_shared<fewstep::ConsistencyTrainer>(
             script_net(student, "student"), schedule, require_data(data), o, script_net(teacher, "teacher", true)));
@@ -715,5 +714,6 @@ void bind_train(py::module_& m) {
       "method, sigma_data, t_min, time_input, time_scale, teacher_prediction, teacher_time_input, teacher_time_scale, "
       "teacher_solver, num_points, target_ema, ct_s0, ct_s1, ct_mu0, ct_total_steps, ict_s0, ict_s1, ict_total_steps, "
       "ect_q, ect_k, ect_b, ect_stages, ect_total_steps, scm_tangent_c, scm_warmup_steps, scm_adaptive_weight, "
-      "p_mean, p_std, rho, distance, huber_c, ema_decay, seed and the optimiser's. A teacher is needed for cd and scd.");
+      "p_mean, p_std, rho, distance (default: pseudo_huber for ict and ect, l2 otherwise), huber_c, ema_decay, seed "
+      "and the optimiser's. A teacher is needed for cd and scd.");
 }

@@ -556,7 +556,8 @@ class ConsistencyLoss(Objective):
         **options: the C++ options (train/consistency_trainer.h): ``num_points`` (CD's N), ``target_ema``
             (CD's mu), ``ct_s0``, ``ct_s1``, ``ct_mu0``, ``ct_total_steps``, ``ict_s0``, ``ict_s1``,
             ``ict_total_steps``, ``ect_q``, ``ect_k``, ``ect_b``, ``ect_stages``, ``ect_total_steps``,
-            ``p_mean``, ``p_std``, ``rho``, ``distance`` (``"l2"``, ``"l1"``,
+            ``p_mean``, ``p_std``, ``rho``, ``distance`` (default ``"pseudo_huber"`` for iCT and ECT, as their
+            papers and the CLI train, ``"l2"`` otherwise; ``"l2"``, ``"l1"``,
             ``"pseudo_huber"``), ``huber_c``, ``sigma_data``, ``t_min`` (the boundary), ``time_input``,
             ``time_scale`` (the student's).
     """

@@ -132,6 +132,20 @@ void options_from_json(const std::string& json, ConsistencyTrainerOptions& o) {
   json_options::read(json, o, "ConsistencyTrainerOptions", [](auto& v, auto& x) { fields(v, x); });
 }
 
+ConsistencyDistance default_consistency_distance(ConsistencyMethod method) {
+  return method == ConsistencyMethod::ImprovedTraining || method == ConsistencyMethod::EasyTuning
+             ? ConsistencyDistance::PseudoHuber
+             : ConsistencyDistance::L2;
+}
+
+ConsistencyTrainerOptions consistency_options_from_json(const std::string& json) {
+  ConsistencyTrainerOptions o;
+  options_from_json(json, o);  // validates the text first
+  const json_options::json parsed = json_options::json::parse(json);
+  if (!parsed.contains("distance")) o.distance = default_consistency_distance(o.method);
+  return o;
+}
+
 int64_t consistency_points(const ConsistencyTrainerOptions& o, int64_t k) {
   switch (o.method) {
     case ConsistencyMethod::Distillation: return o.num_points;

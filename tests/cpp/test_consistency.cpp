@@ -614,6 +614,21 @@ TEST_P(ConsistencyResume, ResumeIsBitExactWithEveryNetworkState) {
 INSTANTIATE_TEST_SUITE_P(Methods, ConsistencyResume, ::testing::Values("cd", "ct", "ict", "ect", "scd", "sct"),
                          [](const auto& info) { return info.param; });
 
+// Partial options (the Python keywords) take the method's paper distance unless one is named.
+TEST(ConsistencyTrainer, DistanceDefaultsToTheMethodsOwn) {
+  using fewstep::ConsistencyDistance;
+  EXPECT_EQ(fewstep::default_consistency_distance(fewstep::ConsistencyMethod::EasyTuning),
+            ConsistencyDistance::PseudoHuber);
+  EXPECT_EQ(fewstep::default_consistency_distance(fewstep::ConsistencyMethod::ImprovedTraining),
+            ConsistencyDistance::PseudoHuber);
+  EXPECT_EQ(fewstep::default_consistency_distance(fewstep::ConsistencyMethod::Distillation), ConsistencyDistance::L2);
+  EXPECT_EQ(fewstep::consistency_options_from_json(R"({"method": "ect"})").distance, ConsistencyDistance::PseudoHuber);
+  EXPECT_EQ(fewstep::consistency_options_from_json(R"({"method": "ect", "distance": "l2"})").distance,
+            ConsistencyDistance::L2);
+  EXPECT_EQ(fewstep::consistency_options_from_json(R"({"method": "ct"})").distance, ConsistencyDistance::L2);
+  EXPECT_EQ(fewstep::consistency_options_from_json("{}").distance, ConsistencyDistance::L2);  // cd
+}
+
 TEST(ConsistencyTrainer, BadInputNamesTheArgument) {
   auto schedule = std::make_shared<fewstep::VPLinear>();
   auto gmm = fewstep::GaussianMixture::random(2, 3, 4);

@@ -559,6 +559,15 @@ def test_consistency_resume_is_bit_exact(tmp_path: Path, method: str) -> None:
     assert out.nfe == 1 and torch.isfinite(out.x).all()
 
 
+def test_consistency_distance_defaults_to_the_methods_own(vp: fs.VPLinear, exact_gaussian: fs.Denoiser) -> None:
+    # As the CLI: pseudo-Huber for iCT and ECT (their papers), L2 for CD and CT, unless one is named.
+    assert fs.ConsistencyLoss(vp, "ect").options()["distance"] == "pseudo_huber"
+    assert fs.ConsistencyLoss(vp, "ict").options()["distance"] == "pseudo_huber"
+    assert fs.ConsistencyLoss(vp, "ct").options()["distance"] == "l2"
+    assert fs.ConsistencyLoss(vp, "cd", exact_gaussian).options()["distance"] == "l2"
+    assert fs.ConsistencyLoss(vp, "ect", distance="l1").options()["distance"] == "l1"
+
+
 def test_consistency_bad_options_name_the_option(vp: fs.VPLinear, exact_gaussian: fs.Denoiser) -> None:
     with pytest.raises(ValueError, match="consistency method must be one of cd, ct, ict, ect, scd, sct, got 'cm'"):
         fs.ConsistencyLoss(vp, "cm")

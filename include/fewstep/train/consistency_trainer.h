@@ -74,6 +74,9 @@ enum class ConsistencyDistance { L2, L1, PseudoHuber };
 /// "l2", "l1", "pseudo_huber" (ValueError otherwise).
 ConsistencyDistance parse_consistency_distance(const std::string& name);
 std::string to_string(ConsistencyDistance distance);
+/// The distance a method trains with when none is named: pseudo-Huber for iCT (Song & Dhariwal 2023,
+/// arXiv 2310.14189, §3.3) and ECT (arXiv 2406.14548), L2 for the others. The CLI and Python use it.
+ConsistencyDistance default_consistency_distance(ConsistencyMethod method);
 
 struct ConsistencyTrainerOptions {
   ConsistencyMethod method = ConsistencyMethod::Distillation;
@@ -92,7 +95,7 @@ struct ConsistencyTrainerOptions {
   ScmOptions scm;                                 ///< sCD's and sCT's stabilisers
   double p_mean = -1.1, p_std = 2.0;              ///< the lognormal of iCT's levels and ECT's / sCM's σ̃
   double rho = 7.0;
-  ConsistencyDistance distance = ConsistencyDistance::L2;
+  ConsistencyDistance distance = ConsistencyDistance::L2;  ///< see default_consistency_distance
   double huber_c = 0.0;  ///< 0: 0.00054 √dim
   OptimizerOptions optimizer;
   double ema_decay = 0.999;  ///< evaluation EMA (exported)
@@ -110,6 +113,9 @@ struct ConsistencyTrainerOptions {
 std::string options_to_json(const ConsistencyTrainerOptions& options);
 /// Sets the keys present in `json`; ValueError naming an unknown key, TypeError for a wrong type.
 void options_from_json(const std::string& json, ConsistencyTrainerOptions& options);
+/// Options from `json` over the defaults, with default_consistency_distance(method) unless `json`
+/// names a distance: how a caller's partial options (Python keywords) become a trainer's.
+ConsistencyTrainerOptions consistency_options_from_json(const std::string& json);
 
 // The arithmetic of a consistency step, shared by ConsistencyTrainer and the Python loss
 // (python/fewstep/distill.py), so both compute the same numbers.
