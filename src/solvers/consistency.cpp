@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "fewstep/core/check.h"
 #include "fewstep/schedules/timesteps.h"
@@ -22,17 +21,16 @@ std::vector<double> consistency_timesteps(const NoiseSchedule& schedule, std::op
     if (s >= schedule.sigma_tilde(schedule.t_max())) return schedule.t_max();
     return std::clamp(schedule.t_of_lambda(-std::log(s)), end, schedule.t_max());
   };
-  double above = std::numeric_limits<double>::infinity();
-  if (start_sigma) {
+  const double top = schedule.sigma_tilde(schedule.t_max());
+  if (start_sigma)
     FEWSTEP_CHECK_VALUE(std::isfinite(*start_sigma) && *start_sigma > 0.0,
                         "consistency_timesteps: start_sigma must be positive and finite, got ", *start_sigma);
-    above = *start_sigma;
-  }
+  double above = start_sigma ? std::min(*start_sigma, top) : top;  // the level the grid starts at
   std::vector<double> grid{start_sigma ? time_of(*start_sigma) : schedule.t_max()};
   for (size_t i = 0; i < intermediate_sigmas.size(); ++i) {
     const double s = intermediate_sigmas[i];
     FEWSTEP_CHECK_VALUE(std::isfinite(s) && s > 0.0 && s < above, "consistency_timesteps: intermediate_sigmas[", i,
-                        "]=", s, " must be positive and below ", i == 0 ? "start_sigma (" : "the level before it (",
+                        "]=", s, " must be positive and below ", i == 0 ? "the start level (" : "the level before it (",
                         above, ")");
     FEWSTEP_CHECK_VALUE(s > schedule.sigma_tilde(end), "consistency_timesteps: intermediate_sigmas[", i, "]=", s,
                         " is not above the level of t_end (", schedule.sigma_tilde(end), ", t = ", end, ")");
@@ -40,7 +38,6 @@ std::vector<double> consistency_timesteps(const NoiseSchedule& schedule, std::op
     grid.push_back(time_of(s));
   }
   grid.push_back(end);
-  // Levels that map to the same time (both above the schedule's top, or below t_end) are named here.
   return validate_grid(schedule, std::move(grid));
 }
 

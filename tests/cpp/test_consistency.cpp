@@ -296,6 +296,10 @@ TEST(ConsistencySampler, GridStartsAtTheRequestedNoiseLevel) {
   EXPECT_TRUE(names([&] { fewstep::consistency_timesteps(vp, 80.0, {100.0}); }, "intermediate_sigmas[0]=100"));
   EXPECT_TRUE(names([&] { fewstep::consistency_timesteps(vp, 80.0, {2.0, 3.0}); }, "intermediate_sigmas[1]=3"));
   EXPECT_TRUE(names([&] { fewstep::consistency_timesteps(vp, 80.0, {}, 2.0); }, "t_end=2"));
+  // Without a start (or above the top) the start level is the schedule's top.
+  EXPECT_TRUE(names([&] { fewstep::consistency_timesteps(vp, std::nullopt, {200.0}); },
+                    "intermediate_sigmas[0]=200 must be positive and below the start level (152.1"));
+  EXPECT_TRUE(names([&] { fewstep::consistency_timesteps(vp, 1000.0, {200.0}); }, "below the start level (152.1"));
   EXPECT_TRUE(names([&] { fewstep::consistency_timesteps(vp, 80.0, {1e-4}); },
                     "intermediate_sigmas[0]=0.0001 is not above the level of t_end"));
 }
