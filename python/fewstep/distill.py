@@ -820,7 +820,8 @@ def distill_consistency(student: torch.nn.Module, data: Any, schedule: _fewstep.
 def export_student(student: torch.nn.Module, path: Union[str, os.PathLike], *, teacher: Union[str, os.PathLike, dict],
                    prediction: str, timesteps: Any = None, solver: str = "ddim", method: str = "progressive",
                    example: Optional[tuple] = None, default_guidance: Optional[float] = None,
-                   settings: Optional[dict] = None, network: Optional[dict] = None) -> str:
+                   settings: Optional[dict] = None, network: Optional[dict] = None,
+                   consistency: Optional[dict] = None) -> str:
     """Write ``student`` as the model file ``path`` (TorchScript + sidecar naming its own grid).
 
     Args:
@@ -832,10 +833,16 @@ def export_student(student: torch.nn.Module, path: Union[str, os.PathLike], *, t
         prediction: what the student outputs (``"x0"``, ``"v"``, ``"eps"``).
         timesteps: the student's sampling grid (e.g. ``DistillResult.timesteps[4]``); None for a
             model sampled on any grid (a guidance-distilled student).
-        solver: the solver of that grid (``"ddim"`` for every student here).
+        solver: the solver of that grid (``"ddim"`` for the progressive and KD students, ``"consistency"``
+            for a consistency model).
         method: recorded in the sidecar's ``"distillation"``; settings: more entries for it.
         default_guidance: for a guidance-input student, the scale used when none is given.
         network: the student's ``{"kind", "config"}`` record (default: the teacher's).
+        consistency: for a consistency model's network F, ``{"sigma_data", "t_min"}`` (the boundary): the
+            model file then rebuilds ``f = c_skip x + c_out F`` as :func:`consistency_denoiser` does, e.g.
+            ``fs.export_student(out.student, "ect-1step.pt", teacher=..., prediction="x0",
+            solver="consistency", timesteps=out.timesteps[1], method="consistency",
+            consistency={"sigma_data": 0.5, "t_min": schedule.t_min})`` after :func:`distill_consistency`.
 
     Written by :func:`save_model_file`: everything (the grid inside the schedule's range, one
     forward pass on a sample of the teacher's shape, ...) is validated before a byte is written, so
@@ -873,5 +880,5 @@ def export_student(student: torch.nn.Module, path: Union[str, os.PathLike], *, t
         name=os.path.splitext(os.path.basename(path))[0],
         network=network if network is not None else info["network"],
         solver=solver if timesteps is not None else None, timesteps=timesteps, default_guidance=default_guidance,
-        metadata=metadata)
+        consistency=consistency, metadata=metadata)
     return path

@@ -616,6 +616,25 @@ def test_exported_student_samples_on_its_own_grid(vp: fs.VPLinear, tmp_path: Pat
         fs.export_student(student, tmp_path / "s.pt", teacher=tmp_path / "nope.pt", prediction="v")
 
 
+def test_exported_consistency_student_rebuilds_its_consistency_function(vp: fs.VPLinear, tmp_path: Path) -> None:
+    # A network F from fs.distill_consistency ships with its {"sigma_data", "t_min"}: the model file then
+    # samples as fs.consistency_denoiser(F, ...) does, on its own grid from sigma/alpha = 80.
+    torch.manual_seed(0)
+    student = TinyMLP(dtype=torch.float32)
+    grid = fs.consistency_timesteps(vp, intermediate_sigmas=[0.8])
+    path = fs.export_student(student, tmp_path / "cm-2step.pt", teacher=MODELS / "gmm2d-mlp-eps.pt", prediction="x0",
+                             solver="consistency", timesteps=grid, method="consistency",
+                             consistency={"sigma_data": 0.5, "t_min": vp.t_min})
+    info = fs.read_model_file_info(path)
+    assert info["consistency"] == {"sigma_data": 0.5, "t_min": vp.t_min} and info["solver"] == "consistency"
+    x_T, seeds = torch.randn(6, 2, generator=torch.Generator().manual_seed(3)), list(range(6))
+    out = fs.sample(path, x_T, seeds=seeds)
+    ref = fs.sample(fs.consistency_denoiser(student, vp, sigma_data=0.5), x_T, solver="consistency", timesteps=grid,
+                    seeds=seeds)
+    assert out.nfe == 2
+    torch.testing.assert_close(out.x, ref.x, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.skipif(not (MODELS / "distilled" / "fmnist-pd-2step.pt").exists(), reason="shipped students absent")
 def test_shipped_students_load_with_their_conditioning() -> None:
     pd = fs.load_model_file(str(MODELS / "distilled" / "fmnist-pd-2step.pt"))
