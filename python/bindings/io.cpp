@@ -1,5 +1,6 @@
-// Bindings of io/ and data/image_files.h: image grids and PNG files (fs.image_grid, fs.save_image_grid),
-// a user's images as a training set (fs.load_images).
+// Bindings of io/, data/image_files.h and data/fashion_mnist.h: image grids and PNG files
+// (fs.image_grid, fs.save_image_grid), a user's images as a training set (fs.load_images), Fashion-MNIST
+// (fs.load_fashion_mnist).
 #include <torch/python.h>
 
 #include <pybind11/stl/filesystem.h>
@@ -11,6 +12,7 @@
 #include <utility>
 
 #include "fewstep/core/progress_bar.h"
+#include "fewstep/data/fashion_mnist.h"
 #include "fewstep/data/image_files.h"
 #include "fewstep/io/png.h"
 
@@ -85,4 +87,25 @@ Returns a dict: images (float32 [N, C, H, W] in [-1, 1]), labels (int64 [N] or N
 Folder: *.png files, or one subfolder of them per class. .npz: an array 'images' (else 'x', else
 the only array of rank 3 or 4), [N, H, W], [N, C, H, W] or [N, H, W, C], uint8 or floats in
 [-1, 1]; labels from 'labels' or 'y'. ValueError naming the file and the problem.)doc");
+  m.def(
+      "load_fashion_mnist",
+      [](const std::string& split, const std::optional<std::filesystem::path>& directory) {
+        fewstep::FashionMnist d = [&] {
+          py::gil_scoped_release release;
+          return fewstep::load_fashion_mnist(split, directory ? directory->string() : std::string());
+        }();
+        py::dict out;
+        out["images"] = d.images;
+        out["labels"] = d.labels;
+        py::list classes;
+        for (const char* name : fewstep::fashion_mnist_classes()) classes.append(name);
+        out["classes"] = classes;
+        return out;
+      },
+      py::arg("split") = "train", py::arg("directory") = py::none(),
+      R"doc(Fashion-MNIST as `fewstep train --data fmnist` reads it: split "train" (60000) or "test" (10000).
+
+Returns a dict: images (float32 [N, 1, 28, 28], pixel/127.5 - 1 in [-1, 1]), labels (int64 [N]) and the
+ten class names. ``directory`` defaults to $FEWSTEP_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist
+(Debian's dataset-fashion-mnist); a missing file is a ValueError naming it.)doc");
 }

@@ -202,6 +202,23 @@ def test_load_images_from_npz_layouts(tmp_path: Path) -> None:
         fs.load_images(tmp_path / "none.npz")
 
 
+def test_load_fashion_mnist_reads_the_idx_files(tmp_path: Path) -> None:
+    # Two tiny IDX files (gzip, as Debian ships them) in a directory of one's own; pixels map to [-1, 1].
+    import gzip
+    import struct as st
+
+    pixels = np.random.default_rng(3).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(st.pack(">IIII", 0x803, 3, 28, 28) + pixels.tobytes())
+    with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(st.pack(">II", 0x801, 3) + bytes([9, 0, 4]))
+    d = fs.load_fashion_mnist("test", tmp_path)
+    assert torch.equal(d["images"], torch.from_numpy(pixels).float().unsqueeze(1) / 127.5 - 1.0)
+    assert d["labels"].tolist() == [9, 0, 4] and d["classes"][9] == "Ankle boot" and len(d["classes"]) == 10
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte"):
+        fs.load_fashion_mnist("train", tmp_path)
+
+
 # ---- progress in a log -----------------------------------------------------------------------
 
 def test_line_progress_prints_every_interval_and_a_final_line(monkeypatch: pytest.MonkeyPatch) -> None:
