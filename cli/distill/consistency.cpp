@@ -89,12 +89,12 @@ class ConsistencyMethodCommand final : public Command {
                    "clamped to the schedule's top; 0: the schedule's t_max). ECT's lognormal draws rarely reach "
                    "above 80, so its students start worse from a higher top such as VP linear's 152 "
                    "(docs/distillation.md)")
-        ->check(CLI::Range(0.0, std::numeric_limits<double>::max()))
+        ->check(non_negative() & finite_number())
         ->capture_default_str();
     app.add_option("--intermediate-sigma", mid_sigma_,
                    "Noise level sigma/alpha of the 2-step sampler's intermediate time (the paper's ~0.8; "
                    "docs/results.md measures others)")
-        ->check(positive())
+        ->check(positive() & finite_number())
         ->capture_default_str();
   }
 

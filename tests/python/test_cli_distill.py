@@ -165,6 +165,8 @@ def test_consistency_start_sigma(tmp_path: Path) -> None:
     assert side["sampler"]["timesteps"] == fs.consistency_timesteps(fs.VPLinear(), 40, [2]).tolist()
     proc = run(*args, "--start-sigma", "0.5", "--out", str(tmp_path / "bad"), check=False)
     assert proc.returncode == 2 and "--intermediate-sigma 0.8 must be below --start-sigma 0.5" in proc.stderr
+    proc = run(*args, "--start-sigma", "nan", "--out", str(tmp_path / "nan"), check=False)
+    assert proc.returncode == 2 and "--start-sigma: (must be >= 0, got nan) AND (must be a finite number" in proc.stderr
 
 
 @pytest.mark.parametrize("method", ["cd", "ict"])
