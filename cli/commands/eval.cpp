@@ -219,7 +219,8 @@ class EvalCommand final : public Command {
     const std::string grid_name = job.tuned_grid ? "the model file's tuned grid"
                                   : job.own_grid ? "the model file's own grid"
                                                  : c.sampler.spacing;
-    o << "sampler        " << label << (job.adaptive() ? "" : " steps (" + grid_name + ")") << ", NFE " << nfe
+    o << "sampler        " << label << (job.adaptive() ? "" : (steps == 1 ? " step (" : " steps (") + grid_name + ")")
+      << ", NFE " << nfe
       << ", n " << c.n << ", seed " << c.seed << ": " << format_duration(sample_seconds) << " ("
       << fmt(1000.0 * sample_seconds / static_cast<double>(c.n), "%.3g") << " ms/sample)\n";
     if (job.stepper->traits().stochastic)

@@ -152,7 +152,7 @@ class SampleCommand final : public Command {
       archive.save(c.save_samples);
     }
     if (!c.quiet) {
-      std::cerr << "fewstep sample: " << c.n << " samples, " << label << ", " << sol.steps << " steps, " << sol.nfe
+      std::cerr << "fewstep sample: " << c.n << " samples, " << label << ", " << sol.steps << (sol.steps == 1 ? " step, " : " steps, ") << sol.nfe
                 << " NFE in " << format_duration(seconds) << " -> " << c.out << " (" << image.size(1) << "x" << image.size(0)
                 << ")\n";
     }

@@ -59,7 +59,7 @@ def test_sample_runs_a_student_on_its_own_grid(pd_run: Path, tmp_path: Path) -> 
     for n in (2, 1):
         proc = run("sample", "--model", str(pd_run / f"student-{n}step.pt"), "--n", "100", "--out",
                    str(tmp_path / "s.png"))
-        assert f"ddim, {n} steps, {n} NFE" in proc.stderr, proc.stderr
+        assert f"ddim, {n} step{'s' * (n > 1)}, {n} NFE" in proc.stderr, proc.stderr
     # Explicit flags still choose another solver and grid.
     proc = run("sample", "--model", str(pd_run / "student-2step.pt"), "--solver", "dpmpp_2m", "--steps", "5",
                "--n", "10", "--out", str(tmp_path / "s.png"))
@@ -183,7 +183,7 @@ def test_consistency_students_sample_in_one_and_two_calls(method: str, tmp_path:
         assert side["sampler"]["solver"] == "consistency" and len(side["sampler"]["timesteps"]) == n + 1
         assert side["consistency"]["sigma_data"] == 0.5 and side["distillation"]["consistency_method"] == method
         proc = run("sample", "--model", str(path), "--n", "50", "--out", str(tmp_path / "s.png"))
-        assert f"consistency, {n} steps, {n} NFE" in proc.stderr, proc.stderr
+        assert f"consistency, {n} step{'s' * (n > 1)}, {n} NFE" in proc.stderr, proc.stderr
         out = fs.sample(str(path), torch.randn(20, 2), seeds=list(range(20)))
         assert out.nfe == n and torch.isfinite(out.x).all()
     # The 2-step grid re-noises at sigma/alpha = --intermediate-sigma (0.8 by default), and says so.
