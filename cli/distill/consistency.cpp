@@ -113,15 +113,18 @@ class ConsistencyMethodCommand final : public Command {
       identity.update({{"--scm-warmup", scm_warmup_}, {"--scm-tangent-c", scm_tangent_c_},
                        {"--scm-fixed-weight", scm_fixed_weight_}});
     if (scm || p_mean_ != kPMean || p_std_ != kPStd) identity.update({{"--p-mean", p_mean_}, {"--p-std", p_std_}});
-    if (start_sigma_ > 0.0 && mid_sigma_ >= start_sigma_) {
-      std::ostringstream msg;
-      msg << "--intermediate-sigma " << mid_sigma_ << " must be below --start-sigma " << start_sigma_;
-      throw UsageError(msg.str());
-    }
     if (init_ == "random" && method == ConsistencyMethod::EasyTuning)
       throw UsageError("--init random with --method ect: easy consistency tuning starts from the diffusion model "
                        "(use --method ct or ict to train from scratch)");
     teacher_ = load_teacher(flags_.teacher, flags_.training_device());
+    try {  // the students' grids, before any training: a bad --start-sigma / --intermediate-sigma fails now
+      grid(2);
+    } catch (const c10::ValueError& e) {
+      std::ostringstream msg;
+      msg << "--start-sigma " << start_sigma_ << " with --intermediate-sigma " << mid_sigma_ << " on "
+          << teacher_.schedule->repr() << ": " << e.what_without_backtrace();
+      throw UsageError(msg.str());
+    }
     // auto: the teacher wrapped exactly for x0 and v teachers, its weights for eps ones (models/student_init.h).
     start_ = init_ == "random" ? init_
                                : to_string(resolve_student_start(parse_student_start(init_), teacher_.prediction));

@@ -164,7 +164,10 @@ def test_consistency_start_sigma(tmp_path: Path) -> None:
     side = json.loads((tmp_path / "mid" / "student-2step.json").read_text())
     assert side["sampler"]["timesteps"] == fs.consistency_timesteps(fs.VPLinear(), 40, [2]).tolist()
     proc = run(*args, "--start-sigma", "0.5", "--out", str(tmp_path / "bad"), check=False)
-    assert proc.returncode == 2 and "--intermediate-sigma 0.8 must be below --start-sigma 0.5" in proc.stderr
+    assert proc.returncode == 2 and ("--start-sigma 0.5 with --intermediate-sigma 0.8 on VPLinear(" in proc.stderr
+                                     and "intermediate_sigmas[0]=0.8 must be positive and below the start level (0.5)"
+                                     in proc.stderr), proc.stderr
+    assert not (tmp_path / "bad").exists()  # refused before any training or output
     proc = run(*args, "--start-sigma", "nan", "--out", str(tmp_path / "nan"), check=False)
     assert proc.returncode == 2 and "--start-sigma: (must be >= 0, got nan) AND (must be a finite number" in proc.stderr
 
