@@ -77,13 +77,21 @@ int main(int argc, char** argv) {
     }
   }
 
-  // Name the subcommand in parse errors, and point at its --help.
+  // Name the subcommand (with its own subcommand: "fewstep distill consistency") in parse errors, and
+  // point at its --help.
   std::string prefix = "fewstep";
-  for (int i = 1; i < argc; ++i) {
+  for (int i = 1; i < argc && prefix == "fewstep"; ++i) {
     for (auto& [sub, command] : commands) {
-      if (sub->get_name() == argv[i]) prefix = "fewstep " + sub->get_name();
+      if (sub->get_name() != argv[i]) continue;
+      prefix = "fewstep " + sub->get_name();
+      for (int j = i + 1; j < argc; ++j) {
+        const auto nested = sub->get_subcommands([&](const CLI::App* s) { return s->get_name() == argv[j]; });
+        if (!nested.empty()) {
+          prefix += " " + nested.front()->get_name();
+          break;
+        }
+      }
     }
-    if (prefix != "fewstep") break;
   }
   try {
     app.parse(argc, argv);
@@ -108,19 +116,20 @@ int main(int argc, char** argv) {
   fewstep::set_interrupt_check(&pending_signal);
   for (auto& [sub, command] : commands) {
     if (!sub->parsed()) continue;
-    const std::string name = "fewstep " + sub->get_name();
+    std::string name = "fewstep " + sub->get_name(), last = sub->get_name();
+    for (const CLI::App* nested : sub->get_subcommands()) name += " " + (last = nested->get_name());  // parsed ones
     try {
       return command->run(global);
     } catch (const fewstep::Interrupted& e) {
       std::cerr << name << ": interrupted by signal " << e.signal() << "; files already written are complete\n";
       return 128 + e.signal();
     } catch (const UsageError& e) {
-      std::cerr << name << ": " << without_repeated_name(sub->get_name(), e.what()) << "\n";
+      std::cerr << name << ": " << without_repeated_name(last, e.what()) << "\n";
       return 2;
     } catch (const c10::Error& e) {
-      std::cerr << name << ": error: " << without_repeated_name(sub->get_name(), e.what_without_backtrace()) << "\n";
+      std::cerr << name << ": error: " << without_repeated_name(last, e.what_without_backtrace()) << "\n";
     } catch (const std::exception& e) {
-      std::cerr << name << ": error: " << without_repeated_name(sub->get_name(), e.what()) << "\n";
+      std::cerr << name << ": error: " << without_repeated_name(last, e.what()) << "\n";
     }
     return 1;
   }

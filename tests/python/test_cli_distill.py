@@ -168,8 +168,11 @@ def test_consistency_start_sigma(tmp_path: Path) -> None:
                                      and "intermediate_sigmas[0]=0.8 must be positive and below the start level (0.5)"
                                      in proc.stderr), proc.stderr
     assert not (tmp_path / "bad").exists()  # refused before any training or output
+    assert proc.stderr.startswith("fewstep distill consistency: "), proc.stderr  # the method's name too
     proc = run(*args, "--start-sigma", "nan", "--out", str(tmp_path / "nan"), check=False)
     assert proc.returncode == 2 and "--start-sigma: (must be >= 0, got nan) AND (must be a finite number" in proc.stderr
+    assert proc.stderr.startswith("fewstep distill consistency: ") and \
+        "Run 'fewstep distill consistency --help'" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("method", ["cd", "ict"])
