@@ -116,8 +116,8 @@ int main(int argc, char** argv) {
   fewstep::set_interrupt_check(&pending_signal);
   for (auto& [sub, command] : commands) {
     if (!sub->parsed()) continue;
-    std::string name = "fewstep " + sub->get_name(), last = sub->get_name();
-    for (const CLI::App* nested : sub->get_subcommands()) name += " " + (last = nested->get_name());  // parsed ones
+    const std::string& name = prefix;  // "fewstep distill consistency", as in parse errors
+    const std::string last = name.substr(name.rfind(' ') + 1);
     try {
       return command->run(global);
     } catch (const fewstep::Interrupted& e) {

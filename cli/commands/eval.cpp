@@ -183,6 +183,8 @@ class EvalCommand final : public Command {
     const at::Tensor x_T = job.x_T;
     const int64_t steps = job.adaptive() ? 0 : static_cast<int64_t>(job.grid.size()) - 1;
     const std::string label = job.solver + (job.adaptive() ? " adaptive" : " " + std::to_string(steps));
+    // The grid as the JSON names it: the model file's tuned or own grid, else the spacing asked for.
+    const std::string spacing = job.tuned_grid ? "tuned" : job.own_grid ? "own" : c.sampler.spacing;
     const auto t0 = Clock::now();
     int64_t nfe = 0;
     const at::Tensor samples = sample_all(job, label, &nfe);
@@ -197,9 +199,7 @@ class EvalCommand final : public Command {
                 {"solver", job.solver},
                 {"options", c.sampler.options},
                 {"steps", job.adaptive() ? json(nullptr) : json(steps)},
-                {"spacing", job.tuned_grid ? std::string("tuned")
-                            : job.own_grid ? std::string("own")
-                                           : c.sampler.spacing},
+                {"spacing", spacing},
                 {"rtol", job.adaptive() && c.sampler.rtol ? json(*c.sampler.rtol) : json(nullptr)},
                 {"atol", job.adaptive() && c.sampler.atol ? json(*c.sampler.atol) : json(nullptr)},
                 {"denoise_to_zero", c.sampler.denoise_to_zero},
@@ -216,9 +216,7 @@ class EvalCommand final : public Command {
     std::ostringstream o;
     o << "model          " << model.path << " (" << model.schedule->repr() << ", " << model.prediction
       << " prediction)\n";
-    const std::string grid_name = job.tuned_grid ? "the model file's tuned grid"
-                                  : job.own_grid ? "the model file's own grid"
-                                                 : c.sampler.spacing;
+    const std::string grid_name = job.tuned_grid || job.own_grid ? "the model file's " + spacing + " grid" : spacing;
     o << "sampler        " << label << (job.adaptive() ? "" : (steps == 1 ? " step (" : " steps (") + grid_name + ")")
       << ", NFE " << nfe
       << ", n " << c.n << ", seed " << c.seed << ": " << format_duration(sample_seconds) << " ("

@@ -16,28 +16,24 @@ std::vector<double> consistency_timesteps(const NoiseSchedule& schedule, std::op
   FEWSTEP_CHECK_VALUE(std::isfinite(end) && end >= schedule.t_min() && end < schedule.t_max(),
                       "consistency_timesteps: t_end=", end, " is outside the schedule's range [", schedule.t_min(),
                       ", ", schedule.t_max(), ")");
-  // The time of level s, pinned to [end, t_max]: a start above the schedule's top starts at t_max.
-  const auto time_of = [&](double s) {
-    if (s >= schedule.sigma_tilde(schedule.t_max())) return schedule.t_max();
-    return std::clamp(schedule.t_of_lambda(-std::log(s)), end, schedule.t_max());
-  };
-  const double top = schedule.sigma_tilde(schedule.t_max());
   if (start_sigma)
     FEWSTEP_CHECK_VALUE(std::isfinite(*start_sigma) && *start_sigma > 0.0,
                         "consistency_timesteps: start_sigma must be positive and finite, got ", *start_sigma);
-  double above = start_sigma ? std::min(*start_sigma, top) : top;  // the level the grid starts at
-  std::vector<double> grid{start_sigma ? time_of(*start_sigma) : schedule.t_max()};
+  // The levels, from the start (a start above the schedule's top is the top, t_max) down to t_end's.
+  const double top = schedule.sigma_tilde(schedule.t_max()), bottom = schedule.sigma_tilde(end);
+  std::vector<double> levels{start_sigma ? std::min(*start_sigma, top) : top};
   for (size_t i = 0; i < intermediate_sigmas.size(); ++i) {
     const double s = intermediate_sigmas[i];
-    FEWSTEP_CHECK_VALUE(std::isfinite(s) && s > 0.0 && s < above, "consistency_timesteps: intermediate_sigmas[", i,
-                        "]=", s, " must be positive and below ", i == 0 ? "the start level (" : "the level before it (",
-                        above, ")");
-    FEWSTEP_CHECK_VALUE(s > schedule.sigma_tilde(end), "consistency_timesteps: intermediate_sigmas[", i, "]=", s,
-                        " is not above the level of t_end (", schedule.sigma_tilde(end), ", t = ", end, ")");
-    above = s;
-    grid.push_back(time_of(s));
+    FEWSTEP_CHECK_VALUE(std::isfinite(s) && s > 0.0 && s < levels.back(), "consistency_timesteps: intermediate_sigmas[",
+                        i, "]=", s, " must be positive and below ", i == 0 ? "the start level (" : "the level before it (",
+                        levels.back(), ")");
+    FEWSTEP_CHECK_VALUE(s > bottom, "consistency_timesteps: intermediate_sigmas[", i, "]=", s,
+                        " is not above the level of t_end (", bottom, ", t = ", end, ")");
+    levels.push_back(s);
   }
-  grid.push_back(end);
+  levels.push_back(bottom);
+  std::vector<double> grid = timesteps_from_sigmas(schedule, levels);  // the schedule's exact inverse
+  grid.back() = end;  // exactly, not through the round trip
   return validate_grid(schedule, std::move(grid));
 }
 
