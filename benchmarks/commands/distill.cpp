@@ -227,6 +227,19 @@ class DistillBench : public Command {
     });
   }
 
+  // A student's row with its own solver, named when it is not the method's own (a progressive student
+  // sampled by the solver `fewstep distill progressive --student-solver auto` measured for it), with its
+  // DDIM row beside it then: what the trained steps alone give.
+  void student_rows(Section& s, const std::string& label, ModelFile m, const at::Tensor& x_T, int64_t n) {
+    if (m.solver.empty() || m.solver == "ddim" || m.solver == "consistency") {
+      s.add(label, n, n, solve_student(m, x_T, label));
+      return;
+    }
+    s.add(label + ", " + m.solver, n, n, solve_student(m, x_T, label));
+    m.solver = "ddim";
+    s.add(label + ", ddim", n, n, solve_student(m, x_T, label + " (ddim)"));
+  }
+
   // Teacher rows at `steps` NFE-matched steps: DDIM and the best training-free solver (least coupled error).
   void teacher_rows(Section& s, const Denoiser& teacher, const at::Tensor& x_T, int64_t steps, int64_t calls_per_nfe,
                     const std::string& who) {
@@ -275,8 +288,7 @@ class DistillBench : public Command {
       for (const auto& [label, pattern] : student_patterns(c_.pd, c_.kd, c_.cm)) {
         const std::string path = with_steps(pattern, n);
         if (!fsys::exists(path)) continue;
-        const ModelFile m = load_model_file(path);
-        s.add(label, n, n, solve_student(m, x_T, label));
+        student_rows(s, label, load_model_file(path), x_T, n);
       }
     }
     s.note("FD floor (" + std::to_string(c_.n) + " train images vs test): " +
@@ -317,8 +329,7 @@ class DistillBench : public Command {
       }
       const std::string path = with_steps(c_.guided_pd, n);
       if (!fsys::exists(path)) continue;
-      const ModelFile m = load_model_file(path, cfg);
-      s.add("guided progressive student", n, n, solve_student(m, x_T, "guided student"));
+      student_rows(s, "guided progressive student", load_model_file(path, cfg), x_T, n);
     }
     s.note("Labels cycle 0..9 over the samples; guidance scale s = " + fixed(c_.guidance, 1) +
            " (s = 1 is the conditional model). NFE counts network calls per sample: CFG makes two per evaluation.");
@@ -355,8 +366,7 @@ class DistillBench : public Command {
       for (const auto& [label, pattern] : student_patterns(c_.mixture_pd, c_.mixture_kd, c_.mixture_cm)) {
         const std::string path = with_steps(pattern, n);
         if (!fsys::exists(path)) continue;
-        const ModelFile m = load_model_file(path);
-        s.add(label, n, n, solve_student(m, x_T, label));
+        student_rows(s, label, load_model_file(path), x_T, n);
       }
     }
     std::ostringstream title;

@@ -4,12 +4,15 @@
 #include <torch/script.h>
 
 #include <filesystem>
+#include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "../training_run.h"
 #include "method.h"
 #include "teacher.h"
+#include "fewstep/metrics/solver_choice.h"
 #include "fewstep/models/student_init.h"
 #include "fewstep/nets/network_spec.h"
 #include "fewstep/train/progressive_trainer.h"
@@ -60,6 +63,16 @@ class ProgressiveMethod final : public Command {
                    "--student-prediction and take the teacher's time input")
         ->check(CLI::ExistingFile)
         ->excludes(init);
+    app.add_option("--student-solver", student_solver_,
+                   "Solver each exported student samples its grid with (its sidecar's sampler): auto = measured "
+                   "against the teacher, the candidate among ddim, dpmpp_2m, dpmpp_3m, unipc and deis whose samples "
+                   "come closest to the teacher's reference solve (docs/distillation.md, \"Which solver samples a "
+                   "student\"), or a solver name")
+        ->capture_default_str();
+    app.add_option("--solver-check-n", solver_check_.n, "Samples of the --student-solver auto check (the teacher's "
+                                                        "reference solve of them is made once per run)")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
     app.add_option("--export-from", export_from_, "Export the students of rounds with at most this many steps "
                                                   "(0 = every round)")
         ->check(non_negative())
@@ -90,6 +103,14 @@ class ProgressiveMethod final : public Command {
                                 "guidance`); '" + flags_.teacher + "' has none"
                               : "--teacher '" + flags_.teacher + "' takes a guidance weight; give --guidance-range");
 
+    if (student_solver_ != "auto") {  // the rule the auto check applies to its candidates
+      try {
+        check_grid_solver(student_solver_, "--student-solver");
+      } catch (const c10::ValueError& e) {
+        throw UsageError(e.what_without_backtrace());
+      }
+    }
+    solver_check_.device = flags_.training_device();
     if (first_round_substeps_ % 2 != 0)
       throw UsageError("--first-round-substeps must be even (the target's midpoint is a teacher state), got " +
                        std::to_string(first_round_substeps_));
@@ -184,12 +205,33 @@ class ProgressiveMethod final : public Command {
     }
     info.training = run.training_json();
     info.training["steps_done"] = trainer.step_count();
+    if (student_solver_ == "auto")
+      info.after_save = [&](const std::string& model) { choose_solver(model, info.timesteps); };
+    else
+      info.solver = student_solver_;
     const std::string path = export_student(net, teacher_, info, flags_.out);
     std::cerr << "fewstep distill progressive: wrote " << path << " (" << n << " steps)\n";
   }
 
+  // --student-solver auto: measure the candidates on the student's grid against the teacher's
+  // reference (computed once: every round's grid spans the same times) and record the winner.
+  void choose_solver(const std::string& model, const std::vector<double>& grid) {
+    if (!solver_reference_)
+      solver_reference_ = student_check_reference(teacher_.file->denoiser, teacher_.sample_shape, grid.front(),
+                                                  grid.back(), solver_check_);
+    const SolverChoice choice = choose_student_solver(model, *solver_reference_, solver_check_);
+    std::ostringstream line;
+    line << "fewstep distill progressive: " << grid.size() - 1 << "-step student samples with " << choice.solver
+         << " (median coupled error against the teacher, " << solver_check_.n << " samples:";
+    for (const SolverTrial& t : choice.trials) line << " " << t.solver << " " << std::setprecision(3) << t.error.median;
+    std::cerr << line.str() << ")\n";
+  }
+
   DistillFlags flags_;
   int64_t initial_steps_ = 64, final_steps_ = 1, iterations_ = 1000, export_from_ = 8, first_round_substeps_ = 2;
+  std::string student_solver_ = "auto";
+  StudentSolverCheck solver_check_;
+  std::optional<TeacherSolve> solver_reference_;
   std::string student_prediction_ = "v", weighting_ = "truncated_snr", student_init_,
       init_ = "auto";
   StudentStart start_ = StudentStart::Teacher;

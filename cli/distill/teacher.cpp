@@ -155,6 +155,10 @@ std::string render_student_card(const json& m, const std::string& file) {
   if (m.contains("sampler"))
     o << " It samples in " << m["sampler"]["timesteps"].size() - 1 << " " << m["sampler"]["solver"].get<std::string>()
       << " step(s) on the grid in the sidecar's \"sampler\".";
+  if (m.contains("sampler") && m.at("distillation").at("method") == "progressive" && m["sampler"]["solver"] != "ddim")
+    o << " Its steps were trained as DDIM steps; " << m["sampler"]["solver"].get<std::string>()
+      << " combines the same calls closer to the teacher (measured by `--student-solver auto`; docs/distillation.md, "
+         "\"Which solver samples a student\").";
   o << "\n\n| | |\n|---|---|\n";
   o << "| command | `" << tr.at("command").get<std::string>() << "` |\n";
   char buf[64];
@@ -217,7 +221,11 @@ std::string export_student(const torch::jit::Module& net, const Teacher& teacher
   metadata["distillation"]["teacher"] = teacher.path;
   metadata["training"] = info.training;
   m.metadata = metadata.dump();
-  const json side = json::parse(save_model_file(model, copy, m));
+  json side = json::parse(save_model_file(model, copy, m));
+  if (info.after_save) {
+    info.after_save(model);
+    side = json::parse(read_model_file_info(model).sidecar_json);
+  }
   write_text_file(card_path(model), render_student_card(side, fsys::path(model).filename().string()));
   return model;
 }

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -83,6 +84,9 @@ struct StudentInfo {
   /// The student started as the teacher in function space (models/student_init.h), so its network is
   /// the teacher's behind a fixed output conversion, recorded in the spec; false for a fresh network.
   bool teacher_output_map = true;
+  /// Called with the model path once the model file is written and before its card is: may re-seal
+  /// the sidecar (e.g. record the measured sampler, metrics/solver_choice.h); the card shows the result.
+  std::function<void(const std::string& model_path)> after_save;
 };
 
 /// Writes dir/<name>.pt (eval-mode copy of `net`) and its sidecar with save_model_file, then the

@@ -32,6 +32,7 @@
 #include "fewstep/metrics/fmnist_evaluator.h"
 #include "fewstep/metrics/frechet.h"
 #include "fewstep/metrics/mmd.h"
+#include "fewstep/metrics/solver_choice.h"
 #include "fewstep/micro/exponential_step.h"
 #include "fewstep/micro/micro_sampler.h"
 #include "fewstep/micro/micro_stepper.h"

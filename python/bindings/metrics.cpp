@@ -9,10 +9,14 @@
 #include <optional>
 #include <string>
 
+#include "fewstep/core/check.h"
 #include "fewstep/metrics/class_histogram.h"
 #include "fewstep/metrics/coupled_error.h"
 #include "fewstep/metrics/fmnist_evaluator.h"
 #include "fewstep/metrics/frechet.h"
+#include "fewstep/metrics/solver_choice.h"
+#include "fewstep/models/model_file.h"
+#include "trainer.h"  // path_arg
 
 namespace py = pybind11;
 using fewstep::CoupledError;
@@ -111,6 +115,65 @@ void bind_metrics(py::module_& m) {
   m.def("coupled_error", &fewstep::coupled_error, py::arg("x"), py::arg("reference"),
         "Per-sample RMS distance of samples x [N, ...] to a reference sample from the same x_T, with median, "
         "mean, rmse and max.");
+
+  // metrics/solver_choice.h: which solver samples a model (a student) on its grid closest to a reference.
+  const auto choice_dict = [](const fewstep::SolverChoice& c) {
+    py::list trials;
+    for (const fewstep::SolverTrial& t : c.trials) {
+      py::dict d;
+      d["solver"] = t.solver;
+      d["error"] = t.error;
+      trials.append(d);
+    }
+    py::dict out;
+    out["solver"] = c.solver;
+    out["trials"] = trials;
+    return out;
+  };
+  m.def("grid_solver_candidates", &fewstep::grid_solver_candidates,
+        "The solvers a student's sampler is chosen among (DDIM first): deterministic, one evaluation per step.");
+  m.def(
+      "_choose_grid_solver",
+      [choice_dict](const fewstep::Denoiser& model, const at::Tensor& x_T, const std::vector<double>& timesteps,
+                    const at::Tensor& reference, std::optional<std::vector<std::string>> candidates,
+                    double tolerance) {
+        fewstep::SolverChoice c;
+        {
+          py::gil_scoped_release release;
+          c = fewstep::choose_grid_solver(model, x_T, timesteps, reference,
+                                          candidates.value_or(fewstep::grid_solver_candidates()), tolerance);
+        }
+        return choice_dict(c);
+      },
+      py::arg("model"), py::arg("x_T"), py::arg("timesteps"), py::arg("reference"), py::arg("candidates"),
+      py::arg("tolerance"));
+  m.def(
+      "_choose_student_solver",
+      [choice_dict](const py::object& path_obj, const fewstep::Denoiser& teacher, int64_t n, uint64_t seed,
+                    int64_t reference_steps, std::optional<std::vector<std::string>> candidates, double tolerance,
+                    bool write) {
+        const std::string path = path_arg(path_obj, "student", false);
+        fewstep::StudentSolverCheck check;
+        check.n = n;
+        check.seed = seed;
+        check.reference_steps = reference_steps;
+        if (candidates) check.candidates = *candidates;
+        check.tolerance = tolerance;
+        fewstep::SolverChoice c;
+        {
+          py::gil_scoped_release release;
+          const fewstep::ModelFileInfo info = fewstep::read_model_file_info(path);
+          FEWSTEP_CHECK_VALUE(!info.timesteps.empty(), "choose_student_solver: student '", path,
+                              "' has no grid of its own (sidecar \"sampler\"); only a distilled student's sampler "
+                              "can be chosen");
+          const fewstep::TeacherSolve reference = fewstep::student_check_reference(
+              teacher, info.sample_shape, info.timesteps.front(), info.timesteps.back(), check);
+          c = fewstep::choose_student_solver(path, reference, check, write);
+        }
+        return choice_dict(c);
+      },
+      py::arg("student"), py::arg("teacher"), py::arg("n"), py::arg("seed"), py::arg("reference_steps"),
+      py::arg("candidates"), py::arg("tolerance"), py::arg("write"));
 
   py::class_<FmnistReport>(m, "FmnistReport", "Result of FmnistEvaluator.evaluate.")
       .def_readonly("n", &FmnistReport::n, "Number of evaluated images.")

@@ -55,6 +55,8 @@ __all__ = [
     "DistillResult",
     "DistillStep",
     "GuidanceDistillationLoss",
+    "choose_grid_solver",
+    "choose_student_solver",
     "KnowledgeDistillationLoss",
     "ProgressiveDistillationLoss",
     "consistency_denoiser",
@@ -882,3 +884,45 @@ def export_student(student: torch.nn.Module, path: Union[str, os.PathLike], *, t
         solver=solver if timesteps is not None else None, timesteps=timesteps, default_guidance=default_guidance,
         consistency=consistency, metadata=metadata)
     return path
+
+
+def choose_grid_solver(model: _fewstep.Denoiser, x_T: torch.Tensor, timesteps: Any, reference: torch.Tensor, *,
+                       candidates: Optional[Sequence[str]] = None, tolerance: float = 0.01) -> dict:
+    """Which solver samples ``model`` from ``x_T`` on ``timesteps`` closest to ``reference`` (a solve from the same x_T).
+
+    Each candidate (default :func:`grid_solver_candidates`; deterministic, one evaluation per step) samples
+    on the grid; the least median coupled error wins, and a candidate within a factor ``1 + tolerance`` of
+    it loses only to an earlier one. Returns ``{"solver", "trials": [{"solver", "error": CoupledError}]}``
+    (metrics/solver_choice.h; docs/distillation.md, "Which solver samples a student").
+    """
+    grid = timesteps.tolist() if isinstance(timesteps, torch.Tensor) else list(timesteps)
+    return _fewstep._choose_grid_solver(model, x_T, [float(t) for t in grid], reference,
+                                        None if candidates is None else [str(c) for c in candidates],
+                                        _check_real(tolerance, "tolerance"))
+
+
+def choose_student_solver(student: Union[str, os.PathLike], teacher: Union[str, os.PathLike, Any], *,
+                          n: int = 128, seed: int = 7000000, reference_steps: int = 200,
+                          candidates: Optional[Sequence[str]] = None, tolerance: float = 0.01,
+                          write: bool = True) -> dict:
+    """Measure which solver samples the student file ``student`` on its own grid closest to its teacher,
+    and (``write``) record it as the file's sampler, so ``fs.sample(student, x_T)`` and ``fewstep sample``
+    use it (`fewstep distill progressive --student-solver auto` does this for every student it exports).
+
+    ``n`` samples from x_T seeds ``seed + i`` are solved by the teacher (a model file path or a
+    :class:`Denoiser`; UniPC with ``reference_steps`` steps on a log-SNR grid over the student's span)
+    and sampled by the student on its grid with each candidate (default :func:`grid_solver_candidates`:
+    ``ddim``, ``dpmpp_2m``, ``dpmpp_3m``, ``unipc``, ``deis``); the least median coupled error wins, a
+    candidate within a factor ``1 + tolerance`` of it losing only to an earlier one. Returns
+    ``{"solver", "trials": [{"solver", "error": CoupledError}]}``. docs/distillation.md, "Which solver
+    samples a student", has why a multistep solver can beat the DDIM a student was trained with.
+    """
+    if isinstance(teacher, (str, os.PathLike)):
+        teacher = _fewstep.load_model_file(os.fspath(teacher))["denoiser"]
+    elif not isinstance(teacher, _fewstep.Denoiser):
+        raise TypeError(f"teacher should be a model file path or a fewstep.Denoiser, got {_type_name(teacher)}")
+    return _fewstep._choose_student_solver(
+        student, teacher, _check_int(n, "n", 1), _check_int(seed, "seed", 0),
+        _check_int(reference_steps, "reference_steps", 1),
+        None if candidates is None else [str(c) for c in candidates], _check_real(tolerance, "tolerance"),
+        bool(write))

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <stdexcept>
 
@@ -559,20 +560,20 @@ std::map<std::string, std::string> tuned_grid_options(const Options& options) {
   return out;
 }
 
-std::string save_tuned_grid(const std::string& model_path, const ModelTunedGrid& grid) {
+namespace {
+
+// Re-seals the sidecar of `model_path` after `edit` changes its fields; the .pt is not rewritten
+// and must match its recorded SHA-256. Every field is checked as on load before the file is
+// replaced (atomically).
+std::string reseal_sidecar(const std::string& model_path, const std::string& who,
+                           const std::function<void(ModelFileInfo&)>& edit) {
   // The file as load reads it: sidecar sealed, .pt matching its recorded SHA-256.
   const ModelFileInfo old = read_model_file_info(model_path);
-  const std::string bytes = read_file(model_path, "save_tuned_grid: model_path");
-  FEWSTEP_CHECK_VALUE(old.model_sha256.empty() || old.model_sha256 == sha256_hex(bytes), "save_tuned_grid: '",
-                      model_path, "' does not match the SHA-256 its sidecar records; it is corrupted or was replaced");
+  const std::string bytes = read_file(model_path, who + ": model_path");
+  FEWSTEP_CHECK_VALUE(old.model_sha256.empty() || old.model_sha256 == sha256_hex(bytes), who, ": '", model_path,
+                      "' does not match the SHA-256 its sidecar records; it is corrupted or was replaced");
   ModelFileInfo info = old;
-  bool replaced = false;
-  for (ModelTunedGrid& g : info.tuned_grids)
-    if (g.same_key(grid)) {
-      g = grid;
-      replaced = true;
-    }
-  if (!replaced) info.tuned_grids.push_back(grid);
+  edit(info);
   const json previous = json::parse(old.sidecar_json);
   json meta = info_to_json(info, model_path);
   meta["model_sha256"] = sha256_hex(bytes);
@@ -580,10 +581,31 @@ std::string save_tuned_grid(const std::string& model_path, const ModelTunedGrid&
   for (const char* key : {"fewstep_version", "torch_version", "model"})
     if (previous.contains(key)) meta[key] = previous[key];
   meta["sidecar_sha256"] = seal_of(meta);
-  // Every field checked as on load (the new grid against the schedule) before the file is replaced.
-  info_from_json(meta, "save_tuned_grid('" + model_path + "')", fsys::path(model_path).stem().string());
+  info_from_json(meta, who + "('" + model_path + "')", fsys::path(model_path).stem().string());
   write_sidecar(model_sidecar_path(model_path), meta);
   return meta.dump(2) + "\n";
+}
+
+}  // namespace
+
+std::string save_tuned_grid(const std::string& model_path, const ModelTunedGrid& grid) {
+  return reseal_sidecar(model_path, "save_tuned_grid", [&](ModelFileInfo& info) {
+    bool replaced = false;
+    for (ModelTunedGrid& g : info.tuned_grids)
+      if (g.same_key(grid)) {
+        g = grid;
+        replaced = true;
+      }
+    if (!replaced) info.tuned_grids.push_back(grid);
+  });
+}
+
+std::string save_model_sampler(const std::string& model_path, const std::string& solver) {
+  return reseal_sidecar(model_path, "save_model_sampler", [&](ModelFileInfo& info) {
+    FEWSTEP_CHECK_VALUE(!info.timesteps.empty(), "save_model_sampler: '", model_path,
+                        "' has no grid of its own (sidecar \"sampler\") for solver '", solver, "' to sample on");
+    info.solver = solver;
+  });
 }
 
 }  // namespace fewstep

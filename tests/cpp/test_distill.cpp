@@ -8,17 +8,22 @@
 #include <torch/script.h>
 
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "fewstep/data/mixture_data.h"
+#include "fewstep/metrics/solver_choice.h"
+#include "fewstep/models/model_file.h"
 #include "fewstep/models/denoiser.h"
 #include "fewstep/models/gaussian_mixture.h"
 #include "fewstep/nets/mlp.h"
 #include "fewstep/nets/network_spec.h"
 #include "fewstep/sample/sample.h"
+#include "fewstep/schedules/timesteps.h"
 #include "fewstep/schedules/schedule.h"
 #include "fewstep/solvers/registry.h"
 #include "fewstep/train/guidance_trainer.h"
@@ -384,6 +389,158 @@ TEST(LrSchedule, LinearDecayReachesTheFloor) {
   EXPECT_DOUBLE_EQ(s.at(60), 0.55);
   EXPECT_DOUBLE_EQ(s.at(110), 0.1);
   EXPECT_DOUBLE_EQ(s.at(500), 0.1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Which solver samples a student (metrics/solver_choice.h)
+
+std::shared_ptr<fewstep::GaussianMixture> bent_mixture() {
+  static auto gmm = fewstep::GaussianMixture::random(/*dim=*/4, /*components=*/3, /*seed=*/7, /*diagonal=*/false,
+                                                     /*spread=*/1.0, /*min_var=*/0.05, /*max_var=*/0.3);
+  return gmm;
+}
+
+// The two regimes the choice tells apart. The exact model on a coarse grid is what a student that
+// has not absorbed the discretisation error looks like: DDIM is first order, the multistep solvers
+// second or third, so DDIM must lose. A student that makes each DDIM step land exactly on the ODE
+// (the ideal of progressive distillation with a fine target: x̂_0 chosen so the DDIM step from t_i
+// reaches the flow's value at t_{i+1}) is sampled exactly by DDIM, and the multistep corrections
+// only move it away: DDIM must win, by far.
+TEST(SolverChoice, DdimLosesOnTheExactModelAndWinsOnADdimExactStudent) {
+  at::set_num_threads(1);
+  auto schedule = std::make_shared<fewstep::VPLinear>();
+  const fewstep::Denoiser exact = fewstep::Denoiser::exact(bent_mixture(), schedule);
+  const std::vector<double> grid = fewstep::timesteps(*schedule, 6, "logsnr");
+  const at::Tensor x_T = at::randn({256, 4}, generator(11)).to(at::kDouble);
+  const at::Tensor reference = fewstep::sample(exact, x_T, "unipc", 400).x;
+
+  const fewstep::SolverChoice teacher = fewstep::choose_grid_solver(exact, x_T, grid, reference);
+  ASSERT_EQ(teacher.trials.size(), fewstep::grid_solver_candidates().size());
+  EXPECT_EQ(teacher.trials.front().solver, "ddim");
+  EXPECT_NE(teacher.solver, "ddim");
+  double least = teacher.trials.front().error.median;
+  for (const auto& t : teacher.trials) {
+    least = std::min(least, t.error.median);
+    // Each trial is the coupled error of that solver's samples, as a user would measure it.
+    const at::Tensor x = fewstep::sample(exact, x_T, *fewstep::solver(t.solver), grid).x;
+    EXPECT_DOUBLE_EQ(t.error.median, fewstep::coupled_error(x, reference).median) << t.solver;
+  }
+  for (const auto& t : teacher.trials)
+    if (t.solver == teacher.solver) {
+      EXPECT_LE(t.error.median, least * 1.01);
+    }
+  EXPECT_LT(least, 0.5 * teacher.trials.front().error.median);  // second order beats first by far here
+
+  // The DDIM-exact student: x_next = (σ_n/σ_t) x + (α_n − σ_n α_t/σ_t) x̂_0, solved for x̂_0.
+  const auto next_time = [grid](double t) {
+    for (size_t i = 0; i + 1 < grid.size(); ++i)
+      if (std::abs(grid[i] - t) < 1e-12) return grid[i + 1];
+    ADD_FAILURE() << "the student was called off its grid at t = " << t;
+    return grid.back();
+  };
+  const fewstep::Denoiser student = fewstep::Denoiser::direct(
+      [&, schedule](const at::Tensor& x, double t) {
+        const double n = next_time(t);
+        const at::Tensor x_next = fewstep::sample(exact, x, "unipc", 200, fewstep::Spacing::LogSNR, {}, {}, t, n).x;
+        const double at_ = schedule->alpha(t), st = schedule->sigma(t);
+        const double an = schedule->alpha(n), sn = schedule->sigma(n);
+        const at::Tensor x0 = (x_next - (sn / st) * x) / (an - sn * at_ / st);
+        return fewstep::DenoiserOutput{x0, (x - at_ * x0) / st};
+      },
+      schedule, "DDIM-exact student");
+  const fewstep::SolverChoice ideal = fewstep::choose_grid_solver(student, x_T, grid, reference);
+  EXPECT_EQ(ideal.solver, "ddim");
+  EXPECT_LT(ideal.trials.front().error.median, 1e-3);
+  for (size_t i = 1; i < ideal.trials.size(); ++i)
+    EXPECT_GT(ideal.trials[i].error.median, 10.0 * ideal.trials.front().error.median) << ideal.trials[i].solver;
+
+  // The tolerance keeps the earlier (simpler) candidate when the others are not clearly better.
+  EXPECT_EQ(fewstep::choose_grid_solver(exact, x_T, grid, reference, fewstep::grid_solver_candidates(), 1e6).solver,
+            "ddim");
+}
+
+TEST(SolverChoice, BadCandidatesAndArgumentsAreErrorsNamingThem) {
+  auto schedule = std::make_shared<fewstep::VPLinear>();
+  const fewstep::Denoiser exact = fewstep::Denoiser::exact(bent_mixture(), schedule);
+  const std::vector<double> grid = fewstep::timesteps(*schedule, 3, "logsnr");
+  const at::Tensor x_T = at::randn({8, 4}, generator(3));
+  const auto message = [&](std::vector<std::string> candidates, double tolerance = 0.01,
+                           at::Tensor reference = at::Tensor()) {
+    return value_error_message([&] {
+      fewstep::choose_grid_solver(exact, x_T, grid, reference.defined() ? reference : x_T, candidates, tolerance);
+    });
+  };
+  EXPECT_NE(message({}).find("candidates must not be empty"), std::string::npos);
+  EXPECT_NE(message({"ddim", "nonsense"}).find("'nonsense' is not a registered solver"), std::string::npos);
+  EXPECT_NE(message({"euler_maruyama"}).find("'euler_maruyama' is stochastic"), std::string::npos);
+  EXPECT_NE(message({"heun"}).find("'heun' makes 2 evaluations per step"), std::string::npos);
+  EXPECT_NE(message({"ddim"}, -1.0).find("tolerance must be finite and >= 0, got -1"), std::string::npos);
+  EXPECT_NE(message({"ddim"}, 0.01, at::zeros({8, 3})).find("reference must have x_T's shape"), std::string::npos);
+  fewstep::StudentSolverCheck check;
+  check.n = 0;
+  EXPECT_NE(value_error_message([&] { check.validate(); }).find("n must be > 0, got 0"), std::string::npos);
+}
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// A student file: the winner is recorded as its sampler (the sidecar re-sealed, the .pt untouched),
+// and sampling the file then reproduces the winning trial.
+TEST(SolverChoice, StudentFileRecordsTheMeasuredWinner) {
+  at::set_num_threads(1);
+  const std::string dir = scratch_dir("distill", "solver_choice");
+  auto schedule = std::make_shared<fewstep::VPLinear>();
+  fewstep::MlpConfig c;
+  c.dim = 3;
+  c.hidden = 16;
+  c.blocks = 1;
+  c.time_frequencies = 8;
+  c.time_embed_dim = 16;
+  fewstep::ModelFileInfo info;
+  info.schedule = schedule;
+  info.prediction = Prediction::Eps;
+  info.sample_shape = {3};
+  info.network = fewstep::network_spec(c);
+  const ScriptNet net = fewstep::make_mlp(c, 5);
+  const std::string teacher_path = dir + "/teacher.pt", student_path = dir + "/student-4step.pt";
+  fewstep::save_model_file(teacher_path, *net, info);
+  info.timesteps = fewstep::timesteps(*schedule, 4, "time");
+  info.solver = "ddim";
+  fewstep::save_model_file(student_path, *net, info);  // the teacher's network on a coarse grid of its own
+  const std::string pt_before = file_bytes(student_path);
+
+  const fewstep::ModelFile teacher = fewstep::load_model_file(teacher_path);
+  fewstep::StudentSolverCheck check;
+  check.n = 64;
+  check.reference_steps = 100;
+  const fewstep::TeacherSolve reference =
+      fewstep::student_check_reference(teacher.denoiser, {3}, info.timesteps.front(), info.timesteps.back(), check);
+  const fewstep::SolverChoice choice = fewstep::choose_student_solver(student_path, reference, check);
+  const fewstep::ModelFile student = fewstep::load_model_file(student_path);  // still sealed and matching
+  EXPECT_EQ(student.solver, choice.solver);
+  EXPECT_EQ(student.timesteps, info.timesteps);
+  EXPECT_EQ(file_bytes(student_path), pt_before);
+  const at::Tensor x = fewstep::sample(student.denoiser, reference.x_T(), *fewstep::solver(student.solver),
+                                       student.timesteps).x;
+  for (const auto& t : choice.trials)
+    if (t.solver == choice.solver) {
+      EXPECT_DOUBLE_EQ(fewstep::coupled_error(x, reference.x_end()).median, t.error.median);
+    }
+
+  // A reference over another span, and a file without a grid, are refused naming them.
+  const fewstep::TeacherSolve other = fewstep::student_check_reference(teacher.denoiser, {3}, 0.9,
+                                                                       info.timesteps.back(), check);
+  EXPECT_NE(value_error_message([&] { fewstep::choose_student_solver(student_path, other, check); })
+                .find("the reference spans t = 0.9"),
+            std::string::npos);
+  EXPECT_NE(value_error_message([&] { fewstep::choose_student_solver(teacher_path, reference, check); })
+                .find("has no grid of its own"),
+            std::string::npos);
+  EXPECT_NE(value_error_message([&] { fewstep::save_model_sampler(teacher_path, "unipc"); })
+                .find("has no grid of its own"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -22,6 +22,8 @@ BIN = Path(os.environ.get("FEWSTEP_CLI") or REPO / "build" / "bin" / "fewstep")
 TEACHER = REPO / "models" / "gmm2d-mlp-eps.pt"
 COND_TEACHER = REPO / "models" / "fmnist-unet-cond.pt"
 
+CANDIDATES = ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc", "deis")
+
 pytestmark = pytest.mark.skipif(not BIN.is_file(), reason=f"{BIN} is not built")
 
 PD = ["distill", "progressive", "--teacher", str(TEACHER), "--initial-steps", "4", "--final-steps", "1",
@@ -46,7 +48,7 @@ def test_progressive_exports_every_round_with_its_grid(pd_run: Path) -> None:
     for n in (4, 2, 1):
         side = json.loads((pd_run / f"student-{n}step.json").read_text())
         grid = side["sampler"]["timesteps"]
-        assert side["sampler"]["solver"] == "ddim" and len(grid) == n + 1
+        assert side["sampler"]["solver"] in CANDIDATES and len(grid) == n + 1
         assert grid[0] == pytest.approx(1.0) and grid[-1] == pytest.approx(1e-3)
         assert all(a > b for a, b in zip(grid, grid[1:]))
         assert side["prediction"] == "v" and side["distillation"]["method"] == "progressive"
@@ -57,9 +59,10 @@ def test_progressive_exports_every_round_with_its_grid(pd_run: Path) -> None:
 
 def test_sample_runs_a_student_on_its_own_grid(pd_run: Path, tmp_path: Path) -> None:
     for n in (2, 1):
+        solver = json.loads((pd_run / f"student-{n}step.json").read_text())["sampler"]["solver"]
         proc = run("sample", "--model", str(pd_run / f"student-{n}step.pt"), "--n", "100", "--out",
                    str(tmp_path / "s.png"))
-        assert f"ddim, {n} step{'s' * (n > 1)}, {n} NFE" in proc.stderr, proc.stderr
+        assert f"{solver}, {n} step{'s' * (n > 1)}, {n} NFE" in proc.stderr, proc.stderr
     # Explicit flags still choose another solver and grid.
     proc = run("sample", "--model", str(pd_run / "student-2step.pt"), "--solver", "dpmpp_2m", "--steps", "5",
                "--n", "10", "--out", str(tmp_path / "s.png"))
@@ -85,6 +88,33 @@ def test_progressive_resume_is_bit_identical(pd_run: Path, tmp_path: Path) -> No
         a = torch.jit.load(str(pd_run / f"student-{n}step.pt")).state_dict()
         b = torch.jit.load(str(out / f"student-{n}step.pt")).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), f"{n}-step student differs after resume"
+
+
+def test_progressive_records_the_measured_solver_of_each_student(pd_run: Path, tmp_path: Path) -> None:
+    # --student-solver auto (the default) measures the candidates against the teacher and records the
+    # winner: the library's check from Python, with the same defaults, finds the same one.
+    import fewstep as fs
+    assert tuple(fs.grid_solver_candidates()) == CANDIDATES
+    for n in (4, 2, 1):
+        path = pd_run / f"student-{n}step.pt"
+        recorded = json.loads(path.with_suffix(".json").read_text())["sampler"]["solver"]
+        before = path.with_suffix(".json").read_bytes()
+        choice = fs.choose_student_solver(path, TEACHER, write=False)
+        assert choice["solver"] == recorded, (n, choice)
+        assert path.with_suffix(".json").read_bytes() == before  # write=False leaves the file alone
+        errors = {t["solver"]: t["error"].median for t in choice["trials"]}
+        assert set(errors) == set(CANDIDATES)
+        assert errors[recorded] <= min(errors.values()) * 1.01
+        if n == 1:  # one step of every candidate is the same DDIM step
+            assert recorded == "ddim" and max(errors.values()) <= min(errors.values()) * (1 + 1e-5)
+    # A named solver is recorded as given; one a student cannot use is a usage error naming it.
+    one_round = [a if a != "1" or PD[i - 1] != "--final-steps" else "4" for i, a in enumerate(PD)]
+    run(*one_round, "--student-solver", "unipc", "--out", str(tmp_path / "named"))
+    assert json.loads((tmp_path / "named" / "student-4step.json").read_text())["sampler"]["solver"] == "unipc"
+    for bad, why in (("heun", "makes 2 evaluations per step"), ("euler_maruyama", "is stochastic"),
+                     ("nonsense", "is not a registered solver")):
+        proc = run(*PD, "--student-solver", bad, "--out", str(tmp_path / bad), check=False)
+        assert proc.returncode == 2 and f"--student-solver: '{bad}'" in proc.stderr and why in proc.stderr, proc.stderr
 
 
 def test_resume_refuses_other_flags(pd_run: Path) -> None:

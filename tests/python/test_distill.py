@@ -616,6 +616,41 @@ def test_exported_student_samples_on_its_own_grid(vp: fs.VPLinear, tmp_path: Pat
         fs.export_student(student, tmp_path / "s.pt", teacher=tmp_path / "nope.pt", prediction="v")
 
 
+def test_choose_student_solver_records_the_measured_winner(vp: fs.VPLinear, tmp_path: Path) -> None:
+    # An exported student on a coarse grid of its own: the library measures each candidate against the
+    # teacher and records the winner; fs.sample(path) then reproduces the winning trial.
+    teacher_file = MODELS / "gmm2d-mlp-eps.pt"
+    teacher = fs.load_model_file(teacher_file)
+    torch.manual_seed(0)
+    grid = fs.progressive_timesteps(vp, 4)
+    path = fs.export_student(TinyMLP(dtype=torch.float32), tmp_path / "student-4step.pt", teacher=teacher_file,
+                             prediction="v", timesteps=grid)
+    pt = (tmp_path / "student-4step.pt").read_bytes()
+    choice = fs.choose_student_solver(path, teacher_file, n=32, reference_steps=50)
+    assert [t["solver"] for t in choice["trials"]] == fs.grid_solver_candidates()
+    info = fs.load_model_file(path)  # still sealed, .pt untouched
+    assert info["solver"] == choice["solver"] and (tmp_path / "student-4step.pt").read_bytes() == pt
+    # The same measurement by hand: the teacher's reference from seeds 7000000 + i, the trials' errors.
+    x_T = fs.randn([32, 2], [7000000 + i for i in range(32)])
+    ref = fs.sample(teacher["denoiser"], x_T, solver="unipc", steps=50, t_start=float(grid[0]),
+                    t_end=float(grid[-1])).x
+    again = fs.choose_grid_solver(info["denoiser"], x_T, grid, ref)
+    assert again["solver"] == choice["solver"]
+    for mine, theirs in zip(again["trials"], choice["trials"]):
+        assert mine["error"].median == pytest.approx(theirs["error"].median, rel=1e-6)
+    won = next(t for t in again["trials"] if t["solver"] == choice["solver"])
+    assert fs.coupled_error(fs.sample(path, x_T).x, ref).median == pytest.approx(won["error"].median, rel=1e-6)
+    # Errors name the argument.
+    with pytest.raises(TypeError, match="teacher should be a model file path or a fewstep.Denoiser"):
+        fs.choose_student_solver(path, 3)
+    with pytest.raises(ValueError, match="has no grid of its own"):
+        fs.choose_student_solver(teacher_file, teacher_file)
+    with pytest.raises(ValueError, match="candidate: 'heun' makes 2 evaluations per step"):
+        fs.choose_grid_solver(info["denoiser"], x_T, grid, ref, candidates=["ddim", "heun"])
+    with pytest.raises(ValueError, match="n should be >= 1, got 0"):
+        fs.choose_student_solver(path, teacher_file, n=0)
+
+
 def test_exported_consistency_student_rebuilds_its_consistency_function(vp: fs.VPLinear, tmp_path: Path) -> None:
     # A network F from fs.distill_consistency ships with its {"sigma_data", "t_min"}: the model file then
     # samples as fs.consistency_denoiser(F, ...) does, on its own grid from sigma/alpha = 80.

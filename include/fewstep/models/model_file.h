@@ -179,6 +179,12 @@ ModelFile load_model_file(const std::string& model_path, const ModelConditioning
 /// schedule before the sidecar is replaced (atomically). Returns the new sidecar text.
 std::string save_tuned_grid(const std::string& model_path, const ModelTunedGrid& grid);
 
+/// Records `solver` as the sampler of the student file `model_path` (its sidecar's
+/// "sampler.solver"; the grid stays), re-sealing the sidecar as save_tuned_grid does.
+/// metrics/solver_choice.h chooses it by measurement. ValueError naming the file when it has no
+/// grid of its own or `solver` is not a solver name.
+std::string save_model_sampler(const std::string& model_path, const std::string& solver);
+
 /// Rewrites the sidecar of `model_path` in the current schema, recording the SHA-256 of the .pt
 /// as it is now (the .pt is not rewritten). For upgrading schema-1 files whose .pt is known to be
 /// good (the shipped models were upgraded so). Returns the new sidecar text.
