@@ -2,7 +2,8 @@
 # Long, resumable distillation runs of a Fashion-MNIST teacher (docs/results.md, "Students of the current teacher").
 # Usage: scripts/distill_v2.sh pd|pd-weights|pd-long|ect|ect-long|ect-xl|pd-refine|pd4-direct   — run it again (same environment) to resume.
 #   pd          progressive 8 -> 1 from the teacher in function space (4000 iterations per round; the
-#               shipped fmnist-v2-pd 8- and 4-step students)
+#               shipped fmnist-v2-pd 8- and 4-step students; each exported student records the solver
+#               measured closest to the teacher, dpmpp_2m and deis for those two: --student-solver auto)
 #   pd-weights  the same from the teacher's weights (docs/distillation.md, "Where a student starts"; the
 #               shipped fmnist-v2-pd 2- and 1-step students)
 #   pd-long     pd-weights with 8000 iterations per round (32000 in all, about 4-5 h on one core over
