@@ -9,13 +9,11 @@
 #include <optional>
 #include <string>
 
-#include "fewstep/core/check.h"
 #include "fewstep/metrics/class_histogram.h"
 #include "fewstep/metrics/coupled_error.h"
 #include "fewstep/metrics/fmnist_evaluator.h"
 #include "fewstep/metrics/frechet.h"
 #include "fewstep/metrics/solver_choice.h"
-#include "fewstep/models/model_file.h"
 #include "trainer.h"  // path_arg
 
 namespace py = pybind11;
@@ -162,13 +160,7 @@ void bind_metrics(py::module_& m) {
         fewstep::SolverChoice c;
         {
           py::gil_scoped_release release;
-          const fewstep::ModelFileInfo info = fewstep::read_model_file_info(path);
-          FEWSTEP_CHECK_VALUE(!info.timesteps.empty(), "choose_student_solver: student '", path,
-                              "' has no grid of its own (sidecar \"sampler\"); only a distilled student's sampler "
-                              "can be chosen");
-          const fewstep::TeacherSolve reference = fewstep::student_check_reference(
-              teacher, info.sample_shape, info.timesteps.front(), info.timesteps.back(), check);
-          c = fewstep::choose_student_solver(path, reference, check, write);
+          c = fewstep::choose_student_solver(path, teacher, check, write);
         }
         return choice_dict(c);
       },

@@ -35,6 +35,12 @@ void check_candidates(const std::vector<std::string>& candidates, const std::str
   for (const std::string& name : candidates) check_grid_solver(name, who + ": candidate");
 }
 
+void require_own_grid(const std::vector<double>& timesteps, const std::string& model_path) {
+  FEWSTEP_CHECK_VALUE(!timesteps.empty(), "choose_student_solver('", model_path,
+                      "'): the file has no grid of its own (sidecar \"sampler\"); only a distilled student's "
+                      "sampler can be chosen");
+}
+
 }  // namespace
 
 SolverChoice choose_grid_solver(const Denoiser& model, const at::Tensor& x_T, const std::vector<double>& grid,
@@ -96,9 +102,7 @@ SolverChoice choose_student_solver(const std::string& model_path, const TeacherS
   placement.device = check.device;
   const ModelFile file = load_model_file(model_path, {}, placement);
   const std::string who = "choose_student_solver('" + model_path + "')";
-  FEWSTEP_CHECK_VALUE(!file.timesteps.empty(), who,
-                      ": the file has no grid of its own (sidecar \"sampler\"); only a distilled student's "
-                      "sampler can be chosen");
+  require_own_grid(file.timesteps, model_path);
   FEWSTEP_CHECK_VALUE(reference.times.size() >= 2 && reference.times.front() == file.timesteps.front() &&
                           reference.times.back() == file.timesteps.back(),
                       who, ": the reference spans t = ", reference.times.empty() ? 0.0 : reference.times.front(),
@@ -110,6 +114,15 @@ SolverChoice choose_student_solver(const std::string& model_path, const TeacherS
                                            check.candidates, check.tolerance);
   if (write && choice.solver != file.solver) save_model_sampler(model_path, choice.solver);
   return choice;
+}
+
+SolverChoice choose_student_solver(const std::string& model_path, const Denoiser& teacher,
+                                   const StudentSolverCheck& check, bool write) {
+  const ModelFileInfo info = read_model_file_info(model_path);
+  require_own_grid(info.timesteps, model_path);
+  const TeacherSolve reference =
+      student_check_reference(teacher, info.sample_shape, info.timesteps.front(), info.timesteps.back(), check);
+  return choose_student_solver(model_path, reference, check, write);
 }
 
 }  // namespace fewstep

@@ -529,6 +529,12 @@ TEST(SolverChoice, StudentFileRecordsTheMeasuredWinner) {
       EXPECT_DOUBLE_EQ(fewstep::coupled_error(x, reference.x_end()).median, t.error.median);
     }
 
+  // The overload that makes the reference itself measures the same.
+  const fewstep::SolverChoice again = fewstep::choose_student_solver(student_path, teacher.denoiser, check, false);
+  EXPECT_EQ(again.solver, choice.solver);
+  for (size_t i = 0; i < again.trials.size(); ++i)
+    EXPECT_DOUBLE_EQ(again.trials[i].error.median, choice.trials[i].error.median) << again.trials[i].solver;
+
   // A reference over another span, and a file without a grid, are refused naming them.
   const fewstep::TeacherSolve other = fewstep::student_check_reference(teacher.denoiser, {3}, 0.9,
                                                                        info.timesteps.back(), check);

@@ -80,4 +80,9 @@ TeacherSolve student_check_reference(const Denoiser& teacher, const std::vector<
 SolverChoice choose_student_solver(const std::string& model_path, const TeacherSolve& reference,
                                    const StudentSolverCheck& check = {}, bool write = true);
 
+/// The same with the reference made here: student_check_reference of `teacher` over the file's own grid
+/// (for one student; a run exporting several students of one span makes the reference once instead).
+SolverChoice choose_student_solver(const std::string& model_path, const Denoiser& teacher,
+                                   const StudentSolverCheck& check = {}, bool write = true);
+
 }  // namespace fewstep
