@@ -101,13 +101,17 @@ Stepping choose_stepping(const SampleRequest& r, bool named, const std::string& 
                       "choose the steps adaptively; pass one or the other");
   Stepping s{r.steps, r.nfe, r.timesteps, adaptive};
   if (gridded || adaptive) return s;
-  // A model file's own sampler (a distilled student on its own grid), unless the request names a solver.
-  if (!r.model_defaults.timesteps.empty() && !named) {
+  const auto traits_of = [&]() -> const StepperTraits& {
+    return r.stepper ? r.stepper->traits() : stepper_traits(solver);
+  };
+  // A model file's own grid (a distilled student's), with its own solver or the one the request names
+  // (ddim: a progressive student as it was trained), unless that solver chooses its own steps.
+  if (!r.model_defaults.timesteps.empty() && !(named && traits_of().adaptive_by_default)) {
     s.timesteps = r.model_defaults.timesteps;
     s.own_grid = true;
     return s;
   }
-  const StepperTraits& traits = r.stepper ? r.stepper->traits() : stepper_traits(solver);
+  const StepperTraits& traits = traits_of();
   if (traits.adaptive_by_default) {
     s.adaptive = true;
     return s;

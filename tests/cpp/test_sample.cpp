@@ -227,12 +227,21 @@ TEST(SampleRequest, DefaultsInTheirOrder) {
   EXPECT_EQ(own.solver, "ddim");
   EXPECT_EQ(own.grid, (std::vector<double>{0.9, 0.4, 0.05}));
   EXPECT_TRUE(own.own_grid);
-  // ... but not when it names either; the fallback steps come last.
+  // ... and a solver it names runs on that grid too (ddim: a progressive student as it was trained) ...
   r.solver = "euler";
   r.fallback_steps = 7;
   auto named = fs::resolve(r);
   EXPECT_EQ(named.solver, "euler");
-  EXPECT_EQ(named.grid.size(), 8u);
+  EXPECT_EQ(named.grid, (std::vector<double>{0.9, 0.4, 0.05}));
+  EXPECT_TRUE(named.own_grid);
+  // ... unless that solver chooses its own steps; the fallback steps come last, for a model without a grid.
+  r.solver = "dpm_adaptive";
+  EXPECT_TRUE(fs::resolve(r).adaptive());
+  r.solver = "euler";
+  const std::vector<double> own_timesteps = r.model_defaults.timesteps;
+  r.model_defaults.timesteps.clear();
+  EXPECT_EQ(fs::resolve(r).grid.size(), 8u);
+  r.model_defaults.timesteps = own_timesteps;
   // Steps without a solver: the file's own solver on a generated grid; dpmpp_2m only for a file without one.
   r.solver.clear();
   r.steps = 3;

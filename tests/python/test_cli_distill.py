@@ -117,6 +117,21 @@ def test_progressive_records_the_measured_solver_of_each_student(pd_run: Path, t
         assert proc.returncode == 2 and f"--student-solver: '{bad}'" in proc.stderr and why in proc.stderr, proc.stderr
 
 
+def test_students_do_not_inherit_the_teachers_evaluation(tmp_path: Path) -> None:
+    # A teacher's sidecar may record its own FD ("evaluation"); a student's sidecar must not claim it.
+    import shutil
+    import fewstep as fs
+    teacher = tmp_path / "teacher.pt"
+    shutil.copy(TEACHER, teacher)
+    side = json.loads(TEACHER.with_suffix(".json").read_text())
+    side["evaluation"] = {"fd_fmnist": 1.0}
+    teacher.with_suffix(".json").write_text(json.dumps(side))
+    fs.upgrade_model_file(teacher)
+    run("distill", "progressive", "--teacher", str(teacher), "--initial-steps", "2", "--final-steps", "2",
+        "--iterations", "2", "--batch", "8", "--threads", "1", "--student-solver", "ddim", "--out", str(tmp_path / "o"))
+    assert "evaluation" not in json.loads((tmp_path / "o" / "student-2step.json").read_text())
+
+
 def test_resume_refuses_other_flags(pd_run: Path) -> None:
     args = [a if a != "20" else "30" for a in PD]
     proc = run(*args, "--out", str(pd_run), "--resume", check=False)

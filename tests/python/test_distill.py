@@ -608,8 +608,15 @@ def test_exported_student_samples_on_its_own_grid(vp: fs.VPLinear, tmp_path: Pat
     ref = fs.sample(fs.Denoiser(student, schedule=info["schedule"], prediction="v"), x_T, solver="ddim",
                     timesteps=grid)
     torch.testing.assert_close(out.x, ref.x, rtol=1e-5, atol=1e-6)
-    # Flags win over the sidecar's grid.
+    # The teacher's own evaluation record is not copied into a student's sidecar.
+    teacher_side = json.loads(teacher_file.with_suffix(".json").read_text())
+    teacher_side["evaluation"] = {"fd_fmnist": 1.0}
+    fs.export_student(student, tmp_path / "e-2step.pt", teacher=teacher_side, prediction="v", timesteps=grid)
+    assert "evaluation" not in json.loads((tmp_path / "e-2step.json").read_text())
+    # Flags win over the sidecar's grid; a solver named alone samples that grid.
     assert fs.sample(path, x_T, solver="euler", steps=3).nfe == 3
+    named = fs.sample(path, x_T, solver="dpmpp_2m")
+    assert named.nfe == 2 and named.timesteps.tolist() == grid.tolist()
     with pytest.raises(ValueError, match="label/guidance apply to a model file path"):
         fs.sample(info["denoiser"], x_T, steps=2, label=1)
     with pytest.raises(ValueError, match="has no sidecar"):

@@ -18,8 +18,10 @@
 ///     tuned_grids, grids/optimize.h) replaces the generated one unless use_tuned_grid is false or the
 ///     request sets t_start/t_end/steps_offset/final_sigma;
 ///  2. a model file's own sampler (`model_defaults`: a distilled student samples on its own grid with
-///     its own solver) when the request names neither steps nor a solver; a request that names steps
-///     but no solver still uses the file's own solver (ddim or consistency), dpmpp_2m only without one;
+///     its own solver) when the request names no steps; a named solver samples that grid too (e.g.
+///     ddim for a progressive student whose file records a multistep solver), unless it is adaptive by
+///     default; a request that names steps but no solver still uses the file's own solver (ddim, a
+///     measured multistep solver or consistency), dpmpp_2m only without one;
 ///  3. a solver's own default (traits.adaptive_by_default: dpm_adaptive runs adaptively with
 ///     DPM-Solver's tolerances);
 ///  4. `fallback_steps` (the CLI's --steps default) if > 0; otherwise a ValueError says what to pass.
