@@ -53,11 +53,12 @@ SolverChoice choose_grid_solver(const Denoiser& model, const at::Tensor& x_T, co
   FEWSTEP_CHECK_VALUE(x_T.defined() && reference.defined() && x_T.sizes() == reference.sizes(), who,
                       ": reference must have x_T's shape ", x_T.sizes(), ", got ",
                       reference.defined() ? reference.sizes() : at::IntArrayRef{});
+  const at::Tensor target = reference.to(x_T.options());  // once, not per candidate: samples keep x_T's options
   SolverChoice choice;
   double least = std::numeric_limits<double>::infinity();
   for (const std::string& name : candidates) {
     const Solution run = sample(model, x_T, *solver(name), grid);
-    SolverTrial trial{name, coupled_error(run.x, reference.to(run.x.options()))};
+    SolverTrial trial{name, coupled_error(run.x, target)};
     least = std::min(least, trial.error.median);
     choice.trials.push_back(std::move(trial));
   }
