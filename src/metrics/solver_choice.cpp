@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <sstream>
+#include <string>
 
 #include "fewstep/core/check.h"
 #include "fewstep/core/device.h"
@@ -35,10 +37,24 @@ void check_candidates(const std::vector<std::string>& candidates, const std::str
   for (const std::string& name : candidates) check_grid_solver(name, who + ": candidate");
 }
 
-void require_own_grid(const std::vector<double>& timesteps, const std::string& model_path) {
-  FEWSTEP_CHECK_VALUE(!timesteps.empty(), "choose_student_solver('", model_path,
-                      "'): the file has no grid of its own (sidecar \"sampler\"); only a distilled student's "
+// The last non-empty line of an error: a TorchScript failure's own message ends its traceback.
+std::string last_line(const std::string& text) {
+  std::string last, line;
+  std::istringstream in(text);
+  while (std::getline(in, line))
+    if (line.find_first_not_of(" \t\r") != std::string::npos) last = line;
+  return last;
+}
+
+// A student whose sampler can be re-chosen: its own grid, sampled by a grid solver (not, say, a
+// consistency model's re-noising sampler, whose steps are not a discretisation of the teacher's ODE).
+void require_grid_student(const std::vector<double>& timesteps, const std::string& solver,
+                          const std::string& model_path) {
+  const std::string who = "choose_student_solver('" + model_path + "')";
+  FEWSTEP_CHECK_VALUE(!timesteps.empty(), who,
+                      ": the file has no grid of its own (sidecar \"sampler\"); only a distilled student's "
                       "sampler can be chosen");
+  if (!solver.empty()) check_grid_solver(solver, who + ": the student's own solver");
 }
 
 }  // namespace
@@ -103,7 +119,12 @@ SolverChoice choose_student_solver(const std::string& model_path, const TeacherS
   placement.device = check.device;
   const ModelFile file = load_model_file(model_path, {}, placement);
   const std::string who = "choose_student_solver('" + model_path + "')";
-  require_own_grid(file.timesteps, model_path);
+  require_grid_student(file.timesteps, file.solver, model_path);
+  std::vector<int64_t> shape{reference.x_T().size(0)};
+  shape.insert(shape.end(), file.sample_shape.begin(), file.sample_shape.end());
+  FEWSTEP_CHECK_VALUE(reference.x_T().sizes() == at::IntArrayRef(shape), who, ": the reference's samples have shape ",
+                      reference.x_T().sizes(), ", the student's ", at::IntArrayRef(shape),
+                      " (its sidecar's sample_shape); compute it with student_check_reference for this student");
   FEWSTEP_CHECK_VALUE(reference.times.size() >= 2 && reference.times.front() == file.timesteps.front() &&
                           reference.times.back() == file.timesteps.back(),
                       who, ": the reference spans t = ", reference.times.empty() ? 0.0 : reference.times.front(),
@@ -120,9 +141,21 @@ SolverChoice choose_student_solver(const std::string& model_path, const TeacherS
 SolverChoice choose_student_solver(const std::string& model_path, const Denoiser& teacher,
                                    const StudentSolverCheck& check, bool write) {
   const ModelFileInfo info = read_model_file_info(model_path);
-  require_own_grid(info.timesteps, model_path);
-  const TeacherSolve reference =
-      student_check_reference(teacher, info.sample_shape, info.timesteps.front(), info.timesteps.back(), check);
+  require_grid_student(info.timesteps, info.solver, model_path);
+  TeacherSolve reference;
+  try {
+    reference =
+        student_check_reference(teacher, info.sample_shape, info.timesteps.front(), info.timesteps.back(), check);
+  } catch (const c10::ValueError&) {
+    throw;  // the check's own options, already named
+  } catch (const std::exception& e) {
+    // A network error here (most often a teacher of another data shape; TorchScript throws a
+    // std::runtime_error with its traceback) would otherwise name neither the file nor the shape.
+    const auto* error = dynamic_cast<const c10::Error*>(&e);
+    FEWSTEP_CHECK_VALUE(false, "choose_student_solver('", model_path, "'): the teacher failed on the student's samples ",
+                        "of shape ", at::IntArrayRef(info.sample_shape), " (is it the student's teacher?): ",
+                        last_line(error ? error->what_without_backtrace() : e.what()));
+  }
   return choose_student_solver(model_path, reference, check, write);
 }
 

@@ -547,6 +547,39 @@ TEST(SolverChoice, StudentFileRecordsTheMeasuredWinner) {
   EXPECT_NE(value_error_message([&] { fewstep::save_model_sampler(teacher_path, "unipc"); })
                 .find("has no grid of its own"),
             std::string::npos);
+
+  // A student sampled by a consistency model's re-noising sampler is not re-chosen (nor rewritten).
+  const std::string consistency_path = dir + "/consistency-4step.pt";
+  info.solver = "consistency";
+  fewstep::save_model_file(consistency_path, *net, info);
+  const std::string consistency_sidecar = file_bytes(dir + "/consistency-4step.json");
+  EXPECT_NE(value_error_message([&] { fewstep::choose_student_solver(consistency_path, reference, check); })
+                .find("the student's own solver: 'consistency' is stochastic"),
+            std::string::npos);
+  EXPECT_EQ(file_bytes(dir + "/consistency-4step.json"), consistency_sidecar);
+
+  // A reference of another sample shape, and a teacher that cannot take the student's samples.
+  fewstep::StudentSolverCheck small = check;
+  small.n = 4;
+  fewstep::TeacherSolve wide;  // x: [n, 2 kept points, 5]
+  wide.x = at::randn({4, 2, 5}, at::kDouble);
+  wide.times = {info.timesteps.front(), info.timesteps.back()};
+  EXPECT_NE(value_error_message([&] { fewstep::choose_student_solver(student_path, wide, small); })
+                .find("the reference's samples have shape [4, 5], the student's [4, 3]"),
+            std::string::npos);
+  fewstep::MlpConfig c5 = c;
+  c5.dim = 5;
+  fewstep::ModelFileInfo info5;
+  info5.schedule = schedule;
+  info5.prediction = Prediction::Eps;
+  info5.sample_shape = {5};
+  info5.network = fewstep::network_spec(c5);
+  fewstep::save_model_file(dir + "/teacher5.pt", *fewstep::make_mlp(c5, 6), info5);
+  const fewstep::ModelFile other_teacher = fewstep::load_model_file(dir + "/teacher5.pt");
+  const std::string message = value_error_message(
+      [&] { fewstep::choose_student_solver(student_path, other_teacher.denoiser, small, false); });
+  EXPECT_NE(message.find("the teacher failed on the student's samples of shape [3]"), std::string::npos) << message;
+  EXPECT_EQ(message.find("Traceback"), std::string::npos) << message;
 }
 
 }  // namespace

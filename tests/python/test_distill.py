@@ -656,6 +656,12 @@ def test_choose_student_solver_records_the_measured_winner(vp: fs.VPLinear, tmp_
         fs.choose_grid_solver(info["denoiser"], x_T, grid, ref, candidates=["ddim", "heun"])
     with pytest.raises(ValueError, match="n should be >= 1, got 0"):
         fs.choose_student_solver(path, teacher_file, n=0)
+    with pytest.raises(ValueError, match=r"the teacher failed on the student's samples of shape \[2\]"):
+        fs.choose_student_solver(path, MODELS / "gmm16d-mlp-eps.pt", n=4)
+    # A consistency student's re-noising sampler is not a grid solver: refused, its sidecar untouched.
+    cm = MODELS / "distilled" / "gmm16d-cd-2step.pt"
+    with pytest.raises(ValueError, match="the student's own solver: 'consistency' is stochastic"):
+        fs.choose_student_solver(cm, MODELS / "gmm16d-mlp-eps.pt", n=4)
 
 
 def test_exported_consistency_student_rebuilds_its_consistency_function(vp: fs.VPLinear, tmp_path: Path) -> None:
