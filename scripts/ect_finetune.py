@@ -4,7 +4,8 @@
 Starts from the EMA network of a `fewstep distill consistency --method ect` run's checkpoint (by default
 the `ect-xl` run of scripts/distill_v2.sh, whose last stage pairs levels a gap n(t)/256 apart), and goes on
 training it with `fs.ConsistencyLoss("ect")` at the next gap, n(t)/512 (`--q`), at a constant small learning
-rate (docs/results.md, "One more ECT stage", measures it: within the checkpoints' spread of the start). The
+rate (docs/results.md, "One more ECT stage", measures it: within the checkpoints' spread of the start);
+`--method cd` tunes it by consistency distillation from the teacher's Heun steps instead. The
 loop is the library's (`fs.train.loss_trainer`): checkpointed every `--checkpoint-every` iterations, and the
 same command run again resumes bit-exactly. At the end it writes the 1- and 2-step students as model files
 (`fs.export_student` with the consistency block, grids from sigma/alpha = 80, the 2-step one re-noising
@@ -37,6 +38,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-5, help="constant learning rate")
     p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--method", choices=("ect", "cd"), default="ect",
+                   help="ect, or cd: consistency distillation from the teacher's ODE steps instead of ECT's pairs "
+                        "(docs/results.md measures it from this start: worse)")
+    p.add_argument("--num-points", type=int, default=18, help="cd: the Karras levels N")
+    p.add_argument("--target-ema", type=float, default=0.95, help="cd: the target network's EMA rate")
+    p.add_argument("--teacher-solver", default="heun", help="cd: the teacher's deterministic step")
     p.add_argument("--q", type=float, default=512.0, help="the pair gap is n(t)/q (one stage: the run's 8th was 256)")
     p.add_argument("--p-mean", type=float, default=-1.1, help="mean of the lognormal of sigma/alpha (ECT's)")
     p.add_argument("--p-std", type=float, default=2.0)
@@ -55,8 +62,13 @@ def main() -> None:
         for name, param in net.named_parameters():
             param.copy_(base.tensor("ema/" + name))
             param.requires_grad_(True)
-    loss = fs.ConsistencyLoss(schedule, "ect", ect_stages=1, ect_q=a.q, ect_total_steps=a.iterations,
-                              p_mean=a.p_mean, p_std=a.p_std)
+    if a.method == "cd":
+        loss = fs.ConsistencyLoss(schedule, "cd", fs.load_model_file(a.teacher)["denoiser"],
+                                  teacher_solver=a.teacher_solver, num_points=a.num_points, target_ema=a.target_ema,
+                                  distance="pseudo_huber")
+    else:
+        loss = fs.ConsistencyLoss(schedule, "ect", ect_stages=1, ect_q=a.q, ect_total_steps=a.iterations,
+                                  p_mean=a.p_mean, p_std=a.p_std)
     trainer = fs.train.loss_trainer(loss, net, fs.load_fashion_mnist()["images"], batch_size=a.batch, lr=a.lr,
                                     ema=a.ema, total_steps=0, seed=a.seed)
     checkpoint = os.path.join(a.out, "checkpoint.pt")
@@ -73,10 +85,12 @@ def main() -> None:
               f"{(trainer.step_count - done_before) / (time.time() - start):.2f} it/s", flush=True)
 
     student = trainer.export()
-    settings = {"base_run": os.path.basename(os.path.normpath(a.run)), "consistency_method": "ect",
-                "iterations": a.iterations, "batch": a.batch, "lr": a.lr, "ema": a.ema, "ect_q": a.q,
-                "p_mean": a.p_mean, "p_std": a.p_std, "seed": a.seed, "distance": loss.options()["distance"],
-                "start_sigma": fs.CONSISTENCY_START_SIGMA, "script": "scripts/ect_finetune.py"}
+    settings = {"base_run": os.path.basename(os.path.normpath(a.run)), "consistency_method": a.method,
+                "iterations": a.iterations, "batch": a.batch, "lr": a.lr, "ema": a.ema, "seed": a.seed,
+                "distance": loss.options()["distance"], "start_sigma": fs.CONSISTENCY_START_SIGMA,
+                "script": "scripts/ect_finetune.py",
+                **({"num_points": a.num_points, "target_ema": a.target_ema, "teacher_solver": a.teacher_solver}
+                   if a.method == "cd" else {"ect_q": a.q, "p_mean": a.p_mean, "p_std": a.p_std})}
     for steps, mid in ((1, []), (2, [a.intermediate_sigma])):
         path = os.path.join(a.out, f"{a.name}-{steps}step.pt")
         fs.export_student(student, path, teacher=a.teacher, prediction="x0", solver="consistency",
