@@ -96,10 +96,10 @@ inline CLI::Validator unsigned_integer() {
   return CLI::Validator(
       [](std::string& value) -> std::string {
         if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos)
-          return "must be an integer in [0, 18446744073709551615], got " + value;
+          return "must be an integer in [0, 2^64 - 1], got " + value;
         errno = 0;
         (void)std::strtoull(value.c_str(), nullptr, 10);
-        if (errno == ERANGE) return "must be an integer in [0, 18446744073709551615], got " + value;
+        if (errno == ERANGE) return "must be an integer in [0, 2^64 - 1], got " + value;
         return "";
       },
       "UINT64");

@@ -73,7 +73,7 @@ class ConsistencyMethodCommand final : public Command {
         ->capture_default_str();
     app.add_option("--scm-warmup", scm_warmup_,
                    "scd, sct: tangent warm-up over this many iterations (-1: a tenth of --iterations, 0: none)")
-        ->check(CLI::Range(int64_t{-1}, std::numeric_limits<int64_t>::max()))
+        ->check(at_least(-1))
         ->capture_default_str();
     app.add_option("--scm-tangent-c", scm_tangent_c_, "scd, sct: c of the tangent normalisation g/(|g| + c)")
         ->check(positive())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 import struct
 import subprocess
 from pathlib import Path
@@ -163,3 +164,23 @@ def test_train_data_errors_name_the_file(tmp_path: Path) -> None:
     np.savez(wide, x=np.zeros((4, 8, 12), dtype=np.uint8))
     proc = run("train", "--data", str(wide), "--steps", "2", "--batch", "2", "--out", str(tmp_path / "r"), check=False)
     assert proc.returncode == 2 and "square images, these are 12x8" in proc.stderr
+
+
+NUMERIC_FLAG = re.compile(r"^\s+(--[\w-]+)\s+(?:INT|UINT|FLOAT)\b", re.MULTILINE)
+
+
+@pytest.mark.parametrize("command", [("distill", "progressive"), ("distill", "consistency"), ("distill", "kd"),
+                                     ("distill", "micro"), ("distill", "guidance"), ("train",), ("sample",),
+                                     ("eval",), ("train-classifier",)])
+def test_numeric_flag_errors_state_a_readable_bound(command: tuple) -> None:
+    # A bound the user can act on: "--solver-check-n: must be > 0, got 0", not CLI11's range to DBL_MAX
+    # or INT64_MAX printed in full.
+    flags = sorted(set(NUMERIC_FLAG.findall(run(*command, "--help").stdout)))
+    assert flags, f"no numeric flags found in `fewstep {' '.join(command)} --help`"
+    with ThreadPoolExecutor(4) as pool:  # one process per flag; each stops at its usage error
+        procs = list(pool.map(lambda flag: run(*command, flag, "-5", check=False), flags))
+    for flag, proc in zip(flags, procs):
+        if f"{flag}:" not in proc.stderr:
+            continue  # accepted; the run stops later, at a required flag
+        assert proc.returncode == 2, (flag, proc.stderr)
+        assert not re.search(r"\d{12,}", proc.stderr), (flag, proc.stderr)
