@@ -12,7 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "../cli/flag_checks.h"
+
 namespace fewstep::bench {
+
+// Numeric flag checks, the same as the fewstep CLI's (cli/flag_checks.h): readable bounds.
+using flags::non_negative;
+using flags::positive;
+using flags::unsigned_integer;
 
 /// Options shared by every subcommand (given before or after the subcommand's name).
 struct GlobalOptions {

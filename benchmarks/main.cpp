@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
   app.fallthrough();  // global options may also follow the subcommand's name
   GlobalOptions global;
   app.add_option("--threads", global.threads, "LibTorch intra-op threads (0 = LibTorch's default)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
 
   std::vector<std::pair<CLI::App*, std::unique_ptr<Command>>> commands;
   for (const auto& info : registered_commands()) {

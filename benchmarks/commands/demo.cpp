@@ -87,18 +87,18 @@ class DemoCommand : public Command {
     app.add_option("--out", c_.out, "Output directory (grids, table.md, demo.json, cached reference)")
         ->capture_default_str();
     app.add_option("--solvers", c_.solvers, "Solvers compared at equal NFE")->delimiter(',')->capture_default_str();
-    app.add_option("--nfe", c_.nfe, "Network evaluations per sample for each solver")->check(CLI::PositiveNumber)
+    app.add_option("--nfe", c_.nfe, "Network evaluations per sample for each solver")->check(positive())
         ->capture_default_str();
     app.add_option("--spacing", c_.spacing, "Time grid: logsnr, time, quadratic, karras")->capture_default_str();
     app.add_option("--reference-solver", c_.reference_solver, "Solver of the reference sample")->capture_default_str();
     app.add_option("--reference-steps", c_.reference_steps, "Steps of the reference sample")
-        ->check(CLI::PositiveNumber)->capture_default_str();
-    app.add_option("--n", c_.n, "Samples per solver (FD needs hundreds)")->check(CLI::PositiveNumber)
+        ->check(positive())->capture_default_str();
+    app.add_option("--n", c_.n, "Samples per solver (FD needs hundreds)")->check(positive())
         ->capture_default_str();
-    app.add_option("--batch", c_.batch, "Samples per batch")->check(CLI::PositiveNumber)->capture_default_str();
-    app.add_option("--grid", c_.grid, "Samples shown in each PNG grid")->check(CLI::PositiveNumber)
+    app.add_option("--batch", c_.batch, "Samples per batch")->check(positive())->capture_default_str();
+    app.add_option("--grid", c_.grid, "Samples shown in each PNG grid")->check(positive())
         ->capture_default_str();
-    app.add_option("--seed", c_.seed, "x_T of sample i uses seed + i")->capture_default_str();
+    app.add_option("--seed", c_.seed, "x_T of sample i uses seed + i")->check(unsigned_integer())->capture_default_str();
     app.add_flag("--quiet", c_.quiet, "No progress bars");
   }
 

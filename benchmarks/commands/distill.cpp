@@ -172,8 +172,8 @@ class DistillBench : public Command {
         ->capture_default_str();
     app.add_option("--steps", c_.steps, "Student step counts")->delimiter(',')->capture_default_str();
     app.add_option("--guidance", c_.guidance, "Guidance scale s of the conditional table")->capture_default_str();
-    app.add_option("--n", c_.n, "Fashion-MNIST samples per row")->check(CLI::PositiveNumber)->capture_default_str();
-    app.add_option("--mixture-n", c_.mixture_n, "Mixture samples per row")->check(CLI::PositiveNumber)
+    app.add_option("--n", c_.n, "Fashion-MNIST samples per row")->check(positive())->capture_default_str();
+    app.add_option("--mixture-n", c_.mixture_n, "Mixture samples per row")->check(positive())
         ->capture_default_str();
     app.add_option("--tables", c_.tables, "Which tables: fmnist, guided, mixture")->delimiter(',')
         ->capture_default_str();
@@ -181,6 +181,7 @@ class DistillBench : public Command {
                    "x_T of sample i uses seed + i; a student that re-noises (multistep consistency) draws its "
                    "step noise from the streams of seed + 1000003 + i (fs.sample(..., seeds=...) reproduces a row; "
                    "fewstep eval --seed uses seed + i for both)")
+        ->check(unsigned_integer())
         ->capture_default_str();
     app.add_flag("--quiet", c_.quiet, "No progress bars");
   }

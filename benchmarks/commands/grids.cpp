@@ -69,7 +69,7 @@ class GridsCommand final : public Command {
     app.add_option("--spacings", c_.spacings, "Fixed spacings compared against")->delimiter(',')->capture_default_str();
     app.add_option("--dim", c_.dim, "Mixture dimension")->capture_default_str();
     app.add_option("--components", c_.components, "Mixture components")->capture_default_str();
-    app.add_option("--mixture-seed", c_.mixture_seed, "Mixture seed")->capture_default_str();
+    app.add_option("--mixture-seed", c_.mixture_seed, "Mixture seed")->check(unsigned_integer())->capture_default_str();
     app.add_option("--n", c_.n, "mixture: training seeds")->capture_default_str();
     app.add_option("--heldout-n", c_.heldout_n, "mixture: held-out seeds")->capture_default_str();
     app.add_option("--candidates", c_.candidates, "DP candidate times")->capture_default_str();

@@ -116,11 +116,11 @@ class MicroBench : public Command {
     app.add_option("--solvers", c_.solvers, "Training-free solvers to compare")->delimiter(',')->capture_default_str();
     app.add_option("--tables", c_.tables, "mixture, fmnist")->delimiter(',')->capture_default_str();
     app.add_option("--ddim-steps", c_.ddim_steps, "Steps of the long DDIM baseline (uniform in t)")->capture_default_str();
-    app.add_option("--mixture-n", c_.mixture_n, "Mixture samples")->check(CLI::PositiveNumber)->capture_default_str();
-    app.add_option("--fmnist-n", c_.fmnist_n, "Fashion-MNIST samples")->check(CLI::PositiveNumber)->capture_default_str();
+    app.add_option("--mixture-n", c_.mixture_n, "Mixture samples")->check(positive())->capture_default_str();
+    app.add_option("--fmnist-n", c_.fmnist_n, "Fashion-MNIST samples")->check(positive())->capture_default_str();
     app.add_option("--fmnist-reference-steps", c_.fmnist_reference_steps, "DEIS-3 steps of the image reference")
         ->capture_default_str();
-    app.add_option("--seed", c_.seed, "x_T of sample i uses seed + i")->capture_default_str();
+    app.add_option("--seed", c_.seed, "x_T of sample i uses seed + i")->check(unsigned_integer())->capture_default_str();
     app.add_flag("--quiet", c_.quiet, "No progress bars");
   }
 

@@ -167,11 +167,11 @@ class PsldBench : public Command {
     app.add_option("--spacing", c_.spacing, "Time grid: time (uniform in t) or quadratic (uniform in sqrt t)")
         ->capture_default_str();
     app.add_option("--tables", c_.tables, "exact, learned (none: only --train)")->delimiter(',')->capture_default_str();
-    app.add_option("--n", c_.n, "Samples per cell")->check(CLI::PositiveNumber)->capture_default_str();
+    app.add_option("--n", c_.n, "Samples per cell")->check(positive())->capture_default_str();
     app.add_option("--repeats", c_.repeats, "Independent (x_T, noise) draws per cell, averaged (MMD² with its standard error)")
-        ->check(CLI::PositiveNumber)
+        ->check(positive())
         ->capture_default_str();
-    app.add_option("--seed", c_.seed, "Seed of x_T, noise and the exact reference samples")->capture_default_str();
+    app.add_option("--seed", c_.seed, "Seed of x_T, noise and the exact reference samples")->check(unsigned_integer())->capture_default_str();
     app.add_flag("--local-error", c_.local_error,
                  "Instead of the tables: the local weak error of one step of each stochastic sampler against the exact "
                  "step law (psld/reference.h) on 1-D Gaussian data, at b = 0.2, 0.1, 0.05");

@@ -156,14 +156,15 @@ class SolversCommand final : public Command {
  public:
   void configure(CLI::App& app) override {
     app.add_option("--dim", c_.dim, "data dimension of the Gaussian mixture")->capture_default_str()
-        ->check(CLI::PositiveNumber);
+        ->check(positive());
     app.add_option("--components", c_.components, "mixture components")->capture_default_str()
-        ->check(CLI::PositiveNumber);
-    app.add_option("--seed", c_.seed, "mixture seed; x_T uses seed + 1")->capture_default_str();
+        ->check(positive());
+    app.add_option("--seed", c_.seed, "mixture seed; x_T uses seed + 1")->capture_default_str()
+        ->check(unsigned_integer());
     app.add_option("--samples", c_.samples, "number of x_T samples")->capture_default_str()
-        ->check(CLI::PositiveNumber);
+        ->check(positive());
     app.add_option("--nfe", c_.nfe, "target NFEs, comma-separated")->delimiter(',')->capture_default_str()
-        ->check(CLI::PositiveNumber);
+        ->check(positive());
     app.add_option("--solvers", c_.solvers, "'all' (deterministic solvers) or a comma-separated list")
         ->delimiter(',')->capture_default_str();
     app.add_option("--spacing", c_.spacing, "time grid: time, logsnr, quadratic, karras")->capture_default_str();
