@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Long, resumable distillation runs of a Fashion-MNIST teacher (docs/results.md, "Students of the current teacher").
-# Usage: scripts/distill_v2.sh pd|pd-weights|pd-long|ect|ect-long|ect-xl|pd-refine|pd4-direct|pd4-k4   — run it again (same environment) to resume.
+# Usage: scripts/distill_v2.sh pd|pd-weights|pd-long|ect|ect-long|ect-xl|pd-refine|pd4-direct|pd4-k4|pd4-k4b   — run it again (same environment) to resume.
 #   pd          progressive 8 -> 1 from the teacher in function space (4000 iterations per round; the
 #               shipped fmnist-v2-pd 8- and 4-step students; each exported student records the solver
 #               measured closest to the teacher, dpmpp_2m and deis for those two: --student-solver auto)
@@ -19,7 +19,9 @@
 #               then a 4-step round from it (docs/distillation.md, "A better first target")
 #   pd4-direct  the 4-step student of `pd` refined against 64 teacher DDIM steps (--first-round-substeps 16)
 #   pd4-k4      the 4-step student of `pd` refined against 16 teacher DDIM steps (--first-round-substeps 4;
-#               34 min on one core; the shipped fmnist-v2-pd-4step since 2026-12-05, sampled with deis)
+#               34 min on one core; shipped as fmnist-v2-pd-4step on 2026-12-05, sampled with deis)
+#   pd4-k4b     pd4-k4's student refined the same way for 5000 more iterations (seed 1; 1 h 04 min on one
+#               core; the shipped fmnist-v2-pd-4step since 2026-12-05, sampled with deis; run pd4-k4 first)
 # Environment:
 #   TEACHER      the teacher model file (default models/fmnist-unet-eps.pt)
 #   RUN_ROOT     where the runs go (default runs/distill-v2; pd/ and ect/ below it)
@@ -28,7 +30,7 @@
 #   TORCH_LIB    LibTorch's library directory (default: the one of the python3 on PATH's torch)
 # Runs at nice 19 on one thread; checkpoints every 250 steps; the CLI resumes bit-exactly (--resume).
 set -euo pipefail
-what=${1:?"usage: $0 pd|pd-weights|pd-long|ect|ect-long|ect-xl|pd-refine|pd4-direct|pd4-k4"}
+what=${1:?"usage: $0 pd|pd-weights|pd-long|ect|ect-long|ect-xl|pd-refine|pd4-direct|pd4-k4|pd4-k4b"}
 root=${RUN_ROOT:-runs/distill-v2}
 bin=${FEWSTEP_BIN:-$root/bin}
 teacher=${TEACHER:-models/fmnist-unet-eps.pt}
@@ -73,5 +75,7 @@ case "$what" in
         --name fmnist-v3-pd-direct ;;
   pd4-k4) run pd4-k4 progressive --student-init "$root/pd/fmnist-v2-pd-4step.pt" --initial-steps 4 --final-steps 4 \
         --first-round-substeps 4 --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 0 --name fmnist-v2-pd-k4 ;;
-  *) echo "$0: unknown run '$what' (pd, pd-weights, pd-long, ect, ect-long, ect-xl, pd-refine, pd4-direct or pd4-k4)" >&2; exit 2 ;;
+  pd4-k4b) run pd4-k4b progressive --student-init "$root/pd4-k4/fmnist-v2-pd-k4-4step.pt" --initial-steps 4 --final-steps 4 \
+        --first-round-substeps 4 --iterations 5000 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 --name fmnist-v2-pd-k4b ;;
+  *) echo "$0: unknown run '$what' (pd, pd-weights, pd-long, ect, ect-long, ect-xl, pd-refine, pd4-direct, pd4-k4 or pd4-k4b)" >&2; exit 2 ;;
 esac
