@@ -917,6 +917,9 @@ def choose_student_solver(student: Union[str, os.PathLike], teacher: Union[str, 
     candidate within a factor ``1 + tolerance`` of it losing only to an earlier one. Returns
     ``{"solver", "trials": [{"solver", "error": CoupledError}]}``. docs/distillation.md, "Which solver
     samples a student", has why a multistep solver can beat the DDIM a student was trained with.
+    ValueError, naming the file, for a student without a grid of its own, one whose own sampler is not a
+    grid solver (a consistency student's ``consistency``; its file is left as it is), or a teacher that
+    fails on the student's sample shape.
     """
     if isinstance(teacher, (str, os.PathLike)):
         teacher = _fewstep.load_model_file(os.fspath(teacher))["denoiser"]

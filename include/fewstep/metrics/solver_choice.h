@@ -76,12 +76,16 @@ TeacherSolve student_check_reference(const Denoiser& teacher, const std::vector<
 
 /// choose_grid_solver for the model file `model_path` (which must have its own grid, spanning the
 /// reference's times) against `reference`; with `write`, records the winner as the file's sampler
-/// (save_model_sampler; the .pt is not rewritten). ValueError naming the file or argument.
+/// (save_model_sampler; the .pt is not rewritten). ValueError naming the file or argument, and for a
+/// student whose own sampler is not a grid solver (check_grid_solver: e.g. a consistency student's
+/// re-noising `consistency`, never rewritten) or a reference of another sample shape.
 SolverChoice choose_student_solver(const std::string& model_path, const TeacherSolve& reference,
                                    const StudentSolverCheck& check = {}, bool write = true);
 
 /// The same with the reference made here: student_check_reference of `teacher` over the file's own grid
 /// (for one student; a run exporting several students of one span makes the reference once instead).
+/// A teacher that fails on the student's samples (another data shape) is a ValueError naming the file,
+/// the shape and the network's own message.
 SolverChoice choose_student_solver(const std::string& model_path, const Denoiser& teacher,
                                    const StudentSolverCheck& check = {}, bool write = true);
 
