@@ -71,7 +71,7 @@ class ProgressiveMethod final : public Command {
         ->capture_default_str();
     app.add_option("--solver-check-n", solver_check_.n, "Samples of the --student-solver auto check (the teacher's "
                                                         "reference solve of them is made once per run)")
-        ->check(at_least(0, true))
+        ->check(positive())
         ->capture_default_str();
     app.add_option("--export-from", export_from_, "Export the students of rounds with at most this many steps "
                                                   "(0 = every round)")

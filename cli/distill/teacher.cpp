@@ -213,14 +213,11 @@ std::string export_student(const torch::jit::Module& net, const Teacher& teacher
   }
   if (info.default_guidance > 0.0) m.default_guidance = info.default_guidance;
   m.consistency = info.consistency;
-  // The teacher's metadata (its data, above all: a student is distilled further from it) with this
-  // run's record instead of the teacher's, and without the teacher's own evaluation (its FD is not the
-  // student's).
-  json metadata = json::parse(teacher.file->info.metadata);
-  metadata.erase("evaluation");
-  metadata["distillation"] = info.distillation;
-  metadata["distillation"]["method"] = info.method;
-  metadata["distillation"]["teacher"] = teacher.path;
+  // The teacher's metadata as a student inherits it (models/model_file.h), with this run's record.
+  json distillation = info.distillation;
+  distillation["method"] = info.method;
+  distillation["teacher"] = teacher.path;
+  json metadata = json::parse(student_metadata(teacher.file->info.metadata, distillation.dump()));
   metadata["training"] = info.training;
   m.metadata = metadata.dump();
   json side = json::parse(save_model_file(model, copy, m));

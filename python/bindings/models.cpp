@@ -528,6 +528,15 @@ void bind_models(py::module_& m) {
       [](const py::object& sidecar) { return info_dict(fewstep::parse_model_sidecar(json_arg(sidecar, "sidecar"))); },
       py::arg("sidecar"), "read_model_file_info of a sidecar given as a dict (or its JSON text).");
   m.def(
+      "_student_metadata",
+      [](const py::object& teacher_metadata, const py::object& distillation) {
+        return json_loads(fewstep::student_metadata(json_arg(teacher_metadata, "teacher_metadata"),
+                                                    json_arg(distillation, "distillation")));
+      },
+      py::arg("teacher_metadata"), py::arg("distillation"),
+      "student_metadata (models/model_file.h): the teacher's metadata dict as a student inherits it, with "
+      "`distillation` as its record.");
+  m.def(
       "save_model_file",
       [](const py::object& path_obj, const py::object& net, const std::shared_ptr<NoiseSchedule>& schedule,
          const std::string& prediction, const std::vector<int64_t>& sample_shape, const std::string& time_input,

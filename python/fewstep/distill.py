@@ -871,10 +871,7 @@ def export_student(student: torch.nn.Module, path: Union[str, os.PathLike], *, t
             scripted = torch.jit.trace(copy.deepcopy(student).eval(), example)
     else:
         raise TypeError(f"student should be a torch.nn.Module, got {_type_name(student)}")
-    metadata = dict(info["metadata"])
-    metadata.pop("training", None)
-    metadata.pop("evaluation", None)  # the teacher's own scores, not the student's
-    metadata["distillation"] = dict(settings or {}, method=method, teacher=teacher_name)
+    metadata = _fewstep._student_metadata(info["metadata"], dict(settings or {}, method=method, teacher=teacher_name))
     if default_guidance is not None:
         default_guidance = _check_real(default_guidance, "default_guidance")
     _fewstep.save_model_file(

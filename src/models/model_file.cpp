@@ -600,6 +600,18 @@ std::string save_tuned_grid(const std::string& model_path, const ModelTunedGrid&
   });
 }
 
+std::string student_metadata(const std::string& teacher_metadata, const std::string& distillation) {
+  const auto object = [](const std::string& text, const char* name) {
+    json value = json::parse(text, nullptr, false);
+    FEWSTEP_CHECK_VALUE(value.is_object(), "student_metadata: ", name, " must be a JSON object, got '", text, "'");
+    return value;
+  };
+  json metadata = object(teacher_metadata, "teacher_metadata");
+  for (const char* own : {"training", "evaluation"}) metadata.erase(own);
+  metadata["distillation"] = object(distillation, "distillation");
+  return metadata.dump();
+}
+
 std::string save_model_sampler(const std::string& model_path, const std::string& solver) {
   return reseal_sidecar(model_path, "save_model_sampler", [&](ModelFileInfo& info) {
     FEWSTEP_CHECK_VALUE(!info.timesteps.empty(), "save_model_sampler: '", model_path,

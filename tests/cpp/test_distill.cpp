@@ -569,11 +569,11 @@ TEST(SolverChoice, StudentFileRecordsTheMeasuredWinner) {
             std::string::npos);
   fewstep::MlpConfig c5 = c;
   c5.dim = 5;
-  fewstep::ModelFileInfo info5;
-  info5.schedule = schedule;
-  info5.prediction = Prediction::Eps;
+  fewstep::ModelFileInfo info5 = info;  // the teacher's file, for 5-D data
   info5.sample_shape = {5};
   info5.network = fewstep::network_spec(c5);
+  info5.timesteps.clear();
+  info5.solver.clear();
   fewstep::save_model_file(dir + "/teacher5.pt", *fewstep::make_mlp(c5, 6), info5);
   const fewstep::ModelFile other_teacher = fewstep::load_model_file(dir + "/teacher5.pt");
   const std::string message = value_error_message(

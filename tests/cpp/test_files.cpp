@@ -542,6 +542,21 @@ TEST(ModelFile, SchemaOneSidecarsLoadAndUpgradeWithTheLibrary) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(ModelFile, StudentsInheritTheTeachersDataButNotItsOwnRecords) {
+  const json teacher = {{"data", {{"name", "fmnist"}}},
+                        {"training", {{"steps_done", 12000}}},
+                        {"evaluation", {{"fd_fmnist", 11.24}}},
+                        {"distillation", {{"method", "progressive"}}}};
+  const json student =
+      json::parse(fs::student_metadata(teacher.dump(), json{{"method", "kd"}, {"teacher", "t.pt"}}.dump()));
+  EXPECT_EQ(student, (json{{"data", {{"name", "fmnist"}}}, {"distillation", {{"method", "kd"}, {"teacher", "t.pt"}}}}));
+  EXPECT_NE(value_error_message([&] { fs::student_metadata("[1]", "{}"); })
+                .find("teacher_metadata must be a JSON object, got '[1]'"),
+            std::string::npos);
+  EXPECT_NE(value_error_message([&] { fs::student_metadata("{}", "nope"); }).find("distillation must be a JSON object"),
+            std::string::npos);
+}
+
 // ---------------------------------------------------------------------------------------------- micro sampler files
 
 TEST(MicroSamplerFile, RoundTripsAndRefusesFlippedBytes) {

@@ -185,6 +185,13 @@ std::string save_tuned_grid(const std::string& model_path, const ModelTunedGrid&
 /// grid of its own or `solver` is not a solver name.
 std::string save_model_sampler(const std::string& model_path, const std::string& solver);
 
+/// The metadata a distilled student inherits from its teacher's `teacher_metadata` (JSON object text):
+/// every field (the data, above all, which a student is distilled further from) but the teacher's own
+/// records of how it was trained and scored ("training", "evaluation": not the student's), with
+/// `distillation` (a JSON object) as "distillation". The CLI's and Python's exporters both use it.
+/// ValueError naming the argument that is not a JSON object.
+std::string student_metadata(const std::string& teacher_metadata, const std::string& distillation);
+
 /// Rewrites the sidecar of `model_path` in the current schema, recording the SHA-256 of the .pt
 /// as it is now (the .pt is not rewritten). For upgrading schema-1 files whose .pt is known to be
 /// good (the shipped models were upgraded so). Returns the new sidecar text.
