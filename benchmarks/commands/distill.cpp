@@ -53,7 +53,8 @@ struct Config {
   std::string mixture_teacher = "models/gmm16d-mlp-eps.pt";
   std::string mixture_pd = "models/distilled/gmm16d-pd-{N}step.pt";
   std::string mixture_kd = "models/distilled/gmm16d-kd-{N}step.pt";
-  // Consistency students ({M} = cd, ct, ict, ect, scd, sct): 1- and 2-step `consistency` samplers.
+  // Consistency students ({M} = cd, ct, ict, ect, scd, sct, dmd): 1- and 2-step `consistency` samplers
+  // (dmd: a consistency network tuned by distribution matching, docs/distillation.md).
   std::string cm = "models/distilled/fmnist-{M}-{N}step.pt";
   std::string mixture_cm = "models/distilled/gmm16d-{M}-{N}step.pt";
   std::string classifier = "models/fmnist-classifier.pt";
@@ -90,7 +91,8 @@ std::vector<std::pair<std::string, std::string>> student_patterns(const std::str
                                                                   const std::string& cm) {
   std::vector<std::pair<std::string, std::string>> out = {{"progressive student", pd}, {"KD student", kd}};
   for (const auto& [label, method] : {std::pair<const char*, const char*>{"CD", "cd"}, {"CT", "ct"}, {"iCT", "ict"},
-                                      {"ECT", "ect"}, {"sCD", "scd"}, {"sCT", "sct"}})
+                                      {"ECT", "ect"}, {"sCD", "scd"}, {"sCT", "sct"},
+                                      {"DMD", "dmd"}})
     out.emplace_back(std::string("consistency student (") + label + ")", with_method(cm, method));
   return out;
 }
@@ -160,7 +162,7 @@ class DistillBench : public Command {
     app.add_option("--guided-pd", c_.guided_pd, "Its progressive-distillation students")->capture_default_str();
     app.add_option("--mixture-teacher", c_.mixture_teacher, "16-D mixture teacher")->capture_default_str();
     app.add_option("--mixture-pd", c_.mixture_pd, "Its progressive-distillation students")->capture_default_str();
-    app.add_option("--cm", c_.cm, "Consistency students ({M} = cd, ct, ict, ect, scd, sct; {N} = steps)")->capture_default_str();
+    app.add_option("--cm", c_.cm, "Consistency students ({M} = cd, ct, ict, ect, scd, sct, dmd; {N} = steps)")->capture_default_str();
     app.add_option("--mixture-cm", c_.mixture_cm, "16-D mixture consistency students")->capture_default_str();
     app.add_option("--mixture-kd", c_.mixture_kd, "Its knowledge-distillation students")->capture_default_str();
     app.add_option("--classifier", c_.classifier, "Classifier of FD-FMNIST")->capture_default_str();

@@ -220,6 +220,16 @@ void bind_sample(py::module_& m) {
         "The seed of the step-noise stream of a sample with per-sample seed `seed` (docs/sampling.md): "
         "SplitMix64 of (seed, stream 1), never equal to the x_T stream of the same seed.");
 
+  m.def(
+      "_prior_scale",
+      [](const std::shared_ptr<fewstep::NoiseSchedule>& schedule, double t_start) {
+        FEWSTEP_CHECK_TYPE(schedule != nullptr, "schedule should be a fewstep schedule, got None");
+        return fewstep::prior_scale(*schedule, t_start);
+      },
+      py::arg("schedule"), py::arg("t_start"),
+      "The scale of standard-normal noise that makes it the prior at t_start: sigma(t_start) for VE, else 1 "
+      "(sample/request.h).");
+
   py::class_<fewstep::ReferenceResult, std::shared_ptr<fewstep::ReferenceResult>>(
       m, "ReferenceResult", "Result of fewstep.reference_solve.")
       .def_readonly("x", &fewstep::ReferenceResult::x, "Solution at t_end (float64).")

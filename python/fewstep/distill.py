@@ -30,6 +30,7 @@ import torch
 
 from . import _fewstep
 from .train import (
+    DSMLoss,
     Objective,
     TrainStep,
     _check_batch,
@@ -54,6 +55,7 @@ __all__ = [
     "ConsistencyLoss",
     "DistillResult",
     "DistillStep",
+    "DistributionMatchingLoss",
     "GuidanceDistillationLoss",
     "choose_grid_solver",
     "choose_student_solver",
@@ -61,6 +63,7 @@ __all__ = [
     "ProgressiveDistillationLoss",
     "consistency_denoiser",
     "distill_consistency",
+    "distill_distribution_matching",
     "distill_guidance",
     "distill_knowledge",
     "distill_progressive",
@@ -668,6 +671,196 @@ class ConsistencyLoss(Objective):
 
 
 # ----------------------------------------------------------------------------------------------
+# Distribution matching.
+
+
+class DistributionMatchingLoss(Objective):
+    """Distribution matching distillation of a one-step student (DMD, Yin et al. 2024, arXiv 2311.18828,
+    eq. 7-8), with the two time-scale updates of DMD2 (Yin et al. 2024, arXiv 2405.14867, sec. 4.2).
+
+    The student is a one-step map ``G(z)`` from prior noise ``z`` at the start time (the time of noise level
+    ``start_sigma``): a consistency network F (``student="consistency"``, ``G(z) = f(z, t_start)`` with the
+    ``consistency`` parameterisation) or a network predicting ``"x0"``, ``"v"`` or ``"eps"`` there. A
+    *fake* denoiser, initialised as a copy of the teacher's network, learns the student's samples by
+    denoising score matching (``fake_updates`` updates per step with its own AdamW at ``fake_lr``); the
+    student moves its samples ``x = G(z)`` along ``x0_real(x_t) - x0_fake(x_t)`` at noised copies
+    ``x_t = alpha_t x + sigma_t eps``, ``t ~ U[t_min, t_max]`` (default: the middle 96 % of the schedule's
+    range, DMD's), per row normalised by ``mean |x - x0_real(x_t)|`` (DMD's weighting). The difference of
+    the two data predictions is ``sigma_t^2 / alpha_t`` times the difference of the scores, the gradient
+    of KL(p_student || p_teacher) at level t. This matches the student's *distribution* to the teacher's
+    (class proportions included) rather than its pairs ``z -> x0``: docs/distillation.md,
+    "Distribution matching".
+
+    For the first ``warmup`` steps only the fake denoiser learns (the student's loss is zero): at step 0
+    it equals the teacher, so the signal appears as it moves toward the student's samples. The loss
+    reported is ``0.5 mean_b |g_b|^2`` of the normalised direction g; ``extra["fake_loss"]`` is the fake
+    denoiser's last DSM loss. The fake denoiser and its optimiser are in the checkpoint, so a resumed
+    run continues bit-identically; data parallelism averages the fake's gradients too. In your own loop:
+    ``loss = dm(student, like, generator, step=k)``, the student's optimiser step, then
+    ``dm.update_fake(student)``.
+
+    Args:
+        schedule: the noise schedule of teacher and student.
+        teacher: the teacher's network ``teacher(x_t, t_input)`` predicting ``teacher_prediction`` (an
+            ``nn.Module``, e.g. ``torch.jit.load`` of its model file; never modified).
+        student: ``"consistency"`` or the student's prediction ``"x0"``, ``"v"``, ``"eps"``.
+        consistency: for a consistency student, its options (``sigma_data``, ``t_min``; the defaults of
+            :class:`ConsistencyLoss`).
+        start_sigma: the student's start level sigma/alpha (default 80, clamped to the schedule's top).
+        fake_lr, fake_updates, warmup: the fake denoiser's learning rate and updates per step, and the
+            steps before the student moves.
+        t_min, t_max: the range of the matching levels t.
+        time_input, time_scale: the networks' time input (the teacher's; the student shares it).
+    """
+
+    kind = "distribution_matching"
+    STUDENTS = ("consistency",) + STUDENT_PREDICTIONS
+
+    def __init__(self, schedule: _fewstep.NoiseSchedule, teacher: torch.nn.Module, *,
+                 teacher_prediction: str = "eps", student: str = "consistency", consistency: Optional[dict] = None,
+                 start_sigma: Optional[float] = _fewstep.CONSISTENCY_START_SIGMA, fake_lr: float = 1e-4,
+                 fake_updates: int = 2, warmup: int = 300, t_min: Optional[float] = None,
+                 t_max: Optional[float] = None, time_input: str = "t", time_scale: float = 1.0) -> None:
+        super().__init__()
+        self.schedule = _check_schedule(schedule)
+        if not isinstance(teacher, torch.nn.Module):
+            raise TypeError(f"teacher should be a torch.nn.Module taking (x, t), got {_type_name(teacher)}")
+        _check_choice(student, "student", self.STUDENTS)
+        if consistency is not None and student != "consistency":
+            raise ValueError(f"consistency options apply to student='consistency', got student={student!r}")
+        self.fake_dsm = DSMLoss(schedule, teacher_prediction, "uniform", time_input=time_input,
+                                time_scale=time_scale)  # checks the prediction and the time input
+        fake_lr = _check_real(fake_lr, "fake_lr")
+        if not fake_lr > 0:
+            raise ValueError(f"fake_lr should be > 0, got {fake_lr:g}")
+        _check_int(fake_updates, "fake_updates", 1)
+        _check_int(warmup, "warmup", 0)
+        span = schedule.t_max - schedule.t_min
+        default_lo, default_hi = schedule.t_min + 0.02 * span, schedule.t_min + 0.98 * span
+        self.t_lo, self.t_hi = _time_range(schedule, default_lo if t_min is None else t_min,
+                                           default_hi if t_max is None else t_max)
+        self.t_start = float(_fewstep.consistency_timesteps(schedule, start_sigma)[0])
+        self.student_kind, self.teacher_prediction = student, teacher_prediction
+        self.time_input, self.time_scale = time_input, self.fake_dsm.time_scale
+        self.consistency: Optional[dict] = None  # the consistency function's settings (all the C++ keys)
+        if student == "consistency":
+            unknown = sorted(set(consistency or {}) - {"sigma_data", "t_min"})
+            if unknown:
+                raise ValueError(f"consistency options are sigma_data and t_min, got {unknown[0]!r}")
+            self.consistency = _fewstep._consistency_options(dict(consistency or {}, method="ect",
+                                                                  time_input=time_input, time_scale=time_scale))
+        self.fake_lr, self.fake_updates, self.warmup = fake_lr, fake_updates, warmup
+        self.start_sigma = start_sigma
+        self.teacher = _frozen_copy(teacher)
+        self.fake = _frozen_copy(teacher).train()
+        for p in self.fake.parameters():
+            p.requires_grad_(True)
+        self.fake_options = {"lr": fake_lr, "warmup": 0, "total_steps": 0, "min_lr": 0.0, "decay": "cosine",
+                             "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "grad_clip": 0.0}
+        self.fake_optimizer = _fewstep.Optimizer(list(self.fake.parameters()), self.fake_options)
+        self._fake_draws: Optional[tuple] = None
+        self.fake_loss = float("nan")  # the fake denoiser's last DSM loss
+
+    def options(self) -> dict:
+        consistency = ({key: self.consistency[key] for key in ("sigma_data", "t_min")}
+                       if self.consistency is not None else None)
+        return {"student": self.student_kind, "teacher_prediction": self.teacher_prediction,
+                "consistency": consistency, "start_sigma": self.start_sigma, "t_start": self.t_start,
+                "fake_lr": self.fake_lr, "fake_updates": self.fake_updates, "warmup": self.warmup,
+                "t_min": self.t_lo, "t_max": self.t_hi, "time_input": self.time_input,
+                "time_scale": self.time_scale, "schedule": repr(self.schedule)}
+
+    def generate(self, student: Callable, z: torch.Tensor) -> torch.Tensor:
+        """``G(z)``: the student's sample from standard-normal ``z`` (scaled to the prior at the start time)."""
+        x = z * _fewstep._prior_scale(self.schedule, self.t_start)
+        t = torch.full((z.shape[0],), self.t_start, dtype=torch.float64)
+        if self.consistency is not None:
+            return _fewstep._consistency_function(student, self.schedule, self.consistency, x, t)
+        out = student(x, _network_times(self.schedule, t, self.time_input, self.time_scale, x))
+        return _x0_from_native(out, x, self.schedule.alpha(self.t_start), self.schedule.sigma(self.t_start),
+                               self.student_kind)
+
+    def _x0(self, net: Callable, x_t: torch.Tensor, t: torch.Tensor, alpha: torch.Tensor,
+            sigma: torch.Tensor) -> torch.Tensor:
+        out = net(x_t, _network_times(self.schedule, t, self.time_input, self.time_scale, x_t))
+        return _x0_from_native(out, x_t, alpha, sigma, self.teacher_prediction)
+
+    def draw(self, batch: tuple, generator: torch.Generator, step: int) -> tuple:
+        """``(z, t, eps, z_fake, t_fake, eps_fake)``: the student's noise, level and re-noising per row, and
+        per row ``fake_updates`` of each for the fake denoiser (second dimension)."""
+        like = _check_batch(batch[0], "data batch")
+        n, k = like.shape[0], self.fake_updates
+
+        def normal(*shape: int) -> torch.Tensor:
+            return torch.randn(shape, generator=generator, dtype=like.dtype).to(like.device)
+
+        z = normal(*like.shape)
+        t = self.t_lo + (self.t_hi - self.t_lo) * torch.rand(n, generator=generator, dtype=torch.float64)
+        eps = normal(*like.shape)
+        z_fake = normal(n, k, *like.shape[1:])
+        t_fake = torch.stack([self.fake_dsm.sample_times(n, generator) for _ in range(k)], dim=1)
+        eps_fake = normal(n, k, *like.shape[1:])
+        return z, t, eps, z_fake, t_fake, eps_fake
+
+    def step_loss(self, student: Callable, draws: tuple, step: int) -> tuple:
+        z, t, eps, *fake_draws = draws
+        self._fake_draws = tuple(fake_draws)  # after_update trains the fake on them
+        x = self.generate(student, z)
+        if step < self.warmup:
+            return x.sum() * 0.0, {"fake_loss": self.fake_loss}
+        with torch.no_grad():
+            alpha, sigma = _column(self.schedule.alpha(t), x), _column(self.schedule.sigma(t), x)
+            x_t = alpha * x + sigma * eps
+            real = self._x0(self.teacher, x_t, t, alpha, sigma)
+            fake = self._x0(self.fake, x_t, t, alpha, sigma)
+            scale = (x - real).abs().flatten(1).mean(1).clamp_min(1e-6)
+            g = (fake - real) / _column(scale.double(), x)
+        loss = 0.5 * (x - (x - g).detach()).pow(2).flatten(1).sum(1).mean()
+        return loss, {"fake_loss": self.fake_loss}
+
+    def forward(self, student: Callable, like: torch.Tensor, generator: Optional[torch.Generator] = None, *,
+                step: int = 0) -> torch.Tensor:
+        """The student's loss for a batch shaped like ``like`` (its values are not read); then call
+        :meth:`update_fake` after the student's optimiser step."""
+        _check_student(student, "(x, t)")
+        return self.step_loss(student, self.draw((like,), generator, step), step)[0]
+
+    def update_fake(self, student: Callable, average: Optional[Callable] = None) -> None:
+        """The fake denoiser's ``fake_updates`` DSM updates on fresh samples of the (updated) student, from
+        the draws of the last loss; ``average(grads)`` averages its gradients over processes in place."""
+        if self._fake_draws is None:
+            raise RuntimeError("update_fake: no draws; compute the student's loss of this step first")
+        z_fake, t_fake, eps_fake = self._fake_draws
+        params = list(self.fake.parameters())
+        for j in range(self.fake_updates):
+            with torch.no_grad():
+                x = self.generate(student, z_fake[:, j])
+            loss = self.fake_dsm(self.fake, x, t=t_fake[:, j], eps=eps_fake[:, j])
+            self.fake_optimizer.zero_grad()
+            loss.backward()
+            if average is not None:
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+                average(grads)
+                for p, g in zip(params, grads):
+                    p.grad = g
+            self.fake_optimizer.step(0)
+            self.fake_loss = float(loss.detach())
+        self._fake_draws = None
+
+    def after_update(self, run: Any, step: int) -> None:
+        self.update_fake(run.student, run.average if run.world > 1 else None)
+
+    def save(self, checkpoint: _fewstep.Checkpoint) -> None:
+        _save_module(checkpoint, "fake", self.fake)
+        self.fake_optimizer.save(checkpoint, "fake_optimizer")
+
+    def load(self, checkpoint: _fewstep.Checkpoint) -> None:
+        _load_module(checkpoint, "fake", self.fake)
+        self.fake_optimizer = _fewstep.Optimizer(list(self.fake.parameters()), self.fake_options)
+        self.fake_optimizer.load(checkpoint, "fake_optimizer")
+
+
+# ----------------------------------------------------------------------------------------------
 # The ready loops: the one loop of fewstep.train with these losses.
 
 
@@ -812,6 +1005,27 @@ def distill_consistency(student: torch.nn.Module, data: Any, schedule: _fewstep.
     trainer = _loop(cm, student, data, iterations, iterations, loop)
     result = trainer.export()
     grid = _fewstep.consistency_timesteps(schedule, start_sigma, t_end=cm.t_lo)
+    return DistillResult(result, list(trainer.impl.losses), {1: result}, {1: grid})
+
+
+def distill_distribution_matching(student: torch.nn.Module, teacher: torch.nn.Module, data: Any,
+                                  schedule: _fewstep.NoiseSchedule, *, iterations: int = 2000,
+                                  distribution_matching: Optional[dict] = None, **loop: Any) -> DistillResult:
+    """Distribution matching distillation of the one-step ``student`` (trained in place; normally a
+    finished one-step student, e.g. an ECT network, whose distribution is then pulled onto the teacher's).
+
+    The loss is :class:`DistributionMatchingLoss` with the options in ``distribution_matching`` (``student``:
+    ``"consistency"`` by default; ``teacher_prediction``, ``fake_lr``, ...). ``data`` only gives the batch
+    shape (the teacher's data, or a callable ``data(batch_size, generator)``). The result samples in one
+    step on ``timesteps[1]``: with ``solver="consistency"`` through :func:`consistency_denoiser` for a
+    consistency student, else with ``ddim`` (:func:`export_student` writes either).
+    """ + _LOOP_DOC
+    dm = DistributionMatchingLoss(schedule, teacher, **(distribution_matching or {}))
+    trainer = _loop(dm, student, data, iterations, iterations, loop)
+    result = trainer.export()
+    boundary = dm.consistency["t_min"] if dm.consistency is not None else 0.0
+    t_end = boundary or schedule.t_min
+    grid = torch.tensor([dm.t_start, t_end], dtype=torch.float64)
     return DistillResult(result, list(trainer.impl.losses), {1: result}, {1: grid})
 
 

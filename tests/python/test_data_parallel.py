@@ -78,6 +78,11 @@ def all_runs() -> dict:
         result = fs.distill_consistency(Net(), points(), vp, method=method, teacher=exact, iterations=STEPS,
                                         consistency={"num_points": 6, "ict_s0": 4, "ict_s1": 8}, **LOOP)
         out[f"consistency_{method}"] = (state(result.student), state(Net()))
+    # The fake denoiser's gradients are averaged too (its updates follow the student's).
+    result = fs.distill_distribution_matching(Net(), Net(seed=1), points(), vp, iterations=STEPS,
+                                              distribution_matching={"student": "x0", "warmup": 1,
+                                                                     "fake_lr": 1e-2}, **LOOP)
+    out["distribution_matching"] = (state(result.student), state(Net()))
     data = fs.dense_trajectories(exact, "exact mixture", [2], 64, segments=8, substeps=2, dtype=torch.float64,
                                  progress=False)
     ddim = fs.sample(exact, x_T[:8].float(), solver="ddim", steps=4).x  # what the untrained heads sample
@@ -121,7 +126,8 @@ def max_difference(a, b) -> float:
 
 @needs_gloo
 @pytest.mark.parametrize("trainer", ["dsm", "progressive", "kd", "guidance", "consistency_cd", "consistency_ct",
-                                     "consistency_ict", "micro_residual", "micro_joint"])
+                                     "consistency_ict", "distribution_matching", "micro_residual",
+                                     "micro_joint"])
 def test_two_processes_match_one_process(runs: tuple, trainer: str) -> None:
     ranks, single = runs
     (a, _), (b, _), (one, untrained) = ranks[0][trainer], ranks[1][trainer], single[trainer]

@@ -698,6 +698,128 @@ def test_shipped_students_load_with_their_conditioning() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# Distribution matching: the student's distribution moves onto the teacher's.
+
+
+class LearnableGaussianEps(torch.nn.Module):
+    """The exact eps of N(mu, diag(std^2)) under VP linear, with mu and log std as parameters: a teacher
+    whose trainable copy (the fake denoiser) can represent a Gaussian student's distribution exactly."""
+
+    def __init__(self, mu: list, std: list) -> None:
+        super().__init__()
+        self.mu = torch.nn.Parameter(torch.tensor(mu, dtype=torch.float64))
+        self.log_std = torch.nn.Parameter(torch.tensor(std, dtype=torch.float64).log())
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        log_a = vp_linear_log_alpha(t.double())[:, None]
+        alpha, sigma = log_a.exp(), (-torch.expm1(2.0 * log_a)).sqrt()
+        return sigma * (x - alpha * self.mu) / (alpha**2 * (2.0 * self.log_std).exp() + sigma**2)
+
+
+class AffineSample(torch.nn.Module):
+    """A one-step x0 student x0 = a * x + b (per dimension): its samples are N(b, diag(a^2))."""
+
+    def __init__(self, b: list, a: list) -> None:
+        super().__init__()
+        self.b = torch.nn.Parameter(torch.tensor(b, dtype=torch.float64))
+        self.log_a = torch.nn.Parameter(torch.tensor(a, dtype=torch.float64).log())
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.log_a.exp() * x + self.b
+
+
+def zeros_2d(n: int, g: torch.Generator) -> torch.Tensor:
+    return torch.zeros(n, 2, dtype=torch.float64)  # distribution matching only reads the batch's shape
+
+
+def test_distribution_matching_moves_a_gaussian_student_onto_the_teacher(vp: fs.VPLinear) -> None:
+    mu, std = [0.5, -0.3], [0.8, 0.6]
+    student = AffineSample([1.5, 0.7], [0.3, 1.2])
+    def errors() -> tuple:  # distance of the student's mean and per-dimension scale from the teacher's
+        return (student.b - torch.tensor(mu)).norm().item(), (student.log_a.exp() - torch.tensor(std)).norm().item()
+
+    start_mean, start_scale = errors()
+    warmup = 20
+    out = fs.distill_distribution_matching(
+        student, LearnableGaussianEps(mu, std), zeros_2d, vp, iterations=400, batch_size=64, lr=2e-2, ema=0.0,
+        seed=1, grad_clip=0.0, distribution_matching={"student": "x0", "fake_lr": 5e-2, "warmup": warmup})
+    # Only the fake denoiser learns in the warm-up; then the matching direction is non-zero.
+    assert out.losses[:warmup] == [0.0] * warmup and out.losses[warmup] > 0
+    mean_error, scale_error = errors()
+    # The direction vanishes only where the two distributions agree (KL's minimum): both the mean and the
+    # per-dimension scale reach the teacher's, far inside their starting errors (SGD noise is what remains).
+    assert mean_error < 0.05 * start_mean, (mean_error, start_mean)
+    assert scale_error < 0.05 * start_scale, (scale_error, start_scale)
+
+
+def test_distribution_matching_direction_is_zero_while_the_fake_is_the_teacher(vp: fs.VPLinear) -> None:
+    torch.manual_seed(0)
+    teacher = TinyMLP(hidden=16)
+    dm = fs.DistributionMatchingLoss(vp, teacher, student="x0", warmup=0)
+    draws = dm.draw((torch.zeros(32, 2, dtype=torch.float64),), torch.Generator().manual_seed(3), 0)
+    loss, _ = dm.step_loss(TinyMLP(hidden=16), draws, 0)
+    assert loss.item() == 0.0  # at step 0 the fake denoiser is an exact copy of the teacher
+
+
+def test_distribution_matching_trains_what_the_consistency_sampler_samples(vp: fs.VPLinear) -> None:
+    torch.manual_seed(0)
+    student = TinyMLP(hidden=16)
+    dm = fs.DistributionMatchingLoss(vp, TinyMLP(hidden=16), consistency={"sigma_data": 0.5})
+    z = torch.randn(8, 2, dtype=torch.float64)
+    grid = fs.consistency_timesteps(vp, fs.CONSISTENCY_START_SIGMA)
+    sampled = fs.sample(fs.consistency_denoiser(student, vp, sigma_data=0.5), z, solver="consistency",
+                        timesteps=grid).x
+    torch.testing.assert_close(dm.generate(student, z), sampled, rtol=1e-12, atol=1e-12)
+    assert dm.t_start == grid[0].item()
+
+
+def dm_run(tmp: Path, callback=None, **kw) -> fs.DistillResult:
+    torch.manual_seed(0)
+    teacher, student = TinyMLP(hidden=16), TinyMLP(hidden=16)
+    options = {"fake_lr": 1e-3, "fake_updates": 2, "warmup": 2, **kw.pop("distribution_matching", {})}
+    return fs.distill_distribution_matching(student, teacher, zeros_2d, fs.VPLinear(), iterations=8, batch_size=16,
+                                            lr=1e-3, ema=0.9, seed=5, checkpoint=tmp / "dm.ckpt", checkpoint_every=4,
+                                            callback=callback, distribution_matching=options, **kw)
+
+
+def test_distribution_matching_resume_is_bit_exact(tmp_path: Path) -> None:
+    full = dm_run(tmp_path / "a")
+    with pytest.raises(Stop):
+        dm_run(tmp_path / "b", callback=stop_at(6))
+    resumed = dm_run(tmp_path / "b")  # continues from the checkpoint of step 4
+    assert resumed.losses == full.losses and len(full.losses) == 8
+    for (k, a), b in zip(full.student.state_dict().items(), resumed.student.state_dict().values()):
+        assert torch.equal(a, b), k
+    a, b = fs.Checkpoint.load(tmp_path / "a" / "dm.ckpt"), fs.Checkpoint.load(tmp_path / "b" / "dm.ckpt")
+    assert a.tensor_keys() == b.tensor_keys()
+    assert "fake/body.0.weight" in a.tensor_keys() and any(k.startswith("fake_optimizer/") for k in a.tensor_keys())
+    for key in a.tensor_keys():  # the fake denoiser and its AdamW too
+        assert torch.equal(a.tensor(key), b.tensor(key)), key
+    with pytest.raises(ValueError, match="fake_lr is 0.002 here, 0.001 in the checkpoint"):
+        dm_run(tmp_path / "b", distribution_matching={"fake_lr": 2e-3})
+    assert full.timesteps[1].tolist() == fs.consistency_timesteps(fs.VPLinear(), fs.CONSISTENCY_START_SIGMA).tolist()
+
+
+def test_distribution_matching_bad_options_name_the_option(vp: fs.VPLinear) -> None:
+    teacher = TinyMLP(hidden=8)
+    cases = [({"student": "score"}, ValueError, "student"),
+             ({"fake_lr": 0.0}, ValueError, "fake_lr should be > 0, got 0"),
+             ({"fake_updates": 0}, ValueError, "fake_updates"),
+             ({"warmup": -1}, ValueError, "warmup"),
+             ({"t_min": 2.0}, ValueError, "t_min should be within the schedule's range"),
+             ({"teacher_prediction": "noise"}, ValueError, "noise"),
+             ({"consistency": {"sigma": 1.0}}, ValueError, "consistency options are sigma_data and t_min, got 'sigma'"),
+             ({"student": "x0", "consistency": {"sigma_data": 0.5}}, ValueError, "student='consistency'")]
+    for options, error, message in cases:
+        with pytest.raises(error, match=message):
+            fs.DistributionMatchingLoss(vp, teacher, **options)
+    with pytest.raises(TypeError, match="teacher should be a torch.nn.Module"):
+        fs.DistributionMatchingLoss(vp, lambda x, t: x)
+    with pytest.raises(RuntimeError, match="update_fake: no draws"):
+        fs.DistributionMatchingLoss(vp, teacher).update_fake(TinyMLP(hidden=8))
+
+
+# ----------------------------------------------------------------------------------------------
 # DistributedDataParallel over gloo: the progressive loss in an ordinary DDP loop.
 
 DDP_STEPS, DDP_BATCH = 3, 16
