@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Long, resumable distillation runs of a Fashion-MNIST teacher (docs/results.md, "Students of the current teacher").
-# Usage: scripts/distill_v2.sh pd|pd-weights|pd-long|ect|ect-long|ect-xl|pd-refine|pd4-direct|pd4-k4|pd4-k4b   — run it again (same environment) to resume.
+# Usage: scripts/distill_v2.sh pd|pd-weights|pd-long|ect|ect-long|ect-xl|pd-refine|pd4-direct|pd4-k4|pd4-k4b|dmd   — run it again (same environment) to resume.
 #   pd          progressive 8 -> 1 from the teacher in function space (4000 iterations per round; the
 #               shipped fmnist-v2-pd 8- and 4-step students; each exported student records the solver
 #               measured closest to the teacher, dpmpp_2m and deis for those two: --student-solver auto)
@@ -22,6 +22,9 @@
 #               34 min on one core; shipped as fmnist-v2-pd-4step on 2026-12-05, sampled with deis)
 #   pd4-k4b     pd4-k4's student refined the same way for 5000 more iterations (seed 1; 1 h 04 min on one
 #               core; the shipped fmnist-v2-pd-4step since 2026-12-05, sampled with deis; run pd4-k4 first)
+#   dmd         ect-xl's final network tuned by distribution matching of its 1-step map (Python:
+#               scripts/ect_finetune.py --method dmd, two threads, about 8 min; the shipped fmnist-v2-dmd
+#               students since 2026-12-05; run ect-xl first)
 # Environment:
 #   TEACHER      the teacher model file (default models/fmnist-unet-eps.pt)
 #   RUN_ROOT     where the runs go (default runs/distill-v2; pd/ and ect/ below it)
@@ -30,7 +33,7 @@
 #   TORCH_LIB    LibTorch's library directory (default: the one of the python3 on PATH's torch)
 # Runs at nice 19 on one thread; checkpoints every 250 steps; the CLI resumes bit-exactly (--resume).
 set -euo pipefail
-what=${1:?"usage: $0 pd|pd-weights|pd-long|ect|ect-long|ect-xl|pd-refine|pd4-direct|pd4-k4|pd4-k4b"}
+what=${1:?"usage: $0 pd|pd-weights|pd-long|ect|ect-long|ect-xl|pd-refine|pd4-direct|pd4-k4|pd4-k4b|dmd"}
 root=${RUN_ROOT:-runs/distill-v2}
 bin=${FEWSTEP_BIN:-$root/bin}
 teacher=${TEACHER:-models/fmnist-unet-eps.pt}
@@ -77,5 +80,8 @@ case "$what" in
         --first-round-substeps 4 --iterations 2500 --batch 64 --lr 1e-4 --ema 0.999 --seed 0 --name fmnist-v2-pd-k4 ;;
   pd4-k4b) run pd4-k4b progressive --student-init "$root/pd4-k4/fmnist-v2-pd-k4-4step.pt" --initial-steps 4 --final-steps 4 \
         --first-round-substeps 4 --iterations 5000 --batch 64 --lr 1e-4 --ema 0.999 --seed 1 --name fmnist-v2-pd-k4b ;;
-  *) echo "$0: unknown run '$what' (pd, pd-weights, pd-long, ect, ect-long, ect-xl, pd-refine, pd4-direct, pd4-k4 or pd4-k4b)" >&2; exit 2 ;;
+  dmd) nice -n 19 python3 scripts/ect_finetune.py --method dmd --run "$root/ect-xl" --teacher "$teacher" \
+        --out "$root/dmd" --name fmnist-v2-dmd --iterations 1500 --lr 5e-6 --ema 0.999 --checkpoint-every 500 \
+        --threads 2 ;;
+  *) echo "$0: unknown run '$what' (pd, pd-weights, pd-long, ect, ect-long, ect-xl, pd-refine, pd4-direct, pd4-k4, pd4-k4b or dmd)" >&2; exit 2 ;;
 esac
