@@ -111,7 +111,8 @@ def main() -> None:
                  "ect": {"ect_q": a.q, "p_mean": a.p_mean, "p_std": a.p_std,
                          "distance": loss.options().get("distance")},
                  "dmd": {"fake_lr": a.fake_lr, "fake_updates": a.fake_updates, "warmup": a.warmup,
-                         "t_min": loss.options().get("t_min"), "t_max": loss.options().get("t_max")}}
+                         "matching_t_min": loss.options().get("t_min"),
+                         "matching_t_max": loss.options().get("t_max")}}
     settings = {"base_run": os.path.basename(os.path.normpath(a.run)), "consistency_method": a.method,
                 "iterations": a.iterations, "batch": a.batch, "lr": a.lr, "ema": a.ema, "grad_clip": a.grad_clip,
                 "seed": a.seed, "start_sigma": fs.CONSISTENCY_START_SIGMA, "script": "scripts/ect_finetune.py",

@@ -728,8 +728,9 @@ class DistributionMatchingLoss(Objective):
         _check_choice(student, "student", self.STUDENTS)
         if consistency is not None and student != "consistency":
             raise ValueError(f"consistency options apply to student='consistency', got student={student!r}")
+        _check_choice(teacher_prediction, "teacher_prediction", STUDENT_PREDICTIONS)  # what _x0_from_native reads
         self.fake_dsm = DSMLoss(schedule, teacher_prediction, "uniform", time_input=time_input,
-                                time_scale=time_scale)  # checks the prediction and the time input
+                                time_scale=time_scale)  # checks the time input
         fake_lr = _check_real(fake_lr, "fake_lr")
         if not fake_lr > 0:
             raise ValueError(f"fake_lr should be > 0, got {fake_lr:g}")

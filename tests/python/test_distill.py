@@ -771,6 +771,13 @@ def test_distribution_matching_trains_what_the_consistency_sampler_samples(vp: f
                         timesteps=grid).x
     torch.testing.assert_close(dm.generate(student, z), sampled, rtol=1e-12, atol=1e-12)
     assert dm.t_start == grid[0].item()
+    # On VE the student starts from the prior at t_start, sigma(t_start) z, as a sampler's x_T does there.
+    ve = fs.VE()
+    dm = fs.DistributionMatchingLoss(ve, TinyMLP(hidden=16), consistency={"sigma_data": 0.5})
+    grid = fs.consistency_timesteps(ve, fs.CONSISTENCY_START_SIGMA)
+    sampled = fs.sample(fs.consistency_denoiser(student, ve, sigma_data=0.5), z * ve.sigma(grid[0].item()),
+                        solver="consistency", timesteps=grid).x
+    torch.testing.assert_close(dm.generate(student, z), sampled, rtol=1e-12, atol=1e-12)
 
 
 def dm_run(tmp: Path, callback=None, **kw) -> fs.DistillResult:
@@ -808,6 +815,7 @@ def test_distribution_matching_bad_options_name_the_option(vp: fs.VPLinear) -> N
              ({"warmup": -1}, ValueError, "warmup"),
              ({"t_min": 2.0}, ValueError, "t_min should be within the schedule's range"),
              ({"teacher_prediction": "noise"}, ValueError, "noise"),
+             ({"teacher_prediction": "score"}, ValueError, "teacher_prediction"),
              ({"consistency": {"sigma": 1.0}}, ValueError, "consistency options are sigma_data and t_min, got 'sigma'"),
              ({"student": "x0", "consistency": {"sigma_data": 0.5}}, ValueError, "student='consistency'")]
     for options, error, message in cases:
