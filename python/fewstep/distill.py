@@ -32,6 +32,7 @@ from . import _fewstep
 from .train import (
     DSMLoss,
     Objective,
+    _average_gradients,
     TrainStep,
     _check_batch,
     _check_choice,
@@ -781,10 +782,9 @@ class DistributionMatchingLoss(Objective):
         return _x0_from_native(out, x, self.schedule.alpha(self.t_start), self.schedule.sigma(self.t_start),
                                self.student_kind)
 
-    def _x0(self, net: Callable, x_t: torch.Tensor, t: torch.Tensor, alpha: torch.Tensor,
+    def _x0(self, net: Callable, x_t: torch.Tensor, t_input: torch.Tensor, alpha: torch.Tensor,
             sigma: torch.Tensor) -> torch.Tensor:
-        out = net(x_t, _network_times(self.schedule, t, self.time_input, self.time_scale, x_t))
-        return _x0_from_native(out, x_t, alpha, sigma, self.teacher_prediction)
+        return _x0_from_native(net(x_t, t_input), x_t, alpha, sigma, self.teacher_prediction)
 
     def draw(self, batch: tuple, generator: torch.Generator, step: int) -> tuple:
         """``(z, t, eps, z_fake, t_fake, eps_fake)``: the student's noise, level and re-noising per row, and
@@ -812,8 +812,9 @@ class DistributionMatchingLoss(Objective):
         with torch.no_grad():
             alpha, sigma = _column(self.schedule.alpha(t), x), _column(self.schedule.sigma(t), x)
             x_t = alpha * x + sigma * eps
-            real = self._x0(self.teacher, x_t, t, alpha, sigma)
-            fake = self._x0(self.fake, x_t, t, alpha, sigma)
+            t_input = _network_times(self.schedule, t, self.time_input, self.time_scale, x_t)  # both nets' input
+            real = self._x0(self.teacher, x_t, t_input, alpha, sigma)
+            fake = self._x0(self.fake, x_t, t_input, alpha, sigma)
             scale = (x - real).abs().flatten(1).mean(1).clamp_min(1e-6)
             g = (fake - real) / _column(scale.double(), x)
         loss = 0.5 * (x - (x - g).detach()).pow(2).flatten(1).sum(1).mean()
@@ -840,10 +841,7 @@ class DistributionMatchingLoss(Objective):
             self.fake_optimizer.zero_grad()
             loss.backward()
             if average is not None:
-                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-                average(grads)
-                for p, g in zip(params, grads):
-                    p.grad = g
+                _average_gradients(params, average)
             self.fake_optimizer.step(0)
             self.fake_loss = float(loss.detach())
         self._fake_draws = None
@@ -1026,7 +1024,7 @@ def distill_distribution_matching(student: torch.nn.Module, teacher: torch.nn.Mo
     result = trainer.export()
     boundary = dm.consistency["t_min"] if dm.consistency is not None else 0.0
     t_end = boundary or schedule.t_min
-    grid = torch.tensor([dm.t_start, t_end], dtype=torch.float64)
+    grid = _fewstep.consistency_timesteps(schedule, dm.start_sigma, t_end=t_end)
     return DistillResult(result, list(trainer.impl.losses), {1: result}, {1: grid})
 
 

@@ -492,6 +492,15 @@ def _load_module(checkpoint: _fewstep.Checkpoint, prefix: str, net: torch.nn.Mod
         raise ValueError(f"checkpoint '{checkpoint.source}' holds another network under '{prefix}': {e}") from e
 
 
+def _average_gradients(params: list, average: Callable) -> None:
+    """Each parameter's gradient (zero where it has none) replaced by ``average``'s in-place mean over the
+    processes: what the loop does before every update under data parallelism."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    average(grads)
+    for p, g in zip(params, grads):
+        p.grad = g
+
+
 def _rows(draws: tuple, rank: int, world: int) -> tuple:
     """This process's rows of every per-row tensor of a whole batch's draws (first dimension = the batch)."""
     n = next(d.shape[0] for d in draws if isinstance(d, torch.Tensor) and d.dim() > 0)
@@ -608,10 +617,7 @@ class _LossRun:
         self.optimizer.zero_grad()
         loss.backward()
         if self.world > 1:
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-            self.average(grads)
-            for p, g in zip(self.params, grads):
-                p.grad = g
+            _average_gradients(self.params, self.average)
         lr, grad_norm = self.optimizer.step(self.objective.schedule_step(k))
         _fewstep.ema_update(list(self.ema.parameters()), list(self.student.parameters()), list(self.ema.buffers()),
                             list(self.student.buffers()), self.ema_decay)
